@@ -1,0 +1,807 @@
+/* config.c - the option table, the env-file parser and validation. */
+#include <ctype.h>
+#include <errno.h>
+#include <grp.h>
+#include <math.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+#include "proto.h"
+
+enum opt_type {
+    OPT_BOOL, OPT_INT, OPT_DOUBLE, OPT_ENUM, OPT_STR, OPT_MODE,
+    OPT_HOSTPORT, OPT_URL, OPT_PATH, OPT_GROUP, OPT_UNSUPPORTED,
+};
+
+struct option_def {
+    const char *name;
+    enum opt_type type;
+    size_t offset;
+    size_t size;            /* OPT_STR and friends: the buffer's size */
+    const char *defval;     /* parsed like any other value */
+    double min, max;        /* OPT_INT, OPT_DOUBLE */
+    const char *const *words;   /* OPT_ENUM, NULL-terminated */
+};
+
+static const char *const bool_words[] = { "true", "false", NULL };
+static const char *const enforce_words[] = { "soft", "hard", NULL };
+static const char *const policy_words[] = {
+    "primary", "cost_weighted", "latency_weighted", NULL
+};
+static const char *const fail_words[] = { "open", "closed", NULL };
+static const char *const level_words[] = {
+    "error", "warn", "info", "debug", NULL
+};
+
+#define C(f) offsetof(struct config, f)
+#define S(f) sizeof(((struct config *)0)->f)
+#define NUM(n, t, f, d, lo, hi) { n, t, C(f), 0, d, lo, hi, NULL }
+#define WORD(n, f, d, w) { n, OPT_ENUM, C(f), 0, d, 0, 0, w }
+#define STR(n, t, f, d) { n, t, C(f), S(f), d, 0, 0, NULL }
+
+/* Every daemon variable of DESIGN.md §2, in the order --check-config prints. */
+static const struct option_def options[] = {
+    { "RATE_LIMIT_ENABLED", OPT_BOOL, C(rate_limit_enabled), 0, "true", 0, 0,
+      bool_words },
+    NUM("QUOTA_WINDOW_DAYS", OPT_DOUBLE, quota_window_days, "30", 0, 36500),
+    NUM("DEFAULT_DAILY_QUOTA_TOKENS", OPT_INT, default_quota_tokens, "100000",
+        0, 9007199254740992.0),
+    WORD("QUOTA_ENFORCEMENT", quota_enforcement, "soft", enforce_words),
+    WORD("ROUTING_POLICY", routing_policy, "primary", policy_words),
+    NUM("PROVIDER_COOLDOWN_SEC", OPT_DOUBLE, provider_cooldown_s, "60", -1,
+        86400 * 365.0),
+    STR("LLMGUARD_SOCKET", OPT_PATH, socket_path, ""),
+    STR("LLMGUARD_DB", OPT_PATH, db_path, ""),
+    NUM("LLMGUARD_QUOTA_FLUSH_MS", OPT_INT, quota_flush_ms, "50", 0, 60000),
+    STR("LLMGUARD_METRICS_LISTEN", OPT_HOSTPORT, metrics_listen, ""),
+    STR("OTEL_EXPORTER_OTLP_ENDPOINT", OPT_URL, otlp_endpoint, ""),
+    STR("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", OPT_URL, otlp_traces_endpoint,
+        ""),
+    STR("OTEL_SERVICE_NAME", OPT_STR, service_name, "llmguardd"),
+    NUM("LLMGUARD_METRICS_MAX_SERIES", OPT_INT, metrics_max_series, "10000", 1,
+        10000000),
+    { "LLMGUARD_SOCKET_MODE", OPT_MODE, C(socket_mode), 0, "0600", 0, 0777,
+      NULL },
+    STR("LLMGUARD_SOCKET_GROUP", OPT_GROUP, socket_group, ""),
+    WORD("LLMGUARD_FAIL_MODE", fail_mode, "open", fail_words),
+    WORD("LLMGUARD_LOG_LEVEL", log_level, "info", level_words),
+    STR("REDIS_URL", OPT_UNSUPPORTED, redis_url, ""),
+};
+#define NOPTIONS (sizeof(options) / sizeof(options[0]))
+
+#define P(f) offsetof(struct provider_config, f)
+
+/* The PROVIDER_<NAME>_<SUFFIX> keys; the first declares the provider. */
+static const struct option_def provider_options[] = {
+    { "RATE_PER_SEC", OPT_DOUBLE, P(rate_per_sec), 0, NULL, 0, 1e9, NULL },
+    { "BURST", OPT_DOUBLE, P(burst), 0, NULL, 1, 1e9, NULL },
+    { "PRIORITY", OPT_INT, P(priority), 0, "100", -1e9, 1e9, NULL },
+    { "COST_PER_1K_TOKENS", OPT_DOUBLE, P(cost_per_1k_tokens), 0, "1.0", 0,
+      1e9, NULL },
+    { "TOKENS_PER_MIN", OPT_DOUBLE, P(tokens_per_min), 0, "0", -1, 1e12,
+      NULL },
+    /* Read by clients (examples/ratelimit_demo), known here so they do not
+     * warn; the daemon ignores them. */
+    { "BASE_URL", OPT_STR, 0, 0, NULL, 0, 0, NULL },
+    { "API_KEY", OPT_STR, 0, 0, NULL, 0, 0, NULL },
+};
+#define NPROVIDER_OPTIONS (sizeof(provider_options) / sizeof(provider_options[0]))
+#define PROVIDER_CLIENT_ONLY 5      /* index of the first client-only key */
+
+/* One KEY=VALUE setting and where it came from. */
+struct setting {
+    char *key;
+    char *value;
+    char origin[CONFIG_PATH_MAX + 16];
+};
+
+struct settings {
+    struct setting *v;
+    size_t n, cap;
+};
+
+static int
+fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int
+fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static void
+settings_free(struct settings *s)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        free(s->v[i].key);
+        free(s->v[i].value);
+    }
+    free(s->v);
+}
+
+/* Record key=value; a later setting of the same key replaces the earlier. */
+static int
+settings_put(struct settings *s, const char *key, size_t keylen,
+             const char *value, const char *origin)
+{
+    struct setting *st = NULL;
+
+    for (size_t i = 0; i < s->n; i++)
+        if (strlen(s->v[i].key) == keylen &&
+            memcmp(s->v[i].key, key, keylen) == 0)
+            st = &s->v[i];
+    if (st == NULL) {
+        if (s->n == s->cap) {
+            size_t cap = s->cap ? s->cap * 2 : 32;
+            struct setting *nv = realloc(s->v, cap * sizeof(*nv));
+            if (nv == NULL)
+                return -1;
+            s->v = nv;
+            s->cap = cap;
+        }
+        st = &s->v[s->n++];
+        st->key = strndup(key, keylen);
+        st->value = NULL;
+        if (st->key == NULL)
+            return -1;
+    }
+    free(st->value);
+    st->value = strdup(value);
+    snprintf(st->origin, sizeof(st->origin), "%s", origin);
+    return st->value == NULL ? -1 : 0;
+}
+
+static bool
+is_key_start(int c)
+{
+    return isalpha(c) || c == '_';
+}
+
+static bool
+is_key_char(int c)
+{
+    return isalnum(c) || c == '_';
+}
+
+/*
+ * Parse one env-file line into key and value (both within line, which is
+ * modified).  Returns 1 for a setting, 0 for a blank or comment line, -1 for
+ * a malformed one with *why set.
+ */
+static int
+parse_env_line(char *line, char **key, size_t *keylen, char **value,
+               const char **why)
+{
+    char *p = line, *v, *out;
+
+    while (isspace((unsigned char)*p))
+        p++;
+    if (*p == '\0' || *p == '#')
+        return 0;
+    if (strncmp(p, "export", 6) == 0 && (p[6] == ' ' || p[6] == '\t')) {
+        p += 6;
+        while (*p == ' ' || *p == '\t')
+            p++;
+    }
+    if (!is_key_start((unsigned char)*p)) {
+        *why = "expected KEY=VALUE";
+        return -1;
+    }
+    *key = p;
+    while (is_key_char((unsigned char)*p))
+        p++;
+    *keylen = (size_t)(p - *key);
+    while (*p == ' ' || *p == '\t')
+        p++;
+    if (*p != '=') {
+        *why = "expected KEY=VALUE";
+        return -1;
+    }
+    v = ++p;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    if (*p == '#' && p > v) {   /* KEY= # comment: an empty value */
+        *value = p;
+        *p = '\0';
+        return 1;
+    }
+    v = out = p;
+    if (*p == '"' || *p == '\'') {
+        char q = *p++;
+        /* Quoted: backslash escapes \" and \\ inside double quotes only. */
+        while (*p != q) {
+            if (*p == '\0' || *p == '\n') {
+                *why = "unterminated quote";
+                return -1;
+            }
+            if (q == '"' && *p == '\\' && (p[1] == '"' || p[1] == '\\'))
+                p++;
+            *out++ = *p++;
+        }
+        p++;
+        while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+            p++;
+        if (*p != '\0' && *p != '#') {
+            *why = "text after the closing quote";
+            return -1;
+        }
+        *out = '\0';
+    } else {
+        /* Unquoted: a '#' after white space starts a comment. */
+        char *end = p;
+        while (*p != '\0' && *p != '\n') {
+            if (*p == '#' && p > v && (p[-1] == ' ' || p[-1] == '\t'))
+                break;
+            p++;
+        }
+        end = p;
+        while (end > v && isspace((unsigned char)end[-1]))
+            end--;
+        *end = '\0';
+    }
+    *value = v;
+    return 1;
+}
+
+/* Read an env file into s.  Returns 0 or -1 with err set. */
+static int
+read_env_file(const char *path, struct settings *s, char *err, size_t errlen)
+{
+    FILE *fp = fopen(path, "r");
+    char *line = NULL, origin[CONFIG_PATH_MAX + 16], text[128];
+    size_t cap = 0;
+    unsigned lineno = 0;
+    int rc = 0;
+
+    if (fp == NULL)
+        return fail(err, errlen, "env file %s: %s", path, strerror(errno));
+    while (getline(&line, &cap, fp) != -1) {
+        char *key, *value;
+        size_t keylen;
+        const char *why = NULL;
+        int r;
+
+        lineno++;
+        line[strcspn(line, "\r\n")] = '\0';
+        snprintf(text, sizeof(text), "%s", line);
+        r = parse_env_line(line, &key, &keylen, &value, &why);
+        if (r < 0) {
+            rc = fail(err, errlen, "%s:%u: %s: %s", path, lineno, why, text);
+            break;
+        }
+        if (r == 0)
+            continue;
+        snprintf(origin, sizeof(origin), "%s:%u", path, lineno);
+        if (settings_put(s, key, keylen, value, origin) < 0) {
+            rc = fail(err, errlen, "out of memory");
+            break;
+        }
+    }
+    if (rc == 0 && ferror(fp))
+        rc = fail(err, errlen, "env file %s: %s", path, strerror(errno));
+    free(line);
+    fclose(fp);
+    return rc;
+}
+
+static bool
+parse_word(const char *value, const char *const *words, int64_t *out)
+{
+    for (int64_t i = 0; words[i] != NULL; i++)
+        if (strcasecmp(value, words[i]) == 0) {
+            *out = i;
+            return true;
+        }
+    return false;
+}
+
+static bool
+parse_bool(const char *value, bool *out)
+{
+    static const char *const yes[] = { "true", "1", "yes", "on", NULL };
+    static const char *const no[] = { "false", "0", "no", "off", NULL };
+    int64_t i;
+
+    if (parse_word(value, yes, &i))
+        *out = true;
+    else if (parse_word(value, no, &i))
+        *out = false;
+    else
+        return false;
+    return true;
+}
+
+/* Write "expected ..." for def into buf. */
+static void
+expectation(const struct option_def *def, char *buf, size_t len)
+{
+    switch (def->type) {
+    case OPT_BOOL:
+        snprintf(buf, len, "true or false");
+        break;
+    case OPT_INT:
+        snprintf(buf, len, "an integer from %.0f to %.0f", def->min, def->max);
+        break;
+    case OPT_DOUBLE:
+        if (def->min < 0)
+            snprintf(buf, len, "a number from 0 to %g", def->max);
+        else if (def->min == 0)
+            snprintf(buf, len, "a number greater than 0, at most %g",
+                     def->max);
+        else
+            snprintf(buf, len, "a number from %g to %g", def->min, def->max);
+        break;
+    case OPT_ENUM: {
+        size_t off = 0;
+        for (int i = 0; def->words[i] != NULL; i++)
+            off += (size_t)snprintf(buf + off, len > off ? len - off : 0,
+                                    "%s%s", i == 0 ? "" :
+                                    def->words[i + 1] ? ", " : " or ",
+                                    def->words[i]);
+        break;
+    }
+    case OPT_STR:
+        snprintf(buf, len, "a non-empty string of at most %zu bytes",
+                 def->size ? def->size - 1 : (size_t)CONFIG_STR_MAX - 1);
+        break;
+    case OPT_MODE:
+        snprintf(buf, len, "an octal file mode from 0 to 0777, e.g. 0660");
+        break;
+    case OPT_HOSTPORT:
+        snprintf(buf, len, "host:port with a port from 1 to 65535");
+        break;
+    case OPT_URL:
+        snprintf(buf, len, "an http:// or https:// URL");
+        break;
+    case OPT_PATH:
+        snprintf(buf, len, "a non-empty path");
+        break;
+    case OPT_GROUP:
+        snprintf(buf, len, "an existing group name or gid");
+        break;
+    case OPT_UNSUPPORTED:
+        snprintf(buf, len, "unset: multi-host mode on Redis is a later "
+                 "milestone, not in this version");
+        break;
+    }
+}
+
+static bool
+valid_hostport(const char *v)
+{
+    const char *colon = strrchr(v, ':');
+    char *end;
+    long port;
+
+    if (colon == NULL || colon == v)
+        return false;
+    if (v[0] == '[' && colon[-1] != ']')
+        return false;
+    errno = 0;
+    port = strtol(colon + 1, &end, 10);
+    return errno == 0 && *end == '\0' && end != colon + 1 && port >= 1 &&
+           port <= 65535;
+}
+
+/*
+ * Parse value by def into the struct at base.  Returns true on success.
+ */
+static bool
+apply_value(const struct option_def *def, void *base, const char *value)
+{
+    char *p = (char *)base + def->offset, *end;
+
+    switch (def->type) {
+    case OPT_BOOL:
+        return parse_bool(value, (bool *)(void *)p);
+    case OPT_ENUM:
+        return parse_word(value, def->words, (int64_t *)(void *)p);
+    case OPT_INT: {
+        long long n;
+        errno = 0;
+        n = strtoll(value, &end, 10);
+        if (errno != 0 || end == value || *end != '\0' || n < def->min ||
+            n > def->max)
+            return false;
+        *(int64_t *)(void *)p = n;
+        return true;
+    }
+    case OPT_DOUBLE: {
+        double d;
+        errno = 0;
+        d = strtod(value, &end);
+        if (errno != 0 || end == value || *end != '\0' || !isfinite(d) ||
+            d > def->max)
+            return false;
+        /* min < 0 means "zero allowed", min == 0 "strictly positive". */
+        if (def->min < 0 ? d < 0 : def->min == 0 ? d <= 0 : d < def->min)
+            return false;
+        *(double *)(void *)p = d;
+        return true;
+    }
+    case OPT_MODE: {
+        long m;
+        errno = 0;
+        m = strtol(value, &end, 8);
+        if (errno != 0 || end == value || *end != '\0' || m < 0 || m > 0777)
+            return false;
+        *(int64_t *)(void *)p = m;
+        return true;
+    }
+    case OPT_UNSUPPORTED:
+        return value[0] == '\0';
+    case OPT_HOSTPORT:
+    case OPT_URL:
+    case OPT_PATH:
+    case OPT_GROUP:
+    case OPT_STR:
+        if (def->size == 0)     /* a client-only key */
+            return true;
+        if (strlen(value) >= def->size)
+            return false;
+        if (value[0] != '\0') {
+            if (def->type == OPT_HOSTPORT && !valid_hostport(value))
+                return false;
+            if (def->type == OPT_URL && strncmp(value, "http://", 7) != 0 &&
+                strncmp(value, "https://", 8) != 0)
+                return false;
+            if (def->type == OPT_GROUP && getgrnam(value) == NULL) {
+                long gid = strtol(value, &end, 10);
+                if (*end != '\0' || gid < 0 || getgrgid((gid_t)gid) == NULL)
+                    return false;
+            }
+        } else if (def->type == OPT_STR && def->defval != NULL &&
+                   def->defval[0] != '\0') {
+            return false;   /* a string with a default may not be empty */
+        }
+        memcpy(p, value, strlen(value) + 1);
+        return true;
+    }
+    return false;
+}
+
+static int
+bad_value(const struct option_def *def, const char *key,
+          const struct setting *st, char *err, size_t errlen)
+{
+    char want[256];
+
+    expectation(def, want, sizeof(want));
+    return fail(err, errlen, "%s=%s (%s): expected %s", key, st->value,
+                st->origin, want);
+}
+
+/* Find the suffix table entry that PROVIDER_<NAME>_ key ends with. */
+static const struct option_def *
+provider_suffix(const char *key, size_t *namelen)
+{
+    size_t keylen = strlen(key), pre = strlen("PROVIDER_");
+
+    for (size_t i = 0; i < NPROVIDER_OPTIONS; i++) {
+        size_t sl = strlen(provider_options[i].name);
+        if (keylen > pre + sl + 1 &&
+            strcmp(key + keylen - sl, provider_options[i].name) == 0 &&
+            key[keylen - sl - 1] == '_') {
+            *namelen = keylen - sl - 1 - pre;
+            return &provider_options[i];
+        }
+    }
+    return NULL;
+}
+
+static struct provider_config *
+provider_get(struct config *cfg, const char *name, size_t len, bool create)
+{
+    struct provider_config *p;
+
+    for (size_t i = 0; i < cfg->nproviders; i++)
+        if (strlen(cfg->providers[i].name) == len &&
+            strncmp(cfg->providers[i].name, name, len) == 0)
+            return &cfg->providers[i];
+    if (!create || cfg->nproviders == CONFIG_MAX_PROVIDERS)
+        return NULL;
+    p = &cfg->providers[cfg->nproviders++];
+    memset(p, 0, sizeof(*p));
+    memcpy(p->name, name, len);
+    p->name[len] = '\0';
+    for (size_t i = 0; i < NPROVIDER_OPTIONS; i++)
+        if (provider_options[i].defval != NULL)
+            apply_value(&provider_options[i], p, provider_options[i].defval);
+    return p;
+}
+
+static int
+provider_cmp(const void *a, const void *b)
+{
+    const struct provider_config *x = a, *y = b;
+
+    if (x->priority != y->priority)
+        return x->priority < y->priority ? -1 : 1;
+    return strcmp(x->name, y->name);
+}
+
+/*
+ * Apply PROVIDER_<NAME>_<SUFFIX>.  Declaring keys (RATE_PER_SEC) run first,
+ * so a rate-less provider's other keys can be caught as likely typos.
+ */
+static int
+apply_provider(struct config *cfg, const struct setting *st, bool declare,
+               char *err, size_t errlen)
+{
+    size_t namelen, idx;
+    const struct option_def *def = provider_suffix(st->key, &namelen);
+    const char *name = st->key + strlen("PROVIDER_");
+    char lower[CONFIG_NAME_MAX];
+    struct provider_config *p;
+
+    if (def == NULL) {
+        if (declare)    /* warn once: this runs in both passes */
+            log_warn("unknown variable %s (%s) ignored", st->key, st->origin);
+        return 0;
+    }
+    idx = (size_t)(def - provider_options);
+    if (declare != (idx == 0) || idx >= PROVIDER_CLIENT_ONLY)
+        return 0;
+    if (namelen >= CONFIG_NAME_MAX)
+        return fail(err, errlen, "%s (%s): provider name longer than %d bytes",
+                    st->key, st->origin, CONFIG_NAME_MAX - 1);
+    for (size_t i = 0; i < namelen; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if (!isalnum(c) && c != '_')
+            return fail(err, errlen, "%s (%s): a provider name is letters, "
+                        "digits and _", st->key, st->origin);
+        lower[i] = (char)tolower(c);
+    }
+    p = provider_get(cfg, lower, namelen, declare);
+    if (p == NULL && declare)
+        return fail(err, errlen, "%s (%s): more than %d providers", st->key,
+                    st->origin, CONFIG_MAX_PROVIDERS);
+    if (p == NULL)
+        return fail(err, errlen, "%s (%s): provider '%.*s' has no "
+                    "PROVIDER_%.*s_RATE_PER_SEC", st->key, st->origin,
+                    (int)namelen, lower, (int)namelen, name);
+    if (!apply_value(def, p, st->value))
+        return bad_value(def, st->key, st, err, errlen);
+    p->set |= 1u << idx;
+    return 0;
+}
+
+static const struct option_def *
+find_option(const char *key)
+{
+    for (size_t i = 0; i < NOPTIONS; i++)
+        if (strcmp(options[i].name, key) == 0)
+            return &options[i];
+    return NULL;
+}
+
+/* Is key one of ours: a table variable, or an LLMGUARD_/PROVIDER_ key? */
+static bool
+is_our_key(const char *key)
+{
+    return find_option(key) != NULL || strncmp(key, "LLMGUARD_", 9) == 0 ||
+           strncmp(key, "PROVIDER_", 9) == 0;
+}
+
+/* The default database path of DESIGN.md §6. */
+static int
+default_db_path(char *buf, size_t len)
+{
+    const char *state = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
+    int n;
+
+    if (state != NULL && state[0] == '/') {
+        n = snprintf(buf, len, "%s/llmguard/llmguard.db", state);
+    } else {
+        if (home == NULL || home[0] != '/') {
+            struct passwd *pw = getpwuid(getuid());
+            home = pw ? pw->pw_dir : "/";
+        }
+        n = snprintf(buf, len, "%s/.local/state/llmguard/llmguard.db", home);
+    }
+    return n < 0 || (size_t)n >= len ? -1 : 0;
+}
+
+static int
+collect(struct settings *s, const struct config_args *args, char *envfile,
+        char *err, size_t errlen)
+{
+    const char *path = args->env_file;
+    const struct { const char *key, *value; } flags[] = {
+        { "LLMGUARD_SOCKET", args->socket },
+        { "LLMGUARD_DB", args->db },
+        { "LLMGUARD_LOG_LEVEL", args->log_level },
+    };
+
+    envfile[0] = '\0';
+    if (path == NULL && access(".env", F_OK) == 0)
+        path = ".env";
+    if (path != NULL) {
+        if (read_env_file(path, s, err, errlen) < 0)
+            return -1;
+        snprintf(envfile, CONFIG_PATH_MAX, "%s", path);
+    }
+    for (char *const *e = args->envp; e != NULL && *e != NULL; e++) {
+        const char *eq = strchr(*e, '=');
+        if (eq == NULL)
+            continue;
+        char key[256];
+        size_t kl = (size_t)(eq - *e);
+        if (kl >= sizeof(key))
+            continue;
+        memcpy(key, *e, kl);
+        key[kl] = '\0';
+        if (is_our_key(key) && settings_put(s, key, kl, eq + 1,
+                                            "environment") < 0)
+            return fail(err, errlen, "out of memory");
+    }
+    for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
+        if (flags[i].value != NULL &&
+            settings_put(s, flags[i].key, strlen(flags[i].key),
+                         flags[i].value, "command line") < 0)
+            return fail(err, errlen, "out of memory");
+    return 0;
+}
+
+int
+config_load(struct config *cfg, const struct config_args *args, char *err,
+            size_t errlen)
+{
+    struct settings s = { 0 };
+    int rc = -1;
+
+    memset(cfg, 0, sizeof(*cfg));
+    for (size_t i = 0; i < NOPTIONS; i++)
+        if (!apply_value(&options[i], cfg, options[i].defval))
+            abort();    /* a bad built-in default is a programming error */
+    if (collect(&s, args, cfg->env_file, err, errlen) < 0)
+        goto out;
+
+    for (size_t i = 0; i < s.n; i++) {
+        const struct setting *st = &s.v[i];
+        const struct option_def *def = find_option(st->key);
+        if (def != NULL) {
+            if (!apply_value(def, cfg, st->value)) {
+                bad_value(def, st->key, st, err, errlen);
+                goto out;
+            }
+        } else if (strncmp(st->key, "LLMGUARD_", 9) == 0) {
+            log_warn("unknown variable %s (%s) ignored", st->key, st->origin);
+        }
+    }
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t i = 0; i < s.n; i++)
+            if (strncmp(s.v[i].key, "PROVIDER_", 9) == 0 &&
+                find_option(s.v[i].key) == NULL &&
+                apply_provider(cfg, &s.v[i], pass == 0, err, errlen) < 0)
+                goto out;
+
+    for (size_t i = 0; i < cfg->nproviders; i++) {
+        struct provider_config *p = &cfg->providers[i];
+        if (!(p->set & 1u << 1))        /* BURST: max(1, rate) */
+            p->burst = p->rate_per_sec > 1 ? p->rate_per_sec : 1;
+    }
+    qsort(cfg->providers, cfg->nproviders, sizeof(cfg->providers[0]),
+          provider_cmp);
+
+    cfg->socket_is_default = cfg->socket_path[0] == '\0';
+    if (cfg->socket_is_default &&
+        proto_default_socket_path(cfg->socket_path,
+                                  sizeof(cfg->socket_path)) < 0) {
+        fail(err, errlen, "default socket path is too long");
+        goto out;
+    }
+    if (strlen(cfg->socket_path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+        fail(err, errlen, "LLMGUARD_SOCKET=%s: expected a path shorter than "
+             "%zu bytes (the limit of a Unix socket address)",
+             cfg->socket_path, sizeof(((struct sockaddr_un *)0)->sun_path));
+        goto out;
+    }
+    cfg->db_is_default = cfg->db_path[0] == '\0';
+    if (cfg->db_is_default &&
+        default_db_path(cfg->db_path, sizeof(cfg->db_path)) < 0) {
+        fail(err, errlen, "default database path is too long");
+        goto out;
+    }
+    rc = 0;
+out:
+    settings_free(&s);
+    return rc;
+}
+
+/* Print one value by its table entry. */
+static void
+print_value(FILE *fp, const char *key, const struct option_def *def,
+            const void *base)
+{
+    const char *p = (const char *)base + def->offset;
+
+    fprintf(fp, "%s=", key);
+    switch (def->type) {
+    case OPT_BOOL:
+        fputs(*(const bool *)(const void *)p ? "true" : "false", fp);
+        break;
+    case OPT_ENUM:
+        fputs(def->words[*(const int64_t *)(const void *)p], fp);
+        break;
+    case OPT_INT:
+        fprintf(fp, "%lld", (long long)*(const int64_t *)(const void *)p);
+        break;
+    case OPT_DOUBLE:
+        fprintf(fp, "%.15g", *(const double *)(const void *)p);
+        break;
+    case OPT_MODE:
+        fprintf(fp, "%04llo", (long long)*(const int64_t *)(const void *)p);
+        break;
+    default:
+        if (p[strcspn(p, " \t#'\"\\")] == '\0') {
+            fputs(p, fp);
+            break;
+        }
+        /* Quote what the env-file syntax would otherwise cut or strip. */
+        fputc('"', fp);
+        for (; *p != '\0'; p++) {
+            if (*p == '"' || *p == '\\')
+                fputc('\\', fp);
+            fputc(*p, fp);
+        }
+        fputc('"', fp);
+        break;
+    }
+    fputc('\n', fp);
+}
+
+void
+config_print(const struct config *cfg, FILE *fp)
+{
+    char key[256];
+
+    fprintf(fp, "# effective configuration (env file: %s)\n",
+            cfg->env_file[0] ? cfg->env_file : "none");
+    for (size_t i = 0; i < NOPTIONS; i++)
+        print_value(fp, options[i].name, &options[i], cfg);
+    for (size_t i = 0; i < cfg->nproviders; i++) {
+        const struct provider_config *p = &cfg->providers[i];
+        char upper[CONFIG_NAME_MAX];
+        size_t k;
+        for (k = 0; p->name[k] != '\0'; k++)
+            upper[k] = (char)toupper((unsigned char)p->name[k]);
+        upper[k] = '\0';
+        for (size_t j = 0; j < PROVIDER_CLIENT_ONLY; j++) {
+            snprintf(key, sizeof(key), "PROVIDER_%s_%s", upper,
+                     provider_options[j].name);
+            print_value(fp, key, &provider_options[j], p);
+        }
+    }
+}
+
+const struct provider_config *
+config_provider(const struct config *cfg, const char *name, size_t len)
+{
+    return provider_get((struct config *)(uintptr_t)cfg, name, len, false);
+}
+
+const char *
+config_policy_name(int64_t policy)
+{
+    return policy_words[policy];
+}
+
+const char *
+config_enforcement_name(int64_t enforcement)
+{
+    return enforce_words[enforcement];
+}

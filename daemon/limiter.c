@@ -1,0 +1,292 @@
+/*
+ * limiter.c — token buckets with FIFO waiters; see limiter.h for the
+ * contract.
+ *
+ * The fill is stored as of last_s and only written when tokens are taken,
+ * released or reconfigured; every other question ("how many at t?", "when
+ * is the head servable?") is answered by the same pure function of the
+ * stored state, so the wake-up time computed by limiter_next_wakeup is
+ * exactly a time at which limiter_pop_ready will serve the head.
+ */
+#include <assert.h>
+#include <math.h>
+#include <stddef.h>
+
+#include "limiter.h"
+
+/*
+ * Relative slack when comparing a fill with a need: absorbs rounding error
+ * of repeated refills (0.1 s steps are not exact) without giving away any
+ * measurable amount (the fill may end a hair below 0, and the debt stays).
+ */
+#define LIMITER_EPS 1e-9
+
+/* Whether cfg is in range (NaN fails every comparison). */
+static bool config_ok(const struct limiter_config *cfg)
+{
+    return isfinite(cfg->rate_per_sec) && cfg->rate_per_sec > 0 &&
+           isfinite(cfg->burst) && cfg->burst >= 1 &&
+           isfinite(cfg->tokens_per_min) && cfg->tokens_per_min >= 0;
+}
+
+static bool has_tpm(const struct limiter_bucket *b)
+{
+    return b->cfg.tokens_per_min > 0;
+}
+
+/* Whether a request for n / llm_tokens could ever be granted by b. */
+static bool fits(const struct limiter_bucket *b, uint32_t n,
+                 uint64_t llm_tokens)
+{
+    if (n == 0 || n > b->cfg.burst)
+        return false;
+    return !has_tpm(b) || (double)llm_tokens <= b->cfg.tokens_per_min;
+}
+
+/* Request tokens at time t, from the stored state. */
+static double tokens_at(const struct limiter_bucket *b, double t)
+{
+    double dt_s = t > b->last_s ? t - b->last_s : 0;
+
+    return fmin(b->cfg.burst, b->tokens + b->cfg.rate_per_sec * dt_s);
+}
+
+/* LLM tokens at time t, from the stored state (TPM enabled). */
+static double llm_tokens_at(const struct limiter_bucket *b, double t)
+{
+    double dt_s = t > b->last_s ? t - b->last_s : 0;
+    double cap = b->cfg.tokens_per_min;
+
+    return fmin(cap, b->llm_tokens + cap / 60.0 * dt_s);
+}
+
+/* Whether a fill of `have` covers `need`, up to rounding error. */
+static bool enough(double have, double need)
+{
+    return need <= 0 || have >= need - LIMITER_EPS * fmax(need, 1.0);
+}
+
+/* Whether both buckets would cover n / llm_tokens at time t. */
+static bool can_take_at(const struct limiter_bucket *b, double t, uint32_t n,
+                        uint64_t llm_tokens)
+{
+    if (!enough(tokens_at(b, t), n))
+        return false;
+    return !has_tpm(b) || enough(llm_tokens_at(b, t), (double)llm_tokens);
+}
+
+/* Bring the stored state forward to now_s (never backwards). */
+static void refill(struct limiter_bucket *b, double now_s)
+{
+    if (now_s <= b->last_s)
+        return;
+    b->tokens = tokens_at(b, now_s);
+    if (has_tpm(b))
+        b->llm_tokens = llm_tokens_at(b, now_s);
+    b->last_s = now_s;
+}
+
+/* Refill to now_s and take n / llm_tokens, which can_take_at allowed. */
+static void take(struct limiter_bucket *b, uint32_t n, uint64_t llm_tokens,
+                 double now_s)
+{
+    refill(b, now_s);
+    b->tokens -= n;
+    if (has_tpm(b))
+        b->llm_tokens -= (double)llm_tokens;
+}
+
+static void dequeue(struct limiter_bucket *b, struct limiter_waiter *w)
+{
+    assert(w->queued && b->nwaiters > 0);
+    TAILQ_REMOVE(&b->waiters, w, entry);
+    w->queued = false;
+    b->nwaiters--;
+}
+
+static bool expired(const struct limiter_bucket *b,
+                    const struct limiter_waiter *w, double now_s)
+{
+    return w->deadline_s <= now_s || !fits(b, w->n, w->llm_tokens);
+}
+
+/*
+ * Earliest time >= now_s at which waiter w can be served: the time the
+ * deficit takes to refill, then stepped up ulp by ulp until can_take_at
+ * agrees, so rounding never leaves the head short at that time.
+ */
+static double ready_time(const struct limiter_bucket *b,
+                         const struct limiter_waiter *w, double now_s)
+{
+    double t = fmax(now_s, b->last_s);
+    double deficit;
+
+    if (can_take_at(b, t, w->n, w->llm_tokens))
+        return t;
+    deficit = w->n - b->tokens;
+    t = fmax(t, b->last_s + deficit / b->cfg.rate_per_sec);
+    if (has_tpm(b)) {
+        deficit = (double)w->llm_tokens - b->llm_tokens;
+        t = fmax(t, b->last_s + deficit / (b->cfg.tokens_per_min / 60.0));
+    }
+    /* The fill is monotone in t and reaches the need, so this ends. */
+    while (!can_take_at(b, t, w->n, w->llm_tokens))
+        t = nextafter(t, INFINITY);
+    return t;
+}
+
+/* Set up a full bucket with an empty queue. */
+int limiter_init(struct limiter_bucket *b, const struct limiter_config *cfg,
+                 double now_s)
+{
+    if (!config_ok(cfg))
+        return -1;
+    b->cfg = *cfg;
+    b->tokens = cfg->burst;
+    b->llm_tokens = cfg->tokens_per_min;
+    b->last_s = now_s;
+    b->nwaiters = 0;
+    TAILQ_INIT(&b->waiters);
+    return 0;
+}
+
+/* Apply a reloaded config, keeping the fill clamped to the new sizes. */
+int limiter_reconfigure(struct limiter_bucket *b,
+                        const struct limiter_config *cfg, double now_s)
+{
+    bool had_tpm = has_tpm(b);
+
+    if (!config_ok(cfg))
+        return -1;
+    refill(b, now_s);
+    b->cfg = *cfg;
+    b->tokens = fmin(b->tokens, cfg->burst);
+    if (has_tpm(b))
+        b->llm_tokens = had_tpm ? fmin(b->llm_tokens, cfg->tokens_per_min)
+                                : cfg->tokens_per_min;
+    return 0;
+}
+
+/* Grant at once if both buckets suffice and nobody is queued. */
+enum limiter_result limiter_try_acquire(struct limiter_bucket *b, uint32_t n,
+                                        uint64_t llm_tokens, double now_s)
+{
+    if (!fits(b, n, llm_tokens))
+        return LIMITER_BAD_REQUEST;
+    if (!b->cfg.enabled)
+        return LIMITER_GRANTED;
+    if (!TAILQ_EMPTY(&b->waiters) || !can_take_at(b, now_s, n, llm_tokens))
+        return LIMITER_WAIT;
+    take(b, n, llm_tokens, now_s);
+    return LIMITER_GRANTED;
+}
+
+/* Queue a waiter at the tail. */
+int limiter_enqueue(struct limiter_bucket *b, struct limiter_waiter *w,
+                    uint32_t n, uint64_t llm_tokens, double deadline_s)
+{
+    assert(!w->queued);
+    assert(!isnan(deadline_s));
+    if (!fits(b, n, llm_tokens))
+        return -1;
+    w->n = n;
+    w->llm_tokens = llm_tokens;
+    w->deadline_s = deadline_s;
+    w->queued = true;
+    TAILQ_INSERT_TAIL(&b->waiters, w, entry);
+    b->nwaiters++;
+    return 0;
+}
+
+/* Drop a waiter whose requester went away. */
+void limiter_cancel(struct limiter_bucket *b, struct limiter_waiter *w)
+{
+    if (w->queued)
+        dequeue(b, w);
+}
+
+/* Remove the first waiter, in queue order, that is past its deadline. */
+struct limiter_waiter *limiter_pop_expired(struct limiter_bucket *b,
+                                           double now_s)
+{
+    struct limiter_waiter *w;
+
+    TAILQ_FOREACH (w, &b->waiters, entry) {
+        if (expired(b, w, now_s)) {
+            dequeue(b, w);
+            return w;
+        }
+    }
+    return NULL;
+}
+
+/* Serve the head waiter if its tokens are there. */
+struct limiter_waiter *limiter_pop_ready(struct limiter_bucket *b, double now_s)
+{
+    struct limiter_waiter *w = TAILQ_FIRST(&b->waiters);
+
+    if (w == NULL)
+        return NULL;
+    if (b->cfg.enabled) {
+        if (!fits(b, w->n, w->llm_tokens) ||
+            !can_take_at(b, now_s, w->n, w->llm_tokens))
+            return NULL;
+        take(b, w->n, w->llm_tokens, now_s);
+    }
+    dequeue(b, w);
+    return w;
+}
+
+/* Remove the head without serving it. */
+struct limiter_waiter *limiter_drain(struct limiter_bucket *b)
+{
+    struct limiter_waiter *w = TAILQ_FIRST(&b->waiters);
+
+    if (w != NULL)
+        dequeue(b, w);
+    return w;
+}
+
+/* When the single timer of this bucket should next fire. */
+double limiter_next_wakeup(const struct limiter_bucket *b, double now_s)
+{
+    const struct limiter_waiter *w, *head = TAILQ_FIRST(&b->waiters);
+    double t = INFINITY;
+
+    if (head == NULL)
+        return INFINITY;
+    if (!b->cfg.enabled)
+        return now_s;
+    TAILQ_FOREACH (w, &b->waiters, entry) {
+        if (expired(b, w, now_s))
+            return now_s;
+        t = fmin(t, w->deadline_s);
+    }
+    return fmin(t, ready_time(b, head, now_s));
+}
+
+/* Give tokens back, capped at the capacities. */
+void limiter_release(struct limiter_bucket *b, uint32_t n, uint64_t llm_tokens,
+                     double now_s)
+{
+    refill(b, now_s);
+    b->tokens = fmin(b->cfg.burst, b->tokens + n);
+    if (has_tpm(b))
+        b->llm_tokens =
+            fmin(b->cfg.tokens_per_min, b->llm_tokens + (double)llm_tokens);
+}
+
+double limiter_available(const struct limiter_bucket *b, double now_s)
+{
+    return fmax(0, tokens_at(b, now_s));
+}
+
+double limiter_available_llm(const struct limiter_bucket *b, double now_s)
+{
+    return has_tpm(b) ? fmax(0, llm_tokens_at(b, now_s)) : INFINITY;
+}
+
+size_t limiter_waiters(const struct limiter_bucket *b)
+{
+    return b->nwaiters;
+}

@@ -1,0 +1,168 @@
+/*
+ * limiter.h — per-provider token buckets with FIFO waiters (DESIGN.md §3).
+ *
+ * A bucket holds request tokens that refill continuously at rate_per_sec up
+ * to burst, and optionally a second bucket of LLM tokens (tokens_per_min,
+ * refilled at tokens_per_min / 60 per second up to tokens_per_min).  A grant
+ * takes n request tokens and llm_tokens LLM tokens together, or nothing.
+ *
+ * Pure module: no allocation, no I/O, no clock.  Every time is a monotonic
+ * `now_s` passed in by the caller, in seconds, never decreasing from one
+ * call to the next on the same bucket (an older `now_s` is treated as the
+ * newest one seen).  Not thread-safe: one event loop owns a bucket.
+ *
+ * Fairness: a grant is made at once only when nobody is queued; otherwise
+ * the request queues and waiters are served strictly in FIFO order.  An
+ * expired or cancelled waiter consumes nothing.  Guarantee: over any
+ * interval of length T, tokens granted minus tokens released are at most
+ * burst + rate_per_sec * T (plus a rounding slack of 1e-9 of a request).
+ *
+ * Event-loop use, one timer per bucket:
+ *
+ *     r = limiter_try_acquire(b, n, llm, now);
+ *     LIMITER_BAD_REQUEST -> reply bad_request
+ *     LIMITER_GRANTED     -> reply granted
+ *     LIMITER_WAIT        -> timeout 0: reply timeout; else
+ *                            limiter_enqueue(b, &req->w, n, llm, deadline)
+ *
+ *     after any enqueue, cancel, release or reconfigure, and when the timer
+ *     fires:
+ *         while ((w = limiter_pop_expired(b, now))) reply timeout
+ *         while ((w = limiter_pop_ready(b, now)))   reply granted
+ *         t = limiter_next_wakeup(b, now);
+ *         arm the timer for t - now, rounded up (none if t is INFINITY)
+ */
+#ifndef LLMGUARD_LIMITER_H
+#define LLMGUARD_LIMITER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+/* What a bucket is configured with; checked by init and reconfigure. */
+struct limiter_config {
+    double rate_per_sec;   /* > 0: request-token refill rate */
+    double burst;          /* >= 1: capacity ("max_tokens") */
+    double tokens_per_min; /* >= 0: LLM-token bucket; 0 = unlimited */
+    bool enabled;          /* false: every acquire granted, none consumed */
+};
+
+/*
+ * One pending acquire.  The caller embeds it in its own request struct,
+ * zero-initialised, and owns the memory; it must stay valid while `queued`
+ * is true.  The fields are set by limiter_enqueue, read-only to the caller.
+ */
+struct limiter_waiter {
+    TAILQ_ENTRY(limiter_waiter) entry;
+    uint32_t n;          /* request tokens wanted */
+    uint64_t llm_tokens; /* LLM tokens wanted (ignored without TPM) */
+    double deadline_s;   /* given up at this time, on the now_s clock */
+    bool queued;         /* in a bucket's queue */
+};
+
+TAILQ_HEAD(limiter_waitq, limiter_waiter);
+
+/* A bucket; the caller embeds or allocates it.  Fields are read-only. */
+struct limiter_bucket {
+    struct limiter_config cfg;
+    double tokens;     /* request tokens at last_s (may be a hair < 0) */
+    double llm_tokens; /* LLM tokens at last_s (if tokens_per_min > 0) */
+    double last_s;     /* time of the last refill */
+    size_t nwaiters;
+    struct limiter_waitq waiters;
+};
+
+/* Result of limiter_try_acquire. */
+enum limiter_result {
+    LIMITER_BAD_REQUEST = -1, /* n == 0, n > burst, llm_tokens > TPM */
+    LIMITER_GRANTED = 0,      /* tokens taken (none when disabled) */
+    LIMITER_WAIT = 1,         /* nothing taken: queue or give up */
+};
+
+/*
+ * Set up `b` full (burst request tokens, tokens_per_min LLM tokens) with an
+ * empty queue at now_s.  Returns -1, leaving `b` untouched, if `cfg` is out
+ * of range (see struct limiter_config); 0 otherwise.
+ */
+int limiter_init(struct limiter_bucket *b, const struct limiter_config *cfg,
+                 double now_s);
+
+/*
+ * Apply a new config (reload): the fill is kept, refilled up to now_s at
+ * the old rate, then clamped to the new capacities; an LLM bucket that
+ * appears starts full.  Queued waiters that no longer fit (n > burst or
+ * llm_tokens > tokens_per_min) are expired: limiter_pop_expired returns
+ * them at once (the caller may answer them bad_request instead of timeout).
+ * Returns -1, leaving `b` untouched, if `cfg` is out of range; 0 otherwise.
+ */
+int limiter_reconfigure(struct limiter_bucket *b,
+                        const struct limiter_config *cfg, double now_s);
+
+/*
+ * Take n request tokens and llm_tokens LLM tokens now if both suffice and
+ * nobody is queued (no overtaking).  When disabled, grant without taking
+ * anything.  Bad requests are rejected in both modes.  A refused or bad
+ * request changes nothing.
+ */
+enum limiter_result limiter_try_acquire(struct limiter_bucket *b, uint32_t n,
+                                        uint64_t llm_tokens, double now_s);
+
+/*
+ * Queue `w` at the tail for n / llm_tokens until deadline_s.  `w` must not
+ * be queued already.  Returns -1 (nothing queued) for a bad request, as in
+ * limiter_try_acquire; 0 otherwise.  Call limiter_pop_* afterwards.
+ */
+int limiter_enqueue(struct limiter_bucket *b, struct limiter_waiter *w,
+                    uint32_t n, uint64_t llm_tokens, double deadline_s);
+
+/* Remove `w` (its connection closed); nothing consumed.  No-op if unqueued. */
+void limiter_cancel(struct limiter_bucket *b, struct limiter_waiter *w);
+
+/*
+ * Remove and return a waiter whose deadline has come (deadline_s <= now_s)
+ * or that no longer fits the config, wherever it is in the queue; nothing
+ * consumed.  NULL when there is none.  Call until NULL before
+ * limiter_pop_ready, so that an expired head never blocks those behind it;
+ * a waiter that could be served at exactly its deadline thus times out.
+ */
+struct limiter_waiter *limiter_pop_expired(struct limiter_bucket *b,
+                                           double now_s);
+
+/*
+ * If the head waiter can be served at now_s, take its tokens, remove it and
+ * return it; else NULL.  Deadlines are not looked at (see above).  Call
+ * until NULL: this serves waiters in strict FIFO order.
+ */
+struct limiter_waiter *limiter_pop_ready(struct limiter_bucket *b,
+                                         double now_s);
+
+/* Remove and return the head without granting it, or NULL (teardown). */
+struct limiter_waiter *limiter_drain(struct limiter_bucket *b);
+
+/*
+ * The earliest time >= now_s at which limiter_pop_ready or
+ * limiter_pop_expired can return a waiter: when the head becomes servable
+ * or the earliest deadline, whichever is first; INFINITY with no waiters.
+ * Exact: limiter_pop_ready at the returned time serves the head, provided
+ * the bucket was not changed in between.
+ */
+double limiter_next_wakeup(const struct limiter_bucket *b, double now_s);
+
+/*
+ * Give back n request tokens and llm_tokens LLM tokens (an unused permit),
+ * each capped at its capacity.  May make the head servable.
+ */
+void limiter_release(struct limiter_bucket *b, uint32_t n, uint64_t llm_tokens,
+                     double now_s);
+
+/* Request tokens available at now_s (refilled, >= 0); b is not changed. */
+double limiter_available(const struct limiter_bucket *b, double now_s);
+
+/* LLM tokens available at now_s; INFINITY without a TPM limit. */
+double limiter_available_llm(const struct limiter_bucket *b, double now_s);
+
+/* Number of queued waiters. */
+size_t limiter_waiters(const struct limiter_bucket *b);
+
+#endif /* LLMGUARD_LIMITER_H */

@@ -1,0 +1,812 @@
+/*
+ * quota.c — rolling-window token quotas (DESIGN.md §3 "Quotas").
+ *
+ * See quota.h for the window math. A subject's slots are kept sorted by
+ * index; a slot's expiry grows with its index, so the slots that no longer
+ * count are always a prefix of the array. Everything the store has not seen
+ * yet (dirty slots, a changed override, a reset) puts the subject on one
+ * queue, which quota_flush() walks; a queued subject is never freed.
+ */
+#include <assert.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+
+#define HASH_NONFATAL_OOM 1 /* a failed add leaves hh.tbl NULL */
+#include <uthash.h>
+
+#include "quota.h"
+
+#define TIME_MAX_S 1e12                       /* |times| below this */
+#define TIME_MAX_MS INT64_C(1000000000000000) /* the same in ms */
+
+struct slot {
+    int64_t idx;
+    int64_t tokens;
+    bool dirty; /* changed since the last flush */
+};
+
+struct subject {
+    UT_hash_handle hh;
+    TAILQ_ENTRY(subject) queue_link;
+    struct slot *slots; /* sorted by idx, unique */
+    uint32_t n_slots;
+    uint32_t cap_slots;
+    int64_t limit; /* the override, when has_limit */
+    bool has_limit;
+    bool limit_dirty;   /* override changed since flush */
+    bool reset_pending; /* stored rows void; slots dirty */
+    bool queued;        /* on quota.queue */
+    char key[];         /* the subject string */
+};
+
+TAILQ_HEAD(subject_queue, subject);
+
+struct quota {
+    double window_s;
+    int64_t slot_ms;
+    int64_t default_limit;
+    bool hard;
+    struct subject *subjects;   /* uthash head */
+    struct subject_queue queue; /* subjects with pending changes */
+    size_t bytes;               /* subjects and slot arrays */
+};
+
+/* A subject's standing at some instant. */
+struct usage {
+    int64_t used;
+    int64_t limit;
+    bool has_reset_at;
+    double reset_at_s;
+};
+
+static const char *const kind_prefix[] = {
+    [QUOTA_WORKFLOW] = "workflow:",
+    [QUOTA_TENANT] = "tenant:",
+};
+
+/* a + b clamped to [0, INT64_MAX], for a >= 0. */
+static int64_t add_clamped(int64_t a, int64_t b)
+{
+    int64_t r;
+
+    assert(a >= 0);
+    if (__builtin_add_overflow(a, b, &r))
+        return b > 0 ? INT64_MAX : 0;
+    return r < 0 ? 0 : r;
+}
+
+static bool time_ok(double t)
+{
+    return isfinite(t) && fabs(t) < TIME_MAX_S;
+}
+
+static bool ms_ok(int64_t t_ms)
+{
+    return t_ms > -TIME_MAX_MS && t_ms < TIME_MAX_MS;
+}
+
+static bool config_ok(double window_s, int64_t default_limit)
+{
+    return time_ok(window_s) && window_s > 0 && default_limit >= 0;
+}
+
+/* max(1 s, window / 720), in whole milliseconds. */
+static int64_t slot_size_ms(double window_s)
+{
+    return llround(fmax(QUOTA_SLOT_MIN_S, window_s / QUOTA_SLOTS_PER_WINDOW) *
+                   1000);
+}
+
+static int64_t floor_div(int64_t a, int64_t b)
+{
+    assert(b > 0);
+    return a / b - (a % b < 0);
+}
+
+static double slot_start_s(const struct quota *q, int64_t idx)
+{
+    return (double)(idx * q->slot_ms) / 1000;
+}
+
+/* The slot holding t: slot_start_s(k) <= t < slot_start_s(k + 1). */
+static int64_t slot_of(const struct quota *q, double t)
+{
+    int64_t idx = (int64_t)floor(t * 1000 / (double)q->slot_ms);
+
+    if (slot_start_s(q, idx + 1) <= t)
+        idx++;
+    else if (slot_start_s(q, idx) > t)
+        idx--;
+    return idx;
+}
+
+/* Slot idx counts while now_s is before this instant. */
+static double slot_expiry(const struct quota *q, int64_t idx)
+{
+    return slot_start_s(q, idx + 1) + q->window_s;
+}
+
+/* 0 when subject is "workflow:<id>" or "tenant:<id>" with a valid id. */
+static int subject_valid(const char *subject)
+{
+    for (size_t k = 0; k < sizeof(kind_prefix) / sizeof(kind_prefix[0]); k++) {
+        size_t plen = strlen(kind_prefix[k]);
+
+        if (strncmp(subject, kind_prefix[k], plen) == 0)
+            return quota_id_valid(subject + plen);
+    }
+    return -1;
+}
+
+/* Ids: 1..QUOTA_ID_MAX bytes, none of them a control character. */
+int quota_id_valid(const char *id)
+{
+    size_t len;
+
+    if (id == NULL)
+        return -1;
+    len = strnlen(id, QUOTA_ID_MAX + 1);
+    if (len == 0 || len > QUOTA_ID_MAX)
+        return -1;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)id[i];
+        unsigned char next = (unsigned char)id[i + 1];
+
+        if (c < 0x20 || c == 0x7f)
+            return -1;
+        if (c == 0xc2 && next >= 0x80 && next <= 0x9f)
+            return -1; /* C1 control in UTF-8 */
+    }
+    return 0;
+}
+
+/* "workflow:" or "tenant:" followed by a valid id. */
+int quota_subject(char *buf, size_t len, enum quota_kind kind, const char *id)
+{
+    int n;
+
+    if ((kind != QUOTA_WORKFLOW && kind != QUOTA_TENANT) ||
+        quota_id_valid(id) < 0)
+        return -1;
+    n = snprintf(buf, len, "%s%s", kind_prefix[kind], id);
+    if (n < 0 || (size_t)n >= len)
+        return -1;
+    return n;
+}
+
+static struct subject *subject_find(const struct quota *q, const char *key)
+{
+    struct subject *s;
+
+    HASH_FIND(hh, q->subjects, key, strlen(key), s);
+    return s;
+}
+
+/* The subject named key, created empty if needed; NULL when out of memory. */
+static struct subject *subject_get(struct quota *q, const char *key)
+{
+    struct subject *s = subject_find(q, key);
+    size_t len, size;
+
+    if (s != NULL)
+        return s;
+    len = strlen(key);
+    size = sizeof(*s) + len + 1;
+    if ((s = calloc(1, size)) == NULL)
+        return NULL;
+    memcpy(s->key, key, len + 1);
+    HASH_ADD_KEYPTR(hh, q->subjects, s->key, len, s);
+    if (s->hh.tbl == NULL) {
+        free(s);
+        return NULL;
+    }
+    q->bytes += size;
+    return s;
+}
+
+/* Frees s when it holds nothing: no slot, no override, nothing queued. */
+static void subject_release(struct quota *q, struct subject *s)
+{
+    if (s->n_slots > 0 || s->has_limit || s->queued)
+        return;
+    assert(!s->limit_dirty && !s->reset_pending);
+    HASH_DEL(q->subjects, s);
+    q->bytes -= sizeof(*s) + s->hh.keylen + 1 +
+                (size_t)s->cap_slots * sizeof(struct slot);
+    free(s->slots);
+    free(s);
+}
+
+static void subject_enqueue(struct quota *q, struct subject *s)
+{
+    if (!s->queued) {
+        TAILQ_INSERT_TAIL(&q->queue, s, queue_link);
+        s->queued = true;
+    }
+}
+
+/* Queues every slot of s and the deletion of its stored rows. */
+static void subject_mark_rewrite(struct quota *q, struct subject *s)
+{
+    for (uint32_t i = 0; i < s->n_slots; i++)
+        s->slots[i].dirty = true;
+    s->reset_pending = true;
+    subject_enqueue(q, s);
+}
+
+/* Gives s room for exactly cap slots (cap >= n_slots; 0 frees the array). */
+static int slots_resize(struct quota *q, struct subject *s, uint32_t cap)
+{
+    struct slot *p = NULL;
+
+    assert(cap >= s->n_slots);
+    if (cap == 0)
+        free(s->slots);
+    else if ((p = realloc(s->slots, cap * sizeof(*p))) == NULL)
+        return -1;
+    q->bytes -= (size_t)s->cap_slots * sizeof(*p);
+    q->bytes += (size_t)cap * sizeof(*p);
+    s->slots = p;
+    s->cap_slots = cap;
+    return 0;
+}
+
+/* Makes sure one more slot fits in s without allocating. */
+static int slots_make_room(struct quota *q, struct subject *s)
+{
+    if (s->n_slots < s->cap_slots)
+        return 0;
+    return slots_resize(q, s, s->cap_slots ? s->cap_slots * 2 : 1);
+}
+
+/* Position of the first slot of s with index >= idx. */
+static uint32_t slots_search(const struct subject *s, int64_t idx)
+{
+    uint32_t lo = 0, hi = s->n_slots;
+
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+
+        if (s->slots[mid].idx < idx)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static struct slot *slot_find(const struct subject *s, int64_t idx)
+{
+    uint32_t i = slots_search(s, idx);
+
+    return i < s->n_slots && s->slots[i].idx == idx ? &s->slots[i] : NULL;
+}
+
+/* Slot idx of s, inserted empty if needed; the caller made room. */
+static struct slot *slot_get(struct subject *s, int64_t idx)
+{
+    uint32_t i = slots_search(s, idx);
+
+    if (i < s->n_slots && s->slots[i].idx == idx)
+        return &s->slots[i];
+    assert(s->n_slots < s->cap_slots);
+    memmove(&s->slots[i + 1], &s->slots[i],
+            (s->n_slots - i) * sizeof(struct slot));
+    s->slots[i] = (struct slot){.idx = idx};
+    s->n_slots++;
+    return &s->slots[i];
+}
+
+/* Position of the first slot of s that still counts at now_s. */
+static uint32_t slots_first_counted(const struct quota *q,
+                                    const struct subject *s, double now_s)
+{
+    uint32_t lo = 0, hi = s->n_slots;
+
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+
+        if (now_s < slot_expiry(q, s->slots[mid].idx))
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return lo;
+}
+
+/* Drops the slots of s that no longer count; returns how many. */
+static uint32_t slots_trim(struct quota *q, struct subject *s, double now_s)
+{
+    uint32_t k = slots_first_counted(q, s, now_s);
+
+    if (k == 0)
+        return 0;
+    s->n_slots -= k;
+    memmove(s->slots, s->slots + k, s->n_slots * sizeof(struct slot));
+    if (s->n_slots <= s->cap_slots / 4)
+        (void)slots_resize(q, s, s->n_slots * 2); /* shrinking may fail */
+    return k;
+}
+
+/* Usage of s (NULL: unseen) at now_s. */
+static void subject_usage(const struct quota *q, const struct subject *s,
+                          double now_s, struct usage *u)
+{
+    *u = (struct usage){.limit = q->default_limit, .reset_at_s = -1};
+    if (s == NULL)
+        return;
+    if (s->has_limit)
+        u->limit = s->limit;
+    for (uint32_t i = slots_first_counted(q, s, now_s); i < s->n_slots; i++) {
+        const struct slot *sl = &s->slots[i];
+
+        if (sl->tokens == 0)
+            continue;
+        if (!u->has_reset_at) {
+            u->has_reset_at = true;
+            u->reset_at_s = slot_expiry(q, sl->idx);
+        }
+        u->used = add_clamped(u->used, sl->tokens);
+    }
+}
+
+static int64_t usage_remaining(const struct usage *u)
+{
+    return u->used < u->limit ? u->limit - u->used : 0;
+}
+
+/* Builds the subjects of a request into keys; returns how many, or -1. */
+static int request_keys(const char *workflow_id, const char *tenant_id,
+                        char keys[2][QUOTA_SUBJECT_MAX])
+{
+    const char *ids[2] = {workflow_id, tenant_id};
+    int n = 0;
+
+    for (int k = 0; k < 2; k++) {
+        if (ids[k] == NULL)
+            continue;
+        if (quota_subject(keys[n], QUOTA_SUBJECT_MAX, (enum quota_kind)k,
+                          ids[k]) < 0)
+            return -1;
+        n++;
+    }
+    return n > 0 ? n : -1;
+}
+
+/*
+ * Adds delta to slot idx of each of the n subjects, all or none. For a
+ * positive delta every subject is first found or created, trimmed and given
+ * room for one more slot, so that nothing can fail once charging starts. A
+ * negative delta only lowers slots that exist, never below 0.
+ */
+static int charge(struct quota *q, char keys[][QUOTA_SUBJECT_MAX], int n,
+                  int64_t idx, int64_t delta, double now_s)
+{
+    struct subject *subj[2] = {NULL, NULL};
+
+    assert(n >= 1 && n <= 2);
+    for (int i = 0; i < n; i++) {
+        if (delta < 0) {
+            subj[i] = subject_find(q, keys[i]);
+            continue;
+        }
+        if ((subj[i] = subject_get(q, keys[i])) != NULL) {
+            slots_trim(q, subj[i], now_s);
+            if (slots_make_room(q, subj[i]) == 0)
+                continue;
+        }
+        for (int j = 0; j <= i; j++)
+            if (subj[j] != NULL)
+                subject_release(q, subj[j]);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        struct slot *sl;
+
+        if (subj[i] == NULL)
+            continue;
+        sl = delta > 0 ? slot_get(subj[i], idx) : slot_find(subj[i], idx);
+        if (sl == NULL || (delta < 0 && sl->tokens == 0))
+            continue;
+        sl->tokens = add_clamped(sl->tokens, delta);
+        sl->dirty = true;
+        subject_enqueue(q, subj[i]);
+    }
+    return 0;
+}
+
+/* Fills *d from the usages u[0..n) of the subjects in keys. */
+static void decide(struct quota_decision *d, char keys[][QUOTA_SUBJECT_MAX],
+                   const struct usage *u, int n, int over, bool allowed,
+                   int64_t slot_start_ms)
+{
+    int pick = over;
+
+    if (pick < 0) {
+        pick = 0;
+        for (int i = 1; i < n; i++)
+            if (usage_remaining(&u[i]) < usage_remaining(&u[pick]))
+                pick = i;
+    }
+    *d = (struct quota_decision){
+        .allowed = allowed,
+        .over_quota = over >= 0,
+        .used = u[pick].used,
+        .limit = u[pick].limit,
+        .has_reset_at = u[pick].has_reset_at,
+        .reset_at_s = u[pick].reset_at_s,
+        .remaining = usage_remaining(&u[pick]),
+        .slot_start_ms = slot_start_ms,
+    };
+    memcpy(d->subject, keys[pick], strlen(keys[pick]) + 1);
+}
+
+/* Checks every subject first, then charges all of them or none. */
+int quota_reserve(struct quota *q, const char *workflow_id,
+                  const char *tenant_id, int64_t tokens, double now_s,
+                  struct quota_decision *d)
+{
+    char keys[2][QUOTA_SUBJECT_MAX];
+    struct usage u[2];
+    int n, over = -1;
+    int64_t idx;
+
+    if (tokens < 0 || !time_ok(now_s))
+        return -1;
+    if ((n = request_keys(workflow_id, tenant_id, keys)) < 0)
+        return -1;
+    idx = slot_of(q, now_s);
+    for (int i = 0; i < n; i++) {
+        subject_usage(q, subject_find(q, keys[i]), now_s, &u[i]);
+        if (over < 0 && tokens > u[i].limit - u[i].used)
+            over = i;
+    }
+    if (over >= 0 && q->hard) {
+        decide(d, keys, u, n, over, false, idx * q->slot_ms);
+        return 0;
+    }
+    if (tokens > 0) {
+        if (charge(q, keys, n, idx, tokens, now_s) < 0)
+            return -1;
+        for (int i = 0; i < n; i++)
+            subject_usage(q, subject_find(q, keys[i]), now_s, &u[i]);
+    }
+    decide(d, keys, u, n, over, true, idx * q->slot_ms);
+    return 0;
+}
+
+/* Moves a reservation from its estimate to the actual tokens. */
+int quota_commit(struct quota *q, const char *workflow_id,
+                 const char *tenant_id, int64_t slot_start_ms, int64_t estimate,
+                 int64_t actual, double now_s)
+{
+    char keys[2][QUOTA_SUBJECT_MAX];
+    int n;
+    int64_t idx, delta;
+
+    if (estimate < 0 || actual < 0 || !ms_ok(slot_start_ms) || !time_ok(now_s))
+        return -1;
+    if ((n = request_keys(workflow_id, tenant_id, keys)) < 0)
+        return -1;
+    if ((delta = actual - estimate) == 0)
+        return 0;
+    idx = floor_div(slot_start_ms, q->slot_ms);
+    if (!(now_s < slot_expiry(q, idx))) {
+        if (delta < 0)
+            return 0;
+        idx = slot_of(q, now_s);
+    }
+    return charge(q, keys, n, idx, delta, now_s);
+}
+
+/* A read-only view of one subject; expired slots are skipped. */
+int quota_status(const struct quota *q, enum quota_kind kind, const char *id,
+                 double now_s, struct quota_status *st)
+{
+    char key[QUOTA_SUBJECT_MAX];
+    const struct subject *s;
+    struct usage u;
+
+    if (!time_ok(now_s) || quota_subject(key, sizeof(key), kind, id) < 0)
+        return -1;
+    s = subject_find(q, key);
+    subject_usage(q, s, now_s, &u);
+    *st = (struct quota_status){
+        .tokens_used = u.used,
+        .tokens_remaining = usage_remaining(&u),
+        .tokens_limit = u.limit,
+        .has_override = s != NULL && s->has_limit,
+        .window_start_s = now_s - q->window_s,
+        .window_end_s = now_s,
+        .has_reset_at = u.has_reset_at,
+        .reset_at_s = u.reset_at_s,
+    };
+    return 0;
+}
+
+/* Sets an override, creating the subject if needed. */
+int quota_set(struct quota *q, enum quota_kind kind, const char *id,
+              int64_t limit)
+{
+    char key[QUOTA_SUBJECT_MAX];
+    struct subject *s;
+
+    if (limit < 0 || quota_subject(key, sizeof(key), kind, id) < 0)
+        return -1;
+    if ((s = subject_get(q, key)) == NULL)
+        return -1;
+    s->has_limit = true;
+    s->limit = limit;
+    s->limit_dirty = true;
+    subject_enqueue(q, s);
+    return 0;
+}
+
+/* Drops an override; the subject is freed at the next flush if idle. */
+int quota_unset(struct quota *q, enum quota_kind kind, const char *id)
+{
+    char key[QUOTA_SUBJECT_MAX];
+    struct subject *s;
+
+    if (quota_subject(key, sizeof(key), kind, id) < 0)
+        return -1;
+    if ((s = subject_find(q, key)) == NULL || !s->has_limit)
+        return 0;
+    s->has_limit = false;
+    s->limit = 0;
+    s->limit_dirty = true;
+    subject_enqueue(q, s);
+    return 0;
+}
+
+/* Forgets a subject's usage, keeping it until the store has been told. */
+int quota_reset(struct quota *q, enum quota_kind kind, const char *id)
+{
+    char key[QUOTA_SUBJECT_MAX];
+    struct subject *s;
+
+    if (quota_subject(key, sizeof(key), kind, id) < 0)
+        return -1;
+    if ((s = subject_find(q, key)) == NULL)
+        return 0;
+    s->n_slots = 0;
+    (void)slots_resize(q, s, 0);
+    s->reset_pending = true;
+    subject_enqueue(q, s);
+    return 0;
+}
+
+/* Hands the pending changes of s to the sink; -1 when a callback fails. */
+static int flush_subject(const struct quota *q, const struct subject *s,
+                         const struct quota_sink *sink, void *arg, int *calls)
+{
+    if (s->reset_pending) {
+        if (sink->on_reset(arg, s->key) < 0)
+            return -1;
+        (*calls)++;
+    }
+    if (s->limit_dirty) {
+        if (sink->on_limit(arg, s->key, s->has_limit, s->limit) < 0)
+            return -1;
+        (*calls)++;
+    }
+    for (uint32_t i = 0; i < s->n_slots; i++) {
+        const struct slot *sl = &s->slots[i];
+
+        assert(sl->dirty || !s->reset_pending);
+        if (!sl->dirty)
+            continue;
+        if (sink->on_slot(arg, s->key, sl->idx * q->slot_ms, sl->tokens) < 0)
+            return -1;
+        (*calls)++;
+    }
+    return 0;
+}
+
+/* Delivers the queue in one transaction; clears it only once committed. */
+int quota_flush(struct quota *q, const struct quota_sink *sink, void *arg)
+{
+    struct subject *s;
+    int calls = 0;
+
+    if (TAILQ_EMPTY(&q->queue))
+        return 0;
+    if (sink->begin != NULL && sink->begin(arg) < 0)
+        goto fail;
+    TAILQ_FOREACH(s, &q->queue, queue_link)
+    {
+        if (flush_subject(q, s, sink, arg, &calls) < 0)
+            goto fail;
+    }
+    if (sink->commit != NULL && sink->commit(arg) < 0)
+        goto fail;
+
+    while ((s = TAILQ_FIRST(&q->queue)) != NULL) {
+        TAILQ_REMOVE(&q->queue, s, queue_link);
+        s->queued = false;
+        s->reset_pending = false;
+        s->limit_dirty = false;
+        for (uint32_t i = 0; i < s->n_slots; i++)
+            s->slots[i].dirty = false;
+        subject_release(q, s);
+    }
+    return calls;
+
+fail:
+    if (sink->rollback != NULL)
+        sink->rollback(arg);
+    return -1;
+}
+
+/* Re-buckets one stored usage row into memory at start-up. */
+int quota_load_slot(struct quota *q, const char *subject, int64_t slot_start_ms,
+                    int64_t tokens, double now_s)
+{
+    struct subject *s;
+    struct slot *sl;
+    int64_t idx;
+
+    if (subject == NULL || subject_valid(subject) < 0 || tokens < 0 ||
+        !ms_ok(slot_start_ms) || !time_ok(now_s))
+        return -1;
+    idx = floor_div(slot_start_ms, q->slot_ms);
+    if (tokens == 0 || !(now_s < slot_expiry(q, idx)))
+        return 0;
+    if ((s = subject_get(q, subject)) == NULL)
+        return -1;
+    if (slots_make_room(q, s) < 0) {
+        subject_release(q, s);
+        return -1;
+    }
+    sl = slot_get(s, idx);
+    sl->tokens = add_clamped(sl->tokens, tokens);
+    if (idx * q->slot_ms != slot_start_ms)
+        subject_mark_rewrite(q, s);
+    else if (s->reset_pending)
+        sl->dirty = true;
+    return 0;
+}
+
+/* Restores one stored override at start-up. */
+int quota_load_limit(struct quota *q, const char *subject, int64_t limit)
+{
+    struct subject *s;
+
+    if (subject == NULL || subject_valid(subject) < 0 || limit < 0)
+        return -1;
+    if ((s = subject_get(q, subject)) == NULL)
+        return -1;
+    s->has_limit = true;
+    s->limit = limit;
+    return 0;
+}
+
+/* Drops expired slots everywhere and frees the subjects left idle. */
+size_t quota_prune(struct quota *q, double now_s)
+{
+    struct subject *s, *tmp;
+    size_t dropped = 0;
+
+    if (!time_ok(now_s))
+        return 0;
+    HASH_ITER(hh, q->subjects, s, tmp)
+    {
+        dropped += slots_trim(q, s, now_s);
+        subject_release(q, s);
+    }
+    return dropped;
+}
+
+/* Moves each slot of s from old_slot_ms to the current slot size. */
+static void subject_rebucket(struct quota *q, struct subject *s,
+                             int64_t old_slot_ms)
+{
+    uint32_t w = 0;
+
+    if (s->n_slots == 0)
+        return;
+    for (uint32_t r = 0; r < s->n_slots; r++) {
+        struct slot sl = s->slots[r];
+
+        sl.idx = floor_div(sl.idx * old_slot_ms, q->slot_ms);
+        if (w > 0 && s->slots[w - 1].idx == sl.idx)
+            s->slots[w - 1].tokens =
+                add_clamped(s->slots[w - 1].tokens, sl.tokens);
+        else
+            s->slots[w++] = sl;
+    }
+    s->n_slots = w;
+    subject_mark_rewrite(q, s);
+}
+
+/* An empty table for one configuration. */
+struct quota *quota_new(double window_s, int64_t default_limit, bool hard)
+{
+    struct quota *q;
+
+    if (!config_ok(window_s, default_limit))
+        return NULL;
+    if ((q = calloc(1, sizeof(*q))) == NULL)
+        return NULL;
+    q->window_s = window_s;
+    q->slot_ms = slot_size_ms(window_s);
+    q->default_limit = default_limit;
+    q->hard = hard;
+    TAILQ_INIT(&q->queue);
+    return q;
+}
+
+void quota_free(struct quota *q)
+{
+    struct subject *s, *tmp;
+
+    if (q == NULL)
+        return;
+    HASH_ITER(hh, q->subjects, s, tmp)
+    {
+        HASH_DEL(q->subjects, s);
+        free(s->slots);
+        free(s);
+    }
+    free(q);
+}
+
+/* Applies a new config; usage moves to the new slot size if it changed. */
+int quota_reconfigure(struct quota *q, double window_s, int64_t default_limit,
+                      bool hard)
+{
+    struct subject *s, *tmp;
+    int64_t old_slot_ms = q->slot_ms;
+
+    if (!config_ok(window_s, default_limit))
+        return -1;
+    q->window_s = window_s;
+    q->slot_ms = slot_size_ms(window_s);
+    q->default_limit = default_limit;
+    q->hard = hard;
+    if (q->slot_ms != old_slot_ms) {
+        HASH_ITER(hh, q->subjects, s, tmp)
+        {
+            subject_rebucket(q, s, old_slot_ms);
+        }
+    }
+    return 0;
+}
+
+int64_t quota_slot_ms(const struct quota *q)
+{
+    return q->slot_ms;
+}
+
+/* Start of the oldest slot that counts at now_s. */
+int64_t quota_horizon_ms(const struct quota *q, double now_s)
+{
+    int64_t k;
+
+    assert(time_ok(now_s));
+    k = slot_of(q, now_s - q->window_s);
+    while (!(now_s < slot_expiry(q, k)))
+        k++;
+    while (now_s < slot_expiry(q, k - 1))
+        k--;
+    return k * q->slot_ms;
+}
+
+size_t quota_count(const struct quota *q)
+{
+    return HASH_COUNT(q->subjects);
+}
+
+/* Our allocations plus uthash's table and buckets. */
+size_t quota_bytes(const struct quota *q)
+{
+    size_t bytes = sizeof(*q) + q->bytes;
+
+    if (q->subjects != NULL)
+        bytes += sizeof(UT_hash_table) +
+                 q->subjects->hh.tbl->num_buckets * sizeof(UT_hash_bucket);
+    return bytes;
+}

@@ -1,0 +1,389 @@
+/* server.c - the control socket: listen, accept, frame, dispatch, close. */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+
+#include "log.h"
+#include "persist.h"
+#include "server.h"
+
+/* A peer that stops reading may queue this much before we stop reading it. */
+#define OUTPUT_HIGH_BYTES (1024 * 1024)
+#define OUTPUT_LOW_BYTES (256 * 1024)
+
+double
+server_now_mono(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+double
+server_now_wall(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- connections ------------------------------------------------------- */
+
+static void
+conn_free(struct conn *c)
+{
+    struct server *srv = c->srv;
+
+    buckets_cancel_conn(c);
+    persist_drop_conn(c);
+    TAILQ_REMOVE(&srv->conns, c, entry);
+    srv->nconns--;
+    bufferevent_free(c->bev);
+    msgpack_zone_destroy(&c->zone);
+    msgpack_sbuffer_destroy(&c->out);
+    log_debug("connection from uid %u pid %d closed", (unsigned)c->uid,
+              (int)c->pid);
+    free(c);
+}
+
+void
+conn_reply(struct conn *c, enum proto_op op, uint64_t id, const void *msg)
+{
+    if (proto_encode_reply(&c->out, op, id, msg) < 0) {
+        struct proto_error e;
+        proto_error_set(&e, PROTO_E_INTERNAL, "reply to %s does not fit "
+                        "in a frame", proto_op_name(op));
+        conn_error(c, id, &e);
+    }
+}
+
+void
+conn_error(struct conn *c, uint64_t id, const struct proto_error *e)
+{
+    if (proto_encode_error(&c->out, id, e) < 0)
+        log_error("%s: cannot encode an error reply", __func__);
+}
+
+/* Hand the replies encoded so far to the bufferevent in one piece. */
+void
+conn_flush(struct conn *c)
+{
+    struct evbuffer *output = bufferevent_get_output(c->bev);
+
+    if (c->out.size == 0)
+        return;
+    if (evbuffer_add(output, c->out.data, c->out.size) < 0)
+        log_error("%s: out of memory queueing %zu bytes", __func__,
+                  c->out.size);
+    c->out.size = 0;
+    if (!c->throttled && evbuffer_get_length(output) > OUTPUT_HIGH_BYTES) {
+        /* Backpressure: the peer does not read its replies. */
+        c->throttled = true;
+        bufferevent_disable(c->bev, EV_READ);
+        bufferevent_setwatermark(c->bev, EV_WRITE, OUTPUT_LOW_BYTES, 0);
+    }
+}
+
+/* Send e, then close once it is written. */
+static void
+conn_fail(struct conn *c, uint64_t id, const struct proto_error *e)
+{
+    log_warn("closing connection of uid %u pid %d: %s", (unsigned)c->uid,
+             (int)c->pid, e->msg);
+    conn_error(c, id, e);
+    conn_flush(c);
+    c->closing = true;
+    bufferevent_disable(c->bev, EV_READ);
+    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+}
+
+/* Decode and run every whole frame in the input buffer. */
+static void
+conn_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+    struct evbuffer *input = bufferevent_get_input(bev);
+    struct proto_error e;
+
+    while (!c->closing && !c->throttled) {
+        size_t avail = evbuffer_get_length(input);
+        unsigned char hdr[4], *frame;
+        uint32_t len;
+        struct proto_req req;
+
+        if (avail < 4)
+            break;
+        evbuffer_copyout(input, hdr, 4);
+        if (proto_frame_length(hdr, &len, &e) < 0) {
+            conn_fail(c, 0, &e);
+            return;
+        }
+        if (avail < 4 + (size_t)len)
+            break;
+        frame = evbuffer_pullup(input, 4 + (ssize_t)len);
+        switch (proto_decode_request(frame + 4, len, &c->zone, &req, &e)) {
+        case PROTO_DECODE_OK:
+            ops_dispatch(c, &req);
+            break;
+        case PROTO_DECODE_BAD:
+            log_debug("bad request from uid %u: %s", (unsigned)c->uid, e.msg);
+            conn_error(c, req.id, &e);
+            break;
+        case PROTO_DECODE_FATAL:
+            evbuffer_drain(input, 4 + (size_t)len);
+            conn_fail(c, 0, &e);
+            return;
+        }
+        evbuffer_drain(input, 4 + (size_t)len);
+        msgpack_zone_clear(&c->zone);
+    }
+    conn_flush(c);
+}
+
+static void
+conn_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+
+    if (c->closing) {
+        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+            conn_free(c);
+        return;
+    }
+    if (c->throttled) {
+        c->throttled = false;
+        bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+        bufferevent_enable(c->bev, EV_READ);
+        conn_read_cb(bev, c);   /* frames may be waiting already */
+    }
+}
+
+static void
+conn_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct conn *c = arg;
+
+    if (what & BEV_EVENT_ERROR)
+        log_debug("connection of uid %u: %s", (unsigned)c->uid,
+                  strerror(EVUTIL_SOCKET_ERROR()));
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+        conn_free(c);
+}
+
+static void
+accept_cb(struct evconnlistener *lis, evutil_socket_t fd,
+          struct sockaddr *sa, int salen, void *arg)
+{
+    struct server *srv = arg;
+    struct conn *c = calloc(1, sizeof(*c));
+    struct ucred cred;
+    socklen_t credlen = sizeof(cred);
+
+    if (c == NULL || !msgpack_zone_init(&c->zone, 2048)) {
+        log_error("%s: out of memory", __func__);
+        free(c);
+        close(fd);
+        return;
+    }
+    msgpack_sbuffer_init(&c->out);
+    TAILQ_INIT(&c->waiters);
+    TAILQ_INIT(&c->held);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &credlen) < 0) {
+        log_error("%s: SO_PEERCRED: %s", __func__, strerror(errno));
+        cred.uid = (uid_t)-1;   /* unknown: never admin */
+        cred.pid = 0;
+    }
+    c->uid = cred.uid;
+    c->pid = cred.pid;
+    c->srv = srv;
+    c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (c->bev == NULL) {
+        log_error("%s: cannot create a bufferevent", __func__);
+        msgpack_zone_destroy(&c->zone);
+        free(c);
+        close(fd);
+        return;
+    }
+    bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    TAILQ_INSERT_TAIL(&srv->conns, c, entry);
+    srv->nconns++;
+    log_debug("connection from uid %u pid %d", (unsigned)c->uid, (int)c->pid);
+}
+
+static void
+accept_error_cb(struct evconnlistener *lis, void *arg)
+{
+    int err = EVUTIL_SOCKET_ERROR();
+
+    log_error("accept: %s", strerror(err));
+}
+
+/* ---- socket set-up (DESIGN.md §6) -------------------------------------- */
+
+/*
+ * The per-user default directory: create it 0700, and refuse one that is
+ * not a directory, that someone else owns, or that others can write.
+ */
+static int
+check_default_dir(const char *sockpath, uid_t uid)
+{
+    char buf[CONFIG_PATH_MAX], *dir;
+    struct stat sb;
+
+    snprintf(buf, sizeof(buf), "%s", sockpath);
+    dir = dirname(buf);
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+        log_error("cannot create socket directory %s: %s", dir,
+                  strerror(errno));
+        return -1;
+    }
+    if (lstat(dir, &sb) < 0) {
+        log_error("socket directory %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    if (!S_ISDIR(sb.st_mode)) {
+        log_error("socket directory %s is not a directory", dir);
+        return -1;
+    }
+    if (sb.st_uid != uid) {
+        log_error("socket directory %s is owned by uid %u, not by us (uid "
+                  "%u): refusing to use it", dir, (unsigned)sb.st_uid,
+                  (unsigned)uid);
+        return -1;
+    }
+    if (sb.st_mode & (S_IWGRP | S_IWOTH)) {
+        log_error("socket directory %s is writable by others (mode %04o): "
+                  "refusing to use it", dir, (unsigned)(sb.st_mode & 07777));
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * A socket file already at path: 1 when a daemon answers on it, 0 when it
+ * was stale and has been removed (or there was none), -1 on error.
+ */
+static int
+probe_existing(const char *path, const struct sockaddr_un *sun)
+{
+    struct stat sb;
+    int fd, rc;
+
+    if (lstat(path, &sb) < 0)
+        return errno == ENOENT ? 0 : -1;
+    if (!S_ISSOCK(sb.st_mode)) {
+        log_error("%s exists and is not a socket: refusing to replace it",
+                  path);
+        return -1;
+    }
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    rc = connect(fd, (const struct sockaddr *)sun, sizeof(*sun));
+    close(fd);
+    if (rc == 0)
+        return 1;
+    if (errno != ECONNREFUSED) {
+        log_error("probing %s: %s", path, strerror(errno));
+        return -1;
+    }
+    log_info("removing stale socket %s (nobody answers on it)", path);
+    if (unlink(path) < 0 && errno != ENOENT) {
+        log_error("cannot remove stale socket %s: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+int
+server_listen(struct server *srv)
+{
+    const struct config *cfg = &srv->cfg;
+    struct sockaddr_un sun;
+    mode_t old_umask;
+    int fd;
+
+    snprintf(srv->socket_path, sizeof(srv->socket_path), "%s",
+             cfg->socket_path);
+    memset(&sun, 0, sizeof(sun));
+    sun.sun_family = AF_UNIX;
+    if (strlen(srv->socket_path) >= sizeof(sun.sun_path))
+        fatalx(CONFIG_EXIT, "socket path %s is too long", srv->socket_path);
+    memcpy(sun.sun_path, srv->socket_path, strlen(srv->socket_path) + 1);
+
+    if (cfg->socket_is_default && check_default_dir(srv->socket_path,
+                                                    srv->uid) < 0)
+        exit(CONFIG_EXIT);
+    switch (probe_existing(srv->socket_path, &sun)) {
+    case 1:
+        fatalx(1, "another llmguardd is already running on %s",
+               srv->socket_path);
+    case -1:
+        exit(CONFIG_EXIT);
+    }
+
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        fatalx(1, "socket: %s", strerror(errno));
+    old_umask = umask(0177);
+    if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+        int err = errno;
+        umask(old_umask);
+        close(fd);
+        if (err == EADDRINUSE)
+            fatalx(1, "another llmguardd is already running on %s",
+                   srv->socket_path);
+        fatalx(CONFIG_EXIT, "cannot bind %s: %s", srv->socket_path,
+               strerror(err));
+    }
+    umask(old_umask);
+    srv->socket_bound = true;
+    if (chmod(srv->socket_path, (mode_t)cfg->socket_mode) < 0)
+        log_error("chmod %s: %s", srv->socket_path, strerror(errno));
+    if (cfg->socket_group[0] != '\0') {
+        struct group *gr = getgrnam(cfg->socket_group);
+        gid_t gid = gr ? gr->gr_gid : (gid_t)strtoul(cfg->socket_group,
+                                                      NULL, 10);
+        if (chown(srv->socket_path, (uid_t)-1, gid) < 0)
+            log_error("chown %s to group %s: %s", srv->socket_path,
+                      cfg->socket_group, strerror(errno));
+    }
+    srv->listener = evconnlistener_new(srv->base, accept_cb, srv,
+                                       LEV_OPT_CLOSE_ON_FREE |
+                                       LEV_OPT_CLOSE_ON_EXEC, 128, fd);
+    if (srv->listener == NULL)
+        fatalx(1, "cannot listen on %s", srv->socket_path);
+    evconnlistener_set_error_cb(srv->listener, accept_error_cb);
+    log_info("listening on %s", srv->socket_path);
+    return 0;
+}
+
+void
+server_shutdown(struct server *srv)
+{
+    struct conn *c;
+
+    if (srv->listener != NULL) {
+        evconnlistener_free(srv->listener);
+        srv->listener = NULL;
+    }
+    while ((c = TAILQ_FIRST(&srv->conns)) != NULL)
+        conn_free(c);
+    if (srv->socket_bound && unlink(srv->socket_path) < 0 && errno != ENOENT)
+        log_error("cannot remove %s: %s", srv->socket_path, strerror(errno));
+    srv->socket_bound = false;
+}

@@ -1,0 +1,87 @@
+/*
+ * server.h - the daemon's state, its control socket and its connections.
+ *
+ * server.c owns sockets, connections and framing; ops.c owns the dispatch
+ * table and the op handlers.  A handler runs on one decoded request and
+ * either answers at once or keeps the request for later (a waiting acquire).
+ */
+#ifndef LLMGUARD_SERVER_H
+#define LLMGUARD_SERVER_H
+
+#include <stdbool.h>
+#include <sys/queue.h>
+#include <sys/types.h>
+
+#include <event2/event.h>
+#include <event2/bufferevent.h>
+#include <event2/listener.h>
+#include <msgpack.h>
+
+#include "buckets.h"
+#include "config.h"
+#include "proto.h"
+
+struct held;
+struct quota;
+struct store;
+
+struct server {
+    struct event_base *base;
+    struct evconnlistener *listener;
+    struct event *sig_term, *sig_int, *sig_hup;
+    struct config cfg;
+    char socket_path[CONFIG_PATH_MAX];
+    bool socket_bound;          /* ours to unlink at exit */
+    uid_t uid;                  /* the daemon's own uid (admin) */
+    double started_mono_s;
+    TAILQ_HEAD(, conn) conns;
+    size_t nconns;
+    struct provider *providers; /* in config order: priority, then name */
+    size_t nproviders;
+    struct quota *quota;        /* usage in memory: authoritative */
+    struct store *store;        /* SQLite */
+    struct event *flush_ev;     /* group commit */
+    struct event *prune_ev;
+    TAILQ_HEAD(, held) held;    /* replies waiting for a commit (flush 0) */
+    bool store_failing;         /* the last write failed */
+    uint64_t store_write_errors;
+};
+
+struct conn {
+    TAILQ_ENTRY(conn) entry;
+    struct server *srv;
+    struct bufferevent *bev;
+    uid_t uid;                  /* SO_PEERCRED */
+    pid_t pid;
+    msgpack_zone zone;          /* decoded requests; cleared per request */
+    msgpack_sbuffer out;        /* replies encoded during one read */
+    bool closing;               /* flush what is queued, then close */
+    bool throttled;             /* reading paused: the peer does not read */
+    struct waiter_list waiters; /* its requests waiting for tokens */
+    TAILQ_HEAD(, held) held;    /* its replies waiting for a commit */
+};
+
+/* Monotonic and wall-clock seconds; only the event-loop glue reads clocks. */
+double server_now_mono(void);
+double server_now_wall(void);
+
+/*
+ * Set up the socket of DESIGN.md §6 and start accepting.  Exits 1 with a
+ * message when another daemon answers on it, 78 for a path it may not use.
+ */
+int server_listen(struct server *srv);
+/* Stop accepting, close every connection, remove the socket file. */
+void server_shutdown(struct server *srv);
+
+/* Queue an encoded reply or error on c (sent when the read pass ends). */
+void conn_reply(struct conn *c, enum proto_op op, uint64_t id,
+                const void *msg);
+void conn_error(struct conn *c, uint64_t id, const struct proto_error *e);
+/* Hand what conn_reply/conn_error queued to the socket (for replies sent
+ * outside a read pass, e.g. a granted waiter). */
+void conn_flush(struct conn *c);
+
+/* ops.c: run one request.  Returns 0 when answered (or deferred). */
+void ops_dispatch(struct conn *c, struct proto_req *req);
+
+#endif

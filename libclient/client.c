@@ -1,0 +1,482 @@
+/* client.c - libllmguard: a blocking request/reply client over the socket. */
+#include <errno.h>
+#include <stdbool.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "client_internal.h"
+
+struct llmguard {
+    pthread_mutex_t mu;
+    char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    int fd;                     /* -1 while not connected */
+    uint64_t next_id;
+    struct proto_reader rd;
+    msgpack_sbuffer sb;
+    msgpack_zone zone;
+    char errmsg[PROTO_ERRMSG_MAX + 64];
+};
+
+static const struct {
+    int code;
+    const char *text;
+} errtab[] = {
+    { LLMGUARD_OK, "success" },
+    { LLMGUARD_EUNAVAIL, "llmguardd is unreachable" },
+    { LLMGUARD_ETIMEDOUT, "timed out" },
+    { LLMGUARD_EQUOTA, "quota exceeded" },
+    { LLMGUARD_ENOPROVIDER, "no such provider, or none available" },
+    { LLMGUARD_EPERM, "permission denied" },
+    { LLMGUARD_EINVAL, "invalid request" },
+    { LLMGUARD_EPROTO, "protocol error" },
+    { LLMGUARD_ENOMEM, "out of memory" },
+    { LLMGUARD_EBUSY, "llmguardd is busy" },
+    { LLMGUARD_EINTERNAL, "llmguardd internal error" },
+};
+
+const char *
+llmguard_strerror(int err)
+{
+    for (size_t i = 0; i < sizeof(errtab) / sizeof(errtab[0]); i++)
+        if (errtab[i].code == err)
+            return errtab[i].text;
+    return "unknown error";
+}
+
+static int
+seterr(llmguard_t *g, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int
+seterr(llmguard_t *g, int code, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(g->errmsg, sizeof(g->errmsg), fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+llmguard_t *
+llmguard_open(const char *socket_path)
+{
+    llmguard_t *g = calloc(1, sizeof(*g));
+    const char *env = getenv("LLMGUARD_SOCKET");
+    int n;
+
+    if (g == NULL)
+        return NULL;
+    if (socket_path == NULL && env != NULL && env[0] != '\0')
+        socket_path = env;
+    if (socket_path != NULL)
+        n = snprintf(g->path, sizeof(g->path), "%s", socket_path) <
+            (int)sizeof(g->path) ? 0 : -1;
+    else
+        n = proto_default_socket_path(g->path, sizeof(g->path));
+    if (n < 0 || !msgpack_zone_init(&g->zone, 2048)) {
+        free(g);
+        return NULL;
+    }
+    pthread_mutex_init(&g->mu, NULL);
+    g->fd = -1;
+    g->next_id = 1;
+    proto_reader_init(&g->rd);
+    msgpack_sbuffer_init(&g->sb);
+    return g;
+}
+
+static void
+disconnect(llmguard_t *g)
+{
+    if (g->fd >= 0)
+        close(g->fd);
+    g->fd = -1;
+    proto_reader_free(&g->rd);
+}
+
+void
+llmguard_close(llmguard_t *g)
+{
+    if (g == NULL)
+        return;
+    disconnect(g);
+    msgpack_sbuffer_destroy(&g->sb);
+    msgpack_zone_destroy(&g->zone);
+    pthread_mutex_destroy(&g->mu);
+    free(g);
+}
+
+const char *
+llmguard_last_error(llmguard_t *g)
+{
+    return g->errmsg;
+}
+
+const char *
+llmguard_socket_path(llmguard_t *g)
+{
+    return g->path;
+}
+
+static int
+do_connect(llmguard_t *g)
+{
+    struct sockaddr_un sun;
+    int fd;
+
+    memset(&sun, 0, sizeof(sun));
+    sun.sun_family = AF_UNIX;
+    memcpy(sun.sun_path, g->path, strlen(g->path) + 1);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return seterr(g, LLMGUARD_EUNAVAIL, "socket: %s", strerror(errno));
+    if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+        int err = errno;
+        close(fd);
+        if (err == EACCES || err == EPERM)
+            return seterr(g, LLMGUARD_EPERM, "connect %s: %s", g->path,
+                          strerror(err));
+        return seterr(g, LLMGUARD_EUNAVAIL, "no llmguardd on %s: %s",
+                      g->path, strerror(err));
+    }
+    g->fd = fd;
+    proto_reader_init(&g->rd);
+    return 0;
+}
+
+static int
+send_all(int fd, const char *p, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Read until the frame answering id arrives. */
+static int
+recv_reply(llmguard_t *g, uint64_t id, const unsigned char **frame,
+           uint32_t *len)
+{
+    struct proto_error e;
+    unsigned char buf[8192];
+
+    for (;;) {
+        uint64_t rid;
+        int r = proto_reader_next(&g->rd, frame, len, &e);
+        if (r < 0) {
+            disconnect(g);
+            return seterr(g, LLMGUARD_EPROTO, "bad frame from llmguardd: %s",
+                          e.msg);
+        }
+        if (r == 1) {
+            if (proto_reply_id(*frame, *len, &rid) == 0 && rid == id)
+                return 0;
+            continue;   /* not ours: a stale reply, skip it */
+        }
+        ssize_t n = recv(g->fd, buf, sizeof(buf), 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            int err = n < 0 ? errno : 0;
+            disconnect(g);
+            return seterr(g, LLMGUARD_EUNAVAIL, "llmguardd closed the "
+                          "connection%s%s", err ? ": " : "",
+                          err ? strerror(err) : "");
+        }
+        if (proto_reader_feed(&g->rd, buf, (size_t)n) < 0) {
+            disconnect(g);
+            return seterr(g, LLMGUARD_ENOMEM, "out of memory");
+        }
+    }
+}
+
+/* Map a wire error to a library code, keeping the daemon's message. */
+static int
+wire_error(llmguard_t *g, const struct proto_err *err)
+{
+    static const int map[PROTO_E__COUNT] = {
+        [PROTO_E_BAD_REQUEST] = LLMGUARD_EINVAL,
+        [PROTO_E_UNKNOWN_OP] = LLMGUARD_EPROTO,
+        [PROTO_E_FRAME_TOO_LARGE] = LLMGUARD_EINVAL,
+        [PROTO_E_UNKNOWN_PROVIDER] = LLMGUARD_ENOPROVIDER,
+        [PROTO_E_TIMEOUT] = LLMGUARD_ETIMEDOUT,
+        [PROTO_E_QUOTA_EXCEEDED] = LLMGUARD_EQUOTA,
+        [PROTO_E_NO_PROVIDER] = LLMGUARD_ENOPROVIDER,
+        [PROTO_E_PERMISSION_DENIED] = LLMGUARD_EPERM,
+        [PROTO_E_BUSY] = LLMGUARD_EBUSY,
+        [PROTO_E_INTERNAL] = LLMGUARD_EINTERNAL,
+        [PROTO_E_VERSION] = LLMGUARD_EPROTO,
+    };
+    enum proto_errcode code = proto_errcode_from_name(err->code.ptr,
+                                                      err->code.len);
+
+    /* A code this library does not know is a malformed reply to it. */
+    return seterr(g, code < PROTO_E__COUNT ? map[code] : LLMGUARD_EPROTO, "%.*s: %.*s", (int)err->code.len,
+                  err->code.ptr, (int)err->msg.len, err->msg.ptr);
+}
+
+/*
+ * One request/reply exchange, with g->mu held.  The connection is made
+ * lazily; a send that fails on an old connection (the daemon restarted) is
+ * retried once on a new one.  A request that was sent is never resent.
+ */
+static int
+call_locked(llmguard_t *g, enum proto_op op, const void *req,
+            struct proto_rep *rep)
+{
+    const unsigned char *frame;
+    uint32_t len;
+    struct proto_error e;
+    uint64_t id = g->next_id++;
+    int rc;
+
+    g->sb.size = 0;
+    if (proto_encode_request(&g->sb, op, id, req) < 0)
+        return seterr(g, LLMGUARD_EINVAL, "request does not fit in a frame");
+    for (int attempt = 0;; attempt++) {
+        bool fresh = g->fd < 0;
+        if (fresh && (rc = do_connect(g)) < 0)
+            return rc;
+        if (send_all(g->fd, g->sb.data, g->sb.size) == 0)
+            break;
+        rc = seterr(g, LLMGUARD_EUNAVAIL, "send to llmguardd: %s",
+                    strerror(errno));
+        disconnect(g);
+        if (fresh || attempt > 0)
+            return rc;
+    }
+    if ((rc = recv_reply(g, id, &frame, &len)) < 0)
+        return rc;
+    msgpack_zone_clear(&g->zone);
+    if (proto_decode_reply(frame, len, op, &g->zone, rep, &e) < 0) {
+        disconnect(g);
+        return seterr(g, LLMGUARD_EPROTO, "malformed reply to %s: %s",
+                      proto_op_name(op), e.msg);
+    }
+    if (!rep->ok)
+        return wire_error(g, &rep->err);
+    g->errmsg[0] = '\0';
+    return 0;
+}
+
+int
+client_call(llmguard_t *g, enum proto_op op, const void *req,
+            struct proto_rep *rep)
+{
+    int rc;
+
+    pthread_mutex_lock(&g->mu);
+    rc = call_locked(g, op, req, rep);
+    pthread_mutex_unlock(&g->mu);
+    return rc;
+}
+
+static struct proto_str
+pstr(const char *s)
+{
+    struct proto_str p = { s ? s : "", s ? (uint32_t)strlen(s) : 0 };
+    return p;
+}
+
+/*
+ * Every public call below: one request, results copied out while the
+ * handle's lock is held (the reply's strings live in the handle).
+ */
+#define CALL(g, op, req, rep, copy_out)                 \
+    do {                                                \
+        int rc_;                                        \
+        pthread_mutex_lock(&(g)->mu);                   \
+        rc_ = call_locked((g), (op), (req), (rep));     \
+        if (rc_ == 0) {                                 \
+            copy_out;                                   \
+        }                                               \
+        pthread_mutex_unlock(&(g)->mu);                 \
+        return rc_;                                     \
+    } while (0)
+
+int
+llmguard_acquire(llmguard_t *g, const char *provider, uint32_t tokens,
+                 double timeout_s, double *waited_ms)
+{
+    struct proto_acquire_req req = { 0 };
+    struct proto_rep rep;
+
+    if (provider == NULL || !(timeout_s >= 0))
+        return seterr(g, LLMGUARD_EINVAL, "provider and timeout_s >= 0 "
+                      "required");
+    req.provider = pstr(provider);
+    req.tokens = tokens;
+    req.timeout_ms = timeout_s * 1e3;
+    req.has = 1u << 1 | 1u << 3;
+    CALL(g, PROTO_OP_ACQUIRE, &req, &rep,
+         if (waited_ms) *waited_ms = rep.u.acquire.waited_ms);
+}
+
+int
+llmguard_release(llmguard_t *g, const char *provider, uint32_t tokens)
+{
+    struct proto_release_req req = { 0 };
+    struct proto_rep rep;
+
+    if (provider == NULL)
+        return seterr(g, LLMGUARD_EINVAL, "provider required");
+    req.provider = pstr(provider);
+    req.tokens = tokens;
+    req.has = 1u << 1;
+    CALL(g, PROTO_OP_RELEASE, &req, &rep, (void)0);
+}
+
+int
+llmguard_limiter_status(llmguard_t *g, const char *provider,
+                        struct llmguard_limiter_status *st)
+{
+    struct proto_limiter_status_req req = { 0 };
+    struct proto_rep rep;
+    const struct proto_limiter_status_rep *r = &rep.u.limiter_status;
+
+    if (provider == NULL || st == NULL)
+        return seterr(g, LLMGUARD_EINVAL, "provider and st required");
+    req.provider = pstr(provider);
+    CALL(g, PROTO_OP_LIMITER_STATUS, &req, &rep, {
+        st->available_tokens = r->available_tokens;
+        st->rate_per_sec = r->rate_per_sec;
+        st->max_tokens = r->max_tokens;
+        st->enabled = r->enabled;
+        st->waiters = r->waiters;
+        st->tokens_per_min = r->tokens_per_min;
+    });
+}
+
+/* Set the optional workflow/tenant fields (bits 0 and 1) of a request. */
+static void
+set_subjects(uint32_t *has, struct proto_str *wf, struct proto_str *tn,
+             const char *workflow_id, const char *tenant_id)
+{
+    if (workflow_id != NULL) {
+        *wf = pstr(workflow_id);
+        *has |= 1u << 0;
+    }
+    if (tenant_id != NULL) {
+        *tn = pstr(tenant_id);
+        *has |= 1u << 1;
+    }
+}
+
+static void
+copy_str(char *dst, size_t len, struct proto_str s)
+{
+    size_t n = s.len < len - 1 ? s.len : len - 1;
+
+    memcpy(dst, s.ptr, n);
+    dst[n] = '\0';
+}
+
+int
+llmguard_quota_check_and_reserve(llmguard_t *g, const char *workflow_id,
+                                 const char *tenant_id, uint64_t tokens,
+                                 struct llmguard_quota_decision *d)
+{
+    struct proto_quota_reserve_req req = { 0 };
+    struct proto_rep rep;
+    const struct proto_quota_reserve_rep *r = &rep.u.quota_reserve;
+    int rc;
+
+    if (d == NULL || (workflow_id == NULL && tenant_id == NULL))
+        return seterr(g, LLMGUARD_EINVAL, "a workflow or tenant id, and d, "
+                      "are required");
+    memset(d, 0, sizeof(*d));
+    set_subjects(&req.has, &req.workflow_id, &req.tenant_id, workflow_id,
+                 tenant_id);
+    req.tokens = tokens;
+    pthread_mutex_lock(&g->mu);
+    rc = call_locked(g, PROTO_OP_QUOTA_RESERVE, &req, &rep);
+    if (rc == 0) {
+        d->allowed = r->allowed;
+        d->over_quota = r->over_quota;
+        copy_str(d->subject, sizeof(d->subject), r->subject);
+        d->tokens_used = r->tokens_used;
+        d->tokens_limit = r->tokens_limit;
+        d->tokens_remaining = r->tokens_remaining;
+        d->has_reset_at = PROTO_HAS(r, 6);
+        d->reset_at = r->reset_at;
+        d->reservation = r->reservation;
+    } else if (rc == LLMGUARD_EQUOTA) {
+        const struct proto_err *err = &rep.err;
+        d->over_quota = 1;
+        copy_str(d->subject, sizeof(d->subject), err->subject);
+        d->tokens_used = err->tokens_used;
+        d->tokens_limit = err->tokens_limit;
+        d->tokens_remaining = err->tokens_used < err->tokens_limit ?
+                              err->tokens_limit - err->tokens_used : 0;
+        d->has_reset_at = PROTO_HAS(err, PROTO_ERR_RESET_AT);
+        d->reset_at = err->reset_at;
+    }
+    pthread_mutex_unlock(&g->mu);
+    return rc;
+}
+
+int
+llmguard_quota_commit(llmguard_t *g, const char *workflow_id,
+                      const char *tenant_id, int64_t reservation,
+                      uint64_t estimate, uint64_t actual)
+{
+    struct proto_quota_commit_req req = { 0 };
+    struct proto_rep rep;
+
+    if (workflow_id == NULL && tenant_id == NULL)
+        return seterr(g, LLMGUARD_EINVAL, "a workflow or tenant id is "
+                      "required");
+    set_subjects(&req.has, &req.workflow_id, &req.tenant_id, workflow_id,
+                 tenant_id);
+    req.reservation = reservation;
+    req.estimate = estimate;
+    req.actual = actual;
+    CALL(g, PROTO_OP_QUOTA_COMMIT, &req, &rep, (void)0);
+}
+
+int
+llmguard_quota_status(llmguard_t *g, const char *workflow_id,
+                      const char *tenant_id, struct llmguard_quota_status *st)
+{
+    struct proto_quota_subject_req req = { 0 };
+    struct proto_rep rep;
+    const struct proto_quota_status_rep *r = &rep.u.quota_status;
+
+    if (st == NULL || (workflow_id == NULL) == (tenant_id == NULL))
+        return seterr(g, LLMGUARD_EINVAL, "give a workflow or a tenant id, "
+                      "not both");
+    set_subjects(&req.has, &req.workflow_id, &req.tenant_id, workflow_id,
+                 tenant_id);
+    CALL(g, PROTO_OP_QUOTA_STATUS, &req, &rep, {
+        st->tokens_used = r->tokens_used;
+        st->tokens_remaining = r->tokens_remaining;
+        st->tokens_limit = r->tokens_limit;
+        st->window_start = r->window_start;
+        st->window_end = r->window_end;
+        st->has_reset_at = PROTO_HAS(r, 6);
+        st->reset_at = r->reset_at;
+    });
+}
+
+int
+llmguard_ping(llmguard_t *g)
+{
+    struct proto_rep rep;
+
+    CALL(g, PROTO_OP_PING, NULL, &rep, (void)0);
+}

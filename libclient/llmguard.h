@@ -1,0 +1,133 @@
+/*
+ * llmguard.h - libllmguard, the client of llmguardd.
+ *
+ * A handle is opaque.  Calls are synchronous and return 0 or a negative
+ * LLMGUARD_E* code; llmguard_strerror() names a code and
+ * llmguard_last_error() gives the daemon's message for the last failed call.
+ * A handle may be shared by threads: calls on it are serialised by a mutex.
+ * The library never raises SIGPIPE in its host.
+ */
+#ifndef LLMGUARD_H
+#define LLMGUARD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LLMGUARD_VERSION_MAJOR 0
+#define LLMGUARD_VERSION_MINOR 1
+#define LLMGUARD_VERSION_PATCH 0
+#define LLMGUARD_PROTOCOL_VERSION 1
+
+#define LLMGUARD_OK           0
+#define LLMGUARD_EUNAVAIL    -1     /* no daemon answers on the socket */
+#define LLMGUARD_ETIMEDOUT   -2     /* the wait ended before a grant */
+#define LLMGUARD_EQUOTA      -3     /* a hard quota would be exceeded */
+#define LLMGUARD_ENOPROVIDER -4     /* unknown provider, or none left */
+#define LLMGUARD_EPERM       -5     /* refused: admin op, or socket EACCES */
+#define LLMGUARD_EINVAL      -6     /* the daemon called the request bad */
+#define LLMGUARD_EPROTO      -7     /* a malformed or unexpected reply */
+#define LLMGUARD_ENOMEM      -8     /* out of memory */
+#define LLMGUARD_EBUSY       -9     /* the daemon is overloaded */
+#define LLMGUARD_EINTERNAL   -10    /* the daemon failed internally */
+
+typedef struct llmguard llmguard_t;
+
+/*
+ * A handle for the daemon at socket_path; NULL means $LLMGUARD_SOCKET, else
+ * the default per-user path.  It never fails for want of a daemon: it
+ * connects on the first call and reconnects after a restart.  NULL only
+ * when out of memory or when the path does not fit a socket address.
+ */
+llmguard_t *llmguard_open(const char *socket_path);
+void llmguard_close(llmguard_t *g);
+
+/* A short English description of an LLMGUARD_E* code. */
+const char *llmguard_strerror(int err);
+/* The daemon's (or the library's) message for the last failed call. */
+const char *llmguard_last_error(llmguard_t *g);
+/* The socket path the handle uses. */
+const char *llmguard_socket_path(llmguard_t *g);
+
+/* Round trip to the daemon.  0, or LLMGUARD_EUNAVAIL and friends. */
+int llmguard_ping(llmguard_t *g);
+
+/*
+ * Take `tokens` request tokens from provider's bucket, waiting inside the
+ * daemon up to timeout_s (0: try once, no wait).  Waiters are served in
+ * arrival order.  0 when granted (*waited_ms, if not NULL, says how long it
+ * waited), LLMGUARD_ETIMEDOUT when not (nothing was consumed),
+ * LLMGUARD_ENOPROVIDER for an unknown provider, LLMGUARD_EINVAL for tokens
+ * of 0 or above the provider's burst.  The call blocks the handle while it
+ * waits: give each thread that acquires its own handle.
+ */
+int llmguard_acquire(llmguard_t *g, const char *provider, uint32_t tokens,
+                     double timeout_s, double *waited_ms);
+
+/* Give tokens back to provider's bucket (capped at its burst). */
+int llmguard_release(llmguard_t *g, const char *provider, uint32_t tokens);
+
+struct llmguard_limiter_status {
+    double available_tokens;
+    double rate_per_sec;
+    double max_tokens;          /* the burst */
+    int enabled;                /* 0 when RATE_LIMIT_ENABLED=false */
+    uint64_t waiters;           /* requests queued for a token */
+    double tokens_per_min;      /* LLM-token limit, 0 = unlimited */
+};
+
+/* The bucket of provider. */
+int llmguard_limiter_status(llmguard_t *g, const char *provider,
+                            struct llmguard_limiter_status *st);
+
+/* What a quota check decided (DESIGN.md §3 "Quotas"). */
+struct llmguard_quota_decision {
+    int allowed;                /* 0 only in hard mode: nothing reserved */
+    int over_quota;             /* soft mode: allowed, but over the limit */
+    char subject[272];          /* "workflow:<id>" or "tenant:<id>" */
+    uint64_t tokens_used;       /* of subject, after the decision */
+    uint64_t tokens_limit;
+    uint64_t tokens_remaining;  /* min over the subjects, never below 0 */
+    int has_reset_at;
+    double reset_at;            /* unix seconds; when usage next drops */
+    int64_t reservation;        /* for llmguard_quota_commit() */
+};
+
+/*
+ * Check and reserve `tokens` against the workflow's and the tenant's quota
+ * (either may be NULL, not both) in one atomic step.  0 when allowed (in
+ * soft mode also when over, with over_quota set); LLMGUARD_EQUOTA in hard
+ * mode when a subject would exceed, with d filled and nothing reserved.
+ */
+int llmguard_quota_check_and_reserve(llmguard_t *g, const char *workflow_id,
+                                     const char *tenant_id, uint64_t tokens,
+                                     struct llmguard_quota_decision *d);
+
+/* Reconcile a reservation (d->reservation) with the tokens really used. */
+int llmguard_quota_commit(llmguard_t *g, const char *workflow_id,
+                          const char *tenant_id, int64_t reservation,
+                          uint64_t estimate, uint64_t actual);
+
+struct llmguard_quota_status {
+    uint64_t tokens_used;
+    uint64_t tokens_remaining;
+    uint64_t tokens_limit;
+    double window_start;        /* unix seconds: now - window */
+    double window_end;          /* now */
+    int has_reset_at;           /* 0: nothing used */
+    double reset_at;            /* when the oldest counted usage leaves */
+};
+
+/* The quota of a workflow or of a tenant: give exactly one of the two. */
+int llmguard_quota_status(llmguard_t *g, const char *workflow_id,
+                          const char *tenant_id,
+                          struct llmguard_quota_status *st);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

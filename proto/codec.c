@@ -1,0 +1,763 @@
+/* codec.c - table-driven msgpack encoding and decoding of every message. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "proto.h"
+
+static const char *const errcode_names[PROTO_E__COUNT] = {
+    [PROTO_OK] = "ok",
+    [PROTO_E_BAD_REQUEST] = "bad_request",
+    [PROTO_E_UNKNOWN_OP] = "unknown_op",
+    [PROTO_E_FRAME_TOO_LARGE] = "frame_too_large",
+    [PROTO_E_UNKNOWN_PROVIDER] = "unknown_provider",
+    [PROTO_E_TIMEOUT] = "timeout",
+    [PROTO_E_QUOTA_EXCEEDED] = "quota_exceeded",
+    [PROTO_E_NO_PROVIDER] = "no_provider",
+    [PROTO_E_PERMISSION_DENIED] = "permission_denied",
+    [PROTO_E_BUSY] = "busy",
+    [PROTO_E_INTERNAL] = "internal",
+    [PROTO_E_VERSION] = "version",
+};
+
+const char *
+proto_errcode_name(enum proto_errcode code)
+{
+    if ((unsigned)code >= PROTO_E__COUNT)
+        return "internal";
+    return errcode_names[code];
+}
+
+enum proto_errcode
+proto_errcode_from_name(const char *name, size_t len)
+{
+    for (int i = 1; i < PROTO_E__COUNT; i++)
+        if (strlen(errcode_names[i]) == len &&
+            memcmp(errcode_names[i], name, len) == 0)
+            return (enum proto_errcode)i;
+    return PROTO_E__COUNT;
+}
+
+int
+proto_error_set(struct proto_error *e, enum proto_errcode code,
+                const char *fmt, ...)
+{
+    va_list ap;
+
+    e->code = code;
+    memset(&e->detail, 0, sizeof(e->detail));
+    va_start(ap, fmt);
+    vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* ---- field tables ------------------------------------------------------ */
+
+#define F(st, fld, ty, fl) \
+    { #fld, ty, fl, (uint16_t)offsetof(st, fld), NULL }
+#define DEF(st, tbl) \
+    { #st, tbl, (uint8_t)(sizeof(tbl) / sizeof(tbl[0])), (uint16_t)sizeof(st) }
+#define DEF_EMPTY(st) { #st, NULL, 0, (uint16_t)sizeof(st) }
+
+static const struct proto_field hello_req_f[] = {
+    F(struct proto_hello_req, version, PF_UINT, PF_REQUIRED),
+    F(struct proto_hello_req, client, PF_STR, 0),
+};
+static const struct proto_field hello_rep_f[] = {
+    F(struct proto_hello_rep, version, PF_UINT, PF_REQUIRED),
+    F(struct proto_hello_rep, server, PF_STR, PF_REQUIRED),
+};
+static const struct proto_field ping_rep_f[] = {
+    F(struct proto_ping_rep, uptime_s, PF_DOUBLE, 0),
+};
+static const struct proto_field acquire_req_f[] = {
+    F(struct proto_acquire_req, provider, PF_STR, PF_REQUIRED),
+    F(struct proto_acquire_req, tokens, PF_UINT, 0),
+    F(struct proto_acquire_req, llm_tokens, PF_UINT, 0),
+    F(struct proto_acquire_req, timeout_ms, PF_DOUBLE, 0),
+};
+static const struct proto_field acquire_rep_f[] = {
+    F(struct proto_acquire_rep, waited_ms, PF_DOUBLE, PF_REQUIRED),
+};
+static const struct proto_field release_req_f[] = {
+    F(struct proto_release_req, provider, PF_STR, PF_REQUIRED),
+    F(struct proto_release_req, tokens, PF_UINT, 0),
+    F(struct proto_release_req, llm_tokens, PF_UINT, 0),
+};
+static const struct proto_field release_rep_f[] = {
+    F(struct proto_release_rep, available_tokens, PF_DOUBLE, PF_REQUIRED),
+};
+static const struct proto_field limiter_status_req_f[] = {
+    F(struct proto_limiter_status_req, provider, PF_STR, PF_REQUIRED),
+};
+static const struct proto_field limiter_status_rep_f[] = {
+    F(struct proto_limiter_status_rep, available_tokens, PF_DOUBLE, PF_REQUIRED),
+    F(struct proto_limiter_status_rep, rate_per_sec, PF_DOUBLE, PF_REQUIRED),
+    F(struct proto_limiter_status_rep, max_tokens, PF_DOUBLE, PF_REQUIRED),
+    F(struct proto_limiter_status_rep, enabled, PF_BOOL, PF_REQUIRED),
+    F(struct proto_limiter_status_rep, waiters, PF_UINT, PF_REQUIRED),
+    F(struct proto_limiter_status_rep, tokens_per_min, PF_DOUBLE, PF_REQUIRED),
+    F(struct proto_limiter_status_rep, available_llm_tokens, PF_DOUBLE, 0),
+};
+static const struct proto_field provider_status_f[] = {
+    F(struct proto_provider_status, name, PF_STR, PF_REQUIRED),
+    F(struct proto_provider_status, available_tokens, PF_DOUBLE, PF_REQUIRED),
+    F(struct proto_provider_status, rate_per_sec, PF_DOUBLE, PF_REQUIRED),
+    F(struct proto_provider_status, max_tokens, PF_DOUBLE, PF_REQUIRED),
+    F(struct proto_provider_status, waiters, PF_UINT, PF_REQUIRED),
+    F(struct proto_provider_status, tokens_per_min, PF_DOUBLE, PF_REQUIRED),
+};
+static const struct proto_msgdef provider_status_def =
+    DEF(struct proto_provider_status, provider_status_f);
+static const struct proto_field status_rep_f[] = {
+    F(struct proto_status_rep, enabled, PF_BOOL, PF_REQUIRED),
+    F(struct proto_status_rep, policy, PF_STR, PF_REQUIRED),
+    F(struct proto_status_rep, enforcement, PF_STR, PF_REQUIRED),
+    F(struct proto_status_rep, window_days, PF_DOUBLE, PF_REQUIRED),
+    { "providers", PF_OBJARR, PF_REQUIRED,
+      (uint16_t)offsetof(struct proto_status_rep, providers),
+      &provider_status_def },
+};
+static const struct proto_field quota_reserve_req_f[] = {
+    F(struct proto_quota_reserve_req, workflow_id, PF_STR, 0),
+    F(struct proto_quota_reserve_req, tenant_id, PF_STR, 0),
+    F(struct proto_quota_reserve_req, tokens, PF_UINT, PF_REQUIRED),
+};
+static const struct proto_field quota_reserve_rep_f[] = {
+    F(struct proto_quota_reserve_rep, allowed, PF_BOOL, PF_REQUIRED),
+    F(struct proto_quota_reserve_rep, over_quota, PF_BOOL, PF_REQUIRED),
+    F(struct proto_quota_reserve_rep, subject, PF_STR, PF_REQUIRED),
+    F(struct proto_quota_reserve_rep, tokens_used, PF_UINT, PF_REQUIRED),
+    F(struct proto_quota_reserve_rep, tokens_limit, PF_UINT, PF_REQUIRED),
+    F(struct proto_quota_reserve_rep, tokens_remaining, PF_UINT, PF_REQUIRED),
+    F(struct proto_quota_reserve_rep, reset_at, PF_DOUBLE, PF_NULLABLE),
+    F(struct proto_quota_reserve_rep, reservation, PF_INT, PF_REQUIRED),
+};
+static const struct proto_field quota_commit_req_f[] = {
+    F(struct proto_quota_commit_req, workflow_id, PF_STR, 0),
+    F(struct proto_quota_commit_req, tenant_id, PF_STR, 0),
+    F(struct proto_quota_commit_req, reservation, PF_INT, PF_REQUIRED),
+    F(struct proto_quota_commit_req, estimate, PF_UINT, PF_REQUIRED),
+    F(struct proto_quota_commit_req, actual, PF_UINT, PF_REQUIRED),
+};
+static const struct proto_field quota_subject_req_f[] = {
+    F(struct proto_quota_subject_req, workflow_id, PF_STR, 0),
+    F(struct proto_quota_subject_req, tenant_id, PF_STR, 0),
+};
+static const struct proto_field quota_set_req_f[] = {
+    F(struct proto_quota_subject_req, workflow_id, PF_STR, 0),
+    F(struct proto_quota_subject_req, tenant_id, PF_STR, 0),
+    F(struct proto_quota_subject_req, limit, PF_UINT, PF_REQUIRED),
+};
+static const struct proto_field quota_status_rep_f[] = {
+    F(struct proto_quota_status_rep, subject, PF_STR, PF_REQUIRED),
+    F(struct proto_quota_status_rep, tokens_used, PF_UINT, PF_REQUIRED),
+    F(struct proto_quota_status_rep, tokens_remaining, PF_UINT, PF_REQUIRED),
+    F(struct proto_quota_status_rep, tokens_limit, PF_UINT, PF_REQUIRED),
+    F(struct proto_quota_status_rep, window_start, PF_DOUBLE, PF_REQUIRED),
+    F(struct proto_quota_status_rep, window_end, PF_DOUBLE, PF_REQUIRED),
+    F(struct proto_quota_status_rep, reset_at, PF_DOUBLE, PF_NULLABLE),
+};
+static const struct proto_field quota_set_rep_f[] = {
+    F(struct proto_quota_set_rep, subject, PF_STR, PF_REQUIRED),
+    F(struct proto_quota_set_rep, tokens_limit, PF_UINT, PF_REQUIRED),
+};
+static const struct proto_field quota_reset_rep_f[] = {
+    F(struct proto_quota_reset_rep, subject, PF_STR, PF_REQUIRED),
+};
+static const struct proto_field err_f[] = {
+    F(struct proto_err, code, PF_STR, PF_REQUIRED),
+    F(struct proto_err, msg, PF_STR, PF_REQUIRED),
+    F(struct proto_err, subject, PF_STR, 0),
+    F(struct proto_err, tokens_used, PF_UINT, 0),
+    F(struct proto_err, tokens_limit, PF_UINT, 0),
+    F(struct proto_err, reset_at, PF_DOUBLE, PF_NULLABLE),
+};
+
+static const struct proto_msgdef err_def = DEF(struct proto_err, err_f);
+
+struct opdef {
+    const char *name;
+    struct proto_msgdef req;
+    struct proto_msgdef rep;
+};
+
+/* One row per op: its wire name, request and reply tables. */
+static const struct opdef ops[PROTO_OP__COUNT] = {
+    [PROTO_OP_HELLO] = { "hello", DEF(struct proto_hello_req, hello_req_f),
+                         DEF(struct proto_hello_rep, hello_rep_f) },
+    [PROTO_OP_PING] = { "ping", DEF_EMPTY(struct proto_ping_req),
+                        DEF(struct proto_ping_rep, ping_rep_f) },
+    [PROTO_OP_ACQUIRE] = { "acquire", DEF(struct proto_acquire_req,
+                                          acquire_req_f),
+                           DEF(struct proto_acquire_rep, acquire_rep_f) },
+    [PROTO_OP_RELEASE] = { "release", DEF(struct proto_release_req,
+                                          release_req_f),
+                           DEF(struct proto_release_rep, release_rep_f) },
+    [PROTO_OP_LIMITER_STATUS] = {
+        "limiter_status",
+        DEF(struct proto_limiter_status_req, limiter_status_req_f),
+        DEF(struct proto_limiter_status_rep, limiter_status_rep_f) },
+    [PROTO_OP_STATUS] = { "status", DEF_EMPTY(struct proto_status_req),
+                          DEF(struct proto_status_rep, status_rep_f) },
+    [PROTO_OP_QUOTA_RESERVE] = {
+        "quota_reserve",
+        DEF(struct proto_quota_reserve_req, quota_reserve_req_f),
+        DEF(struct proto_quota_reserve_rep, quota_reserve_rep_f) },
+    [PROTO_OP_QUOTA_COMMIT] = {
+        "quota_commit",
+        DEF(struct proto_quota_commit_req, quota_commit_req_f),
+        DEF_EMPTY(struct proto_quota_commit_rep) },
+    [PROTO_OP_QUOTA_STATUS] = {
+        "quota_status",
+        DEF(struct proto_quota_subject_req, quota_subject_req_f),
+        DEF(struct proto_quota_status_rep, quota_status_rep_f) },
+    [PROTO_OP_QUOTA_SET] = {
+        "quota_set",
+        DEF(struct proto_quota_subject_req, quota_set_req_f),
+        DEF(struct proto_quota_set_rep, quota_set_rep_f) },
+    [PROTO_OP_QUOTA_RESET] = {
+        "quota_reset",
+        DEF(struct proto_quota_subject_req, quota_subject_req_f),
+        DEF(struct proto_quota_reset_rep, quota_reset_rep_f) },
+};
+
+const char *
+proto_op_name(enum proto_op op)
+{
+    return (unsigned)op < PROTO_OP__COUNT ? ops[op].name : "?";
+}
+
+const struct proto_msgdef *
+proto_request_def(enum proto_op op)
+{
+    return (unsigned)op < PROTO_OP__COUNT ? &ops[op].req : NULL;
+}
+
+const struct proto_msgdef *
+proto_reply_def(enum proto_op op)
+{
+    return (unsigned)op < PROTO_OP__COUNT ? &ops[op].rep : NULL;
+}
+
+/* ---- encoding ---------------------------------------------------------- */
+
+static void
+pack_str(msgpack_packer *pk, const char *s, size_t len)
+{
+    msgpack_pack_str(pk, len);
+    msgpack_pack_str_body(pk, s, len);
+}
+
+static void pack_msg(msgpack_packer *pk, const struct proto_msgdef *def,
+                     const void *msg, size_t extra);
+
+/* Fields of msg that go on the wire: required ones and present ones. */
+static size_t
+count_fields(const struct proto_msgdef *def, const void *msg)
+{
+    uint32_t has = *(const uint32_t *)msg;
+    size_t n = 0;
+
+    for (size_t i = 0; i < def->nfields; i++)
+        if ((def->fields[i].flags & (PF_REQUIRED | PF_NULLABLE)) ||
+            (has >> i & 1u))
+            n++;
+    return n;
+}
+
+static void
+pack_field(msgpack_packer *pk, const struct proto_field *f, const void *msg,
+           bool present)
+{
+    const char *p = (const char *)msg + f->offset;
+
+    pack_str(pk, f->name, strlen(f->name));
+    if (!present) {
+        msgpack_pack_nil(pk);
+        return;
+    }
+    switch (f->type) {
+    case PF_STR: {
+        const struct proto_str *s = (const struct proto_str *)(const void *)p;
+        pack_str(pk, s->ptr ? s->ptr : "", s->len);
+        break;
+    }
+    case PF_UINT:
+        msgpack_pack_uint64(pk, *(const uint64_t *)(const void *)p);
+        break;
+    case PF_INT:
+        msgpack_pack_int64(pk, *(const int64_t *)(const void *)p);
+        break;
+    case PF_DOUBLE:
+        msgpack_pack_double(pk, *(const double *)(const void *)p);
+        break;
+    case PF_BOOL:
+        if (*(const bool *)(const void *)p)
+            msgpack_pack_true(pk);
+        else
+            msgpack_pack_false(pk);
+        break;
+    case PF_STRARR: {
+        const struct proto_strarr *a =
+            (const struct proto_strarr *)(const void *)p;
+        msgpack_pack_array(pk, a->n);
+        for (uint32_t i = 0; i < a->n; i++)
+            pack_str(pk, a->v[i].ptr ? a->v[i].ptr : "", a->v[i].len);
+        break;
+    }
+    case PF_OBJARR: {
+        const struct proto_objarr *a =
+            (const struct proto_objarr *)(const void *)p;
+        msgpack_pack_array(pk, a->n);
+        for (uint32_t i = 0; i < a->n; i++)
+            pack_msg(pk, f->sub, (const char *)a->v + (size_t)i * f->sub->size,
+                     0);
+        break;
+    }
+    }
+}
+
+/* Pack msg as a map, leaving room for `extra` entries packed by the caller. */
+static void
+pack_msg(msgpack_packer *pk, const struct proto_msgdef *def, const void *msg,
+         size_t extra)
+{
+    uint32_t has = *(const uint32_t *)msg;
+
+    msgpack_pack_map(pk, count_fields(def, msg) + extra);
+    for (size_t i = 0; i < def->nfields; i++) {
+        const struct proto_field *f = &def->fields[i];
+        bool present = (has >> i & 1u) || (f->flags & PF_REQUIRED);
+        if (present || (f->flags & PF_NULLABLE))
+            pack_field(pk, f, msg, present);
+    }
+}
+
+/* Reserve the length prefix; frame_end() fills it in. */
+static size_t
+frame_begin(msgpack_sbuffer *sb)
+{
+    size_t start = sb->size;
+    static const char zero[4];
+
+    msgpack_sbuffer_write(sb, zero, 4);
+    return start;
+}
+
+static int
+frame_end(msgpack_sbuffer *sb, size_t start)
+{
+    size_t n;
+
+    if (sb->size < start + 4)
+        return -1;      /* the write of the prefix failed */
+    n = sb->size - start - 4;
+    if (n > PROTO_MAX_FRAME) {
+        sb->size = start;
+        return -1;
+    }
+    sb->data[start] = (char)(n >> 24);
+    sb->data[start + 1] = (char)(n >> 16);
+    sb->data[start + 2] = (char)(n >> 8);
+    sb->data[start + 3] = (char)n;
+    return 0;
+}
+
+int
+proto_encode_request(msgpack_sbuffer *sb, enum proto_op op, uint64_t id,
+                     const void *msg)
+{
+    msgpack_packer pk;
+    size_t start;
+    static const struct proto_ping_req none;
+
+    if ((unsigned)op >= PROTO_OP__COUNT || (msg == NULL && ops[op].req.nfields))
+        return -1;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    start = frame_begin(sb);
+    pack_msg(&pk, &ops[op].req, msg ? msg : &none, 2);
+    pack_str(&pk, "op", 2);
+    pack_str(&pk, ops[op].name, strlen(ops[op].name));
+    pack_str(&pk, "id", 2);
+    msgpack_pack_uint64(&pk, id);
+    return frame_end(sb, start);
+}
+
+int
+proto_encode_reply(msgpack_sbuffer *sb, enum proto_op op, uint64_t id,
+                   const void *msg)
+{
+    msgpack_packer pk;
+    size_t start;
+    static const struct proto_ping_rep none;
+
+    if ((unsigned)op >= PROTO_OP__COUNT || (msg == NULL && ops[op].rep.nfields))
+        return -1;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    start = frame_begin(sb);
+    pack_msg(&pk, &ops[op].rep, msg ? msg : &none, 2);
+    pack_str(&pk, "id", 2);
+    msgpack_pack_uint64(&pk, id);
+    pack_str(&pk, "ok", 2);
+    msgpack_pack_true(&pk);
+    return frame_end(sb, start);
+}
+
+int
+proto_encode_error(msgpack_sbuffer *sb, uint64_t id, const struct proto_error *e)
+{
+    msgpack_packer pk;
+    struct proto_err err = e->detail;
+    const char *code = proto_errcode_name(e->code);
+    size_t start;
+
+    err.code.ptr = code;
+    err.code.len = (uint32_t)strlen(code);
+    err.msg.ptr = e->msg;
+    err.msg.len = (uint32_t)strlen(e->msg);
+    /* reset_at is only meaningful beside the other quota details. */
+    if (!PROTO_HAS(&err, PROTO_ERR_SUBJECT))
+        err.has = 0;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    start = frame_begin(sb);
+    msgpack_pack_map(&pk, 3);
+    pack_str(&pk, "id", 2);
+    msgpack_pack_uint64(&pk, id);
+    pack_str(&pk, "ok", 2);
+    msgpack_pack_false(&pk);
+    pack_str(&pk, "err", 3);
+    if (err.has == 0) {
+        msgpack_pack_map(&pk, 2);
+        pack_field(&pk, &err_f[PROTO_ERR_CODE], &err, true);
+        pack_field(&pk, &err_f[PROTO_ERR_MSG], &err, true);
+    } else {
+        pack_msg(&pk, &err_def, &err, 0);
+    }
+    return frame_end(sb, start);
+}
+
+/* ---- decoding ---------------------------------------------------------- */
+
+static bool
+key_is(const msgpack_object *k, const char *name)
+{
+    size_t n = strlen(name);
+    return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
+           memcmp(k->via.str.ptr, name, n) == 0;
+}
+
+static const char *
+type_word(uint8_t type)
+{
+    switch (type) {
+    case PF_STR: return "a string";
+    case PF_UINT: return "a non-negative integer";
+    case PF_INT: return "an integer";
+    case PF_DOUBLE: return "a number";
+    case PF_BOOL: return "a boolean";
+    case PF_STRARR: return "an array of strings";
+    case PF_OBJARR: return "an array of maps";
+    }
+    return "?";
+}
+
+static int decode_msg(const msgpack_object *o, const struct proto_msgdef *def,
+                      void *msg, msgpack_zone *zone, struct proto_error *e);
+
+static int
+decode_field(const msgpack_object *v, const struct proto_field *f, void *msg,
+             msgpack_zone *zone, struct proto_error *e)
+{
+    char *p = (char *)msg + f->offset;
+
+    switch (f->type) {
+    case PF_STR:
+        if (v->type != MSGPACK_OBJECT_STR)
+            break;
+        ((struct proto_str *)(void *)p)->ptr = v->via.str.ptr;
+        ((struct proto_str *)(void *)p)->len = v->via.str.size;
+        return 0;
+    case PF_UINT:
+        if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+            break;
+        *(uint64_t *)(void *)p = v->via.u64;
+        return 0;
+    case PF_INT:
+        if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+            if (v->via.u64 > INT64_MAX)
+                break;
+            *(int64_t *)(void *)p = (int64_t)v->via.u64;
+        } else if (v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+            *(int64_t *)(void *)p = v->via.i64;
+        } else {
+            break;
+        }
+        return 0;
+    case PF_DOUBLE: {
+        double d;
+        if (v->type == MSGPACK_OBJECT_FLOAT32 ||
+            v->type == MSGPACK_OBJECT_FLOAT64)
+            d = v->via.f64;
+        else if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+            d = (double)v->via.u64;
+        else if (v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+            d = (double)v->via.i64;
+        else
+            break;
+        if (!isfinite(d))
+            return proto_error_set(e, PROTO_E_BAD_REQUEST,
+                                   "field '%s': expected a finite number",
+                                   f->name);
+        *(double *)(void *)p = d;
+        return 0;
+    }
+    case PF_BOOL:
+        if (v->type != MSGPACK_OBJECT_BOOLEAN)
+            break;
+        *(bool *)(void *)p = v->via.boolean;
+        return 0;
+    case PF_STRARR: {
+        struct proto_strarr *a = (struct proto_strarr *)(void *)p;
+        if (v->type != MSGPACK_OBJECT_ARRAY)
+            break;
+        a->n = v->via.array.size;
+        a->v = NULL;
+        if (a->n == 0)
+            return 0;
+        a->v = msgpack_zone_malloc(zone, sizeof(*a->v) * a->n);
+        if (a->v == NULL)
+            return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
+        for (uint32_t i = 0; i < a->n; i++) {
+            const msgpack_object *s = &v->via.array.ptr[i];
+            if (s->type != MSGPACK_OBJECT_STR)
+                return proto_error_set(e, PROTO_E_BAD_REQUEST,
+                    "field '%s': expected an array of strings", f->name);
+            a->v[i].ptr = s->via.str.ptr;
+            a->v[i].len = s->via.str.size;
+        }
+        return 0;
+    }
+    case PF_OBJARR: {
+        struct proto_objarr *a = (struct proto_objarr *)(void *)p;
+        if (v->type != MSGPACK_OBJECT_ARRAY)
+            break;
+        a->n = v->via.array.size;
+        a->v = NULL;
+        if (a->n == 0)
+            return 0;
+        a->v = msgpack_zone_malloc(zone, (size_t)f->sub->size * a->n);
+        if (a->v == NULL)
+            return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
+        memset(a->v, 0, (size_t)f->sub->size * a->n);
+        for (uint32_t i = 0; i < a->n; i++)
+            if (decode_msg(&v->via.array.ptr[i], f->sub,
+                           (char *)a->v + (size_t)i * f->sub->size, zone,
+                           e) < 0)
+                return -1;
+        return 0;
+    }
+    }
+    return proto_error_set(e, PROTO_E_BAD_REQUEST, "field '%s': expected %s",
+                           f->name, type_word(f->type));
+}
+
+/*
+ * Fill msg from map o by def.  Unknown keys are ignored (a newer peer may
+ * send more); a required field that is missing is an error.
+ */
+static int
+decode_msg(const msgpack_object *o, const struct proto_msgdef *def, void *msg,
+           msgpack_zone *zone, struct proto_error *e)
+{
+    uint32_t *has = msg;
+
+    if (o->type != MSGPACK_OBJECT_MAP)
+        return proto_error_set(e, PROTO_E_BAD_REQUEST,
+                               "%s: expected a map", def->name);
+    *has = 0;
+    for (uint32_t k = 0; k < o->via.map.size; k++) {
+        const msgpack_object_kv *kv = &o->via.map.ptr[k];
+        for (uint8_t i = 0; i < def->nfields; i++) {
+            const struct proto_field *f = &def->fields[i];
+            if (!key_is(&kv->key, f->name))
+                continue;
+            if (kv->val.type == MSGPACK_OBJECT_NIL &&
+                (f->flags & PF_NULLABLE))
+                break;
+            if (decode_field(&kv->val, f, msg, zone, e) < 0)
+                return -1;
+            *has |= 1u << i;
+            break;
+        }
+    }
+    for (uint8_t i = 0; i < def->nfields; i++)
+        if ((def->fields[i].flags & PF_REQUIRED) && !(*has >> i & 1u))
+            return proto_error_set(e, PROTO_E_BAD_REQUEST,
+                                   "missing field '%s'", def->fields[i].name);
+    return 0;
+}
+
+/* Unpack exactly one msgpack object filling the whole frame. */
+static int
+unpack_frame(const unsigned char *frame, uint32_t len, msgpack_zone *zone,
+             msgpack_object *obj, struct proto_error *e)
+{
+    size_t off = 0;
+
+    switch (msgpack_unpack((const char *)frame, len, &off, zone, obj)) {
+    case MSGPACK_UNPACK_SUCCESS:
+        return 0;
+    case MSGPACK_UNPACK_EXTRA_BYTES:
+        return proto_error_set(e, PROTO_E_BAD_REQUEST,
+            "frame holds %zu bytes after its msgpack value", len - off);
+    case MSGPACK_UNPACK_CONTINUE:
+        return proto_error_set(e, PROTO_E_BAD_REQUEST,
+                               "frame ends inside a msgpack value");
+    default:    /* msgpack-c also says NOMEM for nesting past its stack */
+        return proto_error_set(e, PROTO_E_BAD_REQUEST,
+                               "frame is not valid msgpack (or nested too deeply)");
+    }
+}
+
+enum proto_decode_result
+proto_decode_request(const unsigned char *frame, uint32_t len,
+                     msgpack_zone *zone, struct proto_req *req,
+                     struct proto_error *e)
+{
+    msgpack_object obj;
+    const msgpack_object *opname = NULL;
+    bool have_id = false;
+
+    memset(req, 0, sizeof(*req));
+    if (unpack_frame(frame, len, zone, &obj, e) < 0)
+        return PROTO_DECODE_FATAL;
+    if (obj.type != MSGPACK_OBJECT_MAP) {
+        proto_error_set(e, PROTO_E_BAD_REQUEST,
+                        "a request must be a msgpack map");
+        return PROTO_DECODE_BAD;
+    }
+    for (uint32_t k = 0; k < obj.via.map.size; k++) {
+        const msgpack_object_kv *kv = &obj.via.map.ptr[k];
+        if (key_is(&kv->key, "id")) {
+            if (kv->val.type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
+                proto_error_set(e, PROTO_E_BAD_REQUEST,
+                                "field 'id': expected a non-negative integer");
+                return PROTO_DECODE_BAD;
+            }
+            req->id = kv->val.via.u64;
+            have_id = true;
+        } else if (key_is(&kv->key, "op")) {
+            opname = &kv->val;
+        }
+    }
+    if (opname == NULL || opname->type != MSGPACK_OBJECT_STR) {
+        proto_error_set(e, PROTO_E_BAD_REQUEST, opname == NULL ?
+                        "missing field 'op'" : "field 'op': expected a string");
+        return PROTO_DECODE_BAD;
+    }
+    if (!have_id) {
+        proto_error_set(e, PROTO_E_BAD_REQUEST, "missing field 'id'");
+        return PROTO_DECODE_BAD;
+    }
+    for (int i = 0; i < PROTO_OP__COUNT; i++) {
+        if (!key_is(opname, ops[i].name))
+            continue;
+        req->op = (enum proto_op)i;
+        if (decode_msg(&obj, &ops[i].req, &req->u, zone, e) < 0)
+            return PROTO_DECODE_BAD;
+        return PROTO_DECODE_OK;
+    }
+    proto_error_set(e, PROTO_E_UNKNOWN_OP, "unknown op '%.*s'",
+                    (int)(opname->via.str.size > 64 ? 64 :
+                          opname->via.str.size), opname->via.str.ptr);
+    return PROTO_DECODE_BAD;
+}
+
+int
+proto_reply_id(const unsigned char *frame, uint32_t len, uint64_t *id)
+{
+    /* A reply begins with its map header; scan the top-level keys only. */
+    msgpack_zone zone;
+    msgpack_object obj;
+    struct proto_error e;
+    int rc = -1;
+
+    if (!msgpack_zone_init(&zone, 1024))
+        return -1;
+    if (unpack_frame(frame, len, &zone, &obj, &e) == 0 &&
+        obj.type == MSGPACK_OBJECT_MAP) {
+        for (uint32_t k = 0; k < obj.via.map.size; k++) {
+            const msgpack_object_kv *kv = &obj.via.map.ptr[k];
+            if (key_is(&kv->key, "id") &&
+                kv->val.type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+                *id = kv->val.via.u64;
+                rc = 0;
+            }
+        }
+    }
+    msgpack_zone_destroy(&zone);
+    return rc;
+}
+
+int
+proto_decode_reply(const unsigned char *frame, uint32_t len, enum proto_op op,
+                   msgpack_zone *zone, struct proto_rep *rep,
+                   struct proto_error *e)
+{
+    msgpack_object obj;
+    const msgpack_object *err = NULL;
+    bool have_ok = false;
+
+    memset(rep, 0, sizeof(*rep));
+    if ((unsigned)op >= PROTO_OP__COUNT)
+        return proto_error_set(e, PROTO_E_INTERNAL, "unknown op");
+    if (unpack_frame(frame, len, zone, &obj, e) < 0)
+        return -1;
+    if (obj.type != MSGPACK_OBJECT_MAP)
+        return proto_error_set(e, PROTO_E_BAD_REQUEST,
+                               "a reply must be a msgpack map");
+    for (uint32_t k = 0; k < obj.via.map.size; k++) {
+        const msgpack_object_kv *kv = &obj.via.map.ptr[k];
+        if (key_is(&kv->key, "id") &&
+            kv->val.type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+            rep->id = kv->val.via.u64;
+        } else if (key_is(&kv->key, "ok") &&
+                   kv->val.type == MSGPACK_OBJECT_BOOLEAN) {
+            rep->ok = kv->val.via.boolean;
+            have_ok = true;
+        } else if (key_is(&kv->key, "err")) {
+            err = &kv->val;
+        }
+    }
+    if (!have_ok)
+        return proto_error_set(e, PROTO_E_BAD_REQUEST,
+                               "reply without a boolean 'ok'");
+    if (!rep->ok) {
+        if (err == NULL)
+            return proto_error_set(e, PROTO_E_BAD_REQUEST,
+                                   "failed reply without 'err'");
+        return decode_msg(err, &err_def, &rep->err, zone, e);
+    }
+    return decode_msg(&obj, &ops[op].rep, &rep->u, zone, e);
+}
+
+/* ---- socket path ------------------------------------------------------- */
+
+int
+proto_default_socket_path(char *buf, size_t len)
+{
+    const char *xdg = getenv("XDG_RUNTIME_DIR");
+    int n;
+
+    if (xdg != NULL && xdg[0] == '/')
+        n = snprintf(buf, len, "%s/llmguard/llmguardd.sock", xdg);
+    else
+        n = snprintf(buf, len, "/tmp/llmguard-%u/llmguardd.sock",
+                     (unsigned)getuid());
+    return n < 0 || (size_t)n >= len ? -1 : 0;
+}

@@ -1,0 +1,235 @@
+/*
+ * acquirer - drive llmguardd's token buckets through libllmguard.
+ *
+ *   acquirer once SOCKET PROVIDER TOKENS TIMEOUT_S
+ *       one acquire; prints "granted WAITED_MS" or "error CODE TEXT"
+ *   acquirer race SOCKET PROVIDER PROCS SECONDS
+ *       PROCS processes acquire one token at a time for SECONDS; prints
+ *       "grants N elapsed_s T" (T: from the start to the last grant)
+ *   acquirer status SOCKET PROVIDER
+ *       prints "available A rate R max M enabled E waiters W"
+ *   acquirer reserve SOCKET WORKFLOW TENANT TOKENS   ("-": no such id)
+ *       one quota check-and-reserve; prints "allowed over O subject S used U
+ *       limit L remaining R reservation X" or "error CODE TEXT subject S used
+ *       U limit L reset_at T"
+ *   acquirer qrace SOCKET WORKFLOW PROCS TOKENS TRIES
+ *       PROCS processes each try TRIES reservations of TOKENS; prints
+ *       "allowed N refused M"
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "llmguard.h"
+
+static double
+now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int
+cmd_once(const char *sock, const char *prov, uint32_t tokens, double timeout)
+{
+    llmguard_t *g = llmguard_open(sock);
+    double waited = -1;
+    int rc = llmguard_acquire(g, prov, tokens, timeout, &waited);
+
+    if (rc == 0)
+        printf("granted %.1f\n", waited);
+    else
+        printf("error %d %s\n", rc, llmguard_last_error(g));
+    fflush(stdout);
+    llmguard_close(g);
+    return rc == 0 ? 0 : 1;
+}
+
+/* One racer: acquire until end_s; report grants and the last grant time. */
+static void
+racer(const char *sock, const char *prov, double end_s, int fd)
+{
+    llmguard_t *g = llmguard_open(sock);
+    long grants = 0;
+    double last = 0;
+
+    while (now_s() < end_s) {
+        double left = end_s - now_s();
+        int rc = llmguard_acquire(g, prov, 1, left > 0 ? left : 0, NULL);
+        if (rc == 0) {
+            grants++;
+            last = now_s();
+        } else if (rc != LLMGUARD_ETIMEDOUT) {
+            fprintf(stderr, "acquire: %s\n", llmguard_last_error(g));
+            _exit(1);
+        }
+    }
+    dprintf(fd, "%ld %.9f\n", grants, last);
+    llmguard_close(g);
+    _exit(0);
+}
+
+static int
+cmd_race(const char *sock, const char *prov, int procs, double seconds)
+{
+    int fds[2];
+    double start, end, last = 0;
+    long total = 0;
+    FILE *fp;
+
+    if (pipe(fds) < 0)
+        return 2;
+    start = now_s();
+    end = start + seconds;
+    for (int i = 0; i < procs; i++)
+        if (fork() == 0) {
+            close(fds[0]);
+            racer(sock, prov, end, fds[1]);
+        }
+    close(fds[1]);
+    fp = fdopen(fds[0], "r");
+    for (int i = 0; i < procs; i++) {
+        long n;
+        double t;
+        if (fscanf(fp, "%ld %lf", &n, &t) != 2)
+            break;
+        total += n;
+        if (t > last)
+            last = t;
+    }
+    fclose(fp);
+    int failed = 0;
+    for (int i = 0; i < procs; i++) {
+        int status;
+        wait(&status);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+            failed++;
+    }
+    printf("grants %ld elapsed_s %.6f\n", total, (last > 0 ? last : end) - start);
+    return failed ? 1 : 0;
+}
+
+static int
+cmd_status(const char *sock, const char *prov)
+{
+    llmguard_t *g = llmguard_open(sock);
+    struct llmguard_limiter_status st;
+    int rc = llmguard_limiter_status(g, prov, &st);
+
+    if (rc == 0)
+        printf("available %.3f rate %g max %g enabled %d waiters %llu\n",
+               st.available_tokens, st.rate_per_sec, st.max_tokens,
+               st.enabled, (unsigned long long)st.waiters);
+    else
+        printf("error %d %s\n", rc, llmguard_last_error(g));
+    llmguard_close(g);
+    return rc == 0 ? 0 : 1;
+}
+
+static const char *
+opt_id(const char *s)
+{
+    return strcmp(s, "-") == 0 ? NULL : s;
+}
+
+static int
+cmd_reserve(const char *sock, const char *wf, const char *tn, uint64_t tokens)
+{
+    llmguard_t *g = llmguard_open(sock);
+    struct llmguard_quota_decision d;
+    int rc = llmguard_quota_check_and_reserve(g, opt_id(wf), opt_id(tn),
+                                              tokens, &d);
+
+    if (rc == 0)
+        printf("allowed over %d subject %s used %llu limit %llu remaining "
+               "%llu reservation %lld\n", d.over_quota, d.subject,
+               (unsigned long long)d.tokens_used,
+               (unsigned long long)d.tokens_limit,
+               (unsigned long long)d.tokens_remaining,
+               (long long)d.reservation);
+    else if (rc == LLMGUARD_EQUOTA)
+        printf("error %d %s subject %s used %llu limit %llu reset_at %.3f\n",
+               rc, llmguard_strerror(rc), d.subject,
+               (unsigned long long)d.tokens_used,
+               (unsigned long long)d.tokens_limit,
+               d.has_reset_at ? d.reset_at : -1.0);
+    else
+        printf("error %d %s\n", rc, llmguard_last_error(g));
+    llmguard_close(g);
+    return rc == 0 ? 0 : 1;
+}
+
+static int
+cmd_qrace(const char *sock, const char *wf, int procs, uint64_t tokens,
+          int tries)
+{
+    int fds[2];
+    long allowed = 0, refused = 0;
+    FILE *fp;
+
+    if (pipe(fds) < 0)
+        return 2;
+    for (int i = 0; i < procs; i++)
+        if (fork() == 0) {
+            llmguard_t *g = llmguard_open(sock);
+            struct llmguard_quota_decision d;
+            long ok = 0, no = 0;
+            close(fds[0]);
+            for (int k = 0; k < tries; k++) {
+                int rc = llmguard_quota_check_and_reserve(g, wf, NULL, tokens,
+                                                          &d);
+                if (rc == 0)
+                    ok++;
+                else if (rc == LLMGUARD_EQUOTA)
+                    no++;
+                else
+                    _exit(1);
+            }
+            dprintf(fds[1], "%ld %ld\n", ok, no);
+            llmguard_close(g);
+            _exit(0);
+        }
+    close(fds[1]);
+    fp = fdopen(fds[0], "r");
+    for (int i = 0; i < procs; i++) {
+        long a, r;
+        if (fscanf(fp, "%ld %ld", &a, &r) != 2)
+            break;
+        allowed += a;
+        refused += r;
+    }
+    fclose(fp);
+    int failed = 0;
+    for (int i = 0; i < procs; i++) {
+        int status;
+        wait(&status);
+        failed += !WIFEXITED(status) || WEXITSTATUS(status) != 0;
+    }
+    printf("allowed %ld refused %ld\n", allowed, refused);
+    return failed ? 1 : 0;
+}
+
+int
+main(int argc, char **argv)
+{
+    if (argc == 6 && strcmp(argv[1], "reserve") == 0)
+        return cmd_reserve(argv[2], argv[3], argv[4],
+                           strtoull(argv[5], NULL, 10));
+    if (argc == 7 && strcmp(argv[1], "qrace") == 0)
+        return cmd_qrace(argv[2], argv[3], atoi(argv[4]),
+                         strtoull(argv[5], NULL, 10), atoi(argv[6]));
+    if (argc == 6 && strcmp(argv[1], "once") == 0)
+        return cmd_once(argv[2], argv[3], (uint32_t)atol(argv[4]),
+                        atof(argv[5]));
+    if (argc == 6 && strcmp(argv[1], "race") == 0)
+        return cmd_race(argv[2], argv[3], atoi(argv[4]), atof(argv[5]));
+    if (argc == 4 && strcmp(argv[1], "status") == 0)
+        return cmd_status(argv[2], argv[3]);
+    fprintf(stderr, "usage: see the comment at the top of acquirer.c\n");
+    return 2;
+}

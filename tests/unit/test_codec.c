@@ -1,0 +1,295 @@
+/* test_codec.c - request and reply encoding/decoding through the tables. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "proto.h"
+
+struct fixture {
+    msgpack_sbuffer sb;
+    msgpack_zone zone;
+};
+
+static int
+setup(void **state)
+{
+    static struct fixture fx;
+
+    msgpack_sbuffer_init(&fx.sb);
+    msgpack_zone_init(&fx.zone, 1024);
+    *state = &fx;
+    return 0;
+}
+
+static int
+teardown(void **state)
+{
+    struct fixture *fx = *state;
+
+    msgpack_sbuffer_destroy(&fx->sb);
+    msgpack_zone_destroy(&fx->zone);
+    return 0;
+}
+
+/* Pack a raw map with the given packer calls into fx->sb (no prefix). */
+#define RAW(fx) \
+    msgpack_packer pk; \
+    (fx)->sb.size = 0; \
+    msgpack_packer_init(&pk, &(fx)->sb, msgpack_sbuffer_write)
+
+static void
+pstr(msgpack_packer *pk, const char *s)
+{
+    msgpack_pack_str(pk, strlen(s));
+    msgpack_pack_str_body(pk, s, strlen(s));
+}
+
+static enum proto_decode_result
+decode_raw(struct fixture *fx, struct proto_req *req, struct proto_error *e)
+{
+    msgpack_zone_clear(&fx->zone);
+    return proto_decode_request((const unsigned char *)fx->sb.data,
+                                (uint32_t)fx->sb.size, &fx->zone, req, e);
+}
+
+static void
+test_hello_roundtrip(void **state)
+{
+    struct fixture *fx = *state;
+    struct proto_hello_req hello = { 0 };
+    struct proto_req req;
+    struct proto_error e;
+
+    hello.version = PROTO_VERSION;
+    hello.client.ptr = "unit";
+    hello.client.len = 4;
+    PROTO_SET(&hello, 1);
+    fx->sb.size = 0;
+    assert_int_equal(proto_encode_request(&fx->sb, PROTO_OP_HELLO, 42,
+                                          &hello), 0);
+    assert_int_equal(fx->sb.size, 4 + (size_t)((unsigned char)fx->sb.data[3]));
+    assert_int_equal(proto_decode_request((unsigned char *)fx->sb.data + 4,
+                                          (uint32_t)fx->sb.size - 4,
+                                          &fx->zone, &req, &e),
+                     PROTO_DECODE_OK);
+    assert_int_equal(req.op, PROTO_OP_HELLO);
+    assert_int_equal(req.id, 42);
+    assert_int_equal(req.u.hello.version, PROTO_VERSION);
+    assert_true(PROTO_HAS(&req.u.hello, 1));
+    assert_int_equal(req.u.hello.client.len, 4);
+    assert_memory_equal(req.u.hello.client.ptr, "unit", 4);
+}
+
+static void
+test_ping_reply_roundtrip(void **state)
+{
+    struct fixture *fx = *state;
+    struct proto_ping_rep ping = { 0 };
+    struct proto_rep rep;
+    struct proto_error e;
+    uint64_t id = 0;
+
+    ping.uptime_s = 12.5;
+    PROTO_SET(&ping, 0);
+    fx->sb.size = 0;
+    assert_int_equal(proto_encode_reply(&fx->sb, PROTO_OP_PING, 7, &ping), 0);
+    assert_int_equal(proto_reply_id((unsigned char *)fx->sb.data + 4,
+                                    (uint32_t)fx->sb.size - 4, &id), 0);
+    assert_int_equal(id, 7);
+    assert_int_equal(proto_decode_reply((unsigned char *)fx->sb.data + 4,
+                                        (uint32_t)fx->sb.size - 4,
+                                        PROTO_OP_PING, &fx->zone, &rep, &e),
+                     0);
+    assert_true(rep.ok);
+    assert_int_equal(rep.id, 7);
+    assert_true(rep.u.ping.uptime_s == 12.5);
+}
+
+static void
+test_error_roundtrip(void **state)
+{
+    struct fixture *fx = *state;
+    struct proto_error err, e;
+    struct proto_rep rep;
+
+    proto_error_set(&err, PROTO_E_QUOTA_EXCEEDED, "over by %d", 5);
+    err.detail.subject.ptr = "workflow:w";
+    err.detail.subject.len = 10;
+    err.detail.tokens_used = 100;
+    err.detail.tokens_limit = 100;
+    PROTO_SET(&err.detail, PROTO_ERR_SUBJECT);
+    PROTO_SET(&err.detail, PROTO_ERR_TOKENS_USED);
+    PROTO_SET(&err.detail, PROTO_ERR_TOKENS_LIMIT);
+    fx->sb.size = 0;
+    assert_int_equal(proto_encode_error(&fx->sb, 9, &err), 0);
+    assert_int_equal(proto_decode_reply((unsigned char *)fx->sb.data + 4,
+                                        (uint32_t)fx->sb.size - 4,
+                                        PROTO_OP_PING, &fx->zone, &rep, &e),
+                     0);
+    assert_false(rep.ok);
+    assert_int_equal(rep.id, 9);
+    assert_int_equal(proto_errcode_from_name(rep.err.code.ptr,
+                                             rep.err.code.len),
+                     PROTO_E_QUOTA_EXCEEDED);
+    assert_int_equal(rep.err.msg.len, strlen("over by 5"));
+    assert_true(PROTO_HAS(&rep.err, PROTO_ERR_SUBJECT));
+    assert_int_equal(rep.err.tokens_used, 100);
+    /* reset_at was absent: encoded as nil, decoded as absent. */
+    assert_false(PROTO_HAS(&rep.err, PROTO_ERR_RESET_AT));
+}
+
+static void
+test_not_msgpack(void **state)
+{
+    struct fixture *fx = *state;
+    struct proto_req req;
+    struct proto_error e;
+
+    fx->sb.size = 0;
+    msgpack_sbuffer_write(&fx->sb, "\xc1\xc1\xc1", 3);  /* 0xc1: never used */
+    assert_int_equal(decode_raw(fx, &req, &e), PROTO_DECODE_FATAL);
+    fx->sb.size = 0;
+    msgpack_sbuffer_write(&fx->sb, "\x82\xa2op", 4);     /* truncated map */
+    assert_int_equal(decode_raw(fx, &req, &e), PROTO_DECODE_FATAL);
+    /* Two values in one frame. */
+    fx->sb.size = 0;
+    msgpack_sbuffer_write(&fx->sb, "\x80\x80", 2);
+    assert_int_equal(decode_raw(fx, &req, &e), PROTO_DECODE_FATAL);
+}
+
+static void
+test_missing_op_and_id(void **state)
+{
+    struct fixture *fx = *state;
+    struct proto_req req;
+    struct proto_error e;
+
+    {
+        RAW(fx);
+        msgpack_pack_map(&pk, 1);
+        pstr(&pk, "id");
+        msgpack_pack_uint64(&pk, 5);
+        assert_int_equal(decode_raw(fx, &req, &e), PROTO_DECODE_BAD);
+        assert_int_equal(e.code, PROTO_E_BAD_REQUEST);
+        assert_string_equal(e.msg, "missing field 'op'");
+        assert_int_equal(req.id, 5);    /* echoed in the error reply */
+    }
+    {
+        RAW(fx);
+        msgpack_pack_map(&pk, 1);
+        pstr(&pk, "op");
+        pstr(&pk, "ping");
+        assert_int_equal(decode_raw(fx, &req, &e), PROTO_DECODE_BAD);
+        assert_string_equal(e.msg, "missing field 'id'");
+    }
+    {
+        RAW(fx);
+        msgpack_pack_array(&pk, 0);
+        assert_int_equal(decode_raw(fx, &req, &e), PROTO_DECODE_BAD);
+    }
+}
+
+static void
+test_unknown_op_and_wrong_types(void **state)
+{
+    struct fixture *fx = *state;
+    struct proto_req req;
+    struct proto_error e;
+
+    {
+        RAW(fx);
+        msgpack_pack_map(&pk, 2);
+        pstr(&pk, "op");
+        pstr(&pk, "frobnicate");
+        pstr(&pk, "id");
+        msgpack_pack_uint64(&pk, 1);
+        assert_int_equal(decode_raw(fx, &req, &e), PROTO_DECODE_BAD);
+        assert_int_equal(e.code, PROTO_E_UNKNOWN_OP);
+        assert_string_equal(e.msg, "unknown op 'frobnicate'");
+    }
+    {
+        RAW(fx);
+        msgpack_pack_map(&pk, 3);
+        pstr(&pk, "op");
+        pstr(&pk, "hello");
+        pstr(&pk, "id");
+        msgpack_pack_uint64(&pk, 1);
+        pstr(&pk, "version");
+        pstr(&pk, "one");
+        assert_int_equal(decode_raw(fx, &req, &e), PROTO_DECODE_BAD);
+        assert_string_equal(e.msg,
+                            "field 'version': expected a non-negative integer");
+    }
+    {
+        RAW(fx);
+        msgpack_pack_map(&pk, 2);
+        pstr(&pk, "op");
+        pstr(&pk, "hello");
+        pstr(&pk, "id");
+        msgpack_pack_uint64(&pk, 1);
+        assert_int_equal(decode_raw(fx, &req, &e), PROTO_DECODE_BAD);
+        assert_string_equal(e.msg, "missing field 'version'");
+    }
+    {
+        RAW(fx);
+        msgpack_pack_map(&pk, 2);
+        pstr(&pk, "op");
+        msgpack_pack_int(&pk, 3);
+        pstr(&pk, "id");
+        msgpack_pack_uint64(&pk, 1);
+        assert_int_equal(decode_raw(fx, &req, &e), PROTO_DECODE_BAD);
+        assert_string_equal(e.msg, "field 'op': expected a string");
+    }
+}
+
+/* Unknown keys are ignored, so newer clients can add fields. */
+static void
+test_unknown_fields_ignored(void **state)
+{
+    struct fixture *fx = *state;
+    struct proto_req req;
+    struct proto_error e;
+    RAW(fx);
+
+    msgpack_pack_map(&pk, 3);
+    pstr(&pk, "op");
+    pstr(&pk, "ping");
+    pstr(&pk, "id");
+    msgpack_pack_uint64(&pk, 3);
+    pstr(&pk, "future");
+    msgpack_pack_array(&pk, 0);
+    assert_int_equal(decode_raw(fx, &req, &e), PROTO_DECODE_OK);
+    assert_int_equal(req.op, PROTO_OP_PING);
+}
+
+static void
+test_errcode_names(void **state)
+{
+    for (int i = 1; i < PROTO_E__COUNT; i++) {
+        const char *n = proto_errcode_name((enum proto_errcode)i);
+        assert_int_equal(proto_errcode_from_name(n, strlen(n)), i);
+    }
+    assert_string_equal(proto_errcode_name(PROTO_E_FRAME_TOO_LARGE),
+                        "frame_too_large");
+    assert_int_equal(proto_errcode_from_name("nope", 4), PROTO_E__COUNT);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_hello_roundtrip),
+        cmocka_unit_test(test_ping_reply_roundtrip),
+        cmocka_unit_test(test_error_roundtrip),
+        cmocka_unit_test(test_not_msgpack),
+        cmocka_unit_test(test_missing_op_and_id),
+        cmocka_unit_test(test_unknown_op_and_wrong_types),
+        cmocka_unit_test(test_unknown_fields_ignored),
+        cmocka_unit_test(test_errcode_names),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,328 @@
+/* test_config.c - env-file parsing, precedence and validation. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "config.h"
+
+static char envfile[] = "/tmp/llmguard-test-config-XXXXXX";
+
+static int
+setup(void **state)
+{
+    int fd = mkstemp(envfile);
+
+    if (fd < 0)
+        return -1;
+    close(fd);
+    /* Keep the developer's own variables out of the test. */
+    unsetenv("XDG_RUNTIME_DIR");
+    unsetenv("XDG_STATE_HOME");
+    return 0;
+}
+
+static int
+teardown(void **state)
+{
+    unlink(envfile);
+    return 0;
+}
+
+static void
+write_env(const char *text)
+{
+    FILE *fp = fopen(envfile, "w");
+
+    assert_non_null(fp);
+    fputs(text, fp);
+    fclose(fp);
+}
+
+static int
+load(struct config *cfg, const char *file_text, char *const *envp, char *err)
+{
+    struct config_args args = { .envp = envp };
+
+    if (file_text != NULL) {
+        write_env(file_text);
+        args.env_file = envfile;
+    } else {
+        args.env_file = "/dev/null";
+    }
+    err[0] = '\0';
+    return config_load(cfg, &args, err, 512);
+}
+
+static void
+test_defaults(void **state)
+{
+    struct config cfg;
+    char err[512];
+
+    assert_int_equal(load(&cfg, NULL, NULL, err), 0);
+    assert_true(cfg.rate_limit_enabled);
+    assert_true(cfg.quota_window_days == 30);
+    assert_int_equal(cfg.default_quota_tokens, 100000);
+    assert_int_equal(cfg.quota_enforcement, ENFORCE_SOFT);
+    assert_int_equal(cfg.routing_policy, POLICY_PRIMARY);
+    assert_true(cfg.provider_cooldown_s == 60);
+    assert_int_equal(cfg.quota_flush_ms, 50);
+    assert_int_equal(cfg.metrics_max_series, 10000);
+    assert_int_equal(cfg.socket_mode, 0600);
+    assert_string_equal(cfg.service_name, "llmguardd");
+    assert_int_equal(cfg.nproviders, 0);
+    assert_true(cfg.socket_is_default);
+    char want[128];
+    snprintf(want, sizeof(want), "/tmp/llmguard-%u/llmguardd.sock",
+             (unsigned)getuid());
+    assert_string_equal(cfg.socket_path, want);
+    assert_true(cfg.db_is_default);
+    assert_non_null(strstr(cfg.db_path, "/.local/state/llmguard/llmguard.db"));
+}
+
+/* The seed's .env example, verbatim. */
+static void
+test_seed_example(void **state)
+{
+    struct config cfg;
+    char err[512];
+    const char *seed =
+        "# Enable/disable rate limiting\n"
+        "RATE_LIMIT_ENABLED=true\n"
+        "\n"
+        "# Provider rate limits (requests per second)\n"
+        "PROVIDER_GROQ_RATE_PER_SEC=50\n"
+        "PROVIDER_OPENAI_RATE_PER_SEC=20\n"
+        "\n"
+        "# Quota settings\n"
+        "QUOTA_WINDOW_DAYS=30\n"
+        "DEFAULT_DAILY_QUOTA_TOKENS=100000\n"
+        "QUOTA_ENFORCEMENT=soft  # soft|hard\n"
+        "\n"
+        "# Routing policy\n"
+        "ROUTING_POLICY=primary  # primary|cost_weighted|latency_weighted\n"
+        "\n"
+        "# Provider cooldown after errors (seconds)\n"
+        "PROVIDER_COOLDOWN_SEC=60\n"
+        "\n"
+        "# Optional: Redis for multi-process mode\n"
+        "# REDIS_URL=redis://localhost:6379\n";
+
+    assert_int_equal(load(&cfg, seed, NULL, err), 0);
+    assert_int_equal(cfg.quota_enforcement, ENFORCE_SOFT);
+    assert_int_equal(cfg.routing_policy, POLICY_PRIMARY);
+    assert_int_equal(cfg.nproviders, 2);
+    /* Equal priority: by name. */
+    assert_string_equal(cfg.providers[0].name, "groq");
+    assert_true(cfg.providers[0].rate_per_sec == 50);
+    assert_true(cfg.providers[0].burst == 50);
+    assert_int_equal(cfg.providers[0].priority, 100);
+    assert_true(cfg.providers[0].cost_per_1k_tokens == 1.0);
+    assert_true(cfg.providers[0].tokens_per_min == 0);
+    assert_string_equal(cfg.providers[1].name, "openai");
+    assert_true(cfg.providers[1].rate_per_sec == 20);
+}
+
+static void
+test_syntax(void **state)
+{
+    struct config cfg;
+    char err[512];
+
+    assert_int_equal(load(&cfg,
+        "  export QUOTA_ENFORCEMENT = \"hard\"   # quoted\n"
+        "OTEL_SERVICE_NAME='my # service'\n"
+        "LLMGUARD_METRICS_LISTEN=127.0.0.1:9464 # trailing\n"
+        "OTEL_EXPORTER_OTLP_ENDPOINT=http://x/#frag\n"
+        "PROVIDER_SLOW_RATE_PER_SEC=0.5\n"
+        "PROVIDER_SLOW_PRIORITY=1\n"
+        "PROVIDER_FAST_RATE_PER_SEC=10\r\n"
+        "PROVIDER_FAST_BURST=3\n"
+        "PROVIDER_FAST_TOKENS_PER_MIN=60000\n"
+        "PROVIDER_FAST_COST_PER_1K_TOKENS=0.25\n"
+        "PROVIDER_FAST_API_KEY=sk-secret\n",
+        NULL, err), 0);
+    assert_int_equal(cfg.quota_enforcement, ENFORCE_HARD);
+    assert_string_equal(cfg.service_name, "my # service");
+    assert_string_equal(cfg.metrics_listen, "127.0.0.1:9464");
+    assert_string_equal(cfg.otlp_endpoint, "http://x/#frag");
+    assert_int_equal(cfg.nproviders, 2);
+    assert_string_equal(cfg.providers[0].name, "slow");   /* priority 1 */
+    assert_true(cfg.providers[0].burst == 1);             /* max(1, 0.5) */
+    assert_string_equal(cfg.providers[1].name, "fast");
+    assert_true(cfg.providers[1].burst == 3);
+    assert_true(cfg.providers[1].tokens_per_min == 60000);
+    assert_true(cfg.providers[1].cost_per_1k_tokens == 0.25);
+
+    /* A comment after nothing is an empty value; '#' right after '=' is
+     * part of the value. */
+    assert_int_equal(load(&cfg, "OTEL_EXPORTER_OTLP_ENDPOINT= # none\n"
+                                "LLMGUARD_SOCKET_GROUP=  \n"
+                                "OTEL_SERVICE_NAME=#1\n", NULL, err), 0);
+    assert_string_equal(cfg.otlp_endpoint, "");
+    assert_string_equal(cfg.service_name, "#1");
+
+    assert_int_equal(load(&cfg, "QUOTA_ENFORCEMENT\n", NULL, err), -1);
+    assert_non_null(strstr(err, ":1: expected KEY=VALUE"));
+    assert_int_equal(load(&cfg, "\n\nA=\"open\n", NULL, err), -1);
+    assert_non_null(strstr(err, ":3: unterminated quote"));
+}
+
+/* defaults < env file < environment < flags */
+static void
+test_precedence(void **state)
+{
+    struct config cfg;
+    char err[512];
+    char *env[] = { "QUOTA_WINDOW_DAYS=7", "LLMGUARD_DB=/env.db",
+                    "PATH=/bin", "PROVIDER_GROQ_BURST=5", NULL };
+    struct config_args args = { .envp = env, .env_file = envfile,
+                                .db = "/flag.db" };
+
+    write_env("QUOTA_WINDOW_DAYS=1\nDEFAULT_DAILY_QUOTA_TOKENS=5\n"
+              "LLMGUARD_DB=/file.db\nPROVIDER_GROQ_RATE_PER_SEC=2\n"
+              "PROVIDER_GROQ_BURST=9\n");
+    assert_int_equal(config_load(&cfg, &args, err, sizeof(err)), 0);
+    assert_true(cfg.quota_window_days == 7);        /* environment wins */
+    assert_int_equal(cfg.default_quota_tokens, 5);  /* file beats default */
+    assert_string_equal(cfg.db_path, "/flag.db");   /* flag wins */
+    assert_false(cfg.db_is_default);
+    assert_true(cfg.providers[0].burst == 5);
+
+    /* A bad value in the file that the environment overrides is fine. */
+    char *env2[] = { "QUOTA_ENFORCEMENT=hard", NULL };
+    assert_int_equal(load(&cfg, "QUOTA_ENFORCEMENT=medium\n", env2, err), 0);
+    assert_int_equal(cfg.quota_enforcement, ENFORCE_HARD);
+}
+
+/* Every variable's bad value fails, naming the variable and the value. */
+static void
+test_bad_values(void **state)
+{
+    static const struct { const char *line, *expect; } cases[] = {
+        { "RATE_LIMIT_ENABLED=maybe", "expected true or false" },
+        { "QUOTA_WINDOW_DAYS=0", "expected a number greater than 0" },
+        { "QUOTA_WINDOW_DAYS=-1", "expected a number greater than 0" },
+        { "QUOTA_WINDOW_DAYS=thirty", "expected a number" },
+        { "DEFAULT_DAILY_QUOTA_TOKENS=-5", "expected an integer" },
+        { "DEFAULT_DAILY_QUOTA_TOKENS=1.5", "expected an integer" },
+        { "QUOTA_ENFORCEMENT=medium", "expected soft or hard" },
+        { "ROUTING_POLICY=random",
+          "expected primary, cost_weighted or latency_weighted" },
+        { "PROVIDER_COOLDOWN_SEC=-1", "expected a number from 0" },
+        { "LLMGUARD_SOCKET=", NULL },        /* empty: the default */
+        { "LLMGUARD_QUOTA_FLUSH_MS=-1", "expected an integer from 0 to 60000" },
+        { "LLMGUARD_QUOTA_FLUSH_MS=fast", "expected an integer" },
+        { "LLMGUARD_METRICS_LISTEN=9464", "expected host:port" },
+        { "LLMGUARD_METRICS_LISTEN=localhost:99999", "expected host:port" },
+        { "OTEL_EXPORTER_OTLP_ENDPOINT=localhost:4318", "expected an http://" },
+        { "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=ftp://x", "expected an http://" },
+        { "OTEL_SERVICE_NAME=", "expected a non-empty string" },
+        { "LLMGUARD_METRICS_MAX_SERIES=0", "expected an integer from 1" },
+        { "LLMGUARD_SOCKET_MODE=0999", "expected an octal file mode" },
+        { "LLMGUARD_SOCKET_MODE=1777", "expected an octal file mode" },
+        { "LLMGUARD_SOCKET_GROUP=no-such-group-xyz", "existing group" },
+        { "LLMGUARD_FAIL_MODE=ajar", "expected open or closed" },
+        { "LLMGUARD_LOG_LEVEL=loud", "expected error, warn, info or debug" },
+        { "REDIS_URL=redis://localhost:6379", "later milestone" },
+        { "PROVIDER_GROQ_RATE_PER_SEC=0", "expected a number greater than 0" },
+        { "PROVIDER_GROQ_RATE_PER_SEC=fast", "expected a number" },
+        { "PROVIDER_GROQ_RATE_PER_SEC=1\nPROVIDER_GROQ_BURST=0.5",
+          "expected a number from 1" },
+        { "PROVIDER_GROQ_RATE_PER_SEC=1\nPROVIDER_GROQ_PRIORITY=high",
+          "expected an integer" },
+        { "PROVIDER_GROQ_RATE_PER_SEC=1\nPROVIDER_GROQ_COST_PER_1K_TOKENS=0",
+          "expected a number greater than 0" },
+        { "PROVIDER_GROQ_RATE_PER_SEC=1\nPROVIDER_GROQ_TOKENS_PER_MIN=-3",
+          "expected a number from 0" },
+        { "PROVIDER_GROK_BURST=5", "has no PROVIDER_GROK_RATE_PER_SEC" },
+        { "PROVIDER_GR-OQ_RATE_PER_SEC=1", "expected KEY=VALUE" },
+    };
+    struct config cfg;
+    char err[512], text[256];
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(text, sizeof(text), "%s\n", cases[i].line);
+        int rc = load(&cfg, text, NULL, err);
+        if (cases[i].expect == NULL) {
+            assert_int_equal(rc, 0);
+            continue;
+        }
+        if (rc != -1 || strstr(err, cases[i].expect) == NULL)
+            fail_msg("%s: rc %d, err '%s'", cases[i].line, rc, err);
+        /* The message names the variable and the value as given. */
+        const char *last = strrchr(cases[i].line, '\n');
+        last = last ? last + 1 : cases[i].line;
+        char key[128];
+        snprintf(key, sizeof(key), "%.*s", (int)strcspn(last, "="), last);
+        if (strstr(err, key) == NULL)
+            fail_msg("%s: message does not name %s: '%s'", cases[i].line, key,
+                     err);
+        assert_non_null(strstr(err, envfile));  /* and where it came from */
+    }
+}
+
+static void
+test_socket_path_too_long(void **state)
+{
+    struct config cfg;
+    char err[512], text[300];
+
+    snprintf(text, sizeof(text), "LLMGUARD_SOCKET=/%0200d\n", 0);
+    assert_int_equal(load(&cfg, text, NULL, err), -1);
+    assert_non_null(strstr(err, "LLMGUARD_SOCKET="));
+}
+
+static void
+test_print_roundtrip(void **state)
+{
+    struct config a, b;
+    char err[512], *buf = NULL;
+    size_t len = 0;
+    FILE *fp;
+
+    assert_int_equal(load(&a, "QUOTA_WINDOW_DAYS=0.0005\n"
+                               "PROVIDER_GROQ_RATE_PER_SEC=50\n"
+                               "PROVIDER_GROQ_TOKENS_PER_MIN=6000\n"
+                               "LLMGUARD_SOCKET_MODE=0660\n"
+                               "OTEL_SERVICE_NAME='a \\\"b\" # c'\n",
+                               NULL, err), 0);
+    assert_string_equal(a.service_name, "a \\\"b\" # c");
+    fp = open_memstream(&buf, &len);
+    config_print(&a, fp);
+    fclose(fp);
+    assert_non_null(strstr(buf, "\nQUOTA_WINDOW_DAYS=0.0005\n"));
+    assert_non_null(strstr(buf, "\nLLMGUARD_SOCKET_MODE=0660\n"));
+    assert_non_null(strstr(buf, "\nPROVIDER_GROQ_TOKENS_PER_MIN=6000\n"));
+    /* What --check-config prints reads back as the same configuration. */
+    assert_int_equal(load(&b, buf, NULL, err), 0);
+    free(buf);
+    assert_true(b.quota_window_days == a.quota_window_days);
+    assert_int_equal(b.socket_mode, a.socket_mode);
+    assert_string_equal(b.service_name, a.service_name);
+    assert_int_equal(b.nproviders, 1);
+    assert_true(b.providers[0].tokens_per_min == 6000);
+    assert_true(b.providers[0].burst == 50);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_seed_example),
+        cmocka_unit_test(test_syntax),
+        cmocka_unit_test(test_precedence),
+        cmocka_unit_test(test_bad_values),
+        cmocka_unit_test(test_socket_path_too_long),
+        cmocka_unit_test(test_print_roundtrip),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
