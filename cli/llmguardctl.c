@@ -96,11 +96,15 @@ cmd_status(struct ctx *ctx, int argc, char **argv)
         json_t *provs = json_array();
         for (uint32_t i = 0; i < st->providers.n; i++)
             json_array_append_new(provs, json_pack(
-                "{s:o, s:f, s:f, s:f, s:I, s:f}",
+                "{s:o, s:f, s:f, s:f, s:o, s:f, s:o, s:I, s:f}",
                 "name", jstr(ps[i].name),
                 "available_tokens", ps[i].available_tokens,
                 "rate_per_sec", ps[i].rate_per_sec,
                 "max_tokens", ps[i].max_tokens,
+                "state", jstr(ps[i].state),
+                "cooldown_remaining_s", ps[i].cooldown_remaining_s,
+                "latency_ewma_ms", PROTO_HAS(&ps[i], 8) ?
+                    json_real(ps[i].latency_ewma_ms) : json_null(),
                 "waiters", (json_int_t)ps[i].waiters,
                 "tokens_per_min", ps[i].tokens_per_min));
         return print_json(json_pack("{s:b, s:o, s:o, s:f, s:o}",
@@ -119,17 +123,28 @@ cmd_status(struct ctx *ctx, int argc, char **argv)
         printf("\nno providers configured (set PROVIDER_<NAME>_RATE_PER_SEC)\n");
         return 0;
     }
-    printf("\n%-16s %10s %10s %10s %8s %12s\n", "PROVIDER", "AVAILABLE",
-           "RATE/S", "MAX", "WAITERS", "TOKENS/MIN");
+    printf("\n%-16s %10s %8s %8s %-10s %9s %11s %7s %10s\n", "PROVIDER",
+           "AVAILABLE", "RATE/S", "MAX", "STATE", "COOLDOWN", "LATENCY_MS",
+           "WAITERS", "TOKENS/MIN");
     for (uint32_t i = 0; i < st->providers.n; i++) {
-        char tpm[32];
+        char tpm[32], cool[32], lat[32];
         if (ps[i].tokens_per_min > 0)
             snprintf(tpm, sizeof(tpm), "%.0f", ps[i].tokens_per_min);
         else
             snprintf(tpm, sizeof(tpm), "-");
-        printf("%-16.*s %10.2f %10g %10g %8llu %12s\n", (int)ps[i].name.len,
-               ps[i].name.ptr, ps[i].available_tokens, ps[i].rate_per_sec,
-               ps[i].max_tokens, (unsigned long long)ps[i].waiters, tpm);
+        if (ps[i].cooldown_remaining_s > 0)
+            snprintf(cool, sizeof(cool), "%.1fs", ps[i].cooldown_remaining_s);
+        else
+            snprintf(cool, sizeof(cool), "-");
+        if (PROTO_HAS(&ps[i], 8))
+            snprintf(lat, sizeof(lat), "%.1f", ps[i].latency_ewma_ms);
+        else
+            snprintf(lat, sizeof(lat), "-");
+        printf("%-16.*s %10.2f %8g %8g %-10.*s %9s %11s %7llu %10s\n",
+               (int)ps[i].name.len, ps[i].name.ptr, ps[i].available_tokens,
+               ps[i].rate_per_sec, ps[i].max_tokens, (int)ps[i].state.len,
+               ps[i].state.ptr, cool, lat, (unsigned long long)ps[i].waiters,
+               tpm);
     }
     return 0;
 }

@@ -1,10 +1,12 @@
 /* buckets.c - token buckets on the event loop: timers, waiters, cancels. */
+#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "buckets.h"
 #include "log.h"
+#include "router.h"
 #include "server.h"
 
 void
@@ -130,10 +132,23 @@ buckets_reconfigure(struct server *srv, const struct config *cfg)
     size_t nold = srv->nproviders;
     double now = server_now_mono();
 
+    struct router_provider_conf confs[CONFIG_MAX_PROVIDERS];
+    struct router *router;
+
     /* First everything that can fail, touching nothing of the old set. */
+    for (size_t i = 0; i < cfg->nproviders; i++) {
+        confs[i].name = cfg->providers[i].name;
+        confs[i].priority = (int)cfg->providers[i].priority;
+        confs[i].cost_per_1k_tokens = cfg->providers[i].cost_per_1k_tokens;
+    }
+    router = router_new(confs, cfg->nproviders,
+                        (enum router_policy)cfg->routing_policy,
+                        cfg->provider_cooldown_s);
     provs = calloc(cfg->nproviders ? cfg->nproviders : 1, sizeof(*provs));
-    if (provs == NULL) {
+    if (provs == NULL || router == NULL) {
         log_error("%s: out of memory", __func__);
+        free(provs);
+        router_free(router);
         return -1;
     }
     for (size_t i = 0; i < cfg->nproviders; i++) {
@@ -143,6 +158,7 @@ buckets_reconfigure(struct server *srv, const struct config *cfg)
             while (i-- > 0)
                 event_free(provs[i].timer);
             free(provs);
+            router_free(router);
             return -1;
         }
     }
@@ -167,6 +183,14 @@ buckets_reconfigure(struct server *srv, const struct config *cfg)
     }
     srv->providers = provs;
     srv->nproviders = cfg->nproviders;
+    /* Health and latency carry over by name; router index i is provs[i]
+     * (both sorted by priority, then name). */
+    if (srv->router != NULL)
+        router_copy_state(router, srv->router);
+    router_free(srv->router);
+    srv->router = router;
+    for (size_t i = 0; i < srv->nproviders; i++)
+        assert(strcmp(router_name(router, (int)i), provs[i].name) == 0);
     /* Providers that are gone answer their waiters: not granted. */
     for (size_t i = 0; i < nold; i++) {
         struct limiter_waiter *lw;
@@ -194,4 +218,6 @@ buckets_free(struct server *srv)
     free(srv->providers);
     srv->providers = NULL;
     srv->nproviders = 0;
+    router_free(srv->router);
+    srv->router = NULL;
 }

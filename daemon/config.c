@@ -91,6 +91,7 @@ static const struct option_def provider_options[] = {
      * warn; the daemon ignores them. */
     { "BASE_URL", OPT_STR, 0, 0, NULL, 0, 0, NULL },
     { "API_KEY", OPT_STR, 0, 0, NULL, 0, 0, NULL },
+    { "MODEL", OPT_STR, 0, 0, NULL, 0, 0, NULL },
 };
 #define NPROVIDER_OPTIONS (sizeof(provider_options) / sizeof(provider_options[0]))
 #define PROVIDER_CLIENT_ONLY 5      /* index of the first client-only key */

@@ -9,6 +9,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "permits.h"
 #include "persist.h"
 #include "server.h"
 
@@ -142,6 +143,7 @@ main(int argc, char **argv)
 
     event_base_dispatch(srv.base);
 
+    permits_free(&srv);
     server_shutdown(&srv);
     buckets_free(&srv);
     persist_close(&srv);

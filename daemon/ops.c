@@ -4,7 +4,9 @@
 #include <string.h>
 
 #include "log.h"
+#include "permits.h"
 #include "persist.h"
+#include "router.h"
 #include "quota.h"
 #include "server.h"
 
@@ -217,6 +219,14 @@ op_status(struct conn *c, struct proto_req *req, struct proto_error *e)
         ps[i].max_tokens = p->bucket.cfg.burst;
         ps[i].waiters = limiter_waiters(&p->bucket);
         ps[i].tokens_per_min = p->bucket.cfg.tokens_per_min;
+        struct router_status rs;
+        router_status(srv->router, (int)i, now, &rs);
+        ps[i].state.ptr = rs.healthy ? "healthy" : "degraded";
+        ps[i].state.len = (uint32_t)strlen(ps[i].state.ptr);
+        ps[i].cooldown_remaining_s = rs.cooldown_remaining_s;
+        ps[i].latency_ewma_ms = rs.latency_ewma_ms;
+        if (rs.latency_samples > 0)
+            PROTO_SET(&ps[i], 8);
     }
     rep.providers.v = ps;
     rep.providers.n = (uint32_t)srv->nproviders;
@@ -231,8 +241,8 @@ op_status(struct conn *c, struct proto_req *req, struct proto_error *e)
  * string; -1 with bad_request when it is empty, too long or holds a NUL or
  * a control character.
  */
-static int
-id_arg(const struct proto_str *s, const char *field, char *buf,
+int
+ops_id_arg(const struct proto_str *s, const char *field, char *buf,
        struct proto_error *e)
 {
     if (s->len == 0 || s->len > QUOTA_ID_MAX)
@@ -261,12 +271,12 @@ subjects_arg(const struct proto_str *wf, bool has_wf, const struct proto_str *tn
 {
     s->workflow = s->tenant = NULL;
     if (has_wf) {
-        if (id_arg(wf, "workflow_id", s->wbuf, e) < 0)
+        if (ops_id_arg(wf, "workflow_id", s->wbuf, e) < 0)
             return -1;
         s->workflow = s->wbuf;
     }
     if (has_tn) {
-        if (id_arg(tn, "tenant_id", s->tbuf, e) < 0)
+        if (ops_id_arg(tn, "tenant_id", s->tbuf, e) < 0)
             return -1;
         s->tenant = s->tbuf;
     }
@@ -299,8 +309,8 @@ cstr(const char *s)
 }
 
 /* Fill quota_exceeded for a hard rejection by d. */
-static int
-quota_exceeded(const struct quota_decision *d, struct proto_error *e)
+int
+ops_quota_exceeded(const struct quota_decision *d, struct proto_error *e)
 {
     proto_error_set(e, PROTO_E_QUOTA_EXCEEDED, "%s would exceed its quota: "
                     "%lld of %lld tokens used", d->subject,
@@ -342,7 +352,7 @@ op_quota_reserve(struct conn *c, struct proto_req *req, struct proto_error *e)
                       (int64_t)r->tokens, server_now_wall(), &d) < 0)
         return proto_error_set(e, PROTO_E_INTERNAL, "quota_reserve failed");
     if (!d.allowed)
-        return quota_exceeded(&d, e);
+        return ops_quota_exceeded(&d, e);
     if (d.over_quota)
         log_warn("%s is over its quota (soft): %lld of %lld tokens used",
                  d.subject, (long long)d.used, (long long)d.limit);
@@ -469,6 +479,9 @@ static const struct {
     [PROTO_OP_QUOTA_STATUS] = { op_quota_status, false },
     [PROTO_OP_QUOTA_SET] = { op_quota_set, true },
     [PROTO_OP_QUOTA_RESET] = { op_quota_reset, true },
+    [PROTO_OP_SELECT_PROVIDER] = { permits_op_select_provider, false },
+    [PROTO_OP_PERMIT] = { permits_op_permit, false },
+    [PROTO_OP_REPORT] = { permits_op_report, false },
 };
 
 void

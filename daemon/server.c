@@ -15,6 +15,7 @@
 #include <event2/buffer.h>
 
 #include "log.h"
+#include "permits.h"
 #include "persist.h"
 #include "server.h"
 
@@ -48,6 +49,7 @@ conn_free(struct conn *c)
     struct server *srv = c->srv;
 
     buckets_cancel_conn(c);
+    permits_drop_conn(c);
     persist_drop_conn(c);
     TAILQ_REMOVE(&srv->conns, c, entry);
     srv->nconns--;
@@ -201,6 +203,7 @@ accept_cb(struct evconnlistener *lis, evutil_socket_t fd,
     msgpack_sbuffer_init(&c->out);
     TAILQ_INIT(&c->waiters);
     TAILQ_INIT(&c->held);
+    TAILQ_INIT(&c->permits);
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &credlen) < 0) {
         log_error("%s: SO_PEERCRED: %s", __func__, strerror(errno));
         cred.uid = (uid_t)-1;   /* unknown: never admin */

@@ -21,8 +21,12 @@
 #include "config.h"
 #include "proto.h"
 
+struct call;
 struct held;
+struct permit;
 struct quota;
+struct quota_decision;
+struct router;
 struct store;
 
 struct server {
@@ -45,6 +49,9 @@ struct server {
     TAILQ_HEAD(, held) held;    /* replies waiting for a commit (flush 0) */
     bool store_failing;         /* the last write failed */
     uint64_t store_write_errors;
+    struct router *router;      /* index i is providers[i] */
+    struct permit *permits;     /* granted, unreported: uthash by id */
+    uint64_t next_permit_id;
 };
 
 struct conn {
@@ -59,6 +66,8 @@ struct conn {
     bool throttled;             /* reading paused: the peer does not read */
     struct waiter_list waiters; /* its requests waiting for tokens */
     TAILQ_HEAD(, held) held;    /* its replies waiting for a commit */
+    TAILQ_HEAD(, permit) permits;   /* its unreported permits */
+    struct call *calls;         /* its open calls: uthash by call_id */
 };
 
 /* Monotonic and wall-clock seconds; only the event-loop glue reads clocks. */
@@ -81,7 +90,13 @@ void conn_error(struct conn *c, uint64_t id, const struct proto_error *e);
  * outside a read pass, e.g. a granted waiter). */
 void conn_flush(struct conn *c);
 
-/* ops.c: run one request.  Returns 0 when answered (or deferred). */
+/* ops.c: run one request; it is answered now or later. */
 void ops_dispatch(struct conn *c, struct proto_req *req);
+/* Copy a wire workflow/tenant id into buf (QUOTA_ID_MAX + 1 bytes) as a C
+ * string; -1 with bad_request in e when it is not a valid id. */
+int ops_id_arg(const struct proto_str *s, const char *field, char *buf,
+               struct proto_error *e);
+/* Fill e with quota_exceeded and its details for the rejection d; -1. */
+int ops_quota_exceeded(const struct quota_decision *d, struct proto_error *e);
 
 #endif

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "client_internal.h"
@@ -38,6 +39,7 @@ static const struct {
     { LLMGUARD_ENOMEM, "out of memory" },
     { LLMGUARD_EBUSY, "llmguardd is busy" },
     { LLMGUARD_EINTERNAL, "llmguardd internal error" },
+    { LLMGUARD_ECALL, "the provider call failed" },
 };
 
 const char *
@@ -471,6 +473,194 @@ llmguard_quota_status(llmguard_t *g, const char *workflow_id,
         st->has_reset_at = PROTO_HAS(r, 6);
         st->reset_at = r->reset_at;
     });
+}
+
+int
+llmguard_select_provider(llmguard_t *g, const char *workflow_id,
+                         const char *preferred, char *buf, size_t len)
+{
+    struct proto_select_provider_req req = { 0 };
+    struct proto_rep rep;
+    const struct proto_select_provider_rep *r = &rep.u.select_provider;
+
+    if (buf == NULL || len == 0)
+        return seterr(g, LLMGUARD_EINVAL, "buf required");
+    if (workflow_id != NULL) {
+        req.workflow_id = pstr(workflow_id);
+        PROTO_SET(&req, 0);
+    }
+    if (preferred != NULL) {
+        req.preferred = pstr(preferred);
+        PROTO_SET(&req, 1);
+    }
+    CALL(g, PROTO_OP_SELECT_PROVIDER, &req, &rep,
+         copy_str(buf, len, r->provider));
+}
+
+/* Retry-After of the current call, set by the caller's call function. */
+static __thread double retry_after_s;
+
+void
+llmguard_retry_after(double seconds)
+{
+    retry_after_s = seconds > 0 ? seconds : 0;
+}
+
+static const char *const outcome_names[] = {
+    [LLMGUARD_OUTCOME_OK] = "ok",
+    [LLMGUARD_OUTCOME_RATE_LIMITED] = "rate_limited",
+    [LLMGUARD_OUTCOME_SERVER_ERROR] = "server_error",
+    [LLMGUARD_OUTCOME_TIMEOUT] = "timeout",
+    [LLMGUARD_OUTCOME_CLIENT_ERROR] = "client_error",
+};
+
+static double
+mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* Fail-open: the daemon is unreachable; call fn once, unguarded. */
+static int
+fail_open(llmguard_t *g, const struct llmguard_request *req,
+          llmguard_call_fn fn, void *arg, struct llmguard_result *res)
+{
+    const char *mode = getenv("LLMGUARD_FAIL_MODE");
+    char why[sizeof(g->errmsg)];
+    uint64_t used = 0;
+
+    snprintf(why, sizeof(why), "%s", g->errmsg);
+    if (mode != NULL && strcmp(mode, "closed") == 0)
+        return seterr(g, LLMGUARD_EUNAVAIL, "%s (LLMGUARD_FAIL_MODE=closed)",
+                      why);
+    if (mode != NULL && mode[0] != '\0' && strcmp(mode, "open") != 0)
+        return seterr(g, LLMGUARD_EINVAL, "LLMGUARD_FAIL_MODE=%s: expected "
+                      "open or closed", mode);
+    if (req->preferred_provider == NULL)
+        return seterr(g, LLMGUARD_EUNAVAIL, "%s; fail-open needs a "
+                      "preferred_provider", why);
+    snprintf(res->provider, sizeof(res->provider), "%s",
+             req->preferred_provider);
+    res->guarded = 0;
+    res->quota_allowed = 1;
+    res->success = fn(req->preferred_provider, arg, &used) ==
+                   LLMGUARD_OUTCOME_OK;
+    if (res->success)
+        return 0;
+    return seterr(g, LLMGUARD_ECALL, "%s failed (unguarded: %s)",
+                  req->preferred_provider, why);
+}
+
+int
+llmguard_execute_with_failover(llmguard_t *g,
+                               const struct llmguard_request *req,
+                               llmguard_call_fn fn, void *arg,
+                               struct llmguard_result *res)
+{
+    static unsigned long counter;
+    unsigned max = req->max_attempts ? req->max_attempts : 3;
+    struct proto_str tried[64];
+    char names[64][64], call_id[64];
+    struct proto_rep rep;
+    int rc = 0;
+
+    if (req == NULL || fn == NULL || res == NULL || !(req->timeout_s >= 0))
+        return seterr(g, LLMGUARD_EINVAL, "req, fn and res are required, "
+                      "timeout_s >= 0");
+    memset(res, 0, sizeof(*res));
+    res->guarded = 1;
+    if (max > 64)
+        max = 64;
+    snprintf(call_id, sizeof(call_id), "%d-%lu-%lx", (int)getpid(),
+             __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED),
+             (unsigned long)mono_ms());
+
+    for (unsigned attempt = 0; attempt < max; attempt++) {
+        struct proto_permit_req pr = { 0 };
+        struct proto_report_req rr = { 0 };
+        llmguard_outcome outcome;
+        uint64_t used = 0, permit_id = 0;
+        double t0;
+
+        set_subjects(&pr.has, &pr.workflow_id, &pr.tenant_id,
+                     req->workflow_id, req->tenant_id);
+        pr.tokens_estimate = req->tokens_estimate;
+        pr.exclude.v = tried;
+        pr.exclude.n = attempt;
+        pr.timeout_ms = req->timeout_s * 1e3;
+        pr.call_id = pstr(call_id);
+        pr.has |= 1u << 2 | 1u << 4 | 1u << 5 | 1u << 6;
+        if (req->preferred_provider != NULL) {
+            pr.preferred = pstr(req->preferred_provider);
+            pr.has |= 1u << 3;
+        }
+        if (req->traceparent != NULL) {
+            pr.traceparent = pstr(req->traceparent);
+            pr.has |= 1u << 7;
+        }
+        pthread_mutex_lock(&g->mu);
+        rc = call_locked(g, PROTO_OP_PERMIT, &pr, &rep);
+        if (rc == 0) {
+            const struct proto_permit_rep *p = &rep.u.permit;
+            permit_id = p->permit_id;
+            copy_str(res->provider, sizeof(res->provider), p->provider);
+            res->rate_limited |= p->rate_limited;
+            res->ratelimit_wait_ms += p->wait_ms;
+            if (attempt == 0 || !p->quota_allowed)
+                res->quota_allowed = p->quota_allowed;
+            res->quota_remaining = p->quota_remaining;
+        } else if (rc == LLMGUARD_EQUOTA) {
+            res->quota_allowed = 0;
+        }
+        pthread_mutex_unlock(&g->mu);
+        if (rc == LLMGUARD_EUNAVAIL && attempt == 0)
+            return fail_open(g, req, fn, arg, res);
+        if (rc < 0)
+            break;
+        if (attempt > 0)
+            res->failover_attempts++;
+
+        retry_after_s = 0;
+        t0 = mono_ms();
+        outcome = fn(res->provider, arg, &used);
+        if ((unsigned)outcome > LLMGUARD_OUTCOME_CLIENT_ERROR)
+            outcome = LLMGUARD_OUTCOME_SERVER_ERROR;
+        res->success = outcome == LLMGUARD_OUTCOME_OK;
+        res->rate_limited |= outcome == LLMGUARD_OUTCOME_RATE_LIMITED;
+        bool final = res->success || outcome == LLMGUARD_OUTCOME_CLIENT_ERROR ||
+                     attempt + 1 == max;
+
+        rr.permit_id = permit_id;
+        rr.outcome = pstr(outcome_names[outcome]);
+        rr.latency_ms = mono_ms() - t0;
+        rr.final = final;
+        rr.has = 1u << 0 | 1u << 1 | 1u << 2 | 1u << 5;
+        if (used > 0) {
+            rr.tokens_used = used;
+            rr.has |= 1u << 3;
+        }
+        if (retry_after_s > 0) {
+            rr.retry_after_s = retry_after_s;
+            rr.has |= 1u << 4;
+        }
+        pthread_mutex_lock(&g->mu);
+        rc = call_locked(g, PROTO_OP_REPORT, &rr, &rep);
+        pthread_mutex_unlock(&g->mu);
+        /* A lost report loses health data, not the caller's answer. */
+        if (final)
+            break;
+        snprintf(names[attempt], sizeof(names[attempt]), "%s", res->provider);
+        tried[attempt] = pstr(names[attempt]);
+    }
+    if (res->success)
+        return 0;
+    if (rc < 0 && rc != LLMGUARD_EUNAVAIL)
+        return rc;          /* EQUOTA, ETIMEDOUT, ENOPROVIDER, ... */
+    return seterr(g, LLMGUARD_ECALL, "the call to %s failed after %u "
+                  "attempt(s)", res->provider, res->failover_attempts + 1);
 }
 
 int

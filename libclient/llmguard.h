@@ -33,6 +33,7 @@ extern "C" {
 #define LLMGUARD_ENOMEM      -8     /* out of memory */
 #define LLMGUARD_EBUSY       -9     /* the daemon is overloaded */
 #define LLMGUARD_EINTERNAL   -10    /* the daemon failed internally */
+#define LLMGUARD_ECALL       -11    /* the provider call itself failed */
 
 typedef struct llmguard llmguard_t;
 
@@ -125,6 +126,70 @@ struct llmguard_quota_status {
 int llmguard_quota_status(llmguard_t *g, const char *workflow_id,
                           const char *tenant_id,
                           struct llmguard_quota_status *st);
+
+/*
+ * The provider `select_provider` would route a call of workflow_id to now
+ * (preferred may be NULL), into buf.  Takes no token.
+ */
+int llmguard_select_provider(llmguard_t *g, const char *workflow_id,
+                             const char *preferred, char *buf, size_t len);
+
+/* What a provider call came to. */
+typedef enum {
+    LLMGUARD_OUTCOME_OK,
+    LLMGUARD_OUTCOME_RATE_LIMITED,      /* HTTP 429 */
+    LLMGUARD_OUTCOME_SERVER_ERROR,      /* HTTP 5xx */
+    LLMGUARD_OUTCOME_TIMEOUT,
+    LLMGUARD_OUTCOME_CLIENT_ERROR,      /* any other 4xx: no failover */
+} llmguard_outcome;
+
+/*
+ * The caller's provider call: make the request to `provider`, set
+ * *tokens_used to the tokens it really used (left 0 when unknown: the
+ * estimate is charged), return the outcome.  A rate-limited answer may
+ * pass its Retry-After on with llmguard_retry_after().
+ */
+typedef llmguard_outcome (*llmguard_call_fn)(const char *provider, void *arg,
+                                             uint64_t *tokens_used);
+
+/* From inside a llmguard_call_fn: the provider asked to wait this long. */
+void llmguard_retry_after(double seconds);
+
+struct llmguard_request {
+    const char *workflow_id;        /* may be NULL */
+    const char *tenant_id;          /* may be NULL */
+    const char *preferred_provider; /* may be NULL; required for fail-open */
+    uint64_t tokens_estimate;       /* reserved, then reconciled */
+    unsigned max_attempts;          /* 0 means 3 */
+    double timeout_s;               /* wait for a token at most this long */
+    const char *traceparent;        /* W3C trace context, or NULL */
+};
+
+struct llmguard_result {
+    char provider[64];              /* the provider of the last attempt */
+    unsigned failover_attempts;     /* attempts after the first */
+    int rate_limited;               /* waited, moved, or met a 429 */
+    int success;
+    int quota_allowed;              /* 0: over quota (soft) or refused */
+    uint64_t quota_remaining;
+    double ratelimit_wait_ms;       /* waited for tokens, all attempts */
+    int guarded;                    /* 0: fail-open called fn unguarded */
+};
+
+/*
+ * Permit, call fn, report; on a 429, 5xx or timeout again on another
+ * provider, until success, a client error, or max_attempts.  Returns 0 on
+ * success; LLMGUARD_ECALL when the call failed (res says how);
+ * LLMGUARD_EQUOTA (hard quota) before any call; LLMGUARD_ETIMEDOUT when no
+ * token came within timeout_s; LLMGUARD_ENOPROVIDER when none is left.
+ * With the daemon unreachable, LLMGUARD_FAIL_MODE=open (the default) calls
+ * fn once on preferred_provider, unguarded (res->guarded = 0); closed
+ * returns LLMGUARD_EUNAVAIL.
+ */
+int llmguard_execute_with_failover(llmguard_t *g,
+                                   const struct llmguard_request *req,
+                                   llmguard_call_fn fn, void *arg,
+                                   struct llmguard_result *res);
 
 #ifdef __cplusplus
 }

@@ -110,6 +110,10 @@ static const struct proto_field provider_status_f[] = {
     F(struct proto_provider_status, max_tokens, PF_DOUBLE, PF_REQUIRED),
     F(struct proto_provider_status, waiters, PF_UINT, PF_REQUIRED),
     F(struct proto_provider_status, tokens_per_min, PF_DOUBLE, PF_REQUIRED),
+    F(struct proto_provider_status, state, PF_STR, PF_REQUIRED),
+    F(struct proto_provider_status, cooldown_remaining_s, PF_DOUBLE,
+      PF_REQUIRED),
+    F(struct proto_provider_status, latency_ewma_ms, PF_DOUBLE, PF_NULLABLE),
 };
 static const struct proto_msgdef provider_status_def =
     DEF(struct proto_provider_status, provider_status_f);
@@ -169,6 +173,46 @@ static const struct proto_field quota_set_rep_f[] = {
 static const struct proto_field quota_reset_rep_f[] = {
     F(struct proto_quota_reset_rep, subject, PF_STR, PF_REQUIRED),
 };
+static const struct proto_field select_provider_req_f[] = {
+    F(struct proto_select_provider_req, workflow_id, PF_STR, 0),
+    F(struct proto_select_provider_req, preferred, PF_STR, 0),
+    F(struct proto_select_provider_req, exclude, PF_STRARR, 0),
+};
+static const struct proto_field select_provider_rep_f[] = {
+    F(struct proto_select_provider_rep, provider, PF_STR, PF_REQUIRED),
+    F(struct proto_select_provider_rep, all_degraded, PF_BOOL, PF_REQUIRED),
+};
+static const struct proto_field permit_req_f[] = {
+    F(struct proto_permit_req, workflow_id, PF_STR, 0),
+    F(struct proto_permit_req, tenant_id, PF_STR, 0),
+    F(struct proto_permit_req, tokens_estimate, PF_UINT, 0),
+    F(struct proto_permit_req, preferred, PF_STR, 0),
+    F(struct proto_permit_req, exclude, PF_STRARR, 0),
+    F(struct proto_permit_req, timeout_ms, PF_DOUBLE, 0),
+    F(struct proto_permit_req, call_id, PF_STR, 0),
+    F(struct proto_permit_req, traceparent, PF_STR, 0),
+};
+static const struct proto_field permit_rep_f[] = {
+    F(struct proto_permit_rep, permit_id, PF_UINT, PF_REQUIRED),
+    F(struct proto_permit_rep, provider, PF_STR, PF_REQUIRED),
+    F(struct proto_permit_rep, wait_ms, PF_DOUBLE, PF_REQUIRED),
+    F(struct proto_permit_rep, quota_allowed, PF_BOOL, PF_REQUIRED),
+    F(struct proto_permit_rep, quota_remaining, PF_UINT, PF_NULLABLE),
+    F(struct proto_permit_rep, rate_limited, PF_BOOL, PF_REQUIRED),
+    F(struct proto_permit_rep, all_degraded, PF_BOOL, PF_REQUIRED),
+};
+static const struct proto_field report_req_f[] = {
+    F(struct proto_report_req, permit_id, PF_UINT, PF_REQUIRED),
+    F(struct proto_report_req, outcome, PF_STR, PF_REQUIRED),
+    F(struct proto_report_req, latency_ms, PF_DOUBLE, 0),
+    F(struct proto_report_req, tokens_used, PF_UINT, 0),
+    F(struct proto_report_req, retry_after_s, PF_DOUBLE, 0),
+    F(struct proto_report_req, final, PF_BOOL, 0),
+};
+static const struct proto_field report_rep_f[] = {
+    F(struct proto_report_rep, state, PF_STR, PF_REQUIRED),
+    F(struct proto_report_rep, cooldown_remaining_s, PF_DOUBLE, PF_REQUIRED),
+};
 static const struct proto_field err_f[] = {
     F(struct proto_err, code, PF_STR, PF_REQUIRED),
     F(struct proto_err, msg, PF_STR, PF_REQUIRED),
@@ -224,6 +268,14 @@ static const struct opdef ops[PROTO_OP__COUNT] = {
         "quota_reset",
         DEF(struct proto_quota_subject_req, quota_subject_req_f),
         DEF(struct proto_quota_reset_rep, quota_reset_rep_f) },
+    [PROTO_OP_SELECT_PROVIDER] = {
+        "select_provider",
+        DEF(struct proto_select_provider_req, select_provider_req_f),
+        DEF(struct proto_select_provider_rep, select_provider_rep_f) },
+    [PROTO_OP_PERMIT] = { "permit", DEF(struct proto_permit_req, permit_req_f),
+                          DEF(struct proto_permit_rep, permit_rep_f) },
+    [PROTO_OP_REPORT] = { "report", DEF(struct proto_report_req, report_req_f),
+                          DEF(struct proto_report_rep, report_rep_f) },
 };
 
 const char *

@@ -61,6 +61,9 @@ enum proto_op {
     PROTO_OP_QUOTA_STATUS,
     PROTO_OP_QUOTA_SET,
     PROTO_OP_QUOTA_RESET,
+    PROTO_OP_SELECT_PROVIDER,
+    PROTO_OP_PERMIT,
+    PROTO_OP_REPORT,
     PROTO_OP__COUNT
 };
 
@@ -192,6 +195,9 @@ struct proto_provider_status {
     double max_tokens;
     uint64_t waiters;
     double tokens_per_min;
+    struct proto_str state;         /* healthy, degraded */
+    double cooldown_remaining_s;
+    double latency_ewma_ms;         /* 8: absent before the first sample */
 };
 struct proto_status_req {
     uint32_t has;
@@ -265,6 +271,58 @@ struct proto_quota_reset_rep {
     struct proto_str subject;
 };
 
+/* select_provider: what the router would choose now (no token taken). */
+struct proto_select_provider_req {
+    uint32_t has;
+    struct proto_str workflow_id;   /* 0 */
+    struct proto_str preferred;     /* 1 */
+    struct proto_strarr exclude;    /* 2 */
+};
+struct proto_select_provider_rep {
+    uint32_t has;
+    struct proto_str provider;
+    bool all_degraded;
+};
+
+/* permit: quota reserve + route + acquire, one attempt of a call. */
+struct proto_permit_req {
+    uint32_t has;
+    struct proto_str workflow_id;   /* 0 */
+    struct proto_str tenant_id;     /* 1 */
+    uint64_t tokens_estimate;       /* 2: default 0 */
+    struct proto_str preferred;     /* 3 */
+    struct proto_strarr exclude;    /* 4: providers already tried */
+    double timeout_ms;              /* 5: default 0: no waiting */
+    struct proto_str call_id;       /* 6: ties the attempts of one call */
+    struct proto_str traceparent;   /* 7: W3C trace context */
+};
+struct proto_permit_rep {
+    uint32_t has;
+    uint64_t permit_id;
+    struct proto_str provider;
+    double wait_ms;
+    bool quota_allowed;
+    uint64_t quota_remaining;       /* 4: absent without workflow/tenant */
+    bool rate_limited;
+    bool all_degraded;
+};
+
+/* report: the outcome of a permitted attempt. */
+struct proto_report_req {
+    uint32_t has;
+    uint64_t permit_id;             /* 0: required */
+    struct proto_str outcome;       /* 1: required: ok, rate_limited, ... */
+    double latency_ms;              /* 2 */
+    uint64_t tokens_used;           /* 3: actual tokens (else: estimate) */
+    double retry_after_s;           /* 4 */
+    bool final;                     /* 5: the logical call is over */
+};
+struct proto_report_rep {
+    uint32_t has;
+    struct proto_str state;         /* the provider's: healthy, degraded */
+    double cooldown_remaining_s;
+};
+
 /* The "err" object of a failed reply. */
 struct proto_err {
     uint32_t has;
@@ -294,6 +352,9 @@ struct proto_req {
         struct proto_quota_reserve_req quota_reserve;
         struct proto_quota_commit_req quota_commit;
         struct proto_quota_subject_req quota_subject;   /* status/set/reset */
+        struct proto_select_provider_req select_provider;
+        struct proto_permit_req permit;
+        struct proto_report_req report;
     } u;
 };
 
@@ -314,6 +375,9 @@ struct proto_rep {
         struct proto_quota_status_rep quota_status;
         struct proto_quota_set_rep quota_set;
         struct proto_quota_reset_rep quota_reset;
+        struct proto_select_provider_rep select_provider;
+        struct proto_permit_rep permit;
+        struct proto_report_rep report;
     } u;
 };
 

@@ -9,11 +9,14 @@ LLMGUARDD="$top_builddir/daemon/llmguardd"
 LLMGUARDCTL="$top_builddir/cli/llmguardctl"
 RAWCLIENT="$top_builddir/tests/integration/rawclient"
 LIBPING="$top_builddir/tests/integration/libping"
+MOCK="$top_builddir/tests/mockprovider"
+DEMO="$top_builddir/examples/ratelimit_demo"
 
 TMP=$(mktemp -d /tmp/llmguard-test.XXXXXX)
 SOCK="$TMP/llmguardd.sock"
 DB="$TMP/llmguard.db"
 DAEMON_PIDS=""
+MOCK_PIDS=""
 : > "$TMP/empty.env"
 FAILS=0
 # Keep the developer's own settings out of the tests.
@@ -21,6 +24,7 @@ unset LLMGUARD_SOCKET LLMGUARD_DB REDIS_URL XDG_RUNTIME_DIR
 for v in $(env | sed -n 's/^\(PROVIDER_[A-Z0-9_]*\)=.*/\1/p'); do unset "$v"; done
 
 cleanup() {
+    for pid in $MOCK_PIDS; do kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
     for pid in $DAEMON_PIDS; do
         kill -TERM "$pid" 2>/dev/null
         for _ in 1 2 3 4 5 6 7 8 9 10; do
@@ -53,6 +57,30 @@ start_daemon() {
     echo "daemon did not start; its log:" >&2
     cat "$TMP/daemon.log" >&2
     exit 1
+}
+
+# start_mock NAME [MODE]: a mock provider; its base URL goes to
+# PROVIDER_<NAME>_BASE_URL in the environment, for ratelimit_demo.
+start_mock() {
+    rm -f "$TMP/$1.port"
+    "$MOCK" --name "$1" --port-file "$TMP/$1.port" --mode "${2:-ok}" &
+    MOCK_PIDS="$MOCK_PIDS $!"
+    for _ in $(seq 1 100); do
+        [ -s "$TMP/$1.port" ] && break
+        sleep 0.05
+    done
+    upper=$(echo "$1" | tr a-z A-Z)
+    eval "PROVIDER_${upper}_BASE_URL=http://127.0.0.1:$(cat "$TMP/$1.port")/v1"
+    eval "export PROVIDER_${upper}_BASE_URL"
+}
+
+# mock_mode NAME MODE, mock_requests NAME
+mock_mode() {
+    curl -sf -X POST "http://127.0.0.1:$(cat "$TMP/$1.port")/control?mode=$2" >/dev/null
+}
+mock_requests() {
+    curl -sf "http://127.0.0.1:$(cat "$TMP/$1.port")/stats" |
+        sed 's/.*"requests": *\([0-9]*\).*/\1/'
 }
 
 stop_daemon() {
