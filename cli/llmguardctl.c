@@ -1,4 +1,5 @@
 /* llmguardctl - the operator's control tool for llmguardd. */
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <stdarg.h>
@@ -267,7 +268,7 @@ cmd_quota(struct ctx *ctx, int argc, char **argv)
         char *end;
         errno = 0;
         unsigned long long limit = strtoull(words[2], &end, 10);
-        if (errno != 0 || *end != '\0' || words[2][0] == '-' ||
+        if (errno != 0 || *end != '\0' || !isdigit((unsigned char)words[2][0]) ||
             limit > INT64_MAX) {
             fprintf(stderr, "llmguardctl: quota set: TOKENS must be a whole "
                     "number, not '%s'\n", words[2]);
@@ -282,10 +283,146 @@ usage:
     return EXIT_USAGE;
 }
 
+/* One page of structured metrics into the JSON document and the table. */
+static void
+metrics_page(struct ctx *ctx, const struct proto_metrics_rep *r, json_t *doc,
+             bool *header)
+{
+    const struct proto_metric_family *fam = r->families.v;
+
+    for (uint32_t i = 0; i < r->families.n; i++) {
+        const struct proto_metric_family *f = &fam[i];
+        const struct proto_metric_series *ser = f->series.v;
+        char kind[16];
+        snprintf(kind, sizeof(kind), "%.*ss", (int)f->type.len, f->type.ptr);
+        json_t *group = json_object_get(doc, kind);
+        char name[128];
+        snprintf(name, sizeof(name), "%.*s", (int)f->name.len, f->name.ptr);
+        json_t *list = json_object_get(group, name);
+        if (list == NULL) {
+            list = json_array();
+            json_object_set_new(group, name, list);
+        }
+        for (uint32_t k = 0; k < f->series.n; k++) {
+            const struct proto_metric_series *s = &ser[k];
+            json_t *labels = json_object();
+            char lab[1024] = "";
+            size_t off = 0;
+            for (uint32_t l = 0; l < s->labels.n && l < f->label_names.n;
+                 l++) {
+                char key[64];
+                snprintf(key, sizeof(key), "%.*s",
+                         (int)f->label_names.v[l].len,
+                         f->label_names.v[l].ptr);
+                json_object_set_new(labels, key, jstr(s->labels.v[l]));
+                off += (size_t)snprintf(lab + off, off < sizeof(lab) ?
+                                        sizeof(lab) - off : 0, "%s%s=%.*s",
+                                        l ? "," : "", key,
+                                        (int)s->labels.v[l].len,
+                                        s->labels.v[l].ptr);
+            }
+            if (f->type.ptr[0] == 'h') {
+                json_t *buckets = json_array();
+                for (uint32_t b = 0; b < s->buckets.n && b < f->bounds.n; b++)
+                    json_array_append_new(buckets, json_pack(
+                        "{s:f, s:I}", "le", f->bounds.v[b],
+                        "count", (json_int_t)s->buckets.v[b]));
+                json_array_append_new(buckets, json_pack(
+                    "{s:s, s:I}", "le", "+Inf", "count",
+                    (json_int_t)s->count));
+                json_array_append_new(list, json_pack(
+                    "{s:o, s:I, s:f, s:o}", "labels", labels, "count",
+                    (json_int_t)s->count, "sum", s->sum, "buckets", buckets));
+            } else {
+                json_array_append_new(list, json_pack(
+                    "{s:o, s:f}", "labels", labels, "value", s->value));
+            }
+            if (ctx->json)
+                continue;
+            if (!*header) {
+                printf("%-34s %-44s %s\n", "METRIC", "LABELS", "VALUE");
+                *header = true;
+            }
+            if (f->type.ptr[0] == 'h')
+                printf("%-34s %-44s count=%llu sum=%g\n", name,
+                       lab[0] ? lab : "-", (unsigned long long)s->count,
+                       s->sum);
+            else
+                printf("%-34s %-44s %g\n", name, lab[0] ? lab : "-",
+                       s->value);
+        }
+    }
+}
+
+/* metrics [--prometheus]: every page of the registry. */
+static int
+cmd_metrics(struct ctx *ctx, int argc, char **argv)
+{
+    struct proto_metrics_req req = { 0 };
+    struct proto_rep rep;
+    bool prom = false, header = false;
+    json_t *doc;
+    int rc;
+
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--prometheus") != 0 &&
+            strcmp(argv[i], "-p") != 0) {
+            fprintf(stderr, "usage: llmguardctl metrics [--prometheus]\n");
+            return EXIT_USAGE;
+        }
+        prom = true;
+    }
+    if (prom) {
+        req.format = (struct proto_str){ "prometheus", 10 };
+        PROTO_SET(&req, 0);
+    }
+    doc = json_pack("{s:{}, s:{}, s:{}}", "counters", "gauges", "histograms");
+    for (;;) {
+        if ((rc = client_call(ctx->g, PROTO_OP_METRICS, &req, &rep)) < 0) {
+            json_decref(doc);
+            return fail_call(ctx, rc);
+        }
+        if (prom)
+            fwrite(rep.u.metrics.text.ptr, 1, rep.u.metrics.text.len, stdout);
+        else
+            metrics_page(ctx, &rep.u.metrics, doc, &header);
+        if (!PROTO_HAS(&rep.u.metrics, 2))
+            break;
+        req.cursor = rep.u.metrics.next_cursor;
+        PROTO_SET(&req, 1);
+    }
+    if (ctx->json && !prom)
+        return print_json(doc);
+    json_decref(doc);
+    return 0;
+}
+
+static int
+cmd_reload(struct ctx *ctx, int argc, char **argv)
+{
+    struct proto_rep rep;
+    const struct proto_reload_rep *r = &rep.u.reload;
+    int rc = client_call(ctx->g, PROTO_OP_RELOAD, NULL, &rep);
+
+    if (rc < 0)
+        return fail_call(ctx, rc);
+    if (ctx->json)
+        return print_json(json_pack("{s:b, s:o, s:I}", "reloaded", 1,
+                                    "env_file", jstr(r->env_file),
+                                    "providers", (json_int_t)r->providers));
+    printf("reloaded %.*s: %llu provider(s)\n", (int)r->env_file.len,
+           r->env_file.ptr, (unsigned long long)r->providers);
+    return 0;
+}
+
 static const struct command commands[] = {
     { "ping", "", 0, 0, cmd_ping, "check that llmguardd answers" },
+    { "reload", "", 0, 0, cmd_reload,
+      "re-read the env file (admin); a bad one keeps the old config" },
     { "status", "", 0, 0, cmd_status,
       "rate limiting state and every provider's bucket" },
+    { "metrics", "[--prometheus]", 0, 1, cmd_metrics,
+      "counters, gauges and histograms (or Prometheus text)" },
     { "quota", "[show|set|reset] ID [TOKENS] [--tenant]", 1, 4, cmd_quota,
       "a workflow's (or --tenant's) quota; set or reset it (admin)" },
 };

@@ -387,7 +387,7 @@ valid_hostport(const char *v)
     char *end;
     long port;
 
-    if (colon == NULL || colon == v)
+    if (colon == NULL)
         return false;
     if (v[0] == '[' && colon[-1] != ']')
         return false;

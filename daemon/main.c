@@ -5,13 +5,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config.h"
+#include "http.h"
 #include "log.h"
 #include "permits.h"
 #include "persist.h"
 #include "server.h"
+#include "telemetry.h"
 
 extern char **environ;
 
@@ -33,6 +36,15 @@ usage(FILE *fp)
         "\n"
         "llmguardd runs in the foreground and logs to stderr.  See llmguardd(8)\n"
         "and llmguard.env(5).\n");
+}
+
+static void
+on_hup(evutil_socket_t sig, short what, void *arg)
+{
+    char err[1024];
+
+    log_info("caught SIGHUP, reloading the configuration");
+    server_reload(arg, err, sizeof(err));
 }
 
 static void
@@ -100,6 +112,7 @@ main(int argc, char **argv)
     }
 
     memset(&srv, 0, sizeof(srv));
+    srv.args = args;
     if (args.log_level != NULL && log_level_parse(args.log_level) >= 0)
         log_set_level((enum log_level)log_level_parse(args.log_level));
     if (config_load(&srv.cfg, &args, err, sizeof(err)) < 0) {
@@ -113,6 +126,7 @@ main(int argc, char **argv)
     }
 
     signal(SIGPIPE, SIG_IGN);
+    umask(077);     /* the database and its WAL are ours alone */
     srv.uid = geteuid();
     TAILQ_INIT(&srv.conns);
     /* Precise timers: a bucket's timer is set for the exact moment its
@@ -126,15 +140,19 @@ main(int argc, char **argv)
     if (srv.base == NULL)
         fatalx(1, "cannot create the event loop");
     srv.started_mono_s = server_now_mono();
+    telemetry_init(&srv);
     if (buckets_init(&srv) < 0)
         fatalx(1, "cannot set up the token buckets");
     server_listen(&srv);
     persist_open(&srv);
+    http_start(&srv);
 
     srv.sig_term = evsignal_new(srv.base, SIGTERM, on_stop, &srv);
     srv.sig_int = evsignal_new(srv.base, SIGINT, on_stop, &srv);
+    srv.sig_hup = evsignal_new(srv.base, SIGHUP, on_hup, &srv);
     evsignal_add(srv.sig_term, NULL);
     evsignal_add(srv.sig_int, NULL);
+    evsignal_add(srv.sig_hup, NULL);
     log_info("llmguardd %s started: %zu provider(s), policy %s, "
              "enforcement %s, rate limits %s", PACKAGE_VERSION,
              srv.cfg.nproviders, config_policy_name(srv.cfg.routing_policy),
@@ -143,12 +161,15 @@ main(int argc, char **argv)
 
     event_base_dispatch(srv.base);
 
+    http_stop(&srv);
     permits_free(&srv);
     server_shutdown(&srv);
     buckets_free(&srv);
     persist_close(&srv);
+    telemetry_free(&srv);
     event_free(srv.sig_term);
     event_free(srv.sig_int);
+    event_free(srv.sig_hup);
     event_base_free(srv.base);
     log_info("stopped");
     return 0;

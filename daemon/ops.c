@@ -9,6 +9,7 @@
 #include "router.h"
 #include "quota.h"
 #include "server.h"
+#include "telemetry.h"
 
 /*
  * A handler answers with conn_reply() and returns 0, or fills e and returns
@@ -341,20 +342,24 @@ op_quota_reserve(struct conn *c, struct proto_req *req, struct proto_error *e)
         return -1;
     if (r->tokens > INT64_MAX)
         return proto_error_set(e, PROTO_E_BAD_REQUEST, "tokens too large");
-    if (!c->srv->cfg.rate_limit_enabled) {
-        /* Disabled: no check, nothing charged. */
-        rep.allowed = true;
-        rep.subject = cstr("");
-        conn_reply(c, PROTO_OP_QUOTA_RESERVE, req->id, &rep);
-        return 0;
-    }
+    /* Disabled: the numbers as they are, nothing charged, always allowed
+     * (reserving 0 only looks). */
+    bool enabled = c->srv->cfg.rate_limit_enabled;
     if (quota_reserve(c->srv->quota, s.workflow, s.tenant,
-                      (int64_t)r->tokens, server_now_wall(), &d) < 0)
+                      enabled ? (int64_t)r->tokens : 0, server_now_wall(),
+                      &d) < 0)
         return proto_error_set(e, PROTO_E_INTERNAL, "quota_reserve failed");
+    if (!enabled) {
+        d.allowed = true;
+        d.over_quota = false;
+    }
+    if (d.over_quota)
+        telemetry_quota_exceeded(c->srv, s.workflow, s.tenant);
     if (!d.allowed)
         return ops_quota_exceeded(&d, e);
-    if (d.over_quota)
-        log_warn("%s is over its quota (soft): %lld of %lld tokens used",
+    telemetry_quota_remaining(c->srv, s.workflow);
+    if (d.over_quota && d.used - (int64_t)r->tokens <= d.limit)
+        log_warn("%s went over its quota (soft): %lld of %lld tokens used",
                  d.subject, (long long)d.used, (long long)d.limit);
     rep.allowed = true;
     rep.over_quota = d.over_quota;
@@ -382,11 +387,18 @@ op_quota_commit(struct conn *c, struct proto_req *req, struct proto_error *e)
         return -1;
     if (r->estimate > INT64_MAX || r->actual > INT64_MAX)
         return proto_error_set(e, PROTO_E_BAD_REQUEST, "tokens too large");
+    /* A reservation is the start of a slot that has been: never later
+     * than the current slot (it would never leave the window). */
+    double now = server_now_wall();
+    if (r->reservation > (int64_t)(now * 1e3) ||
+        r->reservation % quota_slot_ms(c->srv->quota) != 0)
+        return proto_error_set(e, PROTO_E_BAD_REQUEST, "reservation %lld is "
+                               "not one quota_reserve gave",
+                               (long long)r->reservation);
     if (c->srv->cfg.rate_limit_enabled &&
         quota_commit(c->srv->quota, s.workflow, s.tenant, r->reservation,
-                     (int64_t)r->estimate, (int64_t)r->actual,
-                     server_now_wall()) < 0)
-        return proto_error_set(e, PROTO_E_BAD_REQUEST, "bad reservation");
+                     (int64_t)r->estimate, (int64_t)r->actual, now) < 0)
+        return proto_error_set(e, PROTO_E_INTERNAL, "quota_commit failed");
     persist_reply(c, PROTO_OP_QUOTA_COMMIT, req->id, &rep);
     return 0;
 }
@@ -464,6 +476,22 @@ op_quota_reset(struct conn *c, struct proto_req *req, struct proto_error *e)
     return 0;
 }
 
+static int
+op_reload(struct conn *c, struct proto_req *req, struct proto_error *e)
+{
+    struct proto_reload_rep rep = { 0 };
+    char err[PROTO_ERRMSG_MAX];
+
+    log_info("uid %u asked for a reload", (unsigned)c->uid);
+    if (server_reload(c->srv, err, sizeof(err)) < 0)
+        return proto_error_set(e, PROTO_E_BAD_REQUEST, "reload refused, the "
+                               "old configuration stays: %s", err);
+    rep.providers = c->srv->nproviders;
+    rep.env_file = cstr(c->srv->cfg.env_file);
+    conn_reply(c, PROTO_OP_RELOAD, req->id, &rep);
+    return 0;
+}
+
 static const struct {
     op_handler fn;
     bool admin;         /* root and the daemon's own uid only */
@@ -482,6 +510,8 @@ static const struct {
     [PROTO_OP_SELECT_PROVIDER] = { permits_op_select_provider, false },
     [PROTO_OP_PERMIT] = { permits_op_permit, false },
     [PROTO_OP_REPORT] = { permits_op_report, false },
+    [PROTO_OP_METRICS] = { telemetry_op_metrics, false },
+    [PROTO_OP_RELOAD] = { op_reload, true },
 };
 
 void

@@ -12,6 +12,7 @@
 #include "quota.h"
 #include "router.h"
 #include "server.h"
+#include "telemetry.h"
 
 #define CALL_ID_MAX 128
 
@@ -183,10 +184,12 @@ grant(struct conn *c, uint64_t req_id, struct permit *tmpl, struct call *call,
     pm->call = call;
     HASH_ADD(hh, srv->permits, id, sizeof(pm->id), pm);
     TAILQ_INSERT_TAIL(&c->permits, pm, conn_entry);
-    if (call->last_provider >= 0 && call->last_provider != pm->provider)
+    if (call->last_provider >= 0 && call->last_provider != pm->provider) {
         log_debug("call '%s' fails over from %s to %s", call->id,
                   srv->providers[call->last_provider].name,
                   srv->providers[pm->provider].name);
+        telemetry_failover(srv, call->last_provider, pm->provider);
+    }
     call->attempts++;
     call->open_permits++;
     call->last_provider = pm->provider;
@@ -219,11 +222,13 @@ permit_wait_done(struct waiter *w, bool granted, double now_s)
         if (pd->pm.call->id[0] == '\0')
             call_end(pd->pm.call);
     } else if (granted) {
+        telemetry_rate_limited(srv, pd->pm.provider);
         grant(w->conn, w->id, &pd->pm, pd->pm.call, pd,
               (now_s - pd->wait_start_s) * 1e3, true);
         conn_flush(w->conn);
     } else {
         unreserve(srv, &pd->pm);
+        telemetry_rate_limited(srv, pd->pm.provider);
         pd->pm.call->rate_limited = true;
         proto_error_set(&e, PROTO_E_TIMEOUT, "no token from %s within the "
                         "timeout", w->prov->name);
@@ -255,6 +260,8 @@ failover_now(struct server *srv, int chosen, bool *excluded, uint64_t llm,
             LIMITER_GRANTED) {
             log_debug("rate-limit failover from %s to %s",
                       srv->providers[chosen].name, srv->providers[idx].name);
+            telemetry_rate_limited(srv, chosen);
+            telemetry_failover(srv, chosen, idx);
             return idx;
         }
         excluded[idx] = true;
@@ -309,13 +316,17 @@ permits_op_permit(struct conn *c, struct proto_req *req,
             proto_error_set(e, PROTO_E_INTERNAL, "quota_reserve failed");
             goto fail;
         }
+        if (d.over_quota)
+            telemetry_quota_exceeded(srv, pm->workflow[0] ? pm->workflow :
+                                     NULL, pm->tenant[0] ? pm->tenant : NULL);
         if (!d.allowed) {
             ops_quota_exceeded(&d, e);
             goto fail;
         }
-        if (d.over_quota)
-            log_warn("%s is over its quota (soft): %lld of %lld tokens used",
-                     d.subject, (long long)d.used, (long long)d.limit);
+        telemetry_quota_remaining(srv, pm->workflow[0] ? pm->workflow : NULL);
+        if (d.over_quota && d.used - (int64_t)pm->estimate <= d.limit)
+            log_warn("%s went over its quota (soft): %lld of %lld tokens "
+                     "used", d.subject, (long long)d.used, (long long)d.limit);
         pm->charged = true;
         pm->reservation = d.slot_start_ms;
         pd.quota_allowed = !d.over_quota;
@@ -362,6 +373,7 @@ permits_op_permit(struct conn *c, struct proto_req *req,
         }
     }
     if (r->timeout_ms == 0) {
+        telemetry_rate_limited(srv, idx);
         call->rate_limited = true;
         proto_error_set(e, PROTO_E_TIMEOUT, "no token from %s now",
                         srv->providers[idx].name);
@@ -445,12 +457,18 @@ permits_op_report(struct conn *c, struct proto_req *req,
                  router_outcome_name(outcome),
                  fmax(srv->cfg.provider_cooldown_s,
                       PROTO_HAS(r, 4) ? r->retry_after_s : 0));
+    telemetry_request(srv, pm->provider, pm->workflow,
+                      PROTO_HAS(r, 2) ? r->latency_ms : -1);
+    if (outcome == ROUTER_OUTCOME_RATE_LIMITED)
+        telemetry_rate_limited(srv, pm->provider);
     actual = PROTO_HAS(r, 3) ? r->tokens_used : pm->estimate;
-    if (pm->charged && actual != pm->estimate)
+    if (pm->charged && actual != pm->estimate) {
         quota_commit(srv->quota, pm->workflow[0] ? pm->workflow : NULL,
                      pm->tenant[0] ? pm->tenant : NULL, pm->reservation,
                      (int64_t)pm->estimate, (int64_t)actual,
                      server_now_wall());
+        telemetry_quota_remaining(srv, pm->workflow[0] ? pm->workflow : NULL);
+    }
 
     struct call *call = pm->call;
     call->open_permits--;

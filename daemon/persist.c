@@ -12,6 +12,7 @@
 #include "quota.h"
 #include "server.h"
 #include "store.h"
+#include "telemetry.h"
 
 /* A reply held until the commit that makes its change durable. */
 struct held {
@@ -244,6 +245,7 @@ persist_flush(struct server *srv)
     rc = quota_flush(srv->quota, &sink, srv->store);
     if (rc < 0) {
         srv->store_write_errors++;
+        telemetry_store_error(srv);
         if (!srv->store_failing)
             log_error("writing quotas to %s failed, will retry: %s",
                       srv->cfg.db_path, store_errmsg(srv->store));

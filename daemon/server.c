@@ -15,6 +15,7 @@
 #include <event2/buffer.h>
 
 #include "log.h"
+#include "quota.h"
 #include "permits.h"
 #include "persist.h"
 #include "server.h"
@@ -312,6 +313,16 @@ probe_existing(const char *path, const struct sockaddr_un *sun)
     return 0;
 }
 
+/* The socket we bound, removed by an exit before server_shutdown. */
+static char bound_path[CONFIG_PATH_MAX];
+
+static void
+unlink_at_exit(void)
+{
+    if (bound_path[0] != '\0')
+        unlink(bound_path);
+}
+
 int
 server_listen(struct server *srv)
 {
@@ -355,6 +366,8 @@ server_listen(struct server *srv)
     }
     umask(old_umask);
     srv->socket_bound = true;
+    memcpy(bound_path, srv->socket_path, sizeof(bound_path));
+    atexit(unlink_at_exit);
     if (chmod(srv->socket_path, (mode_t)cfg->socket_mode) < 0)
         log_error("chmod %s: %s", srv->socket_path, strerror(errno));
     if (cfg->socket_group[0] != '\0') {
@@ -375,6 +388,65 @@ server_listen(struct server *srv)
     return 0;
 }
 
+/* Settings that only a restart can change: say so, keep the old value. */
+static void
+keep_for_restart(const char *name, char *cur, const char *next)
+{
+    if (strcmp(cur, next) != 0)
+        log_warn("reload: %s changed to '%s': takes effect at the next "
+                 "start; still '%s'", name, next, cur);
+}
+
+int
+server_reload(struct server *srv, char *err, size_t errlen)
+{
+    struct config *next = malloc(sizeof(*next));
+    struct config *cur = &srv->cfg;
+
+    if (next == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (config_load(next, &srv->args, err, errlen) < 0) {
+        log_error("reload refused, the old configuration stays: %s", err);
+        free(next);
+        return -1;
+    }
+    keep_for_restart("LLMGUARD_SOCKET", cur->socket_path, next->socket_path);
+    keep_for_restart("LLMGUARD_DB", cur->db_path, next->db_path);
+    keep_for_restart("LLMGUARD_METRICS_LISTEN", cur->metrics_listen,
+                     next->metrics_listen);
+    if (next->metrics_max_series != cur->metrics_max_series)
+        log_warn("reload: LLMGUARD_METRICS_MAX_SERIES takes effect at the "
+                 "next start");
+    memcpy(next->socket_path, cur->socket_path, sizeof(next->socket_path));
+    next->socket_is_default = cur->socket_is_default;
+    memcpy(next->db_path, cur->db_path, sizeof(next->db_path));
+    next->db_is_default = cur->db_is_default;
+    memcpy(next->metrics_listen, cur->metrics_listen,
+           sizeof(next->metrics_listen));
+    next->metrics_max_series = cur->metrics_max_series;
+
+    if (buckets_reconfigure(srv, next) < 0 ||
+        quota_reconfigure(srv->quota, next->quota_window_days * 86400.0,
+                          next->default_quota_tokens,
+                          next->quota_enforcement == ENFORCE_HARD) < 0) {
+        snprintf(err, errlen, "could not apply the new configuration");
+        free(next);
+        return -1;
+    }
+    *cur = *next;
+    free(next);
+    log_set_level((enum log_level)cur->log_level);
+    persist_changed(srv);       /* a new window may move slots */
+    log_info("configuration reloaded from %s: %zu provider(s), policy %s, "
+             "enforcement %s", cur->env_file[0] ? cur->env_file : "the "
+             "environment", cur->nproviders,
+             config_policy_name(cur->routing_policy),
+             config_enforcement_name(cur->quota_enforcement));
+    return 0;
+}
+
 void
 server_shutdown(struct server *srv)
 {
@@ -389,4 +461,5 @@ server_shutdown(struct server *srv)
     if (srv->socket_bound && unlink(srv->socket_path) < 0 && errno != ENOENT)
         log_error("cannot remove %s: %s", srv->socket_path, strerror(errno));
     srv->socket_bound = false;
+    bound_path[0] = '\0';
 }

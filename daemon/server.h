@@ -23,6 +23,7 @@
 
 struct call;
 struct held;
+struct metrics;
 struct permit;
 struct quota;
 struct quota_decision;
@@ -34,6 +35,7 @@ struct server {
     struct evconnlistener *listener;
     struct event *sig_term, *sig_int, *sig_hup;
     struct config cfg;
+    struct config_args args;    /* to read the configuration again */
     char socket_path[CONFIG_PATH_MAX];
     bool socket_bound;          /* ours to unlink at exit */
     uid_t uid;                  /* the daemon's own uid (admin) */
@@ -52,6 +54,8 @@ struct server {
     struct router *router;      /* index i is providers[i] */
     struct permit *permits;     /* granted, unreported: uthash by id */
     uint64_t next_permit_id;
+    struct metrics *metrics;
+    struct evhttp *http;        /* LLMGUARD_METRICS_LISTEN */
 };
 
 struct conn {
@@ -89,6 +93,14 @@ void conn_error(struct conn *c, uint64_t id, const struct proto_error *e);
 /* Hand what conn_reply/conn_error queued to the socket (for replies sent
  * outside a read pass, e.g. a granted waiter). */
 void conn_flush(struct conn *c);
+
+/*
+ * Read the configuration again (SIGHUP, the reload op) and apply it:
+ * buckets keep their fill (clamped), quota usage is kept, provider health
+ * carries over.  Returns 0, or -1 with the reason in err and the old
+ * configuration still in force.
+ */
+int server_reload(struct server *srv, char *err, size_t errlen);
 
 /* ops.c: run one request; it is answered now or later. */
 void ops_dispatch(struct conn *c, struct proto_req *req);

@@ -213,6 +213,42 @@ static const struct proto_field report_rep_f[] = {
     F(struct proto_report_rep, state, PF_STR, PF_REQUIRED),
     F(struct proto_report_rep, cooldown_remaining_s, PF_DOUBLE, PF_REQUIRED),
 };
+static const struct proto_field metric_series_f[] = {
+    F(struct proto_metric_series, labels, PF_STRARR, PF_REQUIRED),
+    F(struct proto_metric_series, value, PF_DOUBLE, 0),
+    F(struct proto_metric_series, count, PF_UINT, 0),
+    F(struct proto_metric_series, sum, PF_DOUBLE, 0),
+    F(struct proto_metric_series, buckets, PF_DBLARR, 0),
+};
+static const struct proto_msgdef metric_series_def =
+    DEF(struct proto_metric_series, metric_series_f);
+static const struct proto_field metric_family_f[] = {
+    F(struct proto_metric_family, name, PF_STR, PF_REQUIRED),
+    F(struct proto_metric_family, type, PF_STR, PF_REQUIRED),
+    F(struct proto_metric_family, help, PF_STR, PF_REQUIRED),
+    F(struct proto_metric_family, label_names, PF_STRARR, PF_REQUIRED),
+    F(struct proto_metric_family, bounds, PF_DBLARR, 0),
+    { "series", PF_OBJARR, PF_REQUIRED,
+      (uint16_t)offsetof(struct proto_metric_family, series),
+      &metric_series_def },
+};
+static const struct proto_msgdef metric_family_def =
+    DEF(struct proto_metric_family, metric_family_f);
+static const struct proto_field metrics_req_f[] = {
+    F(struct proto_metrics_req, format, PF_STR, 0),
+    F(struct proto_metrics_req, cursor, PF_UINT, 0),
+};
+static const struct proto_field metrics_rep_f[] = {
+    { "families", PF_OBJARR, 0,
+      (uint16_t)offsetof(struct proto_metrics_rep, families),
+      &metric_family_def },
+    F(struct proto_metrics_rep, text, PF_STR, 0),
+    F(struct proto_metrics_rep, next_cursor, PF_UINT, 0),
+};
+static const struct proto_field reload_rep_f[] = {
+    F(struct proto_reload_rep, providers, PF_UINT, PF_REQUIRED),
+    F(struct proto_reload_rep, env_file, PF_STR, PF_REQUIRED),
+};
 static const struct proto_field err_f[] = {
     F(struct proto_err, code, PF_STR, PF_REQUIRED),
     F(struct proto_err, msg, PF_STR, PF_REQUIRED),
@@ -276,6 +312,11 @@ static const struct opdef ops[PROTO_OP__COUNT] = {
                           DEF(struct proto_permit_rep, permit_rep_f) },
     [PROTO_OP_REPORT] = { "report", DEF(struct proto_report_req, report_req_f),
                           DEF(struct proto_report_rep, report_rep_f) },
+    [PROTO_OP_METRICS] = { "metrics", DEF(struct proto_metrics_req,
+                                          metrics_req_f),
+                           DEF(struct proto_metrics_rep, metrics_rep_f) },
+    [PROTO_OP_RELOAD] = { "reload", DEF_EMPTY(struct proto_reload_req),
+                          DEF(struct proto_reload_rep, reload_rep_f) },
 };
 
 const char *
@@ -360,6 +401,14 @@ pack_field(msgpack_packer *pk, const struct proto_field *f, const void *msg,
         msgpack_pack_array(pk, a->n);
         for (uint32_t i = 0; i < a->n; i++)
             pack_str(pk, a->v[i].ptr ? a->v[i].ptr : "", a->v[i].len);
+        break;
+    }
+    case PF_DBLARR: {
+        const struct proto_dblarr *a =
+            (const struct proto_dblarr *)(const void *)p;
+        msgpack_pack_array(pk, a->n);
+        for (uint32_t i = 0; i < a->n; i++)
+            msgpack_pack_double(pk, a->v[i]);
         break;
     }
     case PF_OBJARR: {
@@ -514,6 +563,7 @@ type_word(uint8_t type)
     case PF_BOOL: return "a boolean";
     case PF_STRARR: return "an array of strings";
     case PF_OBJARR: return "an array of maps";
+    case PF_DBLARR: return "an array of numbers";
     }
     return "?";
 }
@@ -591,6 +641,32 @@ decode_field(const msgpack_object *v, const struct proto_field *f, void *msg,
                     "field '%s': expected an array of strings", f->name);
             a->v[i].ptr = s->via.str.ptr;
             a->v[i].len = s->via.str.size;
+        }
+        return 0;
+    }
+    case PF_DBLARR: {
+        struct proto_dblarr *a = (struct proto_dblarr *)(void *)p;
+        if (v->type != MSGPACK_OBJECT_ARRAY)
+            break;
+        a->n = v->via.array.size;
+        a->v = NULL;
+        if (a->n == 0)
+            return 0;
+        a->v = msgpack_zone_malloc(zone, sizeof(*a->v) * a->n);
+        if (a->v == NULL)
+            return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
+        for (uint32_t i = 0; i < a->n; i++) {
+            const msgpack_object *d = &v->via.array.ptr[i];
+            if (d->type == MSGPACK_OBJECT_FLOAT32 ||
+                d->type == MSGPACK_OBJECT_FLOAT64)
+                a->v[i] = d->via.f64;
+            else if (d->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+                a->v[i] = (double)d->via.u64;
+            else if (d->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+                a->v[i] = (double)d->via.i64;
+            else
+                return proto_error_set(e, PROTO_E_BAD_REQUEST,
+                    "field '%s': expected an array of numbers", f->name);
         }
         return 0;
     }

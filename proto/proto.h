@@ -44,7 +44,6 @@ enum proto_errcode {
 };
 
 const char *proto_errcode_name(enum proto_errcode code);
-/* Code for a wire name; PROTO_E_INTERNAL for a name it does not know. */
 /* Code for a wire name; PROTO_E__COUNT for a name it does not know. */
 enum proto_errcode proto_errcode_from_name(const char *name, size_t len);
 
@@ -64,6 +63,8 @@ enum proto_op {
     PROTO_OP_SELECT_PROVIDER,
     PROTO_OP_PERMIT,
     PROTO_OP_REPORT,
+    PROTO_OP_METRICS,
+    PROTO_OP_RELOAD,
     PROTO_OP__COUNT
 };
 
@@ -84,10 +85,16 @@ enum proto_ftype {
     PF_BOOL,    /* bool */
     PF_STRARR,  /* struct proto_strarr */
     PF_OBJARR,  /* struct proto_objarr of sub-messages */
+    PF_DBLARR,  /* struct proto_dblarr */
 };
 
 struct proto_strarr {
     struct proto_str *v;
+    uint32_t n;
+};
+
+struct proto_dblarr {
+    double *v;
     uint32_t n;
 };
 
@@ -323,6 +330,47 @@ struct proto_report_rep {
     double cooldown_remaining_s;
 };
 
+/* metrics: the registry, a page at a time (a reply is one frame). */
+struct proto_metric_series {
+    uint32_t has;
+    struct proto_strarr labels;     /* values, in the family's label order */
+    double value;                   /* counter, gauge */
+    uint64_t count;                 /* histogram */
+    double sum;                     /* histogram */
+    struct proto_dblarr buckets;    /* histogram: cumulative, per bound */
+};
+struct proto_metric_family {
+    uint32_t has;
+    struct proto_str name;
+    struct proto_str type;          /* counter, gauge, histogram */
+    struct proto_str help;
+    struct proto_strarr label_names;
+    struct proto_dblarr bounds;     /* histogram upper bounds; +Inf implied */
+    struct proto_objarr series;     /* of struct proto_metric_series */
+};
+struct proto_metrics_req {
+    uint32_t has;
+    struct proto_str format;        /* 0: "structured" (default) or
+                                       "prometheus" */
+    uint64_t cursor;                /* 1: from the previous next_cursor */
+};
+struct proto_metrics_rep {
+    uint32_t has;
+    struct proto_objarr families;   /* structured */
+    struct proto_str text;          /* prometheus */
+    uint64_t next_cursor;           /* 3: absent on the last page */
+};
+
+/* reload: re-read the env file (admin). */
+struct proto_reload_req {
+    uint32_t has;
+};
+struct proto_reload_rep {
+    uint32_t has;
+    uint64_t providers;             /* configured after the reload */
+    struct proto_str env_file;      /* the file read, "" when none */
+};
+
 /* The "err" object of a failed reply. */
 struct proto_err {
     uint32_t has;
@@ -355,6 +403,8 @@ struct proto_req {
         struct proto_select_provider_req select_provider;
         struct proto_permit_req permit;
         struct proto_report_req report;
+        struct proto_metrics_req metrics;
+        struct proto_reload_req reload;
     } u;
 };
 
@@ -378,6 +428,8 @@ struct proto_rep {
         struct proto_select_provider_rep select_provider;
         struct proto_permit_rep permit;
         struct proto_report_rep report;
+        struct proto_metrics_rep metrics;
+        struct proto_reload_rep reload;
     } u;
 };
 

@@ -12,6 +12,8 @@
  *       one quota check-and-reserve; prints "allowed over O subject S used U
  *       limit L remaining R reservation X" or "error CODE TEXT subject S used
  *       U limit L reset_at T"
+ *   acquirer fill SOCKET PREFIX N
+ *       reserves 1 token for each of N workflows PREFIX0 .. PREFIX<N-1>
  *   acquirer qrace SOCKET WORKFLOW PROCS TOKENS TRIES
  *       PROCS processes each try TRIES reservations of TOKENS; prints
  *       "allowed N refused M"
@@ -214,9 +216,32 @@ cmd_qrace(const char *sock, const char *wf, int procs, uint64_t tokens,
     return failed ? 1 : 0;
 }
 
+static int
+cmd_fill(const char *sock, const char *prefix, long n)
+{
+    llmguard_t *g = llmguard_open(sock);
+    struct llmguard_quota_decision d;
+    char id[256];
+
+    for (long i = 0; i < n; i++) {
+        snprintf(id, sizeof(id), "%s%ld", prefix, i);
+        int rc = llmguard_quota_check_and_reserve(g, id, NULL, 1, &d);
+        if (rc != 0) {
+            printf("error %d at %ld: %s\n", rc, i, llmguard_last_error(g));
+            llmguard_close(g);
+            return 1;
+        }
+    }
+    printf("filled %ld\n", n);
+    llmguard_close(g);
+    return 0;
+}
+
 int
 main(int argc, char **argv)
 {
+    if (argc == 5 && strcmp(argv[1], "fill") == 0)
+        return cmd_fill(argv[2], argv[3], atol(argv[4]));
     if (argc == 6 && strcmp(argv[1], "reserve") == 0)
         return cmd_reserve(argv[2], argv[3], argv[4],
                            strtoull(argv[5], NULL, 10));

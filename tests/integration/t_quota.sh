@@ -46,7 +46,7 @@ ENVFILE="$TMP/s.env" start_daemon
 "$ACQ" reserve "$SOCK" soft - 80 >/dev/null
 out=$("$ACQ" reserve "$SOCK" soft - 80)
 expect_match "soft: over the limit is allowed, flagged, remaining 0" "^allowed over 1 subject workflow:soft used 160 limit 100 remaining 0 " "$out"
-expect_match "and logged" "workflow:soft is over its quota \(soft\)" "$(cat "$TMP/daemon.log")"
+expect_match "and logged" "workflow:soft went over its quota \(soft\)" "$(cat "$TMP/daemon.log")"
 
 # Reconciliation: a reservation of 80 that really used 30, one of 10 that
 # used 25.
@@ -59,6 +59,14 @@ expect_match "80 reserved, 30 used: 30 counted" "tokens_used +30$" "$out"
 out=$("$RAWCLIENT" "$SOCK" req:quota_commit:2:tenant_id=rec,reservation=$res,estimate=10,actual=25)
 out=$("$LLMGUARDCTL" -s "$SOCK" quota show rec --tenant)
 expect_match "10 reserved, 25 used: 15 more" "tokens_used +45$" "$out"
+
+# A reservation handle from the future (it would never leave the window)
+# or off the slot grid is refused.
+out=$("$RAWCLIENT" "$SOCK" req:quota_commit:3:tenant_id=rec,reservation=32503680000000,estimate=0,actual=1000 \
+    req:quota_commit:4:tenant_id=rec,reservation=1001,estimate=0,actual=1000 | tr '\n' '|')
+expect_match "forged reservations are refused" "^err 3 bad_request reservation 32503680000000 is not one quota_reserve gave\|err 4 bad_request reservation 1001 is not one" "$out"
+out=$("$LLMGUARDCTL" -s "$SOCK" quota show rec --tenant)
+expect_match "and charged nothing" "tokens_used +45$" "$out"
 
 # Bad ids and missing subjects get clear errors; the connection lives.
 out=$("$RAWCLIENT" "$SOCK" req:quota_reserve:1:tokens=5 \
@@ -88,6 +96,8 @@ out=$("$LLMGUARDCTL" -s "$SOCK" --json quota soft)
 expect_match "reset clears the usage, keeps the override" '"tokens_used": ?0, ?"tokens_remaining": ?500, ?"tokens_limit": ?500' "$out"
 "$LLMGUARDCTL" -s "$SOCK" quota set soft lots 2>/dev/null
 expect_eq "quota set with a bad number exits 2" 2 $?
+"$LLMGUARDCTL" -s "$SOCK" quota set soft "" 2>/dev/null
+expect_eq "quota set with an empty number exits 2" 2 $?
 
 # Admin ops from another uid: permission_denied, exit 77.
 if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then

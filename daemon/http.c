@@ -1,0 +1,104 @@
+/* http.c - GET /metrics (Prometheus text 0.0.4) and GET /healthz. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+
+#include "config.h"
+#include "http.h"
+#include "log.h"
+#include "server.h"
+#include "telemetry.h"
+
+static void
+free_text(const void *data, size_t len, void *arg)
+{
+    free((void *)(uintptr_t)data);
+}
+
+static void
+on_request(struct evhttp_request *req, void *arg)
+{
+    struct server *srv = arg;
+    const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+    struct evkeyvalq *hdrs = evhttp_request_get_output_headers(req);
+    struct evbuffer *body;
+    char *text;
+    size_t len;
+
+    if (path == NULL || (strcmp(path, "/metrics") != 0 &&
+                         strcmp(path, "/healthz") != 0)) {
+        evhttp_send_error(req, HTTP_NOTFOUND, "only /metrics and /healthz");
+        return;
+    }
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_GET &&
+        evhttp_request_get_command(req) != EVHTTP_REQ_HEAD) {
+        evhttp_add_header(hdrs, "Allow", "GET, HEAD");
+        evhttp_send_error(req, 405, "GET only");
+        return;
+    }
+    if ((body = evbuffer_new()) == NULL) {
+        evhttp_send_error(req, HTTP_INTERNAL, "out of memory");
+        return;
+    }
+    if (strcmp(path, "/healthz") == 0) {
+        evhttp_add_header(hdrs, "Content-Type", "text/plain");
+        evbuffer_add_printf(body, "ok\n");
+    } else if (telemetry_prometheus(srv, &text, &len) == 0) {
+        evhttp_add_header(hdrs, "Content-Type",
+                          "text/plain; version=0.0.4; charset=utf-8");
+        evbuffer_add_reference(body, text, len, free_text, NULL);
+    } else {
+        evbuffer_free(body);
+        evhttp_send_error(req, HTTP_INTERNAL, "out of memory");
+        return;
+    }
+    evhttp_send_reply(req, HTTP_OK, "OK", body);
+    evbuffer_free(body);
+}
+
+void
+http_start(struct server *srv)
+{
+    const char *listen = srv->cfg.metrics_listen;
+    const char *colon = strrchr(listen, ':');
+    char host[CONFIG_STR_MAX];
+    int port;
+
+    if (listen[0] == '\0')
+        return;
+    /* config_load checked host:port; "[v6]" loses its brackets here.  No
+     * host (":9464") means loopback: anything wider is named explicitly. */
+    snprintf(host, sizeof(host), "%.*s", (int)(colon - listen), listen);
+    if (host[0] == '\0')
+        snprintf(host, sizeof(host), "127.0.0.1");
+    if (host[0] == '[') {
+        memmove(host, host + 1, strlen(host));
+        host[strcspn(host, "]")] = '\0';
+    }
+    port = atoi(colon + 1);
+    srv->http = evhttp_new(srv->base);
+    if (srv->http == NULL)
+        fatalx(1, "cannot create the HTTP server");
+    /* Every method reaches on_request, which answers 405 to all but GET
+     * and HEAD (evhttp itself would say 501). */
+    evhttp_set_allowed_methods(srv->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD |
+                               EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
+                               EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
+                               EVHTTP_REQ_PATCH);
+    evhttp_set_gencb(srv->http, on_request, srv);
+    evhttp_set_timeout(srv->http, 10);
+    if (evhttp_bind_socket(srv->http, host, (ev_uint16_t)port) < 0)
+        fatalx(CONFIG_EXIT, "LLMGUARD_METRICS_LISTEN=%s: cannot bind %s "
+               "port %d", listen, host, port);
+    log_info("metrics on http://%s/metrics", listen);
+}
+
+void
+http_stop(struct server *srv)
+{
+    if (srv->http != NULL)
+        evhttp_free(srv->http);
+    srv->http = NULL;
+}

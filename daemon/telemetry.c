@@ -1,0 +1,299 @@
+/* telemetry.c - metrics hooks and the paged metrics op. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "limiter.h"
+#include "log.h"
+#include "metrics.h"
+#include "quota.h"
+#include "server.h"
+#include "telemetry.h"
+
+/* A metrics reply page stays well under PROTO_MAX_FRAME. */
+#define PAGE_BUDGET_BYTES 48000
+
+void
+telemetry_init(struct server *srv)
+{
+    srv->metrics = metrics_new((size_t)srv->cfg.metrics_max_series);
+    if (srv->metrics == NULL)
+        fatalx(1, "cannot create the metrics registry");
+}
+
+void
+telemetry_free(struct server *srv)
+{
+    metrics_free(srv->metrics);
+    srv->metrics = NULL;
+}
+
+static const char *
+pname(struct server *srv, int provider)
+{
+    return srv->providers[provider].name;
+}
+
+void
+telemetry_request(struct server *srv, int provider, const char *workflow,
+                  double latency_ms)
+{
+    const char *labels[] = { pname(srv, provider), workflow ? workflow : "" };
+
+    metrics_inc(srv->metrics, METRIC_REQUESTS_TOTAL, labels, 1);
+    if (latency_ms >= 0)
+        metrics_observe(srv->metrics, METRIC_REQUEST_LATENCY_MS, labels,
+                        latency_ms);
+}
+
+void
+telemetry_rate_limited(struct server *srv, int provider)
+{
+    const char *labels[] = { pname(srv, provider) };
+
+    metrics_inc(srv->metrics, METRIC_RATE_LIMITED_TOTAL, labels, 1);
+}
+
+void
+telemetry_failover(struct server *srv, int from, int to)
+{
+    const char *labels[] = { pname(srv, from), pname(srv, to) };
+
+    metrics_inc(srv->metrics, METRIC_FAILOVERS_TOTAL, labels, 1);
+}
+
+void
+telemetry_quota_exceeded(struct server *srv, const char *workflow,
+                         const char *tenant)
+{
+    const char *labels[] = { workflow ? workflow : "", tenant ? tenant : "" };
+
+    metrics_inc(srv->metrics, METRIC_QUOTA_EXCEEDED_TOTAL, labels, 1);
+}
+
+void
+telemetry_quota_remaining(struct server *srv, const char *workflow)
+{
+    struct quota_status st;
+    const char *labels[] = { workflow };
+
+    if (workflow == NULL || quota_status(srv->quota, QUOTA_WORKFLOW, workflow,
+                                         server_now_wall(), &st) < 0)
+        return;
+    metrics_set(srv->metrics, METRIC_WORKFLOW_QUOTA_REMAINING_TOKENS, labels,
+                (double)st.tokens_remaining);
+}
+
+void
+telemetry_store_error(struct server *srv)
+{
+    metrics_inc(srv->metrics, METRIC_STORE_WRITE_ERRORS_TOTAL, NULL, 1);
+}
+
+void
+telemetry_spans_dropped(struct server *srv, double n)
+{
+    if (n > 0)
+        metrics_inc(srv->metrics, METRIC_TRACE_SPANS_DROPPED_TOTAL, NULL, n);
+}
+
+/* Gauges that are read, not pushed: the buckets' fill. */
+static void
+refresh(struct server *srv)
+{
+    double now = server_now_mono();
+
+    for (size_t i = 0; i < srv->nproviders; i++) {
+        const char *labels[] = { srv->providers[i].name };
+        metrics_set(srv->metrics, METRIC_PROVIDER_AVAILABLE_TOKENS, labels,
+                    limiter_available(&srv->providers[i].bucket, now));
+    }
+}
+
+int
+telemetry_prometheus(struct server *srv, char **text, size_t *len)
+{
+    FILE *fp;
+    int rc;
+
+    refresh(srv);
+    *text = NULL;
+    if ((fp = open_memstream(text, len)) == NULL)
+        return -1;
+    rc = metrics_write_prometheus(srv->metrics, fp);
+    if (fclose(fp) != 0 || rc < 0) {
+        free(*text);
+        *text = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- the structured metrics op, a page at a time ------------------------ */
+
+struct page {
+    msgpack_zone *zone;
+    uint64_t skip;                  /* series before the cursor */
+    uint64_t index;                 /* series seen so far */
+    size_t bytes;                   /* estimated encoded size */
+    bool full;
+    struct proto_metric_family fam[METRIC__COUNT];
+    uint32_t nfam;
+    uint32_t cap[METRIC__COUNT];    /* series slots allocated per family */
+};
+
+static struct proto_str
+zstr(const char *s)
+{
+    struct proto_str p = { s, (uint32_t)strlen(s) };
+
+    return p;
+}
+
+static int
+page_family(void *arg, const struct metrics_family_info *fi)
+{
+    struct page *pg = arg;
+    struct proto_metric_family *f = &pg->fam[pg->nfam++];
+    struct proto_str *names;
+
+    memset(f, 0, sizeof(*f));
+    f->name = zstr(fi->name);
+    f->type = zstr(metrics_type_name(fi->type));
+    f->help = zstr(fi->help);
+    names = msgpack_zone_malloc(pg->zone, sizeof(*names) * METRICS_MAX_LABELS);
+    if (names == NULL)
+        return -1;
+    for (size_t i = 0; i < fi->n_labels; i++)
+        names[i] = zstr(fi->label_names[i]);
+    f->label_names.v = names;
+    f->label_names.n = (uint32_t)fi->n_labels;
+    if (fi->type == METRIC_HISTOGRAM) {
+        f->bounds.v = (double *)(uintptr_t)fi->bucket_bounds;
+        f->bounds.n = (uint32_t)fi->n_buckets;
+        PROTO_SET(f, 4);
+    }
+    pg->bytes += strlen(fi->name) + strlen(fi->help) + 64;
+    return 0;
+}
+
+static int
+page_series(void *arg, const struct metrics_family_info *fi,
+            const struct metrics_series_info *si)
+{
+    struct page *pg = arg;
+    struct proto_metric_family *f = &pg->fam[pg->nfam - 1];
+    struct proto_metric_series *s;
+    size_t need = 24;
+
+    if (pg->index++ < pg->skip)
+        return 0;
+    for (size_t i = 0; i < fi->n_labels; i++)
+        need += strlen(si->label_values[i]) + 6;
+    if (fi->type == METRIC_HISTOGRAM)
+        need += 9 * fi->n_buckets + 32;
+    if (pg->bytes + need > PAGE_BUDGET_BYTES && pg->index - 1 > pg->skip) {
+        pg->full = true;
+        return 1;       /* stop: the rest goes on the next page */
+    }
+    pg->bytes += need;
+    if (f->series.n == pg->cap[pg->nfam - 1]) {
+        uint32_t cap = pg->cap[pg->nfam - 1] ? 2 * pg->cap[pg->nfam - 1] : 16;
+        void *nv = msgpack_zone_malloc(pg->zone, sizeof(*s) * cap);
+        if (nv == NULL)
+            return -1;
+        if (f->series.n)
+            memcpy(nv, f->series.v, sizeof(*s) * f->series.n);
+        f->series.v = nv;
+        pg->cap[pg->nfam - 1] = cap;
+    }
+    s = (struct proto_metric_series *)f->series.v + f->series.n++;
+    memset(s, 0, sizeof(*s));
+    s->labels.v = msgpack_zone_malloc(pg->zone, sizeof(struct proto_str) *
+                                      METRICS_MAX_LABELS);
+    if (s->labels.v == NULL)
+        return -1;
+    for (size_t i = 0; i < fi->n_labels; i++)
+        s->labels.v[i] = zstr(si->label_values[i]);
+    s->labels.n = (uint32_t)fi->n_labels;
+    if (fi->type == METRIC_HISTOGRAM) {
+        double *b = msgpack_zone_malloc(pg->zone, sizeof(*b) * fi->n_buckets);
+        if (b == NULL)
+            return -1;
+        for (size_t i = 0; i < fi->n_buckets; i++)
+            b[i] = (double)si->bucket_counts[i];
+        s->count = si->count;
+        s->sum = si->sum;
+        s->buckets.v = b;
+        s->buckets.n = (uint32_t)fi->n_buckets;
+        s->has = 1u << 2 | 1u << 3 | 1u << 4;
+    } else {
+        s->value = si->value;
+        s->has = 1u << 1;
+    }
+    return 0;
+}
+
+int
+telemetry_op_metrics(struct conn *c, struct proto_req *req,
+                     struct proto_error *e)
+{
+    const struct proto_metrics_req *r = &req->u.metrics;
+    struct server *srv = c->srv;
+    struct proto_metrics_rep rep = { 0 };
+    uint64_t cursor = PROTO_HAS(r, 1) ? r->cursor : 0;
+    static const char prom[] = "prometheus", structured[] = "structured";
+
+    if (PROTO_HAS(r, 0) && !(r->format.len == sizeof(prom) - 1 &&
+                             memcmp(r->format.ptr, prom, r->format.len) == 0) &&
+        !(r->format.len == sizeof(structured) - 1 &&
+          memcmp(r->format.ptr, structured, r->format.len) == 0))
+        return proto_error_set(e, PROTO_E_BAD_REQUEST, "format: expected "
+                               "structured or prometheus");
+    if (PROTO_HAS(r, 0) && r->format.ptr[0] == 'p') {
+        /* Text pages end at a line boundary. */
+        char *text;
+        size_t len, end;
+        if (telemetry_prometheus(srv, &text, &len) < 0)
+            return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
+        if (cursor > len)
+            cursor = len;
+        end = cursor + PAGE_BUDGET_BYTES < len ? cursor + PAGE_BUDGET_BYTES
+                                               : len;
+        while (end < len && end > cursor && text[end - 1] != '\n')
+            end--;
+        rep.text.ptr = msgpack_zone_malloc(&c->zone, end - cursor + 1);
+        if (rep.text.ptr == NULL) {
+            free(text);
+            return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
+        }
+        memcpy((char *)(uintptr_t)rep.text.ptr, text + cursor, end - cursor);
+        rep.text.len = (uint32_t)(end - cursor);
+        PROTO_SET(&rep, 1);
+        if (end < len) {
+            rep.next_cursor = end;
+            PROTO_SET(&rep, 2);
+        }
+        free(text);
+    } else {
+        struct page *pg = msgpack_zone_malloc(&c->zone, sizeof(*pg));
+        struct metrics_visitor v = { page_family, page_series, pg };
+        if (pg == NULL)
+            return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
+        memset(pg, 0, sizeof(*pg));
+        pg->zone = &c->zone;
+        pg->skip = cursor;
+        refresh(srv);
+        if (metrics_foreach(srv->metrics, &v) < 0)
+            return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
+        rep.families.v = pg->fam;
+        rep.families.n = pg->nfam;
+        PROTO_SET(&rep, 0);
+        if (pg->full) {
+            rep.next_cursor = pg->index - 1;
+            PROTO_SET(&rep, 2);
+        }
+    }
+    conn_reply(c, PROTO_OP_METRICS, req->id, &rep);
+    return 0;
+}
