@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -36,6 +37,20 @@ usage(FILE *fp)
         "\n"
         "llmguardd runs in the foreground and logs to stderr.  See llmguardd(8)\n"
         "and llmguard.env(5).\n");
+}
+
+/* Every client is a descriptor: take the hard limit, not the soft one. */
+static void
+raise_nofile(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+            log_warn("cannot raise the descriptor limit: %s",
+                     strerror(errno));
+    }
 }
 
 static void
@@ -126,6 +141,7 @@ main(int argc, char **argv)
     }
 
     signal(SIGPIPE, SIG_IGN);
+    raise_nofile();
     umask(077);     /* the database and its WAL are ours alone */
     srv.uid = geteuid();
     TAILQ_INIT(&srv.conns);
@@ -146,6 +162,7 @@ main(int argc, char **argv)
     server_listen(&srv);
     persist_open(&srv);
     http_start(&srv);
+    telemetry_start_tracing(&srv);
 
     srv.sig_term = evsignal_new(srv.base, SIGTERM, on_stop, &srv);
     srv.sig_int = evsignal_new(srv.base, SIGINT, on_stop, &srv);

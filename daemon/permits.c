@@ -13,6 +13,7 @@
 #include "router.h"
 #include "server.h"
 #include "telemetry.h"
+#include "trace.h"
 
 #define CALL_ID_MAX 128
 
@@ -21,11 +22,22 @@ struct call {
     UT_hash_handle hh;              /* in conn->calls by id */
     char id[CALL_ID_MAX + 1];       /* "" for a call without a call_id */
     struct conn *conn;
+    struct server *srv;
     unsigned attempts;              /* permits granted */
     unsigned open_permits;          /* granted, not yet reported */
     int last_provider;              /* -1 before the first attempt */
     bool rate_limited;
     bool success;
+    /* What its span says (DESIGN.md §9). */
+    char workflow[QUOTA_ID_MAX + 1], tenant[QUOTA_ID_MAX + 1];
+    char routed_to[CONFIG_NAME_MAX];
+    uint64_t tokens_estimate;
+    double wait_ms;                 /* waited for tokens, all attempts */
+    bool quota_allowed, has_remaining;
+    uint64_t quota_remaining;
+    uint8_t trace_id[16], span_id[8], parent_span_id[8];
+    bool has_parent;
+    int64_t start_unix_ns;
 };
 
 /* A granted attempt, until its report (or its connection's end). */
@@ -72,7 +84,10 @@ call_get(struct conn *c, const struct proto_str *id, bool has_id)
     if ((call = calloc(1, sizeof(*call))) == NULL)
         return NULL;
     call->conn = c;
+    call->srv = c->srv;
     call->last_provider = -1;
+    call->quota_allowed = true;
+    call->start_unix_ns = (int64_t)(server_now_wall() * 1e9);
     if (has_id) {
         memcpy(call->id, id->ptr, id->len);
         HASH_ADD(hh, c->calls, id, id->len, call);
@@ -80,10 +95,58 @@ call_get(struct conn *c, const struct proto_str *id, bool has_id)
     return call;
 }
 
+/* The span of a finished call, to the OTLP exporter (when there is one). */
+static void
+call_span(struct call *call)
+{
+    struct trace_exporter *t = call->srv->tracer;
+    struct trace_attr a[12];
+    struct trace_span sp = { 0 };
+    size_t n = 0;
+
+    if (t == NULL)
+        return;
+#define ATTR_S(k, val) a[n++] = (struct trace_attr){ k, TRACE_STR, { .s = val } }
+#define ATTR_I(k, val) a[n++] = (struct trace_attr){ k, TRACE_INT, { .i = val } }
+#define ATTR_B(k, val) a[n++] = (struct trace_attr){ k, TRACE_BOOL, { .b = val } }
+#define ATTR_D(k, val) a[n++] = (struct trace_attr){ k, TRACE_DOUBLE, { .d = val } }
+    ATTR_S("llm.workflow_id", call->workflow);
+    ATTR_S("llm.tenant_id", call->tenant);
+    ATTR_I("llm.tokens_estimate", (int64_t)call->tokens_estimate);
+    ATTR_B("llm.ratelimit_acquired", call->attempts > 0);
+    ATTR_S("llm.ratelimit_provider", call->routed_to);
+    ATTR_D("llm.ratelimit_wait_ms", call->wait_ms);
+    ATTR_B("llm.quota.allowed", call->quota_allowed);
+    ATTR_I("llm.quota.remaining", (int64_t)call->quota_remaining);
+    ATTR_S("llm.routed_to", call->routed_to);
+    ATTR_I("llm.failover_attempts",
+           call->attempts > 0 ? (int64_t)call->attempts - 1 : 0);
+    ATTR_B("llm.rate_limited", call->rate_limited);
+    ATTR_B("llm.success", call->success);
+#undef ATTR_S
+#undef ATTR_I
+#undef ATTR_B
+#undef ATTR_D
+    memcpy(sp.trace_id, call->trace_id, sizeof(sp.trace_id));
+    memcpy(sp.span_id, call->span_id, sizeof(sp.span_id));
+    memcpy(sp.parent_span_id, call->parent_span_id, sizeof(sp.parent_span_id));
+    sp.has_parent = call->has_parent;
+    sp.name = "llm.call";
+    sp.start_unix_ns = call->start_unix_ns;
+    sp.end_unix_ns = (int64_t)(server_now_wall() * 1e9);
+    sp.error = !call->success;
+    sp.status_message = call->success ? NULL : call->attempts == 0 ?
+                        "no attempt was permitted" : "the call failed";
+    sp.attrs = a;
+    sp.nattrs = n;
+    trace_exporter_submit(t, &sp);
+}
+
 /* The call is over: nothing more will be reported for it. */
 static void
 call_end(struct call *call)
 {
+    call_span(call);
     log_debug("call '%s' ended after %u attempt(s): %s%s", call->id,
               call->attempts, call->success ? "success" : "failure",
               call->rate_limited ? ", rate limited" : "");
@@ -194,6 +257,9 @@ grant(struct conn *c, uint64_t req_id, struct permit *tmpl, struct call *call,
     call->open_permits++;
     call->last_provider = pm->provider;
     call->rate_limited |= rate_limited;
+    call->wait_ms += wait_ms;
+    snprintf(call->routed_to, sizeof(call->routed_to), "%s",
+             srv->providers[pm->provider].name);
 
     rep.permit_id = pm->id;
     rep.provider.ptr = srv->providers[pm->provider].name;
@@ -268,6 +334,23 @@ failover_now(struct server *srv, int chosen, bool *excluded, uint64_t llm,
     }
 }
 
+/* The first permit of a call: its subjects, estimate and trace context. */
+static void
+call_start(struct call *call, const char *workflow, const char *tenant,
+           const struct proto_permit_req *r)
+{
+    memcpy(call->workflow, workflow, sizeof(call->workflow));
+    memcpy(call->tenant, tenant, sizeof(call->tenant));
+    call->tokens_estimate = r->tokens_estimate;
+    if (PROTO_HAS(r, 7) &&
+        trace_parse_traceparent(r->traceparent.ptr, r->traceparent.len,
+                                call->trace_id, call->parent_span_id) == 0)
+        call->has_parent = true;
+    else
+        trace_random_id(call->trace_id, sizeof(call->trace_id));
+    trace_random_id(call->span_id, sizeof(call->span_id));
+}
+
 int
 permits_op_permit(struct conn *c, struct proto_req *req,
                   struct proto_error *e)
@@ -305,6 +388,9 @@ permits_op_permit(struct conn *c, struct proto_req *req,
         return -1;
     if ((call = call_get(c, &r->call_id, PROTO_HAS(r, 6))) == NULL)
         return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
+    if (call->attempts == 0 && call->workflow[0] == '\0' &&
+        call->tenant[0] == '\0')
+        call_start(call, pm->workflow, pm->tenant, r);
     pm->estimate = r->tokens_estimate;
     pm->started_s = now;
 
@@ -319,6 +405,8 @@ permits_op_permit(struct conn *c, struct proto_req *req,
         if (d.over_quota)
             telemetry_quota_exceeded(srv, pm->workflow[0] ? pm->workflow :
                                      NULL, pm->tenant[0] ? pm->tenant : NULL);
+        call->quota_allowed = !d.over_quota;
+        call->quota_remaining = (uint64_t)d.remaining;
         if (!d.allowed) {
             ops_quota_exceeded(&d, e);
             goto fail;

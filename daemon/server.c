@@ -20,9 +20,11 @@
 #include "persist.h"
 #include "server.h"
 
-/* A peer that stops reading may queue this much before we stop reading it. */
+/* A peer that stops reading may queue this much before we stop reading it;
+ * one that then reads nothing for WRITE_TIMEOUT_S is dropped. */
 #define OUTPUT_HIGH_BYTES (1024 * 1024)
 #define OUTPUT_LOW_BYTES (256 * 1024)
+#define WRITE_TIMEOUT_S 10
 
 double
 server_now_mono(void)
@@ -44,6 +46,8 @@ server_now_wall(void)
 
 /* ---- connections ------------------------------------------------------- */
 
+static void resume_accept(evutil_socket_t fd, short what, void *arg);
+
 static void
 conn_free(struct conn *c)
 {
@@ -60,6 +64,7 @@ conn_free(struct conn *c)
     log_debug("connection from uid %u pid %d closed", (unsigned)c->uid,
               (int)c->pid);
     free(c);
+    resume_accept(-1, 0, srv);      /* a descriptor is free again */
 }
 
 void
@@ -182,7 +187,12 @@ conn_event_cb(struct bufferevent *bev, short what, void *arg)
     if (what & BEV_EVENT_ERROR)
         log_debug("connection of uid %u: %s", (unsigned)c->uid,
                   strerror(EVUTIL_SOCKET_ERROR()));
-    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+    if (what & BEV_EVENT_TIMEOUT)
+        log_warn("dropping the connection of uid %u pid %d: it read none of "
+                 "its %zu bytes of replies for %d s", (unsigned)c->uid,
+                 (int)c->pid, evbuffer_get_length(bufferevent_get_output(bev)),
+                 WRITE_TIMEOUT_S);
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
         conn_free(c);
 }
 
@@ -222,6 +232,10 @@ accept_cb(struct evconnlistener *lis, evutil_socket_t fd,
         return;
     }
     bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+    /* Only pending output arms the write timeout: a client waiting for a
+     * token has none. */
+    struct timeval wt = { WRITE_TIMEOUT_S, 0 };
+    bufferevent_set_timeouts(c->bev, NULL, &wt);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     TAILQ_INSERT_TAIL(&srv->conns, c, entry);
     srv->nconns++;
@@ -229,11 +243,37 @@ accept_cb(struct evconnlistener *lis, evutil_socket_t fd,
 }
 
 static void
+resume_accept(evutil_socket_t fd, short what, void *arg)
+{
+    struct server *srv = arg;
+
+    if (srv->listener != NULL && srv->accept_paused) {
+        srv->accept_paused = false;
+        evconnlistener_enable(srv->listener);
+    }
+}
+
+/*
+ * Out of file descriptors: stop accepting (a level-triggered listener
+ * would spin) until a connection closes or a second has passed.
+ */
+static void
 accept_error_cb(struct evconnlistener *lis, void *arg)
 {
+    struct server *srv = arg;
     int err = EVUTIL_SOCKET_ERROR();
+    struct timeval tv = { 1, 0 };
 
-    log_error("accept: %s", strerror(err));
+    if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM) {
+        log_error("accept: %s", strerror(err));
+        return;
+    }
+    if (!srv->accept_paused)
+        log_warn("accept: %s with %zu connections: pausing new connections",
+                 strerror(err), srv->nconns);
+    srv->accept_paused = true;
+    evconnlistener_disable(lis);
+    event_base_once(srv->base, -1, EV_TIMEOUT, resume_accept, srv, &tv);
 }
 
 /* ---- socket set-up (DESIGN.md §6) -------------------------------------- */
@@ -416,6 +456,12 @@ server_reload(struct server *srv, char *err, size_t errlen)
     keep_for_restart("LLMGUARD_DB", cur->db_path, next->db_path);
     keep_for_restart("LLMGUARD_METRICS_LISTEN", cur->metrics_listen,
                      next->metrics_listen);
+    keep_for_restart("OTEL_EXPORTER_OTLP_ENDPOINT", cur->otlp_endpoint,
+                     next->otlp_endpoint);
+    keep_for_restart("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                     cur->otlp_traces_endpoint, next->otlp_traces_endpoint);
+    keep_for_restart("OTEL_SERVICE_NAME", cur->service_name,
+                     next->service_name);
     if (next->metrics_max_series != cur->metrics_max_series)
         log_warn("reload: LLMGUARD_METRICS_MAX_SERIES takes effect at the "
                  "next start");
@@ -425,6 +471,11 @@ server_reload(struct server *srv, char *err, size_t errlen)
     next->db_is_default = cur->db_is_default;
     memcpy(next->metrics_listen, cur->metrics_listen,
            sizeof(next->metrics_listen));
+    memcpy(next->otlp_endpoint, cur->otlp_endpoint,
+           sizeof(next->otlp_endpoint));
+    memcpy(next->otlp_traces_endpoint, cur->otlp_traces_endpoint,
+           sizeof(next->otlp_traces_endpoint));
+    memcpy(next->service_name, cur->service_name, sizeof(next->service_name));
     next->metrics_max_series = cur->metrics_max_series;
 
     if (buckets_reconfigure(srv, next) < 0 ||

@@ -33,6 +33,7 @@ struct store;
 struct server {
     struct event_base *base;
     struct evconnlistener *listener;
+    bool accept_paused;         /* out of descriptors: see accept_error_cb */
     struct event *sig_term, *sig_int, *sig_hup;
     struct config cfg;
     struct config_args args;    /* to read the configuration again */
@@ -56,6 +57,8 @@ struct server {
     uint64_t next_permit_id;
     struct metrics *metrics;
     struct evhttp *http;        /* LLMGUARD_METRICS_LISTEN */
+    struct trace_exporter *tracer;  /* OTLP, when an endpoint is set */
+    uint64_t spans_dropped_seen;
 };
 
 struct conn {

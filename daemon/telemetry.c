@@ -9,6 +9,7 @@
 #include "quota.h"
 #include "server.h"
 #include "telemetry.h"
+#include "trace.h"
 
 /* A metrics reply page stays well under PROTO_MAX_FRAME. */
 #define PAGE_BUDGET_BYTES 48000
@@ -22,8 +23,37 @@ telemetry_init(struct server *srv)
 }
 
 void
+telemetry_start_tracing(struct server *srv)
+{
+    const struct config *cfg = &srv->cfg;
+    struct trace_options opt;
+    char url[CONFIG_STR_MAX + 16];
+
+    if (cfg->otlp_traces_endpoint[0] != '\0') {
+        snprintf(url, sizeof(url), "%s", cfg->otlp_traces_endpoint);
+    } else if (cfg->otlp_endpoint[0] != '\0') {
+        /* The base URL, without its trailing slashes, + /v1/traces. */
+        int n = (int)strlen(cfg->otlp_endpoint);
+        while (n > 0 && cfg->otlp_endpoint[n - 1] == '/')
+            n--;
+        snprintf(url, sizeof(url), "%.*s/v1/traces", n, cfg->otlp_endpoint);
+    } else {
+        return;
+    }
+    trace_options_init(&opt);
+    opt.service_version = PACKAGE_VERSION;
+    srv->tracer = trace_exporter_new(srv->base, url, cfg->service_name, &opt);
+    if (srv->tracer == NULL)
+        fatalx(CONFIG_EXIT, "cannot export traces to %s", url);
+    log_info("exporting spans to %s as service %s", url, cfg->service_name);
+}
+
+void
 telemetry_free(struct server *srv)
 {
+    if (srv->tracer != NULL)
+        trace_exporter_free(srv->tracer);
+    srv->tracer = NULL;
     metrics_free(srv->metrics);
     srv->metrics = NULL;
 }
@@ -97,12 +127,20 @@ telemetry_spans_dropped(struct server *srv, double n)
         metrics_inc(srv->metrics, METRIC_TRACE_SPANS_DROPPED_TOTAL, NULL, n);
 }
 
-/* Gauges that are read, not pushed: the buckets' fill. */
+/* Gauges that are read, not pushed: the buckets' fill; and the
+ * exporter's drop count. */
 static void
 refresh(struct server *srv)
 {
     double now = server_now_mono();
+    struct trace_stats ts;
 
+    if (srv->tracer != NULL) {
+        trace_exporter_stats(srv->tracer, &ts);
+        telemetry_spans_dropped(srv, (double)(ts.dropped -
+                                              srv->spans_dropped_seen));
+        srv->spans_dropped_seen = ts.dropped;
+    }
     for (size_t i = 0; i < srv->nproviders; i++) {
         const char *labels[] = { srv->providers[i].name };
         metrics_set(srv->metrics, METRIC_PROVIDER_AVAILABLE_TOKENS, labels,

@@ -15,6 +15,9 @@ struct server;
 
 /* Create the registry (exits when out of memory). */
 void telemetry_init(struct server *srv);
+/* Start the OTLP exporter when an endpoint is configured. */
+void telemetry_start_tracing(struct server *srv);
+/* Stop exporting (a last, bounded export) and free the registry. */
 void telemetry_free(struct server *srv);
 
 /* One attempt reported on provider (latency_ms < 0: not measured). */

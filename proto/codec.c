@@ -730,6 +730,78 @@ decode_msg(const msgpack_object *o, const struct proto_msgdef *def, void *msg,
     return 0;
 }
 
+/*
+ * Walk the msgpack tokens of a frame without building anything and check
+ * that the arrays and maps declare no more elements than the frame has
+ * bytes.  msgpack-c reserves room for every declared element as soon as it
+ * reads a header, so "dd ff ff ff ff" alone would make it ask for 100 GiB
+ * (msgpack/msgpack-c#1013); every element takes at least one byte, so a
+ * valid frame always passes.  Returns 0, or -1 for a frame to refuse.
+ */
+static int
+skim(const unsigned char *p, size_t len)
+{
+    size_t i = 0, declared = 0;
+
+    while (i < len) {
+        unsigned char b = p[i++];
+        size_t payload = 0, count = 0, hdr = 0;
+
+        if (b <= 0x7f || b >= 0xe0 || (b >= 0xc0 && b <= 0xc3 && b != 0xc1))
+            continue;                           /* fixint, nil, bool */
+        if (b >= 0x80 && b <= 0x8f)
+            count = 2u * (b & 0x0f);            /* fixmap */
+        else if (b >= 0x90 && b <= 0x9f)
+            count = b & 0x0f;                   /* fixarray */
+        else if (b >= 0xa0 && b <= 0xbf)
+            payload = b & 0x1f;                 /* fixstr */
+        else
+            switch (b) {
+            case 0xc4: case 0xd9: hdr = 1; break;           /* bin8, str8 */
+            case 0xc5: case 0xda: hdr = 2; break;
+            case 0xc6: case 0xdb: hdr = 4; break;
+            case 0xc7: hdr = 1; payload = 1; break;         /* ext8 */
+            case 0xc8: hdr = 2; payload = 1; break;
+            case 0xc9: hdr = 4; payload = 1; break;
+            case 0xca: payload = 4; break;                  /* float32 */
+            case 0xcb: payload = 8; break;
+            case 0xcc: case 0xd0: payload = 1; break;       /* (u)int8 */
+            case 0xcd: case 0xd1: payload = 2; break;
+            case 0xce: case 0xd2: payload = 4; break;
+            case 0xcf: case 0xd3: payload = 8; break;
+            case 0xd4: payload = 2; break;                  /* fixext1 */
+            case 0xd5: payload = 3; break;
+            case 0xd6: payload = 5; break;
+            case 0xd7: payload = 9; break;
+            case 0xd8: payload = 17; break;
+            case 0xdc: case 0xde: hdr = 2; break;           /* array16, map16 */
+            case 0xdd: case 0xdf: hdr = 4; break;
+            default: return -1;                             /* 0xc1 */
+            }
+        if (hdr > 0) {
+            size_t n = 0;
+            if (len - i < hdr)
+                return -1;
+            for (size_t k = 0; k < hdr; k++)
+                n = n << 8 | p[i + k];
+            i += hdr;
+            if (b == 0xdc || b == 0xdd)
+                count = n;
+            else if (b == 0xde || b == 0xdf)
+                count = 2 * n;
+            else
+                payload += n;
+        }
+        if (len - i < payload)
+            return -1;
+        i += payload;
+        declared += count;
+        if (declared > len)
+            return -1;
+    }
+    return 0;
+}
+
 /* Unpack exactly one msgpack object filling the whole frame. */
 static int
 unpack_frame(const unsigned char *frame, uint32_t len, msgpack_zone *zone,
@@ -737,6 +809,10 @@ unpack_frame(const unsigned char *frame, uint32_t len, msgpack_zone *zone,
 {
     size_t off = 0;
 
+    if (skim(frame, len) < 0)
+        return proto_error_set(e, PROTO_E_BAD_REQUEST,
+                               "frame is not valid msgpack (or nested too "
+                               "deeply)");
     switch (msgpack_unpack((const char *)frame, len, &off, zone, obj)) {
     case MSGPACK_UNPACK_SUCCESS:
         return 0;

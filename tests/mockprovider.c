@@ -2,9 +2,12 @@
  * mockprovider - an OpenAI-compatible chat-completion endpoint on loopback
  * that answers as it is told, for the failover tests.
  *
- *   mockprovider --name NAME --port-file FILE [--mode MODE]
+ *   mockprovider --name NAME --port-file FILE [--mode MODE] [--port N]
+ *                [--traces-file FILE]
  *
- * It listens on 127.0.0.1 on a free port and writes the port to FILE.
+ * It listens on 127.0.0.1 on port N (default: a free one) and writes the
+ * port to FILE.  As an OTLP collector, POST /v1/traces appends each body
+ * as one line to the traces file.
  *   POST /v1/chat/completions   answered by the current mode:
  *       ok[:TOKENS]   200 with usage.total_tokens TOKENS (default 42)
  *       429[:SECS]    429 with Retry-After SECS (default 1)
@@ -31,6 +34,7 @@ static char name[64] = "mock";
 static char mode[64] = "ok";
 static long requests;
 static char last_auth[256];
+static const char *traces_file;
 
 static void
 reply_json(struct evhttp_request *req, int code, const char *reason,
@@ -46,6 +50,23 @@ reply_json(struct evhttp_request *req, int code, const char *reason,
     evbuffer_free(buf);
     free(text);
     json_decref(obj);
+}
+
+static void
+on_traces(struct evhttp_request *req, void *arg)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    FILE *fp = traces_file ? fopen(traces_file, "a") : NULL;
+
+    if (fp == NULL) {
+        evhttp_send_error(req, 500, "no traces file");
+        return;
+    }
+    fwrite(evbuffer_pullup(in, (ev_ssize_t)len), 1, len, fp);
+    fputc('\n', fp);
+    fclose(fp);
+    reply_json(req, 200, "OK", json_object());
 }
 
 static void
@@ -123,6 +144,8 @@ main(int argc, char **argv)
         { "name", required_argument, NULL, 'n' },
         { "port-file", required_argument, NULL, 'p' },
         { "mode", required_argument, NULL, 'm' },
+        { "port", required_argument, NULL, 'P' },
+        { "traces-file", required_argument, NULL, 't' },
         { NULL, 0, NULL, 0 },
     };
     const char *port_file = NULL;
@@ -131,15 +154,19 @@ main(int argc, char **argv)
     struct evhttp_bound_socket *bound;
     struct event *sig;
     FILE *fp;
-    int ch;
+    int ch, port = 0;
 
-    while ((ch = getopt_long(argc, argv, "n:p:m:", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "n:p:m:P:t:", opts, NULL)) != -1) {
         if (ch == 'n')
             snprintf(name, sizeof(name), "%s", optarg);
         else if (ch == 'p')
             port_file = optarg;
         else if (ch == 'm')
             snprintf(mode, sizeof(mode), "%s", optarg);
+        else if (ch == 'P')
+            port = atoi(optarg);
+        else if (ch == 't')
+            traces_file = optarg;
         else
             return 2;
     }
@@ -152,7 +179,9 @@ main(int argc, char **argv)
     evhttp_set_cb(http, "/v1/chat/completions", on_chat, NULL);
     evhttp_set_cb(http, "/control", on_control, NULL);
     evhttp_set_cb(http, "/stats", on_stats, NULL);
-    bound = evhttp_bind_socket_with_handle(http, "127.0.0.1", 0);
+    evhttp_set_cb(http, "/v1/traces", on_traces, NULL);
+    bound = evhttp_bind_socket_with_handle(http, "127.0.0.1",
+                                           (ev_uint16_t)port);
     if (bound == NULL) {
         perror("bind");
         return 1;

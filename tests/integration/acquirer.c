@@ -12,6 +12,9 @@
  *       one quota check-and-reserve; prints "allowed over O subject S used U
  *       limit L remaining R reservation X" or "error CODE TEXT subject S used
  *       U limit L reset_at T"
+ *   acquirer calls SOCKET N [TRACEPARENT]
+ *       N calls through llmguard_execute_with_failover whose call function
+ *       answers ok at once; prints "calls N ok K"
  *   acquirer fill SOCKET PREFIX N
  *       reserves 1 token for each of N workflows PREFIX0 .. PREFIX<N-1>
  *   acquirer qrace SOCKET WORKFLOW PROCS TOKENS TRIES
@@ -216,6 +219,31 @@ cmd_qrace(const char *sock, const char *wf, int procs, uint64_t tokens,
     return failed ? 1 : 0;
 }
 
+static llmguard_outcome
+answer_ok(const char *provider, void *arg, uint64_t *tokens_used)
+{
+    *tokens_used = 7;
+    return LLMGUARD_OUTCOME_OK;
+}
+
+static int
+cmd_calls(const char *sock, long n, const char *traceparent)
+{
+    llmguard_t *g = llmguard_open(sock);
+    struct llmguard_request req = { .workflow_id = "traced",
+                                    .tokens_estimate = 5, .timeout_s = 1,
+                                    .traceparent = traceparent };
+    struct llmguard_result res;
+    long ok = 0;
+
+    for (long i = 0; i < n; i++)
+        ok += llmguard_execute_with_failover(g, &req, answer_ok, NULL,
+                                             &res) == 0;
+    printf("calls %ld ok %ld\n", n, ok);
+    llmguard_close(g);
+    return ok == n ? 0 : 1;
+}
+
 static int
 cmd_fill(const char *sock, const char *prefix, long n)
 {
@@ -240,6 +268,8 @@ cmd_fill(const char *sock, const char *prefix, long n)
 int
 main(int argc, char **argv)
 {
+    if ((argc == 4 || argc == 5) && strcmp(argv[1], "calls") == 0)
+        return cmd_calls(argv[2], atol(argv[3]), argc == 5 ? argv[4] : NULL);
     if (argc == 5 && strcmp(argv[1], "fill") == 0)
         return cmd_fill(argv[2], argv[3], atol(argv[4]));
     if (argc == 6 && strcmp(argv[1], "reserve") == 0)

@@ -155,6 +155,19 @@ test_not_msgpack(void **state)
     fx->sb.size = 0;
     msgpack_sbuffer_write(&fx->sb, "\x82\xa2op", 4);     /* truncated map */
     assert_int_equal(decode_raw(fx, &req, &e), PROTO_DECODE_FATAL);
+    /* Headers that declare more elements than the frame has bytes: msgpack-c
+     * would reserve their room up front (about 100 GiB here). */
+    static const char *const bombs[] = {
+        "\xdd\xff\xff\xff\xff", "\xdf\x7f\xff\xff\xff", "\xdd\xd6\x06\x00\x00",
+        "\x91\xdc\xff\xff\x01", "\x81\xa1k\xdd\x00\x01\x00\x00",
+    };
+    static const size_t bomb_len[] = { 5, 5, 5, 5, 8 };
+    for (size_t i = 0; i < 5; i++) {
+        fx->sb.size = 0;
+        msgpack_sbuffer_write(&fx->sb, bombs[i], bomb_len[i]);
+        assert_int_equal(decode_raw(fx, &req, &e), PROTO_DECODE_FATAL);
+        assert_int_equal(e.code, PROTO_E_BAD_REQUEST);
+    }
     /* Two values in one frame. */
     fx->sb.size = 0;
     msgpack_sbuffer_write(&fx->sb, "\x80\x80", 2);
