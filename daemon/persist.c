@@ -226,8 +226,7 @@ release_held(struct server *srv, bool committed)
         TAILQ_REMOVE(&srv->held, h, srv_entry);
         TAILQ_REMOVE(&h->conn->held, h, conn_entry);
         if (committed)
-            evbuffer_add(bufferevent_get_output(h->conn->bev), h->data,
-                         h->len);
+            conn_send_raw(h->conn, h->data, h->len);
         else
             conn_error(h->conn, h->id, &e);
         conn_flush(h->conn);

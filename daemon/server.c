@@ -48,6 +48,13 @@ server_now_wall(void)
 
 static void resume_accept(evutil_socket_t fd, short what, void *arg);
 
+/*
+ * Connections do their own I/O on plain events rather than bufferevents:
+ * one read(2) per readiness straight into the frame reader, replies
+ * written at once with send(2), and write readiness asked for only when
+ * the socket is full.  A request then costs one epoll_wait, one read and
+ * one write (a bufferevent added an ioctl and two epoll_ctl per reply).
+ */
 static void
 conn_free(struct conn *c)
 {
@@ -58,7 +65,11 @@ conn_free(struct conn *c)
     persist_drop_conn(c);
     TAILQ_REMOVE(&srv->conns, c, entry);
     srv->nconns--;
-    bufferevent_free(c->bev);
+    event_free(c->ev_read);
+    event_free(c->ev_write);
+    evbuffer_free(c->pending);
+    close(c->fd);
+    proto_reader_free(&c->in);
     msgpack_zone_destroy(&c->zone);
     msgpack_sbuffer_destroy(&c->out);
     log_debug("connection from uid %u pid %d closed", (unsigned)c->uid,
@@ -85,27 +96,58 @@ conn_error(struct conn *c, uint64_t id, const struct proto_error *e)
         log_error("%s: cannot encode an error reply", __func__);
 }
 
-/* Hand the replies encoded so far to the bufferevent in one piece. */
+/* Wait for write readiness, with the drop timeout running. */
+static void
+want_write(struct conn *c)
+{
+    struct timeval tv = { WRITE_TIMEOUT_S, 0 };
+
+    if (!event_pending(c->ev_write, EV_WRITE, NULL))
+        event_add(c->ev_write, &tv);
+}
+
+void
+conn_send_raw(struct conn *c, const void *data, size_t len)
+{
+    if (msgpack_sbuffer_write(&c->out, data, len) < 0)
+        log_error("%s: out of memory", __func__);
+}
+
+/* Write the replies encoded so far: at once if the socket takes them, the
+ * rest when it can. */
 void
 conn_flush(struct conn *c)
 {
-    struct evbuffer *output = bufferevent_get_output(c->bev);
+    size_t off = 0;
 
     if (c->out.size == 0)
         return;
-    if (evbuffer_add(output, c->out.data, c->out.size) < 0)
-        log_error("%s: out of memory queueing %zu bytes", __func__,
-                  c->out.size);
+    if (evbuffer_get_length(c->pending) == 0) {
+        ssize_t n = send(c->fd, c->out.data, c->out.size,
+                         MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n > 0)
+            off = (size_t)n;
+        else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
+                 errno != EINTR)
+            log_debug("send to uid %u: %s", (unsigned)c->uid,
+                      strerror(errno));  /* the read side will see it */
+    }
+    if (off < c->out.size) {
+        if (evbuffer_add(c->pending, c->out.data + off, c->out.size - off) < 0)
+            log_error("%s: out of memory queueing %zu bytes", __func__,
+                      c->out.size - off);
+        want_write(c);
+    }
     c->out.size = 0;
-    if (!c->throttled && evbuffer_get_length(output) > OUTPUT_HIGH_BYTES) {
+    if (!c->throttled && evbuffer_get_length(c->pending) > OUTPUT_HIGH_BYTES) {
         /* Backpressure: the peer does not read its replies. */
         c->throttled = true;
-        bufferevent_disable(c->bev, EV_READ);
-        bufferevent_setwatermark(c->bev, EV_WRITE, OUTPUT_LOW_BYTES, 0);
+        event_del(c->ev_read);
     }
 }
 
-/* Send e, then close once it is written. */
+/* Send e, then close once it is written (now, when the socket took it:
+ * c is then freed). */
 static void
 conn_fail(struct conn *c, uint64_t id, const struct proto_error *e)
 {
@@ -114,35 +156,28 @@ conn_fail(struct conn *c, uint64_t id, const struct proto_error *e)
     conn_error(c, id, e);
     conn_flush(c);
     c->closing = true;
-    bufferevent_disable(c->bev, EV_READ);
-    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+    event_del(c->ev_read);
+    if (evbuffer_get_length(c->pending) == 0)
+        conn_free(c);
 }
 
-/* Decode and run every whole frame in the input buffer. */
-static void
-conn_read_cb(struct bufferevent *bev, void *arg)
+/* Decode and run every whole frame held.  Returns -1 when c was freed. */
+static int
+conn_process(struct conn *c)
 {
-    struct conn *c = arg;
-    struct evbuffer *input = bufferevent_get_input(bev);
+    const unsigned char *frame;
+    uint32_t len;
     struct proto_error e;
+    struct proto_req req;
+    int r;
 
-    while (!c->closing && !c->throttled) {
-        size_t avail = evbuffer_get_length(input);
-        unsigned char hdr[4], *frame;
-        uint32_t len;
-        struct proto_req req;
-
-        if (avail < 4)
-            break;
-        evbuffer_copyout(input, hdr, 4);
-        if (proto_frame_length(hdr, &len, &e) < 0) {
-            conn_fail(c, 0, &e);
-            return;
+    while (!c->closing && !c->throttled &&
+           (r = proto_reader_next(&c->in, &frame, &len, &e)) != 0) {
+        if (r < 0) {
+            conn_fail(c, 0, &e);        /* may free c */
+            return -1;
         }
-        if (avail < 4 + (size_t)len)
-            break;
-        frame = evbuffer_pullup(input, 4 + (ssize_t)len);
-        switch (proto_decode_request(frame + 4, len, &c->zone, &req, &e)) {
+        switch (proto_decode_request(frame, len, &c->zone, &req, &e)) {
         case PROTO_DECODE_OK:
             ops_dispatch(c, &req);
             break;
@@ -151,49 +186,77 @@ conn_read_cb(struct bufferevent *bev, void *arg)
             conn_error(c, req.id, &e);
             break;
         case PROTO_DECODE_FATAL:
-            evbuffer_drain(input, 4 + (size_t)len);
-            conn_fail(c, 0, &e);
-            return;
+            msgpack_zone_clear(&c->zone);
+            conn_fail(c, 0, &e);        /* may free c */
+            return -1;
         }
-        evbuffer_drain(input, 4 + (size_t)len);
         msgpack_zone_clear(&c->zone);
     }
     conn_flush(c);
+    return 0;
 }
 
 static void
-conn_write_cb(struct bufferevent *bev, void *arg)
+conn_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    unsigned char *p;
+    size_t avail;
+    ssize_t n;
+
+    if ((p = proto_reader_space(&c->in, 16384, &avail)) == NULL) {
+        log_error("%s: out of memory: dropping uid %u", __func__,
+                  (unsigned)c->uid);
+        conn_free(c);
+        return;
+    }
+    n = read(fd, p, avail);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    if (n <= 0) {
+        if (n < 0)
+            log_debug("read from uid %u: %s", (unsigned)c->uid,
+                      strerror(errno));
+        conn_free(c);
+        return;
+    }
+    proto_reader_commit(&c->in, (size_t)n);
+    conn_process(c);
+}
+
+static void
+conn_write_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
 
+    if (what & EV_TIMEOUT) {
+        log_warn("dropping the connection of uid %u pid %d: it read none of "
+                 "its %zu bytes of replies for %d s", (unsigned)c->uid,
+                 (int)c->pid, evbuffer_get_length(c->pending),
+                 WRITE_TIMEOUT_S);
+        conn_free(c);
+        return;
+    }
+    if (evbuffer_write(c->pending, fd) < 0 && errno != EAGAIN &&
+        errno != EWOULDBLOCK && errno != EINTR) {
+        conn_free(c);
+        return;
+    }
+    if (evbuffer_get_length(c->pending) > 0) {
+        event_del(c->ev_write);     /* progress: restart the timeout */
+        want_write(c);
+        return;
+    }
+    event_del(c->ev_write);
     if (c->closing) {
-        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-            conn_free(c);
+        conn_free(c);
         return;
     }
     if (c->throttled) {
         c->throttled = false;
-        bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
-        bufferevent_enable(c->bev, EV_READ);
-        conn_read_cb(bev, c);   /* frames may be waiting already */
+        event_add(c->ev_read, NULL);
+        conn_process(c);            /* frames may be waiting already */
     }
-}
-
-static void
-conn_event_cb(struct bufferevent *bev, short what, void *arg)
-{
-    struct conn *c = arg;
-
-    if (what & BEV_EVENT_ERROR)
-        log_debug("connection of uid %u: %s", (unsigned)c->uid,
-                  strerror(EVUTIL_SOCKET_ERROR()));
-    if (what & BEV_EVENT_TIMEOUT)
-        log_warn("dropping the connection of uid %u pid %d: it read none of "
-                 "its %zu bytes of replies for %d s", (unsigned)c->uid,
-                 (int)c->pid, evbuffer_get_length(bufferevent_get_output(bev)),
-                 WRITE_TIMEOUT_S);
-    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
-        conn_free(c);
 }
 
 static void
@@ -212,6 +275,7 @@ accept_cb(struct evconnlistener *lis, evutil_socket_t fd,
         return;
     }
     msgpack_sbuffer_init(&c->out);
+    proto_reader_init(&c->in);
     TAILQ_INIT(&c->waiters);
     TAILQ_INIT(&c->held);
     TAILQ_INIT(&c->permits);
@@ -223,20 +287,28 @@ accept_cb(struct evconnlistener *lis, evutil_socket_t fd,
     c->uid = cred.uid;
     c->pid = cred.pid;
     c->srv = srv;
-    c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    if (c->bev == NULL) {
-        log_error("%s: cannot create a bufferevent", __func__);
+    c->fd = fd;
+    evutil_make_socket_nonblocking(fd);
+    c->ev_read = event_new(srv->base, fd, EV_READ | EV_PERSIST, conn_read_cb,
+                           c);
+    c->ev_write = event_new(srv->base, fd, EV_WRITE | EV_PERSIST,
+                            conn_write_cb, c);
+    c->pending = evbuffer_new();
+    if (c->ev_read == NULL || c->ev_write == NULL || c->pending == NULL ||
+        event_add(c->ev_read, NULL) < 0) {
+        log_error("%s: cannot set up the connection", __func__);
+        if (c->ev_read)
+            event_free(c->ev_read);
+        if (c->ev_write)
+            event_free(c->ev_write);
+        if (c->pending)
+            evbuffer_free(c->pending);
         msgpack_zone_destroy(&c->zone);
+        msgpack_sbuffer_destroy(&c->out);
         free(c);
         close(fd);
         return;
     }
-    bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
-    /* Only pending output arms the write timeout: a client waiting for a
-     * token has none. */
-    struct timeval wt = { WRITE_TIMEOUT_S, 0 };
-    bufferevent_set_timeouts(c->bev, NULL, &wt);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     TAILQ_INSERT_TAIL(&srv->conns, c, entry);
     srv->nconns++;
     log_debug("connection from uid %u pid %d", (unsigned)c->uid, (int)c->pid);

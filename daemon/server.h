@@ -13,7 +13,7 @@
 #include <sys/types.h>
 
 #include <event2/event.h>
-#include <event2/bufferevent.h>
+#include <event2/buffer.h>
 #include <event2/listener.h>
 #include <msgpack.h>
 
@@ -64,7 +64,11 @@ struct server {
 struct conn {
     TAILQ_ENTRY(conn) entry;
     struct server *srv;
-    struct bufferevent *bev;
+    int fd;
+    struct event *ev_read;      /* persistent, off while throttled */
+    struct event *ev_write;     /* only while output is pending */
+    struct proto_reader in;     /* bytes read, not yet whole frames */
+    struct evbuffer *pending;   /* replies the socket did not take yet */
     uid_t uid;                  /* SO_PEERCRED */
     pid_t pid;
     msgpack_zone zone;          /* decoded requests; cleared per request */
@@ -96,6 +100,8 @@ void conn_error(struct conn *c, uint64_t id, const struct proto_error *e);
 /* Hand what conn_reply/conn_error queued to the socket (for replies sent
  * outside a read pass, e.g. a granted waiter). */
 void conn_flush(struct conn *c);
+/* Queue an already encoded frame (a held reply). */
+void conn_send_raw(struct conn *c, const void *data, size_t len);
 
 /*
  * Read the configuration again (SIGHUP, the reload op) and apply it:

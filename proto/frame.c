@@ -17,33 +17,51 @@ proto_reader_free(struct proto_reader *r)
     memset(r, 0, sizeof(*r));
 }
 
-int
-proto_reader_feed(struct proto_reader *r, const void *data, size_t len)
+unsigned char *
+proto_reader_space(struct proto_reader *r, size_t min, size_t *avail)
 {
-    if (len == 0)
-        return 0;
     if (r->off > 0 && r->off == r->len)
         r->off = r->len = 0;
-    if (r->len + len > r->cap) {
+    if (r->len + min > r->cap) {
         /* Slide the unread part to the front before growing. */
         if (r->off > 0) {
             memmove(r->buf, r->buf + r->off, r->len - r->off);
             r->len -= r->off;
             r->off = 0;
         }
-        if (r->len + len > r->cap) {
+        if (r->len + min > r->cap) {
             size_t cap = r->cap ? r->cap : 4096;
-            while (cap < r->len + len)
+            while (cap < r->len + min)
                 cap *= 2;
             unsigned char *nb = realloc(r->buf, cap);
             if (nb == NULL)
-                return -1;
+                return NULL;
             r->buf = nb;
             r->cap = cap;
         }
     }
-    memcpy(r->buf + r->len, data, len);
-    r->len += len;
+    *avail = r->cap - r->len;
+    return r->buf + r->len;
+}
+
+void
+proto_reader_commit(struct proto_reader *r, size_t n)
+{
+    r->len += n;
+}
+
+int
+proto_reader_feed(struct proto_reader *r, const void *data, size_t len)
+{
+    unsigned char *p;
+    size_t avail;
+
+    if (len == 0)
+        return 0;
+    if ((p = proto_reader_space(r, len, &avail)) == NULL)
+        return -1;
+    memcpy(p, data, len);
+    proto_reader_commit(r, len);
     return 0;
 }
 

@@ -474,6 +474,15 @@ int proto_reader_next(struct proto_reader *r, const unsigned char **frame,
                       uint32_t *len, struct proto_error *e);
 /* Bytes held but not yet returned as frames. */
 size_t proto_reader_pending(const struct proto_reader *r);
+/*
+ * Zero-copy feeding: room for at least min bytes at the end of the buffer
+ * (*avail may be more), to be filled by read(2) and then committed with
+ * proto_reader_commit().  NULL on out of memory.  Frames returned earlier
+ * are invalid after this call.
+ */
+unsigned char *proto_reader_space(struct proto_reader *r, size_t min,
+                                  size_t *avail);
+void proto_reader_commit(struct proto_reader *r, size_t n);
 
 /*
  * Check a 4-byte length prefix: 1 and *len when valid, -1 (e filled) when
