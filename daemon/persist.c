@@ -143,7 +143,8 @@ prune_cb(evutil_socket_t fd, short what, void *arg)
     uint64_t pruned = 0;
 
     quota_prune(srv->quota, now);
-    if (store_prune(srv->store, quota_horizon_ms(srv->quota, now),
+    if (srv->store != NULL &&
+        store_prune(srv->store, quota_horizon_ms(srv->quota, now),
                     &pruned) < 0)
         log_warn("pruning old quota rows: %s", store_errmsg(srv->store));
     else if (pruned > 0)
@@ -156,7 +157,7 @@ void
 persist_open(struct server *srv)
 {
     const struct config *cfg = &srv->cfg;
-    char err[512];
+    char err[512], err2[512];
     double now = server_now_wall();
     struct load_ctx lc = { 0 };
     struct store_load_cb cb = { load_usage, load_limit, &lc };
@@ -170,16 +171,34 @@ persist_open(struct server *srv)
     if (cfg->db_is_default)
         make_db_dir(cfg->db_path);
     srv->store = store_open(cfg->db_path, err, sizeof(err));
-    if (srv->store == NULL)
-        fatalx(1, "%s", err);
     lc.q = srv->quota;
     lc.now_s = now;
-    if (store_load(srv->store, quota_horizon_ms(srv->quota, now), &cb) < 0)
+    if (srv->store == NULL) {
+        /*
+         * A database we may read but not write: load it and serve, keeping
+         * changes in memory and trying to open it for writing at every
+         * flush.  One we cannot read at all would make the quotas wrong.
+         */
+        struct store *ro = store_open_readonly(cfg->db_path, err2,
+                                               sizeof(err2));
+        if (ro == NULL)
+            fatalx(1, "%s", err);
+        if (store_load(ro, quota_horizon_ms(srv->quota, now), &cb) < 0)
+            fatalx(1, "loading quotas: %s", store_errmsg(ro));
+        store_close(ro);
+        log_error("%s: serving from memory; quota changes are written when "
+                  "the database becomes writable (retried)", err);
+        srv->store_failing = true;
+        snprintf(srv->store_error, sizeof(srv->store_error), "%s", err);
+    } else if (store_load(srv->store, quota_horizon_ms(srv->quota, now),
+                          &cb) < 0) {
         fatalx(1, "loading quotas: %s", store_errmsg(srv->store));
+    }
     if (lc.bad > 0)
         log_warn("%zu stored quota rows could not be loaded (bad subject "
                  "or value) and were skipped", lc.bad);
-    if (store_prune(srv->store, quota_horizon_ms(srv->quota, now),
+    if (srv->store != NULL &&
+        store_prune(srv->store, quota_horizon_ms(srv->quota, now),
                     &pruned) < 0)
         log_warn("pruning old quota rows: %s", store_errmsg(srv->store));
     log_info("database %s: %zu live quota rows of %zu subjects loaded, %llu "
@@ -221,7 +240,9 @@ release_held(struct server *srv, bool committed)
 
     if (!committed)
         proto_error_set(&e, PROTO_E_INTERNAL, "the change is counted but "
-                        "not yet on disk: %s", store_errmsg(srv->store));
+                        "not yet on disk: %s", srv->store ?
+                        store_errmsg(srv->store) : "the database is not "
+                        "writable");
     while ((h = TAILQ_FIRST(&srv->held)) != NULL) {
         TAILQ_REMOVE(&srv->held, h, srv_entry);
         TAILQ_REMOVE(&h->conn->held, h, conn_entry);
@@ -237,17 +258,22 @@ release_held(struct server *srv, bool committed)
 int
 persist_flush(struct server *srv)
 {
-    int rc;
+    char err[512];
+    int rc = -1;
 
-    if (srv->store == NULL)
-        return 0;
-    rc = quota_flush(srv->quota, &sink, srv->store);
+    if (srv->store == NULL)     /* read-only at start: try again */
+        srv->store = store_open(srv->cfg.db_path, err, sizeof(err));
+    if (srv->store != NULL)
+        rc = quota_flush(srv->quota, &sink, srv->store);
     if (rc < 0) {
+        const char *why = srv->store ? store_errmsg(srv->store) : err;
         srv->store_write_errors++;
         telemetry_store_error(srv);
-        if (!srv->store_failing)
+        /* Once per failure, and again when the reason changes. */
+        if (!srv->store_failing || strcmp(why, srv->store_error) != 0)
             log_error("writing quotas to %s failed, will retry: %s",
-                      srv->cfg.db_path, store_errmsg(srv->store));
+                      srv->cfg.db_path, why);
+        snprintf(srv->store_error, sizeof(srv->store_error), "%s", why);
         srv->store_failing = true;
         release_held(srv, false);
         persist_changed(srv);
@@ -300,11 +326,12 @@ persist_drop_conn(struct conn *c)
 void
 persist_close(struct server *srv)
 {
-    if (srv->store == NULL)
+    if (srv->quota == NULL)
         return;
     if (persist_flush(srv) < 0)
         log_error("quota changes since the last successful write are lost: "
-                  "%s", store_errmsg(srv->store));
+                  "%s", srv->store ? store_errmsg(srv->store) :
+                  "the database is not writable");
     else
         log_info("quotas written to %s", srv->cfg.db_path);
     if (srv->flush_ev != NULL)

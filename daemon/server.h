@@ -51,6 +51,7 @@ struct server {
     struct event *prune_ev;
     TAILQ_HEAD(, held) held;    /* replies waiting for a commit (flush 0) */
     bool store_failing;         /* the last write failed */
+    char store_error[512];      /* and why */
     uint64_t store_write_errors;
     struct router *router;      /* index i is providers[i] */
     struct permit *permits;     /* granted, unreported: uthash by id */

@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdbool.h>
 #include <string.h>
 #include <strings.h>
 
@@ -252,8 +253,25 @@ set_wal(struct store *st)
     return exec_sql(st, "PRAGMA synchronous = NORMAL", "set synchronous");
 }
 
-struct store *
-store_open(const char *path, char *err, size_t errlen)
+/* Check, read-only, that the schema is the one this build writes. */
+static int
+check_version(struct store *st)
+{
+    int64_t version;
+
+    if (query_row(st, "PRAGMA user_version", "read schema version",
+                  &version, NULL, 0) < 0)
+        return -1;
+    if (version != STORE_SCHEMA_VERSION) {
+        set_err(st, "schema version %" PRId64 " is not %d, and a read-only "
+                "database cannot be migrated", version, STORE_SCHEMA_VERSION);
+        return -1;
+    }
+    return 0;
+}
+
+static struct store *
+open_store(const char *path, bool readonly, char *err, size_t errlen)
 {
     struct store *st;
     int rc, i;
@@ -266,7 +284,7 @@ store_open(const char *path, char *err, size_t errlen)
             snprintf(err, errlen, "database %s: out of memory", path);
         return NULL;
     }
-    rc = sqlite3_open_v2(path, &st->db,
+    rc = sqlite3_open_v2(path, &st->db, readonly ? SQLITE_OPEN_READONLY :
                          SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
     if (st->db == NULL) {
         set_err(st, "open: out of memory");
@@ -277,15 +295,18 @@ store_open(const char *path, char *err, size_t errlen)
         goto fail;
     }
     /* A file we may not write is opened read-only by SQLite: refuse it. */
-    if (sqlite3_db_readonly(st->db, "main") == 1) {
+    if (!readonly && sqlite3_db_readonly(st->db, "main") == 1) {
         set_err(st, "open: the file is read-only");
         goto fail;
     }
     sqlite3_busy_timeout(st->db, STORE_BUSY_TIMEOUT_MS);
-    if (strcmp(path, ":memory:") != 0 && set_wal(st) < 0)
+    if (readonly) {
+        if (check_version(st) < 0)
+            goto fail;
+    } else if ((strcmp(path, ":memory:") != 0 && set_wal(st) < 0) ||
+               migrate(st) < 0) {
         goto fail;
-    if (migrate(st) < 0)
-        goto fail;
+    }
     for (i = 0; i < STMT_COUNT; i++) {
         rc = sqlite3_prepare_v3(st->db, stmt_sql[i], -1,
                                 SQLITE_PREPARE_PERSISTENT, &st->stmt[i], NULL);
@@ -301,6 +322,18 @@ fail:
         snprintf(err, errlen, "%s", st->err);
     store_close(st);
     return NULL;
+}
+
+struct store *
+store_open(const char *path, char *err, size_t errlen)
+{
+    return open_store(path, false, err, errlen);
+}
+
+struct store *
+store_open_readonly(const char *path, char *err, size_t errlen)
+{
+    return open_store(path, true, err, errlen);
 }
 
 void

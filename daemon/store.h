@@ -41,6 +41,9 @@ struct store;
  * this build knows.  err may be NULL when errlen is 0.
  */
 struct store *store_open(const char *path, char *err, size_t errlen);
+/* Open an existing database of this schema version for store_load() only
+ * (a file the daemon may not write); writes through it fail. */
+struct store *store_open_readonly(const char *path, char *err, size_t errlen);
 
 /* Close the store; a batch still open is rolled back.  NULL is a no-op. */
 void store_close(struct store *st);

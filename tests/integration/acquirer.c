@@ -15,15 +15,27 @@
  *   acquirer calls SOCKET N [TRACEPARENT]
  *       N calls through llmguard_execute_with_failover whose call function
  *       answers ok at once; prints "calls N ok K"
+ *   acquirer qload SOCKET WORKFLOW PROCS TOKENS SECONDS
+ *       PROCS processes reserve TOKENS for SECONDS or until the daemon goes
+ *       away; prints "acked T" (tokens of acknowledged reservations)
+ *   acquirer reconnect SOCKET SECONDS
+ *       one handle pings every 50 ms for SECONDS; prints "ok N failed M
+ *       last ok|failed" (a daemon restart in between: the same handle
+ *       recovers by itself)
+ *   acquirer tcp-idle HOST PORT N SECONDS
+ *       holds N TCP connections to HOST:PORT, each with half a request
  *   acquirer fill SOCKET PREFIX N
  *       reserves 1 token for each of N workflows PREFIX0 .. PREFIX<N-1>
  *   acquirer qrace SOCKET WORKFLOW PROCS TOKENS TRIES
  *       PROCS processes each try TRIES reservations of TOKENS; prints
  *       "allowed N refused M"
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -245,6 +257,91 @@ cmd_calls(const char *sock, long n, const char *traceparent)
 }
 
 static int
+cmd_qload(const char *sock, const char *wf, int procs, uint64_t tokens,
+          double seconds)
+{
+    int fds[2];
+    unsigned long long acked = 0;
+    FILE *fp;
+    double end = now_s() + seconds;
+
+    if (pipe(fds) < 0)
+        return 2;
+    for (int i = 0; i < procs; i++)
+        if (fork() == 0) {
+            llmguard_t *g = llmguard_open(sock);
+            struct llmguard_quota_decision d;
+            unsigned long long mine = 0;
+            close(fds[0]);
+            while (now_s() < end &&
+                   llmguard_quota_check_and_reserve(g, wf, NULL, tokens,
+                                                    &d) == 0)
+                mine += tokens;
+            dprintf(fds[1], "%llu\n", mine);
+            llmguard_close(g);
+            _exit(0);
+        }
+    close(fds[1]);
+    fp = fdopen(fds[0], "r");
+    for (int i = 0; i < procs; i++) {
+        unsigned long long t;
+        if (fscanf(fp, "%llu", &t) == 1)
+            acked += t;
+    }
+    fclose(fp);
+    while (wait(NULL) > 0)
+        ;
+    printf("acked %llu\n", acked);
+    return 0;
+}
+
+static int
+cmd_reconnect(const char *sock, double seconds)
+{
+    llmguard_t *g = llmguard_open(sock);
+    double end = now_s() + seconds;
+    long ok = 0, failed = 0;
+    int last = -1;
+
+    while (now_s() < end) {
+        last = llmguard_ping(g);
+        if (last == 0)
+            ok++;
+        else
+            failed++;
+        usleep(50000);
+    }
+    printf("ok %ld failed %ld last %s\n", ok, failed, last == 0 ? "ok" :
+           "failed");
+    llmguard_close(g);
+    return 0;
+}
+
+static int
+cmd_tcp_idle(const char *host, int port, int n, double seconds)
+{
+    struct sockaddr_in sin = { .sin_family = AF_INET };
+    int *fds = calloc((size_t)n, sizeof(int)), open_ = 0;
+
+    sin.sin_port = htons((uint16_t)port);
+    inet_pton(AF_INET, host, &sin.sin_addr);
+    for (int i = 0; i < n; i++) {
+        fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+        if (connect(fds[i], (struct sockaddr *)&sin, sizeof(sin)) == 0) {
+            open_++;
+            send(fds[i], "GET /metrics HTTP/1.1\r\nHo", 26, MSG_NOSIGNAL);
+        }
+    }
+    printf("holding %d connections\n", open_);
+    fflush(stdout);
+    usleep((useconds_t)(seconds * 1e6));
+    for (int i = 0; i < n; i++)
+        close(fds[i]);
+    free(fds);
+    return 0;
+}
+
+static int
 cmd_fill(const char *sock, const char *prefix, long n)
 {
     llmguard_t *g = llmguard_open(sock);
@@ -270,6 +367,14 @@ main(int argc, char **argv)
 {
     if ((argc == 4 || argc == 5) && strcmp(argv[1], "calls") == 0)
         return cmd_calls(argv[2], atol(argv[3]), argc == 5 ? argv[4] : NULL);
+    if (argc == 7 && strcmp(argv[1], "qload") == 0)
+        return cmd_qload(argv[2], argv[3], atoi(argv[4]),
+                         strtoull(argv[5], NULL, 10), atof(argv[6]));
+    if (argc == 4 && strcmp(argv[1], "reconnect") == 0)
+        return cmd_reconnect(argv[2], atof(argv[3]));
+    if (argc == 6 && strcmp(argv[1], "tcp-idle") == 0)
+        return cmd_tcp_idle(argv[2], atoi(argv[3]), atoi(argv[4]),
+                            atof(argv[5]));
     if (argc == 5 && strcmp(argv[1], "fill") == 0)
         return cmd_fill(argv[2], argv[3], atol(argv[4]));
     if (argc == 6 && strcmp(argv[1], "reserve") == 0)

@@ -43,7 +43,7 @@ trap 'exit 1' INT TERM
 # Its stderr goes to $TMP/daemon.log; env from ENVFILE (default: empty).
 start_daemon() {
     : > "$TMP/empty.env"
-    "$LLMGUARDD" --socket "$SOCK" --db "${DB_OVERRIDE:-$DB}" \
+    ${DAEMON_WRAP:-} "$LLMGUARDD" --socket "$SOCK" --db "${DB_OVERRIDE:-$DB}" \
         --env-file "${ENVFILE:-$TMP/empty.env}" "$@" 2>>"$TMP/daemon.log" &
     DAEMON_PID=$!
     DAEMON_PIDS="$DAEMON_PIDS $DAEMON_PID"

@@ -52,6 +52,23 @@ XDG_RUNTIME_DIR="$TMP/bad" "$LLMGUARDD" --db "$DB" --env-file "$TMP/empty.env" 2
 expect_eq "world-writable socket directory: exit 78" 78 $?
 expect_match "says why" "writable by others" "$(cat "$TMP/bad.log")"
 
+# A socket shared with a group: LLMGUARD_SOCKET_MODE and _GROUP.
+if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null && getent group nogroup >/dev/null; then
+    chmod 0755 "$TMP"
+    printf 'LLMGUARD_SOCKET_MODE=0660\nLLMGUARD_SOCKET_GROUP=nogroup\n' > "$TMP/shared.env"
+    ENVFILE="$TMP/shared.env" start_daemon
+    expect_eq "LLMGUARD_SOCKET_MODE=0660 and _GROUP=nogroup applied" "660 nogroup" "$(stat -c '%a %G' "$SOCK")"
+    out=$(setpriv --reuid=65534 --regid=65534 --clear-groups "$LLMGUARDCTL" -s "$SOCK" ping)
+    expect_match "a member of the group may connect" "is alive" "$out"
+    setpriv --reuid=65533 --regid=65533 --clear-groups "$LLMGUARDCTL" -s "$SOCK" ping 2>"$TMP/err"
+    expect_eq "anyone else: EACCES, exit 77" 77 $?
+    expect_match "and says so" "Permission denied" "$(cat "$TMP/err")"
+    out=$(setpriv --reuid=65533 --regid=65533 --clear-groups "$LIBPING" "$SOCK")
+    expect_match "the library says EPERM" "^error -5 permission denied" "$out"
+    stop_daemon
+    chmod 0700 "$TMP"
+fi
+
 # One owned by someone else is refused too (needs root to chown).
 if [ "$(id -u)" = 0 ]; then
     mkdir -p "$TMP/other/llmguard"
