@@ -162,22 +162,32 @@ iso8601(double t, char *buf, size_t len)
     return buf;
 }
 
+/* A quota request naming one workflow, or one tenant. */
+static void
+subject_req(struct proto_quota_subject_req *req, const char *id, bool tenant)
+{
+    struct proto_str s = { id, (uint32_t)strlen(id) };
+
+    memset(req, 0, sizeof(*req));
+    if (tenant) {
+        req->tenant_id = s;
+        PROTO_SET(req, 1);
+    } else {
+        req->workflow_id = s;
+        PROTO_SET(req, 0);
+    }
+}
+
 static int
 quota_show(struct ctx *ctx, const char *id, bool tenant)
 {
-    struct proto_quota_subject_req req = { 0 };
+    struct proto_quota_subject_req req;
     struct proto_rep rep;
     const struct proto_quota_status_rep *st = &rep.u.quota_status;
     char b1[32], b2[32], b3[32];
     int rc;
 
-    if (tenant) {
-        req.tenant_id = (struct proto_str){ id, (uint32_t)strlen(id) };
-        PROTO_SET(&req, 1);
-    } else {
-        req.workflow_id = (struct proto_str){ id, (uint32_t)strlen(id) };
-        PROTO_SET(&req, 0);
-    }
+    subject_req(&req, id, tenant);
     if ((rc = client_call(ctx->g, PROTO_OP_QUOTA_STATUS, &req, &rep)) < 0)
         return fail_call(ctx, rc);
     if (ctx->json)
@@ -207,17 +217,11 @@ static int
 quota_change(struct ctx *ctx, enum proto_op op, const char *id, bool tenant,
              uint64_t limit)
 {
-    struct proto_quota_subject_req req = { 0 };
+    struct proto_quota_subject_req req;
     struct proto_rep rep;
     int rc;
 
-    if (tenant) {
-        req.tenant_id = (struct proto_str){ id, (uint32_t)strlen(id) };
-        PROTO_SET(&req, 1);
-    } else {
-        req.workflow_id = (struct proto_str){ id, (uint32_t)strlen(id) };
-        PROTO_SET(&req, 0);
-    }
+    subject_req(&req, id, tenant);
     req.limit = limit;
     if ((rc = client_call(ctx->g, op, &req, &rep)) < 0)
         return fail_call(ctx, rc);
@@ -410,8 +414,10 @@ cmd_reload(struct ctx *ctx, int argc, char **argv)
         return print_json(json_pack("{s:b, s:o, s:I}", "reloaded", 1,
                                     "env_file", jstr(r->env_file),
                                     "providers", (json_int_t)r->providers));
-    printf("reloaded %.*s: %llu provider(s)\n", (int)r->env_file.len,
-           r->env_file.ptr, (unsigned long long)r->providers);
+    printf("reloaded %.*s: %llu provider(s)\n",
+           r->env_file.len ? (int)r->env_file.len : 15,
+           r->env_file.len ? r->env_file.ptr : "the environment",
+           (unsigned long long)r->providers);
     return 0;
 }
 

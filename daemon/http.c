@@ -32,14 +32,18 @@ on_request(struct evhttp_request *req, void *arg)
         evhttp_send_error(req, HTTP_NOTFOUND, "only /metrics and /healthz");
         return;
     }
-    if (evhttp_request_get_command(req) != EVHTTP_REQ_GET &&
-        evhttp_request_get_command(req) != EVHTTP_REQ_HEAD) {
-        evhttp_add_header(hdrs, "Allow", "GET, HEAD");
-        evhttp_send_error(req, 405, "GET only");
-        return;
-    }
     if ((body = evbuffer_new()) == NULL) {
         evhttp_send_error(req, HTTP_INTERNAL, "out of memory");
+        return;
+    }
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_GET &&
+        evhttp_request_get_command(req) != EVHTTP_REQ_HEAD) {
+        /* evhttp_send_error() would drop the Allow header. */
+        evhttp_add_header(hdrs, "Allow", "GET, HEAD");
+        evhttp_add_header(hdrs, "Content-Type", "text/plain");
+        evbuffer_add_printf(body, "only GET and HEAD\n");
+        evhttp_send_reply(req, 405, "Method Not Allowed", body);
+        evbuffer_free(body);
         return;
     }
     if (strcmp(path, "/healthz") == 0) {
@@ -92,7 +96,8 @@ http_start(struct server *srv)
     if (evhttp_bind_socket(srv->http, host, (ev_uint16_t)port) < 0)
         fatalx(CONFIG_EXIT, "LLMGUARD_METRICS_LISTEN=%s: cannot bind %s "
                "port %d", listen, host, port);
-    log_info("metrics on http://%s/metrics", listen);
+    log_info("metrics on http://%s%s/metrics", listen[0] == ':' ?
+             "127.0.0.1" : "", listen);
 }
 
 void

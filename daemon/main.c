@@ -126,6 +126,9 @@ main(int argc, char **argv)
         return 2;
     }
 
+    /* Until the loop handles SIGHUP, a reload request is not a reason to
+     * die (its default action). */
+    signal(SIGHUP, SIG_IGN);
     memset(&srv, 0, sizeof(srv));
     srv.args = args;
     if (args.log_level != NULL && log_level_parse(args.log_level) >= 0)

@@ -25,7 +25,7 @@ static const double latency_bounds_ms[] = {
 static const struct metrics_family_info families[METRIC__COUNT] = {
     [METRIC_REQUESTS_TOTAL] = {
         METRIC_REQUESTS_TOTAL, "llm_requests_total",
-        "LLM requests permitted, by provider and workflow.",
+        "LLM request attempts reported, by provider and workflow.",
         METRIC_COUNTER, 2, { "provider", "workflow_id" }, 0, NULL,
     },
     [METRIC_RATE_LIMITED_TOTAL] = {

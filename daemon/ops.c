@@ -288,17 +288,26 @@ subjects_arg(const struct proto_str *wf, bool has_wf, const struct proto_str *tn
 }
 
 /* Exactly one subject: for quota_status, quota_set and quota_reset. */
+struct one_subject {
+    struct subjects s;
+    enum quota_kind kind;
+    const char *id;                     /* s.workflow or s.tenant */
+    char subject[QUOTA_SUBJECT_MAX];    /* "workflow:<id>", "tenant:<id>" */
+};
+
 static int
-one_subject_arg(const struct proto_quota_subject_req *r, enum quota_kind *kind,
-                struct subjects *s, struct proto_error *e)
+one_subject_arg(const struct proto_quota_subject_req *r, struct one_subject *o,
+                struct proto_error *e)
 {
     if (subjects_arg(&r->workflow_id, PROTO_HAS(r, 0), &r->tenant_id,
-                     PROTO_HAS(r, 1), s, e) < 0)
+                     PROTO_HAS(r, 1), &o->s, e) < 0)
         return -1;
-    if (s->workflow != NULL && s->tenant != NULL)
+    if (o->s.workflow != NULL && o->s.tenant != NULL)
         return proto_error_set(e, PROTO_E_BAD_REQUEST,
                                "give workflow_id or tenant_id, not both");
-    *kind = s->workflow != NULL ? QUOTA_WORKFLOW : QUOTA_TENANT;
+    o->kind = o->s.workflow != NULL ? QUOTA_WORKFLOW : QUOTA_TENANT;
+    o->id = o->s.workflow != NULL ? o->s.workflow : o->s.tenant;
+    quota_subject(o->subject, sizeof(o->subject), o->kind, o->id);
     return 0;
 }
 
@@ -371,7 +380,8 @@ op_quota_reserve(struct conn *c, struct proto_req *req, struct proto_error *e)
     if (d.has_reset_at)
         PROTO_SET(&rep, 6);
     rep.reservation = d.slot_start_ms;
-    persist_reply(c, PROTO_OP_QUOTA_RESERVE, req->id, &rep);
+    persist_reply(c, PROTO_OP_QUOTA_RESERVE, req->id, &rep,
+                  enabled && r->tokens > 0);
     return 0;
 }
 
@@ -399,7 +409,8 @@ op_quota_commit(struct conn *c, struct proto_req *req, struct proto_error *e)
         quota_commit(c->srv->quota, s.workflow, s.tenant, r->reservation,
                      (int64_t)r->estimate, (int64_t)r->actual, now) < 0)
         return proto_error_set(e, PROTO_E_INTERNAL, "quota_commit failed");
-    persist_reply(c, PROTO_OP_QUOTA_COMMIT, req->id, &rep);
+    persist_reply(c, PROTO_OP_QUOTA_COMMIT, req->id, &rep,
+                  c->srv->cfg.rate_limit_enabled && r->estimate != r->actual);
     return 0;
 }
 
@@ -408,17 +419,13 @@ op_quota_status(struct conn *c, struct proto_req *req, struct proto_error *e)
 {
     struct proto_quota_status_rep rep = { 0 };
     struct quota_status st;
-    enum quota_kind kind;
-    struct subjects s;
-    char subject[QUOTA_SUBJECT_MAX];
+    struct one_subject o;
 
-    if (one_subject_arg(&req->u.quota_subject, &kind, &s, e) < 0)
+    if (one_subject_arg(&req->u.quota_subject, &o, e) < 0)
         return -1;
-    const char *id = kind == QUOTA_WORKFLOW ? s.workflow : s.tenant;
-    if (quota_status(c->srv->quota, kind, id, server_now_wall(), &st) < 0)
+    if (quota_status(c->srv->quota, o.kind, o.id, server_now_wall(), &st) < 0)
         return proto_error_set(e, PROTO_E_INTERNAL, "quota_status failed");
-    quota_subject(subject, sizeof(subject), kind, id);
-    rep.subject = cstr(subject);
+    rep.subject = cstr(o.subject);
     rep.tokens_used = (uint64_t)st.tokens_used;
     rep.tokens_remaining = (uint64_t)st.tokens_remaining;
     rep.tokens_limit = (uint64_t)st.tokens_limit;
@@ -436,23 +443,19 @@ op_quota_set(struct conn *c, struct proto_req *req, struct proto_error *e)
 {
     const struct proto_quota_subject_req *r = &req->u.quota_subject;
     struct proto_quota_set_rep rep = { 0 };
-    enum quota_kind kind;
-    struct subjects s;
-    char subject[QUOTA_SUBJECT_MAX];
+    struct one_subject o;
 
-    if (one_subject_arg(r, &kind, &s, e) < 0)
+    if (one_subject_arg(r, &o, e) < 0)
         return -1;
     if (r->limit > INT64_MAX)
         return proto_error_set(e, PROTO_E_BAD_REQUEST, "limit too large");
-    const char *id = kind == QUOTA_WORKFLOW ? s.workflow : s.tenant;
-    if (quota_set(c->srv->quota, kind, id, (int64_t)r->limit) < 0)
+    if (quota_set(c->srv->quota, o.kind, o.id, (int64_t)r->limit) < 0)
         return proto_error_set(e, PROTO_E_INTERNAL, "quota_set failed");
-    quota_subject(subject, sizeof(subject), kind, id);
     log_info("uid %u set the quota of %s to %llu tokens", (unsigned)c->uid,
-             subject, (unsigned long long)r->limit);
-    rep.subject = cstr(subject);
+             o.subject, (unsigned long long)r->limit);
+    rep.subject = cstr(o.subject);
     rep.tokens_limit = r->limit;
-    persist_reply(c, PROTO_OP_QUOTA_SET, req->id, &rep);
+    persist_reply(c, PROTO_OP_QUOTA_SET, req->id, &rep, true);
     return 0;
 }
 
@@ -460,19 +463,15 @@ static int
 op_quota_reset(struct conn *c, struct proto_req *req, struct proto_error *e)
 {
     struct proto_quota_reset_rep rep = { 0 };
-    enum quota_kind kind;
-    struct subjects s;
-    char subject[QUOTA_SUBJECT_MAX];
+    struct one_subject o;
 
-    if (one_subject_arg(&req->u.quota_subject, &kind, &s, e) < 0)
+    if (one_subject_arg(&req->u.quota_subject, &o, e) < 0)
         return -1;
-    const char *id = kind == QUOTA_WORKFLOW ? s.workflow : s.tenant;
-    if (quota_reset(c->srv->quota, kind, id) < 0)
+    if (quota_reset(c->srv->quota, o.kind, o.id) < 0)
         return proto_error_set(e, PROTO_E_INTERNAL, "quota_reset failed");
-    quota_subject(subject, sizeof(subject), kind, id);
-    log_info("uid %u reset the usage of %s", (unsigned)c->uid, subject);
-    rep.subject = cstr(subject);
-    persist_reply(c, PROTO_OP_QUOTA_RESET, req->id, &rep);
+    log_info("uid %u reset the usage of %s", (unsigned)c->uid, o.subject);
+    rep.subject = cstr(o.subject);
+    persist_reply(c, PROTO_OP_QUOTA_RESET, req->id, &rep, true);
     return 0;
 }
 

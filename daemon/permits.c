@@ -25,12 +25,11 @@ struct call {
     struct server *srv;
     unsigned attempts;              /* permits granted */
     unsigned open_permits;          /* granted, not yet reported */
-    int last_provider;              /* -1 before the first attempt */
     bool rate_limited;
     bool success;
     /* What its span says (DESIGN.md §9). */
     char workflow[QUOTA_ID_MAX + 1], tenant[QUOTA_ID_MAX + 1];
-    char routed_to[CONFIG_NAME_MAX];
+    char routed_to[CONFIG_NAME_MAX];    /* the last attempt's provider */
     uint64_t tokens_estimate;
     double wait_ms;                 /* waited for tokens, all attempts */
     bool quota_allowed, has_remaining;
@@ -47,7 +46,8 @@ struct permit {
     uint64_t id;
     struct conn *conn;
     struct call *call;
-    int provider;
+    int provider;                   /* index, valid until the loop turns */
+    char provider_name[CONFIG_NAME_MAX];    /* what a reload keeps */
     char workflow[QUOTA_ID_MAX + 1], tenant[QUOTA_ID_MAX + 1];
     bool charged;                   /* a quota reservation to reconcile */
     int64_t reservation;
@@ -85,7 +85,6 @@ call_get(struct conn *c, const struct proto_str *id, bool has_id)
         return NULL;
     call->conn = c;
     call->srv = c->srv;
-    call->last_provider = -1;
     call->quota_allowed = true;
     call->start_unix_ns = (int64_t)(server_now_wall() * 1e9);
     if (has_id) {
@@ -247,19 +246,19 @@ grant(struct conn *c, uint64_t req_id, struct permit *tmpl, struct call *call,
     pm->call = call;
     HASH_ADD(hh, srv->permits, id, sizeof(pm->id), pm);
     TAILQ_INSERT_TAIL(&c->permits, pm, conn_entry);
-    if (call->last_provider >= 0 && call->last_provider != pm->provider) {
+    memcpy(pm->provider_name, srv->providers[pm->provider].name,
+           sizeof(pm->provider_name));
+    if (call->routed_to[0] != '\0' &&
+        strcmp(call->routed_to, pm->provider_name) != 0) {
         log_debug("call '%s' fails over from %s to %s", call->id,
-                  srv->providers[call->last_provider].name,
-                  srv->providers[pm->provider].name);
-        telemetry_failover(srv, call->last_provider, pm->provider);
+                  call->routed_to, pm->provider_name);
+        telemetry_failover(srv, call->routed_to, pm->provider_name);
     }
     call->attempts++;
     call->open_permits++;
-    call->last_provider = pm->provider;
     call->rate_limited |= rate_limited;
     call->wait_ms += wait_ms;
-    snprintf(call->routed_to, sizeof(call->routed_to), "%s",
-             srv->providers[pm->provider].name);
+    memcpy(call->routed_to, pm->provider_name, sizeof(call->routed_to));
 
     rep.permit_id = pm->id;
     rep.provider.ptr = srv->providers[pm->provider].name;
@@ -271,7 +270,8 @@ grant(struct conn *c, uint64_t req_id, struct permit *tmpl, struct call *call,
         PROTO_SET(&rep, 4);
     rep.rate_limited = rate_limited;
     rep.all_degraded = pd->all_degraded;
-    persist_reply(c, PROTO_OP_PERMIT, req_id, &rep);
+    persist_reply(c, PROTO_OP_PERMIT, req_id, &rep,
+                  pm->charged && pm->estimate > 0);
 }
 
 /* A waiting permit got its token, timed out, or lost its connection. */
@@ -288,13 +288,15 @@ permit_wait_done(struct waiter *w, bool granted, double now_s)
         if (pd->pm.call->id[0] == '\0')
             call_end(pd->pm.call);
     } else if (granted) {
-        telemetry_rate_limited(srv, pd->pm.provider);
+        /* The bucket may have moved in a reload: its index now. */
+        pd->pm.provider = (int)(w->prov - srv->providers);
+        telemetry_rate_limited(srv, w->prov->name);
         grant(w->conn, w->id, &pd->pm, pd->pm.call, pd,
               (now_s - pd->wait_start_s) * 1e3, true);
         conn_flush(w->conn);
     } else {
         unreserve(srv, &pd->pm);
-        telemetry_rate_limited(srv, pd->pm.provider);
+        telemetry_rate_limited(srv, w->prov->name);
         pd->pm.call->rate_limited = true;
         proto_error_set(&e, PROTO_E_TIMEOUT, "no token from %s within the "
                         "timeout", w->prov->name);
@@ -306,14 +308,21 @@ permit_wait_done(struct waiter *w, bool granted, double now_s)
     free(pd);
 }
 
+/* The LLM tokens an attempt takes from provider p's TOKENS_PER_MIN bucket. */
+static uint64_t
+llm_tokens(const struct provider *p, uint64_t estimate)
+{
+    return p->bucket.cfg.tokens_per_min > 0 ? estimate : 0;
+}
+
 /*
  * The chosen provider has no token now: another healthy, not excluded
  * provider that has one takes the attempt (a rate-limit failover).
  * Returns its index, or -1.
  */
 static int
-failover_now(struct server *srv, int chosen, bool *excluded, uint64_t llm,
-             double now)
+failover_now(struct server *srv, int chosen, bool *excluded,
+             uint64_t estimate, double now)
 {
     bool degraded;
 
@@ -322,12 +331,14 @@ failover_now(struct server *srv, int chosen, bool *excluded, uint64_t llm,
         int idx = router_select(srv->router, -1, excluded, now, &degraded);
         if (idx < 0 || degraded)
             return -1;
-        if (limiter_try_acquire(&srv->providers[idx].bucket, 1, llm, now) ==
-            LIMITER_GRANTED) {
+        if (limiter_try_acquire(&srv->providers[idx].bucket, 1,
+                                llm_tokens(&srv->providers[idx], estimate),
+                                now) == LIMITER_GRANTED) {
             log_debug("rate-limit failover from %s to %s",
                       srv->providers[chosen].name, srv->providers[idx].name);
-            telemetry_rate_limited(srv, chosen);
-            telemetry_failover(srv, chosen, idx);
+            telemetry_rate_limited(srv, srv->providers[chosen].name);
+            telemetry_failover(srv, srv->providers[chosen].name,
+                               srv->providers[idx].name);
             return idx;
         }
         excluded[idx] = true;
@@ -435,7 +446,7 @@ permits_op_permit(struct conn *c, struct proto_req *req,
                  "ends first", srv->providers[idx].name);
 
     /* 3. token */
-    llm = srv->providers[idx].bucket.cfg.tokens_per_min > 0 ? pm->estimate : 0;
+    llm = llm_tokens(&srv->providers[idx], pm->estimate);
     switch (limiter_try_acquire(&srv->providers[idx].bucket, 1, llm, now)) {
     case LIMITER_BAD_REQUEST:
         proto_error_set(e, PROTO_E_BAD_REQUEST, "tokens_estimate %llu "
@@ -453,7 +464,7 @@ permits_op_permit(struct conn *c, struct proto_req *req,
     if (!pd.all_degraded) {
         bool moved[CONFIG_MAX_PROVIDERS];
         memcpy(moved, excluded, sizeof(moved));
-        int alt = failover_now(srv, idx, moved, llm, now);
+        int alt = failover_now(srv, idx, moved, pm->estimate, now);
         if (alt >= 0) {
             pm->provider = alt;
             grant(c, req->id, pm, call, &pd, 0, true);
@@ -461,7 +472,7 @@ permits_op_permit(struct conn *c, struct proto_req *req,
         }
     }
     if (r->timeout_ms == 0) {
-        telemetry_rate_limited(srv, idx);
+        telemetry_rate_limited(srv, srv->providers[idx].name);
         call->rate_limited = true;
         proto_error_set(e, PROTO_E_TIMEOUT, "no token from %s now",
                         srv->providers[idx].name);
@@ -536,21 +547,28 @@ permits_op_report(struct conn *c, struct proto_req *req,
     if (PROTO_HAS(r, 3) && r->tokens_used > INT64_MAX)
         return proto_error_set(e, PROTO_E_BAD_REQUEST, "tokens_used too large");
 
-    router_report(srv->router, pm->provider, outcome,
-                  PROTO_HAS(r, 2) ? r->latency_ms : -1,
-                  PROTO_HAS(r, 4) ? r->retry_after_s : 0, pm->started_s, now);
-    if (outcome != ROUTER_OUTCOME_OK && outcome != ROUTER_OUTCOME_CLIENT_ERROR)
-        log_info("%s answered %s: degraded for %.1f s",
-                 srv->providers[pm->provider].name,
-                 router_outcome_name(outcome),
-                 fmax(srv->cfg.provider_cooldown_s,
-                      PROTO_HAS(r, 4) ? r->retry_after_s : 0));
-    telemetry_request(srv, pm->provider, pm->workflow,
+    /* By name: a reload may have moved or removed the provider. */
+    int provider = router_find(srv->router, pm->provider_name,
+                               strlen(pm->provider_name));
+    if (provider >= 0) {
+        router_report(srv->router, provider, outcome,
+                      PROTO_HAS(r, 2) ? r->latency_ms : -1,
+                      PROTO_HAS(r, 4) ? r->retry_after_s : 0, pm->started_s,
+                      now);
+        if (outcome != ROUTER_OUTCOME_OK &&
+            outcome != ROUTER_OUTCOME_CLIENT_ERROR)
+            log_info("%s answered %s: degraded for %.1f s",
+                     pm->provider_name, router_outcome_name(outcome),
+                     fmax(srv->cfg.provider_cooldown_s,
+                          PROTO_HAS(r, 4) ? r->retry_after_s : 0));
+    }
+    telemetry_request(srv, pm->provider_name, pm->workflow,
                       PROTO_HAS(r, 2) ? r->latency_ms : -1);
     if (outcome == ROUTER_OUTCOME_RATE_LIMITED)
-        telemetry_rate_limited(srv, pm->provider);
+        telemetry_rate_limited(srv, pm->provider_name);
     actual = PROTO_HAS(r, 3) ? r->tokens_used : pm->estimate;
-    if (pm->charged && actual != pm->estimate) {
+    bool reconciled = pm->charged && actual != pm->estimate;
+    if (reconciled) {
         quota_commit(srv->quota, pm->workflow[0] ? pm->workflow : NULL,
                      pm->tenant[0] ? pm->tenant : NULL, pm->reservation,
                      (int64_t)pm->estimate, (int64_t)actual,
@@ -562,16 +580,19 @@ permits_op_report(struct conn *c, struct proto_req *req,
     call->open_permits--;
     call->rate_limited |= outcome == ROUTER_OUTCOME_RATE_LIMITED;
     call->success = outcome == ROUTER_OUTCOME_OK;
-    int provider = pm->provider;
     permit_free(srv, pm);
     if ((r->final || call->id[0] == '\0') && call->open_permits == 0)
         call_end(call);
 
-    router_status(srv->router, provider, now, &rs);
-    rep.state.ptr = rs.healthy ? "healthy" : "degraded";
+    if (provider >= 0)
+        router_status(srv->router, provider, now, &rs);
+    else
+        rs = (struct router_status){ .healthy = false };
+    rep.state.ptr = provider < 0 ? "removed" : rs.healthy ? "healthy" :
+                    "degraded";
     rep.state.len = (uint32_t)strlen(rep.state.ptr);
     rep.cooldown_remaining_s = rs.cooldown_remaining_s;
-    persist_reply(c, PROTO_OP_REPORT, req->id, &rep);
+    persist_reply(c, PROTO_OP_REPORT, req->id, &rep, reconciled);
     return 0;
 }
 

@@ -232,24 +232,22 @@ persist_changed(struct server *srv)
     evtimer_add(srv->flush_ev, &tv);
 }
 
+/*
+ * The commit that held these replies is done: send them.  When it failed
+ * they go out all the same: the changes are counted in memory and the
+ * write is retried, and holding the replies back would stop every
+ * quota-checked call for as long as the disk is unwritable (or answer a
+ * granted permit with an error).  The failure is logged and counted.
+ */
 static void
-release_held(struct server *srv, bool committed)
+release_held(struct server *srv)
 {
     struct held *h;
-    struct proto_error e;
 
-    if (!committed)
-        proto_error_set(&e, PROTO_E_INTERNAL, "the change is counted but "
-                        "not yet on disk: %s", srv->store ?
-                        store_errmsg(srv->store) : "the database is not "
-                        "writable");
     while ((h = TAILQ_FIRST(&srv->held)) != NULL) {
         TAILQ_REMOVE(&srv->held, h, srv_entry);
         TAILQ_REMOVE(&h->conn->held, h, conn_entry);
-        if (committed)
-            conn_send_raw(h->conn, h->data, h->len);
-        else
-            conn_error(h->conn, h->id, &e);
+        conn_send_raw(h->conn, h->data, h->len);
         conn_flush(h->conn);
         free(h);
     }
@@ -275,26 +273,29 @@ persist_flush(struct server *srv)
                       srv->cfg.db_path, why);
         snprintf(srv->store_error, sizeof(srv->store_error), "%s", why);
         srv->store_failing = true;
-        release_held(srv, false);
+        release_held(srv);
         persist_changed(srv);
         return -1;
     }
     if (srv->store_failing)
         log_info("writing quotas to %s works again", srv->cfg.db_path);
     srv->store_failing = false;
-    release_held(srv, true);
+    release_held(srv);
     return 0;
 }
 
 void
-persist_reply(struct conn *c, enum proto_op op, uint64_t id, const void *msg)
+persist_reply(struct conn *c, enum proto_op op, uint64_t id, const void *msg,
+              bool changed)
 {
     struct server *srv = c->srv;
     size_t before = c->out.size, len;
     struct held *h;
 
-    persist_changed(srv);
     conn_reply(c, op, id, msg);
+    if (!changed)
+        return;
+    persist_changed(srv);
     if (srv->cfg.quota_flush_ms > 0)
         return;
     len = c->out.size - before;

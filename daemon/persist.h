@@ -12,6 +12,7 @@
 #ifndef LLMGUARD_PERSIST_H
 #define LLMGUARD_PERSIST_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "proto.h"
@@ -30,12 +31,13 @@ int persist_flush(struct server *srv);
 void persist_close(struct server *srv);
 
 /*
- * Reply to a request that changed a quota: at once with a flush interval,
- * else after the commit that makes the change durable (or, when that
- * commit fails, with an internal error saying so).
+ * Reply to a request that may have changed a quota (changed): at once with
+ * a flush interval, else after the commit that makes the change durable.
+ * When that commit fails the reply goes out all the same (the change is
+ * counted in memory, the write retried, the failure logged and counted).
  */
 void persist_reply(struct conn *c, enum proto_op op, uint64_t id,
-                   const void *msg);
+                   const void *msg, bool changed);
 /* The connection closes: drop its held replies. */
 void persist_drop_conn(struct conn *c);
 

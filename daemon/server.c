@@ -528,6 +528,11 @@ server_reload(struct server *srv, char *err, size_t errlen)
     keep_for_restart("LLMGUARD_DB", cur->db_path, next->db_path);
     keep_for_restart("LLMGUARD_METRICS_LISTEN", cur->metrics_listen,
                      next->metrics_listen);
+    keep_for_restart("LLMGUARD_SOCKET_GROUP", cur->socket_group,
+                     next->socket_group);
+    if (next->socket_mode != cur->socket_mode)
+        log_warn("reload: LLMGUARD_SOCKET_MODE takes effect at the next "
+                 "start");
     keep_for_restart("OTEL_EXPORTER_OTLP_ENDPOINT", cur->otlp_endpoint,
                      next->otlp_endpoint);
     keep_for_restart("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
@@ -543,6 +548,8 @@ server_reload(struct server *srv, char *err, size_t errlen)
     next->db_is_default = cur->db_is_default;
     memcpy(next->metrics_listen, cur->metrics_listen,
            sizeof(next->metrics_listen));
+    memcpy(next->socket_group, cur->socket_group, sizeof(next->socket_group));
+    next->socket_mode = cur->socket_mode;
     memcpy(next->otlp_endpoint, cur->otlp_endpoint,
            sizeof(next->otlp_endpoint));
     memcpy(next->otlp_traces_endpoint, cur->otlp_traces_endpoint,

@@ -58,17 +58,11 @@ telemetry_free(struct server *srv)
     srv->metrics = NULL;
 }
 
-static const char *
-pname(struct server *srv, int provider)
-{
-    return srv->providers[provider].name;
-}
-
 void
-telemetry_request(struct server *srv, int provider, const char *workflow,
-                  double latency_ms)
+telemetry_request(struct server *srv, const char *provider,
+                  const char *workflow, double latency_ms)
 {
-    const char *labels[] = { pname(srv, provider), workflow ? workflow : "" };
+    const char *labels[] = { provider, workflow ? workflow : "" };
 
     metrics_inc(srv->metrics, METRIC_REQUESTS_TOTAL, labels, 1);
     if (latency_ms >= 0)
@@ -77,17 +71,17 @@ telemetry_request(struct server *srv, int provider, const char *workflow,
 }
 
 void
-telemetry_rate_limited(struct server *srv, int provider)
+telemetry_rate_limited(struct server *srv, const char *provider)
 {
-    const char *labels[] = { pname(srv, provider) };
+    const char *labels[] = { provider };
 
     metrics_inc(srv->metrics, METRIC_RATE_LIMITED_TOTAL, labels, 1);
 }
 
 void
-telemetry_failover(struct server *srv, int from, int to)
+telemetry_failover(struct server *srv, const char *from, const char *to)
 {
-    const char *labels[] = { pname(srv, from), pname(srv, to) };
+    const char *labels[] = { from, to };
 
     metrics_inc(srv->metrics, METRIC_FAILOVERS_TOTAL, labels, 1);
 }

@@ -21,12 +21,12 @@ void telemetry_start_tracing(struct server *srv);
 void telemetry_free(struct server *srv);
 
 /* One attempt reported on provider (latency_ms < 0: not measured). */
-void telemetry_request(struct server *srv, int provider, const char *workflow,
-                       double latency_ms);
+void telemetry_request(struct server *srv, const char *provider,
+                       const char *workflow, double latency_ms);
 /* A call met a rate limit on provider. */
-void telemetry_rate_limited(struct server *srv, int provider);
+void telemetry_rate_limited(struct server *srv, const char *provider);
 /* A call moved from one provider to another. */
-void telemetry_failover(struct server *srv, int from, int to);
+void telemetry_failover(struct server *srv, const char *from, const char *to);
 /* A reservation went over a quota (hard: refused; soft: flagged). */
 void telemetry_quota_exceeded(struct server *srv, const char *workflow,
                               const char *tenant);

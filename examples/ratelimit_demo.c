@@ -35,17 +35,24 @@ struct call_ctx {
     uint64_t tokens;
 };
 
-/* getenv("PROVIDER_<NAME>_<what>"). */
+/* "PROVIDER_<NAME>_<what>" into key. */
+static const char *
+provider_key(const char *provider, const char *what, char *key, size_t len)
+{
+    size_t n = (size_t)snprintf(key, len, "PROVIDER_");
+
+    for (const char *p = provider; *p && n < len - 1; p++)
+        key[n++] = (char)toupper((unsigned char)*p);
+    snprintf(key + n, len - n, "_%s", what);
+    return key;
+}
+
 static const char *
 provider_env(const char *provider, const char *what)
 {
     char key[256];
-    size_t n = (size_t)snprintf(key, sizeof(key), "PROVIDER_");
 
-    for (const char *p = provider; *p && n < sizeof(key) - 1; p++)
-        key[n++] = (char)toupper((unsigned char)*p);
-    snprintf(key + n, sizeof(key) - n, "_%s", what);
-    return getenv(key);
+    return getenv(provider_key(provider, what, key, sizeof(key)));
 }
 
 struct buf {
@@ -89,13 +96,14 @@ chat(const char *provider, void *arg, uint64_t *tokens_used)
     const char *model = provider_env(provider, "MODEL");
     struct buf body = { NULL, 0 };
     struct curl_slist *hdrs = NULL;
-    char url[1024], auth[1024];
+    char url[1024], auth[1024], key_buf[256];
     long status = 0;
     CURLcode cc;
     CURL *curl;
 
     if (base == NULL) {
-        fprintf(stderr, "ratelimit_demo: no PROVIDER_%s_BASE_URL\n", provider);
+        fprintf(stderr, "ratelimit_demo: no %s in the environment\n",
+                provider_key(provider, "BASE_URL", key_buf, sizeof(key_buf)));
         return LLMGUARD_OUTCOME_CLIENT_ERROR;
     }
     json_t *req = json_pack("{s:s, s:[{s:s, s:s}]}", "model",

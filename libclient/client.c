@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -503,7 +504,8 @@ static __thread double retry_after_s;
 void
 llmguard_retry_after(double seconds)
 {
-    retry_after_s = seconds > 0 ? seconds : 0;
+    /* A day at the most: the daemon refuses what is not finite. */
+    retry_after_s = seconds > 0 ? (seconds < 86400 ? seconds : 86400) : 0;
 }
 
 static const char *const outcome_names[] = {
@@ -533,10 +535,10 @@ fail_open(llmguard_t *g, const struct llmguard_request *req,
     uint64_t used = 0;
 
     snprintf(why, sizeof(why), "%s", g->errmsg);
-    if (mode != NULL && strcmp(mode, "closed") == 0)
+    if (mode != NULL && strcasecmp(mode, "closed") == 0)
         return seterr(g, LLMGUARD_EUNAVAIL, "%s (LLMGUARD_FAIL_MODE=closed)",
                       why);
-    if (mode != NULL && mode[0] != '\0' && strcmp(mode, "open") != 0)
+    if (mode != NULL && mode[0] != '\0' && strcasecmp(mode, "open") != 0)
         return seterr(g, LLMGUARD_EINVAL, "LLMGUARD_FAIL_MODE=%s: expected "
                       "open or closed", mode);
     if (req->preferred_provider == NULL)
@@ -548,8 +550,10 @@ fail_open(llmguard_t *g, const struct llmguard_request *req,
     res->quota_allowed = 1;
     res->success = fn(req->preferred_provider, arg, &used) ==
                    LLMGUARD_OUTCOME_OK;
-    if (res->success)
+    if (res->success) {
+        g->errmsg[0] = '\0';
         return 0;
+    }
     return seterr(g, LLMGUARD_ECALL, "%s failed (unguarded: %s)",
                   req->preferred_provider, why);
 }
@@ -561,15 +565,17 @@ llmguard_execute_with_failover(llmguard_t *g,
                                struct llmguard_result *res)
 {
     static unsigned long counter;
-    unsigned max = req->max_attempts ? req->max_attempts : 3;
     struct proto_str tried[64];
     char names[64][64], call_id[64];
     struct proto_rep rep;
+    unsigned max;
     int rc = 0;
+    bool called = false;
 
     if (req == NULL || fn == NULL || res == NULL || !(req->timeout_s >= 0))
         return seterr(g, LLMGUARD_EINVAL, "req, fn and res are required, "
                       "timeout_s >= 0");
+    max = req->max_attempts ? req->max_attempts : 3;
     memset(res, 0, sizeof(*res));
     res->guarded = 1;
     if (max > 64)
@@ -626,6 +632,7 @@ llmguard_execute_with_failover(llmguard_t *g,
         retry_after_s = 0;
         t0 = mono_ms();
         outcome = fn(res->provider, arg, &used);
+        called = true;
         if ((unsigned)outcome > LLMGUARD_OUTCOME_CLIENT_ERROR)
             outcome = LLMGUARD_OUTCOME_SERVER_ERROR;
         res->success = outcome == LLMGUARD_OUTCOME_OK;
@@ -638,7 +645,10 @@ llmguard_execute_with_failover(llmguard_t *g,
         rr.latency_ms = mono_ms() - t0;
         rr.final = final;
         rr.has = 1u << 0 | 1u << 1 | 1u << 2 | 1u << 5;
-        if (used > 0) {
+        /* The tokens really used; a failed attempt that does not say used
+         * none (a 429 is not charged its estimate), a success that does
+         * not say is charged the estimate. */
+        if (used > 0 || outcome != LLMGUARD_OUTCOME_OK) {
             rr.tokens_used = used;
             rr.has |= 1u << 3;
         }
@@ -657,7 +667,7 @@ llmguard_execute_with_failover(llmguard_t *g,
     }
     if (res->success)
         return 0;
-    if (rc < 0 && rc != LLMGUARD_EUNAVAIL)
+    if (!called)
         return rc;          /* EQUOTA, ETIMEDOUT, ENOPROVIDER, ... */
     return seterr(g, LLMGUARD_ECALL, "the call to %s failed after %u "
                   "attempt(s)", res->provider, res->failover_attempts + 1);

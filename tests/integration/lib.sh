@@ -90,6 +90,15 @@ stop_daemon() {
     DAEMON_PIDS=$(echo "$DAEMON_PIDS" | sed "s/ $DAEMON_PID\b//")
 }
 
+# kill9: SIGKILL the daemon (it leaves its socket and its last changes).
+kill9() {
+    kill -KILL "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null
+    DAEMON_PIDS=$(echo "$DAEMON_PIDS" | sed "s/ $DAEMON_PID\b//")
+}
+
+# used WORKFLOW: its tokens_used, through llmguardctl.
+used() { "$LLMGUARDCTL" -s "$SOCK" quota "$1" | awk '/^tokens_used/ { print $2 }'; }
+
 ok() { echo "ok - $*"; }
 not_ok() { echo "not ok - $*"; FAILS=$((FAILS + 1)); }
 

@@ -6,7 +6,8 @@
  * ITEM is raw:HEX (bytes as they are), req:OP:ID (a frame with only op and
  * id), req:OP:ID:K=V,K=V... (with fields: digits are an unsigned integer,
  * -digits a negative one, a number with a dot a double, true/false a
- * boolean, anything else a string) or ping:ID.  After sending, it prints one line per reply frame,
+ * boolean, anything else a string), ping:ID, or wait:MS (send what is
+ * there so far, then pause MS milliseconds before the rest).  After sending, it prints one line per reply frame,
  * "ok ID" or "err ID CODE MSG", then "closed" if the daemon closed the
  * connection or "open" if it was still open after a second of silence.
  */
@@ -125,8 +126,24 @@ main(int argc, char **argv)
         return 2;
     }
     snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", argv[1]);
+    fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+        perror("connect");
+        return 1;
+    }
     msgpack_sbuffer_init(&sb);
     for (int i = 2; i < argc; i++) {
+        unsigned ms;
+        if (sscanf(argv[i], "wait:%u", &ms) == 1) {
+            if (sb.size > 0 && send(fd, sb.data, sb.size, MSG_NOSIGNAL) !=
+                (ssize_t)sb.size) {
+                perror("send");
+                return 1;
+            }
+            sb.size = 0;
+            usleep(ms * 1000u);
+            continue;
+        }
         char op[64], fields[4096];
         unsigned long long id;
         int nconv;
@@ -145,12 +162,8 @@ main(int argc, char **argv)
             return 2;
         }
     }
-    fd = socket(AF_UNIX, SOCK_STREAM, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
-        perror("connect");
-        return 1;
-    }
-    if (send(fd, sb.data, sb.size, MSG_NOSIGNAL) != (ssize_t)sb.size) {
+    if (sb.size > 0 &&
+        send(fd, sb.data, sb.size, MSG_NOSIGNAL) != (ssize_t)sb.size) {
         perror("send");
         return 1;
     }

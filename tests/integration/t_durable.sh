@@ -5,11 +5,6 @@
 . "${top_srcdir:-.}/tests/integration/lib.sh"
 ACQ="$top_builddir/tests/integration/acquirer"
 
-used() { "$LLMGUARDCTL" -s "$SOCK" quota "$1" | awk '/^tokens_used/ { print $2 }'; }
-kill9() {
-    kill -KILL "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null
-    DAEMON_PIDS=$(echo "$DAEMON_PIDS" | sed "s/ $DAEMON_PID\b//")
-}
 
 # Flush every 50 ms: after 300 ms everything is on disk.
 printf 'LLMGUARD_QUOTA_FLUSH_MS=50\n' > "$TMP/f50.env"

@@ -9,11 +9,6 @@ if [ "$(id -u)" = 0 ] && [ -z "${IN_MOUNT_NS:-}" ] &&
 fi
 . "${top_srcdir:-.}/tests/integration/lib.sh"
 ACQ="$top_builddir/tests/integration/acquirer"
-used() { "$LLMGUARDCTL" -s "$SOCK" quota "$1" | awk '/^tokens_used/ { print $2 }'; }
-kill9() {
-    kill -KILL "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null
-    DAEMON_PIDS=$(echo "$DAEMON_PIDS" | sed "s/ $DAEMON_PID\b//")
-}
 
 # SIGKILL under load (flush 50 ms): what comes back is what was
 # acknowledged, less at most about one flush interval of it.

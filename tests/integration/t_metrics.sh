@@ -50,9 +50,9 @@ expect_match "llm_failovers_total{groq->openai} = 1" \
     '"llm_failovers_total":\[\{"labels":\{"from_provider":"groq","to_provider":"openai"\},"value":1(\.0)?\}\]' "$json"
 expect_match "llm_quota_exceeded_total{big,acme} = 2 (soft + hard)" \
     '"llm_quota_exceeded_total":\[\{"labels":\{"workflow_id":"big","tenant_id":"acme"\},"value":2(\.0)?\}\]' "$json"
-# wa: 42 + 42 (ok), 10 (the 429 attempt: its estimate), 42 (openai).
-expect_match "workflow_quota_remaining_tokens{wa} = 1000 - 136" \
-    '\{"labels":\{"workflow_id":"wa"\},"value":864(\.0)?\}' "$json"
+# wa: 42 + 42 (ok), 0 (the 429 attempt used none), 42 (openai).
+expect_match "workflow_quota_remaining_tokens{wa} = 1000 - 126" \
+    '\{"labels":\{"workflow_id":"wa"\},"value":874(\.0)?\}' "$json"
 expect_match "provider_available_tokens{groq}" \
     '"provider_available_tokens":\[\{"labels":\{"provider":"groq"\},"value":[0-9.]+\}' "$json"
 expect_match "llm_request_latency_ms{groq}: count 4, buckets, +Inf" \

@@ -47,6 +47,22 @@ out=$("$ACQ" status "$SOCK" groq)
 expect_match "the old configuration is still in force" " rate 0.01 max 50 " "$out"
 check "and the daemon serves" "$LLMGUARDCTL" -s "$SOCK" ping
 
+# A reload that removes the provider of an open permit: its report is
+# still taken (the quota reconciled), the provider reported "removed".
+printf 'PROVIDER_GONE_RATE_PER_SEC=10\nPROVIDER_STAYS_RATE_PER_SEC=10\n' > "$TMP/r.env"
+"$LLMGUARDCTL" -s "$SOCK" reload >/dev/null
+"$RAWCLIENT" "$SOCK" req:permit:1:preferred=gone,workflow_id=w,tokens_estimate=50 wait:1000 \
+    req:report:2:permit_id=1,outcome=ok,tokens_used=20,final=true > "$TMP/permit.out" &
+RC=$!
+sleep 0.4
+printf 'PROVIDER_STAYS_RATE_PER_SEC=10\n' > "$TMP/r.env"
+"$LLMGUARDCTL" -s "$SOCK" reload >/dev/null
+wait $RC
+expect_eq "permit before, report after the provider's removal" "ok 1|ok 2|open|" "$(tr '\n' '|' < "$TMP/permit.out")"
+out=$("$RAWCLIENT" "$SOCK" req:status:3 | head -1)
+check "the daemon lives on" "$LLMGUARDCTL" -s "$SOCK" ping
+expect_match "the quota was reconciled to 20" "tokens_used +20$" "$("$LLMGUARDCTL" -s "$SOCK" quota w)"
+
 # Settings that need a restart say so.
 printf 'PROVIDER_GROQ_RATE_PER_SEC=1\nLLMGUARD_METRICS_LISTEN=127.0.0.1:1\n' > "$TMP/r.env"
 "$LLMGUARDCTL" -s "$SOCK" reload >/dev/null

@@ -443,7 +443,7 @@ test_prometheus_exact(void **state)
 
     out = render(m);
     assert_string_equal(out,
-        "# HELP llm_requests_total LLM requests permitted, by provider and "
+        "# HELP llm_requests_total LLM request attempts reported, by provider and "
         "workflow.\n"
         "# TYPE llm_requests_total counter\n"
         "llm_requests_total{provider=\"__other__\",workflow_id=\"__other__\"}"
