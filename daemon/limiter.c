@@ -22,21 +22,23 @@
 #define LIMITER_EPS 1e-9
 
 /* Whether cfg is in range (NaN fails every comparison). */
-static bool config_ok(const struct limiter_config *cfg)
+static bool
+config_ok(const struct limiter_config *cfg)
 {
     return isfinite(cfg->rate_per_sec) && cfg->rate_per_sec > 0 &&
            isfinite(cfg->burst) && cfg->burst >= 1 &&
            isfinite(cfg->tokens_per_min) && cfg->tokens_per_min >= 0;
 }
 
-static bool has_tpm(const struct limiter_bucket *b)
+static bool
+has_tpm(const struct limiter_bucket *b)
 {
     return b->cfg.tokens_per_min > 0;
 }
 
 /* Whether a request for n / llm_tokens could ever be granted by b. */
-static bool fits(const struct limiter_bucket *b, uint32_t n,
-                 uint64_t llm_tokens)
+static bool
+fits(const struct limiter_bucket *b, uint32_t n, uint64_t llm_tokens)
 {
     if (n == 0 || n > b->cfg.burst)
         return false;
@@ -44,7 +46,8 @@ static bool fits(const struct limiter_bucket *b, uint32_t n,
 }
 
 /* Request tokens at time t, from the stored state. */
-static double tokens_at(const struct limiter_bucket *b, double t)
+static double
+tokens_at(const struct limiter_bucket *b, double t)
 {
     double dt_s = t > b->last_s ? t - b->last_s : 0;
 
@@ -52,7 +55,8 @@ static double tokens_at(const struct limiter_bucket *b, double t)
 }
 
 /* LLM tokens at time t, from the stored state (TPM enabled). */
-static double llm_tokens_at(const struct limiter_bucket *b, double t)
+static double
+llm_tokens_at(const struct limiter_bucket *b, double t)
 {
     double dt_s = t > b->last_s ? t - b->last_s : 0;
     double cap = b->cfg.tokens_per_min;
@@ -61,14 +65,16 @@ static double llm_tokens_at(const struct limiter_bucket *b, double t)
 }
 
 /* Whether a fill of `have` covers `need`, up to rounding error. */
-static bool enough(double have, double need)
+static bool
+enough(double have, double need)
 {
     return need <= 0 || have >= need - LIMITER_EPS * fmax(need, 1.0);
 }
 
 /* Whether both buckets would cover n / llm_tokens at time t. */
-static bool can_take_at(const struct limiter_bucket *b, double t, uint32_t n,
-                        uint64_t llm_tokens)
+static bool
+can_take_at(const struct limiter_bucket *b, double t, uint32_t n,
+            uint64_t llm_tokens)
 {
     if (!enough(tokens_at(b, t), n))
         return false;
@@ -76,7 +82,8 @@ static bool can_take_at(const struct limiter_bucket *b, double t, uint32_t n,
 }
 
 /* Bring the stored state forward to now_s (never backwards). */
-static void refill(struct limiter_bucket *b, double now_s)
+static void
+refill(struct limiter_bucket *b, double now_s)
 {
     if (now_s <= b->last_s)
         return;
@@ -87,8 +94,8 @@ static void refill(struct limiter_bucket *b, double now_s)
 }
 
 /* Refill to now_s and take n / llm_tokens, which can_take_at allowed. */
-static void take(struct limiter_bucket *b, uint32_t n, uint64_t llm_tokens,
-                 double now_s)
+static void
+take(struct limiter_bucket *b, uint32_t n, uint64_t llm_tokens, double now_s)
 {
     refill(b, now_s);
     b->tokens -= n;
@@ -96,7 +103,8 @@ static void take(struct limiter_bucket *b, uint32_t n, uint64_t llm_tokens,
         b->llm_tokens -= (double)llm_tokens;
 }
 
-static void dequeue(struct limiter_bucket *b, struct limiter_waiter *w)
+static void
+dequeue(struct limiter_bucket *b, struct limiter_waiter *w)
 {
     assert(w->queued && b->nwaiters > 0);
     TAILQ_REMOVE(&b->waiters, w, entry);
@@ -104,8 +112,9 @@ static void dequeue(struct limiter_bucket *b, struct limiter_waiter *w)
     b->nwaiters--;
 }
 
-static bool expired(const struct limiter_bucket *b,
-                    const struct limiter_waiter *w, double now_s)
+static bool
+expired(const struct limiter_bucket *b, const struct limiter_waiter *w,
+        double now_s)
 {
     return w->deadline_s <= now_s || !fits(b, w->n, w->llm_tokens);
 }
@@ -115,8 +124,9 @@ static bool expired(const struct limiter_bucket *b,
  * deficit takes to refill, then stepped up ulp by ulp until can_take_at
  * agrees, so rounding never leaves the head short at that time.
  */
-static double ready_time(const struct limiter_bucket *b,
-                         const struct limiter_waiter *w, double now_s)
+static double
+ready_time(const struct limiter_bucket *b, const struct limiter_waiter *w,
+           double now_s)
 {
     double t = fmax(now_s, b->last_s);
     double deficit;
@@ -136,8 +146,9 @@ static double ready_time(const struct limiter_bucket *b,
 }
 
 /* Set up a full bucket with an empty queue. */
-int limiter_init(struct limiter_bucket *b, const struct limiter_config *cfg,
-                 double now_s)
+int
+limiter_init(struct limiter_bucket *b, const struct limiter_config *cfg,
+             double now_s)
 {
     if (!config_ok(cfg))
         return -1;
@@ -151,8 +162,9 @@ int limiter_init(struct limiter_bucket *b, const struct limiter_config *cfg,
 }
 
 /* Apply a reloaded config, keeping the fill clamped to the new sizes. */
-int limiter_reconfigure(struct limiter_bucket *b,
-                        const struct limiter_config *cfg, double now_s)
+int
+limiter_reconfigure(struct limiter_bucket *b, const struct limiter_config *cfg,
+                    double now_s)
 {
     bool had_tpm = has_tpm(b);
 
@@ -168,8 +180,9 @@ int limiter_reconfigure(struct limiter_bucket *b,
 }
 
 /* Grant at once if both buckets suffice and nobody is queued. */
-enum limiter_result limiter_try_acquire(struct limiter_bucket *b, uint32_t n,
-                                        uint64_t llm_tokens, double now_s)
+enum limiter_result
+limiter_try_acquire(struct limiter_bucket *b, uint32_t n, uint64_t llm_tokens,
+                    double now_s)
 {
     if (!fits(b, n, llm_tokens))
         return LIMITER_BAD_REQUEST;
@@ -182,8 +195,9 @@ enum limiter_result limiter_try_acquire(struct limiter_bucket *b, uint32_t n,
 }
 
 /* Queue a waiter at the tail. */
-int limiter_enqueue(struct limiter_bucket *b, struct limiter_waiter *w,
-                    uint32_t n, uint64_t llm_tokens, double deadline_s)
+int
+limiter_enqueue(struct limiter_bucket *b, struct limiter_waiter *w, uint32_t n,
+                uint64_t llm_tokens, double deadline_s)
 {
     assert(!w->queued);
     assert(!isnan(deadline_s));
@@ -199,19 +213,21 @@ int limiter_enqueue(struct limiter_bucket *b, struct limiter_waiter *w,
 }
 
 /* Drop a waiter whose requester went away. */
-void limiter_cancel(struct limiter_bucket *b, struct limiter_waiter *w)
+void
+limiter_cancel(struct limiter_bucket *b, struct limiter_waiter *w)
 {
     if (w->queued)
         dequeue(b, w);
 }
 
 /* Remove the first waiter, in queue order, that is past its deadline. */
-struct limiter_waiter *limiter_pop_expired(struct limiter_bucket *b,
-                                           double now_s)
+struct limiter_waiter *
+limiter_pop_expired(struct limiter_bucket *b, double now_s)
 {
     struct limiter_waiter *w;
 
-    TAILQ_FOREACH (w, &b->waiters, entry) {
+    TAILQ_FOREACH(w, &b->waiters, entry)
+    {
         if (expired(b, w, now_s)) {
             dequeue(b, w);
             return w;
@@ -221,7 +237,8 @@ struct limiter_waiter *limiter_pop_expired(struct limiter_bucket *b,
 }
 
 /* Serve the head waiter if its tokens are there. */
-struct limiter_waiter *limiter_pop_ready(struct limiter_bucket *b, double now_s)
+struct limiter_waiter *
+limiter_pop_ready(struct limiter_bucket *b, double now_s)
 {
     struct limiter_waiter *w = TAILQ_FIRST(&b->waiters);
 
@@ -238,7 +255,8 @@ struct limiter_waiter *limiter_pop_ready(struct limiter_bucket *b, double now_s)
 }
 
 /* Remove the head without serving it. */
-struct limiter_waiter *limiter_drain(struct limiter_bucket *b)
+struct limiter_waiter *
+limiter_drain(struct limiter_bucket *b)
 {
     struct limiter_waiter *w = TAILQ_FIRST(&b->waiters);
 
@@ -248,7 +266,8 @@ struct limiter_waiter *limiter_drain(struct limiter_bucket *b)
 }
 
 /* When the single timer of this bucket should next fire. */
-double limiter_next_wakeup(const struct limiter_bucket *b, double now_s)
+double
+limiter_next_wakeup(const struct limiter_bucket *b, double now_s)
 {
     const struct limiter_waiter *w, *head = TAILQ_FIRST(&b->waiters);
     double t = INFINITY;
@@ -257,7 +276,8 @@ double limiter_next_wakeup(const struct limiter_bucket *b, double now_s)
         return INFINITY;
     if (!b->cfg.enabled)
         return now_s;
-    TAILQ_FOREACH (w, &b->waiters, entry) {
+    TAILQ_FOREACH(w, &b->waiters, entry)
+    {
         if (expired(b, w, now_s))
             return now_s;
         t = fmin(t, w->deadline_s);
@@ -266,8 +286,9 @@ double limiter_next_wakeup(const struct limiter_bucket *b, double now_s)
 }
 
 /* Give tokens back, capped at the capacities. */
-void limiter_release(struct limiter_bucket *b, uint32_t n, uint64_t llm_tokens,
-                     double now_s)
+void
+limiter_release(struct limiter_bucket *b, uint32_t n, uint64_t llm_tokens,
+                double now_s)
 {
     refill(b, now_s);
     b->tokens = fmin(b->cfg.burst, b->tokens + n);
@@ -276,17 +297,20 @@ void limiter_release(struct limiter_bucket *b, uint32_t n, uint64_t llm_tokens,
             fmin(b->cfg.tokens_per_min, b->llm_tokens + (double)llm_tokens);
 }
 
-double limiter_available(const struct limiter_bucket *b, double now_s)
+double
+limiter_available(const struct limiter_bucket *b, double now_s)
 {
     return fmax(0, tokens_at(b, now_s));
 }
 
-double limiter_available_llm(const struct limiter_bucket *b, double now_s)
+double
+limiter_available_llm(const struct limiter_bucket *b, double now_s)
 {
     return has_tpm(b) ? fmax(0, llm_tokens_at(b, now_s)) : INFINITY;
 }
 
-size_t limiter_waiters(const struct limiter_bucket *b)
+size_t
+limiter_waiters(const struct limiter_bucket *b)
 {
     return b->nwaiters;
 }

@@ -68,7 +68,8 @@ static const char *const kind_prefix[] = {
 };
 
 /* a + b clamped to [0, INT64_MAX], for a >= 0. */
-static int64_t add_clamped(int64_t a, int64_t b)
+static int64_t
+add_clamped(int64_t a, int64_t b)
 {
     int64_t r;
 
@@ -78,41 +79,48 @@ static int64_t add_clamped(int64_t a, int64_t b)
     return r < 0 ? 0 : r;
 }
 
-static bool time_ok(double t)
+static bool
+time_ok(double t)
 {
     return isfinite(t) && fabs(t) < TIME_MAX_S;
 }
 
-static bool ms_ok(int64_t t_ms)
+static bool
+ms_ok(int64_t t_ms)
 {
     return t_ms > -TIME_MAX_MS && t_ms < TIME_MAX_MS;
 }
 
-static bool config_ok(double window_s, int64_t default_limit)
+static bool
+config_ok(double window_s, int64_t default_limit)
 {
     return time_ok(window_s) && window_s > 0 && default_limit >= 0;
 }
 
 /* max(1 s, window / 720), in whole milliseconds. */
-static int64_t slot_size_ms(double window_s)
+static int64_t
+slot_size_ms(double window_s)
 {
     return llround(fmax(QUOTA_SLOT_MIN_S, window_s / QUOTA_SLOTS_PER_WINDOW) *
                    1000);
 }
 
-static int64_t floor_div(int64_t a, int64_t b)
+static int64_t
+floor_div(int64_t a, int64_t b)
 {
     assert(b > 0);
     return a / b - (a % b < 0);
 }
 
-static double slot_start_s(const struct quota *q, int64_t idx)
+static double
+slot_start_s(const struct quota *q, int64_t idx)
 {
     return (double)(idx * q->slot_ms) / 1000;
 }
 
 /* The slot holding t: slot_start_s(k) <= t < slot_start_s(k + 1). */
-static int64_t slot_of(const struct quota *q, double t)
+static int64_t
+slot_of(const struct quota *q, double t)
 {
     int64_t idx = (int64_t)floor(t * 1000 / (double)q->slot_ms);
 
@@ -124,13 +132,15 @@ static int64_t slot_of(const struct quota *q, double t)
 }
 
 /* Slot idx counts while now_s is before this instant. */
-static double slot_expiry(const struct quota *q, int64_t idx)
+static double
+slot_expiry(const struct quota *q, int64_t idx)
 {
     return slot_start_s(q, idx + 1) + q->window_s;
 }
 
 /* 0 when subject is "workflow:<id>" or "tenant:<id>" with a valid id. */
-static int subject_valid(const char *subject)
+static int
+subject_valid(const char *subject)
 {
     for (size_t k = 0; k < sizeof(kind_prefix) / sizeof(kind_prefix[0]); k++) {
         size_t plen = strlen(kind_prefix[k]);
@@ -142,7 +152,8 @@ static int subject_valid(const char *subject)
 }
 
 /* Ids: 1..QUOTA_ID_MAX bytes, none of them a control character. */
-int quota_id_valid(const char *id)
+int
+quota_id_valid(const char *id)
 {
     size_t len;
 
@@ -164,7 +175,8 @@ int quota_id_valid(const char *id)
 }
 
 /* "workflow:" or "tenant:" followed by a valid id. */
-int quota_subject(char *buf, size_t len, enum quota_kind kind, const char *id)
+int
+quota_subject(char *buf, size_t len, enum quota_kind kind, const char *id)
 {
     int n;
 
@@ -177,7 +189,8 @@ int quota_subject(char *buf, size_t len, enum quota_kind kind, const char *id)
     return n;
 }
 
-static struct subject *subject_find(const struct quota *q, const char *key)
+static struct subject *
+subject_find(const struct quota *q, const char *key)
 {
     struct subject *s;
 
@@ -186,7 +199,8 @@ static struct subject *subject_find(const struct quota *q, const char *key)
 }
 
 /* The subject named key, created empty if needed; NULL when out of memory. */
-static struct subject *subject_get(struct quota *q, const char *key)
+static struct subject *
+subject_get(struct quota *q, const char *key)
 {
     struct subject *s = subject_find(q, key);
     size_t len, size;
@@ -208,7 +222,8 @@ static struct subject *subject_get(struct quota *q, const char *key)
 }
 
 /* Frees s when it holds nothing: no slot, no override, nothing queued. */
-static void subject_release(struct quota *q, struct subject *s)
+static void
+subject_release(struct quota *q, struct subject *s)
 {
     if (s->n_slots > 0 || s->has_limit || s->queued)
         return;
@@ -220,7 +235,8 @@ static void subject_release(struct quota *q, struct subject *s)
     free(s);
 }
 
-static void subject_enqueue(struct quota *q, struct subject *s)
+static void
+subject_enqueue(struct quota *q, struct subject *s)
 {
     if (!s->queued) {
         TAILQ_INSERT_TAIL(&q->queue, s, queue_link);
@@ -229,7 +245,8 @@ static void subject_enqueue(struct quota *q, struct subject *s)
 }
 
 /* Queues every slot of s and the deletion of its stored rows. */
-static void subject_mark_rewrite(struct quota *q, struct subject *s)
+static void
+subject_mark_rewrite(struct quota *q, struct subject *s)
 {
     for (uint32_t i = 0; i < s->n_slots; i++)
         s->slots[i].dirty = true;
@@ -238,7 +255,8 @@ static void subject_mark_rewrite(struct quota *q, struct subject *s)
 }
 
 /* Gives s room for exactly cap slots (cap >= n_slots; 0 frees the array). */
-static int slots_resize(struct quota *q, struct subject *s, uint32_t cap)
+static int
+slots_resize(struct quota *q, struct subject *s, uint32_t cap)
 {
     struct slot *p = NULL;
 
@@ -255,7 +273,8 @@ static int slots_resize(struct quota *q, struct subject *s, uint32_t cap)
 }
 
 /* Makes sure one more slot fits in s without allocating. */
-static int slots_make_room(struct quota *q, struct subject *s)
+static int
+slots_make_room(struct quota *q, struct subject *s)
 {
     if (s->n_slots < s->cap_slots)
         return 0;
@@ -263,7 +282,8 @@ static int slots_make_room(struct quota *q, struct subject *s)
 }
 
 /* Position of the first slot of s with index >= idx. */
-static uint32_t slots_search(const struct subject *s, int64_t idx)
+static uint32_t
+slots_search(const struct subject *s, int64_t idx)
 {
     uint32_t lo = 0, hi = s->n_slots;
 
@@ -278,7 +298,8 @@ static uint32_t slots_search(const struct subject *s, int64_t idx)
     return lo;
 }
 
-static struct slot *slot_find(const struct subject *s, int64_t idx)
+static struct slot *
+slot_find(const struct subject *s, int64_t idx)
 {
     uint32_t i = slots_search(s, idx);
 
@@ -286,7 +307,8 @@ static struct slot *slot_find(const struct subject *s, int64_t idx)
 }
 
 /* Slot idx of s, inserted empty if needed; the caller made room. */
-static struct slot *slot_get(struct subject *s, int64_t idx)
+static struct slot *
+slot_get(struct subject *s, int64_t idx)
 {
     uint32_t i = slots_search(s, idx);
 
@@ -301,8 +323,9 @@ static struct slot *slot_get(struct subject *s, int64_t idx)
 }
 
 /* Position of the first slot of s that still counts at now_s. */
-static uint32_t slots_first_counted(const struct quota *q,
-                                    const struct subject *s, double now_s)
+static uint32_t
+slots_first_counted(const struct quota *q, const struct subject *s,
+                    double now_s)
 {
     uint32_t lo = 0, hi = s->n_slots;
 
@@ -318,7 +341,8 @@ static uint32_t slots_first_counted(const struct quota *q,
 }
 
 /* Drops the slots of s that no longer count; returns how many. */
-static uint32_t slots_trim(struct quota *q, struct subject *s, double now_s)
+static uint32_t
+slots_trim(struct quota *q, struct subject *s, double now_s)
 {
     uint32_t k = slots_first_counted(q, s, now_s);
 
@@ -332,8 +356,9 @@ static uint32_t slots_trim(struct quota *q, struct subject *s, double now_s)
 }
 
 /* Usage of s (NULL: unseen) at now_s. */
-static void subject_usage(const struct quota *q, const struct subject *s,
-                          double now_s, struct usage *u)
+static void
+subject_usage(const struct quota *q, const struct subject *s, double now_s,
+              struct usage *u)
 {
     *u = (struct usage){.limit = q->default_limit, .reset_at_s = -1};
     if (s == NULL)
@@ -353,14 +378,16 @@ static void subject_usage(const struct quota *q, const struct subject *s,
     }
 }
 
-static int64_t usage_remaining(const struct usage *u)
+static int64_t
+usage_remaining(const struct usage *u)
 {
     return u->used < u->limit ? u->limit - u->used : 0;
 }
 
 /* Builds the subjects of a request into keys; returns how many, or -1. */
-static int request_keys(const char *workflow_id, const char *tenant_id,
-                        char keys[2][QUOTA_SUBJECT_MAX])
+static int
+request_keys(const char *workflow_id, const char *tenant_id,
+             char keys[2][QUOTA_SUBJECT_MAX])
 {
     const char *ids[2] = {workflow_id, tenant_id};
     int n = 0;
@@ -382,8 +409,9 @@ static int request_keys(const char *workflow_id, const char *tenant_id,
  * room for one more slot, so that nothing can fail once charging starts. A
  * negative delta only lowers slots that exist, never below 0.
  */
-static int charge(struct quota *q, char keys[][QUOTA_SUBJECT_MAX], int n,
-                  int64_t idx, int64_t delta, double now_s)
+static int
+charge(struct quota *q, char keys[][QUOTA_SUBJECT_MAX], int n, int64_t idx,
+       int64_t delta, double now_s)
 {
     struct subject *subj[2] = {NULL, NULL};
 
@@ -419,9 +447,10 @@ static int charge(struct quota *q, char keys[][QUOTA_SUBJECT_MAX], int n,
 }
 
 /* Fills *d from the usages u[0..n) of the subjects in keys. */
-static void decide(struct quota_decision *d, char keys[][QUOTA_SUBJECT_MAX],
-                   const struct usage *u, int n, int over, bool allowed,
-                   int64_t slot_start_ms)
+static void
+decide(struct quota_decision *d, char keys[][QUOTA_SUBJECT_MAX],
+       const struct usage *u, int n, int over, bool allowed,
+       int64_t slot_start_ms)
 {
     int pick = over;
 
@@ -445,9 +474,9 @@ static void decide(struct quota_decision *d, char keys[][QUOTA_SUBJECT_MAX],
 }
 
 /* Checks every subject first, then charges all of them or none. */
-int quota_reserve(struct quota *q, const char *workflow_id,
-                  const char *tenant_id, int64_t tokens, double now_s,
-                  struct quota_decision *d)
+int
+quota_reserve(struct quota *q, const char *workflow_id, const char *tenant_id,
+              int64_t tokens, double now_s, struct quota_decision *d)
 {
     char keys[2][QUOTA_SUBJECT_MAX];
     struct usage u[2];
@@ -479,9 +508,10 @@ int quota_reserve(struct quota *q, const char *workflow_id,
 }
 
 /* Moves a reservation from its estimate to the actual tokens. */
-int quota_commit(struct quota *q, const char *workflow_id,
-                 const char *tenant_id, int64_t slot_start_ms, int64_t estimate,
-                 int64_t actual, double now_s)
+int
+quota_commit(struct quota *q, const char *workflow_id, const char *tenant_id,
+             int64_t slot_start_ms, int64_t estimate, int64_t actual,
+             double now_s)
 {
     char keys[2][QUOTA_SUBJECT_MAX];
     int n;
@@ -503,8 +533,9 @@ int quota_commit(struct quota *q, const char *workflow_id,
 }
 
 /* A read-only view of one subject; expired slots are skipped. */
-int quota_status(const struct quota *q, enum quota_kind kind, const char *id,
-                 double now_s, struct quota_status *st)
+int
+quota_status(const struct quota *q, enum quota_kind kind, const char *id,
+             double now_s, struct quota_status *st)
 {
     char key[QUOTA_SUBJECT_MAX];
     const struct subject *s;
@@ -528,8 +559,8 @@ int quota_status(const struct quota *q, enum quota_kind kind, const char *id,
 }
 
 /* Sets an override, creating the subject if needed. */
-int quota_set(struct quota *q, enum quota_kind kind, const char *id,
-              int64_t limit)
+int
+quota_set(struct quota *q, enum quota_kind kind, const char *id, int64_t limit)
 {
     char key[QUOTA_SUBJECT_MAX];
     struct subject *s;
@@ -546,7 +577,8 @@ int quota_set(struct quota *q, enum quota_kind kind, const char *id,
 }
 
 /* Drops an override; the subject is freed at the next flush if idle. */
-int quota_unset(struct quota *q, enum quota_kind kind, const char *id)
+int
+quota_unset(struct quota *q, enum quota_kind kind, const char *id)
 {
     char key[QUOTA_SUBJECT_MAX];
     struct subject *s;
@@ -563,7 +595,8 @@ int quota_unset(struct quota *q, enum quota_kind kind, const char *id)
 }
 
 /* Forgets a subject's usage, keeping it until the store has been told. */
-int quota_reset(struct quota *q, enum quota_kind kind, const char *id)
+int
+quota_reset(struct quota *q, enum quota_kind kind, const char *id)
 {
     char key[QUOTA_SUBJECT_MAX];
     struct subject *s;
@@ -580,8 +613,9 @@ int quota_reset(struct quota *q, enum quota_kind kind, const char *id)
 }
 
 /* Hands the pending changes of s to the sink; -1 when a callback fails. */
-static int flush_subject(const struct quota *q, const struct subject *s,
-                         const struct quota_sink *sink, void *arg, int *calls)
+static int
+flush_subject(const struct quota *q, const struct subject *s,
+              const struct quota_sink *sink, void *arg, int *calls)
 {
     if (s->reset_pending) {
         if (sink->on_reset(arg, s->key) < 0)
@@ -607,7 +641,8 @@ static int flush_subject(const struct quota *q, const struct subject *s,
 }
 
 /* Delivers the queue in one transaction; clears it only once committed. */
-int quota_flush(struct quota *q, const struct quota_sink *sink, void *arg)
+int
+quota_flush(struct quota *q, const struct quota_sink *sink, void *arg)
 {
     struct subject *s;
     int calls = 0;
@@ -642,8 +677,9 @@ fail:
 }
 
 /* Re-buckets one stored usage row into memory at start-up. */
-int quota_load_slot(struct quota *q, const char *subject, int64_t slot_start_ms,
-                    int64_t tokens, double now_s)
+int
+quota_load_slot(struct quota *q, const char *subject, int64_t slot_start_ms,
+                int64_t tokens, double now_s)
 {
     struct subject *s;
     struct slot *sl;
@@ -671,7 +707,8 @@ int quota_load_slot(struct quota *q, const char *subject, int64_t slot_start_ms,
 }
 
 /* Restores one stored override at start-up. */
-int quota_load_limit(struct quota *q, const char *subject, int64_t limit)
+int
+quota_load_limit(struct quota *q, const char *subject, int64_t limit)
 {
     struct subject *s;
 
@@ -685,7 +722,8 @@ int quota_load_limit(struct quota *q, const char *subject, int64_t limit)
 }
 
 /* Drops expired slots everywhere and frees the subjects left idle. */
-size_t quota_prune(struct quota *q, double now_s)
+size_t
+quota_prune(struct quota *q, double now_s)
 {
     struct subject *s, *tmp;
     size_t dropped = 0;
@@ -701,8 +739,8 @@ size_t quota_prune(struct quota *q, double now_s)
 }
 
 /* Moves each slot of s from old_slot_ms to the current slot size. */
-static void subject_rebucket(struct quota *q, struct subject *s,
-                             int64_t old_slot_ms)
+static void
+subject_rebucket(struct quota *q, struct subject *s, int64_t old_slot_ms)
 {
     uint32_t w = 0;
 
@@ -723,7 +761,8 @@ static void subject_rebucket(struct quota *q, struct subject *s,
 }
 
 /* An empty table for one configuration. */
-struct quota *quota_new(double window_s, int64_t default_limit, bool hard)
+struct quota *
+quota_new(double window_s, int64_t default_limit, bool hard)
 {
     struct quota *q;
 
@@ -739,7 +778,8 @@ struct quota *quota_new(double window_s, int64_t default_limit, bool hard)
     return q;
 }
 
-void quota_free(struct quota *q)
+void
+quota_free(struct quota *q)
 {
     struct subject *s, *tmp;
 
@@ -755,8 +795,9 @@ void quota_free(struct quota *q)
 }
 
 /* Applies a new config; usage moves to the new slot size if it changed. */
-int quota_reconfigure(struct quota *q, double window_s, int64_t default_limit,
-                      bool hard)
+int
+quota_reconfigure(struct quota *q, double window_s, int64_t default_limit,
+                  bool hard)
 {
     struct subject *s, *tmp;
     int64_t old_slot_ms = q->slot_ms;
@@ -776,13 +817,15 @@ int quota_reconfigure(struct quota *q, double window_s, int64_t default_limit,
     return 0;
 }
 
-int64_t quota_slot_ms(const struct quota *q)
+int64_t
+quota_slot_ms(const struct quota *q)
 {
     return q->slot_ms;
 }
 
 /* Start of the oldest slot that counts at now_s. */
-int64_t quota_horizon_ms(const struct quota *q, double now_s)
+int64_t
+quota_horizon_ms(const struct quota *q, double now_s)
 {
     int64_t k;
 
@@ -795,13 +838,15 @@ int64_t quota_horizon_ms(const struct quota *q, double now_s)
     return k * q->slot_ms;
 }
 
-size_t quota_count(const struct quota *q)
+size_t
+quota_count(const struct quota *q)
 {
     return HASH_COUNT(q->subjects);
 }
 
 /* Our allocations plus uthash's table and buckets. */
-size_t quota_bytes(const struct quota *q)
+size_t
+quota_bytes(const struct quota *q)
 {
     size_t bytes = sizeof(*q) + q->bytes;
 
