@@ -12,7 +12,8 @@
 # LLMGUARDD defaults to $LLMGUARDD, else _build/default/daemon/llmguardd;
 # LOADGEN to $LOADGEN, else bench/loadgen next to that daemon's build tree;
 # when that is missing it is compiled into the temporary directory from
-# bench/loadgen.c against the build tree's libclient/.libs/libllmguard.a.
+# bench/loadgen.c and bench/harness.c against the build tree's
+# libclient/.libs/libllmguard.a.
 # -q: a quick smoke run (short durations, 100,000 ids).
 # -o FILE: also keep the JSON lines (one per measurement) in FILE.
 
@@ -86,8 +87,9 @@ if [ ! -x "$LOADGEN" ]; then
     msgpack_libs=$(pkg-config --libs msgpack-c 2>/dev/null ||
                    pkg-config --libs msgpack)
     # shellcheck disable=SC2086
-    ${CC:-cc} -O2 -std=gnu11 -I"$srcdir/libclient" -o "$TMP/loadgen" \
-        "$here/loadgen.c" "$lib" $msgpack_libs -lm -lpthread
+    ${CC:-cc} -O2 -std=gnu11 -D_GNU_SOURCE -I"$srcdir/libclient" \
+        -o "$TMP/loadgen" "$here/loadgen.c" "$here/harness.c" "$lib" \
+        $msgpack_libs -lm -lpthread
     LOADGEN=$TMP/loadgen
 fi
 
