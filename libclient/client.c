@@ -170,28 +170,44 @@ send_all(int fd, const char *p, size_t len)
     return 0;
 }
 
-/* Read until the frame answering id arrives. */
+/*
+ * Read and decode replies until the one answering id arrives (a reply to
+ * another id, stale from an earlier exchange, is skipped).  Each frame is
+ * decoded once, straight from the bytes recv(2) put in the reader.
+ */
 static int
-recv_reply(llmguard_t *g, uint64_t id, const unsigned char **frame,
-           uint32_t *len)
+recv_reply(llmguard_t *g, enum proto_op op, uint64_t id,
+           struct proto_rep *rep)
 {
+    const unsigned char *frame;
+    uint32_t len;
     struct proto_error e;
-    unsigned char buf[8192];
 
     for (;;) {
-        uint64_t rid;
-        int r = proto_reader_next(&g->rd, frame, len, &e);
+        int r = proto_reader_next(&g->rd, &frame, &len, &e);
         if (r < 0) {
             disconnect(g);
             return seterr(g, LLMGUARD_EPROTO, "bad frame from llmguardd: %s",
                           e.msg);
         }
         if (r == 1) {
-            if (proto_reply_id(*frame, *len, &rid) == 0 && rid == id)
+            msgpack_zone_clear(&g->zone);
+            if (proto_decode_reply(frame, len, op, &g->zone, rep, &e) < 0) {
+                disconnect(g);
+                return seterr(g, LLMGUARD_EPROTO, "malformed reply to %s: %s",
+                              proto_op_name(op), e.msg);
+            }
+            if (rep->id == id)
                 return 0;
-            continue;   /* not ours: a stale reply, skip it */
+            continue;
         }
-        ssize_t n = recv(g->fd, buf, sizeof(buf), 0);
+        size_t avail;
+        unsigned char *p = proto_reader_space(&g->rd, 4096, &avail);
+        if (p == NULL) {
+            disconnect(g);
+            return seterr(g, LLMGUARD_ENOMEM, "out of memory");
+        }
+        ssize_t n = recv(g->fd, p, avail, 0);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {
@@ -201,10 +217,7 @@ recv_reply(llmguard_t *g, uint64_t id, const unsigned char **frame,
                           "connection%s%s", err ? ": " : "",
                           err ? strerror(err) : "");
         }
-        if (proto_reader_feed(&g->rd, buf, (size_t)n) < 0) {
-            disconnect(g);
-            return seterr(g, LLMGUARD_ENOMEM, "out of memory");
-        }
+        proto_reader_commit(&g->rd, (size_t)n);
     }
 }
 
@@ -242,9 +255,6 @@ static int
 call_locked(llmguard_t *g, enum proto_op op, const void *req,
             struct proto_rep *rep)
 {
-    const unsigned char *frame;
-    uint32_t len;
-    struct proto_error e;
     uint64_t id = g->next_id++;
     int rc;
 
@@ -263,14 +273,8 @@ call_locked(llmguard_t *g, enum proto_op op, const void *req,
         if (fresh || attempt > 0)
             return rc;
     }
-    if ((rc = recv_reply(g, id, &frame, &len)) < 0)
+    if ((rc = recv_reply(g, op, id, rep)) < 0)
         return rc;
-    msgpack_zone_clear(&g->zone);
-    if (proto_decode_reply(frame, len, op, &g->zone, rep, &e) < 0) {
-        disconnect(g);
-        return seterr(g, LLMGUARD_EPROTO, "malformed reply to %s: %s",
-                      proto_op_name(op), e.msg);
-    }
     if (!rep->ok)
         return wire_error(g, &rep->err);
     g->errmsg[0] = '\0';
