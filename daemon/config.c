@@ -414,8 +414,9 @@ apply_value(const struct option_def *def, void *base, const char *value)
         long long n;
         errno = 0;
         n = strtoll(value, &end, 10);
-        if (errno != 0 || end == value || *end != '\0' || n < def->min ||
-            n > def->max)
+        /* Bounds compared as integers: 2^53 + 1 is not 2^53. */
+        if (errno != 0 || end == value || *end != '\0' ||
+            n < (long long)def->min || n > (long long)def->max)
             return false;
         *(int64_t *)(void *)p = n;
         return true;
@@ -723,6 +724,16 @@ out:
     return rc;
 }
 
+/* Would the env-file parser cut, strip or misread p written bare? */
+static bool
+needs_quotes(const char *p)
+{
+    for (; *p != '\0'; p++)
+        if (isspace((unsigned char)*p) || strchr("#'\"\\", *p) != NULL)
+            return true;
+    return false;
+}
+
 /* Print one value by its table entry. */
 static void
 print_value(FILE *fp, const char *key, const struct option_def *def,
@@ -748,7 +759,7 @@ print_value(FILE *fp, const char *key, const struct option_def *def,
         fprintf(fp, "%04llo", (long long)*(const int64_t *)(const void *)p);
         break;
     default:
-        if (p[strcspn(p, " \t#'\"\\")] == '\0') {
+        if (!needs_quotes(p)) {
             fputs(p, fp);
             break;
         }

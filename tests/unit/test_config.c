@@ -213,6 +213,7 @@ test_bad_values(void **state)
         { "QUOTA_WINDOW_DAYS=thirty", "expected a number" },
         { "DEFAULT_DAILY_QUOTA_TOKENS=-5", "expected an integer" },
         { "DEFAULT_DAILY_QUOTA_TOKENS=1.5", "expected an integer" },
+        { "DEFAULT_DAILY_QUOTA_TOKENS=9007199254740993", "expected an integer" },
         { "QUOTA_ENFORCEMENT=medium", "expected soft or hard" },
         { "ROUTING_POLICY=random",
           "expected primary, cost_weighted or latency_weighted" },
@@ -292,9 +293,9 @@ test_print_roundtrip(void **state)
                                "PROVIDER_GROQ_RATE_PER_SEC=50\n"
                                "PROVIDER_GROQ_TOKENS_PER_MIN=6000\n"
                                "LLMGUARD_SOCKET_MODE=0660\n"
-                               "OTEL_SERVICE_NAME='a \\\"b\" # c'\n",
+                               "OTEL_SERVICE_NAME='a \\\"b\" # c\v'\n",
                                NULL, err), 0);
-    assert_string_equal(a.service_name, "a \\\"b\" # c");
+    assert_string_equal(a.service_name, "a \\\"b\" # c\v");
     fp = open_memstream(&buf, &len);
     config_print(&a, fp);
     fclose(fp);
