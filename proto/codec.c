@@ -571,6 +571,25 @@ type_word(uint8_t type)
 static int decode_msg(const msgpack_object *o, const struct proto_msgdef *def,
                       void *msg, msgpack_zone *zone, struct proto_error *e);
 
+/*
+ * Room in zone for the elements of array v, elem bytes each; *n is their
+ * count.  NULL for an empty array, and when out of memory (with *n > 0 and
+ * e filled).
+ */
+static void *
+array_room(const msgpack_object *v, size_t elem, msgpack_zone *zone,
+           uint32_t *n, struct proto_error *e)
+{
+    void *room;
+
+    *n = v->via.array.size;
+    if (*n == 0)
+        return NULL;
+    if ((room = msgpack_zone_malloc(zone, elem * *n)) == NULL)
+        proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
+    return room;
+}
+
 static int
 decode_field(const msgpack_object *v, const struct proto_field *f, void *msg,
              msgpack_zone *zone, struct proto_error *e)
@@ -627,13 +646,9 @@ decode_field(const msgpack_object *v, const struct proto_field *f, void *msg,
         struct proto_strarr *a = (struct proto_strarr *)(void *)p;
         if (v->type != MSGPACK_OBJECT_ARRAY)
             break;
-        a->n = v->via.array.size;
-        a->v = NULL;
-        if (a->n == 0)
-            return 0;
-        a->v = msgpack_zone_malloc(zone, sizeof(*a->v) * a->n);
-        if (a->v == NULL)
-            return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
+        if ((a->v = array_room(v, sizeof(*a->v), zone, &a->n, e)) == NULL &&
+            a->n > 0)
+            return -1;
         for (uint32_t i = 0; i < a->n; i++) {
             const msgpack_object *s = &v->via.array.ptr[i];
             if (s->type != MSGPACK_OBJECT_STR)
@@ -648,13 +663,9 @@ decode_field(const msgpack_object *v, const struct proto_field *f, void *msg,
         struct proto_dblarr *a = (struct proto_dblarr *)(void *)p;
         if (v->type != MSGPACK_OBJECT_ARRAY)
             break;
-        a->n = v->via.array.size;
-        a->v = NULL;
-        if (a->n == 0)
-            return 0;
-        a->v = msgpack_zone_malloc(zone, sizeof(*a->v) * a->n);
-        if (a->v == NULL)
-            return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
+        if ((a->v = array_room(v, sizeof(*a->v), zone, &a->n, e)) == NULL &&
+            a->n > 0)
+            return -1;
         for (uint32_t i = 0; i < a->n; i++) {
             const msgpack_object *d = &v->via.array.ptr[i];
             if (d->type == MSGPACK_OBJECT_FLOAT32 ||
@@ -674,14 +685,11 @@ decode_field(const msgpack_object *v, const struct proto_field *f, void *msg,
         struct proto_objarr *a = (struct proto_objarr *)(void *)p;
         if (v->type != MSGPACK_OBJECT_ARRAY)
             break;
-        a->n = v->via.array.size;
-        a->v = NULL;
-        if (a->n == 0)
-            return 0;
-        a->v = msgpack_zone_malloc(zone, (size_t)f->sub->size * a->n);
-        if (a->v == NULL)
-            return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
-        memset(a->v, 0, (size_t)f->sub->size * a->n);
+        if ((a->v = array_room(v, f->sub->size, zone, &a->n, e)) == NULL &&
+            a->n > 0)
+            return -1;
+        if (a->n > 0)
+            memset(a->v, 0, (size_t)f->sub->size * a->n);
         for (uint32_t i = 0; i < a->n; i++)
             if (decode_msg(&v->via.array.ptr[i], f->sub,
                            (char *)a->v + (size_t)i * f->sub->size, zone,
