@@ -7,6 +7,9 @@
  *       the daemon's memory per connection, then waits for every grant and
  *       prints "served S of N, inversions I" where an inversion is a reply
  *       that arrived more than 20 ms before the reply of an earlier waiter.
+ *   crowd hold SOCKET N SECONDS
+ *       opens N connections (the kernel queues those not yet accepted),
+ *       holds them for SECONDS, closes them; prints "held N"
  *   crowd flood SOCKET N
  *       writes N pipelined pings without reading a byte, then waits; prints
  *       "dropped after T s" when the daemon closes the connection.
@@ -256,9 +259,32 @@ cmd_flood(int n)
     return dropped ? 0 : 1;
 }
 
+static int
+cmd_hold(int n, double seconds)
+{
+    struct rlimit rl = { (rlim_t)n + 64, (rlim_t)n + 64 };
+    int *fds = calloc((size_t)n, sizeof(int));
+
+    if (fds == NULL || setrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return 2;
+    for (int i = 0; i < n; i++)
+        fds[i] = dial();
+    printf("held %d\n", n);
+    fflush(stdout);
+    usleep((useconds_t)(seconds * 1e6));
+    for (int i = 0; i < n; i++)
+        close(fds[i]);
+    free(fds);
+    return 0;
+}
+
 int
 main(int argc, char **argv)
 {
+    if (argc == 5 && strcmp(argv[1], "hold") == 0) {
+        sock_path = argv[2];
+        return cmd_hold(atoi(argv[3]), atof(argv[4]));
+    }
     if (argc == 6 && strcmp(argv[1], "waiters") == 0) {
         sock_path = argv[2];
         return cmd_waiters(argv[3], atoi(argv[4]), argv[5]);

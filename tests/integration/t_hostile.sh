@@ -37,4 +37,23 @@ echo "$(cat "$TMP/flood.out")" | sed 's/^/# /'
 expect_match "the flooding client is dropped" "^dropped after" "$(tail -1 "$TMP/flood.out")"
 expect_match "and the daemon says why" "read none of its [0-9]+ bytes of replies for 10 s" "$(cat "$TMP/daemon.log")"
 check "the daemon still answers" "$LLMGUARDCTL" -s "$SOCK" ping
+# Out of descriptors: with a limit of 40, 100 clients at once.  The daemon
+# pauses accepting (it does not spin on EMFILE), serves those it has, and
+# accepts again once descriptors are free.
+stop_daemon
+if command -v prlimit >/dev/null; then
+    DAEMON_WRAP="prlimit --nofile=40:40" ENVFILE="$TMP/h.env" start_daemon
+    "$CROWD" hold "$SOCK" 100 3 > "$TMP/hold.out" &
+    HOLD=$!
+    for _ in $(seq 1 100); do grep -q "pausing new connections" "$TMP/daemon.log" && break; sleep 0.05; done
+    expect_match "EMFILE: accepting pauses, and says so" "accept: Too many open files with [0-9]+ connections: pausing new connections" "$(cat "$TMP/daemon.log")"
+    t0=$(awk '{ print $14 + $15 }' /proc/$DAEMON_PID/stat)
+    sleep 1
+    t1=$(awk '{ print $14 + $15 }' /proc/$DAEMON_PID/stat)
+    echo "# daemon CPU while paused: $((t1 - t0)) ticks in 1 s"
+    check "EMFILE: the daemon does not spin (CPU $((t1 - t0)) of 100 ticks)" test $((t1 - t0)) -lt 50
+    wait $HOLD
+    check "descriptors free again: accepting resumes" "$LLMGUARDCTL" -s "$SOCK" ping
+    stop_daemon
+fi
 finish
