@@ -218,7 +218,7 @@ check_print_round_trip(const struct config *cfg)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static struct config cfg;      /* about 90 KiB: not on the stack */
+    static struct config cfg;      /* about 24 KiB: not on the stack */
     static char *const no_env[] = { NULL };
     struct config_args args = { .env_file = path, .envp = no_env };
     char err[512];
