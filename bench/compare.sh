@@ -77,25 +77,8 @@ QPROCS=8
 PIN=
 LIMIT=$(awk -v t="$T" -v a="$T_ACC" 'BEGIN { print int((t > a ? t : a) + 30) }')
 
-TMP=$(mktemp -d /tmp/llmguard-compare.XXXXXX)
-PIDS=""
-
-stop_pid() {
-    kill -TERM "$1" 2>/dev/null || return 0
-    for _ in $(seq 1 50); do
-        kill -0 "$1" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-}
-
-cleanup() {
-    for pid in $PIDS; do stop_pid "$pid"; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM HUP
+TMP_PREFIX=llmguard-compare
+. "$here/lib.sh"
 
 msgpack_pkg() {
     if pkg-config --exists msgpack-c 2>/dev/null; then echo msgpack-c

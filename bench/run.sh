@@ -60,25 +60,8 @@ else
 fi
 QPROCS=8
 
-TMP=$(mktemp -d /tmp/llmguard-bench.XXXXXX)
-DAEMON_PIDS=""
-
-stop_pid() {
-    kill -TERM "$1" 2>/dev/null || return 0
-    for _ in $(seq 1 50); do
-        kill -0 "$1" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-}
-
-cleanup() {
-    for pid in $DAEMON_PIDS; do stop_pid "$pid"; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM HUP
+TMP_PREFIX=llmguard-bench
+. "$here/lib.sh"
 
 if [ ! -x "$LOADGEN" ]; then
     lib=$builddir/libclient/.libs/libllmguard.a
@@ -112,7 +95,7 @@ EOF
         --db "$TMP/$name.db" --env-file "$TMP/$name.env" \
         2>>"$TMP/$name.log" &
     pid=$!
-    DAEMON_PIDS="$DAEMON_PIDS $pid"
+    PIDS="$PIDS $pid"
     eval "PID_$name=$pid"
     if ! "$LOADGEN" ping -s "$TMP/$name.sock" --seconds 10; then
         echo "run.sh: daemon $name did not start; its log:" >&2
@@ -124,7 +107,7 @@ EOF
 stop_daemon() {
     eval "pid=\$PID_$1"
     stop_pid "$pid"
-    DAEMON_PIDS=$(echo "$DAEMON_PIDS" | sed "s/ $pid\b//")
+    PIDS=$(echo "$PIDS" | sed "s/ $pid\b//")
 }
 
 # lg LABEL DAEMON MODE ARGS...: one measurement; prints the text line and
