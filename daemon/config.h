@@ -1,6 +1,6 @@
 /*
  * config.h - llmguardd's configuration: one table of variables drives
- * parsing, validation, printing and reload (DESIGN.md §2).
+ * parsing, validation, printing and reload (llmguard.env(5)).
  *
  * Precedence, lowest first: built-in defaults < env file < process
  * environment < command-line flags.
@@ -77,6 +77,13 @@ struct config_args {
  */
 int config_load(struct config *cfg, const struct config_args *args,
                 char *err, size_t errlen);
+
+/*
+ * For a reload: the settings that only a restart can change (the socket,
+ * the database, the HTTP listener, the trace exporter) keep cur's values
+ * in next; each that next would change is logged as such.
+ */
+void config_keep_restart(struct config *next, const struct config *cur);
 
 /* Print the effective configuration in env-file syntax. */
 void config_print(const struct config *cfg, FILE *fp);

@@ -8,7 +8,6 @@
 #include "config.h"
 #include "http.h"
 #include "log.h"
-#include "server.h"
 #include "telemetry.h"
 
 static void
@@ -20,7 +19,7 @@ free_text(const void *data, size_t len, void *arg)
 static void
 on_request(struct evhttp_request *req, void *arg)
 {
-    struct server *srv = arg;
+    struct telemetry *t = arg;
     const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
     struct evkeyvalq *hdrs = evhttp_request_get_output_headers(req);
     struct evbuffer *body;
@@ -49,7 +48,7 @@ on_request(struct evhttp_request *req, void *arg)
     if (strcmp(path, "/healthz") == 0) {
         evhttp_add_header(hdrs, "Content-Type", "text/plain");
         evbuffer_add_printf(body, "ok\n");
-    } else if (telemetry_prometheus(srv, &text, &len) == 0) {
+    } else if (telemetry_prometheus(t, &text, &len) == 0) {
         evhttp_add_header(hdrs, "Content-Type",
                           "text/plain; version=0.0.4; charset=utf-8");
         evbuffer_add_reference(body, text, len, free_text, NULL);
@@ -62,16 +61,16 @@ on_request(struct evhttp_request *req, void *arg)
     evbuffer_free(body);
 }
 
-void
-http_start(struct server *srv)
+struct evhttp *
+http_start(struct event_base *base, const char *listen, struct telemetry *t)
 {
-    const char *listen = srv->cfg.metrics_listen;
     const char *colon = strrchr(listen, ':');
     char host[CONFIG_STR_MAX];
+    struct evhttp *http;
     int port;
 
     if (listen[0] == '\0')
-        return;
+        return NULL;
     /* config_load checked host:port; "[v6]" loses its brackets here.  No
      * host (":9464") means loopback: anything wider is named explicitly. */
     snprintf(host, sizeof(host), "%.*s", (int)(colon - listen), listen);
@@ -82,28 +81,27 @@ http_start(struct server *srv)
         host[strcspn(host, "]")] = '\0';
     }
     port = atoi(colon + 1);
-    srv->http = evhttp_new(srv->base);
-    if (srv->http == NULL)
+    if ((http = evhttp_new(base)) == NULL)
         fatalx(1, "cannot create the HTTP server");
     /* Every method reaches on_request, which answers 405 to all but GET
      * and HEAD (evhttp itself would say 501). */
-    evhttp_set_allowed_methods(srv->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD |
+    evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD |
                                EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
                                EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
                                EVHTTP_REQ_PATCH);
-    evhttp_set_gencb(srv->http, on_request, srv);
-    evhttp_set_timeout(srv->http, 10);
-    if (evhttp_bind_socket(srv->http, host, (ev_uint16_t)port) < 0)
+    evhttp_set_gencb(http, on_request, t);
+    evhttp_set_timeout(http, 10);
+    if (evhttp_bind_socket(http, host, (ev_uint16_t)port) < 0)
         fatalx(CONFIG_EXIT, "LLMGUARD_METRICS_LISTEN=%s: cannot bind %s "
                "port %d", listen, host, port);
     log_info("metrics on http://%s%s/metrics", listen[0] == ':' ?
              "127.0.0.1" : "", listen);
+    return http;
 }
 
 void
-http_stop(struct server *srv)
+http_stop(struct evhttp *http)
 {
-    if (srv->http != NULL)
-        evhttp_free(srv->http);
-    srv->http = NULL;
+    if (http != NULL)
+        evhttp_free(http);
 }

@@ -5,11 +5,16 @@
 #ifndef LLMGUARD_HTTP_H
 #define LLMGUARD_HTTP_H
 
-struct server;
+#include <event2/event.h>
 
-/* Start listening when LLMGUARD_METRICS_LISTEN is set; exits with a
- * message when the address cannot be bound. */
-void http_start(struct server *srv);
-void http_stop(struct server *srv);
+struct evhttp;
+struct telemetry;
+
+/* Serve t's metrics on listen (LLMGUARD_METRICS_LISTEN, host:port); NULL
+ * when it is empty.  Exits with a message when the address cannot be
+ * bound. */
+struct evhttp *http_start(struct event_base *base, const char *listen,
+                          struct telemetry *t);
+void http_stop(struct evhttp *http);
 
 #endif

@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buckets.h"
+#include "clock.h"
 #include "limiter.h"
 #include "log.h"
 #include "metrics.h"
@@ -14,18 +16,34 @@
 /* A metrics reply page stays well under PROTO_MAX_FRAME. */
 #define PAGE_BUDGET_BYTES 48000
 
-void
-telemetry_init(struct server *srv)
+struct telemetry {
+    struct event_base *base;
+    const struct config *cfg;
+    struct buckets *buckets;        /* read for the provider gauges */
+    struct metrics *metrics;
+    struct trace_exporter *tracer;  /* OTLP, when an endpoint is set */
+    uint64_t spans_dropped_seen;
+};
+
+struct telemetry *
+telemetry_new(struct event_base *base, const struct config *cfg,
+              struct buckets *b)
 {
-    srv->metrics = metrics_new((size_t)srv->cfg.metrics_max_series);
-    if (srv->metrics == NULL)
+    struct telemetry *t = calloc(1, sizeof(*t));
+
+    if (t == NULL ||
+        (t->metrics = metrics_new((size_t)cfg->metrics_max_series)) == NULL)
         fatalx(1, "cannot create the metrics registry");
+    t->base = base;
+    t->cfg = cfg;
+    t->buckets = b;
+    return t;
 }
 
 void
-telemetry_start_tracing(struct server *srv)
+telemetry_start_tracing(struct telemetry *t)
 {
-    const struct config *cfg = &srv->cfg;
+    const struct config *cfg = t->cfg;
     struct trace_options opt;
     char url[CONFIG_STR_MAX + 16];
 
@@ -42,117 +60,127 @@ telemetry_start_tracing(struct server *srv)
     }
     trace_options_init(&opt);
     opt.service_version = PACKAGE_VERSION;
-    srv->tracer = trace_exporter_new(srv->base, url, cfg->service_name, &opt);
-    if (srv->tracer == NULL)
+    t->tracer = trace_exporter_new(t->base, url, cfg->service_name, &opt);
+    if (t->tracer == NULL)
         fatalx(CONFIG_EXIT, "cannot export traces to %s", url);
     log_info("exporting spans to %s as service %s", url, cfg->service_name);
 }
 
 void
-telemetry_free(struct server *srv)
+telemetry_free(struct telemetry *t)
 {
-    if (srv->tracer != NULL)
-        trace_exporter_free(srv->tracer);
-    srv->tracer = NULL;
-    metrics_free(srv->metrics);
-    srv->metrics = NULL;
+    if (t == NULL)
+        return;
+    if (t->tracer != NULL)
+        trace_exporter_free(t->tracer);
+    metrics_free(t->metrics);
+    free(t);
+}
+
+bool
+telemetry_tracing(const struct telemetry *t)
+{
+    return t->tracer != NULL;
 }
 
 void
-telemetry_request(struct server *srv, const char *provider,
+telemetry_span(struct telemetry *t, const struct trace_span *sp)
+{
+    if (t->tracer != NULL)
+        trace_exporter_submit(t->tracer, sp);
+}
+
+void
+telemetry_request(struct telemetry *t, const char *provider,
                   const char *workflow, double latency_ms)
 {
     const char *labels[] = { provider, workflow ? workflow : "" };
 
-    metrics_inc(srv->metrics, METRIC_REQUESTS_TOTAL, labels, 1);
+    metrics_inc(t->metrics, METRIC_REQUESTS_TOTAL, labels, 1);
     if (latency_ms >= 0)
-        metrics_observe(srv->metrics, METRIC_REQUEST_LATENCY_MS, labels,
+        metrics_observe(t->metrics, METRIC_REQUEST_LATENCY_MS, labels,
                         latency_ms);
 }
 
 void
-telemetry_rate_limited(struct server *srv, const char *provider)
+telemetry_rate_limited(struct telemetry *t, const char *provider)
 {
     const char *labels[] = { provider };
 
-    metrics_inc(srv->metrics, METRIC_RATE_LIMITED_TOTAL, labels, 1);
+    metrics_inc(t->metrics, METRIC_RATE_LIMITED_TOTAL, labels, 1);
 }
 
 void
-telemetry_failover(struct server *srv, const char *from, const char *to)
+telemetry_failover(struct telemetry *t, const char *from, const char *to)
 {
     const char *labels[] = { from, to };
 
-    metrics_inc(srv->metrics, METRIC_FAILOVERS_TOTAL, labels, 1);
+    metrics_inc(t->metrics, METRIC_FAILOVERS_TOTAL, labels, 1);
 }
 
 void
-telemetry_quota_exceeded(struct server *srv, const char *workflow,
+telemetry_quota_exceeded(struct telemetry *t, const char *workflow,
                          const char *tenant)
 {
     const char *labels[] = { workflow ? workflow : "", tenant ? tenant : "" };
 
-    metrics_inc(srv->metrics, METRIC_QUOTA_EXCEEDED_TOTAL, labels, 1);
+    metrics_inc(t->metrics, METRIC_QUOTA_EXCEEDED_TOTAL, labels, 1);
 }
 
 void
-telemetry_quota_remaining(struct server *srv, const char *workflow)
+telemetry_quota_remaining(struct telemetry *t, struct quota *q,
+                          const char *workflow)
 {
     struct quota_status st;
     const char *labels[] = { workflow };
 
-    if (workflow == NULL || quota_status(srv->quota, QUOTA_WORKFLOW, workflow,
-                                         server_now_wall(), &st) < 0)
+    if (workflow == NULL || quota_status(q, QUOTA_WORKFLOW, workflow,
+                                         clock_wall(), &st) < 0)
         return;
-    metrics_set(srv->metrics, METRIC_WORKFLOW_QUOTA_REMAINING_TOKENS, labels,
+    metrics_set(t->metrics, METRIC_WORKFLOW_QUOTA_REMAINING_TOKENS, labels,
                 (double)st.tokens_remaining);
 }
 
 void
-telemetry_store_error(struct server *srv)
+telemetry_store_error(struct telemetry *t)
 {
-    metrics_inc(srv->metrics, METRIC_STORE_WRITE_ERRORS_TOTAL, NULL, 1);
-}
-
-void
-telemetry_spans_dropped(struct server *srv, double n)
-{
-    if (n > 0)
-        metrics_inc(srv->metrics, METRIC_TRACE_SPANS_DROPPED_TOTAL, NULL, n);
+    metrics_inc(t->metrics, METRIC_STORE_WRITE_ERRORS_TOTAL, NULL, 1);
 }
 
 /* Gauges that are read, not pushed: the buckets' fill; and the
  * exporter's drop count. */
 static void
-refresh(struct server *srv)
+refresh(struct telemetry *t)
 {
-    double now = server_now_mono();
+    double now = clock_mono();
     struct trace_stats ts;
 
-    if (srv->tracer != NULL) {
-        trace_exporter_stats(srv->tracer, &ts);
-        telemetry_spans_dropped(srv, (double)(ts.dropped -
-                                              srv->spans_dropped_seen));
-        srv->spans_dropped_seen = ts.dropped;
+    if (t->tracer != NULL) {
+        trace_exporter_stats(t->tracer, &ts);
+        if (ts.dropped > t->spans_dropped_seen)
+            metrics_inc(t->metrics, METRIC_TRACE_SPANS_DROPPED_TOTAL, NULL,
+                        (double)(ts.dropped - t->spans_dropped_seen));
+        t->spans_dropped_seen = ts.dropped;
     }
-    for (size_t i = 0; i < srv->nproviders; i++) {
-        const char *labels[] = { srv->providers[i].name };
-        metrics_set(srv->metrics, METRIC_PROVIDER_AVAILABLE_TOKENS, labels,
-                    limiter_available(&srv->providers[i].bucket, now));
+    for (size_t i = 0; i < buckets_count(t->buckets); i++) {
+        struct provider *p = buckets_at(t->buckets, i);
+        const char *labels[] = { p->name };
+        metrics_set(t->metrics, METRIC_PROVIDER_AVAILABLE_TOKENS, labels,
+                    limiter_available(&p->bucket, now));
     }
 }
 
 int
-telemetry_prometheus(struct server *srv, char **text, size_t *len)
+telemetry_prometheus(struct telemetry *t, char **text, size_t *len)
 {
     FILE *fp;
     int rc;
 
-    refresh(srv);
+    refresh(t);
     *text = NULL;
     if ((fp = open_memstream(text, len)) == NULL)
         return -1;
-    rc = metrics_write_prometheus(srv->metrics, fp);
+    rc = metrics_write_prometheus(t->metrics, fp);
     if (fclose(fp) != 0 || rc < 0) {
         free(*text);
         *text = NULL;
@@ -267,11 +295,10 @@ page_series(void *arg, const struct metrics_family_info *fi,
 }
 
 int
-telemetry_op_metrics(struct conn *c, struct proto_req *req,
-                     struct proto_error *e)
+telemetry_op_metrics(struct telemetry *t, struct conn *c,
+                     struct proto_req *req, struct proto_error *e)
 {
     const struct proto_metrics_req *r = &req->u.metrics;
-    struct server *srv = c->srv;
     struct proto_metrics_rep rep = { 0 };
     uint64_t cursor = PROTO_HAS(r, 1) ? r->cursor : 0;
     static const char prom[] = "prometheus", structured[] = "structured";
@@ -286,7 +313,7 @@ telemetry_op_metrics(struct conn *c, struct proto_req *req,
         /* Text pages end at a line boundary. */
         char *text;
         size_t len, end;
-        if (telemetry_prometheus(srv, &text, &len) < 0)
+        if (telemetry_prometheus(t, &text, &len) < 0)
             return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
         if (cursor > len)
             cursor = len;
@@ -294,7 +321,7 @@ telemetry_op_metrics(struct conn *c, struct proto_req *req,
                                                : len;
         while (end < len && end > cursor && text[end - 1] != '\n')
             end--;
-        rep.text.ptr = msgpack_zone_malloc(&c->zone, end - cursor + 1);
+        rep.text.ptr = msgpack_zone_malloc(conn_zone(c), end - cursor + 1);
         if (rep.text.ptr == NULL) {
             free(text);
             return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
@@ -308,15 +335,15 @@ telemetry_op_metrics(struct conn *c, struct proto_req *req,
         }
         free(text);
     } else {
-        struct page *pg = msgpack_zone_malloc(&c->zone, sizeof(*pg));
+        struct page *pg = msgpack_zone_malloc(conn_zone(c), sizeof(*pg));
         struct metrics_visitor v = { page_family, page_series, pg };
         if (pg == NULL)
             return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
         memset(pg, 0, sizeof(*pg));
-        pg->zone = &c->zone;
+        pg->zone = conn_zone(c);
         pg->skip = cursor;
-        refresh(srv);
-        if (metrics_foreach(srv->metrics, &v) < 0)
+        refresh(t);
+        if (metrics_foreach(t->metrics, &v) < 0)
             return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
         rep.families.v = pg->fam;
         rep.families.n = pg->nfam;
