@@ -4,13 +4,19 @@
  * Only the application layer sees this struct: main.c (start, signals,
  * stop), ops.c (the dispatch table) and reload.c.  Each subsystem owns its
  * own state and is handed what it depends on when it is created, so the
- * dependencies run one way:
+ * dependencies run one way, from the top down (tests/check_deps.sh checks
+ * that no two files depend on each other in a circle):
  *
- *   main, ops, reload -> permits -> persist -> telemetry -> buckets
- *                                                        -> server, clock
+ *   main.c  ops.c  reload.c    the application: wiring, ops, reload
+ *   permits.c                  permit, report, routing (owns the router)
+ *   request.c                  request ids and subjects, the quota gate
+ *   persist.c  http.c          quotas to SQLite; the /metrics endpoint
+ *   telemetry.c                metrics and spans
+ *   buckets.c                  a token bucket and its waiters per provider
+ *   server.c  clock.c          the transport; the clocks
  *
- * (every arrow also reaches the pure modules: limiter, quota, router,
- * metrics, store, trace, and proto).
+ * Beneath them the pure modules (limiter, quota, router, metrics, store,
+ * trace, config, log) and proto/.
  */
 #ifndef LLMGUARD_DAEMON_H
 #define LLMGUARD_DAEMON_H

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define HASH_NONFATAL_OOM 1 /* a failed add leaves hh.tbl NULL */
 #include <uthash.h>
 
 #include "metrics.h"
@@ -252,6 +253,10 @@ series_get(struct metrics *m, enum metric_id id, const char *const *values)
     if ((s = series_new(m, fi)) == NULL)
         return NULL;
     HASH_ADD_KEYPTR(hh, f->series, s->key, s->keylen, s);
+    if (s->hh.tbl == NULL) {        /* out of memory: the update is lost */
+        free(s);
+        return NULL;
+    }
     if (!other)
         f->n_capped++;
     return s;

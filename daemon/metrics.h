@@ -1,6 +1,6 @@
 /*
  * metrics.h — the metrics registry and its Prometheus renderer
- * (DESIGN.md §9).
+ * (llmguardd(8), "Metrics").
  *
  * Pure module: no I/O except writing into a FILE * the caller gives, no
  * clock reads, no globals.  Not thread-safe: one registry is used by one

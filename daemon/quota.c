@@ -1,5 +1,5 @@
 /*
- * quota.c — rolling-window token quotas (DESIGN.md §3 "Quotas").
+ * quota.c — rolling-window token quotas (llmguardd(8), "Quotas").
  *
  * See quota.h for the window math. A subject's slots are kept sorted by
  * index; a slot's expiry grows with its index, so the slots that no longer

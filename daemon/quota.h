@@ -1,5 +1,5 @@
 /*
- * quota.h — rolling-window token quotas (DESIGN.md §3 "Quotas").
+ * quota.h — rolling-window token quotas (llmguardd(8), "Quotas").
  *
  * A pure module: no I/O, no clock reads, no globals. Wall-clock time is
  * passed in as `now_s` (unix seconds, finite, |now_s| < 1e12); an invalid

@@ -1,5 +1,6 @@
 /*
- * router.h — provider routing: policies, health, cooldown (DESIGN.md §3).
+ * router.h — provider routing: policies, health, cooldown (llmguardd(8),
+ * "Routing and failover").
  *
  * Pure module: no I/O, no clock reads, no globals.  Every time is a
  * monotonic `now_s` in seconds passed by the caller; it must not go

@@ -360,7 +360,7 @@ accept_error_cb(struct evconnlistener *lis, void *arg)
     event_base_once(srv->base, -1, EV_TIMEOUT, resume_accept, srv, &tv);
 }
 
-/* ---- socket set-up (DESIGN.md §6) -------------------------------------- */
+/* ---- socket set-up (llmguardd(8), "The socket") ----------------------- */
 
 /*
  * The per-user default directory: create it 0700, and refuse one that is
