@@ -32,7 +32,7 @@ struct option_def {
     double min, max;        /* OPT_INT, OPT_DOUBLE */
     const char *const *words;   /* OPT_ENUM, NULL-terminated */
     unsigned flags;
-    size_t is_default;      /* OPT_PATH: offset of its "was defaulted" flag */
+    size_t is_default;      /* OPT_PATH: offset of its "defaulted" flag */
 };
 
 static const char *const bool_words[] = { "true", "false", NULL };
@@ -47,7 +47,8 @@ static const char *const level_words[] = {
 
 #define C(f) offsetof(struct config, f)
 #define S(f) sizeof(((struct config *)0)->f)
-#define NUM(n, t, f, d, lo, hi, fl) { n, t, C(f), 0, d, lo, hi, NULL, fl, 0 }
+#define NUM(n, t, f, d, lo, hi, fl) \
+    { n, t, C(f), 0, d, lo, hi, NULL, fl, 0 }
 #define WORD(n, f, d, w) { n, OPT_ENUM, C(f), 0, d, 0, 0, w, 0, 0 }
 #define STR(n, t, f, d, fl) { n, t, C(f), S(f), d, 0, 0, NULL, fl, 0 }
 #define PATH(n, f, isdef) \
@@ -61,7 +62,8 @@ static const char *const level_words[] = {
 static const struct option_def options[] = {
     { "RATE_LIMIT_ENABLED", OPT_BOOL, C(rate_limit_enabled), 0, "true", 0, 0,
       bool_words, 0, 0 },
-    NUM("QUOTA_WINDOW_DAYS", OPT_DOUBLE, quota_window_days, "30", 0, 36500, 0),
+    NUM("QUOTA_WINDOW_DAYS", OPT_DOUBLE, quota_window_days, "30", 0, 36500,
+        0),
     NUM("DEFAULT_DAILY_QUOTA_TOKENS", OPT_INT, default_quota_tokens, "100000",
         0, 9007199254740992.0, 0),
     WORD("QUOTA_ENFORCEMENT", quota_enforcement, "soft", enforce_words),
@@ -764,7 +766,8 @@ value_text(const struct option_def *def, const void *base, char *buf,
     case OPT_ENUM:
         return def->words[*(const int64_t *)(const void *)p];
     case OPT_INT:
-        snprintf(buf, len, "%lld", (long long)*(const int64_t *)(const void *)p);
+        snprintf(buf, len, "%lld",
+                 (long long)*(const int64_t *)(const void *)p);
         return buf;
     case OPT_DOUBLE:
         snprintf(buf, len, "%.15g", *(const double *)(const void *)p);
