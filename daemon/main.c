@@ -9,6 +9,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#ifdef HAVE_LIBSYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
 #include "buckets.h"
 #include "clock.h"
 #include "config.h"
@@ -131,6 +135,42 @@ parse_args(int argc, char **argv, struct config_args *args, bool *check_only)
 }
 
 /*
+ * The listening socket the service manager passed (socket activation:
+ * llmguardd.socket), or -1 when there is none.  Exits 78 when what was
+ * passed is not one listening Unix stream socket.
+ */
+static int
+passed_socket(void)
+{
+#ifdef HAVE_LIBSYSTEMD
+    int n = sd_listen_fds(1);
+
+    if (n == 0)
+        return -1;
+    if (n < 0)
+        fatalx(CONFIG_EXIT, "sd_listen_fds: %s", strerror(-n));
+    if (n > 1 || sd_is_socket_unix(SD_LISTEN_FDS_START, SOCK_STREAM, 1, NULL,
+                                   0) <= 0)
+        fatalx(CONFIG_EXIT, "the service manager passed %d descriptor(s): "
+               "expected one listening Unix stream socket", n);
+    return SD_LISTEN_FDS_START;
+#else
+    return -1;
+#endif
+}
+
+/* Tell the service manager (Type=notify), when there is one. */
+static void
+notify(const char *state)
+{
+#ifdef HAVE_LIBSYSTEMD
+    sd_notify(0, state);
+#else
+    (void)state;
+#endif
+}
+
+/*
  * The subsystems, each handed what it depends on.  When a connection ends
  * its state is dropped slot by slot, in this order: waiters first (a
  * cancelled waiting permit returns its reservation and may end its call,
@@ -145,7 +185,7 @@ start(struct daemon *d)
     struct server_socket sock = { cfg->socket_path, cfg->socket_is_default,
                                   (unsigned)cfg->socket_mode,
                                   cfg->socket_group };
-    int waiters_slot, permits_slot, held_slot, rc;
+    int waiters_slot, permits_slot, held_slot, rc, fd;
 
     if ((d->server = server_new(d->base, ops_dispatch, d)) == NULL)
         fatalx(1, "out of memory");
@@ -156,7 +196,11 @@ start(struct daemon *d)
     if ((d->buckets = buckets_new(d->base, cfg, waiters_slot)) == NULL)
         fatalx(1, "cannot set up the token buckets");
     d->telemetry = telemetry_new(d->base, cfg, d->buckets);
-    if ((rc = server_listen(d->server, &sock)) != 0)
+    if ((fd = passed_socket()) >= 0)
+        rc = server_listen_fd(d->server, fd);
+    else
+        rc = server_listen(d->server, &sock);
+    if (rc != 0)
         exit(rc);
     d->quota = quota_new(cfg->quota_window_days * 86400.0,
                          cfg->default_quota_tokens,
@@ -240,8 +284,11 @@ main(int argc, char **argv)
              config_enforcement_name(d.cfg.quota_enforcement),
              d.cfg.rate_limit_enabled ? "on" : "off");
 
+    notify("READY=1");
+
     event_base_dispatch(d.base);
 
+    notify("STOPPING=1");
     stop(&d);
     event_free(sig_term);
     event_free(sig_int);

@@ -502,6 +502,45 @@ bind_socket(const struct server_socket *sock, const struct sockaddr_un *sun,
     return fd;
 }
 
+/* Accept on the listening socket fd (ours to close). */
+static int
+start_accepting(struct server *srv, int fd)
+{
+    srv->listener = evconnlistener_new(srv->base, accept_cb, srv,
+                                       LEV_OPT_CLOSE_ON_FREE |
+                                       LEV_OPT_CLOSE_ON_EXEC, 128, fd);
+    if (srv->listener == NULL) {
+        log_error("cannot listen on %s", srv->socket_path);
+        close(fd);
+        return 1;
+    }
+    evconnlistener_set_error_cb(srv->listener, accept_error_cb);
+    return 0;
+}
+
+int
+server_listen_fd(struct server *srv, int fd)
+{
+    struct sockaddr_un sun;
+    socklen_t len = sizeof(sun);
+
+    memset(&sun, 0, sizeof(sun));
+    if (getsockname(fd, (struct sockaddr *)&sun, &len) == 0 &&
+        sun.sun_family == AF_UNIX && sun.sun_path[0] != '\0')
+        snprintf(srv->socket_path, sizeof(srv->socket_path), "%s",
+                 sun.sun_path);
+    else
+        snprintf(srv->socket_path, sizeof(srv->socket_path), "descriptor %d",
+                 fd);
+    evutil_make_socket_nonblocking(fd);
+    evutil_make_socket_closeonexec(fd);
+    if (start_accepting(srv, fd) != 0)
+        return 1;
+    log_info("listening on %s (passed by the service manager)",
+             srv->socket_path);
+    return 0;
+}
+
 int
 server_listen(struct server *srv, const struct server_socket *sock)
 {
@@ -529,15 +568,8 @@ server_listen(struct server *srv, const struct server_socket *sock)
     srv->socket_bound = true;
     memcpy(bound_path, srv->socket_path, sizeof(bound_path));
     atexit(unlink_at_exit);
-    srv->listener = evconnlistener_new(srv->base, accept_cb, srv,
-                                       LEV_OPT_CLOSE_ON_FREE |
-                                       LEV_OPT_CLOSE_ON_EXEC, 128, fd);
-    if (srv->listener == NULL) {
-        log_error("cannot listen on %s", srv->socket_path);
-        close(fd);
+    if (start_accepting(srv, fd) != 0)
         return 1;
-    }
-    evconnlistener_set_error_cb(srv->listener, accept_error_cb);
     log_info("listening on %s", srv->socket_path);
     return 0;
 }

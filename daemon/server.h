@@ -59,6 +59,12 @@ int server_add_slot(struct server *srv, server_close_fn close);
  * on it, 78 (EX_CONFIG) for a path it may not use.
  */
 int server_listen(struct server *srv, const struct server_socket *sock);
+/*
+ * Listen on fd instead: a bound, listening Unix stream socket handed over
+ * by the service manager (socket activation).  It stays the manager's: the
+ * socket file is not removed at exit.  Returns 0, or 1 after logging.
+ */
+int server_listen_fd(struct server *srv, int fd);
 /* Stop accepting, close every connection (running the close hooks),
  * remove the socket file, free srv. */
 void server_free(struct server *srv);
