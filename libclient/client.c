@@ -329,7 +329,8 @@ llmguard_acquire(llmguard_t *g, const char *provider, uint32_t tokens,
     req.provider = pstr(provider);
     req.tokens = tokens;
     req.timeout_ms = timeout_s * 1e3;
-    req.has = 1u << 1 | 1u << 3;
+    req.has = PROTO_BIT(PROTO_ACQUIRE_REQ_TOKENS) |
+              PROTO_BIT(PROTO_ACQUIRE_REQ_TIMEOUT_MS);
     CALL(g, PROTO_OP_ACQUIRE, &req, &rep,
          if (waited_ms) *waited_ms = rep.u.acquire.waited_ms);
 }
@@ -344,7 +345,7 @@ llmguard_release(llmguard_t *g, const char *provider, uint32_t tokens)
         return seterr(g, LLMGUARD_EINVAL, "provider required");
     req.provider = pstr(provider);
     req.tokens = tokens;
-    req.has = 1u << 1;
+    req.has = PROTO_BIT(PROTO_RELEASE_REQ_TOKENS);
     CALL(g, PROTO_OP_RELEASE, &req, &rep, (void)0);
 }
 
@@ -369,20 +370,21 @@ llmguard_limiter_status(llmguard_t *g, const char *provider,
     });
 }
 
-/* Set the optional workflow/tenant fields (bits 0 and 1) of a request. */
-static void
-set_subjects(uint32_t *has, struct proto_str *wf, struct proto_str *tn,
-             const char *workflow_id, const char *tenant_id)
-{
-    if (workflow_id != NULL) {
-        *wf = pstr(workflow_id);
-        *has |= 1u << 0;
-    }
-    if (tenant_id != NULL) {
-        *tn = pstr(tenant_id);
-        *has |= 1u << 1;
-    }
-}
+/*
+ * Set the optional workflow_id and tenant_id of request r, whose field list
+ * is PROTO_<MSG>_FIELDS, from wf and tn (either may be NULL).
+ */
+#define SET_SUBJECTS(r, MSG, wf, tn)                                    \
+    do {                                                                \
+        if ((wf) != NULL) {                                             \
+            (r)->workflow_id = pstr(wf);                                \
+            PROTO_SET((r), PROTO_##MSG##_WORKFLOW_ID);                  \
+        }                                                               \
+        if ((tn) != NULL) {                                             \
+            (r)->tenant_id = pstr(tn);                                  \
+            PROTO_SET((r), PROTO_##MSG##_TENANT_ID);                    \
+        }                                                               \
+    } while (0)
 
 static void
 copy_str(char *dst, size_t len, struct proto_str s)
@@ -407,8 +409,7 @@ llmguard_quota_check_and_reserve(llmguard_t *g, const char *workflow_id,
         return seterr(g, LLMGUARD_EINVAL, "a workflow or tenant id, and d, "
                       "are required");
     memset(d, 0, sizeof(*d));
-    set_subjects(&req.has, &req.workflow_id, &req.tenant_id, workflow_id,
-                 tenant_id);
+    SET_SUBJECTS(&req, QUOTA_RESERVE_REQ, workflow_id, tenant_id);
     req.tokens = tokens;
     pthread_mutex_lock(&g->mu);
     rc = call_locked(g, PROTO_OP_QUOTA_RESERVE, &req, &rep);
@@ -419,7 +420,7 @@ llmguard_quota_check_and_reserve(llmguard_t *g, const char *workflow_id,
         d->tokens_used = r->tokens_used;
         d->tokens_limit = r->tokens_limit;
         d->tokens_remaining = r->tokens_remaining;
-        d->has_reset_at = PROTO_HAS(r, 6);
+        d->has_reset_at = PROTO_HAS(r, PROTO_QUOTA_RESERVE_REP_RESET_AT);
         d->reset_at = r->reset_at;
         d->reservation = r->reservation;
     } else if (rc == LLMGUARD_EQUOTA) {
@@ -448,8 +449,7 @@ llmguard_quota_commit(llmguard_t *g, const char *workflow_id,
     if (workflow_id == NULL && tenant_id == NULL)
         return seterr(g, LLMGUARD_EINVAL, "a workflow or tenant id is "
                       "required");
-    set_subjects(&req.has, &req.workflow_id, &req.tenant_id, workflow_id,
-                 tenant_id);
+    SET_SUBJECTS(&req, QUOTA_COMMIT_REQ, workflow_id, tenant_id);
     req.reservation = reservation;
     req.estimate = estimate;
     req.actual = actual;
@@ -467,15 +467,14 @@ llmguard_quota_status(llmguard_t *g, const char *workflow_id,
     if (st == NULL || (workflow_id == NULL) == (tenant_id == NULL))
         return seterr(g, LLMGUARD_EINVAL, "give a workflow or a tenant id, "
                       "not both");
-    set_subjects(&req.has, &req.workflow_id, &req.tenant_id, workflow_id,
-                 tenant_id);
+    SET_SUBJECTS(&req, QUOTA_SUBJECT_REQ, workflow_id, tenant_id);
     CALL(g, PROTO_OP_QUOTA_STATUS, &req, &rep, {
         st->tokens_used = r->tokens_used;
         st->tokens_remaining = r->tokens_remaining;
         st->tokens_limit = r->tokens_limit;
         st->window_start = r->window_start;
         st->window_end = r->window_end;
-        st->has_reset_at = PROTO_HAS(r, 6);
+        st->has_reset_at = PROTO_HAS(r, PROTO_QUOTA_STATUS_REP_RESET_AT);
         st->reset_at = r->reset_at;
     });
 }
@@ -492,11 +491,11 @@ llmguard_select_provider(llmguard_t *g, const char *workflow_id,
         return seterr(g, LLMGUARD_EINVAL, "buf required");
     if (workflow_id != NULL) {
         req.workflow_id = pstr(workflow_id);
-        PROTO_SET(&req, 0);
+        PROTO_SET(&req, PROTO_SELECT_PROVIDER_REQ_WORKFLOW_ID);
     }
     if (preferred != NULL) {
         req.preferred = pstr(preferred);
-        PROTO_SET(&req, 1);
+        PROTO_SET(&req, PROTO_SELECT_PROVIDER_REQ_PREFERRED);
     }
     CALL(g, PROTO_OP_SELECT_PROVIDER, &req, &rep,
          copy_str(buf, len, r->provider));
@@ -595,21 +594,23 @@ llmguard_execute_with_failover(llmguard_t *g,
         uint64_t used = 0, permit_id = 0;
         double t0;
 
-        set_subjects(&pr.has, &pr.workflow_id, &pr.tenant_id,
-                     req->workflow_id, req->tenant_id);
+        SET_SUBJECTS(&pr, PERMIT_REQ, req->workflow_id, req->tenant_id);
         pr.tokens_estimate = req->tokens_estimate;
         pr.exclude.v = tried;
         pr.exclude.n = attempt;
         pr.timeout_ms = req->timeout_s * 1e3;
         pr.call_id = pstr(call_id);
-        pr.has |= 1u << 2 | 1u << 4 | 1u << 5 | 1u << 6;
+        pr.has |= PROTO_BIT(PROTO_PERMIT_REQ_TOKENS_ESTIMATE) |
+                  PROTO_BIT(PROTO_PERMIT_REQ_EXCLUDE) |
+                  PROTO_BIT(PROTO_PERMIT_REQ_TIMEOUT_MS) |
+                  PROTO_BIT(PROTO_PERMIT_REQ_CALL_ID);
         if (req->preferred_provider != NULL) {
             pr.preferred = pstr(req->preferred_provider);
-            pr.has |= 1u << 3;
+            PROTO_SET(&pr, PROTO_PERMIT_REQ_PREFERRED);
         }
         if (req->traceparent != NULL) {
             pr.traceparent = pstr(req->traceparent);
-            pr.has |= 1u << 7;
+            PROTO_SET(&pr, PROTO_PERMIT_REQ_TRACEPARENT);
         }
         pthread_mutex_lock(&g->mu);
         rc = call_locked(g, PROTO_OP_PERMIT, &pr, &rep);
@@ -648,17 +649,20 @@ llmguard_execute_with_failover(llmguard_t *g,
         rr.outcome = pstr(outcome_names[outcome]);
         rr.latency_ms = mono_ms() - t0;
         rr.final = final;
-        rr.has = 1u << 0 | 1u << 1 | 1u << 2 | 1u << 5;
+        rr.has = PROTO_BIT(PROTO_REPORT_REQ_PERMIT_ID) |
+                 PROTO_BIT(PROTO_REPORT_REQ_OUTCOME) |
+                 PROTO_BIT(PROTO_REPORT_REQ_LATENCY_MS) |
+                 PROTO_BIT(PROTO_REPORT_REQ_FINAL);
         /* The tokens really used; a failed attempt that does not say used
          * none (a 429 is not charged its estimate), a success that does
          * not say is charged the estimate. */
         if (used > 0 || outcome != LLMGUARD_OUTCOME_OK) {
             rr.tokens_used = used;
-            rr.has |= 1u << 3;
+            PROTO_SET(&rr, PROTO_REPORT_REQ_TOKENS_USED);
         }
         if (retry_after_s > 0) {
             rr.retry_after_s = retry_after_s;
-            rr.has |= 1u << 4;
+            PROTO_SET(&rr, PROTO_REPORT_REQ_RETRY_AFTER_S);
         }
         pthread_mutex_lock(&g->mu);
         rc = call_locked(g, PROTO_OP_REPORT, &rr, &rep);

@@ -68,7 +68,7 @@ test_hello_roundtrip(void **state)
     hello.version = PROTO_VERSION;
     hello.client.ptr = "unit";
     hello.client.len = 4;
-    PROTO_SET(&hello, 1);
+    PROTO_SET(&hello, PROTO_HELLO_REQ_CLIENT);
     fx->sb.size = 0;
     assert_int_equal(proto_encode_request(&fx->sb, PROTO_OP_HELLO, 42,
                                           &hello), 0);
@@ -80,7 +80,7 @@ test_hello_roundtrip(void **state)
     assert_int_equal(req.op, PROTO_OP_HELLO);
     assert_int_equal(req.id, 42);
     assert_int_equal(req.u.hello.version, PROTO_VERSION);
-    assert_true(PROTO_HAS(&req.u.hello, 1));
+    assert_true(PROTO_HAS(&req.u.hello, PROTO_HELLO_REQ_CLIENT));
     assert_int_equal(req.u.hello.client.len, 4);
     assert_memory_equal(req.u.hello.client.ptr, "unit", 4);
 }
@@ -95,7 +95,7 @@ test_ping_reply_roundtrip(void **state)
     uint64_t id = 0;
 
     ping.uptime_s = 12.5;
-    PROTO_SET(&ping, 0);
+    PROTO_SET(&ping, PROTO_PING_REP_UPTIME_S);
     fx->sb.size = 0;
     assert_int_equal(proto_encode_reply(&fx->sb, PROTO_OP_PING, 7, &ping), 0);
     assert_int_equal(proto_reply_id((unsigned char *)fx->sb.data + 4,
