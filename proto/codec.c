@@ -400,113 +400,141 @@ array_room(const msgpack_object *v, size_t elem, msgpack_zone *zone,
     return room;
 }
 
+/* A msgpack number as a double: 0, or -1 when v is not a number. */
+static int
+number_of(const msgpack_object *v, double *d)
+{
+    switch (v->type) {
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64:
+        *d = v->via.f64;
+        return 0;
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        *d = (double)v->via.u64;
+        return 0;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        *d = (double)v->via.i64;
+        return 0;
+    default:
+        return -1;
+    }
+}
+
+/* The elements of array v, for field f, into a. */
+static int
+decode_strarr(const msgpack_object *v, const struct proto_field *f,
+              struct proto_strarr *a, msgpack_zone *zone,
+              struct proto_error *e)
+{
+    if ((a->v = array_room(v, sizeof(*a->v), zone, &a->n, e)) == NULL &&
+        a->n > 0)
+        return -1;
+    for (uint32_t i = 0; i < a->n; i++) {
+        const msgpack_object *s = &v->via.array.ptr[i];
+        if (s->type != MSGPACK_OBJECT_STR)
+            return proto_error_set(e, PROTO_E_BAD_REQUEST,
+                "field '%s': expected an array of strings", f->name);
+        a->v[i].ptr = s->via.str.ptr;
+        a->v[i].len = s->via.str.size;
+    }
+    return 0;
+}
+
+static int
+decode_dblarr(const msgpack_object *v, const struct proto_field *f,
+              struct proto_dblarr *a, msgpack_zone *zone,
+              struct proto_error *e)
+{
+    if ((a->v = array_room(v, sizeof(*a->v), zone, &a->n, e)) == NULL &&
+        a->n > 0)
+        return -1;
+    for (uint32_t i = 0; i < a->n; i++)
+        if (number_of(&v->via.array.ptr[i], &a->v[i]) < 0)
+            return proto_error_set(e, PROTO_E_BAD_REQUEST,
+                "field '%s': expected an array of numbers", f->name);
+    return 0;
+}
+
+/* Each element of array v a map decoded by f's element table into a. */
+static int
+decode_objarr(const msgpack_object *v, const struct proto_field *f,
+              struct proto_objarr *a, msgpack_zone *zone,
+              struct proto_error *e)
+{
+    const struct proto_msgdef *sub = f->sub;
+
+    if ((a->v = array_room(v, sub->size, zone, &a->n, e)) == NULL &&
+        a->n > 0)
+        return -1;
+    if (a->n > 0)
+        memset(a->v, 0, (size_t)sub->size * a->n);
+    for (uint32_t i = 0; i < a->n; i++)
+        if (decode_msg(&v->via.array.ptr[i], sub,
+                       (char *)a->v + (size_t)i * sub->size, zone, e) < 0)
+            return -1;
+    return 0;
+}
+
+/*
+ * Value v into field f of msg.  Returns 0, or -1 with e filled: v is not
+ * of f's type, a number is not finite, an element is not of the array's
+ * type, or the zone is out of memory.
+ */
 static int
 decode_field(const msgpack_object *v, const struct proto_field *f, void *msg,
              msgpack_zone *zone, struct proto_error *e)
 {
-    char *p = (char *)msg + f->offset;
+    void *p = (char *)msg + f->offset;
+    bool array = v->type == MSGPACK_OBJECT_ARRAY;
+    double d;
 
     switch (f->type) {
     case PF_STR:
         if (v->type != MSGPACK_OBJECT_STR)
             break;
-        ((struct proto_str *)(void *)p)->ptr = v->via.str.ptr;
-        ((struct proto_str *)(void *)p)->len = v->via.str.size;
+        ((struct proto_str *)p)->ptr = v->via.str.ptr;
+        ((struct proto_str *)p)->len = v->via.str.size;
         return 0;
     case PF_UINT:
         if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
             break;
-        *(uint64_t *)(void *)p = v->via.u64;
+        *(uint64_t *)p = v->via.u64;
         return 0;
     case PF_INT:
-        if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
-            if (v->via.u64 > INT64_MAX)
-                break;
-            *(int64_t *)(void *)p = (int64_t)v->via.u64;
-        } else if (v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
-            *(int64_t *)(void *)p = v->via.i64;
-        } else {
-            break;
-        }
-        return 0;
-    case PF_DOUBLE: {
-        double d;
-        if (v->type == MSGPACK_OBJECT_FLOAT32 ||
-            v->type == MSGPACK_OBJECT_FLOAT64)
-            d = v->via.f64;
-        else if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-            d = (double)v->via.u64;
+        if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
+            v->via.u64 <= INT64_MAX)
+            *(int64_t *)p = (int64_t)v->via.u64;
         else if (v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
-            d = (double)v->via.i64;
+            *(int64_t *)p = v->via.i64;
         else
+            break;
+        return 0;
+    case PF_DOUBLE:
+        if (number_of(v, &d) < 0)
             break;
         if (!isfinite(d))
             return proto_error_set(e, PROTO_E_BAD_REQUEST,
                                    "field '%s': expected a finite number",
                                    f->name);
-        *(double *)(void *)p = d;
+        *(double *)p = d;
         return 0;
-    }
     case PF_BOOL:
         if (v->type != MSGPACK_OBJECT_BOOLEAN)
             break;
-        *(bool *)(void *)p = v->via.boolean;
+        *(bool *)p = v->via.boolean;
         return 0;
-    case PF_STRARR: {
-        struct proto_strarr *a = (struct proto_strarr *)(void *)p;
-        if (v->type != MSGPACK_OBJECT_ARRAY)
+    case PF_STRARR:
+        if (!array)
             break;
-        if ((a->v = array_room(v, sizeof(*a->v), zone, &a->n, e)) == NULL &&
-            a->n > 0)
-            return -1;
-        for (uint32_t i = 0; i < a->n; i++) {
-            const msgpack_object *s = &v->via.array.ptr[i];
-            if (s->type != MSGPACK_OBJECT_STR)
-                return proto_error_set(e, PROTO_E_BAD_REQUEST,
-                    "field '%s': expected an array of strings", f->name);
-            a->v[i].ptr = s->via.str.ptr;
-            a->v[i].len = s->via.str.size;
-        }
-        return 0;
-    }
-    case PF_DBLARR: {
-        struct proto_dblarr *a = (struct proto_dblarr *)(void *)p;
-        if (v->type != MSGPACK_OBJECT_ARRAY)
+        return decode_strarr(v, f, p, zone, e);
+    case PF_DBLARR:
+        if (!array)
             break;
-        if ((a->v = array_room(v, sizeof(*a->v), zone, &a->n, e)) == NULL &&
-            a->n > 0)
-            return -1;
-        for (uint32_t i = 0; i < a->n; i++) {
-            const msgpack_object *d = &v->via.array.ptr[i];
-            if (d->type == MSGPACK_OBJECT_FLOAT32 ||
-                d->type == MSGPACK_OBJECT_FLOAT64)
-                a->v[i] = d->via.f64;
-            else if (d->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-                a->v[i] = (double)d->via.u64;
-            else if (d->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
-                a->v[i] = (double)d->via.i64;
-            else
-                return proto_error_set(e, PROTO_E_BAD_REQUEST,
-                    "field '%s': expected an array of numbers", f->name);
-        }
-        return 0;
-    }
-    case PF_OBJARR: {
-        struct proto_objarr *a = (struct proto_objarr *)(void *)p;
-        if (v->type != MSGPACK_OBJECT_ARRAY)
+        return decode_dblarr(v, f, p, zone, e);
+    case PF_OBJARR:
+        if (!array)
             break;
-        if ((a->v = array_room(v, f->sub->size, zone, &a->n, e)) == NULL &&
-            a->n > 0)
-            return -1;
-        if (a->n > 0)
-            memset(a->v, 0, (size_t)f->sub->size * a->n);
-        for (uint32_t i = 0; i < a->n; i++)
-            if (decode_msg(&v->via.array.ptr[i], f->sub,
-                           (char *)a->v + (size_t)i * f->sub->size, zone,
-                           e) < 0)
-                return -1;
-        return 0;
-    }
+        return decode_objarr(v, f, p, zone, e);
     }
     return proto_error_set(e, PROTO_E_BAD_REQUEST, "field '%s': expected %s",
                            f->name, type_word(f->type));
