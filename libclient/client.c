@@ -561,6 +561,110 @@ fail_open(llmguard_t *g, const struct llmguard_request *req,
                   req->preferred_provider, why);
 }
 
+/*
+ * The permit of one attempt: a provider for req, not one of the n already
+ * tried, with what the daemon said added to res.  0 with *permit_id set, or
+ * an LLMGUARD_E* code.
+ */
+static int
+permit_attempt(llmguard_t *g, const struct llmguard_request *req,
+               const char *call_id, struct proto_str *tried, unsigned n,
+               struct llmguard_result *res, uint64_t *permit_id)
+{
+    struct proto_permit_req pr = { 0 };
+    struct proto_rep rep;
+    int rc;
+
+    SET_SUBJECTS(&pr, PERMIT_REQ, req->workflow_id, req->tenant_id);
+    pr.tokens_estimate = req->tokens_estimate;
+    pr.exclude.v = tried;
+    pr.exclude.n = n;
+    pr.timeout_ms = req->timeout_s * 1e3;
+    pr.call_id = pstr(call_id);
+    pr.has |= PROTO_BIT(PROTO_PERMIT_REQ_TOKENS_ESTIMATE) |
+              PROTO_BIT(PROTO_PERMIT_REQ_EXCLUDE) |
+              PROTO_BIT(PROTO_PERMIT_REQ_TIMEOUT_MS) |
+              PROTO_BIT(PROTO_PERMIT_REQ_CALL_ID);
+    if (req->preferred_provider != NULL) {
+        pr.preferred = pstr(req->preferred_provider);
+        PROTO_SET(&pr, PROTO_PERMIT_REQ_PREFERRED);
+    }
+    if (req->traceparent != NULL) {
+        pr.traceparent = pstr(req->traceparent);
+        PROTO_SET(&pr, PROTO_PERMIT_REQ_TRACEPARENT);
+    }
+    pthread_mutex_lock(&g->mu);
+    rc = call_locked(g, PROTO_OP_PERMIT, &pr, &rep);
+    if (rc == 0) {
+        const struct proto_permit_rep *p = &rep.u.permit;
+        *permit_id = p->permit_id;
+        copy_str(res->provider, sizeof(res->provider), p->provider);
+        res->rate_limited |= p->rate_limited;
+        res->ratelimit_wait_ms += p->wait_ms;
+        if (n == 0 || !p->quota_allowed)
+            res->quota_allowed = p->quota_allowed;
+        res->quota_remaining = p->quota_remaining;
+    } else if (rc == LLMGUARD_EQUOTA) {
+        res->quota_allowed = 0;
+    }
+    pthread_mutex_unlock(&g->mu);
+    return rc;
+}
+
+/*
+ * The caller's call to provider: its outcome (one fn does not know counts
+ * as a server error), the tokens it used and how long it took.
+ */
+static llmguard_outcome
+call_provider(llmguard_call_fn fn, void *arg, const char *provider,
+              uint64_t *used, double *latency_ms)
+{
+    double t0 = mono_ms();
+    llmguard_outcome outcome;
+
+    retry_after_s = 0;
+    outcome = fn(provider, arg, used);
+    *latency_ms = mono_ms() - t0;
+    if ((unsigned)outcome > LLMGUARD_OUTCOME_CLIENT_ERROR)
+        outcome = LLMGUARD_OUTCOME_SERVER_ERROR;
+    return outcome;
+}
+
+/*
+ * Report how the attempt of permit_id went.  A lost report loses health
+ * data, not the caller's answer: its failure is not the caller's.
+ */
+static void
+report_attempt(llmguard_t *g, uint64_t permit_id, llmguard_outcome outcome,
+               double latency_ms, uint64_t used, bool final)
+{
+    struct proto_report_req rr = { 0 };
+    struct proto_rep rep;
+
+    rr.permit_id = permit_id;
+    rr.outcome = pstr(outcome_names[outcome]);
+    rr.latency_ms = latency_ms;
+    rr.final = final;
+    rr.has = PROTO_BIT(PROTO_REPORT_REQ_PERMIT_ID) |
+             PROTO_BIT(PROTO_REPORT_REQ_OUTCOME) |
+             PROTO_BIT(PROTO_REPORT_REQ_LATENCY_MS) |
+             PROTO_BIT(PROTO_REPORT_REQ_FINAL);
+    /* The tokens really used; a failed attempt that does not say used
+     * none (a 429 is not charged its estimate), a success that does
+     * not say is charged the estimate. */
+    if (used > 0 || outcome != LLMGUARD_OUTCOME_OK) {
+        rr.tokens_used = used;
+        PROTO_SET(&rr, PROTO_REPORT_REQ_TOKENS_USED);
+    }
+    if (retry_after_s > 0) {
+        rr.retry_after_s = retry_after_s;
+        PROTO_SET(&rr, PROTO_REPORT_REQ_RETRY_AFTER_S);
+    }
+    pthread_mutex_lock(&g->mu);
+    call_locked(g, PROTO_OP_REPORT, &rr, &rep);
+    pthread_mutex_unlock(&g->mu);
+}
+
 int
 llmguard_execute_with_failover(llmguard_t *g,
                                const struct llmguard_request *req,
@@ -570,7 +674,6 @@ llmguard_execute_with_failover(llmguard_t *g,
     static unsigned long counter;
     struct proto_str tried[64];
     char names[64][64], call_id[64];
-    struct proto_rep rep;
     unsigned max;
     int rc = 0;
     bool called = false;
@@ -588,45 +691,13 @@ llmguard_execute_with_failover(llmguard_t *g,
              (unsigned long)mono_ms());
 
     for (unsigned attempt = 0; attempt < max; attempt++) {
-        struct proto_permit_req pr = { 0 };
-        struct proto_report_req rr = { 0 };
         llmguard_outcome outcome;
         uint64_t used = 0, permit_id = 0;
-        double t0;
+        double latency_ms;
+        bool final;
 
-        SET_SUBJECTS(&pr, PERMIT_REQ, req->workflow_id, req->tenant_id);
-        pr.tokens_estimate = req->tokens_estimate;
-        pr.exclude.v = tried;
-        pr.exclude.n = attempt;
-        pr.timeout_ms = req->timeout_s * 1e3;
-        pr.call_id = pstr(call_id);
-        pr.has |= PROTO_BIT(PROTO_PERMIT_REQ_TOKENS_ESTIMATE) |
-                  PROTO_BIT(PROTO_PERMIT_REQ_EXCLUDE) |
-                  PROTO_BIT(PROTO_PERMIT_REQ_TIMEOUT_MS) |
-                  PROTO_BIT(PROTO_PERMIT_REQ_CALL_ID);
-        if (req->preferred_provider != NULL) {
-            pr.preferred = pstr(req->preferred_provider);
-            PROTO_SET(&pr, PROTO_PERMIT_REQ_PREFERRED);
-        }
-        if (req->traceparent != NULL) {
-            pr.traceparent = pstr(req->traceparent);
-            PROTO_SET(&pr, PROTO_PERMIT_REQ_TRACEPARENT);
-        }
-        pthread_mutex_lock(&g->mu);
-        rc = call_locked(g, PROTO_OP_PERMIT, &pr, &rep);
-        if (rc == 0) {
-            const struct proto_permit_rep *p = &rep.u.permit;
-            permit_id = p->permit_id;
-            copy_str(res->provider, sizeof(res->provider), p->provider);
-            res->rate_limited |= p->rate_limited;
-            res->ratelimit_wait_ms += p->wait_ms;
-            if (attempt == 0 || !p->quota_allowed)
-                res->quota_allowed = p->quota_allowed;
-            res->quota_remaining = p->quota_remaining;
-        } else if (rc == LLMGUARD_EQUOTA) {
-            res->quota_allowed = 0;
-        }
-        pthread_mutex_unlock(&g->mu);
+        rc = permit_attempt(g, req, call_id, tried, attempt, res,
+                            &permit_id);
         if (rc == LLMGUARD_EUNAVAIL && attempt == 0)
             return fail_open(g, req, fn, arg, res);
         if (rc < 0)
@@ -634,40 +705,13 @@ llmguard_execute_with_failover(llmguard_t *g,
         if (attempt > 0)
             res->failover_attempts++;
 
-        retry_after_s = 0;
-        t0 = mono_ms();
-        outcome = fn(res->provider, arg, &used);
+        outcome = call_provider(fn, arg, res->provider, &used, &latency_ms);
         called = true;
-        if ((unsigned)outcome > LLMGUARD_OUTCOME_CLIENT_ERROR)
-            outcome = LLMGUARD_OUTCOME_SERVER_ERROR;
         res->success = outcome == LLMGUARD_OUTCOME_OK;
         res->rate_limited |= outcome == LLMGUARD_OUTCOME_RATE_LIMITED;
-        bool final = res->success || outcome == LLMGUARD_OUTCOME_CLIENT_ERROR ||
-                     attempt + 1 == max;
-
-        rr.permit_id = permit_id;
-        rr.outcome = pstr(outcome_names[outcome]);
-        rr.latency_ms = mono_ms() - t0;
-        rr.final = final;
-        rr.has = PROTO_BIT(PROTO_REPORT_REQ_PERMIT_ID) |
-                 PROTO_BIT(PROTO_REPORT_REQ_OUTCOME) |
-                 PROTO_BIT(PROTO_REPORT_REQ_LATENCY_MS) |
-                 PROTO_BIT(PROTO_REPORT_REQ_FINAL);
-        /* The tokens really used; a failed attempt that does not say used
-         * none (a 429 is not charged its estimate), a success that does
-         * not say is charged the estimate. */
-        if (used > 0 || outcome != LLMGUARD_OUTCOME_OK) {
-            rr.tokens_used = used;
-            PROTO_SET(&rr, PROTO_REPORT_REQ_TOKENS_USED);
-        }
-        if (retry_after_s > 0) {
-            rr.retry_after_s = retry_after_s;
-            PROTO_SET(&rr, PROTO_REPORT_REQ_RETRY_AFTER_S);
-        }
-        pthread_mutex_lock(&g->mu);
-        rc = call_locked(g, PROTO_OP_REPORT, &rr, &rep);
-        pthread_mutex_unlock(&g->mu);
-        /* A lost report loses health data, not the caller's answer. */
+        final = res->success || outcome == LLMGUARD_OUTCOME_CLIENT_ERROR ||
+                attempt + 1 == max;
+        report_attempt(g, permit_id, outcome, latency_ms, used, final);
         if (final)
             break;
         snprintf(names[attempt], sizeof(names[attempt]), "%s", res->provider);
