@@ -14,15 +14,31 @@
 
 #include "client_internal.h"
 
+#define ERRMSG_MAX (PROTO_ERRMSG_MAX + 64)
+
+/*
+ * The message of one thread's last call on a handle, while that call is
+ * one that failed.  Only its thread writes it, so llmguard_last_error()
+ * hands it out as it is: it stays until the thread's next call on the
+ * handle, whatever the others do.  A thread that ends on a failed call
+ * leaves its entry to llmguard_close().
+ */
+struct thread_error {
+    uint64_t thread;            /* thread_serial() of its thread */
+    struct thread_error *next;
+    char msg[ERRMSG_MAX];
+};
+
 struct llmguard {
-    pthread_mutex_t mu;
+    pthread_mutex_t mu;         /* the connection, one exchange at a time */
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     int fd;                     /* -1 while not connected */
     uint64_t next_id;
     struct proto_reader rd;
     msgpack_sbuffer sb;
     msgpack_zone zone;
-    char errmsg[PROTO_ERRMSG_MAX + 64];
+    pthread_mutex_t errors_mu;  /* the list of errors, never held long */
+    struct thread_error *errors;
 };
 
 static const struct {
@@ -52,6 +68,60 @@ llmguard_strerror(int err)
     return "unknown error";
 }
 
+/* A number for the calling thread that no other thread ever gets. */
+static uint64_t
+thread_serial(void)
+{
+    static uint64_t next;
+    static __thread uint64_t serial;
+
+    if (serial == 0)
+        serial = __atomic_add_fetch(&next, 1, __ATOMIC_RELAXED);
+    return serial;
+}
+
+/*
+ * The calling thread's error on g: NULL when it has none, unless create,
+ * then a new one (NULL only when out of memory).
+ */
+static struct thread_error *
+thread_error(llmguard_t *g, bool create)
+{
+    uint64_t self = thread_serial();
+    struct thread_error *t;
+
+    pthread_mutex_lock(&g->errors_mu);
+    for (t = g->errors; t != NULL && t->thread != self; t = t->next)
+        continue;
+    if (t == NULL && create && (t = malloc(sizeof(*t))) != NULL) {
+        t->thread = self;
+        t->msg[0] = '\0';
+        t->next = g->errors;
+        g->errors = t;
+    }
+    pthread_mutex_unlock(&g->errors_mu);
+    return t;
+}
+
+/* The calling thread's call on g succeeded: it has no error any more. */
+static void
+clear_error(llmguard_t *g)
+{
+    uint64_t self = thread_serial();
+
+    pthread_mutex_lock(&g->errors_mu);
+    for (struct thread_error **p = &g->errors; *p != NULL; p = &(*p)->next) {
+        if ((*p)->thread == self) {
+            struct thread_error *t = *p;
+            *p = t->next;
+            free(t);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&g->errors_mu);
+}
+
+/* Keep the message of the calling thread's failed call; returns code. */
 static int
 seterr(llmguard_t *g, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -59,10 +129,13 @@ seterr(llmguard_t *g, int code, const char *fmt, ...)
 static int
 seterr(llmguard_t *g, int code, const char *fmt, ...)
 {
+    struct thread_error *t = thread_error(g, true);
     va_list ap;
 
+    if (t == NULL)
+        return code;    /* no room: llmguard_last_error() gives "" */
     va_start(ap, fmt);
-    vsnprintf(g->errmsg, sizeof(g->errmsg), fmt, ap);
+    vsnprintf(t->msg, sizeof(t->msg), fmt, ap);
     va_end(ap);
     return code;
 }
@@ -88,6 +161,7 @@ llmguard_open(const char *socket_path)
         return NULL;
     }
     pthread_mutex_init(&g->mu, NULL);
+    pthread_mutex_init(&g->errors_mu, NULL);
     g->fd = -1;
     g->next_id = 1;
     proto_reader_init(&g->rd);
@@ -112,6 +186,12 @@ llmguard_close(llmguard_t *g)
     disconnect(g);
     msgpack_sbuffer_destroy(&g->sb);
     msgpack_zone_destroy(&g->zone);
+    while (g->errors != NULL) {
+        struct thread_error *t = g->errors;
+        g->errors = t->next;
+        free(t);
+    }
+    pthread_mutex_destroy(&g->errors_mu);
     pthread_mutex_destroy(&g->mu);
     free(g);
 }
@@ -119,7 +199,9 @@ llmguard_close(llmguard_t *g)
 const char *
 llmguard_last_error(llmguard_t *g)
 {
-    return g->errmsg;
+    const struct thread_error *t = thread_error(g, false);
+
+    return t != NULL ? t->msg : "";
 }
 
 const char *
@@ -277,7 +359,7 @@ call_locked(llmguard_t *g, enum proto_op op, const void *req,
         return rc;
     if (!rep->ok)
         return wire_error(g, &rep->err);
-    g->errmsg[0] = '\0';
+    clear_error(g);
     return 0;
 }
 
@@ -534,10 +616,10 @@ fail_open(llmguard_t *g, const struct llmguard_request *req,
           llmguard_call_fn fn, void *arg, struct llmguard_result *res)
 {
     const char *mode = getenv("LLMGUARD_FAIL_MODE");
-    char why[sizeof(g->errmsg)];
+    char why[ERRMSG_MAX];
     uint64_t used = 0;
 
-    snprintf(why, sizeof(why), "%s", g->errmsg);
+    snprintf(why, sizeof(why), "%s", llmguard_last_error(g));
     if (mode != NULL && strcasecmp(mode, "closed") == 0)
         return seterr(g, LLMGUARD_EUNAVAIL, "%s (LLMGUARD_FAIL_MODE=closed)",
                       why);
@@ -554,7 +636,7 @@ fail_open(llmguard_t *g, const struct llmguard_request *req,
     res->success = fn(req->preferred_provider, arg, &used) ==
                    LLMGUARD_OUTCOME_OK;
     if (res->success) {
-        g->errmsg[0] = '\0';
+        clear_error(g);
         return 0;
     }
     return seterr(g, LLMGUARD_ECALL, "%s failed (unguarded: %s)",
