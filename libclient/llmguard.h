@@ -90,7 +90,7 @@ struct llmguard_limiter_status {
 int llmguard_limiter_status(llmguard_t *g, const char *provider,
                             struct llmguard_limiter_status *st);
 
-/* What a quota check decided (DESIGN.md §3 "Quotas"). */
+/* What a quota check decided (libllmguard(3), "Quotas"). */
 struct llmguard_quota_decision {
     int allowed;                /* 0 only in hard mode: nothing reserved */
     int over_quota;             /* soft mode: allowed, but over the limit */

@@ -575,7 +575,7 @@ int proto_encode_error(msgpack_sbuffer *sb, uint64_t id,
 const struct proto_msgdef *proto_request_def(enum proto_op op);
 const struct proto_msgdef *proto_reply_def(enum proto_op op);
 
-/* ---- socket path (DESIGN.md §6) ---------------------------------------- */
+/* ---- socket path (llmguardd(8), "The socket") -------------------------- */
 
 /*
  * The default socket path into buf: $XDG_RUNTIME_DIR/llmguard/llmguardd.sock,
