@@ -122,7 +122,8 @@ cmd_status(struct ctx *ctx, int argc, char **argv)
            st->enforcement.ptr);
     printf("window_days  %g\n", st->window_days);
     if (st->providers.n == 0) {
-        printf("\nno providers configured (set PROVIDER_<NAME>_RATE_PER_SEC)\n");
+        printf("\nno providers configured "
+               "(set PROVIDER_<NAME>_RATE_PER_SEC)\n");
         return 0;
     }
     printf("\n%-16s %10s %8s %8s %-10s %9s %11s %7s %10s\n", "PROVIDER",
@@ -274,8 +275,8 @@ cmd_quota(struct ctx *ctx, int argc, char **argv)
         char *end;
         errno = 0;
         unsigned long long limit = strtoull(words[2], &end, 10);
-        if (errno != 0 || *end != '\0' || !isdigit((unsigned char)words[2][0]) ||
-            limit > INT64_MAX) {
+        if (errno != 0 || *end != '\0' ||
+            !isdigit((unsigned char)words[2][0]) || limit > INT64_MAX) {
             fprintf(stderr, "llmguardctl: quota set: TOKENS must be a whole "
                     "number, not '%s'\n", words[2]);
             return EXIT_USAGE;

@@ -324,8 +324,9 @@ wire_error(llmguard_t *g, const struct proto_err *err)
                                                       err->code.len);
 
     /* A code this library does not know is a malformed reply to it. */
-    return seterr(g, code < PROTO_E__COUNT ? map[code] : LLMGUARD_EPROTO, "%.*s: %.*s", (int)err->code.len,
-                  err->code.ptr, (int)err->msg.len, err->msg.ptr);
+    return seterr(g, code < PROTO_E__COUNT ? map[code] : LLMGUARD_EPROTO,
+                  "%.*s: %.*s", (int)err->code.len, err->code.ptr,
+                  (int)err->msg.len, err->msg.ptr);
 }
 
 /*

@@ -320,7 +320,8 @@ proto_encode_reply(msgpack_sbuffer *sb, enum proto_op op, uint64_t id,
 }
 
 int
-proto_encode_error(msgpack_sbuffer *sb, uint64_t id, const struct proto_error *e)
+proto_encode_error(msgpack_sbuffer *sb, uint64_t id,
+                   const struct proto_error *e)
 {
     msgpack_packer pk;
     struct proto_err err = e->detail;
@@ -670,7 +671,8 @@ unpack_frame(const unsigned char *frame, uint32_t len, msgpack_zone *zone,
                                "frame ends inside a msgpack value");
     default:    /* msgpack-c also says NOMEM for nesting past its stack */
         return proto_error_set(e, PROTO_E_BAD_REQUEST,
-                               "frame is not valid msgpack (or nested too deeply)");
+                               "frame is not valid msgpack (or nested too "
+                               "deeply)");
     }
 }
 
