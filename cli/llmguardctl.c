@@ -104,7 +104,8 @@ cmd_status(struct ctx *ctx, int argc, char **argv)
                 "max_tokens", ps[i].max_tokens,
                 "state", jstr(ps[i].state),
                 "cooldown_remaining_s", ps[i].cooldown_remaining_s,
-                "latency_ewma_ms", PROTO_HAS(&ps[i], 8) ?
+                "latency_ewma_ms",
+                PROTO_HAS(&ps[i], PROTO_PROVIDER_STATUS_LATENCY_EWMA_MS) ?
                     json_real(ps[i].latency_ewma_ms) : json_null(),
                 "waiters", (json_int_t)ps[i].waiters,
                 "tokens_per_min", ps[i].tokens_per_min));
@@ -121,7 +122,8 @@ cmd_status(struct ctx *ctx, int argc, char **argv)
            st->enforcement.ptr);
     printf("window_days  %g\n", st->window_days);
     if (st->providers.n == 0) {
-        printf("\nno providers configured (set PROVIDER_<NAME>_RATE_PER_SEC)\n");
+        printf("\nno providers configured "
+               "(set PROVIDER_<NAME>_RATE_PER_SEC)\n");
         return 0;
     }
     printf("\n%-16s %10s %8s %8s %-10s %9s %11s %7s %10s\n", "PROVIDER",
@@ -137,7 +139,7 @@ cmd_status(struct ctx *ctx, int argc, char **argv)
             snprintf(cool, sizeof(cool), "%.1fs", ps[i].cooldown_remaining_s);
         else
             snprintf(cool, sizeof(cool), "-");
-        if (PROTO_HAS(&ps[i], 8))
+        if (PROTO_HAS(&ps[i], PROTO_PROVIDER_STATUS_LATENCY_EWMA_MS))
             snprintf(lat, sizeof(lat), "%.1f", ps[i].latency_ewma_ms);
         else
             snprintf(lat, sizeof(lat), "-");
@@ -171,10 +173,10 @@ subject_req(struct proto_quota_subject_req *req, const char *id, bool tenant)
     memset(req, 0, sizeof(*req));
     if (tenant) {
         req->tenant_id = s;
-        PROTO_SET(req, 1);
+        PROTO_SET(req, PROTO_QUOTA_SUBJECT_REQ_TENANT_ID);
     } else {
         req->workflow_id = s;
-        PROTO_SET(req, 0);
+        PROTO_SET(req, PROTO_QUOTA_SUBJECT_REQ_WORKFLOW_ID);
     }
 }
 
@@ -198,8 +200,8 @@ quota_show(struct ctx *ctx, const char *id, bool tenant)
             "tokens_limit", (json_int_t)st->tokens_limit,
             "window_start", st->window_start,
             "window_end", st->window_end,
-            "reset_at", PROTO_HAS(st, 6) ? json_real(st->reset_at) :
-                                           json_null()));
+            "reset_at", PROTO_HAS(st, PROTO_QUOTA_STATUS_REP_RESET_AT) ?
+                            json_real(st->reset_at) : json_null()));
     printf("subject           %.*s\n", (int)st->subject.len, st->subject.ptr);
     printf("tokens_used       %llu\n", (unsigned long long)st->tokens_used);
     printf("tokens_remaining  %llu\n",
@@ -207,7 +209,8 @@ quota_show(struct ctx *ctx, const char *id, bool tenant)
     printf("tokens_limit      %llu\n", (unsigned long long)st->tokens_limit);
     printf("window_start      %s\n", iso8601(st->window_start, b1, sizeof(b1)));
     printf("window_end        %s\n", iso8601(st->window_end, b2, sizeof(b2)));
-    printf("reset_at          %s\n", PROTO_HAS(st, 6) ?
+    printf("reset_at          %s\n",
+           PROTO_HAS(st, PROTO_QUOTA_STATUS_REP_RESET_AT) ?
            iso8601(st->reset_at, b3, sizeof(b3)) : "-");
     return 0;
 }
@@ -272,8 +275,8 @@ cmd_quota(struct ctx *ctx, int argc, char **argv)
         char *end;
         errno = 0;
         unsigned long long limit = strtoull(words[2], &end, 10);
-        if (errno != 0 || *end != '\0' || !isdigit((unsigned char)words[2][0]) ||
-            limit > INT64_MAX) {
+        if (errno != 0 || *end != '\0' ||
+            !isdigit((unsigned char)words[2][0]) || limit > INT64_MAX) {
             fprintf(stderr, "llmguardctl: quota set: TOKENS must be a whole "
                     "number, not '%s'\n", words[2]);
             return EXIT_USAGE;
@@ -378,7 +381,7 @@ cmd_metrics(struct ctx *ctx, int argc, char **argv)
     }
     if (prom) {
         req.format = (struct proto_str){ "prometheus", 10 };
-        PROTO_SET(&req, 0);
+        PROTO_SET(&req, PROTO_METRICS_REQ_FORMAT);
     }
     doc = json_pack("{s:{}, s:{}, s:{}}", "counters", "gauges", "histograms");
     for (;;) {
@@ -390,10 +393,10 @@ cmd_metrics(struct ctx *ctx, int argc, char **argv)
             fwrite(rep.u.metrics.text.ptr, 1, rep.u.metrics.text.len, stdout);
         else
             metrics_page(ctx, &rep.u.metrics, doc, &header);
-        if (!PROTO_HAS(&rep.u.metrics, 2))
+        if (!PROTO_HAS(&rep.u.metrics, PROTO_METRICS_REP_NEXT_CURSOR))
             break;
         req.cursor = rep.u.metrics.next_cursor;
-        PROTO_SET(&req, 1);
+        PROTO_SET(&req, PROTO_METRICS_REQ_CURSOR);
     }
     if (ctx->json && !prom)
         return print_json(doc);

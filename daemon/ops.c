@@ -48,7 +48,7 @@ op_ping(struct daemon *d, struct conn *c, struct proto_req *req,
     struct proto_ping_rep rep = { 0 };
 
     rep.uptime_s = clock_mono() - d->started_mono_s;
-    PROTO_SET(&rep, 0);
+    PROTO_SET(&rep, PROTO_PING_REP_UPTIME_S);
     conn_reply(c, PROTO_OP_PING, req->id, &rep);
     return 0;
 }
@@ -119,7 +119,7 @@ op_acquire(struct daemon *d, struct conn *c, struct proto_req *req,
 {
     const struct proto_acquire_req *a = &req->u.acquire;
     struct provider *p = find_provider(d, &a->provider, e);
-    uint64_t n = PROTO_HAS(a, 1) ? a->tokens : 1;
+    uint64_t n = PROTO_HAS(a, PROTO_ACQUIRE_REQ_TOKENS) ? a->tokens : 1;
     double now = clock_mono();
     struct proto_acquire_rep rep = { 0 };
     struct waiter *w;
@@ -163,7 +163,7 @@ op_release(struct daemon *d, struct conn *c, struct proto_req *req,
 {
     const struct proto_release_req *r = &req->u.release;
     struct provider *p = find_provider(d, &r->provider, e);
-    uint64_t n = PROTO_HAS(r, 1) ? r->tokens : 1;
+    uint64_t n = PROTO_HAS(r, PROTO_RELEASE_REQ_TOKENS) ? r->tokens : 1;
     struct proto_release_rep rep = { 0 };
     double now = clock_mono();
 
@@ -196,7 +196,7 @@ op_limiter_status(struct daemon *d, struct conn *c, struct proto_req *req,
     rep.tokens_per_min = p->bucket.cfg.tokens_per_min;
     if (rep.tokens_per_min > 0) {
         rep.available_llm_tokens = limiter_available_llm(&p->bucket, now);
-        PROTO_SET(&rep, 6);
+        PROTO_SET(&rep, PROTO_LIMITER_STATUS_REP_AVAILABLE_LLM_TOKENS);
     }
     conn_reply(c, PROTO_OP_LIMITER_STATUS, req->id, &rep);
     return 0;
@@ -222,7 +222,7 @@ provider_status(struct daemon *d, size_t i, double now,
     ps->cooldown_remaining_s = rs.cooldown_remaining_s;
     ps->latency_ewma_ms = rs.latency_ewma_ms;
     if (rs.latency_samples > 0)
-        PROTO_SET(ps, 8);
+        PROTO_SET(ps, PROTO_PROVIDER_STATUS_LATENCY_EWMA_MS);
 }
 
 static int
@@ -262,8 +262,11 @@ op_quota_reserve(struct daemon *d, struct conn *c, struct proto_req *req,
     struct quota_decision qd;
     struct subjects s;
 
-    if (request_subjects(&r->workflow_id, PROTO_HAS(r, 0), &r->tenant_id,
-                         PROTO_HAS(r, 1), &s, e) < 0)
+    if (request_subjects(&r->workflow_id,
+                         PROTO_HAS(r, PROTO_QUOTA_RESERVE_REQ_WORKFLOW_ID),
+                         &r->tenant_id,
+                         PROTO_HAS(r, PROTO_QUOTA_RESERVE_REQ_TENANT_ID), &s,
+                         e) < 0)
         return -1;
     if (r->tokens > INT64_MAX)
         return proto_error_set(e, PROTO_E_BAD_REQUEST, "tokens too large");
@@ -290,7 +293,7 @@ op_quota_reserve(struct daemon *d, struct conn *c, struct proto_req *req,
     rep.tokens_remaining = (uint64_t)qd.remaining;
     rep.reset_at = qd.reset_at_s;
     if (qd.has_reset_at)
-        PROTO_SET(&rep, 6);
+        PROTO_SET(&rep, PROTO_QUOTA_RESERVE_REP_RESET_AT);
     rep.reservation = qd.slot_start_ms;
     persist_reply(d->persist, c, PROTO_OP_QUOTA_RESERVE, req->id, &rep,
                   enabled && r->tokens > 0);
@@ -307,8 +310,11 @@ op_quota_commit(struct daemon *d, struct conn *c, struct proto_req *req,
     double now = clock_wall();
     struct subjects s;
 
-    if (request_subjects(&r->workflow_id, PROTO_HAS(r, 0), &r->tenant_id,
-                         PROTO_HAS(r, 1), &s, e) < 0)
+    if (request_subjects(&r->workflow_id,
+                         PROTO_HAS(r, PROTO_QUOTA_COMMIT_REQ_WORKFLOW_ID),
+                         &r->tenant_id,
+                         PROTO_HAS(r, PROTO_QUOTA_COMMIT_REQ_TENANT_ID), &s,
+                         e) < 0)
         return -1;
     if (r->estimate > INT64_MAX || r->actual > INT64_MAX)
         return proto_error_set(e, PROTO_E_BAD_REQUEST, "tokens too large");
@@ -348,7 +354,7 @@ op_quota_status(struct daemon *d, struct conn *c, struct proto_req *req,
     rep.window_end = st.window_end_s;
     rep.reset_at = st.reset_at_s;
     if (st.has_reset_at)
-        PROTO_SET(&rep, 6);
+        PROTO_SET(&rep, PROTO_QUOTA_STATUS_REP_RESET_AT);
     conn_reply(c, PROTO_OP_QUOTA_STATUS, req->id, &rep);
     return 0;
 }

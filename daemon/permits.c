@@ -210,7 +210,7 @@ call_start(struct call *call, const char *workflow, const char *tenant,
     memcpy(call->workflow, workflow, sizeof(call->workflow));
     memcpy(call->tenant, tenant, sizeof(call->tenant));
     call->tokens_estimate = r->tokens_estimate;
-    if (PROTO_HAS(r, 7) &&
+    if (PROTO_HAS(r, PROTO_PERMIT_REQ_TRACEPARENT) &&
         trace_parse_traceparent(r->traceparent.ptr, r->traceparent.len,
                                 call->trace_id, call->parent_span_id) == 0)
         call->has_parent = true;
@@ -319,7 +319,9 @@ permits_select_provider(struct permits *p, struct conn *c,
     bool excluded[CONFIG_MAX_PROVIDERS];
     int pref, idx;
 
-    if ((pref = preferred_index(p, &r->preferred, PROTO_HAS(r, 1), e)) < -1)
+    pref = preferred_index(p, &r->preferred,
+                           PROTO_HAS(r, PROTO_SELECT_PROVIDER_REQ_PREFERRED), e);
+    if (pref < -1)
         return -1;
     if (exclusion(p, &r->exclude, excluded, e) < 0)
         return -1;
@@ -413,7 +415,7 @@ grant(struct permits *p, struct conn *c, uint64_t req_id, struct pending *pd,
     rep.quota_allowed = pd->quota_allowed;
     rep.quota_remaining = pd->quota_remaining;
     if (pd->has_remaining)
-        PROTO_SET(&rep, 4);
+        PROTO_SET(&rep, PROTO_PERMIT_REP_QUOTA_REMAINING);
     rep.rate_limited = rate_limited;
     rep.all_degraded = pd->all_degraded;
     persist_reply(p->d.persist, c, PROTO_OP_PERMIT, req_id, &rep,
@@ -507,7 +509,7 @@ permit_args(struct permits *p, struct conn *c, const struct proto_permit_req *r,
 {
     struct permit *pm = &pd->pm;
 
-    if (PROTO_HAS(r, 6) && (r->call_id.len == 0 ||
+    if (PROTO_HAS(r, PROTO_PERMIT_REQ_CALL_ID) && (r->call_id.len == 0 ||
                             r->call_id.len > CALL_ID_MAX))
         return proto_error_set(e, PROTO_E_BAD_REQUEST, "call_id must be 1 "
                                "to %d bytes", CALL_ID_MAX);
@@ -517,18 +519,19 @@ permit_args(struct permits *p, struct conn *c, const struct proto_permit_req *r,
     if (r->tokens_estimate > INT64_MAX)
         return proto_error_set(e, PROTO_E_BAD_REQUEST,
                                "tokens_estimate too large");
-    if ((ra->pref = preferred_index(p, &r->preferred, PROTO_HAS(r, 3),
-                                    e)) < -1 ||
-        exclusion(p, &r->exclude, ra->excluded, e) < 0)
+    ra->pref = preferred_index(p, &r->preferred,
+                               PROTO_HAS(r, PROTO_PERMIT_REQ_PREFERRED), e);
+    if (ra->pref < -1 || exclusion(p, &r->exclude, ra->excluded, e) < 0)
         return -1;
-    if (PROTO_HAS(r, 0) && request_id(&r->workflow_id, "workflow_id",
-                                      pm->workflow, e) < 0)
+    if (PROTO_HAS(r, PROTO_PERMIT_REQ_WORKFLOW_ID) &&
+        request_id(&r->workflow_id, "workflow_id", pm->workflow, e) < 0)
         return -1;
-    if (PROTO_HAS(r, 1) && request_id(&r->tenant_id, "tenant_id",
-                                      pm->tenant, e) < 0)
+    if (PROTO_HAS(r, PROTO_PERMIT_REQ_TENANT_ID) &&
+        request_id(&r->tenant_id, "tenant_id", pm->tenant, e) < 0)
         return -1;
     if ((pm->cp = conn_permits(p, c)) == NULL ||
-        (pm->call = call_get(pm->cp, &r->call_id, PROTO_HAS(r, 6))) == NULL)
+        (pm->call = call_get(pm->cp, &r->call_id,
+                             PROTO_HAS(r, PROTO_PERMIT_REQ_CALL_ID))) == NULL)
         return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
     if (pm->call->attempts == 0 && pm->call->workflow[0] == '\0' &&
         pm->call->tenant[0] == '\0')
@@ -707,10 +710,11 @@ report_args(struct permits *p, struct conn *c, const struct proto_report_req *r,
                                "timeout or client_error",
                                (int)(r->outcome.len > 32 ? 32 :
                                      r->outcome.len), r->outcome.ptr);
-    if (PROTO_HAS(r, 2) && r->latency_ms < 0)
+    if (PROTO_HAS(r, PROTO_REPORT_REQ_LATENCY_MS) && r->latency_ms < 0)
         return proto_error_set(e, PROTO_E_BAD_REQUEST,
                                "latency_ms must not be negative");
-    if (PROTO_HAS(r, 3) && r->tokens_used > INT64_MAX)
+    if (PROTO_HAS(r, PROTO_REPORT_REQ_TOKENS_USED) &&
+        r->tokens_used > INT64_MAX)
         return proto_error_set(e, PROTO_E_BAD_REQUEST, "tokens_used too large");
     *pmp = pm;
     return 0;
@@ -725,8 +729,10 @@ report_outcome(struct permits *p, const struct permit *pm,
 {
     int idx = router_find(p->router, pm->provider_name,
                           strlen(pm->provider_name));
-    double retry_after_s = PROTO_HAS(r, 4) ? r->retry_after_s : 0;
-    double latency_ms = PROTO_HAS(r, 2) ? r->latency_ms : -1;
+    double retry_after_s =
+        PROTO_HAS(r, PROTO_REPORT_REQ_RETRY_AFTER_S) ? r->retry_after_s : 0;
+    double latency_ms =
+        PROTO_HAS(r, PROTO_REPORT_REQ_LATENCY_MS) ? r->latency_ms : -1;
 
     if (idx >= 0) {
         router_report(p->router, idx, outcome, latency_ms, retry_after_s,
@@ -749,7 +755,8 @@ static bool
 report_reconcile(struct permits *p, const struct permit *pm,
                  const struct proto_report_req *r)
 {
-    uint64_t actual = PROTO_HAS(r, 3) ? r->tokens_used : pm->estimate;
+    uint64_t actual = PROTO_HAS(r, PROTO_REPORT_REQ_TOKENS_USED) ?
+                      r->tokens_used : pm->estimate;
 
     if (!pm->charged || actual == pm->estimate)
         return false;

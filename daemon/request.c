@@ -57,8 +57,11 @@ int
 request_one_subject(const struct proto_quota_subject_req *r,
                     struct one_subject *o, struct proto_error *e)
 {
-    if (request_subjects(&r->workflow_id, PROTO_HAS(r, 0), &r->tenant_id,
-                         PROTO_HAS(r, 1), &o->s, e) < 0)
+    if (request_subjects(&r->workflow_id,
+                         PROTO_HAS(r, PROTO_QUOTA_SUBJECT_REQ_WORKFLOW_ID),
+                         &r->tenant_id,
+                         PROTO_HAS(r, PROTO_QUOTA_SUBJECT_REQ_TENANT_ID),
+                         &o->s, e) < 0)
         return -1;
     if (o->s.workflow != NULL && o->s.tenant != NULL)
         return proto_error_set(e, PROTO_E_BAD_REQUEST,

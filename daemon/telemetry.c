@@ -231,7 +231,7 @@ page_family(void *arg, const struct metrics_family_info *fi)
     if (fi->type == METRIC_HISTOGRAM) {
         f->bounds.v = (double *)(uintptr_t)fi->bucket_bounds;
         f->bounds.n = (uint32_t)fi->n_buckets;
-        PROTO_SET(f, 4);
+        PROTO_SET(f, PROTO_METRIC_FAMILY_BOUNDS);
     }
     pg->bytes += strlen(fi->name) + strlen(fi->help) + 64;
     return 0;
@@ -286,10 +286,12 @@ page_series(void *arg, const struct metrics_family_info *fi,
         s->sum = si->sum;
         s->buckets.v = b;
         s->buckets.n = (uint32_t)fi->n_buckets;
-        s->has = 1u << 2 | 1u << 3 | 1u << 4;
+        s->has = PROTO_BIT(PROTO_METRIC_SERIES_COUNT) |
+                 PROTO_BIT(PROTO_METRIC_SERIES_SUM) |
+                 PROTO_BIT(PROTO_METRIC_SERIES_BUCKETS);
     } else {
         s->value = si->value;
-        s->has = 1u << 1;
+        s->has = PROTO_BIT(PROTO_METRIC_SERIES_VALUE);
     }
     return 0;
 }
@@ -300,16 +302,17 @@ telemetry_op_metrics(struct telemetry *t, struct conn *c,
 {
     const struct proto_metrics_req *r = &req->u.metrics;
     struct proto_metrics_rep rep = { 0 };
-    uint64_t cursor = PROTO_HAS(r, 1) ? r->cursor : 0;
+    uint64_t cursor = PROTO_HAS(r, PROTO_METRICS_REQ_CURSOR) ? r->cursor : 0;
     static const char prom[] = "prometheus", structured[] = "structured";
+    bool has_format = PROTO_HAS(r, PROTO_METRICS_REQ_FORMAT);
 
-    if (PROTO_HAS(r, 0) && !(r->format.len == sizeof(prom) - 1 &&
-                             memcmp(r->format.ptr, prom, r->format.len) == 0) &&
+    if (has_format && !(r->format.len == sizeof(prom) - 1 &&
+                        memcmp(r->format.ptr, prom, r->format.len) == 0) &&
         !(r->format.len == sizeof(structured) - 1 &&
           memcmp(r->format.ptr, structured, r->format.len) == 0))
         return proto_error_set(e, PROTO_E_BAD_REQUEST, "format: expected "
                                "structured or prometheus");
-    if (PROTO_HAS(r, 0) && r->format.ptr[0] == 'p') {
+    if (has_format && r->format.ptr[0] == 'p') {
         /* Text pages end at a line boundary. */
         char *text;
         size_t len, end;
@@ -328,10 +331,10 @@ telemetry_op_metrics(struct telemetry *t, struct conn *c,
         }
         memcpy((char *)(uintptr_t)rep.text.ptr, text + cursor, end - cursor);
         rep.text.len = (uint32_t)(end - cursor);
-        PROTO_SET(&rep, 1);
+        PROTO_SET(&rep, PROTO_METRICS_REP_TEXT);
         if (end < len) {
             rep.next_cursor = end;
-            PROTO_SET(&rep, 2);
+            PROTO_SET(&rep, PROTO_METRICS_REP_NEXT_CURSOR);
         }
         free(text);
     } else {
@@ -347,10 +350,10 @@ telemetry_op_metrics(struct telemetry *t, struct conn *c,
             return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
         rep.families.v = pg->fam;
         rep.families.n = pg->nfam;
-        PROTO_SET(&rep, 0);
+        PROTO_SET(&rep, PROTO_METRICS_REP_FAMILIES);
         if (pg->full) {
             rep.next_cursor = pg->index - 1;
-            PROTO_SET(&rep, 2);
+            PROTO_SET(&rep, PROTO_METRICS_REP_NEXT_CURSOR);
         }
     }
     conn_reply(c, PROTO_OP_METRICS, req->id, &rep);

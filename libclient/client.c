@@ -14,15 +14,31 @@
 
 #include "client_internal.h"
 
+#define ERRMSG_MAX (PROTO_ERRMSG_MAX + 64)
+
+/*
+ * The message of one thread's last call on a handle, while that call is
+ * one that failed.  Only its thread writes it, so llmguard_last_error()
+ * hands it out as it is: it stays until the thread's next call on the
+ * handle, whatever the others do.  A thread that ends on a failed call
+ * leaves its entry to llmguard_close().
+ */
+struct thread_error {
+    uint64_t thread;            /* thread_serial() of its thread */
+    struct thread_error *next;
+    char msg[ERRMSG_MAX];
+};
+
 struct llmguard {
-    pthread_mutex_t mu;
+    pthread_mutex_t mu;         /* the connection, one exchange at a time */
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     int fd;                     /* -1 while not connected */
     uint64_t next_id;
     struct proto_reader rd;
     msgpack_sbuffer sb;
     msgpack_zone zone;
-    char errmsg[PROTO_ERRMSG_MAX + 64];
+    pthread_mutex_t errors_mu;  /* the list of errors, never held long */
+    struct thread_error *errors;
 };
 
 static const struct {
@@ -52,6 +68,60 @@ llmguard_strerror(int err)
     return "unknown error";
 }
 
+/* A number for the calling thread that no other thread ever gets. */
+static uint64_t
+thread_serial(void)
+{
+    static uint64_t next;
+    static __thread uint64_t serial;
+
+    if (serial == 0)
+        serial = __atomic_add_fetch(&next, 1, __ATOMIC_RELAXED);
+    return serial;
+}
+
+/*
+ * The calling thread's error on g: NULL when it has none, unless create,
+ * then a new one (NULL only when out of memory).
+ */
+static struct thread_error *
+thread_error(llmguard_t *g, bool create)
+{
+    uint64_t self = thread_serial();
+    struct thread_error *t;
+
+    pthread_mutex_lock(&g->errors_mu);
+    for (t = g->errors; t != NULL && t->thread != self; t = t->next)
+        continue;
+    if (t == NULL && create && (t = malloc(sizeof(*t))) != NULL) {
+        t->thread = self;
+        t->msg[0] = '\0';
+        t->next = g->errors;
+        g->errors = t;
+    }
+    pthread_mutex_unlock(&g->errors_mu);
+    return t;
+}
+
+/* The calling thread's call on g succeeded: it has no error any more. */
+static void
+clear_error(llmguard_t *g)
+{
+    uint64_t self = thread_serial();
+
+    pthread_mutex_lock(&g->errors_mu);
+    for (struct thread_error **p = &g->errors; *p != NULL; p = &(*p)->next) {
+        if ((*p)->thread == self) {
+            struct thread_error *t = *p;
+            *p = t->next;
+            free(t);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&g->errors_mu);
+}
+
+/* Keep the message of the calling thread's failed call; returns code. */
 static int
 seterr(llmguard_t *g, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -59,10 +129,13 @@ seterr(llmguard_t *g, int code, const char *fmt, ...)
 static int
 seterr(llmguard_t *g, int code, const char *fmt, ...)
 {
+    struct thread_error *t = thread_error(g, true);
     va_list ap;
 
+    if (t == NULL)
+        return code;    /* no room: llmguard_last_error() gives "" */
     va_start(ap, fmt);
-    vsnprintf(g->errmsg, sizeof(g->errmsg), fmt, ap);
+    vsnprintf(t->msg, sizeof(t->msg), fmt, ap);
     va_end(ap);
     return code;
 }
@@ -88,6 +161,7 @@ llmguard_open(const char *socket_path)
         return NULL;
     }
     pthread_mutex_init(&g->mu, NULL);
+    pthread_mutex_init(&g->errors_mu, NULL);
     g->fd = -1;
     g->next_id = 1;
     proto_reader_init(&g->rd);
@@ -112,6 +186,12 @@ llmguard_close(llmguard_t *g)
     disconnect(g);
     msgpack_sbuffer_destroy(&g->sb);
     msgpack_zone_destroy(&g->zone);
+    while (g->errors != NULL) {
+        struct thread_error *t = g->errors;
+        g->errors = t->next;
+        free(t);
+    }
+    pthread_mutex_destroy(&g->errors_mu);
     pthread_mutex_destroy(&g->mu);
     free(g);
 }
@@ -119,7 +199,9 @@ llmguard_close(llmguard_t *g)
 const char *
 llmguard_last_error(llmguard_t *g)
 {
-    return g->errmsg;
+    const struct thread_error *t = thread_error(g, false);
+
+    return t != NULL ? t->msg : "";
 }
 
 const char *
@@ -242,8 +324,9 @@ wire_error(llmguard_t *g, const struct proto_err *err)
                                                       err->code.len);
 
     /* A code this library does not know is a malformed reply to it. */
-    return seterr(g, code < PROTO_E__COUNT ? map[code] : LLMGUARD_EPROTO, "%.*s: %.*s", (int)err->code.len,
-                  err->code.ptr, (int)err->msg.len, err->msg.ptr);
+    return seterr(g, code < PROTO_E__COUNT ? map[code] : LLMGUARD_EPROTO,
+                  "%.*s: %.*s", (int)err->code.len, err->code.ptr,
+                  (int)err->msg.len, err->msg.ptr);
 }
 
 /*
@@ -277,7 +360,7 @@ call_locked(llmguard_t *g, enum proto_op op, const void *req,
         return rc;
     if (!rep->ok)
         return wire_error(g, &rep->err);
-    g->errmsg[0] = '\0';
+    clear_error(g);
     return 0;
 }
 
@@ -329,7 +412,8 @@ llmguard_acquire(llmguard_t *g, const char *provider, uint32_t tokens,
     req.provider = pstr(provider);
     req.tokens = tokens;
     req.timeout_ms = timeout_s * 1e3;
-    req.has = 1u << 1 | 1u << 3;
+    req.has = PROTO_BIT(PROTO_ACQUIRE_REQ_TOKENS) |
+              PROTO_BIT(PROTO_ACQUIRE_REQ_TIMEOUT_MS);
     CALL(g, PROTO_OP_ACQUIRE, &req, &rep,
          if (waited_ms) *waited_ms = rep.u.acquire.waited_ms);
 }
@@ -344,7 +428,7 @@ llmguard_release(llmguard_t *g, const char *provider, uint32_t tokens)
         return seterr(g, LLMGUARD_EINVAL, "provider required");
     req.provider = pstr(provider);
     req.tokens = tokens;
-    req.has = 1u << 1;
+    req.has = PROTO_BIT(PROTO_RELEASE_REQ_TOKENS);
     CALL(g, PROTO_OP_RELEASE, &req, &rep, (void)0);
 }
 
@@ -369,20 +453,21 @@ llmguard_limiter_status(llmguard_t *g, const char *provider,
     });
 }
 
-/* Set the optional workflow/tenant fields (bits 0 and 1) of a request. */
-static void
-set_subjects(uint32_t *has, struct proto_str *wf, struct proto_str *tn,
-             const char *workflow_id, const char *tenant_id)
-{
-    if (workflow_id != NULL) {
-        *wf = pstr(workflow_id);
-        *has |= 1u << 0;
-    }
-    if (tenant_id != NULL) {
-        *tn = pstr(tenant_id);
-        *has |= 1u << 1;
-    }
-}
+/*
+ * Set the optional workflow_id and tenant_id of request r, whose field list
+ * is PROTO_<MSG>_FIELDS, from wf and tn (either may be NULL).
+ */
+#define SET_SUBJECTS(r, MSG, wf, tn)                                    \
+    do {                                                                \
+        if ((wf) != NULL) {                                             \
+            (r)->workflow_id = pstr(wf);                                \
+            PROTO_SET((r), PROTO_##MSG##_WORKFLOW_ID);                  \
+        }                                                               \
+        if ((tn) != NULL) {                                             \
+            (r)->tenant_id = pstr(tn);                                  \
+            PROTO_SET((r), PROTO_##MSG##_TENANT_ID);                    \
+        }                                                               \
+    } while (0)
 
 static void
 copy_str(char *dst, size_t len, struct proto_str s)
@@ -407,8 +492,7 @@ llmguard_quota_check_and_reserve(llmguard_t *g, const char *workflow_id,
         return seterr(g, LLMGUARD_EINVAL, "a workflow or tenant id, and d, "
                       "are required");
     memset(d, 0, sizeof(*d));
-    set_subjects(&req.has, &req.workflow_id, &req.tenant_id, workflow_id,
-                 tenant_id);
+    SET_SUBJECTS(&req, QUOTA_RESERVE_REQ, workflow_id, tenant_id);
     req.tokens = tokens;
     pthread_mutex_lock(&g->mu);
     rc = call_locked(g, PROTO_OP_QUOTA_RESERVE, &req, &rep);
@@ -419,7 +503,7 @@ llmguard_quota_check_and_reserve(llmguard_t *g, const char *workflow_id,
         d->tokens_used = r->tokens_used;
         d->tokens_limit = r->tokens_limit;
         d->tokens_remaining = r->tokens_remaining;
-        d->has_reset_at = PROTO_HAS(r, 6);
+        d->has_reset_at = PROTO_HAS(r, PROTO_QUOTA_RESERVE_REP_RESET_AT);
         d->reset_at = r->reset_at;
         d->reservation = r->reservation;
     } else if (rc == LLMGUARD_EQUOTA) {
@@ -448,8 +532,7 @@ llmguard_quota_commit(llmguard_t *g, const char *workflow_id,
     if (workflow_id == NULL && tenant_id == NULL)
         return seterr(g, LLMGUARD_EINVAL, "a workflow or tenant id is "
                       "required");
-    set_subjects(&req.has, &req.workflow_id, &req.tenant_id, workflow_id,
-                 tenant_id);
+    SET_SUBJECTS(&req, QUOTA_COMMIT_REQ, workflow_id, tenant_id);
     req.reservation = reservation;
     req.estimate = estimate;
     req.actual = actual;
@@ -467,15 +550,14 @@ llmguard_quota_status(llmguard_t *g, const char *workflow_id,
     if (st == NULL || (workflow_id == NULL) == (tenant_id == NULL))
         return seterr(g, LLMGUARD_EINVAL, "give a workflow or a tenant id, "
                       "not both");
-    set_subjects(&req.has, &req.workflow_id, &req.tenant_id, workflow_id,
-                 tenant_id);
+    SET_SUBJECTS(&req, QUOTA_SUBJECT_REQ, workflow_id, tenant_id);
     CALL(g, PROTO_OP_QUOTA_STATUS, &req, &rep, {
         st->tokens_used = r->tokens_used;
         st->tokens_remaining = r->tokens_remaining;
         st->tokens_limit = r->tokens_limit;
         st->window_start = r->window_start;
         st->window_end = r->window_end;
-        st->has_reset_at = PROTO_HAS(r, 6);
+        st->has_reset_at = PROTO_HAS(r, PROTO_QUOTA_STATUS_REP_RESET_AT);
         st->reset_at = r->reset_at;
     });
 }
@@ -492,11 +574,11 @@ llmguard_select_provider(llmguard_t *g, const char *workflow_id,
         return seterr(g, LLMGUARD_EINVAL, "buf required");
     if (workflow_id != NULL) {
         req.workflow_id = pstr(workflow_id);
-        PROTO_SET(&req, 0);
+        PROTO_SET(&req, PROTO_SELECT_PROVIDER_REQ_WORKFLOW_ID);
     }
     if (preferred != NULL) {
         req.preferred = pstr(preferred);
-        PROTO_SET(&req, 1);
+        PROTO_SET(&req, PROTO_SELECT_PROVIDER_REQ_PREFERRED);
     }
     CALL(g, PROTO_OP_SELECT_PROVIDER, &req, &rep,
          copy_str(buf, len, r->provider));
@@ -535,10 +617,10 @@ fail_open(llmguard_t *g, const struct llmguard_request *req,
           llmguard_call_fn fn, void *arg, struct llmguard_result *res)
 {
     const char *mode = getenv("LLMGUARD_FAIL_MODE");
-    char why[sizeof(g->errmsg)];
+    char why[ERRMSG_MAX];
     uint64_t used = 0;
 
-    snprintf(why, sizeof(why), "%s", g->errmsg);
+    snprintf(why, sizeof(why), "%s", llmguard_last_error(g));
     if (mode != NULL && strcasecmp(mode, "closed") == 0)
         return seterr(g, LLMGUARD_EUNAVAIL, "%s (LLMGUARD_FAIL_MODE=closed)",
                       why);
@@ -555,11 +637,115 @@ fail_open(llmguard_t *g, const struct llmguard_request *req,
     res->success = fn(req->preferred_provider, arg, &used) ==
                    LLMGUARD_OUTCOME_OK;
     if (res->success) {
-        g->errmsg[0] = '\0';
+        clear_error(g);
         return 0;
     }
     return seterr(g, LLMGUARD_ECALL, "%s failed (unguarded: %s)",
                   req->preferred_provider, why);
+}
+
+/*
+ * The permit of one attempt: a provider for req, not one of the n already
+ * tried, with what the daemon said added to res.  0 with *permit_id set, or
+ * an LLMGUARD_E* code.
+ */
+static int
+permit_attempt(llmguard_t *g, const struct llmguard_request *req,
+               const char *call_id, struct proto_str *tried, unsigned n,
+               struct llmguard_result *res, uint64_t *permit_id)
+{
+    struct proto_permit_req pr = { 0 };
+    struct proto_rep rep;
+    int rc;
+
+    SET_SUBJECTS(&pr, PERMIT_REQ, req->workflow_id, req->tenant_id);
+    pr.tokens_estimate = req->tokens_estimate;
+    pr.exclude.v = tried;
+    pr.exclude.n = n;
+    pr.timeout_ms = req->timeout_s * 1e3;
+    pr.call_id = pstr(call_id);
+    pr.has |= PROTO_BIT(PROTO_PERMIT_REQ_TOKENS_ESTIMATE) |
+              PROTO_BIT(PROTO_PERMIT_REQ_EXCLUDE) |
+              PROTO_BIT(PROTO_PERMIT_REQ_TIMEOUT_MS) |
+              PROTO_BIT(PROTO_PERMIT_REQ_CALL_ID);
+    if (req->preferred_provider != NULL) {
+        pr.preferred = pstr(req->preferred_provider);
+        PROTO_SET(&pr, PROTO_PERMIT_REQ_PREFERRED);
+    }
+    if (req->traceparent != NULL) {
+        pr.traceparent = pstr(req->traceparent);
+        PROTO_SET(&pr, PROTO_PERMIT_REQ_TRACEPARENT);
+    }
+    pthread_mutex_lock(&g->mu);
+    rc = call_locked(g, PROTO_OP_PERMIT, &pr, &rep);
+    if (rc == 0) {
+        const struct proto_permit_rep *p = &rep.u.permit;
+        *permit_id = p->permit_id;
+        copy_str(res->provider, sizeof(res->provider), p->provider);
+        res->rate_limited |= p->rate_limited;
+        res->ratelimit_wait_ms += p->wait_ms;
+        if (n == 0 || !p->quota_allowed)
+            res->quota_allowed = p->quota_allowed;
+        res->quota_remaining = p->quota_remaining;
+    } else if (rc == LLMGUARD_EQUOTA) {
+        res->quota_allowed = 0;
+    }
+    pthread_mutex_unlock(&g->mu);
+    return rc;
+}
+
+/*
+ * The caller's call to provider: its outcome (one fn does not know counts
+ * as a server error), the tokens it used and how long it took.
+ */
+static llmguard_outcome
+call_provider(llmguard_call_fn fn, void *arg, const char *provider,
+              uint64_t *used, double *latency_ms)
+{
+    double t0 = mono_ms();
+    llmguard_outcome outcome;
+
+    retry_after_s = 0;
+    outcome = fn(provider, arg, used);
+    *latency_ms = mono_ms() - t0;
+    if ((unsigned)outcome > LLMGUARD_OUTCOME_CLIENT_ERROR)
+        outcome = LLMGUARD_OUTCOME_SERVER_ERROR;
+    return outcome;
+}
+
+/*
+ * Report how the attempt of permit_id went.  A lost report loses health
+ * data, not the caller's answer: its failure is not the caller's.
+ */
+static void
+report_attempt(llmguard_t *g, uint64_t permit_id, llmguard_outcome outcome,
+               double latency_ms, uint64_t used, bool final)
+{
+    struct proto_report_req rr = { 0 };
+    struct proto_rep rep;
+
+    rr.permit_id = permit_id;
+    rr.outcome = pstr(outcome_names[outcome]);
+    rr.latency_ms = latency_ms;
+    rr.final = final;
+    rr.has = PROTO_BIT(PROTO_REPORT_REQ_PERMIT_ID) |
+             PROTO_BIT(PROTO_REPORT_REQ_OUTCOME) |
+             PROTO_BIT(PROTO_REPORT_REQ_LATENCY_MS) |
+             PROTO_BIT(PROTO_REPORT_REQ_FINAL);
+    /* The tokens really used; a failed attempt that does not say used
+     * none (a 429 is not charged its estimate), a success that does
+     * not say is charged the estimate. */
+    if (used > 0 || outcome != LLMGUARD_OUTCOME_OK) {
+        rr.tokens_used = used;
+        PROTO_SET(&rr, PROTO_REPORT_REQ_TOKENS_USED);
+    }
+    if (retry_after_s > 0) {
+        rr.retry_after_s = retry_after_s;
+        PROTO_SET(&rr, PROTO_REPORT_REQ_RETRY_AFTER_S);
+    }
+    pthread_mutex_lock(&g->mu);
+    call_locked(g, PROTO_OP_REPORT, &rr, &rep);
+    pthread_mutex_unlock(&g->mu);
 }
 
 int
@@ -571,7 +757,6 @@ llmguard_execute_with_failover(llmguard_t *g,
     static unsigned long counter;
     struct proto_str tried[64];
     char names[64][64], call_id[64];
-    struct proto_rep rep;
     unsigned max;
     int rc = 0;
     bool called = false;
@@ -589,43 +774,13 @@ llmguard_execute_with_failover(llmguard_t *g,
              (unsigned long)mono_ms());
 
     for (unsigned attempt = 0; attempt < max; attempt++) {
-        struct proto_permit_req pr = { 0 };
-        struct proto_report_req rr = { 0 };
         llmguard_outcome outcome;
         uint64_t used = 0, permit_id = 0;
-        double t0;
+        double latency_ms;
+        bool final;
 
-        set_subjects(&pr.has, &pr.workflow_id, &pr.tenant_id,
-                     req->workflow_id, req->tenant_id);
-        pr.tokens_estimate = req->tokens_estimate;
-        pr.exclude.v = tried;
-        pr.exclude.n = attempt;
-        pr.timeout_ms = req->timeout_s * 1e3;
-        pr.call_id = pstr(call_id);
-        pr.has |= 1u << 2 | 1u << 4 | 1u << 5 | 1u << 6;
-        if (req->preferred_provider != NULL) {
-            pr.preferred = pstr(req->preferred_provider);
-            pr.has |= 1u << 3;
-        }
-        if (req->traceparent != NULL) {
-            pr.traceparent = pstr(req->traceparent);
-            pr.has |= 1u << 7;
-        }
-        pthread_mutex_lock(&g->mu);
-        rc = call_locked(g, PROTO_OP_PERMIT, &pr, &rep);
-        if (rc == 0) {
-            const struct proto_permit_rep *p = &rep.u.permit;
-            permit_id = p->permit_id;
-            copy_str(res->provider, sizeof(res->provider), p->provider);
-            res->rate_limited |= p->rate_limited;
-            res->ratelimit_wait_ms += p->wait_ms;
-            if (attempt == 0 || !p->quota_allowed)
-                res->quota_allowed = p->quota_allowed;
-            res->quota_remaining = p->quota_remaining;
-        } else if (rc == LLMGUARD_EQUOTA) {
-            res->quota_allowed = 0;
-        }
-        pthread_mutex_unlock(&g->mu);
+        rc = permit_attempt(g, req, call_id, tried, attempt, res,
+                            &permit_id);
         if (rc == LLMGUARD_EUNAVAIL && attempt == 0)
             return fail_open(g, req, fn, arg, res);
         if (rc < 0)
@@ -633,37 +788,13 @@ llmguard_execute_with_failover(llmguard_t *g,
         if (attempt > 0)
             res->failover_attempts++;
 
-        retry_after_s = 0;
-        t0 = mono_ms();
-        outcome = fn(res->provider, arg, &used);
+        outcome = call_provider(fn, arg, res->provider, &used, &latency_ms);
         called = true;
-        if ((unsigned)outcome > LLMGUARD_OUTCOME_CLIENT_ERROR)
-            outcome = LLMGUARD_OUTCOME_SERVER_ERROR;
         res->success = outcome == LLMGUARD_OUTCOME_OK;
         res->rate_limited |= outcome == LLMGUARD_OUTCOME_RATE_LIMITED;
-        bool final = res->success || outcome == LLMGUARD_OUTCOME_CLIENT_ERROR ||
-                     attempt + 1 == max;
-
-        rr.permit_id = permit_id;
-        rr.outcome = pstr(outcome_names[outcome]);
-        rr.latency_ms = mono_ms() - t0;
-        rr.final = final;
-        rr.has = 1u << 0 | 1u << 1 | 1u << 2 | 1u << 5;
-        /* The tokens really used; a failed attempt that does not say used
-         * none (a 429 is not charged its estimate), a success that does
-         * not say is charged the estimate. */
-        if (used > 0 || outcome != LLMGUARD_OUTCOME_OK) {
-            rr.tokens_used = used;
-            rr.has |= 1u << 3;
-        }
-        if (retry_after_s > 0) {
-            rr.retry_after_s = retry_after_s;
-            rr.has |= 1u << 4;
-        }
-        pthread_mutex_lock(&g->mu);
-        rc = call_locked(g, PROTO_OP_REPORT, &rr, &rep);
-        pthread_mutex_unlock(&g->mu);
-        /* A lost report loses health data, not the caller's answer. */
+        final = res->success || outcome == LLMGUARD_OUTCOME_CLIENT_ERROR ||
+                attempt + 1 == max;
+        report_attempt(g, permit_id, outcome, latency_ms, used, final);
         if (final)
             break;
         snprintf(names[attempt], sizeof(names[attempt]), "%s", res->provider);
