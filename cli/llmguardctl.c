@@ -440,10 +440,15 @@ static const struct command commands[] = {
 static void
 usage(FILE *fp)
 {
-    fprintf(fp, "usage: llmguardctl [-s SOCKET] [--json] COMMAND [ARGS]\n"
+    fprintf(fp, "usage: llmguardctl [-s SOCKET] [-t SECONDS] [--json] COMMAND "
+                "[ARGS]\n"
                 "\noptions:\n"
                 "  -s, --socket PATH  llmguardd's socket (default: "
                 "$LLMGUARD_SOCKET, else the per-user path)\n"
+                "  -t, --timeout S    give up on a daemon that does not "
+                "answer within S\n"
+                "                     seconds (default: "
+                "$LLMGUARD_CLIENT_TIMEOUT_MS, else 2 s)\n"
                 "  -j, --json         print one JSON object\n"
                 "  -h, --help         this text\n"
                 "  -V, --version      print the version\n"
@@ -488,26 +493,45 @@ find_command(const char *name)
     return NULL;
 }
 
+/* --timeout S: seconds, 0 for no bound; -1 (said) when not a number. */
+static int
+set_timeout(llmguard_t *g, const char *arg)
+{
+    char *end;
+    double s = strtod(arg, &end);
+
+    if (end == arg || *end != '\0' || llmguard_set_timeout(g, s) < 0) {
+        fprintf(stderr, "llmguardctl: --timeout %s: expected seconds from 0 "
+                "(no bound) to 86400\n", arg);
+        return -1;
+    }
+    return 0;
+}
+
 int
 main(int argc, char **argv)
 {
     static const struct option longopts[] = {
         { "socket", required_argument, NULL, 's' },
+        { "timeout", required_argument, NULL, 't' },
         { "json", no_argument, NULL, 'j' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
     };
-    const char *socket_path = NULL;
+    const char *socket_path = NULL, *timeout = NULL;
     const struct command *cmd;
     struct ctx ctx = { 0 };
     int ch, rc, nargs;
 
     /* "+": options stop at the command, whose own flags come after it. */
-    while ((ch = getopt_long(argc, argv, "+s:jhV", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "+s:t:jhV", longopts, NULL)) != -1) {
         switch (ch) {
         case 's':
             socket_path = optarg;
+            break;
+        case 't':
+            timeout = optarg;
             break;
         case 'j':
             ctx.json = true;
@@ -539,6 +563,10 @@ main(int argc, char **argv)
     if ((ctx.g = llmguard_open(socket_path)) == NULL) {
         fprintf(stderr, "llmguardctl: socket path too long or out of "
                 "memory\n");
+        return EXIT_USAGE;
+    }
+    if (timeout != NULL && set_timeout(ctx.g, timeout) < 0) {
+        llmguard_close(ctx.g);
         return EXIT_USAGE;
     }
     rc = cmd->exec(&ctx, nargs, argv + optind + 1);

@@ -86,6 +86,8 @@ static const struct option_def options[] = {
       NULL, OPT_RESTART, 0 },
     STR("LLMGUARD_SOCKET_GROUP", OPT_GROUP, socket_group, "", OPT_RESTART),
     WORD("LLMGUARD_FAIL_MODE", fail_mode, "open", fail_words),
+    NUM("LLMGUARD_CLIENT_TIMEOUT_MS", OPT_DOUBLE, client_timeout_ms, "2000",
+        -1, 86400000, 0),
     WORD("LLMGUARD_LOG_LEVEL", log_level, "info", level_words),
     STR("REDIS_URL", OPT_UNSUPPORTED, redis_url, "", 0),
 };
@@ -356,12 +358,13 @@ expectation(const struct option_def *def, char *buf, size_t len)
         break;
     case OPT_DOUBLE:
         if (def->min < 0)
-            snprintf(buf, len, "a number from 0 to %g", def->max);
+            snprintf(buf, len, "a number from 0 to %.15g", def->max);
         else if (def->min == 0)
-            snprintf(buf, len, "a number greater than 0, at most %g",
+            snprintf(buf, len, "a number greater than 0, at most %.15g",
                      def->max);
         else
-            snprintf(buf, len, "a number from %g to %g", def->min, def->max);
+            snprintf(buf, len, "a number from %.15g to %.15g", def->min,
+                     def->max);
         break;
     case OPT_ENUM: {
         size_t off = 0;

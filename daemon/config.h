@@ -53,6 +53,7 @@ struct config {
     int64_t socket_mode;
     char socket_group[CONFIG_NAME_MAX];
     int64_t fail_mode;              /* enum config_fail_mode */
+    double client_timeout_ms;       /* clients': checked, not used */
     char redis_url[CONFIG_STR_MAX];
     int64_t log_level;              /* enum log_level */
     char env_file[CONFIG_PATH_MAX]; /* the file read, "" when none */

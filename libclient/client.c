@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <pthread.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,8 @@
 #include "client_internal.h"
 
 #define ERRMSG_MAX (PROTO_ERRMSG_MAX + 64)
+#define TIMEOUT_MS_DEFAULT 2000.0
+#define TIMEOUT_MS_MAX 86400000.0   /* a day */
 
 /*
  * The message of one thread's last call on a handle, while that call is
@@ -39,6 +42,10 @@ struct llmguard {
     msgpack_zone zone;
     pthread_mutex_t errors_mu;  /* the list of errors, never held long */
     struct thread_error *errors;
+    double timeout_ms;          /* an exchange's bound beyond its wait; 0:
+                                   none (LLMGUARD_CLIENT_TIMEOUT_MS) */
+    double rcvtimeo_ms;         /* SO_RCVTIMEO on fd now */
+    char bad_timeout[160];      /* a bad LLMGUARD_CLIENT_TIMEOUT_MS */
 };
 
 static const struct {
@@ -140,6 +147,49 @@ seterr(llmguard_t *g, int code, const char *fmt, ...)
     return code;
 }
 
+/* Parse a timeout in ms: 0 (none) up to a day; -1 for anything else. */
+static double
+parse_timeout_ms(const char *s)
+{
+    char *end;
+    double ms;
+
+    errno = 0;
+    ms = strtod(s, &end);
+    if (errno != 0 || end == s || *end != '\0' || !(ms >= 0) ||
+        ms > TIMEOUT_MS_MAX)
+        return -1;
+    return ms;
+}
+
+/* The handle's client timeout from the environment. */
+static void
+timeout_from_env(llmguard_t *g)
+{
+    const char *env = getenv("LLMGUARD_CLIENT_TIMEOUT_MS");
+
+    g->timeout_ms = TIMEOUT_MS_DEFAULT;
+    if (env == NULL || env[0] == '\0')
+        return;
+    if ((g->timeout_ms = parse_timeout_ms(env)) < 0)
+        snprintf(g->bad_timeout, sizeof(g->bad_timeout),
+                 "LLMGUARD_CLIENT_TIMEOUT_MS=%.32s: expected milliseconds "
+                 "from 0 (no bound) to %.0f", env, TIMEOUT_MS_MAX);
+}
+
+int
+llmguard_set_timeout(llmguard_t *g, double timeout_s)
+{
+    if (!(timeout_s >= 0) || timeout_s * 1e3 > TIMEOUT_MS_MAX)
+        return seterr(g, LLMGUARD_EINVAL, "timeout_s must be from 0 (no "
+                      "bound) to %.0f", TIMEOUT_MS_MAX / 1e3);
+    pthread_mutex_lock(&g->mu);
+    g->timeout_ms = timeout_s * 1e3;
+    g->bad_timeout[0] = '\0';
+    pthread_mutex_unlock(&g->mu);
+    return 0;
+}
+
 llmguard_t *
 llmguard_open(const char *socket_path)
 {
@@ -164,6 +214,7 @@ llmguard_open(const char *socket_path)
     pthread_mutex_init(&g->errors_mu, NULL);
     g->fd = -1;
     g->next_id = 1;
+    timeout_from_env(g);
     proto_reader_init(&g->rd);
     msgpack_sbuffer_init(&g->sb);
     return g;
@@ -210,6 +261,22 @@ llmguard_socket_path(llmguard_t *g)
     return g->path;
 }
 
+/* Bound the blocking sends (SO_SNDTIMEO, also connect's) or receives
+ * (SO_RCVTIMEO) on fd to ms; 0 means no bound. */
+static int
+set_timeo(int fd, int opt, double ms)
+{
+    struct timeval tv;
+
+    tv.tv_sec = (time_t)(ms / 1e3);
+    tv.tv_usec = (suseconds_t)ceil(fmod(ms, 1e3) * 1e3);
+    if (tv.tv_usec >= 1000000) {
+        tv.tv_sec++;
+        tv.tv_usec -= 1000000;
+    }
+    return setsockopt(fd, SOL_SOCKET, opt, &tv, sizeof(tv));
+}
+
 static int
 do_connect(llmguard_t *g)
 {
@@ -222,20 +289,32 @@ do_connect(llmguard_t *g)
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return seterr(g, LLMGUARD_EUNAVAIL, "socket: %s", strerror(errno));
+    if (set_timeo(fd, SO_SNDTIMEO, g->timeout_ms) < 0 ||
+        set_timeo(fd, SO_RCVTIMEO, g->timeout_ms) < 0) {
+        int err = errno;
+        close(fd);
+        return seterr(g, LLMGUARD_EUNAVAIL, "setsockopt: %s", strerror(err));
+    }
     if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
         int err = errno;
         close(fd);
         if (err == EACCES || err == EPERM)
             return seterr(g, LLMGUARD_EPERM, "connect %s: %s", g->path,
                           strerror(err));
+        if (err == EAGAIN)      /* its backlog stayed full: SO_SNDTIMEO */
+            return seterr(g, LLMGUARD_EUNAVAIL, "llmguardd on %s accepted "
+                          "no connection within %.0f ms", g->path,
+                          g->timeout_ms);
         return seterr(g, LLMGUARD_EUNAVAIL, "no llmguardd on %s: %s",
                       g->path, strerror(err));
     }
     g->fd = fd;
+    g->rcvtimeo_ms = g->timeout_ms;
     proto_reader_init(&g->rd);
     return 0;
 }
 
+/* Send all of p; -1 with errno (EAGAIN: SO_SNDTIMEO ran out). */
 static int
 send_all(int fd, const char *p, size_t len)
 {
@@ -252,18 +331,62 @@ send_all(int fd, const char *p, size_t len)
     return 0;
 }
 
+static double
+mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
 /*
- * Read and decode replies until the one answering id arrives (a reply to
- * another id, stale from an earlier exchange, is skipped).  Each frame is
- * decoded once, straight from the bytes recv(2) put in the reader.
+ * Before a recv(2) of an exchange that must end by deadline_ms (0: no
+ * bound): 0 with SO_RCVTIMEO set to what is left, in whole ms, or -1 when
+ * nothing is left.  The option is set only when it changes: an exchange
+ * bounded like the one before costs no system call.
  */
 static int
-recv_reply(llmguard_t *g, enum proto_op op, uint64_t id,
+bound_recv(llmguard_t *g, double deadline_ms)
+{
+    double ms = 0;
+
+    if (deadline_ms > 0 && (ms = ceil(deadline_ms - mono_ms())) <= 0)
+        return -1;
+    if (ms != g->rcvtimeo_ms) {
+        if (set_timeo(g->fd, SO_RCVTIMEO, ms) < 0)
+            return -1;
+        g->rcvtimeo_ms = ms;
+    }
+    return 0;
+}
+
+/* The exchange found no answer in time: the connection goes (a late reply
+ * must not be taken for the next one), the call fails as unreachable. */
+static int
+timed_out(llmguard_t *g, enum proto_op op, double bound_ms)
+{
+    disconnect(g);
+    return seterr(g, LLMGUARD_EUNAVAIL, "llmguardd on %s did not answer %s "
+                  "within %.0f ms (LLMGUARD_CLIENT_TIMEOUT_MS %.0f ms beyond "
+                  "the request's own wait)", g->path, proto_op_name(op),
+                  bound_ms, g->timeout_ms);
+}
+
+/*
+ * Read and decode replies until the one answering id arrives (a reply to
+ * another id, stale from an earlier exchange, is skipped), waiting at most
+ * bound_ms (0: no bound) in all.  Each frame is decoded once, straight
+ * from the bytes recv(2) put in the reader.
+ */
+static int
+recv_reply(llmguard_t *g, enum proto_op op, uint64_t id, double bound_ms,
            struct proto_rep *rep)
 {
     const unsigned char *frame;
     uint32_t len;
     struct proto_error e;
+    double deadline_ms = bound_ms > 0 ? mono_ms() + bound_ms : 0;
 
     for (;;) {
         int r = proto_reader_next(&g->rd, &frame, &len, &e);
@@ -289,9 +412,13 @@ recv_reply(llmguard_t *g, enum proto_op op, uint64_t id,
             disconnect(g);
             return seterr(g, LLMGUARD_ENOMEM, "out of memory");
         }
+        if (bound_recv(g, deadline_ms) < 0)
+            return timed_out(g, op, bound_ms);
         ssize_t n = recv(g->fd, p, avail, 0);
         if (n < 0 && errno == EINTR)
             continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return timed_out(g, op, bound_ms);
         if (n <= 0) {
             int err = n < 0 ? errno : 0;
             disconnect(g);
@@ -329,18 +456,39 @@ wire_error(llmguard_t *g, const struct proto_err *err)
                   (int)err->msg.len, err->msg.ptr);
 }
 
+/* How long the daemon may keep req of op waiting, in ms. */
+static double
+request_wait_ms(enum proto_op op, const void *req)
+{
+    switch (op) {
+    case PROTO_OP_ACQUIRE:
+        return ((const struct proto_acquire_req *)req)->timeout_ms;
+    case PROTO_OP_PERMIT:
+        return ((const struct proto_permit_req *)req)->timeout_ms;
+    default:
+        return 0;
+    }
+}
+
 /*
- * One request/reply exchange, with g->mu held.  The connection is made
- * lazily; a send that fails on an old connection (the daemon restarted) is
- * retried once on a new one.  A request that was sent is never resent.
+ * One request/reply exchange, with g->mu held, bounded by the client
+ * timeout beyond the request's own wait.  The connection is made lazily;
+ * a send that fails on an old connection (the daemon restarted) is
+ * retried once on a new one, but not one that timed out.  A request that
+ * was sent is never resent.
  */
 static int
 call_locked(llmguard_t *g, enum proto_op op, const void *req,
             struct proto_rep *rep)
 {
     uint64_t id = g->next_id++;
+    double bound_ms = 0;
     int rc;
 
+    if (g->bad_timeout[0] != '\0')
+        return seterr(g, LLMGUARD_EINVAL, "%s", g->bad_timeout);
+    if (g->timeout_ms > 0)
+        bound_ms = g->timeout_ms + request_wait_ms(op, req);
     g->sb.size = 0;
     if (proto_encode_request(&g->sb, op, id, req) < 0)
         return seterr(g, LLMGUARD_EINVAL, "request does not fit in a frame");
@@ -350,13 +498,15 @@ call_locked(llmguard_t *g, enum proto_op op, const void *req,
             return rc;
         if (send_all(g->fd, g->sb.data, g->sb.size) == 0)
             break;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return timed_out(g, op, g->timeout_ms);
         rc = seterr(g, LLMGUARD_EUNAVAIL, "send to llmguardd: %s",
                     strerror(errno));
         disconnect(g);
         if (fresh || attempt > 0)
             return rc;
     }
-    if ((rc = recv_reply(g, op, id, rep)) < 0)
+    if ((rc = recv_reply(g, op, id, bound_ms, rep)) < 0)
         return rc;
     if (!rep->ok)
         return wire_error(g, &rep->err);
@@ -601,15 +751,6 @@ static const char *const outcome_names[] = {
     [LLMGUARD_OUTCOME_TIMEOUT] = "timeout",
     [LLMGUARD_OUTCOME_CLIENT_ERROR] = "client_error",
 };
-
-static double
-mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
 
 /* Fail-open: the daemon is unreachable; call fn once, unguarded. */
 static int

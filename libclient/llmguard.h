@@ -58,6 +58,16 @@ const char *llmguard_strerror(int err);
 const char *llmguard_last_error(llmguard_t *g);
 /* The socket path the handle uses. */
 const char *llmguard_socket_path(llmguard_t *g);
+/*
+ * Bound every exchange on g to timeout_s beyond the wait the request
+ * itself asks for (the timeout of an acquire or a permit); 0: no bound.
+ * The default is $LLMGUARD_CLIENT_TIMEOUT_MS milliseconds, else 2 s.  An
+ * exchange that runs out closes the connection (the next call opens a new
+ * one) and returns LLMGUARD_EUNAVAIL, so a stopped or wedged daemon never
+ * hangs the caller.  0, or LLMGUARD_EINVAL for a negative or NaN value or
+ * one over a day.
+ */
+int llmguard_set_timeout(llmguard_t *g, double timeout_s);
 
 /* Round trip to the daemon.  0, or LLMGUARD_EUNAVAIL and friends. */
 int llmguard_ping(llmguard_t *g);
