@@ -192,8 +192,11 @@ quota_show(struct ctx *ctx, const char *id, bool tenant)
     subject_req(&req, id, tenant);
     if ((rc = client_call(ctx->g, PROTO_OP_QUOTA_STATUS, &req, &rep)) < 0)
         return fail_call(ctx, rc);
+    bool unseen = PROTO_HAS(st, PROTO_QUOTA_STATUS_REP_KNOWN) && !st->known;
+
     if (ctx->json)
-        return print_json(json_pack("{s:o, s:I, s:I, s:I, s:f, s:f, s:o}",
+        return print_json(json_pack("{s:o, s:I, s:I, s:I, s:f, s:f, s:o, "
+                                    "s:b}",
             "subject", jstr(st->subject),
             "tokens_used", (json_int_t)st->tokens_used,
             "tokens_remaining", (json_int_t)st->tokens_remaining,
@@ -201,7 +204,12 @@ quota_show(struct ctx *ctx, const char *id, bool tenant)
             "window_start", st->window_start,
             "window_end", st->window_end,
             "reset_at", PROTO_HAS(st, PROTO_QUOTA_STATUS_REP_RESET_AT) ?
-                            json_real(st->reset_at) : json_null()));
+                            json_real(st->reset_at) : json_null(),
+            "known", !unseen));
+    if (unseen)
+        fprintf(stderr, "llmguardctl: %.*s: never seen (no usage in the "
+                "window, no override): the default applies\n",
+                (int)st->subject.len, st->subject.ptr);
     printf("subject           %.*s\n", (int)st->subject.len, st->subject.ptr);
     printf("tokens_used       %llu\n", (unsigned long long)st->tokens_used);
     printf("tokens_remaining  %llu\n",
@@ -236,6 +244,15 @@ quota_change(struct ctx *ctx, enum proto_op op, const char *id, bool tenant,
                                         (json_int_t)r->tokens_limit));
         printf("%.*s: limit set to %llu tokens\n", (int)r->subject.len,
                r->subject.ptr, (unsigned long long)r->tokens_limit);
+    } else if (op == PROTO_OP_QUOTA_UNSET) {
+        const struct proto_quota_unset_rep *r = &rep.u.quota_unset;
+        if (ctx->json)
+            return print_json(json_pack("{s:o, s:I}", "subject",
+                                        jstr(r->subject), "tokens_limit",
+                                        (json_int_t)r->tokens_limit));
+        printf("%.*s: override dropped, the default of %llu tokens "
+               "applies\n", (int)r->subject.len, r->subject.ptr,
+               (unsigned long long)r->tokens_limit);
     } else {
         const struct proto_quota_reset_rep *r = &rep.u.quota_reset;
         if (ctx->json)
@@ -246,9 +263,74 @@ quota_change(struct ctx *ctx, enum proto_op op, const char *id, bool tenant,
     return 0;
 }
 
+/* quota list: the subjects using the most, most first. */
+static int
+quota_list(struct ctx *ctx, bool tenant, uint64_t top)
+{
+    struct proto_quota_list_req req = { 0 };
+    struct proto_rep rep;
+    const struct proto_quota_list_rep *r = &rep.u.quota_list;
+    const struct proto_quota_entry *v;
+    json_t *list;
+    int rc;
+
+    req.tenant = tenant;
+    req.top = top;
+    req.has = PROTO_BIT(PROTO_QUOTA_LIST_REQ_TENANT) |
+              PROTO_BIT(PROTO_QUOTA_LIST_REQ_TOP);
+    if ((rc = client_call(ctx->g, PROTO_OP_QUOTA_LIST, &req, &rep)) < 0)
+        return fail_call(ctx, rc);
+    v = r->subjects.v;
+    if (ctx->json) {
+        list = json_array();
+        for (uint32_t i = 0; i < r->subjects.n; i++)
+            json_array_append_new(list, json_pack(
+                "{s:o, s:I, s:I, s:I, s:b}", "subject", jstr(v[i].subject),
+                "tokens_used", (json_int_t)v[i].tokens_used,
+                "tokens_limit", (json_int_t)v[i].tokens_limit,
+                "tokens_remaining", (json_int_t)v[i].tokens_remaining,
+                "override", v[i].override));
+        return print_json(json_pack("{s:o, s:I}", "subjects", list, "total",
+                                    (json_int_t)r->total));
+    }
+    printf("%-40s %12s %12s %12s\n", "SUBJECT", "USED", "LIMIT",
+           "REMAINING");
+    for (uint32_t i = 0; i < r->subjects.n; i++)
+        printf("%-40.*s %12llu %12llu%s %12llu\n", (int)v[i].subject.len,
+               v[i].subject.ptr, (unsigned long long)v[i].tokens_used,
+               (unsigned long long)v[i].tokens_limit,
+               v[i].override ? "*" : " ",
+               (unsigned long long)v[i].tokens_remaining);
+    printf("%u of %llu %s%s\n", r->subjects.n,
+           (unsigned long long)r->total, tenant ? "tenants" : "workflows",
+           r->subjects.n < r->total ? " (--top N for more)" : "");
+    return 0;
+}
+
+/* A whole number from 0 to INT64_MAX, or -1 (said, naming what). */
+static int
+whole_number(const char *s, const char *what, uint64_t *out)
+{
+    char *end;
+    unsigned long long n;
+
+    errno = 0;
+    n = strtoull(s, &end, 10);
+    if (errno != 0 || *end != '\0' || !isdigit((unsigned char)s[0]) ||
+        n > INT64_MAX) {
+        fprintf(stderr, "llmguardctl: %s must be a whole number, not '%s'\n",
+                what, s);
+        return -1;
+    }
+    *out = n;
+    return 0;
+}
+
 /*
- * quota [show] ID | quota set ID TOKENS | quota reset ID, each with
- * --tenant (-t) anywhere after "quota".
+ * quota [show] ID | quota set ID TOKENS | quota reset ID | quota unset ID
+ * | quota list [--top N], each with --tenant (-t) anywhere after "quota".
+ * The first word is a command when it is one; an ID spelled like a
+ * command is given as "quota show ID".
  */
 static int
 cmd_quota(struct ctx *ctx, int argc, char **argv)
@@ -256,37 +338,42 @@ cmd_quota(struct ctx *ctx, int argc, char **argv)
     const char *words[3];
     int n = 0;
     bool tenant = false;
+    uint64_t num = 20;
 
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--tenant") == 0 || strcmp(argv[i], "-t") == 0)
             tenant = true;
-        else if (n < 3)
+        else if (strcmp(argv[i], "--top") == 0 && i + 1 < argc) {
+            if (whole_number(argv[++i], "quota list --top", &num) < 0)
+                return EXIT_USAGE;
+        } else if (n < 3)
             words[n++] = argv[i];
         else
             goto usage;
     }
-    if (n == 1)
+    if (n == 1 && strcmp(words[0], "list") == 0)
+        return quota_list(ctx, tenant, num);
+    if (n == 1 && strcmp(words[0], "show") != 0 &&
+        strcmp(words[0], "set") != 0 && strcmp(words[0], "reset") != 0 &&
+        strcmp(words[0], "unset") != 0)
         return quota_show(ctx, words[0], tenant);
     if (n == 2 && strcmp(words[0], "show") == 0)
         return quota_show(ctx, words[1], tenant);
     if (n == 2 && strcmp(words[0], "reset") == 0)
         return quota_change(ctx, PROTO_OP_QUOTA_RESET, words[1], tenant, 0);
+    if (n == 2 && strcmp(words[0], "unset") == 0)
+        return quota_change(ctx, PROTO_OP_QUOTA_UNSET, words[1], tenant, 0);
     if (n == 3 && strcmp(words[0], "set") == 0) {
-        char *end;
-        errno = 0;
-        unsigned long long limit = strtoull(words[2], &end, 10);
-        if (errno != 0 || *end != '\0' ||
-            !isdigit((unsigned char)words[2][0]) || limit > INT64_MAX) {
-            fprintf(stderr, "llmguardctl: quota set: TOKENS must be a whole "
-                    "number, not '%s'\n", words[2]);
+        if (whole_number(words[2], "quota set: TOKENS", &num) < 0)
             return EXIT_USAGE;
-        }
-        return quota_change(ctx, PROTO_OP_QUOTA_SET, words[1], tenant, limit);
+        return quota_change(ctx, PROTO_OP_QUOTA_SET, words[1], tenant, num);
     }
 usage:
     fprintf(stderr, "usage: llmguardctl quota [show] ID [--tenant]\n"
                     "       llmguardctl quota set ID TOKENS [--tenant]\n"
-                    "       llmguardctl quota reset ID [--tenant]\n");
+                    "       llmguardctl quota reset ID [--tenant]\n"
+                    "       llmguardctl quota unset ID [--tenant]\n"
+                    "       llmguardctl quota list [--tenant] [--top N]\n");
     return EXIT_USAGE;
 }
 
@@ -432,20 +519,21 @@ static const struct command commands[] = {
       "rate limiting state and every provider's bucket" },
     { "metrics", "[--prometheus]", 0, 1, cmd_metrics,
       "counters, gauges and histograms (or Prometheus text)" },
-    { "quota", "[show|set|reset] ID [TOKENS] [--tenant]", 1, 4, cmd_quota,
-      "a workflow's (or --tenant's) quota; set or reset it (admin)" },
+    { "quota", "[show|set|reset|unset|list] [ID] [TOKENS] [--tenant]", 1, 4,
+      cmd_quota, "a workflow's (or --tenant's) quota; set, reset or unset "
+      "it (admin); list [--top N] the top users" },
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
 static void
 usage(FILE *fp)
 {
-    fprintf(fp, "usage: llmguardctl [-s SOCKET] [-t SECONDS] [--json] COMMAND "
+    fprintf(fp, "usage: llmguardctl [-s SOCKET] [-T SECONDS] [--json] COMMAND "
                 "[ARGS]\n"
                 "\noptions:\n"
                 "  -s, --socket PATH  llmguardd's socket (default: "
                 "$LLMGUARD_SOCKET, else the per-user path)\n"
-                "  -t, --timeout S    give up on a daemon that does not "
+                "  -T, --timeout S    give up on a daemon that does not "
                 "answer within S\n"
                 "                     seconds (default: "
                 "$LLMGUARD_CLIENT_TIMEOUT_MS, else 2 s)\n"
@@ -513,7 +601,7 @@ main(int argc, char **argv)
 {
     static const struct option longopts[] = {
         { "socket", required_argument, NULL, 's' },
-        { "timeout", required_argument, NULL, 't' },
+        { "timeout", required_argument, NULL, 'T' },
         { "json", no_argument, NULL, 'j' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
@@ -525,12 +613,12 @@ main(int argc, char **argv)
     int ch, rc, nargs;
 
     /* "+": options stop at the command, whose own flags come after it. */
-    while ((ch = getopt_long(argc, argv, "+s:t:jhV", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "+s:T:jhV", longopts, NULL)) != -1) {
         switch (ch) {
         case 's':
             socket_path = optarg;
             break;
-        case 't':
+        case 'T':
             timeout = optarg;
             break;
         case 'j':

@@ -355,6 +355,8 @@ op_quota_status(struct daemon *d, struct conn *c, struct proto_req *req,
     rep.reset_at = st.reset_at_s;
     if (st.has_reset_at)
         PROTO_SET(&rep, PROTO_QUOTA_STATUS_REP_RESET_AT);
+    rep.known = st.known;
+    PROTO_SET(&rep, PROTO_QUOTA_STATUS_REP_KNOWN);
     conn_reply(c, PROTO_OP_QUOTA_STATUS, req->id, &rep);
     return 0;
 }
@@ -396,6 +398,68 @@ op_quota_reset(struct daemon *d, struct conn *c, struct proto_req *req,
              o.subject);
     rep.subject = request_str(o.subject);
     persist_reply(d->persist, c, PROTO_OP_QUOTA_RESET, req->id, &rep, true);
+    return 0;
+}
+
+static int
+op_quota_unset(struct daemon *d, struct conn *c, struct proto_req *req,
+               struct proto_error *e)
+{
+    struct proto_quota_unset_rep rep = { 0 };
+    struct quota_status st;
+    struct one_subject o;
+
+    if (request_one_subject(&req->u.quota_subject, &o, e) < 0)
+        return -1;
+    if (quota_unset(d->quota, o.kind, o.id) < 0 ||
+        quota_status(d->quota, o.kind, o.id, clock_wall(), &st) < 0)
+        return proto_error_set(e, PROTO_E_INTERNAL, "quota_unset failed");
+    log_info("uid %u dropped the quota override of %s", (unsigned)conn_uid(c),
+             o.subject);
+    rep.subject = request_str(o.subject);
+    rep.tokens_limit = (uint64_t)st.tokens_limit;
+    persist_reply(d->persist, c, PROTO_OP_QUOTA_UNSET, req->id, &rep, true);
+    return 0;
+}
+
+#define QUOTA_LIST_DEFAULT 20
+#define QUOTA_LIST_MAX 100      /* 100 ids of 256 bytes fit in a frame */
+
+static int
+op_quota_list(struct daemon *d, struct conn *c, struct proto_req *req,
+              struct proto_error *e)
+{
+    const struct proto_quota_list_req *r = &req->u.quota_list;
+    struct proto_quota_list_rep rep = { 0 };
+    uint64_t n = PROTO_HAS(r, PROTO_QUOTA_LIST_REQ_TOP) ? r->top :
+                 QUOTA_LIST_DEFAULT;
+    struct proto_quota_entry *out;
+    struct quota_entry *top;
+    size_t count, total;
+
+    if (n < 1 || n > QUOTA_LIST_MAX)
+        return proto_error_set(e, PROTO_E_BAD_REQUEST, "top must be 1 to %d, "
+                               "not %llu", QUOTA_LIST_MAX,
+                               (unsigned long long)n);
+    top = msgpack_zone_malloc(conn_zone(c), sizeof(*top) * n);
+    out = msgpack_zone_malloc(conn_zone(c), sizeof(*out) * n);
+    if (top == NULL || out == NULL)
+        return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
+    if (quota_top(d->quota, r->tenant ? QUOTA_TENANT : QUOTA_WORKFLOW,
+                  clock_wall(), top, n, &count, &total) < 0)
+        return proto_error_set(e, PROTO_E_INTERNAL, "quota_list failed");
+    for (size_t i = 0; i < count; i++) {
+        memset(&out[i], 0, sizeof(out[i]));
+        out[i].subject = request_str(top[i].subject);
+        out[i].tokens_used = (uint64_t)top[i].st.tokens_used;
+        out[i].tokens_limit = (uint64_t)top[i].st.tokens_limit;
+        out[i].tokens_remaining = (uint64_t)top[i].st.tokens_remaining;
+        out[i].override = top[i].st.has_override;
+    }
+    rep.subjects.v = out;
+    rep.subjects.n = (uint32_t)count;
+    rep.total = total;
+    conn_reply(c, PROTO_OP_QUOTA_LIST, req->id, &rep);
     return 0;
 }
 
@@ -466,6 +530,8 @@ static const struct {
     [PROTO_OP_REPORT] = { op_report, false },
     [PROTO_OP_METRICS] = { op_metrics, false },
     [PROTO_OP_RELOAD] = { op_reload, true },
+    [PROTO_OP_QUOTA_UNSET] = { op_quota_unset, true },
+    [PROTO_OP_QUOTA_LIST] = { op_quota_list, false },
 };
 
 void

@@ -87,7 +87,8 @@ proto_error_set(struct proto_error *e, enum proto_errcode code,
     };
 PROTO_MESSAGES(TABLE)
 
-/* quota_status and quota_reset: the fields of quota_set before limit. */
+/* quota_status, quota_reset and quota_unset: the fields of quota_set
+ * before limit. */
 static const struct proto_msgdef quota_subject_def = {
     "struct proto_quota_subject_req", quota_subject_req_f,
     PROTO_QUOTA_SUBJECT_REQ_LIMIT,
@@ -125,6 +126,10 @@ static const struct opdef ops[PROTO_OP__COUNT] = {
     [PROTO_OP_REPORT] = { "report", &report_req_def, &report_rep_def },
     [PROTO_OP_METRICS] = { "metrics", &metrics_req_def, &metrics_rep_def },
     [PROTO_OP_RELOAD] = { "reload", &reload_req_def, &reload_rep_def },
+    [PROTO_OP_QUOTA_UNSET] = { "quota_unset", &quota_subject_def,
+                               &quota_unset_rep_def },
+    [PROTO_OP_QUOTA_LIST] = { "quota_list", &quota_list_req_def,
+                              &quota_list_rep_def },
 };
 
 const char *

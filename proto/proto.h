@@ -76,6 +76,8 @@ enum proto_op {
     PROTO_OP_REPORT,
     PROTO_OP_METRICS,
     PROTO_OP_RELOAD,
+    PROTO_OP_QUOTA_UNSET,
+    PROTO_OP_QUOTA_LIST,
     PROTO_OP__COUNT
 };
 
@@ -266,12 +268,34 @@ struct proto_msgdef {
     X(m, tokens_limit,     TOKENS_LIMIT,     PF_UINT,   PF_REQUIRED)          \
     X(m, window_start,     WINDOW_START,     PF_DOUBLE, PF_REQUIRED)          \
     X(m, window_end,       WINDOW_END,       PF_DOUBLE, PF_REQUIRED)          \
-    X(m, reset_at,         RESET_AT,         PF_DOUBLE, PF_NULLABLE)
+    X(m, reset_at,         RESET_AT,         PF_DOUBLE, PF_NULLABLE)          \
+    X(m, known,            KNOWN,            PF_BOOL,   0)  /* ever seen */
 #define PROTO_QUOTA_SET_REP_FIELDS(X, m)                                      \
     X(m, subject,      SUBJECT,      PF_STR,  PF_REQUIRED)                    \
     X(m, tokens_limit, TOKENS_LIMIT, PF_UINT, PF_REQUIRED)
 #define PROTO_QUOTA_RESET_REP_FIELDS(X, m)                                    \
     X(m, subject, SUBJECT, PF_STR, PF_REQUIRED)
+/* quota_unset: the override is gone; tokens_limit is the default the
+ * subject falls back to. */
+#define PROTO_QUOTA_UNSET_REP_FIELDS(X, m)                                    \
+    X(m, subject,      SUBJECT,      PF_STR,  PF_REQUIRED)                    \
+    X(m, tokens_limit, TOKENS_LIMIT, PF_UINT, PF_REQUIRED)
+
+/* quota_list: the workflows (or, with tenant, the tenants) using the most,
+ * at most top of them (default 20, 1 to 100), most first; total is how
+ * many the daemon holds. */
+#define PROTO_QUOTA_LIST_REQ_FIELDS(X, m)                                     \
+    X(m, tenant, TENANT, PF_BOOL, 0)                                          \
+    X(m, top,    TOP,    PF_UINT, 0)
+#define PROTO_QUOTA_ENTRY_FIELDS(X, m)                                        \
+    X(m, subject,          SUBJECT,          PF_STR,  PF_REQUIRED)            \
+    X(m, tokens_used,      TOKENS_USED,      PF_UINT, PF_REQUIRED)            \
+    X(m, tokens_limit,     TOKENS_LIMIT,     PF_UINT, PF_REQUIRED)            \
+    X(m, tokens_remaining, TOKENS_REMAINING, PF_UINT, PF_REQUIRED)            \
+    X(m, override,         OVERRIDE,         PF_BOOL, PF_REQUIRED)
+#define PROTO_QUOTA_LIST_REP_FIELDS(X, m)                                     \
+    X(m, subjects, SUBJECTS, PF_OBJARR(quota_entry), PF_REQUIRED)             \
+    X(m, total,    TOTAL,    PF_UINT,                PF_REQUIRED)
 
 /* select_provider: what the router would choose now (no token taken). */
 #define PROTO_SELECT_PROVIDER_REQ_FIELDS(X, m)                                \
@@ -387,6 +411,10 @@ struct proto_msgdef {
     X(quota_status_rep, QUOTA_STATUS_REP)                                     \
     X(quota_set_rep, QUOTA_SET_REP)                                           \
     X(quota_reset_rep, QUOTA_RESET_REP)                                       \
+    X(quota_unset_rep, QUOTA_UNSET_REP)                                       \
+    X(quota_list_req, QUOTA_LIST_REQ)                                         \
+    X(quota_entry, QUOTA_ENTRY)                                               \
+    X(quota_list_rep, QUOTA_LIST_REP)                                         \
     X(select_provider_req, SELECT_PROVIDER_REQ)                               \
     X(select_provider_rep, SELECT_PROVIDER_REP)                               \
     X(permit_req, PERMIT_REQ)                                                 \
@@ -437,7 +465,9 @@ struct proto_req {
         struct proto_status_req status;
         struct proto_quota_reserve_req quota_reserve;
         struct proto_quota_commit_req quota_commit;
-        struct proto_quota_subject_req quota_subject;   /* status/set/reset */
+        struct proto_quota_subject_req quota_subject;   /* status/set/reset/
+                                                           unset */
+        struct proto_quota_list_req quota_list;
         struct proto_select_provider_req select_provider;
         struct proto_permit_req permit;
         struct proto_report_req report;
@@ -463,6 +493,8 @@ struct proto_rep {
         struct proto_quota_status_rep quota_status;
         struct proto_quota_set_rep quota_set;
         struct proto_quota_reset_rep quota_reset;
+        struct proto_quota_unset_rep quota_unset;
+        struct proto_quota_list_rep quota_list;
         struct proto_select_provider_rep select_provider;
         struct proto_permit_rep permit;
         struct proto_report_rep report;
