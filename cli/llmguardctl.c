@@ -82,50 +82,140 @@ jstr(struct proto_str s)
     return json_stringn(s.ptr, s.len);
 }
 
-static int
-cmd_status(struct ctx *ctx, int argc, char **argv)
+/* ISO-8601 UTC for a unix time, into buf. */
+static const char *
+iso8601(double t, char *buf, size_t len)
 {
-    struct proto_rep rep;
-    const struct proto_status_rep *st = &rep.u.status;
-    const struct proto_provider_status *ps;
-    int rc = client_call(ctx->g, PROTO_OP_STATUS, NULL, &rep);
+    time_t s = (time_t)t;
+    struct tm tm;
 
-    if (rc < 0)
-        return fail_call(ctx, rc);
-    ps = st->providers.v;
-    if (ctx->json) {
-        json_t *provs = json_array();
-        for (uint32_t i = 0; i < st->providers.n; i++)
-            json_array_append_new(provs, json_pack(
-                "{s:o, s:f, s:f, s:f, s:o, s:f, s:o, s:I, s:f}",
-                "name", jstr(ps[i].name),
-                "available_tokens", ps[i].available_tokens,
-                "rate_per_sec", ps[i].rate_per_sec,
-                "max_tokens", ps[i].max_tokens,
-                "state", jstr(ps[i].state),
-                "cooldown_remaining_s", ps[i].cooldown_remaining_s,
-                "latency_ewma_ms",
-                PROTO_HAS(&ps[i], PROTO_PROVIDER_STATUS_LATENCY_EWMA_MS) ?
-                    json_real(ps[i].latency_ewma_ms) : json_null(),
-                "waiters", (json_int_t)ps[i].waiters,
-                "tokens_per_min", ps[i].tokens_per_min));
-        return print_json(json_pack("{s:b, s:o, s:o, s:f, s:o}",
-                                    "enabled", st->enabled,
-                                    "policy", jstr(st->policy),
-                                    "enforcement", jstr(st->enforcement),
-                                    "window_days", st->window_days,
-                                    "providers", provs));
+    gmtime_r(&s, &tm);
+    strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return buf;
+}
+
+/* The optional fields of a provider, set into o when present. */
+static void
+provider_json_extra(json_t *o, const struct proto_provider_status *p)
+{
+    if (PROTO_HAS(p, PROTO_PROVIDER_STATUS_COOLDOWN_CAUSE))
+        json_object_set_new(o, "cooldown_cause", jstr(p->cooldown_cause));
+    if (PROTO_HAS(p, PROTO_PROVIDER_STATUS_COOLDOWN_SINCE))
+        json_object_set_new(o, "cooldown_since", json_real(p->cooldown_since));
+    if (PROTO_HAS(p, PROTO_PROVIDER_STATUS_RETRY_AFTER_S))
+        json_object_set_new(o, "retry_after_s", json_real(p->retry_after_s));
+    if (PROTO_HAS(p, PROTO_PROVIDER_STATUS_AVAILABLE_LLM_TOKENS))
+        json_object_set_new(o, "available_llm_tokens",
+                            json_real(p->available_llm_tokens));
+}
+
+/* The daemon's own fields, when it sent them (an older one does not). */
+static void
+daemon_json(json_t *o, const struct proto_status_rep *st)
+{
+    if (!PROTO_HAS(st, PROTO_STATUS_REP_VERSION))
+        return;
+    json_object_set_new(o, "version", jstr(st->version));
+    json_object_set_new(o, "env_file", jstr(st->env_file));
+    json_object_set_new(o, "database", jstr(st->database));
+    json_object_set_new(o, "uptime_s", json_real(st->uptime_s));
+    json_object_set_new(o, "connections", json_integer(
+        (json_int_t)st->connections));
+    json_object_set_new(o, "open_permits", json_integer(
+        (json_int_t)st->open_permits));
+    json_object_set_new(o, "last_flush",
+                        PROTO_HAS(st, PROTO_STATUS_REP_LAST_FLUSH) ?
+                        json_real(st->last_flush) : json_null());
+    json_object_set_new(o, "store", jstr(st->store));
+    if (PROTO_HAS(st, PROTO_STATUS_REP_STORE_ERROR))
+        json_object_set_new(o, "store_error", jstr(st->store_error));
+}
+
+static int
+status_json(const struct proto_status_rep *st)
+{
+    const struct proto_provider_status *ps = st->providers.v;
+    json_t *provs = json_array(), *doc;
+
+    for (uint32_t i = 0; i < st->providers.n; i++) {
+        json_t *o = json_pack(
+            "{s:o, s:f, s:f, s:f, s:o, s:f, s:o, s:I, s:f}",
+            "name", jstr(ps[i].name),
+            "available_tokens", ps[i].available_tokens,
+            "rate_per_sec", ps[i].rate_per_sec,
+            "max_tokens", ps[i].max_tokens,
+            "state", jstr(ps[i].state),
+            "cooldown_remaining_s", ps[i].cooldown_remaining_s,
+            "latency_ewma_ms",
+            PROTO_HAS(&ps[i], PROTO_PROVIDER_STATUS_LATENCY_EWMA_MS) ?
+                json_real(ps[i].latency_ewma_ms) : json_null(),
+            "waiters", (json_int_t)ps[i].waiters,
+            "tokens_per_min", ps[i].tokens_per_min);
+        provider_json_extra(o, &ps[i]);
+        json_array_append_new(provs, o);
     }
-    printf("enabled      %s\n", st->enabled ? "true" : "false");
-    printf("policy       %.*s\n", (int)st->policy.len, st->policy.ptr);
-    printf("enforcement  %.*s\n", (int)st->enforcement.len,
-           st->enforcement.ptr);
-    printf("window_days  %g\n", st->window_days);
-    if (st->providers.n == 0) {
-        printf("\nno providers configured "
-               "(set PROVIDER_<NAME>_RATE_PER_SEC)\n");
-        return 0;
+    doc = json_pack("{s:b, s:o, s:o, s:f, s:o}", "enabled", st->enabled,
+                    "policy", jstr(st->policy),
+                    "enforcement", jstr(st->enforcement),
+                    "window_days", st->window_days, "providers", provs);
+    daemon_json(doc, st);
+    return print_json(doc);
+}
+
+/* The daemon's own lines of the text status. */
+static void
+daemon_text(const struct proto_status_rep *st)
+{
+    char when[32];
+
+    if (!PROTO_HAS(st, PROTO_STATUS_REP_VERSION))
+        return;
+    printf("version      %.*s\n", (int)st->version.len, st->version.ptr);
+    printf("env_file     %.*s\n", st->env_file.len ? (int)st->env_file.len :
+           4, st->env_file.len ? st->env_file.ptr : "none");
+    printf("database     %.*s\n", (int)st->database.len, st->database.ptr);
+    printf("uptime       %.0f s\n", st->uptime_s);
+    printf("connections  %llu\n", (unsigned long long)st->connections);
+    printf("permits      %llu open\n", (unsigned long long)st->open_permits);
+    printf("last_flush   %s\n", PROTO_HAS(st, PROTO_STATUS_REP_LAST_FLUSH) ?
+           iso8601(st->last_flush, when, sizeof(when)) : "-");
+    printf("store        %.*s%s%.*s\n", (int)st->store.len, st->store.ptr,
+           PROTO_HAS(st, PROTO_STATUS_REP_STORE_ERROR) ? ": " : "",
+           (int)st->store_error.len, st->store_error.ptr);
+}
+
+/* Under the table: why each degraded provider is, and the LLM tokens of
+ * each TOKENS_PER_MIN bucket. */
+static void
+provider_notes(const struct proto_status_rep *st)
+{
+    const struct proto_provider_status *ps = st->providers.v;
+    char when[32];
+
+    for (uint32_t i = 0; i < st->providers.n; i++) {
+        const struct proto_provider_status *p = &ps[i];
+        if (PROTO_HAS(p, PROTO_PROVIDER_STATUS_COOLDOWN_CAUSE)) {
+            printf("%.*s: degraded by %.*s since %s", (int)p->name.len,
+                   p->name.ptr, (int)p->cooldown_cause.len,
+                   p->cooldown_cause.ptr,
+                   iso8601(p->cooldown_since, when, sizeof(when)));
+            if (PROTO_HAS(p, PROTO_PROVIDER_STATUS_RETRY_AFTER_S))
+                printf(", Retry-After %g s", p->retry_after_s);
+            printf("\n");
+        }
+        if (PROTO_HAS(p, PROTO_PROVIDER_STATUS_AVAILABLE_LLM_TOKENS))
+            printf("%.*s: %.0f of %.0f LLM tokens available\n",
+                   (int)p->name.len, p->name.ptr, p->available_llm_tokens,
+                   p->tokens_per_min);
     }
+}
+
+/* The provider table of the text status. */
+static void
+provider_table(const struct proto_status_rep *st)
+{
+    const struct proto_provider_status *ps = st->providers.v;
+
     printf("\n%-16s %10s %8s %8s %-10s %9s %11s %7s %10s\n", "PROVIDER",
            "AVAILABLE", "RATE/S", "MAX", "STATE", "COOLDOWN", "LATENCY_MS",
            "WAITERS", "TOKENS/MIN");
@@ -149,19 +239,33 @@ cmd_status(struct ctx *ctx, int argc, char **argv)
                ps[i].state.ptr, cool, lat, (unsigned long long)ps[i].waiters,
                tpm);
     }
-    return 0;
 }
 
-/* ISO-8601 UTC for a unix time, into buf. */
-static const char *
-iso8601(double t, char *buf, size_t len)
+static int
+cmd_status(struct ctx *ctx, int argc, char **argv)
 {
-    time_t s = (time_t)t;
-    struct tm tm;
+    struct proto_rep rep;
+    const struct proto_status_rep *st = &rep.u.status;
+    int rc = client_call(ctx->g, PROTO_OP_STATUS, NULL, &rep);
 
-    gmtime_r(&s, &tm);
-    strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return buf;
+    if (rc < 0)
+        return fail_call(ctx, rc);
+    if (ctx->json)
+        return status_json(st);
+    printf("enabled      %s\n", st->enabled ? "true" : "false");
+    printf("policy       %.*s\n", (int)st->policy.len, st->policy.ptr);
+    printf("enforcement  %.*s\n", (int)st->enforcement.len,
+           st->enforcement.ptr);
+    printf("window_days  %g\n", st->window_days);
+    daemon_text(st);
+    if (st->providers.n == 0) {
+        printf("\nno providers configured "
+               "(set PROVIDER_<NAME>_RATE_PER_SEC)\n");
+        return 0;
+    }
+    provider_table(st);
+    provider_notes(st);
+    return 0;
 }
 
 /* A quota request naming one workflow, or one tenant. */

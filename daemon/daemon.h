@@ -11,8 +11,8 @@
  *   permits.c                  permit, report, routing (owns the router)
  *   request.c                  request ids and subjects, the quota gate
  *   persist.c  http.c          quotas to SQLite; the /metrics endpoint
- *   telemetry.c                metrics and spans
  *   buckets.c                  a token bucket and its waiters per provider
+ *   telemetry.c                metrics and spans
  *   server.c  clock.c          the transport; the clocks
  *
  * Beneath them the pure modules (limiter, quota, router, metrics, store,
@@ -29,6 +29,7 @@
 #include "proto.h"
 
 struct conn;
+struct telemetry;
 
 struct daemon {
     struct event_base *base;
@@ -48,6 +49,9 @@ struct daemon {
 /* ops.c: run one request (the server's dispatch callback; arg is the
  * struct daemon); it is answered now or later. */
 void ops_dispatch(struct conn *c, struct proto_req *req, void *arg);
+/* ops.c: the providers' gauges (telemetry's refresh hook; arg is the
+ * struct daemon). */
+void ops_refresh_gauges(struct telemetry *t, void *arg);
 
 /*
  * reload.c: read the configuration again (SIGHUP, the reload op) and apply

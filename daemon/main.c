@@ -195,7 +195,7 @@ start(struct daemon *d)
 
     if ((d->buckets = buckets_new(d->base, cfg, waiters_slot)) == NULL)
         fatalx(1, "cannot set up the token buckets");
-    d->telemetry = telemetry_new(d->base, cfg, d->buckets);
+    d->telemetry = telemetry_new(d->base, cfg);
     if ((fd = passed_socket()) >= 0)
         rc = server_listen_fd(d->server, fd);
     else
@@ -213,6 +213,7 @@ start(struct daemon *d)
                                  d->telemetry };
     if ((d->permits = permits_new(&deps, permits_slot)) == NULL)
         fatalx(1, "cannot set up routing");
+    telemetry_on_refresh(d->telemetry, ops_refresh_gauges, d);
     d->http = http_start(d->base, cfg->metrics_listen, d->telemetry);
     telemetry_start_tracing(d->telemetry);
 }

@@ -75,6 +75,17 @@ static const struct metrics_family_info families[METRIC__COUNT] = {
         "Trace spans dropped: export queue full or export failed.",
         METRIC_COUNTER, 0, { NULL }, 0, NULL,
     },
+    [METRIC_PROVIDER_DEGRADED] = {
+        METRIC_PROVIDER_DEGRADED, "llmguard_provider_degraded",
+        "1 while the provider is degraded (in cooldown after a fault), "
+        "else 0.",
+        METRIC_GAUGE, 1, { "provider" }, 0, NULL,
+    },
+    [METRIC_PROVIDER_AVAILABLE_LLM_TOKENS] = {
+        METRIC_PROVIDER_AVAILABLE_LLM_TOKENS, "provider_available_llm_tokens",
+        "LLM tokens now available in the provider's TOKENS_PER_MIN bucket.",
+        METRIC_GAUGE, 1, { "provider" }, 0, NULL,
+    },
 };
 
 static const char *const other_values[METRICS_MAX_LABELS] = {

@@ -69,6 +69,8 @@ enum metric_id {
     METRIC_REQUEST_LATENCY_MS,          /* histogram {provider} */
     METRIC_STORE_WRITE_ERRORS_TOTAL,    /* no labels */
     METRIC_TRACE_SPANS_DROPPED_TOTAL,   /* no labels */
+    METRIC_PROVIDER_DEGRADED,           /* gauge {provider} */
+    METRIC_PROVIDER_AVAILABLE_LLM_TOKENS,   /* gauge {provider} */
     METRIC__COUNT
 };
 

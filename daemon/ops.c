@@ -202,9 +202,10 @@ op_limiter_status(struct daemon *d, struct conn *c, struct proto_req *req,
     return 0;
 }
 
-/* Provider i as status shows it. */
+/* Provider i as status shows it; now is monotonic, wall the same instant
+ * on the wall clock. */
 static void
-provider_status(struct daemon *d, size_t i, double now,
+provider_status(struct daemon *d, size_t i, double now, double wall,
                 struct proto_provider_status *ps)
 {
     struct provider *p = buckets_at(d->buckets, i);
@@ -223,6 +224,66 @@ provider_status(struct daemon *d, size_t i, double now,
     ps->latency_ewma_ms = rs.latency_ewma_ms;
     if (rs.latency_samples > 0)
         PROTO_SET(ps, PROTO_PROVIDER_STATUS_LATENCY_EWMA_MS);
+    if (!rs.healthy) {
+        ps->cooldown_cause = request_str(router_outcome_name(rs.cause));
+        ps->cooldown_since = wall - (now - rs.fault_s);
+        ps->has |= PROTO_BIT(PROTO_PROVIDER_STATUS_COOLDOWN_CAUSE) |
+                   PROTO_BIT(PROTO_PROVIDER_STATUS_COOLDOWN_SINCE);
+        if (rs.retry_after_s > 0) {
+            ps->retry_after_s = rs.retry_after_s;
+            PROTO_SET(ps, PROTO_PROVIDER_STATUS_RETRY_AFTER_S);
+        }
+    }
+    if (p->bucket.cfg.tokens_per_min > 0) {
+        ps->available_llm_tokens = limiter_available_llm(&p->bucket, now);
+        PROTO_SET(ps, PROTO_PROVIDER_STATUS_AVAILABLE_LLM_TOKENS);
+    }
+}
+
+/* The daemon's own fields of status. */
+static void
+daemon_status(struct daemon *d, double now, struct proto_status_rep *rep)
+{
+    static const char version[] = PACKAGE_VERSION;
+    struct persist_state ps;
+
+    persist_state(d->persist, &ps);
+    rep->version = request_str(version);
+    rep->env_file = request_str(d->cfg.env_file);
+    rep->database = request_str(d->cfg.db_path);
+    rep->uptime_s = now - d->started_mono_s;
+    rep->connections = server_nconns(d->server);
+    rep->open_permits = permits_open(d->permits);
+    rep->last_flush = ps.last_flush_s;
+    rep->store = request_str(ps.failing ? "failing" : "ok");
+    rep->store_error = request_str(ps.error);
+    rep->has |= PROTO_BIT(PROTO_STATUS_REP_VERSION) |
+                PROTO_BIT(PROTO_STATUS_REP_ENV_FILE) |
+                PROTO_BIT(PROTO_STATUS_REP_DATABASE) |
+                PROTO_BIT(PROTO_STATUS_REP_UPTIME_S) |
+                PROTO_BIT(PROTO_STATUS_REP_CONNECTIONS) |
+                PROTO_BIT(PROTO_STATUS_REP_OPEN_PERMITS) |
+                PROTO_BIT(PROTO_STATUS_REP_STORE);
+    if (ps.last_flush_s > 0)
+        PROTO_SET(rep, PROTO_STATUS_REP_LAST_FLUSH);
+    if (ps.failing)
+        PROTO_SET(rep, PROTO_STATUS_REP_STORE_ERROR);
+}
+
+void
+ops_refresh_gauges(struct telemetry *t, void *arg)
+{
+    struct daemon *d = arg;
+    double now = clock_mono();
+
+    for (size_t i = 0; i < buckets_count(d->buckets); i++) {
+        struct provider *p = buckets_at(d->buckets, i);
+        bool llm = p->bucket.cfg.tokens_per_min > 0;
+        telemetry_provider(t, p->name, limiter_available(&p->bucket, now),
+                           llm ? limiter_available_llm(&p->bucket, now) : NAN,
+                           !router_is_healthy(permits_router(d->permits),
+                                              (int)i, now));
+    }
 }
 
 static int
@@ -232,7 +293,7 @@ op_status(struct daemon *d, struct conn *c, struct proto_req *req,
     struct proto_status_rep rep = { 0 };
     struct proto_provider_status *ps = NULL;
     size_t n = buckets_count(d->buckets);
-    double now = clock_mono();
+    double now = clock_mono(), wall = clock_wall();
 
     rep.enabled = d->cfg.rate_limit_enabled;
     rep.policy = request_str(config_policy_name(d->cfg.routing_policy));
@@ -243,9 +304,10 @@ op_status(struct daemon *d, struct conn *c, struct proto_req *req,
         (ps = msgpack_zone_malloc(conn_zone(c), sizeof(*ps) * n)) == NULL)
         return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
     for (size_t i = 0; i < n; i++)
-        provider_status(d, i, now, &ps[i]);
+        provider_status(d, i, now, wall, &ps[i]);
     rep.providers.v = ps;
     rep.providers.n = (uint32_t)n;
+    daemon_status(d, now, &rep);
     conn_reply(c, PROTO_OP_STATUS, req->id, &rep);
     return 0;
 }

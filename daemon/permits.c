@@ -259,6 +259,12 @@ permits_router(const struct permits *p)
     return p->router;
 }
 
+size_t
+permits_open(const struct permits *p)
+{
+    return HASH_COUNT(p->table);
+}
+
 /* The name of provider idx. */
 static const char *
 provider_name(struct permits *p, int idx)

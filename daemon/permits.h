@@ -46,8 +46,10 @@ void permits_free(struct permits *p);
  */
 struct router *permits_router_new(const struct config *cfg);
 void permits_reconfigure(struct permits *p, struct router *r);
-/* For status: the router, index i being buckets_at(i). */
+/* For status: the router, index i being buckets_at(i); how many permits
+ * are granted and not yet reported. */
 const struct router *permits_router(const struct permits *p);
+size_t permits_open(const struct permits *p);
 
 /* The ops; each answers now or later, or fills e and returns -1. */
 int permits_select_provider(struct permits *p, struct conn *c,

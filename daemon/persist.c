@@ -46,6 +46,7 @@ struct persist {
     int slot;                       /* connection slot: struct conn_held */
     bool failing;                   /* the last write failed */
     char error[512];                /* and why */
+    double last_flush_s;            /* wall time of the last good write */
 };
 
 /* ---- the quota -> store sink ------------------------------------------- */
@@ -330,6 +331,7 @@ persist_flush(struct persist *p)
     if (p->failing)
         log_info("writing quotas to %s works again", p->cfg->db_path);
     p->failing = false;
+    p->last_flush_s = clock_wall();
     release_held(p);
     return 0;
 }
@@ -390,6 +392,14 @@ persist_drop_conn(void *state)
     while (!TAILQ_EMPTY(&ch->list))
         held_free(TAILQ_FIRST(&ch->list));
     free(ch);
+}
+
+void
+persist_state(const struct persist *p, struct persist_state *st)
+{
+    st->failing = p->failing;
+    st->error = p->failing ? p->error : "";
+    st->last_flush_s = p->last_flush_s;
 }
 
 void

@@ -52,4 +52,13 @@ void persist_reply(struct persist *p, struct conn *c, enum proto_op op,
 /* Close hook: the connection's held replies are dropped. */
 void persist_drop_conn(void *state);
 
+/* How writing goes, for status and /healthz. */
+struct persist_state {
+    bool failing;               /* the last write failed (or read-only) */
+    const char *error;          /* why, while failing; owned by p */
+    double last_flush_s;        /* unix time of the last write that
+                                   succeeded; 0 before the first */
+};
+void persist_state(const struct persist *p, struct persist_state *st);
+
 #endif

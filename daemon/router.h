@@ -87,6 +87,11 @@ struct router_status {
     double      cooldown_remaining_s;   /* 0 when healthy */
     double      latency_ewma_ms;        /* 0 when latency_samples is 0 */
     uint64_t    latency_samples;
+    /* While degraded: the fault that last extended the cooldown. */
+    enum router_outcome cause;          /* rate_limited, server_error or
+                                           timeout */
+    double      fault_s;                /* when it was reported */
+    double      retry_after_s;          /* its Retry-After; 0: none */
 };
 
 /*

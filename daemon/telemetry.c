@@ -3,9 +3,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "buckets.h"
+#include <math.h>
+
 #include "clock.h"
-#include "limiter.h"
 #include "log.h"
 #include "metrics.h"
 #include "quota.h"
@@ -19,15 +19,15 @@
 struct telemetry {
     struct event_base *base;
     const struct config *cfg;
-    struct buckets *buckets;        /* read for the provider gauges */
+    telemetry_refresh_fn refresh;   /* sets the gauges that are read */
+    void *refresh_arg;
     struct metrics *metrics;
     struct trace_exporter *tracer;  /* OTLP, when an endpoint is set */
     uint64_t spans_dropped_seen;
 };
 
 struct telemetry *
-telemetry_new(struct event_base *base, const struct config *cfg,
-              struct buckets *b)
+telemetry_new(struct event_base *base, const struct config *cfg)
 {
     struct telemetry *t = calloc(1, sizeof(*t));
 
@@ -36,8 +36,28 @@ telemetry_new(struct event_base *base, const struct config *cfg,
         fatalx(1, "cannot create the metrics registry");
     t->base = base;
     t->cfg = cfg;
-    t->buckets = b;
     return t;
+}
+
+void
+telemetry_on_refresh(struct telemetry *t, telemetry_refresh_fn fn, void *arg)
+{
+    t->refresh = fn;
+    t->refresh_arg = arg;
+}
+
+void
+telemetry_provider(struct telemetry *t, const char *provider,
+                   double available, double available_llm, bool degraded)
+{
+    const char *labels[] = { provider };
+
+    metrics_set(t->metrics, METRIC_PROVIDER_AVAILABLE_TOKENS, labels,
+                available);
+    metrics_set(t->metrics, METRIC_PROVIDER_DEGRADED, labels, degraded);
+    if (!isnan(available_llm))
+        metrics_set(t->metrics, METRIC_PROVIDER_AVAILABLE_LLM_TOKENS, labels,
+                    available_llm);
 }
 
 void
@@ -147,12 +167,11 @@ telemetry_store_error(struct telemetry *t)
     metrics_inc(t->metrics, METRIC_STORE_WRITE_ERRORS_TOTAL, NULL, 1);
 }
 
-/* Gauges that are read, not pushed: the buckets' fill; and the
- * exporter's drop count. */
+/* What is read, not pushed: the exporter's drop count, and the gauges of
+ * the refresh hook. */
 static void
 refresh(struct telemetry *t)
 {
-    double now = clock_mono();
     struct trace_stats ts;
 
     if (t->tracer != NULL) {
@@ -162,12 +181,8 @@ refresh(struct telemetry *t)
                         (double)(ts.dropped - t->spans_dropped_seen));
         t->spans_dropped_seen = ts.dropped;
     }
-    for (size_t i = 0; i < buckets_count(t->buckets); i++) {
-        struct provider *p = buckets_at(t->buckets, i);
-        const char *labels[] = { p->name };
-        metrics_set(t->metrics, METRIC_PROVIDER_AVAILABLE_TOKENS, labels,
-                    limiter_available(&p->bucket, now));
-    }
+    if (t->refresh != NULL)
+        t->refresh(t, t->refresh_arg);
 }
 
 int

@@ -14,16 +14,27 @@
 #include "config.h"
 #include "proto.h"
 
-struct buckets;
 struct conn;
 struct quota;
 struct telemetry;
 struct trace_span;
 
-/* The registry of cfg, whose provider gauges are read from b when the
- * metrics are read (exits when out of memory). */
+/* The registry of cfg (exits when out of memory). */
 struct telemetry *telemetry_new(struct event_base *base,
-                                const struct config *cfg, struct buckets *b);
+                                const struct config *cfg);
+/*
+ * Gauges that are read, not pushed (the providers'): fn(t, arg) is called
+ * whenever the metrics are about to be read, to set them with
+ * telemetry_provider().
+ */
+typedef void (*telemetry_refresh_fn)(struct telemetry *t, void *arg);
+void telemetry_on_refresh(struct telemetry *t, telemetry_refresh_fn fn,
+                          void *arg);
+/* A provider's gauges: its tokens, its LLM tokens (NAN: no TOKENS_PER_MIN
+ * bucket), whether it is degraded. */
+void telemetry_provider(struct telemetry *t, const char *provider,
+                        double available, double available_llm,
+                        bool degraded);
 /* Start the OTLP exporter when an endpoint is configured (exits 78 when
  * it cannot be). */
 void telemetry_start_tracing(struct telemetry *t);

@@ -207,7 +207,13 @@ struct proto_msgdef {
     X(m, available_llm_tokens, AVAILABLE_LLM_TOKENS, PF_DOUBLE, 0)
 
 /* status: the daemon and every provider; a provider's state is healthy or
- * degraded, its latency_ewma_ms nil before the first sample. */
+ * degraded, its latency_ewma_ms nil before the first sample; while it is
+ * degraded, cooldown_cause (rate_limited, server_error, timeout),
+ * cooldown_since (unix seconds) and retry_after_s are the fault's that
+ * last extended its cooldown.  available_llm_tokens comes with a
+ * tokens_per_min.  The daemon's last_flush is the unix time of its last
+ * successful write of quotas (nil before the first), store "ok" or
+ * "failing" (with store_error). */
 #define PROTO_PROVIDER_STATUS_FIELDS(X, m)                                    \
     X(m, name,                 NAME,                 PF_STR,    PF_REQUIRED)  \
     X(m, available_tokens,     AVAILABLE_TOKENS,     PF_DOUBLE, PF_REQUIRED)  \
@@ -217,14 +223,27 @@ struct proto_msgdef {
     X(m, tokens_per_min,       TOKENS_PER_MIN,       PF_DOUBLE, PF_REQUIRED)  \
     X(m, state,                STATE,                PF_STR,    PF_REQUIRED)  \
     X(m, cooldown_remaining_s, COOLDOWN_REMAINING_S, PF_DOUBLE, PF_REQUIRED)  \
-    X(m, latency_ewma_ms,      LATENCY_EWMA_MS,      PF_DOUBLE, PF_NULLABLE)
+    X(m, latency_ewma_ms,      LATENCY_EWMA_MS,      PF_DOUBLE, PF_NULLABLE)  \
+    X(m, cooldown_cause,       COOLDOWN_CAUSE,       PF_STR,    0)            \
+    X(m, cooldown_since,       COOLDOWN_SINCE,       PF_DOUBLE, 0)            \
+    X(m, retry_after_s,        RETRY_AFTER_S,        PF_DOUBLE, 0)            \
+    X(m, available_llm_tokens, AVAILABLE_LLM_TOKENS, PF_DOUBLE, 0)
 #define PROTO_STATUS_REQ_FIELDS(X, m)
 #define PROTO_STATUS_REP_FIELDS(X, m)                                         \
-    X(m, enabled,     ENABLED,     PF_BOOL,   PF_REQUIRED)                    \
-    X(m, policy,      POLICY,      PF_STR,    PF_REQUIRED)                    \
-    X(m, enforcement, ENFORCEMENT, PF_STR,    PF_REQUIRED)                    \
-    X(m, window_days, WINDOW_DAYS, PF_DOUBLE, PF_REQUIRED)                    \
-    X(m, providers,   PROVIDERS,   PF_OBJARR(provider_status), PF_REQUIRED)
+    X(m, enabled,      ENABLED,      PF_BOOL,   PF_REQUIRED)                  \
+    X(m, policy,       POLICY,       PF_STR,    PF_REQUIRED)                  \
+    X(m, enforcement,  ENFORCEMENT,  PF_STR,    PF_REQUIRED)                  \
+    X(m, window_days,  WINDOW_DAYS,  PF_DOUBLE, PF_REQUIRED)                  \
+    X(m, providers,    PROVIDERS,    PF_OBJARR(provider_status), PF_REQUIRED) \
+    X(m, version,      VERSION,      PF_STR,    0)                            \
+    X(m, env_file,     ENV_FILE,     PF_STR,    0)                            \
+    X(m, database,     DATABASE,     PF_STR,    0)                            \
+    X(m, uptime_s,     UPTIME_S,     PF_DOUBLE, 0)                            \
+    X(m, connections,  CONNECTIONS,  PF_UINT,   0)                            \
+    X(m, open_permits, OPEN_PERMITS, PF_UINT,   0)                            \
+    X(m, last_flush,   LAST_FLUSH,   PF_DOUBLE, PF_NULLABLE)                  \
+    X(m, store,        STORE,        PF_STR,    0)                            \
+    X(m, store_error,  STORE_ERROR,  PF_STR,    0)
 
 /* quota_reserve: atomic check-and-reserve on a workflow and/or a tenant.
  * The reply's subject is the tightest one, over_quota says allowed but

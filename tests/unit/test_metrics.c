@@ -495,7 +495,13 @@ test_prometheus_exact(void **state)
         "# HELP llmguard_trace_spans_dropped_total Trace spans dropped: "
         "export queue full or export failed.\n"
         "# TYPE llmguard_trace_spans_dropped_total counter\n"
-        "llmguard_trace_spans_dropped_total 5\n");
+        "llmguard_trace_spans_dropped_total 5\n"
+        "# HELP llmguard_provider_degraded 1 while the provider is degraded "
+        "(in cooldown after a fault), else 0.\n"
+        "# TYPE llmguard_provider_degraded gauge\n"
+        "# HELP provider_available_llm_tokens LLM tokens now available in "
+        "the provider's TOKENS_PER_MIN bucket.\n"
+        "# TYPE provider_available_llm_tokens gauge\n");
     free(out);
     metrics_free(m);
 }
