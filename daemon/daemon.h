@@ -43,7 +43,7 @@ struct daemon {
     struct persist *persist;        /* quota -> SQLite */
     struct permits *permits;        /* permit, report, routing */
     struct telemetry *telemetry;    /* metrics and spans */
-    struct evhttp *http;            /* LLMGUARD_METRICS_LISTEN */
+    struct http *http;              /* LLMGUARD_METRICS_LISTEN */
 };
 
 /* ops.c: run one request (the server's dispatch callback; arg is the

@@ -72,7 +72,8 @@ expect_match "the text has the counter" '^llm_requests_total\{provider="groq",wo
 curl -sf "http://127.0.0.1:$PORT/metrics" > "$TMP/http.prom"
 check "GET /metrics passes promtool check metrics" promcheck "$TMP/http.prom"
 expect_match "GET /metrics: same counter" '^llm_failovers_total\{from_provider="groq",to_provider="openai"\} 1$' "$(cat "$TMP/http.prom")"
-expect_eq "GET /healthz" ok "$(curl -sf "http://127.0.0.1:$PORT/healthz")"
+expect_eq "GET /healthz: 200, the store ok" "ok ok" \
+    "$(curl -sf "http://127.0.0.1:$PORT/healthz" | jq -r '"\(.status) \(.store.state)"')"
 expect_eq "any other path: 404" 404 "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/other")"
 expect_eq "POST /metrics: 405" 405 "$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$PORT/metrics")"
 out=$("$LLMGUARDCTL" -s "$SOCK" metrics)
