@@ -59,7 +59,7 @@ class MetricsPages:
         out: Dict[str, Any] = {"counters": {}, "gauges": {}, "histograms": {},
                                "series": self.series}
         for name, rows in self.series["counters"].items():
-            total = sum(r["value"] for r in rows)
+            total = float(sum(r["value"] for r in rows))
             out["counters"][name] = int(total) if total.is_integer() \
                 else total
         for name, rows in self.series["gauges"].items():

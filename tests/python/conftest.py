@@ -172,10 +172,11 @@ class Mock:
     def __init__(self, tmp: Path, name: str, mode: str) -> None:
         port_file = tmp / f"{name}.port"
         self.name = name
+        self.traces = tmp / f"{name}.traces.jsonl"
         self.proc = subprocess.Popen(
             [str(MOCKPROVIDER), "--name", name, "--port-file", str(port_file),
-             "--mode", mode], stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL)
+             "--mode", mode, "--traces-file", str(self.traces)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while not port_file.exists() or not port_file.read_text().strip():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -195,6 +196,20 @@ class Mock:
 
     def requests(self) -> int:
         return self.stats()["requests"]
+
+    def spans(self, n: int = 1, wait_s: float = 10.0) -> List[dict]:
+        """The spans posted to it as an OTLP collector, once there are n."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            spans = []
+            if self.traces.exists():
+                for line in self.traces.read_text().splitlines():
+                    for rs in json.loads(line)["resourceSpans"]:
+                        for ss in rs["scopeSpans"]:
+                            spans.extend(ss["spans"])
+            if len(spans) >= n or time.monotonic() > deadline:
+                return spans
+            time.sleep(0.05)
 
 
 @pytest.fixture
