@@ -19,7 +19,7 @@ import os
 import socket
 import threading
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from . import _wire
 from .errors import DaemonUnavailable, InvalidRequest, PermissionDenied, \
@@ -72,6 +72,32 @@ def fail_mode() -> str:
     return mode
 
 
+def settings(socket_path: Optional[str],
+             timeout_ms: Optional[float]) -> Tuple[str, float]:
+    """The socket path and client timeout of a new client, checked."""
+    path = socket_path if socket_path else default_socket_path()
+    if not isinstance(path, str):
+        raise TypeError("socket_path must be a str")
+    if len(os.fsencode(path)) > _SUN_PATH_MAX:
+        raise InvalidRequest(f"socket path too long for a Unix socket "
+                             f"({_SUN_PATH_MAX} bytes at most): {path}")
+    if timeout_ms is None:
+        timeout_ms = client_timeout_ms()
+    elif (not isinstance(timeout_ms, (int, float))
+          or isinstance(timeout_ms, bool) or not timeout_ms > 0):
+        raise InvalidRequest("timeout_ms must be a number above 0")
+    return path, float(timeout_ms)
+
+
+def late_error(path: str, budget_s: float,
+               timeout_ms: float) -> DaemonUnavailable:
+    """The error of an exchange that ran out of time."""
+    return DaemonUnavailable(
+        f"llmguardd on {path} did not answer within {budget_s * 1e3:.0f} ms "
+        f"(LLMGUARD_CLIENT_TIMEOUT_MS {timeout_ms:g} beyond the request's "
+        "wait); the connection was closed")
+
+
 class _Conn:
     """One thread's connection: its socket (None until connected), the
     bytes received and not yet decoded, its request ids."""
@@ -99,18 +125,7 @@ class Client:
 
     def __init__(self, socket_path: Optional[str] = None,
                  timeout_ms: Optional[float] = None) -> None:
-        path = socket_path if socket_path else default_socket_path()
-        if not isinstance(path, str):
-            raise TypeError("socket_path must be a str")
-        if len(os.fsencode(path)) > _SUN_PATH_MAX:
-            raise InvalidRequest(f"socket path too long for a Unix socket "
-                                 f"({_SUN_PATH_MAX} bytes at most): {path}")
-        if timeout_ms is None:
-            timeout_ms = client_timeout_ms()
-        elif not (isinstance(timeout_ms, (int, float)) and timeout_ms > 0):
-            raise InvalidRequest("timeout_ms must be a number above 0")
-        self.socket_path = path
-        self.timeout_ms = float(timeout_ms)
+        self.socket_path, self.timeout_ms = settings(socket_path, timeout_ms)
         self._local = threading.local()
 
     def __repr__(self) -> str:
@@ -217,11 +232,7 @@ class Client:
             c.buf += data
 
     def _late(self, budget_s: float) -> DaemonUnavailable:
-        return DaemonUnavailable(
-            f"llmguardd on {self.socket_path} did not answer within "
-            f"{budget_s * 1e3:.0f} ms (LLMGUARD_CLIENT_TIMEOUT_MS "
-            f"{self.timeout_ms:g} beyond the request's wait); the "
-            "connection was closed")
+        return late_error(self.socket_path, budget_s, self.timeout_ms)
 
     def ping(self) -> float:
         """Round trip to the daemon; its uptime in seconds."""
