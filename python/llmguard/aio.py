@@ -331,7 +331,10 @@ async def _attempts(client: AsyncClient, plan: CallPlan,
             if last is not None:
                 raise last
             provider = fail_open(plan, e)
-            return await _call(fn, args, dict(kwargs, provider_name=provider))
+            result = await _call(fn, args,
+                                 dict(kwargs, provider_name=provider))
+            plan.info.success = True
+            return result
         except LlmguardError as e:
             if last is not None:
                 raise last

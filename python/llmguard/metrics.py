@@ -7,7 +7,7 @@ a number), ``histograms`` each name to ``{count, sum}``; ``series`` holds
 every label set, as ``llmguardctl --json metrics`` prints them.  llmguardd(8)
 lists the metrics.
 """
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from .client import Client, default_client
 
@@ -24,6 +24,8 @@ class MetricsPages:
     def __init__(self) -> None:
         self.series: Dict[str, Dict[str, List[Dict[str, Any]]]] = {
             kind: {} for kind in _KINDS.values()}
+        # (kind, name, rows) of each family, in the daemon's order.
+        self.order: List[Tuple[str, str, List[Dict[str, Any]]]] = []
         self._cursor: Optional[int] = 0
 
     def next_fields(self) -> Optional[Dict[str, Any]]:
@@ -38,7 +40,10 @@ class MetricsPages:
             kind = _KINDS.get(fam["type"])
             if kind is None:
                 continue            # a type of a later version
-            rows = self.series[kind].setdefault(fam["name"], [])
+            rows = self.series[kind].get(fam["name"])
+            if rows is None:
+                rows = self.series[kind][fam["name"]] = []
+                self.order.append((kind, fam["name"], rows))
             names = fam["label_names"]
             for s in fam["series"]:
                 labels = dict(zip(names, s["labels"]))

@@ -66,7 +66,9 @@ def _attempts(client: Client, plan: CallPlan, fn: Callable[..., Any],
             if last is not None:
                 raise last
             provider = fail_open(plan, e)
-            return fn(*args, provider_name=provider, **kwargs)
+            result = fn(*args, provider_name=provider, **kwargs)
+            plan.info.success = True
+            return result
         except LlmguardError as e:
             if last is not None:
                 raise last          # the provider's error, not the refusal
