@@ -26,8 +26,8 @@ from typing import Any, Callable, Dict, List, Optional, TypeVar
 
 from . import _args, _trace, _wire
 from ._failover import CallPlan, check_attempts, check_timeout, split_kwargs
-from .client import client_timeout_ms, default_socket_path, late_error, \
-    settings
+from .client import _late_error, _settings, client_timeout_ms, \
+    default_socket_path
 from .errors import (DaemonUnavailable, LlmguardError, PermissionDenied,
                      ProtocolError, QuotaExceededError, RateLimitTimeout)
 from . import limiter as _lim, quota as _quota
@@ -109,7 +109,7 @@ class AsyncClient:
 
     def __init__(self, socket_path: Optional[str] = None,
                  timeout_ms: Optional[float] = None) -> None:
-        self.socket_path, self.timeout_ms = settings(socket_path, timeout_ms)
+        self.socket_path, self.timeout_ms = _settings(socket_path, timeout_ms)
         self._proto: Optional[_Protocol] = None
         self._connecting: Optional[asyncio.Future] = None
 
@@ -129,7 +129,7 @@ class AsyncClient:
             return await asyncio.wait_for(asyncio.shield(connecting),
                                           budget_s)
         except asyncio.TimeoutError:
-            raise late_error(self.socket_path, budget_s,
+            raise _late_error(self.socket_path, budget_s,
                              self.timeout_ms) from None
         finally:
             if connecting.done() and self._connecting is connecting:
@@ -163,7 +163,7 @@ class AsyncClient:
         try:
             msg = await asyncio.wait_for(fut, budget_s)
         except asyncio.TimeoutError:
-            err = late_error(self.socket_path, budget_s, self.timeout_ms)
+            err = _late_error(self.socket_path, budget_s, self.timeout_ms)
             p.fail(err)
             raise err from None
         except asyncio.CancelledError:

@@ -72,7 +72,7 @@ def fail_mode() -> str:
     return mode
 
 
-def settings(socket_path: Optional[str],
+def _settings(socket_path: Optional[str],
              timeout_ms: Optional[float]) -> Tuple[str, float]:
     """The socket path and client timeout of a new client, checked."""
     path = socket_path if socket_path else default_socket_path()
@@ -89,7 +89,7 @@ def settings(socket_path: Optional[str],
     return path, float(timeout_ms)
 
 
-def late_error(path: str, budget_s: float,
+def _late_error(path: str, budget_s: float,
                timeout_ms: float) -> DaemonUnavailable:
     """The error of an exchange that ran out of time."""
     return DaemonUnavailable(
@@ -125,7 +125,7 @@ class Client:
 
     def __init__(self, socket_path: Optional[str] = None,
                  timeout_ms: Optional[float] = None) -> None:
-        self.socket_path, self.timeout_ms = settings(socket_path, timeout_ms)
+        self.socket_path, self.timeout_ms = _settings(socket_path, timeout_ms)
         self._local = threading.local()
 
     def __repr__(self) -> str:
@@ -232,7 +232,7 @@ class Client:
             c.buf += data
 
     def _late(self, budget_s: float) -> DaemonUnavailable:
-        return late_error(self.socket_path, budget_s, self.timeout_ms)
+        return _late_error(self.socket_path, budget_s, self.timeout_ms)
 
     def ping(self) -> float:
         """Round trip to the daemon; its uptime in seconds."""
