@@ -82,12 +82,22 @@ def last_call() -> Optional[CallInfo]:
 
 
 _counter = itertools.count(1)
+_id_prefix = ""
+
+
+def _new_id_prefix() -> None:
+    global _id_prefix
+    _id_prefix = f"{os.getpid()}-{secrets.token_hex(4)}"
+
+
+_new_id_prefix()
+os.register_at_fork(after_in_child=_new_id_prefix)
 
 
 def new_call_id() -> str:
-    """An id for a call's attempts: unique on its connection and easy to
-    find in a log (pid, a counter, random bits)."""
-    return f"{os.getpid()}-{next(_counter)}-{secrets.token_hex(4)}"
+    """An id for a call's attempts, unique in the process and easy to find
+    in a log: the pid, random bits drawn once per process, a counter."""
+    return f"{_id_prefix}-{next(_counter)}"
 
 
 # ---- what the caller's function raised or returned -------------------------

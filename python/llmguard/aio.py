@@ -156,22 +156,32 @@ class AsyncClient:
         Client.call).  ``orphan``, if given, is called with the reply should
         the caller be cancelled before it comes."""
         budget_s = wait_s + self.timeout_ms / 1e3
-        p = await self._connection(budget_s)
+        p = self._proto
+        if p is None or not p.usable or p.loop is not \
+                asyncio.get_running_loop():
+            p = await self._connection(budget_s)
         fut = p.loop.create_future()
         rid = p.send(op, fields or {})
         p.pending[rid] = fut
+        # A timer, not asyncio.wait_for: no task per request.
+        timer = p.loop.call_later(budget_s, self._expire, p, fut, budget_s)
         try:
-            msg = await asyncio.wait_for(fut, budget_s)
-        except asyncio.TimeoutError:
-            err = _late_error(self.socket_path, budget_s, self.timeout_ms)
-            p.fail(err)
-            raise err from None
+            msg = await fut
         except asyncio.CancelledError:
             p.pending.pop(rid, None)
             if orphan is not None and p.usable:
                 p.orphans[rid] = orphan
             raise
+        finally:
+            timer.cancel()
         return _wire.result(op, msg)
+
+    def _expire(self, p: _Protocol, fut: asyncio.Future,
+                budget_s: float) -> None:
+        """A reply did not come in time: the connection is closed, and
+        every request on it raises."""
+        if not fut.done():
+            p.fail(_late_error(self.socket_path, budget_s, self.timeout_ms))
 
     def post(self, op: str, fields: Dict[str, Any]) -> None:
         """Send a request whose reply nobody awaits, if connected (a report

@@ -14,9 +14,12 @@ libllmguard's (libllmguard(3)).
   daemon never holds a caller longer.
 - Each thread has its own connection (and a forked child makes a new one),
   so threads never wait for each other's replies.
+- The bound is the socket's own (SO_SNDTIMEO, SO_RCVTIMEO), so an exchange
+  is one send and one receive: no system call of its own.
 """
 import os
 import socket
+import struct
 import threading
 import time
 from typing import Any, Dict, Optional, Tuple
@@ -98,24 +101,48 @@ def _late_error(path: str, budget_s: float,
         "wait); the connection was closed")
 
 
+_generation = 0         # of the process: a forked child starts a new one
+
+
+def _forked() -> None:
+    global _generation
+    _generation += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 class _Conn:
     """One thread's connection: its socket (None until connected), the
-    bytes received and not yet decoded, its request ids."""
+    bytes received and not yet decoded, its request ids, and the time
+    bound its socket has now."""
 
-    __slots__ = ("sock", "buf", "packer", "next_id", "pid")
+    __slots__ = ("sock", "buf", "packer", "next_id", "gen", "bound_us")
 
     def __init__(self) -> None:
         self.sock: Optional[socket.socket] = None
         self.buf = bytearray()
         self.packer = _wire.Packer()
         self.next_id = 1
-        self.pid = os.getpid()
+        self.gen = _generation
+        self.bound_us = 0
 
     def close(self) -> None:
         if self.sock is not None:
             self.sock.close()
         self.sock = None
         self.buf.clear()
+
+    def bound(self, secs: float) -> None:
+        """Let each send, receive and connect block at most secs (the
+        kernel's SO_SNDTIMEO and SO_RCVTIMEO: no system call per exchange
+        while the bound stays the same)."""
+        us = max(1, int(secs * 1e6))
+        if us != self.bound_us:
+            tv = struct.pack("@ll", us // 1000000, us % 1000000)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+            self.bound_us = us
 
 
 class Client:
@@ -133,8 +160,8 @@ class Client:
 
     def _conn(self) -> _Conn:
         c = getattr(self._local, "conn", None)
-        if c is None or c.pid != os.getpid():
-            c = _Conn()
+        if c is None or c.gen != _generation:
+            c = _Conn()         # a forked child leaves the parent's alone
             self._local.conn = c
         return c
 
@@ -142,7 +169,7 @@ class Client:
         """Close the calling thread's connection (the next call opens a new
         one)."""
         c = getattr(self._local, "conn", None)
-        if c is not None and c.pid == os.getpid():
+        if c is not None and c.gen == _generation:
             c.close()
 
     def call(self, op: str, fields: Optional[Dict[str, Any]] = None,
@@ -160,18 +187,27 @@ class Client:
         deadline = time.monotonic() + budget_s
         for attempt in (0, 1):
             fresh = c.sock is None
-            if fresh:
-                self._connect(c, deadline, budget_s)
             try:
-                c.sock.settimeout(max(deadline - time.monotonic(), 1e-6))
+                if fresh:
+                    self._connect(c, budget_s)
+                else:
+                    c.bound(budget_s)
                 c.sock.sendall(frame, socket.MSG_NOSIGNAL)
                 break
-            except socket.timeout:
+            except BlockingIOError:         # the bound ran out
                 c.close()
                 raise self._late(budget_s) from None
+            except PermissionError as e:
+                c.close()
+                raise PermissionDenied(f"connect {self.socket_path}: "
+                                       f"{e.strerror}") from None
             except OSError as e:
                 c.close()
-                if fresh or attempt:
+                if fresh:
+                    raise DaemonUnavailable(
+                        f"no llmguardd on {self.socket_path}: "
+                        f"{e.strerror or e}") from None
+                if attempt:
                     raise DaemonUnavailable(
                         f"send to llmguardd on {self.socket_path}: "
                         f"{e.strerror or e}") from None
@@ -182,29 +218,18 @@ class Client:
             raise
         return _wire.result(op, msg)
 
-    def _connect(self, c: _Conn, deadline: float, budget_s: float) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            s.settimeout(max(deadline - time.monotonic(), 1e-6))
-            s.connect(self.socket_path)
-        except socket.timeout:
-            s.close()
-            raise self._late(budget_s) from None
-        except PermissionError as e:
-            s.close()
-            raise PermissionDenied(f"connect {self.socket_path}: "
-                                   f"{e.strerror}") from None
-        except OSError as e:
-            s.close()
-            raise DaemonUnavailable(f"no llmguardd on {self.socket_path}: "
-                                    f"{e.strerror or e}") from None
-        c.sock = s
+    def _connect(self, c: _Conn, budget_s: float) -> None:
+        c.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.bound_us = 0
         c.buf.clear()
+        c.bound(budget_s)
+        c.sock.connect(self.socket_path)
 
     def _receive(self, c: _Conn, rid: int, deadline: float,
                  budget_s: float) -> Dict[str, Any]:
         """Read replies until the one to rid; others (left from an exchange
         that was given up) are skipped."""
+        first = True
         while True:
             body = _wire.next_frame(c.buf)
             if body is not None:
@@ -212,14 +237,16 @@ class Client:
                 if msg["id"] == rid:
                     return msg
                 continue
-            left = deadline - time.monotonic()
-            if left <= 0:
-                c.close()
-                raise self._late(budget_s)
+            if not first:           # a frame in pieces: what is left
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    c.close()
+                    raise self._late(budget_s)
+                c.bound(left)
+            first = False
             try:
-                c.sock.settimeout(left)
                 data = c.sock.recv(65540)
-            except socket.timeout:
+            except BlockingIOError:
                 c.close()
                 raise self._late(budget_s) from None
             except OSError as e:
