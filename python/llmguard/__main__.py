@@ -71,7 +71,8 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_quota(client: Client, args: argparse.Namespace) -> int:
-    fields = {"tenant_id": args.id} if args.tenant else {"workflow_id": args.id}
+    key = "tenant_id" if args.tenant else "workflow_id"
+    fields = {key: args.id}
     st = client.call("quota_status", fields)
     if args.json:
         _print_json({k: st[k] for k in (
@@ -126,13 +127,17 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("-j", "--json", action="store_true",
                     help="print one JSON object")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    sub.add_parser("status", help="rate limiting state and every "
-                                  "provider's bucket")
-    sub.add_parser("metrics", help="counters, gauges and histograms")
-    q = sub.add_parser("quota", help="a workflow's (or --tenant's) quota")
-    q.add_argument("id", metavar="ID")
-    q.add_argument("-t", "--tenant", action="store_true",
-                   help="ID is a tenant id")
+    cmds = [sub.add_parser("status", help="rate limiting state and every "
+                                          "provider's bucket"),
+            sub.add_parser("metrics", help="counters, gauges and histograms"),
+            sub.add_parser("quota", help="a workflow's (or --tenant's) "
+                                         "quota")]
+    cmds[2].add_argument("id", metavar="ID")
+    cmds[2].add_argument("-t", "--tenant", action="store_true",
+                         help="ID is a tenant id")
+    for c in cmds:          # --json may also follow the command
+        c.add_argument("-j", "--json", action="store_true",
+                       default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return ap
 
 

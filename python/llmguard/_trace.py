@@ -39,7 +39,8 @@ def otel() -> Any:
 
 
 @contextmanager
-def call_span(traceparent: Optional[str]) -> Iterator[Tuple[Any, Optional[str]]]:
+def call_span(traceparent: Optional[str]
+              ) -> Iterator[Tuple[Any, Optional[str]]]:
     """A client span ``llm.call`` under the caller's current OpenTelemetry
     context, and the traceparent to send: the caller's own when given, else
     that span's.  Without opentelemetry: no span, the given traceparent."""

@@ -106,7 +106,8 @@ REPLIES: Dict[str, List[Row]] = {
         ("reset_at", _is_double, N)],
     "quota_set": [("subject", _is_str, R), ("tokens_limit", _is_uint, R)],
     "quota_reset": [("subject", _is_str, R)],
-    "select_provider": [("provider", _is_str, R), ("all_degraded", _is_bool, R)],
+    "select_provider": [("provider", _is_str, R),
+                        ("all_degraded", _is_bool, R)],
     "permit": [
         ("permit_id", _is_uint, R), ("provider", _is_str, R),
         ("wait_ms", _is_double, R), ("quota_allowed", _is_bool, R),

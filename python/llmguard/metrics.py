@@ -51,8 +51,9 @@ class MetricsPages:
                     rows.append({"labels": labels,
                                  "value": float(s.get("value", 0.0))})
                     continue
+                bounds = fam.get("bounds") or []
                 buckets = [{"le": float(le), "count": int(n)} for le, n in
-                           zip(fam.get("bounds") or [], s.get("buckets") or [])]
+                           zip(bounds, s.get("buckets") or [])]
                 buckets.append({"le": "+Inf", "count": s.get("count", 0)})
                 rows.append({"labels": labels, "count": s.get("count", 0),
                              "sum": float(s.get("sum", 0.0)),

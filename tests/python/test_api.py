@@ -35,8 +35,8 @@ def test_acquire_release_status(daemon):
 
 def test_limiter_errors(daemon):
     lim = get_rate_limiter()
-    with pytest.raises(llmguard.NoProviderError,
-                       match=r"unknown provider 'nosuch' \(configured: groq, openai\)"):
+    with pytest.raises(llmguard.NoProviderError, match=r"unknown provider "
+                       r"'nosuch' \(configured: groq, openai\)"):
         lim.acquire("nosuch")
     with pytest.raises(llmguard.NoProviderError):
         lim.get_status("nosuch")
@@ -88,7 +88,8 @@ def test_quota_soft(daemon):
 
 
 def test_quota_hard(start_daemon):
-    d = start_daemon("QUOTA_ENFORCEMENT=hard\nDEFAULT_DAILY_QUOTA_TOKENS=100\n")
+    d = start_daemon("QUOTA_ENFORCEMENT=hard\n"
+                     "DEFAULT_DAILY_QUOTA_TOKENS=100\n")
     q = QuotaManager(d.client())
     assert q.check_and_reserve(workflow_id="capped", tokens=60)
     assert q.check_and_reserve(workflow_id="capped", tokens=60) is False

@@ -45,8 +45,8 @@ def test_retry_after_forms():
 def test_headers_of():
     resp = httpx.Response(429, headers={"Retry-After": "2", "Date": "x",
                                         "X-RateLimit-Limit-Tokens": "6000"})
-    exc = httpx.HTTPStatusError("429", request=httpx.Request("GET", "http://h"),
-                                response=resp)
+    req = httpx.Request("GET", "http://h")
+    exc = httpx.HTTPStatusError("429", request=req, response=resp)
     assert f.headers_of(exc) == {"retry-after": "2",
                                  "x-ratelimit-limit-tokens": "6000"}
     assert f.headers_of(SimpleNamespace(headers={

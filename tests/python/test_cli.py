@@ -72,6 +72,13 @@ def test_quota_matches_llmguardctl(busy, args):
     assert j1 == j2
 
 
+def test_json_after_the_command(busy):
+    for args in (["status", "--json"], ["quota", "beta", "--json",
+                                        "--tenant"]):
+        out = pyctl(*args, sock=busy.sock)
+        assert out.returncode == 0 and json.loads(out.stdout), args
+
+
 def test_quota_values(busy):
     out = pyctl("quota", "beta", sock=busy.sock).stdout
     assert "tokens_used       60\n" in out

@@ -183,7 +183,8 @@ def test_usage_reconciles_the_estimate(daemon):
 
 def test_hard_quota_raises_before_the_call(start_daemon, monkeypatch):
     d = start_daemon("PROVIDER_GROQ_RATE_PER_SEC=50\n"
-                     "QUOTA_ENFORCEMENT=hard\nDEFAULT_DAILY_QUOTA_TOKENS=100\n")
+                     "QUOTA_ENFORCEMENT=hard\n"
+                     "DEFAULT_DAILY_QUOTA_TOKENS=100\n")
     monkeypatch.setenv("LLMGUARD_SOCKET", d.sock)
     calls = []
 
@@ -207,7 +208,8 @@ def test_hard_quota_raises_before_the_call(start_daemon, monkeypatch):
 def test_soft_quota_goes_ahead_with_a_warning(start_daemon, monkeypatch,
                                               caplog):
     d = start_daemon("PROVIDER_GROQ_RATE_PER_SEC=50\n"
-                     "QUOTA_ENFORCEMENT=soft\nDEFAULT_DAILY_QUOTA_TOKENS=100\n")
+                     "QUOTA_ENFORCEMENT=soft\n"
+                     "DEFAULT_DAILY_QUOTA_TOKENS=100\n")
     monkeypatch.setenv("LLMGUARD_SOCKET", d.sock)
 
     @rate_limit_middleware

@@ -89,7 +89,8 @@ def test_error_codes_map_to_classes(code, cls):
     ({"id": 1, "ok": True, "waited_ms": "soon"}, "wrong type"),
     ({"id": 1, "ok": True, "waited_ms": True}, "wrong type"),
     ({"id": 1, "ok": False}, "expected a map"),
-    ({"id": 1, "ok": False, "err": {"code": "timeout"}}, "missing field 'msg'"),
+    ({"id": 1, "ok": False, "err": {"code": "timeout"}},
+     "missing field 'msg'"),
 ])
 def test_malformed_replies_are_protocol_errors(reply, why):
     msg = _wire.decode_reply(msgpack.packb(reply))
