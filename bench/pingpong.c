@@ -111,9 +111,12 @@ codec_sizes(size_t *req, size_t *rep)
     rq.provider.len = 5;
     rq.tokens = 1;
     rq.timeout_ms = 0;
-    rq.has = 1u << 0 | 1u << 1 | 1u << 3;   /* as llmguard_acquire() */
+    /* As llmguard_acquire() sends it. */
+    rq.has = PROTO_BIT(PROTO_ACQUIRE_REQ_PROVIDER) |
+             PROTO_BIT(PROTO_ACQUIRE_REQ_TOKENS) |
+             PROTO_BIT(PROTO_ACQUIRE_REQ_TIMEOUT_MS);
     rp.waited_ms = 0;
-    rp.has = 1u << 0;
+    rp.has = PROTO_BIT(PROTO_ACQUIRE_REP_WAITED_MS);
     msgpack_sbuffer_init(&sb);
     if (proto_encode_request(&sb, PROTO_OP_ACQUIRE, TYPICAL_ID, &rq) < 0)
         hn_die(PROG, "cannot encode an acquire request");

@@ -82,48 +82,140 @@ jstr(struct proto_str s)
     return json_stringn(s.ptr, s.len);
 }
 
-static int
-cmd_status(struct ctx *ctx, int argc, char **argv)
+/* ISO-8601 UTC for a unix time, into buf. */
+static const char *
+iso8601(double t, char *buf, size_t len)
 {
-    struct proto_rep rep;
-    const struct proto_status_rep *st = &rep.u.status;
-    const struct proto_provider_status *ps;
-    int rc = client_call(ctx->g, PROTO_OP_STATUS, NULL, &rep);
+    time_t s = (time_t)t;
+    struct tm tm;
 
-    if (rc < 0)
-        return fail_call(ctx, rc);
-    ps = st->providers.v;
-    if (ctx->json) {
-        json_t *provs = json_array();
-        for (uint32_t i = 0; i < st->providers.n; i++)
-            json_array_append_new(provs, json_pack(
-                "{s:o, s:f, s:f, s:f, s:o, s:f, s:o, s:I, s:f}",
-                "name", jstr(ps[i].name),
-                "available_tokens", ps[i].available_tokens,
-                "rate_per_sec", ps[i].rate_per_sec,
-                "max_tokens", ps[i].max_tokens,
-                "state", jstr(ps[i].state),
-                "cooldown_remaining_s", ps[i].cooldown_remaining_s,
-                "latency_ewma_ms", PROTO_HAS(&ps[i], 8) ?
-                    json_real(ps[i].latency_ewma_ms) : json_null(),
-                "waiters", (json_int_t)ps[i].waiters,
-                "tokens_per_min", ps[i].tokens_per_min));
-        return print_json(json_pack("{s:b, s:o, s:o, s:f, s:o}",
-                                    "enabled", st->enabled,
-                                    "policy", jstr(st->policy),
-                                    "enforcement", jstr(st->enforcement),
-                                    "window_days", st->window_days,
-                                    "providers", provs));
+    gmtime_r(&s, &tm);
+    strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return buf;
+}
+
+/* The optional fields of a provider, set into o when present. */
+static void
+provider_json_extra(json_t *o, const struct proto_provider_status *p)
+{
+    if (PROTO_HAS(p, PROTO_PROVIDER_STATUS_COOLDOWN_CAUSE))
+        json_object_set_new(o, "cooldown_cause", jstr(p->cooldown_cause));
+    if (PROTO_HAS(p, PROTO_PROVIDER_STATUS_COOLDOWN_SINCE))
+        json_object_set_new(o, "cooldown_since", json_real(p->cooldown_since));
+    if (PROTO_HAS(p, PROTO_PROVIDER_STATUS_RETRY_AFTER_S))
+        json_object_set_new(o, "retry_after_s", json_real(p->retry_after_s));
+    if (PROTO_HAS(p, PROTO_PROVIDER_STATUS_AVAILABLE_LLM_TOKENS))
+        json_object_set_new(o, "available_llm_tokens",
+                            json_real(p->available_llm_tokens));
+}
+
+/* The daemon's own fields, when it sent them (an older one does not). */
+static void
+daemon_json(json_t *o, const struct proto_status_rep *st)
+{
+    if (!PROTO_HAS(st, PROTO_STATUS_REP_VERSION))
+        return;
+    json_object_set_new(o, "version", jstr(st->version));
+    json_object_set_new(o, "env_file", jstr(st->env_file));
+    json_object_set_new(o, "database", jstr(st->database));
+    json_object_set_new(o, "uptime_s", json_real(st->uptime_s));
+    json_object_set_new(o, "connections", json_integer(
+        (json_int_t)st->connections));
+    json_object_set_new(o, "open_permits", json_integer(
+        (json_int_t)st->open_permits));
+    json_object_set_new(o, "last_flush",
+                        PROTO_HAS(st, PROTO_STATUS_REP_LAST_FLUSH) ?
+                        json_real(st->last_flush) : json_null());
+    json_object_set_new(o, "store", jstr(st->store));
+    if (PROTO_HAS(st, PROTO_STATUS_REP_STORE_ERROR))
+        json_object_set_new(o, "store_error", jstr(st->store_error));
+}
+
+static int
+status_json(const struct proto_status_rep *st)
+{
+    const struct proto_provider_status *ps = st->providers.v;
+    json_t *provs = json_array(), *doc;
+
+    for (uint32_t i = 0; i < st->providers.n; i++) {
+        json_t *o = json_pack(
+            "{s:o, s:f, s:f, s:f, s:o, s:f, s:o, s:I, s:f}",
+            "name", jstr(ps[i].name),
+            "available_tokens", ps[i].available_tokens,
+            "rate_per_sec", ps[i].rate_per_sec,
+            "max_tokens", ps[i].max_tokens,
+            "state", jstr(ps[i].state),
+            "cooldown_remaining_s", ps[i].cooldown_remaining_s,
+            "latency_ewma_ms",
+            PROTO_HAS(&ps[i], PROTO_PROVIDER_STATUS_LATENCY_EWMA_MS) ?
+                json_real(ps[i].latency_ewma_ms) : json_null(),
+            "waiters", (json_int_t)ps[i].waiters,
+            "tokens_per_min", ps[i].tokens_per_min);
+        provider_json_extra(o, &ps[i]);
+        json_array_append_new(provs, o);
     }
-    printf("enabled      %s\n", st->enabled ? "true" : "false");
-    printf("policy       %.*s\n", (int)st->policy.len, st->policy.ptr);
-    printf("enforcement  %.*s\n", (int)st->enforcement.len,
-           st->enforcement.ptr);
-    printf("window_days  %g\n", st->window_days);
-    if (st->providers.n == 0) {
-        printf("\nno providers configured (set PROVIDER_<NAME>_RATE_PER_SEC)\n");
-        return 0;
+    doc = json_pack("{s:b, s:o, s:o, s:f, s:o}", "enabled", st->enabled,
+                    "policy", jstr(st->policy),
+                    "enforcement", jstr(st->enforcement),
+                    "window_days", st->window_days, "providers", provs);
+    daemon_json(doc, st);
+    return print_json(doc);
+}
+
+/* The daemon's own lines of the text status. */
+static void
+daemon_text(const struct proto_status_rep *st)
+{
+    char when[32];
+
+    if (!PROTO_HAS(st, PROTO_STATUS_REP_VERSION))
+        return;
+    printf("version      %.*s\n", (int)st->version.len, st->version.ptr);
+    printf("env_file     %.*s\n", st->env_file.len ? (int)st->env_file.len :
+           4, st->env_file.len ? st->env_file.ptr : "none");
+    printf("database     %.*s\n", (int)st->database.len, st->database.ptr);
+    printf("uptime       %.0f s\n", st->uptime_s);
+    printf("connections  %llu\n", (unsigned long long)st->connections);
+    printf("permits      %llu open\n", (unsigned long long)st->open_permits);
+    printf("last_flush   %s\n", PROTO_HAS(st, PROTO_STATUS_REP_LAST_FLUSH) ?
+           iso8601(st->last_flush, when, sizeof(when)) : "-");
+    printf("store        %.*s%s%.*s\n", (int)st->store.len, st->store.ptr,
+           PROTO_HAS(st, PROTO_STATUS_REP_STORE_ERROR) ? ": " : "",
+           (int)st->store_error.len, st->store_error.ptr);
+}
+
+/* Under the table: why each degraded provider is, and the LLM tokens of
+ * each TOKENS_PER_MIN bucket. */
+static void
+provider_notes(const struct proto_status_rep *st)
+{
+    const struct proto_provider_status *ps = st->providers.v;
+    char when[32];
+
+    for (uint32_t i = 0; i < st->providers.n; i++) {
+        const struct proto_provider_status *p = &ps[i];
+        if (PROTO_HAS(p, PROTO_PROVIDER_STATUS_COOLDOWN_CAUSE)) {
+            printf("%.*s: degraded by %.*s since %s", (int)p->name.len,
+                   p->name.ptr, (int)p->cooldown_cause.len,
+                   p->cooldown_cause.ptr,
+                   iso8601(p->cooldown_since, when, sizeof(when)));
+            if (PROTO_HAS(p, PROTO_PROVIDER_STATUS_RETRY_AFTER_S))
+                printf(", Retry-After %g s", p->retry_after_s);
+            printf("\n");
+        }
+        if (PROTO_HAS(p, PROTO_PROVIDER_STATUS_AVAILABLE_LLM_TOKENS))
+            printf("%.*s: %.0f of %.0f LLM tokens available\n",
+                   (int)p->name.len, p->name.ptr, p->available_llm_tokens,
+                   p->tokens_per_min);
     }
+}
+
+/* The provider table of the text status. */
+static void
+provider_table(const struct proto_status_rep *st)
+{
+    const struct proto_provider_status *ps = st->providers.v;
+
     printf("\n%-16s %10s %8s %8s %-10s %9s %11s %7s %10s\n", "PROVIDER",
            "AVAILABLE", "RATE/S", "MAX", "STATE", "COOLDOWN", "LATENCY_MS",
            "WAITERS", "TOKENS/MIN");
@@ -137,7 +229,7 @@ cmd_status(struct ctx *ctx, int argc, char **argv)
             snprintf(cool, sizeof(cool), "%.1fs", ps[i].cooldown_remaining_s);
         else
             snprintf(cool, sizeof(cool), "-");
-        if (PROTO_HAS(&ps[i], 8))
+        if (PROTO_HAS(&ps[i], PROTO_PROVIDER_STATUS_LATENCY_EWMA_MS))
             snprintf(lat, sizeof(lat), "%.1f", ps[i].latency_ewma_ms);
         else
             snprintf(lat, sizeof(lat), "-");
@@ -147,19 +239,33 @@ cmd_status(struct ctx *ctx, int argc, char **argv)
                ps[i].state.ptr, cool, lat, (unsigned long long)ps[i].waiters,
                tpm);
     }
-    return 0;
 }
 
-/* ISO-8601 UTC for a unix time, into buf. */
-static const char *
-iso8601(double t, char *buf, size_t len)
+static int
+cmd_status(struct ctx *ctx, int argc, char **argv)
 {
-    time_t s = (time_t)t;
-    struct tm tm;
+    struct proto_rep rep;
+    const struct proto_status_rep *st = &rep.u.status;
+    int rc = client_call(ctx->g, PROTO_OP_STATUS, NULL, &rep);
 
-    gmtime_r(&s, &tm);
-    strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return buf;
+    if (rc < 0)
+        return fail_call(ctx, rc);
+    if (ctx->json)
+        return status_json(st);
+    printf("enabled      %s\n", st->enabled ? "true" : "false");
+    printf("policy       %.*s\n", (int)st->policy.len, st->policy.ptr);
+    printf("enforcement  %.*s\n", (int)st->enforcement.len,
+           st->enforcement.ptr);
+    printf("window_days  %g\n", st->window_days);
+    daemon_text(st);
+    if (st->providers.n == 0) {
+        printf("\nno providers configured "
+               "(set PROVIDER_<NAME>_RATE_PER_SEC)\n");
+        return 0;
+    }
+    provider_table(st);
+    provider_notes(st);
+    return 0;
 }
 
 /* A quota request naming one workflow, or one tenant. */
@@ -171,10 +277,10 @@ subject_req(struct proto_quota_subject_req *req, const char *id, bool tenant)
     memset(req, 0, sizeof(*req));
     if (tenant) {
         req->tenant_id = s;
-        PROTO_SET(req, 1);
+        PROTO_SET(req, PROTO_QUOTA_SUBJECT_REQ_TENANT_ID);
     } else {
         req->workflow_id = s;
-        PROTO_SET(req, 0);
+        PROTO_SET(req, PROTO_QUOTA_SUBJECT_REQ_WORKFLOW_ID);
     }
 }
 
@@ -190,16 +296,24 @@ quota_show(struct ctx *ctx, const char *id, bool tenant)
     subject_req(&req, id, tenant);
     if ((rc = client_call(ctx->g, PROTO_OP_QUOTA_STATUS, &req, &rep)) < 0)
         return fail_call(ctx, rc);
+    bool unseen = PROTO_HAS(st, PROTO_QUOTA_STATUS_REP_KNOWN) && !st->known;
+
     if (ctx->json)
-        return print_json(json_pack("{s:o, s:I, s:I, s:I, s:f, s:f, s:o}",
+        return print_json(json_pack("{s:o, s:I, s:I, s:I, s:f, s:f, s:o, "
+                                    "s:b}",
             "subject", jstr(st->subject),
             "tokens_used", (json_int_t)st->tokens_used,
             "tokens_remaining", (json_int_t)st->tokens_remaining,
             "tokens_limit", (json_int_t)st->tokens_limit,
             "window_start", st->window_start,
             "window_end", st->window_end,
-            "reset_at", PROTO_HAS(st, 6) ? json_real(st->reset_at) :
-                                           json_null()));
+            "reset_at", PROTO_HAS(st, PROTO_QUOTA_STATUS_REP_RESET_AT) ?
+                            json_real(st->reset_at) : json_null(),
+            "known", !unseen));
+    if (unseen)
+        fprintf(stderr, "llmguardctl: %.*s: never seen (no usage in the "
+                "window, no override): the default applies\n",
+                (int)st->subject.len, st->subject.ptr);
     printf("subject           %.*s\n", (int)st->subject.len, st->subject.ptr);
     printf("tokens_used       %llu\n", (unsigned long long)st->tokens_used);
     printf("tokens_remaining  %llu\n",
@@ -207,7 +321,8 @@ quota_show(struct ctx *ctx, const char *id, bool tenant)
     printf("tokens_limit      %llu\n", (unsigned long long)st->tokens_limit);
     printf("window_start      %s\n", iso8601(st->window_start, b1, sizeof(b1)));
     printf("window_end        %s\n", iso8601(st->window_end, b2, sizeof(b2)));
-    printf("reset_at          %s\n", PROTO_HAS(st, 6) ?
+    printf("reset_at          %s\n",
+           PROTO_HAS(st, PROTO_QUOTA_STATUS_REP_RESET_AT) ?
            iso8601(st->reset_at, b3, sizeof(b3)) : "-");
     return 0;
 }
@@ -233,6 +348,15 @@ quota_change(struct ctx *ctx, enum proto_op op, const char *id, bool tenant,
                                         (json_int_t)r->tokens_limit));
         printf("%.*s: limit set to %llu tokens\n", (int)r->subject.len,
                r->subject.ptr, (unsigned long long)r->tokens_limit);
+    } else if (op == PROTO_OP_QUOTA_UNSET) {
+        const struct proto_quota_unset_rep *r = &rep.u.quota_unset;
+        if (ctx->json)
+            return print_json(json_pack("{s:o, s:I}", "subject",
+                                        jstr(r->subject), "tokens_limit",
+                                        (json_int_t)r->tokens_limit));
+        printf("%.*s: override dropped, the default of %llu tokens "
+               "applies\n", (int)r->subject.len, r->subject.ptr,
+               (unsigned long long)r->tokens_limit);
     } else {
         const struct proto_quota_reset_rep *r = &rep.u.quota_reset;
         if (ctx->json)
@@ -243,9 +367,74 @@ quota_change(struct ctx *ctx, enum proto_op op, const char *id, bool tenant,
     return 0;
 }
 
+/* quota list: the subjects using the most, most first. */
+static int
+quota_list(struct ctx *ctx, bool tenant, uint64_t top)
+{
+    struct proto_quota_list_req req = { 0 };
+    struct proto_rep rep;
+    const struct proto_quota_list_rep *r = &rep.u.quota_list;
+    const struct proto_quota_entry *v;
+    json_t *list;
+    int rc;
+
+    req.tenant = tenant;
+    req.top = top;
+    req.has = PROTO_BIT(PROTO_QUOTA_LIST_REQ_TENANT) |
+              PROTO_BIT(PROTO_QUOTA_LIST_REQ_TOP);
+    if ((rc = client_call(ctx->g, PROTO_OP_QUOTA_LIST, &req, &rep)) < 0)
+        return fail_call(ctx, rc);
+    v = r->subjects.v;
+    if (ctx->json) {
+        list = json_array();
+        for (uint32_t i = 0; i < r->subjects.n; i++)
+            json_array_append_new(list, json_pack(
+                "{s:o, s:I, s:I, s:I, s:b}", "subject", jstr(v[i].subject),
+                "tokens_used", (json_int_t)v[i].tokens_used,
+                "tokens_limit", (json_int_t)v[i].tokens_limit,
+                "tokens_remaining", (json_int_t)v[i].tokens_remaining,
+                "override", v[i].override));
+        return print_json(json_pack("{s:o, s:I}", "subjects", list, "total",
+                                    (json_int_t)r->total));
+    }
+    printf("%-40s %12s %12s %12s\n", "SUBJECT", "USED", "LIMIT",
+           "REMAINING");
+    for (uint32_t i = 0; i < r->subjects.n; i++)
+        printf("%-40.*s %12llu %12llu%s %12llu\n", (int)v[i].subject.len,
+               v[i].subject.ptr, (unsigned long long)v[i].tokens_used,
+               (unsigned long long)v[i].tokens_limit,
+               v[i].override ? "*" : " ",
+               (unsigned long long)v[i].tokens_remaining);
+    printf("%u of %llu %s%s\n", r->subjects.n,
+           (unsigned long long)r->total, tenant ? "tenants" : "workflows",
+           r->subjects.n < r->total ? " (--top N for more)" : "");
+    return 0;
+}
+
+/* A whole number from 0 to INT64_MAX, or -1 (said, naming what). */
+static int
+whole_number(const char *s, const char *what, uint64_t *out)
+{
+    char *end;
+    unsigned long long n;
+
+    errno = 0;
+    n = strtoull(s, &end, 10);
+    if (errno != 0 || *end != '\0' || !isdigit((unsigned char)s[0]) ||
+        n > INT64_MAX) {
+        fprintf(stderr, "llmguardctl: %s must be a whole number, not '%s'\n",
+                what, s);
+        return -1;
+    }
+    *out = n;
+    return 0;
+}
+
 /*
- * quota [show] ID | quota set ID TOKENS | quota reset ID, each with
- * --tenant (-t) anywhere after "quota".
+ * quota [show] ID | quota set ID TOKENS | quota reset ID | quota unset ID
+ * | quota list [--top N], each with --tenant (-t) anywhere after "quota".
+ * The first word is a command when it is one; an ID spelled like a
+ * command is given as "quota show ID".
  */
 static int
 cmd_quota(struct ctx *ctx, int argc, char **argv)
@@ -253,37 +442,42 @@ cmd_quota(struct ctx *ctx, int argc, char **argv)
     const char *words[3];
     int n = 0;
     bool tenant = false;
+    uint64_t num = 20;
 
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--tenant") == 0 || strcmp(argv[i], "-t") == 0)
             tenant = true;
-        else if (n < 3)
+        else if (strcmp(argv[i], "--top") == 0 && i + 1 < argc) {
+            if (whole_number(argv[++i], "quota list --top", &num) < 0)
+                return EXIT_USAGE;
+        } else if (n < 3)
             words[n++] = argv[i];
         else
             goto usage;
     }
-    if (n == 1)
+    if (n == 1 && strcmp(words[0], "list") == 0)
+        return quota_list(ctx, tenant, num);
+    if (n == 1 && strcmp(words[0], "show") != 0 &&
+        strcmp(words[0], "set") != 0 && strcmp(words[0], "reset") != 0 &&
+        strcmp(words[0], "unset") != 0)
         return quota_show(ctx, words[0], tenant);
     if (n == 2 && strcmp(words[0], "show") == 0)
         return quota_show(ctx, words[1], tenant);
     if (n == 2 && strcmp(words[0], "reset") == 0)
         return quota_change(ctx, PROTO_OP_QUOTA_RESET, words[1], tenant, 0);
+    if (n == 2 && strcmp(words[0], "unset") == 0)
+        return quota_change(ctx, PROTO_OP_QUOTA_UNSET, words[1], tenant, 0);
     if (n == 3 && strcmp(words[0], "set") == 0) {
-        char *end;
-        errno = 0;
-        unsigned long long limit = strtoull(words[2], &end, 10);
-        if (errno != 0 || *end != '\0' || !isdigit((unsigned char)words[2][0]) ||
-            limit > INT64_MAX) {
-            fprintf(stderr, "llmguardctl: quota set: TOKENS must be a whole "
-                    "number, not '%s'\n", words[2]);
+        if (whole_number(words[2], "quota set: TOKENS", &num) < 0)
             return EXIT_USAGE;
-        }
-        return quota_change(ctx, PROTO_OP_QUOTA_SET, words[1], tenant, limit);
+        return quota_change(ctx, PROTO_OP_QUOTA_SET, words[1], tenant, num);
     }
 usage:
     fprintf(stderr, "usage: llmguardctl quota [show] ID [--tenant]\n"
                     "       llmguardctl quota set ID TOKENS [--tenant]\n"
-                    "       llmguardctl quota reset ID [--tenant]\n");
+                    "       llmguardctl quota reset ID [--tenant]\n"
+                    "       llmguardctl quota unset ID [--tenant]\n"
+                    "       llmguardctl quota list [--tenant] [--top N]\n");
     return EXIT_USAGE;
 }
 
@@ -378,7 +572,7 @@ cmd_metrics(struct ctx *ctx, int argc, char **argv)
     }
     if (prom) {
         req.format = (struct proto_str){ "prometheus", 10 };
-        PROTO_SET(&req, 0);
+        PROTO_SET(&req, PROTO_METRICS_REQ_FORMAT);
     }
     doc = json_pack("{s:{}, s:{}, s:{}}", "counters", "gauges", "histograms");
     for (;;) {
@@ -390,10 +584,10 @@ cmd_metrics(struct ctx *ctx, int argc, char **argv)
             fwrite(rep.u.metrics.text.ptr, 1, rep.u.metrics.text.len, stdout);
         else
             metrics_page(ctx, &rep.u.metrics, doc, &header);
-        if (!PROTO_HAS(&rep.u.metrics, 2))
+        if (!PROTO_HAS(&rep.u.metrics, PROTO_METRICS_REP_NEXT_CURSOR))
             break;
         req.cursor = rep.u.metrics.next_cursor;
-        PROTO_SET(&req, 1);
+        PROTO_SET(&req, PROTO_METRICS_REQ_CURSOR);
     }
     if (ctx->json && !prom)
         return print_json(doc);
@@ -429,18 +623,24 @@ static const struct command commands[] = {
       "rate limiting state and every provider's bucket" },
     { "metrics", "[--prometheus]", 0, 1, cmd_metrics,
       "counters, gauges and histograms (or Prometheus text)" },
-    { "quota", "[show|set|reset] ID [TOKENS] [--tenant]", 1, 4, cmd_quota,
-      "a workflow's (or --tenant's) quota; set or reset it (admin)" },
+    { "quota", "[show|set|reset|unset|list] [ID] [TOKENS] [--tenant]", 1, 4,
+      cmd_quota, "a workflow's (or --tenant's) quota; set, reset or unset "
+      "it (admin); list [--top N] the top users" },
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
 static void
 usage(FILE *fp)
 {
-    fprintf(fp, "usage: llmguardctl [-s SOCKET] [--json] COMMAND [ARGS]\n"
+    fprintf(fp, "usage: llmguardctl [-s SOCKET] [-T SECONDS] [--json] COMMAND "
+                "[ARGS]\n"
                 "\noptions:\n"
                 "  -s, --socket PATH  llmguardd's socket (default: "
                 "$LLMGUARD_SOCKET, else the per-user path)\n"
+                "  -T, --timeout S    give up on a daemon that does not "
+                "answer within S\n"
+                "                     seconds (default: "
+                "$LLMGUARD_CLIENT_TIMEOUT_MS, else 2 s)\n"
                 "  -j, --json         print one JSON object\n"
                 "  -h, --help         this text\n"
                 "  -V, --version      print the version\n"
@@ -485,26 +685,45 @@ find_command(const char *name)
     return NULL;
 }
 
+/* --timeout S: seconds, 0 for no bound; -1 (said) when not a number. */
+static int
+set_timeout(llmguard_t *g, const char *arg)
+{
+    char *end;
+    double s = strtod(arg, &end);
+
+    if (end == arg || *end != '\0' || llmguard_set_timeout(g, s) < 0) {
+        fprintf(stderr, "llmguardctl: --timeout %s: expected seconds from 0 "
+                "(no bound) to 86400\n", arg);
+        return -1;
+    }
+    return 0;
+}
+
 int
 main(int argc, char **argv)
 {
     static const struct option longopts[] = {
         { "socket", required_argument, NULL, 's' },
+        { "timeout", required_argument, NULL, 'T' },
         { "json", no_argument, NULL, 'j' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
     };
-    const char *socket_path = NULL;
+    const char *socket_path = NULL, *timeout = NULL;
     const struct command *cmd;
     struct ctx ctx = { 0 };
     int ch, rc, nargs;
 
     /* "+": options stop at the command, whose own flags come after it. */
-    while ((ch = getopt_long(argc, argv, "+s:jhV", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "+s:T:jhV", longopts, NULL)) != -1) {
         switch (ch) {
         case 's':
             socket_path = optarg;
+            break;
+        case 'T':
+            timeout = optarg;
             break;
         case 'j':
             ctx.json = true;
@@ -536,6 +755,10 @@ main(int argc, char **argv)
     if ((ctx.g = llmguard_open(socket_path)) == NULL) {
         fprintf(stderr, "llmguardctl: socket path too long or out of "
                 "memory\n");
+        return EXIT_USAGE;
+    }
+    if (timeout != NULL && set_timeout(ctx.g, timeout) < 0) {
+        llmguard_close(ctx.g);
         return EXIT_USAGE;
     }
     rc = cmd->exec(&ctx, nargs, argv + optind + 1);

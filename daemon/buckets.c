@@ -1,18 +1,28 @@
 /* buckets.c - token buckets on the event loop: timers, waiters, cancels. */
-#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "buckets.h"
+#include "clock.h"
 #include "log.h"
-#include "router.h"
 #include "server.h"
 
-void
-buckets_limiter_config(const struct config *cfg,
-                       const struct provider_config *pc,
-                       struct limiter_config *lc)
+struct buckets {
+    struct event_base *base;
+    struct provider *providers;     /* in config order */
+    size_t n;
+    int slot;                       /* connection slot: struct conn_waiters */
+};
+
+/* A connection's waiters, in its slot. */
+struct conn_waiters {
+    TAILQ_HEAD(, waiter) list;
+};
+
+static void
+limiter_config(const struct config *cfg, const struct provider_config *pc,
+               struct limiter_config *lc)
 {
     lc->rate_per_sec = pc->rate_per_sec;
     lc->burst = pc->burst;
@@ -26,12 +36,19 @@ timer_cb(evutil_socket_t fd, short what, void *arg)
     buckets_kick(arg);
 }
 
+/* The waiters list of w's connection. */
+static struct conn_waiters *
+waiters_of(const struct waiter *w)
+{
+    return *conn_slot(w->conn, w->prov->owner->slot);
+}
+
 /* Finish one waiter: tell its owner, then free it. */
 static void
 finish(struct waiter *w, bool granted, double now_s)
 {
     if (w->conn != NULL)
-        TAILQ_REMOVE(&w->conn->waiters, w, conn_entry);
+        TAILQ_REMOVE(&waiters_of(w)->list, w, conn_entry);
     w->done(w, granted, now_s);
     free(w);
 }
@@ -41,7 +58,7 @@ buckets_kick(struct provider *prov)
 {
     struct limiter_bucket *b = &prov->bucket;
     struct limiter_waiter *lw;
-    double now = server_now_mono(), next;
+    double now = clock_mono(), next;
 
     while ((lw = limiter_pop_expired(b, now)) != NULL)
         finish((struct waiter *)lw, false, now);
@@ -66,25 +83,36 @@ buckets_kick(struct provider *prov)
     }
 }
 
-void
+int
 buckets_wait(struct provider *prov, struct waiter *w, uint32_t n,
              uint64_t llm_tokens, double deadline_s)
 {
+    void **slot = conn_slot(w->conn, prov->owner->slot);
+    struct conn_waiters *cw = *slot;
+
+    if (cw == NULL) {
+        if ((cw = malloc(sizeof(*cw))) == NULL)
+            return -1;
+        TAILQ_INIT(&cw->list);
+        *slot = cw;
+    }
     w->prov = prov;
     limiter_enqueue(&prov->bucket, &w->lw, n, llm_tokens, deadline_s);
-    TAILQ_INSERT_TAIL(&w->conn->waiters, w, conn_entry);
+    TAILQ_INSERT_TAIL(&cw->list, w, conn_entry);
     buckets_kick(prov);
+    return 0;
 }
 
 void
-buckets_cancel_conn(struct conn *c)
+buckets_drop_conn(void *state)
 {
+    struct conn_waiters *cw = state;
     struct waiter *w;
-    double now = server_now_mono();
+    double now = clock_mono();
 
-    while ((w = TAILQ_FIRST(&c->waiters)) != NULL) {
+    while ((w = TAILQ_FIRST(&cw->list)) != NULL) {
         struct provider *prov = w->prov;
-        TAILQ_REMOVE(&c->waiters, w, conn_entry);
+        TAILQ_REMOVE(&cw->list, w, conn_entry);
         w->conn = NULL;
         limiter_cancel(&prov->bucket, &w->lw);
         w->done(w, false, now);
@@ -92,22 +120,53 @@ buckets_cancel_conn(struct conn *c)
         /* The head may have changed: those behind may go now. */
         buckets_kick(prov);
     }
+    free(cw);
+}
+
+size_t
+buckets_count(const struct buckets *b)
+{
+    return b->n;
 }
 
 struct provider *
-buckets_find(struct server *srv, const char *name, size_t len)
+buckets_at(struct buckets *b, size_t i)
 {
-    for (size_t i = 0; i < srv->nproviders; i++)
-        if (strlen(srv->providers[i].name) == len &&
-            memcmp(srv->providers[i].name, name, len) == 0)
-            return &srv->providers[i];
+    return &b->providers[i];
+}
+
+size_t
+buckets_index(const struct buckets *b, const struct provider *p)
+{
+    return (size_t)(p - b->providers);
+}
+
+struct provider *
+buckets_find(struct buckets *b, const char *name, size_t len)
+{
+    for (size_t i = 0; i < b->n; i++)
+        if (strlen(b->providers[i].name) == len &&
+            memcmp(b->providers[i].name, name, len) == 0)
+            return &b->providers[i];
     return NULL;
 }
 
-int
-buckets_init(struct server *srv)
+struct buckets *
+buckets_new(struct event_base *base, const struct config *cfg, int conn_slot)
 {
-    return buckets_reconfigure(srv, &srv->cfg);
+    struct buckets *b = calloc(1, sizeof(*b));
+
+    if (b == NULL) {
+        log_error("%s: out of memory", __func__);
+        return NULL;
+    }
+    b->base = base;
+    b->slot = conn_slot;
+    if (buckets_reconfigure(b, cfg) < 0) {
+        free(b);
+        return NULL;
+    }
+    return b;
 }
 
 /* Take over old's bucket: fill, clock and queue (a TAILQ head cannot be
@@ -125,53 +184,62 @@ move_bucket(struct provider *to, struct provider *old)
     old->bucket.nwaiters = 0;
 }
 
-int
-buckets_reconfigure(struct server *srv, const struct config *cfg)
+/* Answer every waiter of the providers v[0..n-1] "not granted", free them. */
+static void
+free_providers(struct provider *v, size_t n, double now)
 {
-    struct provider *provs, *old = srv->providers;
-    size_t nold = srv->nproviders;
-    double now = server_now_mono();
-
-    struct router_provider_conf confs[CONFIG_MAX_PROVIDERS];
-    struct router *router;
-
-    /* First everything that can fail, touching nothing of the old set. */
-    for (size_t i = 0; i < cfg->nproviders; i++) {
-        confs[i].name = cfg->providers[i].name;
-        confs[i].priority = (int)cfg->providers[i].priority;
-        confs[i].cost_per_1k_tokens = cfg->providers[i].cost_per_1k_tokens;
+    for (size_t i = 0; i < n; i++) {
+        struct limiter_waiter *lw;
+        while ((lw = limiter_drain(&v[i].bucket)) != NULL)
+            finish((struct waiter *)lw, false, now);
+        event_free(v[i].timer);
     }
-    router = router_new(confs, cfg->nproviders,
-                        (enum router_policy)cfg->routing_policy,
-                        cfg->provider_cooldown_s);
-    provs = calloc(cfg->nproviders ? cfg->nproviders : 1, sizeof(*provs));
-    if (provs == NULL || router == NULL) {
+    free(v);
+}
+
+/* New providers with their timers, touching nothing of b's; NULL (logged)
+ * when out of memory. */
+static struct provider *
+alloc_providers(struct buckets *b, size_t n)
+{
+    struct provider *provs = calloc(n ? n : 1, sizeof(*provs));
+
+    if (provs == NULL) {
         log_error("%s: out of memory", __func__);
-        free(provs);
-        router_free(router);
-        return -1;
+        return NULL;
     }
-    for (size_t i = 0; i < cfg->nproviders; i++) {
-        provs[i].timer = evtimer_new(srv->base, timer_cb, &provs[i]);
+    for (size_t i = 0; i < n; i++) {
+        provs[i].timer = evtimer_new(b->base, timer_cb, &provs[i]);
         if (provs[i].timer == NULL) {
             log_error("%s: cannot create a timer", __func__);
             while (i-- > 0)
                 event_free(provs[i].timer);
             free(provs);
-            router_free(router);
-            return -1;
+            return NULL;
         }
+        provs[i].owner = b;
     }
+    return provs;
+}
+
+int
+buckets_reconfigure(struct buckets *b, const struct config *cfg)
+{
+    struct provider *provs, *old = b->providers;
+    size_t nold = b->n;
+    double now = clock_mono();
+
+    if ((provs = alloc_providers(b, cfg->nproviders)) == NULL)
+        return -1;
     /* Then the move: config_load validated every limiter setting. */
     for (size_t i = 0; i < cfg->nproviders; i++) {
         const struct provider_config *pc = &cfg->providers[i];
         struct provider *p = &provs[i];
-        struct provider *o = buckets_find(srv, pc->name, strlen(pc->name));
+        struct provider *o = buckets_find(b, pc->name, strlen(pc->name));
         struct limiter_config lc;
 
-        buckets_limiter_config(cfg, pc, &lc);
+        limiter_config(cfg, pc, &lc);
         memcpy(p->name, pc->name, sizeof(p->name));
-        p->srv = srv;
         if (o != NULL) {
             move_bucket(p, o);
             if (limiter_reconfigure(&p->bucket, &lc, now) < 0)
@@ -181,43 +249,20 @@ buckets_reconfigure(struct server *srv, const struct config *cfg)
             abort();    /* config_load let an invalid setting through */
         }
     }
-    srv->providers = provs;
-    srv->nproviders = cfg->nproviders;
-    /* Health and latency carry over by name; router index i is provs[i]
-     * (both sorted by priority, then name). */
-    if (srv->router != NULL)
-        router_copy_state(router, srv->router);
-    router_free(srv->router);
-    srv->router = router;
-    for (size_t i = 0; i < srv->nproviders; i++)
-        assert(strcmp(router_name(router, (int)i), provs[i].name) == 0);
+    b->providers = provs;
+    b->n = cfg->nproviders;
     /* Providers that are gone answer their waiters: not granted. */
-    for (size_t i = 0; i < nold; i++) {
-        struct limiter_waiter *lw;
-        while ((lw = limiter_drain(&old[i].bucket)) != NULL)
-            finish((struct waiter *)lw, false, now);
-        event_free(old[i].timer);
-    }
-    free(old);
-    for (size_t i = 0; i < srv->nproviders; i++)
-        buckets_kick(&srv->providers[i]);
+    free_providers(old, nold, now);
+    for (size_t i = 0; i < b->n; i++)
+        buckets_kick(&b->providers[i]);
     return 0;
 }
 
 void
-buckets_free(struct server *srv)
+buckets_free(struct buckets *b)
 {
-    double now = server_now_mono();
-
-    for (size_t i = 0; i < srv->nproviders; i++) {
-        struct limiter_waiter *lw;
-        while ((lw = limiter_drain(&srv->providers[i].bucket)) != NULL)
-            finish((struct waiter *)lw, false, now);
-        event_free(srv->providers[i].timer);
-    }
-    free(srv->providers);
-    srv->providers = NULL;
-    srv->nproviders = 0;
-    router_free(srv->router);
-    srv->router = NULL;
+    if (b == NULL)
+        return;
+    free_providers(b->providers, b->n, clock_mono());
+    free(b);
 }

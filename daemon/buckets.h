@@ -5,12 +5,14 @@
  * A waiting request is a struct waiter: the limiter's intrusive waiter,
  * the connection it answers, and a callback run once, when it is granted
  * or given up.  A waiter whose connection closes leaves its queue at once
- * and consumes nothing.
+ * and consumes nothing: buckets_drop_conn() is the close hook of the
+ * connection slot given to buckets_new().
  */
 #ifndef LLMGUARD_BUCKETS_H
 #define LLMGUARD_BUCKETS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <sys/queue.h>
 
 #include <event2/event.h>
@@ -18,15 +20,15 @@
 #include "config.h"
 #include "limiter.h"
 
+struct buckets;
 struct conn;
-struct server;
 struct waiter;
 
 struct provider {
     char name[CONFIG_NAME_MAX];
     struct limiter_bucket bucket;
     struct event *timer;        /* armed for the head waiter, or a deadline */
-    struct server *srv;
+    struct buckets *owner;
 };
 
 /*
@@ -46,37 +48,42 @@ struct waiter {
     waiter_done_fn done;
     void *arg;                      /* the caller's */
 };
-TAILQ_HEAD(waiter_list, waiter);
 
-/* The limiter settings of a provider's config. */
-void buckets_limiter_config(const struct config *cfg,
-                            const struct provider_config *pc,
-                            struct limiter_config *lc);
-/* Build the providers of cfg; -1 (logged) on failure. */
-int buckets_init(struct server *srv);
+/* The providers of cfg, their waiters kept in connection slot conn_slot;
+ * NULL (logged) on failure. */
+struct buckets *buckets_new(struct event_base *base, const struct config *cfg,
+                            int conn_slot);
 /*
  * Apply a new configuration: providers that stay keep their fill (clamped)
  * and their waiters; new ones start full; removed ones answer their waiters
  * with "not granted".  Returns -1 (logged) on failure, leaving the old set.
+ * Providers are in cfg's order (priority, then name), as the router's.
  */
-int buckets_reconfigure(struct server *srv, const struct config *cfg);
-void buckets_free(struct server *srv);
+int buckets_reconfigure(struct buckets *b, const struct config *cfg);
+/* Answer every waiter "not granted", free everything. */
+void buckets_free(struct buckets *b);
 
+size_t buckets_count(const struct buckets *b);
+/* Provider i (0 <= i < buckets_count()), valid until the next reconfigure. */
+struct provider *buckets_at(struct buckets *b, size_t i);
+/* The index of p in the current set. */
+size_t buckets_index(const struct buckets *b, const struct provider *p);
 /* The provider named name[0..len-1], or NULL. */
-struct provider *buckets_find(struct server *srv, const char *name,
-                              size_t len);
+struct provider *buckets_find(struct buckets *b, const char *name, size_t len);
 
 /*
- * Queue w (its lw.n/llm_tokens set through the arguments) on prov until
- * deadline_s.  The caller has checked that it cannot be granted now.
+ * Queue w (w->conn set; its lw.n/llm_tokens set through the arguments) on
+ * prov until deadline_s.  The caller has checked that it cannot be granted
+ * now.  Returns 0, or -1 when out of memory (w untouched).
  */
-void buckets_wait(struct provider *prov, struct waiter *w, uint32_t n,
-                  uint64_t llm_tokens, double deadline_s);
+int buckets_wait(struct provider *prov, struct waiter *w, uint32_t n,
+                 uint64_t llm_tokens, double deadline_s);
 
 /* Grant what can be granted, expire what is due, re-arm the timer. */
 void buckets_kick(struct provider *prov);
 
-/* The connection closes: every waiter of it leaves its queue and is freed. */
-void buckets_cancel_conn(struct conn *c);
+/* Close hook: every waiter of the connection leaves its queue, is
+ * answered "not granted" with no connection, and is freed. */
+void buckets_drop_conn(void *state);
 
 #endif

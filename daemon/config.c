@@ -20,6 +20,9 @@ enum opt_type {
     OPT_HOSTPORT, OPT_URL, OPT_PATH, OPT_GROUP, OPT_UNSUPPORTED,
 };
 
+/* Option flags. */
+#define OPT_RESTART 0x1     /* a reload keeps the value in force */
+
 struct option_def {
     const char *name;
     enum opt_type type;
@@ -28,6 +31,8 @@ struct option_def {
     const char *defval;     /* parsed like any other value */
     double min, max;        /* OPT_INT, OPT_DOUBLE */
     const char *const *words;   /* OPT_ENUM, NULL-terminated */
+    unsigned flags;
+    size_t is_default;      /* OPT_PATH: offset of its "defaulted" flag */
 };
 
 static const char *const bool_words[] = { "true", "false", NULL };
@@ -42,37 +47,49 @@ static const char *const level_words[] = {
 
 #define C(f) offsetof(struct config, f)
 #define S(f) sizeof(((struct config *)0)->f)
-#define NUM(n, t, f, d, lo, hi) { n, t, C(f), 0, d, lo, hi, NULL }
-#define WORD(n, f, d, w) { n, OPT_ENUM, C(f), 0, d, 0, 0, w }
-#define STR(n, t, f, d) { n, t, C(f), S(f), d, 0, 0, NULL }
+#define NUM(n, t, f, d, lo, hi, fl) \
+    { n, t, C(f), 0, d, lo, hi, NULL, fl, 0 }
+#define WORD(n, f, d, w) { n, OPT_ENUM, C(f), 0, d, 0, 0, w, 0, 0 }
+#define STR(n, t, f, d, fl) { n, t, C(f), S(f), d, 0, 0, NULL, fl, 0 }
+#define PATH(n, f, isdef) \
+    { n, OPT_PATH, C(f), S(f), "", 0, 0, NULL, OPT_RESTART, C(isdef) }
 
-/* Every daemon variable of DESIGN.md §2, in the order --check-config prints. */
+/*
+ * Every daemon variable (llmguard.env(5)), in the order --check-config
+ * prints.  OPT_RESTART marks what a reload cannot change: the socket, the
+ * database, the HTTP listener and the trace exporter are set up once.
+ */
 static const struct option_def options[] = {
     { "RATE_LIMIT_ENABLED", OPT_BOOL, C(rate_limit_enabled), 0, "true", 0, 0,
-      bool_words },
-    NUM("QUOTA_WINDOW_DAYS", OPT_DOUBLE, quota_window_days, "30", 0, 36500),
+      bool_words, 0, 0 },
+    NUM("QUOTA_WINDOW_DAYS", OPT_DOUBLE, quota_window_days, "30", 0, 36500,
+        0),
     NUM("DEFAULT_DAILY_QUOTA_TOKENS", OPT_INT, default_quota_tokens, "100000",
-        0, 9007199254740992.0),
+        0, 9007199254740992.0, 0),
     WORD("QUOTA_ENFORCEMENT", quota_enforcement, "soft", enforce_words),
     WORD("ROUTING_POLICY", routing_policy, "primary", policy_words),
     NUM("PROVIDER_COOLDOWN_SEC", OPT_DOUBLE, provider_cooldown_s, "60", -1,
-        86400 * 365.0),
-    STR("LLMGUARD_SOCKET", OPT_PATH, socket_path, ""),
-    STR("LLMGUARD_DB", OPT_PATH, db_path, ""),
-    NUM("LLMGUARD_QUOTA_FLUSH_MS", OPT_INT, quota_flush_ms, "50", 0, 60000),
-    STR("LLMGUARD_METRICS_LISTEN", OPT_HOSTPORT, metrics_listen, ""),
-    STR("OTEL_EXPORTER_OTLP_ENDPOINT", OPT_URL, otlp_endpoint, ""),
+        86400 * 365.0, 0),
+    PATH("LLMGUARD_SOCKET", socket_path, socket_is_default),
+    PATH("LLMGUARD_DB", db_path, db_is_default),
+    NUM("LLMGUARD_QUOTA_FLUSH_MS", OPT_INT, quota_flush_ms, "50", 0, 60000, 0),
+    STR("LLMGUARD_METRICS_LISTEN", OPT_HOSTPORT, metrics_listen, "",
+        OPT_RESTART),
+    STR("OTEL_EXPORTER_OTLP_ENDPOINT", OPT_URL, otlp_endpoint, "",
+        OPT_RESTART),
     STR("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", OPT_URL, otlp_traces_endpoint,
-        ""),
-    STR("OTEL_SERVICE_NAME", OPT_STR, service_name, "llmguardd"),
+        "", OPT_RESTART),
+    STR("OTEL_SERVICE_NAME", OPT_STR, service_name, "llmguardd", OPT_RESTART),
     NUM("LLMGUARD_METRICS_MAX_SERIES", OPT_INT, metrics_max_series, "10000", 1,
-        10000000),
+        10000000, OPT_RESTART),
     { "LLMGUARD_SOCKET_MODE", OPT_MODE, C(socket_mode), 0, "0600", 0, 0777,
-      NULL },
-    STR("LLMGUARD_SOCKET_GROUP", OPT_GROUP, socket_group, ""),
+      NULL, OPT_RESTART, 0 },
+    STR("LLMGUARD_SOCKET_GROUP", OPT_GROUP, socket_group, "", OPT_RESTART),
     WORD("LLMGUARD_FAIL_MODE", fail_mode, "open", fail_words),
+    NUM("LLMGUARD_CLIENT_TIMEOUT_MS", OPT_DOUBLE, client_timeout_ms, "2000",
+        -1, 86400000, 0),
     WORD("LLMGUARD_LOG_LEVEL", log_level, "info", level_words),
-    STR("REDIS_URL", OPT_UNSUPPORTED, redis_url, ""),
+    STR("REDIS_URL", OPT_UNSUPPORTED, redis_url, "", 0),
 };
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
 
@@ -80,19 +97,22 @@ static const struct option_def options[] = {
 
 /* The PROVIDER_<NAME>_<SUFFIX> keys; the first declares the provider. */
 static const struct option_def provider_options[] = {
-    { "RATE_PER_SEC", OPT_DOUBLE, P(rate_per_sec), 0, NULL, 0, 1e9, NULL },
-    { "BURST", OPT_DOUBLE, P(burst), 0, NULL, 1, 1e9, NULL },
-    { "PRIORITY", OPT_INT, P(priority), 0, "100", -1e9, 1e9, NULL },
+    { "RATE_PER_SEC", OPT_DOUBLE, P(rate_per_sec), 0, NULL, 0, 1e9, NULL,
+      0, 0 },
+    { "BURST", OPT_DOUBLE, P(burst), 0, NULL, 1, 1e9, NULL, 0, 0 },
+    { "PRIORITY", OPT_INT, P(priority), 0, "100", -1e9, 1e9, NULL, 0, 0 },
     { "COST_PER_1K_TOKENS", OPT_DOUBLE, P(cost_per_1k_tokens), 0, "1.0", 0,
-      1e9, NULL },
+      1e9, NULL, 0, 0 },
     { "TOKENS_PER_MIN", OPT_DOUBLE, P(tokens_per_min), 0, "0", -1, 1e12,
-      NULL },
+      NULL, 0, 0 },
     /* Read by clients (examples/ratelimit_demo), known here so they do not
      * warn; the daemon ignores them. */
-    { "BASE_URL", OPT_STR, 0, 0, NULL, 0, 0, NULL },
-    { "API_KEY", OPT_STR, 0, 0, NULL, 0, 0, NULL },
-    { "MODEL", OPT_STR, 0, 0, NULL, 0, 0, NULL },
+    { "BASE_URL", OPT_STR, 0, 0, NULL, 0, 0, NULL, 0, 0 },
+    { "API_KEY", OPT_STR, 0, 0, NULL, 0, 0, NULL, 0, 0 },
+    { "MODEL", OPT_STR, 0, 0, NULL, 0, 0, NULL, 0, 0 },
 };
+/* Which PROVIDER_ keys were given: bit i of provider_config.set is row i. */
+enum { PROVIDER_KEY_RATE, PROVIDER_KEY_BURST };
 #define NPROVIDER_OPTIONS (sizeof(provider_options) / sizeof(provider_options[0]))
 #define PROVIDER_CLIENT_ONLY 5      /* index of the first client-only key */
 
@@ -338,12 +358,13 @@ expectation(const struct option_def *def, char *buf, size_t len)
         break;
     case OPT_DOUBLE:
         if (def->min < 0)
-            snprintf(buf, len, "a number from 0 to %g", def->max);
+            snprintf(buf, len, "a number from 0 to %.15g", def->max);
         else if (def->min == 0)
-            snprintf(buf, len, "a number greater than 0, at most %g",
+            snprintf(buf, len, "a number greater than 0, at most %.15g",
                      def->max);
         else
-            snprintf(buf, len, "a number from %g to %g", def->min, def->max);
+            snprintf(buf, len, "a number from %.15g to %.15g", def->min,
+                     def->max);
         break;
     case OPT_ENUM: {
         size_t off = 0;
@@ -555,7 +576,7 @@ apply_provider(struct config *cfg, const struct setting *st, bool declare,
         return 0;
     }
     idx = (size_t)(def - provider_options);
-    if (declare != (idx == 0) || idx >= PROVIDER_CLIENT_ONLY)
+    if (declare != (idx == PROVIDER_KEY_RATE) || idx >= PROVIDER_CLIENT_ONLY)
         return 0;
     if (namelen >= CONFIG_NAME_MAX)
         return fail(err, errlen, "%s (%s): provider name longer than %d bytes",
@@ -598,7 +619,7 @@ is_our_key(const char *key)
            strncmp(key, "PROVIDER_", 9) == 0;
 }
 
-/* The default database path of DESIGN.md §6. */
+/* The default database path (llmguardd(8), FILES). */
 static int
 default_db_path(char *buf, size_t len)
 {
@@ -693,7 +714,7 @@ config_load(struct config *cfg, const struct config_args *args, char *err,
 
     for (size_t i = 0; i < cfg->nproviders; i++) {
         struct provider_config *p = &cfg->providers[i];
-        if (!(p->set & 1u << 1))        /* BURST: max(1, rate) */
+        if (!(p->set & 1u << PROVIDER_KEY_BURST))   /* max(1, rate) */
             p->burst = p->rate_per_sec > 1 ? p->rate_per_sec : 1;
     }
     qsort(cfg->providers, cfg->nproviders, sizeof(cfg->providers[0]),
@@ -734,35 +755,65 @@ needs_quotes(const char *p)
     return false;
 }
 
+/* The value of def in base as text: a string option's own buffer, else
+ * buf (at least 32 bytes). */
+static const char *
+value_text(const struct option_def *def, const void *base, char *buf,
+           size_t len)
+{
+    const char *p = (const char *)base + def->offset;
+
+    switch (def->type) {
+    case OPT_BOOL:
+        return *(const bool *)(const void *)p ? "true" : "false";
+    case OPT_ENUM:
+        return def->words[*(const int64_t *)(const void *)p];
+    case OPT_INT:
+        snprintf(buf, len, "%lld",
+                 (long long)*(const int64_t *)(const void *)p);
+        return buf;
+    case OPT_DOUBLE:
+        snprintf(buf, len, "%.15g", *(const double *)(const void *)p);
+        return buf;
+    case OPT_MODE:
+        snprintf(buf, len, "%04llo",
+                 (long long)*(const int64_t *)(const void *)p);
+        return buf;
+    default:
+        return p;
+    }
+}
+
+/* The bytes of def's field. */
+static size_t
+value_size(const struct option_def *def)
+{
+    switch (def->type) {
+    case OPT_BOOL:
+        return sizeof(bool);
+    case OPT_DOUBLE:
+        return sizeof(double);
+    case OPT_INT:
+    case OPT_ENUM:
+    case OPT_MODE:
+        return sizeof(int64_t);
+    default:
+        return def->size;
+    }
+}
+
 /* Print one value by its table entry. */
 static void
 print_value(FILE *fp, const char *key, const struct option_def *def,
             const void *base)
 {
-    const char *p = (const char *)base + def->offset;
+    char buf[64];
+    const char *p = value_text(def, base, buf, sizeof(buf));
 
     fprintf(fp, "%s=", key);
-    switch (def->type) {
-    case OPT_BOOL:
-        fputs(*(const bool *)(const void *)p ? "true" : "false", fp);
-        break;
-    case OPT_ENUM:
-        fputs(def->words[*(const int64_t *)(const void *)p], fp);
-        break;
-    case OPT_INT:
-        fprintf(fp, "%lld", (long long)*(const int64_t *)(const void *)p);
-        break;
-    case OPT_DOUBLE:
-        fprintf(fp, "%.15g", *(const double *)(const void *)p);
-        break;
-    case OPT_MODE:
-        fprintf(fp, "%04llo", (long long)*(const int64_t *)(const void *)p);
-        break;
-    default:
-        if (!needs_quotes(p)) {
-            fputs(p, fp);
-            break;
-        }
+    if (!needs_quotes(p)) {
+        fputs(p, fp);
+    } else {
         /* Quote what the env-file syntax would otherwise cut or strip. */
         fputc('"', fp);
         for (; *p != '\0'; p++) {
@@ -771,9 +822,31 @@ print_value(FILE *fp, const char *key, const struct option_def *def,
             fputc(*p, fp);
         }
         fputc('"', fp);
-        break;
     }
     fputc('\n', fp);
+}
+
+void
+config_keep_restart(struct config *next, const struct config *cur)
+{
+    char a[64], b[64];
+
+    for (size_t i = 0; i < NOPTIONS; i++) {
+        const struct option_def *def = &options[i];
+        const char *was = value_text(def, cur, a, sizeof(a));
+        const char *now = value_text(def, next, b, sizeof(b));
+
+        if (!(def->flags & OPT_RESTART))
+            continue;
+        if (strcmp(was, now) != 0)
+            log_warn("reload: %s changed to '%s': takes effect at the next "
+                     "start; still '%s'", def->name, now, was);
+        memcpy((char *)next + def->offset,
+               (const char *)cur + def->offset, value_size(def));
+        if (def->is_default != 0)
+            memcpy((char *)next + def->is_default,
+                   (const char *)cur + def->is_default, sizeof(bool));
+    }
 }
 
 void

@@ -1,6 +1,6 @@
 /*
  * config.h - llmguardd's configuration: one table of variables drives
- * parsing, validation, printing and reload (DESIGN.md §2).
+ * parsing, validation, printing and reload (llmguard.env(5)).
  *
  * Precedence, lowest first: built-in defaults < env file < process
  * environment < command-line flags.
@@ -53,6 +53,7 @@ struct config {
     int64_t socket_mode;
     char socket_group[CONFIG_NAME_MAX];
     int64_t fail_mode;              /* enum config_fail_mode */
+    double client_timeout_ms;       /* clients': checked, not used */
     char redis_url[CONFIG_STR_MAX];
     int64_t log_level;              /* enum log_level */
     char env_file[CONFIG_PATH_MAX]; /* the file read, "" when none */
@@ -77,6 +78,13 @@ struct config_args {
  */
 int config_load(struct config *cfg, const struct config_args *args,
                 char *err, size_t errlen);
+
+/*
+ * For a reload: the settings that only a restart can change (the socket,
+ * the database, the HTTP listener, the trace exporter) keep cur's values
+ * in next; each that next would change is logged as such.
+ */
+void config_keep_restart(struct config *next, const struct config *cur);
 
 /* Print the effective configuration in env-file syntax. */
 void config_print(const struct config *cfg, FILE *fp);

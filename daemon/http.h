@@ -5,11 +5,17 @@
 #ifndef LLMGUARD_HTTP_H
 #define LLMGUARD_HTTP_H
 
-struct server;
+#include <event2/event.h>
 
-/* Start listening when LLMGUARD_METRICS_LISTEN is set; exits with a
- * message when the address cannot be bound. */
-void http_start(struct server *srv);
-void http_stop(struct server *srv);
+struct http;
+struct persist;
+struct telemetry;
+
+/* Serve t's metrics, and p's health, on listen (LLMGUARD_METRICS_LISTEN,
+ * host:port); NULL when it is empty.  Exits with a message when the
+ * address cannot be bound. */
+struct http *http_start(struct event_base *base, const char *listen,
+                        struct telemetry *t, struct persist *p);
+void http_stop(struct http *hc);
 
 #endif

@@ -1,5 +1,6 @@
 /*
- * limiter.h — per-provider token buckets with FIFO waiters (DESIGN.md §3).
+ * limiter.h — per-provider token buckets with FIFO waiters (llmguardd(8),
+ * "Token buckets").
  *
  * A bucket holds request tokens that refill continuously at rate_per_sec up
  * to burst, and optionally a second bucket of LLM tokens (tokens_per_min,

@@ -1,4 +1,4 @@
-/* main.c - llmguardd: options, signals, the event loop. */
+/* main.c - llmguardd: options, start-up, signals, the event loop. */
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -9,11 +9,19 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#ifdef HAVE_LIBSYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
+#include "buckets.h"
+#include "clock.h"
 #include "config.h"
+#include "daemon.h"
 #include "http.h"
 #include "log.h"
 #include "permits.h"
 #include "persist.h"
+#include "quota.h"
 #include "server.h"
 #include "telemetry.h"
 
@@ -59,21 +67,23 @@ on_hup(evutil_socket_t sig, short what, void *arg)
     char err[1024];
 
     log_info("caught SIGHUP, reloading the configuration");
-    server_reload(arg, err, sizeof(err));
+    reload_apply(arg, err, sizeof(err));
 }
 
 static void
 on_stop(evutil_socket_t sig, short what, void *arg)
 {
-    struct server *srv = arg;
+    struct daemon *d = arg;
 
     log_info("caught %s, shutting down", sig == SIGTERM ? "SIGTERM" :
              "SIGINT");
-    event_base_loopexit(srv->base, NULL);
+    event_base_loopexit(d->base, NULL);
 }
 
-int
-main(int argc, char **argv)
+/* Parse the command line into args; returns -1 to go on, else the exit
+ * status. */
+static int
+parse_args(int argc, char **argv, struct config_args *args, bool *check_only)
 {
     static const struct option longopts[] = {
         { "socket", required_argument, NULL, 's' },
@@ -85,28 +95,24 @@ main(int argc, char **argv)
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
     };
-    struct config_args args = { .envp = environ };
-    struct server srv;
-    bool check_only = false;
-    char err[1024];
     int ch;
 
     while ((ch = getopt_long(argc, argv, "s:d:e:l:nhV", longopts, NULL)) != -1) {
         switch (ch) {
         case 's':
-            args.socket = optarg;
+            args->socket = optarg;
             break;
         case 'd':
-            args.db = optarg;
+            args->db = optarg;
             break;
         case 'e':
-            args.env_file = optarg;
+            args->env_file = optarg;
             break;
         case 'l':
-            args.log_level = optarg;
+            args->log_level = optarg;
             break;
         case 'n':
-            check_only = true;
+            *check_only = true;
             break;
         case 'h':
             usage(stdout);
@@ -125,69 +131,171 @@ main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    return -1;
+}
 
+/*
+ * The listening socket the service manager passed (socket activation:
+ * llmguardd.socket), or -1 when there is none.  Exits 78 when what was
+ * passed is not one listening Unix stream socket.
+ */
+static int
+passed_socket(void)
+{
+#ifdef HAVE_LIBSYSTEMD
+    int n = sd_listen_fds(1);
+
+    if (n == 0)
+        return -1;
+    if (n < 0)
+        fatalx(CONFIG_EXIT, "sd_listen_fds: %s", strerror(-n));
+    if (n > 1 || sd_is_socket_unix(SD_LISTEN_FDS_START, SOCK_STREAM, 1, NULL,
+                                   0) <= 0)
+        fatalx(CONFIG_EXIT, "the service manager passed %d descriptor(s): "
+               "expected one listening Unix stream socket", n);
+    return SD_LISTEN_FDS_START;
+#else
+    return -1;
+#endif
+}
+
+/* Tell the service manager (Type=notify), when there is one. */
+static void
+notify(const char *state)
+{
+#ifdef HAVE_LIBSYSTEMD
+    sd_notify(0, state);
+#else
+    (void)state;
+#endif
+}
+
+/*
+ * The subsystems, each handed what it depends on.  When a connection ends
+ * its state is dropped slot by slot, in this order: waiters first (a
+ * cancelled waiting permit returns its reservation and may end its call,
+ * so the permits' calls must still be there), then permits (unreported
+ * ones stay charged; their calls end and send their spans), then held
+ * replies (nothing after them can queue one).
+ */
+static void
+start(struct daemon *d)
+{
+    const struct config *cfg = &d->cfg;
+    struct server_socket sock = { cfg->socket_path, cfg->socket_is_default,
+                                  (unsigned)cfg->socket_mode,
+                                  cfg->socket_group };
+    int waiters_slot, permits_slot, held_slot, rc, fd;
+
+    if ((d->server = server_new(d->base, ops_dispatch, d)) == NULL)
+        fatalx(1, "out of memory");
+    waiters_slot = server_add_slot(d->server, buckets_drop_conn);
+    permits_slot = server_add_slot(d->server, permits_drop_conn);
+    held_slot = server_add_slot(d->server, persist_drop_conn);
+
+    if ((d->buckets = buckets_new(d->base, cfg, waiters_slot)) == NULL)
+        fatalx(1, "cannot set up the token buckets");
+    d->telemetry = telemetry_new(d->base, cfg);
+    if ((fd = passed_socket()) >= 0)
+        rc = server_listen_fd(d->server, fd);
+    else
+        rc = server_listen(d->server, &sock);
+    if (rc != 0)
+        exit(rc);
+    d->quota = quota_new(cfg->quota_window_days * 86400.0,
+                         cfg->default_quota_tokens,
+                         cfg->quota_enforcement == ENFORCE_HARD);
+    if (d->quota == NULL)
+        fatalx(1, "cannot create the quota table");
+    d->persist = persist_open(d->base, cfg, d->quota, d->telemetry,
+                              held_slot);
+    struct permits_deps deps = { cfg, d->buckets, d->quota, d->persist,
+                                 d->telemetry };
+    if ((d->permits = permits_new(&deps, permits_slot)) == NULL)
+        fatalx(1, "cannot set up routing");
+    telemetry_on_refresh(d->telemetry, ops_refresh_gauges, d);
+    d->http = http_start(d->base, cfg->metrics_listen, d->telemetry,
+                         d->persist);
+    telemetry_start_tracing(d->telemetry);
+}
+
+/* Every connection closes (its state dropped), then the subsystems go in
+ * the reverse order of their start; the last flush writes the quotas. */
+static void
+stop(struct daemon *d)
+{
+    http_stop(d->http);
+    server_free(d->server);
+    permits_free(d->permits);
+    buckets_free(d->buckets);
+    persist_close(d->persist);
+    quota_free(d->quota);
+    telemetry_free(d->telemetry);
+}
+
+int
+main(int argc, char **argv)
+{
+    struct daemon d;
+    struct event *sig_term, *sig_int, *sig_hup;
+    bool check_only = false;
+    char err[1024];
+    int rc;
+
+    memset(&d, 0, sizeof(d));
+    d.args.envp = environ;
+    if ((rc = parse_args(argc, argv, &d.args, &check_only)) >= 0)
+        return rc;
     /* Until the loop handles SIGHUP, a reload request is not a reason to
      * die (its default action). */
     signal(SIGHUP, SIG_IGN);
-    memset(&srv, 0, sizeof(srv));
-    srv.args = args;
-    if (args.log_level != NULL && log_level_parse(args.log_level) >= 0)
-        log_set_level((enum log_level)log_level_parse(args.log_level));
-    if (config_load(&srv.cfg, &args, err, sizeof(err)) < 0) {
+    if (d.args.log_level != NULL && log_level_parse(d.args.log_level) >= 0)
+        log_set_level((enum log_level)log_level_parse(d.args.log_level));
+    if (config_load(&d.cfg, &d.args, err, sizeof(err)) < 0) {
         fprintf(stderr, "llmguardd: %s\n", err);
         return CONFIG_EXIT;
     }
-    log_set_level((enum log_level)srv.cfg.log_level);
+    log_set_level((enum log_level)d.cfg.log_level);
     if (check_only) {
-        config_print(&srv.cfg, stdout);
+        config_print(&d.cfg, stdout);
         return 0;
     }
 
     signal(SIGPIPE, SIG_IGN);
     raise_nofile();
     umask(077);     /* the database and its WAL are ours alone */
-    srv.uid = geteuid();
-    TAILQ_INIT(&srv.conns);
+    d.uid = geteuid();
     /* Not EVENT_BASE_FLAG_PRECISE_TIMER: it costs a timerfd_settime on
      * every turn of the loop, i.e. on every request.  Without it a bucket
      * timer fires up to a millisecond late: a waiter is never served early,
      * so the limit stays exact. */
-    srv.base = event_base_new();
-    if (srv.base == NULL)
+    if ((d.base = event_base_new()) == NULL)
         fatalx(1, "cannot create the event loop");
-    srv.started_mono_s = server_now_mono();
-    telemetry_init(&srv);
-    if (buckets_init(&srv) < 0)
-        fatalx(1, "cannot set up the token buckets");
-    server_listen(&srv);
-    persist_open(&srv);
-    http_start(&srv);
-    telemetry_start_tracing(&srv);
+    d.started_mono_s = clock_mono();
+    start(&d);
 
-    srv.sig_term = evsignal_new(srv.base, SIGTERM, on_stop, &srv);
-    srv.sig_int = evsignal_new(srv.base, SIGINT, on_stop, &srv);
-    srv.sig_hup = evsignal_new(srv.base, SIGHUP, on_hup, &srv);
-    evsignal_add(srv.sig_term, NULL);
-    evsignal_add(srv.sig_int, NULL);
-    evsignal_add(srv.sig_hup, NULL);
+    sig_term = evsignal_new(d.base, SIGTERM, on_stop, &d);
+    sig_int = evsignal_new(d.base, SIGINT, on_stop, &d);
+    sig_hup = evsignal_new(d.base, SIGHUP, on_hup, &d);
+    evsignal_add(sig_term, NULL);
+    evsignal_add(sig_int, NULL);
+    evsignal_add(sig_hup, NULL);
     log_info("llmguardd %s started: %zu provider(s), policy %s, "
              "enforcement %s, rate limits %s", PACKAGE_VERSION,
-             srv.cfg.nproviders, config_policy_name(srv.cfg.routing_policy),
-             config_enforcement_name(srv.cfg.quota_enforcement),
-             srv.cfg.rate_limit_enabled ? "on" : "off");
+             d.cfg.nproviders, config_policy_name(d.cfg.routing_policy),
+             config_enforcement_name(d.cfg.quota_enforcement),
+             d.cfg.rate_limit_enabled ? "on" : "off");
 
-    event_base_dispatch(srv.base);
+    notify("READY=1");
 
-    http_stop(&srv);
-    permits_free(&srv);
-    server_shutdown(&srv);
-    buckets_free(&srv);
-    persist_close(&srv);
-    telemetry_free(&srv);
-    event_free(srv.sig_term);
-    event_free(srv.sig_int);
-    event_free(srv.sig_hup);
-    event_base_free(srv.base);
+    event_base_dispatch(d.base);
+
+    notify("STOPPING=1");
+    stop(&d);
+    event_free(sig_term);
+    event_free(sig_int);
+    event_free(sig_hup);
+    event_base_free(d.base);
     log_info("stopped");
     return 0;
 }

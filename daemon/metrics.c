@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define HASH_NONFATAL_OOM 1 /* a failed add leaves hh.tbl NULL */
 #include <uthash.h>
 
 #include "metrics.h"
@@ -25,8 +26,8 @@ static const double latency_bounds_ms[] = {
 static const struct metrics_family_info families[METRIC__COUNT] = {
     [METRIC_REQUESTS_TOTAL] = {
         METRIC_REQUESTS_TOTAL, "llm_requests_total",
-        "LLM request attempts reported, by provider and workflow.",
-        METRIC_COUNTER, 2, { "provider", "workflow_id" }, 0, NULL,
+        "LLM request attempts reported, by provider, workflow and outcome.",
+        METRIC_COUNTER, 3, { "provider", "workflow_id", "outcome" }, 0, NULL,
     },
     [METRIC_RATE_LIMITED_TOTAL] = {
         METRIC_RATE_LIMITED_TOTAL, "llm_rate_limited_total",
@@ -74,10 +75,21 @@ static const struct metrics_family_info families[METRIC__COUNT] = {
         "Trace spans dropped: export queue full or export failed.",
         METRIC_COUNTER, 0, { NULL }, 0, NULL,
     },
+    [METRIC_PROVIDER_DEGRADED] = {
+        METRIC_PROVIDER_DEGRADED, "llmguard_provider_degraded",
+        "1 while the provider is degraded (in cooldown after a fault), "
+        "else 0.",
+        METRIC_GAUGE, 1, { "provider" }, 0, NULL,
+    },
+    [METRIC_PROVIDER_AVAILABLE_LLM_TOKENS] = {
+        METRIC_PROVIDER_AVAILABLE_LLM_TOKENS, "provider_available_llm_tokens",
+        "LLM tokens now available in the provider's TOKENS_PER_MIN bucket.",
+        METRIC_GAUGE, 1, { "provider" }, 0, NULL,
+    },
 };
 
 static const char *const other_values[METRICS_MAX_LABELS] = {
-    METRICS_OTHER, METRICS_OTHER,
+    METRICS_OTHER, METRICS_OTHER, METRICS_OTHER,
 };
 
 /*
@@ -252,6 +264,10 @@ series_get(struct metrics *m, enum metric_id id, const char *const *values)
     if ((s = series_new(m, fi)) == NULL)
         return NULL;
     HASH_ADD_KEYPTR(hh, f->series, s->key, s->keylen, s);
+    if (s->hh.tbl == NULL) {        /* out of memory: the update is lost */
+        free(s);
+        return NULL;
+    }
     if (!other)
         f->n_capped++;
     return s;

@@ -1,6 +1,6 @@
 /*
  * metrics.h — the metrics registry and its Prometheus renderer
- * (DESIGN.md §9).
+ * (llmguardd(8), "Metrics").
  *
  * Pure module: no I/O except writing into a FILE * the caller gives, no
  * clock reads, no globals.  Not thread-safe: one registry is used by one
@@ -50,7 +50,7 @@
 
 #define METRICS_DEFAULT_MAX_SERIES 10000
 #define METRICS_OTHER "__other__"
-#define METRICS_MAX_LABELS 2
+#define METRICS_MAX_LABELS 3
 
 enum metric_type {
     METRIC_COUNTER,
@@ -60,7 +60,7 @@ enum metric_type {
 
 /* Labels in braces, in the order the caller passes their values. */
 enum metric_id {
-    METRIC_REQUESTS_TOTAL,              /* {provider, workflow_id} */
+    METRIC_REQUESTS_TOTAL,              /* {provider, workflow_id, outcome} */
     METRIC_RATE_LIMITED_TOTAL,          /* {provider} */
     METRIC_FAILOVERS_TOTAL,             /* {from_provider, to_provider} */
     METRIC_QUOTA_EXCEEDED_TOTAL,        /* {workflow_id, tenant_id} */
@@ -69,6 +69,8 @@ enum metric_id {
     METRIC_REQUEST_LATENCY_MS,          /* histogram {provider} */
     METRIC_STORE_WRITE_ERRORS_TOTAL,    /* no labels */
     METRIC_TRACE_SPANS_DROPPED_TOTAL,   /* no labels */
+    METRIC_PROVIDER_DEGRADED,           /* gauge {provider} */
+    METRIC_PROVIDER_AVAILABLE_LLM_TOKENS,   /* gauge {provider} */
     METRIC__COUNT
 };
 

@@ -3,11 +3,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buckets.h"
+#include "clock.h"
+#include "daemon.h"
 #include "log.h"
 #include "permits.h"
 #include "persist.h"
-#include "router.h"
 #include "quota.h"
+#include "request.h"
+#include "router.h"
 #include "server.h"
 #include "telemetry.h"
 
@@ -15,11 +19,12 @@
  * A handler answers with conn_reply() and returns 0, or fills e and returns
  * -1 for the dispatcher to send the error.
  */
-typedef int (*op_handler)(struct conn *c, struct proto_req *req,
-                          struct proto_error *e);
+typedef int (*op_handler)(struct daemon *d, struct conn *c,
+                          struct proto_req *req, struct proto_error *e);
 
 static int
-op_hello(struct conn *c, struct proto_req *req, struct proto_error *e)
+op_hello(struct daemon *d, struct conn *c, struct proto_req *req,
+         struct proto_error *e)
 {
     struct proto_hello_rep rep = { 0 };
     static const char server[] = "llmguardd " PACKAGE_VERSION;
@@ -37,35 +42,35 @@ op_hello(struct conn *c, struct proto_req *req, struct proto_error *e)
 }
 
 static int
-op_ping(struct conn *c, struct proto_req *req, struct proto_error *e)
+op_ping(struct daemon *d, struct conn *c, struct proto_req *req,
+        struct proto_error *e)
 {
     struct proto_ping_rep rep = { 0 };
 
-    rep.uptime_s = server_now_mono() - c->srv->started_mono_s;
-    PROTO_SET(&rep, 0);
+    rep.uptime_s = clock_mono() - d->started_mono_s;
+    PROTO_SET(&rep, PROTO_PING_REP_UPTIME_S);
     conn_reply(c, PROTO_OP_PING, req->id, &rep);
     return 0;
 }
 
 /* The provider a request names, or NULL with unknown_provider in e. */
 static struct provider *
-find_provider(struct conn *c, const struct proto_str *name,
+find_provider(struct daemon *d, const struct proto_str *name,
               struct proto_error *e)
 {
-    struct server *srv = c->srv;
-    struct provider *p = buckets_find(srv, name->ptr, name->len);
+    struct provider *p = buckets_find(d->buckets, name->ptr, name->len);
+    size_t n = buckets_count(d->buckets), off = 0;
     char known[256] = "";
-    size_t off = 0;
 
     if (p != NULL)
         return p;
-    for (size_t i = 0; i < srv->nproviders && off < sizeof(known); i++)
+    for (size_t i = 0; i < n && off < sizeof(known); i++)
         off += (size_t)snprintf(known + off, sizeof(known) - off, "%s%s",
-                                i ? ", " : "", srv->providers[i].name);
+                                i ? ", " : "", buckets_at(d->buckets, i)->name);
     proto_error_set(e, PROTO_E_UNKNOWN_PROVIDER,
                     "unknown provider '%.*s' (configured: %s)",
                     (int)(name->len > 64 ? 64 : name->len), name->ptr,
-                    srv->nproviders ? known : "none");
+                    n ? known : "none");
     return NULL;
 }
 
@@ -109,12 +114,13 @@ acquire_done(struct waiter *w, bool granted, double now_s)
 }
 
 static int
-op_acquire(struct conn *c, struct proto_req *req, struct proto_error *e)
+op_acquire(struct daemon *d, struct conn *c, struct proto_req *req,
+           struct proto_error *e)
 {
     const struct proto_acquire_req *a = &req->u.acquire;
-    struct provider *p = find_provider(c, &a->provider, e);
-    uint64_t n = PROTO_HAS(a, 1) ? a->tokens : 1;
-    double now = server_now_mono();
+    struct provider *p = find_provider(d, &a->provider, e);
+    uint64_t n = PROTO_HAS(a, PROTO_ACQUIRE_REQ_TOKENS) ? a->tokens : 1;
+    double now = clock_mono();
     struct proto_acquire_rep rep = { 0 };
     struct waiter *w;
 
@@ -143,18 +149,23 @@ op_acquire(struct conn *c, struct proto_req *req, struct proto_error *e)
     w->id = req->id;
     w->started_s = now;
     w->done = acquire_done;
-    buckets_wait(p, w, (uint32_t)n, a->llm_tokens, now + a->timeout_ms / 1e3);
+    if (buckets_wait(p, w, (uint32_t)n, a->llm_tokens,
+                     now + a->timeout_ms / 1e3) < 0) {
+        free(w);
+        return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
+    }
     return 0;
 }
 
 static int
-op_release(struct conn *c, struct proto_req *req, struct proto_error *e)
+op_release(struct daemon *d, struct conn *c, struct proto_req *req,
+           struct proto_error *e)
 {
     const struct proto_release_req *r = &req->u.release;
-    struct provider *p = find_provider(c, &r->provider, e);
-    uint64_t n = PROTO_HAS(r, 1) ? r->tokens : 1;
+    struct provider *p = find_provider(d, &r->provider, e);
+    uint64_t n = PROTO_HAS(r, PROTO_RELEASE_REQ_TOKENS) ? r->tokens : 1;
     struct proto_release_rep rep = { 0 };
-    double now = server_now_mono();
+    double now = clock_mono();
 
     if (p == NULL)
         return -1;
@@ -168,12 +179,12 @@ op_release(struct conn *c, struct proto_req *req, struct proto_error *e)
 }
 
 static int
-op_limiter_status(struct conn *c, struct proto_req *req,
+op_limiter_status(struct daemon *d, struct conn *c, struct proto_req *req,
                   struct proto_error *e)
 {
-    struct provider *p = find_provider(c, &req->u.limiter_status.provider, e);
+    struct provider *p = find_provider(d, &req->u.limiter_status.provider, e);
     struct proto_limiter_status_rep rep = { 0 };
-    double now = server_now_mono();
+    double now = clock_mono();
 
     if (p == NULL)
         return -1;
@@ -185,247 +196,219 @@ op_limiter_status(struct conn *c, struct proto_req *req,
     rep.tokens_per_min = p->bucket.cfg.tokens_per_min;
     if (rep.tokens_per_min > 0) {
         rep.available_llm_tokens = limiter_available_llm(&p->bucket, now);
-        PROTO_SET(&rep, 6);
+        PROTO_SET(&rep, PROTO_LIMITER_STATUS_REP_AVAILABLE_LLM_TOKENS);
     }
     conn_reply(c, PROTO_OP_LIMITER_STATUS, req->id, &rep);
     return 0;
 }
 
-static int
-op_status(struct conn *c, struct proto_req *req, struct proto_error *e)
+/* Provider i as status shows it; now is monotonic, wall the same instant
+ * on the wall clock. */
+static void
+provider_status(struct daemon *d, size_t i, double now, double wall,
+                struct proto_provider_status *ps)
 {
-    struct server *srv = c->srv;
+    struct provider *p = buckets_at(d->buckets, i);
+    struct router_status rs;
+
+    memset(ps, 0, sizeof(*ps));
+    ps->name = request_str(p->name);
+    ps->available_tokens = limiter_available(&p->bucket, now);
+    ps->rate_per_sec = p->bucket.cfg.rate_per_sec;
+    ps->max_tokens = p->bucket.cfg.burst;
+    ps->waiters = limiter_waiters(&p->bucket);
+    ps->tokens_per_min = p->bucket.cfg.tokens_per_min;
+    router_status(permits_router(d->permits), (int)i, now, &rs);
+    ps->state = request_str(rs.healthy ? "healthy" : "degraded");
+    ps->cooldown_remaining_s = rs.cooldown_remaining_s;
+    ps->latency_ewma_ms = rs.latency_ewma_ms;
+    if (rs.latency_samples > 0)
+        PROTO_SET(ps, PROTO_PROVIDER_STATUS_LATENCY_EWMA_MS);
+    if (!rs.healthy) {
+        ps->cooldown_cause = request_str(router_outcome_name(rs.cause));
+        ps->cooldown_since = wall - (now - rs.fault_s);
+        ps->has |= PROTO_BIT(PROTO_PROVIDER_STATUS_COOLDOWN_CAUSE) |
+                   PROTO_BIT(PROTO_PROVIDER_STATUS_COOLDOWN_SINCE);
+        if (rs.retry_after_s > 0) {
+            ps->retry_after_s = rs.retry_after_s;
+            PROTO_SET(ps, PROTO_PROVIDER_STATUS_RETRY_AFTER_S);
+        }
+    }
+    if (p->bucket.cfg.tokens_per_min > 0) {
+        ps->available_llm_tokens = limiter_available_llm(&p->bucket, now);
+        PROTO_SET(ps, PROTO_PROVIDER_STATUS_AVAILABLE_LLM_TOKENS);
+    }
+}
+
+/* The daemon's own fields of status. */
+static void
+daemon_status(struct daemon *d, double now, struct proto_status_rep *rep)
+{
+    static const char version[] = PACKAGE_VERSION;
+    struct persist_state ps;
+
+    persist_state(d->persist, &ps);
+    rep->version = request_str(version);
+    rep->env_file = request_str(d->cfg.env_file);
+    rep->database = request_str(d->cfg.db_path);
+    rep->uptime_s = now - d->started_mono_s;
+    rep->connections = server_nconns(d->server);
+    rep->open_permits = permits_open(d->permits);
+    rep->last_flush = ps.last_flush_s;
+    rep->store = request_str(ps.failing ? "failing" : "ok");
+    rep->store_error = request_str(ps.error);
+    rep->has |= PROTO_BIT(PROTO_STATUS_REP_VERSION) |
+                PROTO_BIT(PROTO_STATUS_REP_ENV_FILE) |
+                PROTO_BIT(PROTO_STATUS_REP_DATABASE) |
+                PROTO_BIT(PROTO_STATUS_REP_UPTIME_S) |
+                PROTO_BIT(PROTO_STATUS_REP_CONNECTIONS) |
+                PROTO_BIT(PROTO_STATUS_REP_OPEN_PERMITS) |
+                PROTO_BIT(PROTO_STATUS_REP_STORE);
+    if (ps.last_flush_s > 0)
+        PROTO_SET(rep, PROTO_STATUS_REP_LAST_FLUSH);
+    if (ps.failing)
+        PROTO_SET(rep, PROTO_STATUS_REP_STORE_ERROR);
+}
+
+void
+ops_refresh_gauges(struct telemetry *t, void *arg)
+{
+    struct daemon *d = arg;
+    double now = clock_mono();
+
+    for (size_t i = 0; i < buckets_count(d->buckets); i++) {
+        struct provider *p = buckets_at(d->buckets, i);
+        bool llm = p->bucket.cfg.tokens_per_min > 0;
+        telemetry_provider(t, p->name, limiter_available(&p->bucket, now),
+                           llm ? limiter_available_llm(&p->bucket, now) : NAN,
+                           !router_is_healthy(permits_router(d->permits),
+                                              (int)i, now));
+    }
+}
+
+static int
+op_status(struct daemon *d, struct conn *c, struct proto_req *req,
+          struct proto_error *e)
+{
     struct proto_status_rep rep = { 0 };
     struct proto_provider_status *ps = NULL;
-    double now = server_now_mono();
+    size_t n = buckets_count(d->buckets);
+    double now = clock_mono(), wall = clock_wall();
 
-    rep.enabled = srv->cfg.rate_limit_enabled;
-    rep.policy.ptr = config_policy_name(srv->cfg.routing_policy);
-    rep.policy.len = (uint32_t)strlen(rep.policy.ptr);
-    rep.enforcement.ptr = config_enforcement_name(srv->cfg.quota_enforcement);
-    rep.enforcement.len = (uint32_t)strlen(rep.enforcement.ptr);
-    rep.window_days = srv->cfg.quota_window_days;
-    if (srv->nproviders > 0) {
-        ps = msgpack_zone_malloc(&c->zone, sizeof(*ps) * srv->nproviders);
-        if (ps == NULL)
-            return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
-        memset(ps, 0, sizeof(*ps) * srv->nproviders);
-    }
-    for (size_t i = 0; i < srv->nproviders; i++) {
-        struct provider *p = &srv->providers[i];
-        ps[i].name.ptr = p->name;
-        ps[i].name.len = (uint32_t)strlen(p->name);
-        ps[i].available_tokens = limiter_available(&p->bucket, now);
-        ps[i].rate_per_sec = p->bucket.cfg.rate_per_sec;
-        ps[i].max_tokens = p->bucket.cfg.burst;
-        ps[i].waiters = limiter_waiters(&p->bucket);
-        ps[i].tokens_per_min = p->bucket.cfg.tokens_per_min;
-        struct router_status rs;
-        router_status(srv->router, (int)i, now, &rs);
-        ps[i].state.ptr = rs.healthy ? "healthy" : "degraded";
-        ps[i].state.len = (uint32_t)strlen(ps[i].state.ptr);
-        ps[i].cooldown_remaining_s = rs.cooldown_remaining_s;
-        ps[i].latency_ewma_ms = rs.latency_ewma_ms;
-        if (rs.latency_samples > 0)
-            PROTO_SET(&ps[i], 8);
-    }
+    rep.enabled = d->cfg.rate_limit_enabled;
+    rep.policy = request_str(config_policy_name(d->cfg.routing_policy));
+    rep.enforcement =
+        request_str(config_enforcement_name(d->cfg.quota_enforcement));
+    rep.window_days = d->cfg.quota_window_days;
+    if (n > 0 &&
+        (ps = msgpack_zone_malloc(conn_zone(c), sizeof(*ps) * n)) == NULL)
+        return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
+    for (size_t i = 0; i < n; i++)
+        provider_status(d, i, now, wall, &ps[i]);
     rep.providers.v = ps;
-    rep.providers.n = (uint32_t)srv->nproviders;
+    rep.providers.n = (uint32_t)n;
+    daemon_status(d, now, &rep);
     conn_reply(c, PROTO_OP_STATUS, req->id, &rep);
     return 0;
 }
 
 /* ---- quotas ------------------------------------------------------------ */
 
-/*
- * Copy the wire id s of field into buf (QUOTA_ID_MAX + 1 bytes) as a C
- * string; -1 with bad_request when it is empty, too long or holds a NUL or
- * a control character.
- */
-int
-ops_id_arg(const struct proto_str *s, const char *field, char *buf,
-       struct proto_error *e)
-{
-    if (s->len == 0 || s->len > QUOTA_ID_MAX)
-        return proto_error_set(e, PROTO_E_BAD_REQUEST, "%s must be 1 to %d "
-                               "bytes, not %u", field, QUOTA_ID_MAX, s->len);
-    if (memchr(s->ptr, '\0', s->len) != NULL)
-        return proto_error_set(e, PROTO_E_BAD_REQUEST, "%s holds a NUL byte",
-                               field);
-    memcpy(buf, s->ptr, s->len);
-    buf[s->len] = '\0';
-    if (quota_id_valid(buf) < 0)
-        return proto_error_set(e, PROTO_E_BAD_REQUEST, "%s holds a control "
-                               "character", field);
-    return 0;
-}
-
-/* The workflow and/or tenant of a request: NULL when absent. */
-struct subjects {
-    char wbuf[QUOTA_ID_MAX + 1], tbuf[QUOTA_ID_MAX + 1];
-    const char *workflow, *tenant;
-};
-
 static int
-subjects_arg(const struct proto_str *wf, bool has_wf, const struct proto_str *tn,
-             bool has_tn, struct subjects *s, struct proto_error *e)
-{
-    s->workflow = s->tenant = NULL;
-    if (has_wf) {
-        if (ops_id_arg(wf, "workflow_id", s->wbuf, e) < 0)
-            return -1;
-        s->workflow = s->wbuf;
-    }
-    if (has_tn) {
-        if (ops_id_arg(tn, "tenant_id", s->tbuf, e) < 0)
-            return -1;
-        s->tenant = s->tbuf;
-    }
-    if (s->workflow == NULL && s->tenant == NULL)
-        return proto_error_set(e, PROTO_E_BAD_REQUEST,
-                               "give workflow_id, tenant_id or both");
-    return 0;
-}
-
-/* Exactly one subject: for quota_status, quota_set and quota_reset. */
-struct one_subject {
-    struct subjects s;
-    enum quota_kind kind;
-    const char *id;                     /* s.workflow or s.tenant */
-    char subject[QUOTA_SUBJECT_MAX];    /* "workflow:<id>", "tenant:<id>" */
-};
-
-static int
-one_subject_arg(const struct proto_quota_subject_req *r, struct one_subject *o,
-                struct proto_error *e)
-{
-    if (subjects_arg(&r->workflow_id, PROTO_HAS(r, 0), &r->tenant_id,
-                     PROTO_HAS(r, 1), &o->s, e) < 0)
-        return -1;
-    if (o->s.workflow != NULL && o->s.tenant != NULL)
-        return proto_error_set(e, PROTO_E_BAD_REQUEST,
-                               "give workflow_id or tenant_id, not both");
-    o->kind = o->s.workflow != NULL ? QUOTA_WORKFLOW : QUOTA_TENANT;
-    o->id = o->s.workflow != NULL ? o->s.workflow : o->s.tenant;
-    quota_subject(o->subject, sizeof(o->subject), o->kind, o->id);
-    return 0;
-}
-
-static struct proto_str
-cstr(const char *s)
-{
-    struct proto_str p = { s, (uint32_t)strlen(s) };
-    return p;
-}
-
-/* Fill quota_exceeded for a hard rejection by d. */
-int
-ops_quota_exceeded(const struct quota_decision *d, struct proto_error *e)
-{
-    proto_error_set(e, PROTO_E_QUOTA_EXCEEDED, "%s would exceed its quota: "
-                    "%lld of %lld tokens used", d->subject,
-                    (long long)d->used, (long long)d->limit);
-    snprintf(e->subject, sizeof(e->subject), "%s", d->subject);
-    e->detail.subject = cstr(e->subject);
-    e->detail.tokens_used = (uint64_t)d->used;
-    e->detail.tokens_limit = (uint64_t)d->limit;
-    e->detail.reset_at = d->reset_at_s;
-    PROTO_SET(&e->detail, PROTO_ERR_SUBJECT);
-    PROTO_SET(&e->detail, PROTO_ERR_TOKENS_USED);
-    PROTO_SET(&e->detail, PROTO_ERR_TOKENS_LIMIT);
-    if (d->has_reset_at)
-        PROTO_SET(&e->detail, PROTO_ERR_RESET_AT);
-    return -1;
-}
-
-static int
-op_quota_reserve(struct conn *c, struct proto_req *req, struct proto_error *e)
+op_quota_reserve(struct daemon *d, struct conn *c, struct proto_req *req,
+                 struct proto_error *e)
 {
     const struct proto_quota_reserve_req *r = &req->u.quota_reserve;
     struct proto_quota_reserve_rep rep = { 0 };
-    struct quota_decision d;
+    bool enabled = d->cfg.rate_limit_enabled;
+    struct quota_decision qd;
     struct subjects s;
 
-    if (subjects_arg(&r->workflow_id, PROTO_HAS(r, 0), &r->tenant_id,
-                     PROTO_HAS(r, 1), &s, e) < 0)
+    if (request_subjects(&r->workflow_id,
+                         PROTO_HAS(r, PROTO_QUOTA_RESERVE_REQ_WORKFLOW_ID),
+                         &r->tenant_id,
+                         PROTO_HAS(r, PROTO_QUOTA_RESERVE_REQ_TENANT_ID), &s,
+                         e) < 0)
         return -1;
     if (r->tokens > INT64_MAX)
         return proto_error_set(e, PROTO_E_BAD_REQUEST, "tokens too large");
-    /* Disabled: the numbers as they are, nothing charged, always allowed
-     * (reserving 0 only looks). */
-    bool enabled = c->srv->cfg.rate_limit_enabled;
-    if (quota_reserve(c->srv->quota, s.workflow, s.tenant,
-                      enabled ? (int64_t)r->tokens : 0, server_now_wall(),
-                      &d) < 0)
-        return proto_error_set(e, PROTO_E_INTERNAL, "quota_reserve failed");
-    if (!enabled) {
-        d.allowed = true;
-        d.over_quota = false;
+    if (enabled) {
+        if (request_quota_gate(d->quota, d->telemetry, s.workflow, s.tenant,
+                               (int64_t)r->tokens, clock_wall(), &qd, e) < 0)
+            return -1;
+    } else {
+        /* Disabled: the numbers as they are, nothing charged, always
+         * allowed (reserving 0 only looks). */
+        if (quota_reserve(d->quota, s.workflow, s.tenant, 0, clock_wall(),
+                          &qd) < 0)
+            return proto_error_set(e, PROTO_E_INTERNAL,
+                                   "quota_reserve failed");
+        qd.allowed = true;
+        qd.over_quota = false;
+        telemetry_quota_remaining(d->telemetry, d->quota, s.workflow);
     }
-    if (d.over_quota)
-        telemetry_quota_exceeded(c->srv, s.workflow, s.tenant);
-    if (!d.allowed)
-        return ops_quota_exceeded(&d, e);
-    telemetry_quota_remaining(c->srv, s.workflow);
-    if (d.over_quota && d.used - (int64_t)r->tokens <= d.limit)
-        log_warn("%s went over its quota (soft): %lld of %lld tokens used",
-                 d.subject, (long long)d.used, (long long)d.limit);
     rep.allowed = true;
-    rep.over_quota = d.over_quota;
-    rep.subject = cstr(d.subject);
-    rep.tokens_used = (uint64_t)d.used;
-    rep.tokens_limit = (uint64_t)d.limit;
-    rep.tokens_remaining = (uint64_t)d.remaining;
-    rep.reset_at = d.reset_at_s;
-    if (d.has_reset_at)
-        PROTO_SET(&rep, 6);
-    rep.reservation = d.slot_start_ms;
-    persist_reply(c, PROTO_OP_QUOTA_RESERVE, req->id, &rep,
+    rep.over_quota = qd.over_quota;
+    rep.subject = request_str(qd.subject);
+    rep.tokens_used = (uint64_t)qd.used;
+    rep.tokens_limit = (uint64_t)qd.limit;
+    rep.tokens_remaining = (uint64_t)qd.remaining;
+    rep.reset_at = qd.reset_at_s;
+    if (qd.has_reset_at)
+        PROTO_SET(&rep, PROTO_QUOTA_RESERVE_REP_RESET_AT);
+    rep.reservation = qd.slot_start_ms;
+    persist_reply(d->persist, c, PROTO_OP_QUOTA_RESERVE, req->id, &rep,
                   enabled && r->tokens > 0);
     return 0;
 }
 
 static int
-op_quota_commit(struct conn *c, struct proto_req *req, struct proto_error *e)
+op_quota_commit(struct daemon *d, struct conn *c, struct proto_req *req,
+                struct proto_error *e)
 {
     const struct proto_quota_commit_req *r = &req->u.quota_commit;
     struct proto_quota_commit_rep rep = { 0 };
+    bool enabled = d->cfg.rate_limit_enabled;
+    double now = clock_wall();
     struct subjects s;
 
-    if (subjects_arg(&r->workflow_id, PROTO_HAS(r, 0), &r->tenant_id,
-                     PROTO_HAS(r, 1), &s, e) < 0)
+    if (request_subjects(&r->workflow_id,
+                         PROTO_HAS(r, PROTO_QUOTA_COMMIT_REQ_WORKFLOW_ID),
+                         &r->tenant_id,
+                         PROTO_HAS(r, PROTO_QUOTA_COMMIT_REQ_TENANT_ID), &s,
+                         e) < 0)
         return -1;
     if (r->estimate > INT64_MAX || r->actual > INT64_MAX)
         return proto_error_set(e, PROTO_E_BAD_REQUEST, "tokens too large");
     /* A reservation is the start of a slot that has been: never later
      * than the current slot (it would never leave the window). */
-    double now = server_now_wall();
     if (r->reservation > (int64_t)(now * 1e3) ||
-        r->reservation % quota_slot_ms(c->srv->quota) != 0)
+        r->reservation % quota_slot_ms(d->quota) != 0)
         return proto_error_set(e, PROTO_E_BAD_REQUEST, "reservation %lld is "
                                "not one quota_reserve gave",
                                (long long)r->reservation);
-    if (c->srv->cfg.rate_limit_enabled &&
-        quota_commit(c->srv->quota, s.workflow, s.tenant, r->reservation,
-                     (int64_t)r->estimate, (int64_t)r->actual, now) < 0)
+    if (enabled && quota_commit(d->quota, s.workflow, s.tenant,
+                                r->reservation, (int64_t)r->estimate,
+                                (int64_t)r->actual, now) < 0)
         return proto_error_set(e, PROTO_E_INTERNAL, "quota_commit failed");
-    persist_reply(c, PROTO_OP_QUOTA_COMMIT, req->id, &rep,
-                  c->srv->cfg.rate_limit_enabled && r->estimate != r->actual);
+    persist_reply(d->persist, c, PROTO_OP_QUOTA_COMMIT, req->id, &rep,
+                  enabled && r->estimate != r->actual);
     return 0;
 }
 
 static int
-op_quota_status(struct conn *c, struct proto_req *req, struct proto_error *e)
+op_quota_status(struct daemon *d, struct conn *c, struct proto_req *req,
+                struct proto_error *e)
 {
     struct proto_quota_status_rep rep = { 0 };
     struct quota_status st;
     struct one_subject o;
 
-    if (one_subject_arg(&req->u.quota_subject, &o, e) < 0)
+    if (request_one_subject(&req->u.quota_subject, &o, e) < 0)
         return -1;
-    if (quota_status(c->srv->quota, o.kind, o.id, server_now_wall(), &st) < 0)
+    if (quota_status(d->quota, o.kind, o.id, clock_wall(), &st) < 0)
         return proto_error_set(e, PROTO_E_INTERNAL, "quota_status failed");
-    rep.subject = cstr(o.subject);
+    rep.subject = request_str(o.subject);
     rep.tokens_used = (uint64_t)st.tokens_used;
     rep.tokens_remaining = (uint64_t)st.tokens_remaining;
     rep.tokens_limit = (uint64_t)st.tokens_limit;
@@ -433,60 +416,158 @@ op_quota_status(struct conn *c, struct proto_req *req, struct proto_error *e)
     rep.window_end = st.window_end_s;
     rep.reset_at = st.reset_at_s;
     if (st.has_reset_at)
-        PROTO_SET(&rep, 6);
+        PROTO_SET(&rep, PROTO_QUOTA_STATUS_REP_RESET_AT);
+    rep.known = st.known;
+    PROTO_SET(&rep, PROTO_QUOTA_STATUS_REP_KNOWN);
     conn_reply(c, PROTO_OP_QUOTA_STATUS, req->id, &rep);
     return 0;
 }
 
 static int
-op_quota_set(struct conn *c, struct proto_req *req, struct proto_error *e)
+op_quota_set(struct daemon *d, struct conn *c, struct proto_req *req,
+             struct proto_error *e)
 {
     const struct proto_quota_subject_req *r = &req->u.quota_subject;
     struct proto_quota_set_rep rep = { 0 };
     struct one_subject o;
 
-    if (one_subject_arg(r, &o, e) < 0)
+    if (request_one_subject(r, &o, e) < 0)
         return -1;
     if (r->limit > INT64_MAX)
         return proto_error_set(e, PROTO_E_BAD_REQUEST, "limit too large");
-    if (quota_set(c->srv->quota, o.kind, o.id, (int64_t)r->limit) < 0)
+    if (quota_set(d->quota, o.kind, o.id, (int64_t)r->limit) < 0)
         return proto_error_set(e, PROTO_E_INTERNAL, "quota_set failed");
-    log_info("uid %u set the quota of %s to %llu tokens", (unsigned)c->uid,
-             o.subject, (unsigned long long)r->limit);
-    rep.subject = cstr(o.subject);
+    log_info("uid %u set the quota of %s to %llu tokens",
+             (unsigned)conn_uid(c), o.subject, (unsigned long long)r->limit);
+    rep.subject = request_str(o.subject);
     rep.tokens_limit = r->limit;
-    persist_reply(c, PROTO_OP_QUOTA_SET, req->id, &rep, true);
+    persist_reply(d->persist, c, PROTO_OP_QUOTA_SET, req->id, &rep, true);
     return 0;
 }
 
 static int
-op_quota_reset(struct conn *c, struct proto_req *req, struct proto_error *e)
+op_quota_reset(struct daemon *d, struct conn *c, struct proto_req *req,
+               struct proto_error *e)
 {
     struct proto_quota_reset_rep rep = { 0 };
     struct one_subject o;
 
-    if (one_subject_arg(&req->u.quota_subject, &o, e) < 0)
+    if (request_one_subject(&req->u.quota_subject, &o, e) < 0)
         return -1;
-    if (quota_reset(c->srv->quota, o.kind, o.id) < 0)
+    if (quota_reset(d->quota, o.kind, o.id) < 0)
         return proto_error_set(e, PROTO_E_INTERNAL, "quota_reset failed");
-    log_info("uid %u reset the usage of %s", (unsigned)c->uid, o.subject);
-    rep.subject = cstr(o.subject);
-    persist_reply(c, PROTO_OP_QUOTA_RESET, req->id, &rep, true);
+    log_info("uid %u reset the usage of %s", (unsigned)conn_uid(c),
+             o.subject);
+    rep.subject = request_str(o.subject);
+    persist_reply(d->persist, c, PROTO_OP_QUOTA_RESET, req->id, &rep, true);
     return 0;
 }
 
 static int
-op_reload(struct conn *c, struct proto_req *req, struct proto_error *e)
+op_quota_unset(struct daemon *d, struct conn *c, struct proto_req *req,
+               struct proto_error *e)
+{
+    struct proto_quota_unset_rep rep = { 0 };
+    struct quota_status st;
+    struct one_subject o;
+
+    if (request_one_subject(&req->u.quota_subject, &o, e) < 0)
+        return -1;
+    if (quota_unset(d->quota, o.kind, o.id) < 0 ||
+        quota_status(d->quota, o.kind, o.id, clock_wall(), &st) < 0)
+        return proto_error_set(e, PROTO_E_INTERNAL, "quota_unset failed");
+    log_info("uid %u dropped the quota override of %s", (unsigned)conn_uid(c),
+             o.subject);
+    rep.subject = request_str(o.subject);
+    rep.tokens_limit = (uint64_t)st.tokens_limit;
+    persist_reply(d->persist, c, PROTO_OP_QUOTA_UNSET, req->id, &rep, true);
+    return 0;
+}
+
+#define QUOTA_LIST_DEFAULT 20
+#define QUOTA_LIST_MAX 100      /* 100 ids of 256 bytes fit in a frame */
+
+static int
+op_quota_list(struct daemon *d, struct conn *c, struct proto_req *req,
+              struct proto_error *e)
+{
+    const struct proto_quota_list_req *r = &req->u.quota_list;
+    struct proto_quota_list_rep rep = { 0 };
+    uint64_t n = PROTO_HAS(r, PROTO_QUOTA_LIST_REQ_TOP) ? r->top :
+                 QUOTA_LIST_DEFAULT;
+    struct proto_quota_entry *out;
+    struct quota_entry *top;
+    size_t count, total;
+
+    if (n < 1 || n > QUOTA_LIST_MAX)
+        return proto_error_set(e, PROTO_E_BAD_REQUEST, "top must be 1 to %d, "
+                               "not %llu", QUOTA_LIST_MAX,
+                               (unsigned long long)n);
+    top = msgpack_zone_malloc(conn_zone(c), sizeof(*top) * n);
+    out = msgpack_zone_malloc(conn_zone(c), sizeof(*out) * n);
+    if (top == NULL || out == NULL)
+        return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
+    if (quota_top(d->quota, r->tenant ? QUOTA_TENANT : QUOTA_WORKFLOW,
+                  clock_wall(), top, n, &count, &total) < 0)
+        return proto_error_set(e, PROTO_E_INTERNAL, "quota_list failed");
+    for (size_t i = 0; i < count; i++) {
+        memset(&out[i], 0, sizeof(out[i]));
+        out[i].subject = request_str(top[i].subject);
+        out[i].tokens_used = (uint64_t)top[i].st.tokens_used;
+        out[i].tokens_limit = (uint64_t)top[i].st.tokens_limit;
+        out[i].tokens_remaining = (uint64_t)top[i].st.tokens_remaining;
+        out[i].override = top[i].st.has_override;
+    }
+    rep.subjects.v = out;
+    rep.subjects.n = (uint32_t)count;
+    rep.total = total;
+    conn_reply(c, PROTO_OP_QUOTA_LIST, req->id, &rep);
+    return 0;
+}
+
+/* ---- ops served by a subsystem ----------------------------------------- */
+
+static int
+op_select_provider(struct daemon *d, struct conn *c, struct proto_req *req,
+                   struct proto_error *e)
+{
+    return permits_select_provider(d->permits, c, req, e);
+}
+
+static int
+op_permit(struct daemon *d, struct conn *c, struct proto_req *req,
+          struct proto_error *e)
+{
+    return permits_permit(d->permits, c, req, e);
+}
+
+static int
+op_report(struct daemon *d, struct conn *c, struct proto_req *req,
+          struct proto_error *e)
+{
+    return permits_report(d->permits, c, req, e);
+}
+
+static int
+op_metrics(struct daemon *d, struct conn *c, struct proto_req *req,
+           struct proto_error *e)
+{
+    return telemetry_op_metrics(d->telemetry, c, req, e);
+}
+
+static int
+op_reload(struct daemon *d, struct conn *c, struct proto_req *req,
+          struct proto_error *e)
 {
     struct proto_reload_rep rep = { 0 };
     char err[PROTO_ERRMSG_MAX];
 
-    log_info("uid %u asked for a reload", (unsigned)c->uid);
-    if (server_reload(c->srv, err, sizeof(err)) < 0)
+    log_info("uid %u asked for a reload", (unsigned)conn_uid(c));
+    if (reload_apply(d, err, sizeof(err)) < 0)
         return proto_error_set(e, PROTO_E_BAD_REQUEST, "reload refused, the "
                                "old configuration stays: %s", err);
-    rep.providers = c->srv->nproviders;
-    rep.env_file = cstr(c->srv->cfg.env_file);
+    rep.providers = buckets_count(d->buckets);
+    rep.env_file = request_str(d->cfg.env_file);
     conn_reply(c, PROTO_OP_RELOAD, req->id, &rep);
     return 0;
 }
@@ -506,22 +587,26 @@ static const struct {
     [PROTO_OP_QUOTA_STATUS] = { op_quota_status, false },
     [PROTO_OP_QUOTA_SET] = { op_quota_set, true },
     [PROTO_OP_QUOTA_RESET] = { op_quota_reset, true },
-    [PROTO_OP_SELECT_PROVIDER] = { permits_op_select_provider, false },
-    [PROTO_OP_PERMIT] = { permits_op_permit, false },
-    [PROTO_OP_REPORT] = { permits_op_report, false },
-    [PROTO_OP_METRICS] = { telemetry_op_metrics, false },
+    [PROTO_OP_SELECT_PROVIDER] = { op_select_provider, false },
+    [PROTO_OP_PERMIT] = { op_permit, false },
+    [PROTO_OP_REPORT] = { op_report, false },
+    [PROTO_OP_METRICS] = { op_metrics, false },
     [PROTO_OP_RELOAD] = { op_reload, true },
+    [PROTO_OP_QUOTA_UNSET] = { op_quota_unset, true },
+    [PROTO_OP_QUOTA_LIST] = { op_quota_list, false },
 };
 
 void
-ops_dispatch(struct conn *c, struct proto_req *req)
+ops_dispatch(struct conn *c, struct proto_req *req, void *arg)
 {
+    struct daemon *d = arg;
+    uid_t uid = conn_uid(c);
     struct proto_error e;
 
-    if (op_table[req->op].admin && c->uid != 0 && c->uid != c->srv->uid) {
+    if (op_table[req->op].admin && uid != 0 && uid != d->uid) {
         proto_error_set(&e, PROTO_E_PERMISSION_DENIED,
                         "%s is an admin op: uid %u may not use it",
-                        proto_op_name(req->op), (unsigned)c->uid);
+                        proto_op_name(req->op), (unsigned)uid);
         conn_error(c, req->id, &e);
         return;
     }
@@ -531,6 +616,6 @@ ops_dispatch(struct conn *c, struct proto_req *req)
         conn_error(c, req->id, &e);
         return;
     }
-    if (op_table[req->op].fn(c, req, &e) < 0)
+    if (op_table[req->op].fn(d, c, req, &e) < 0)
         conn_error(c, req->id, &e);
 }

@@ -1,15 +1,21 @@
 /* permits.c - permit (quota + route + token) and report, and their calls. */
+#include <assert.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 
+#define HASH_NONFATAL_OOM 1     /* a failed add leaves hh.tbl NULL */
 #include <uthash.h>
 
+#include "buckets.h"
+#include "clock.h"
 #include "log.h"
 #include "permits.h"
 #include "persist.h"
 #include "quota.h"
+#include "request.h"
 #include "router.h"
 #include "server.h"
 #include "telemetry.h"
@@ -17,17 +23,32 @@
 
 #define CALL_ID_MAX 128
 
+struct permits {
+    struct permits_deps d;
+    struct router *router;          /* index i is buckets_at(i) */
+    struct permit *table;           /* granted, unreported: uthash by id */
+    uint64_t next_id;
+    int slot;                       /* connection slot: struct conn_permits */
+};
+
+/* A connection's unreported permits and open calls, in its slot. */
+struct conn_permits {
+    TAILQ_HEAD(, permit) permits;
+    struct call *calls;             /* uthash by call_id */
+    struct permits *owner;
+};
+
 /* One logical call: every attempt that carried the same call_id. */
 struct call {
-    UT_hash_handle hh;              /* in conn->calls by id */
+    UT_hash_handle hh;              /* in conn_permits.calls by id */
     char id[CALL_ID_MAX + 1];       /* "" for a call without a call_id */
-    struct conn *conn;
-    struct server *srv;
+    struct conn_permits *cp;        /* its connection's */
+    struct permits *owner;
     unsigned attempts;              /* permits granted */
     unsigned open_permits;          /* granted, not yet reported */
     bool rate_limited;
     bool success;
-    /* What its span says (DESIGN.md §9). */
+    /* What its span says (llmguardd(8), "Traces"). */
     char workflow[QUOTA_ID_MAX + 1], tenant[QUOTA_ID_MAX + 1];
     char routed_to[CONFIG_NAME_MAX];    /* the last attempt's provider */
     uint64_t tokens_estimate;
@@ -41,10 +62,11 @@ struct call {
 
 /* A granted attempt, until its report (or its connection's end). */
 struct permit {
-    UT_hash_handle hh;              /* in srv->permits by id */
+    UT_hash_handle hh;              /* in permits.table by id */
     TAILQ_ENTRY(permit) conn_entry;
     uint64_t id;
     struct conn *conn;
+    struct conn_permits *cp;
     struct call *call;
     int provider;                   /* index, valid until the loop turns */
     char provider_name[CONFIG_NAME_MAX];    /* what a reload keeps */
@@ -55,41 +77,70 @@ struct permit {
     double started_s;               /* monotonic, when routed */
 };
 
-/* A permit waiting for a token: what the grant needs to finish it. */
+/* A permit on its way: what the grant needs to finish it, while it is
+ * checked, routed, and maybe waits for a token. */
 struct pending {
     struct permit pm;               /* filled but for id */
+    struct permits *owner;
     double wait_start_s;
     bool quota_allowed, has_remaining, all_degraded;
     uint64_t quota_remaining;
 };
 
+static const char *
+or_null(const char *id)
+{
+    return id[0] != '\0' ? id : NULL;
+}
+
+/* ---- calls ------------------------------------------------------------- */
+
 static void
 call_free(struct call *call)
 {
-    if (call->id[0] != '\0' && call->conn != NULL)
-        HASH_DEL(call->conn->calls, call);
+    if (call->id[0] != '\0' && call->cp != NULL)
+        HASH_DEL(call->cp->calls, call);
     free(call);
 }
 
-/* The call named id on c, created when new; NULL when out of memory. */
+/* c's permit state, created when new; NULL when out of memory. */
+static struct conn_permits *
+conn_permits(struct permits *p, struct conn *c)
+{
+    void **slot = conn_slot(c, p->slot);
+    struct conn_permits *cp = *slot;
+
+    if (cp == NULL && (cp = calloc(1, sizeof(*cp))) != NULL) {
+        TAILQ_INIT(&cp->permits);
+        cp->owner = p;
+        *slot = cp;
+    }
+    return cp;
+}
+
+/* The call named id on cp, created when new; NULL when out of memory. */
 static struct call *
-call_get(struct conn *c, const struct proto_str *id, bool has_id)
+call_get(struct conn_permits *cp, const struct proto_str *id, bool has_id)
 {
     struct call *call = NULL;
 
     if (has_id)
-        HASH_FIND(hh, c->calls, id->ptr, id->len, call);
+        HASH_FIND(hh, cp->calls, id->ptr, id->len, call);
     if (call != NULL)
         return call;
     if ((call = calloc(1, sizeof(*call))) == NULL)
         return NULL;
-    call->conn = c;
-    call->srv = c->srv;
+    call->cp = cp;
+    call->owner = cp->owner;
     call->quota_allowed = true;
-    call->start_unix_ns = (int64_t)(server_now_wall() * 1e9);
+    call->start_unix_ns = (int64_t)(clock_wall() * 1e9);
     if (has_id) {
         memcpy(call->id, id->ptr, id->len);
-        HASH_ADD(hh, c->calls, id, id->len, call);
+        HASH_ADD(hh, cp->calls, id, id->len, call);
+        if (call->hh.tbl == NULL) {
+            free(call);
+            return NULL;
+        }
     }
     return call;
 }
@@ -98,12 +149,11 @@ call_get(struct conn *c, const struct proto_str *id, bool has_id)
 static void
 call_span(struct call *call)
 {
-    struct trace_exporter *t = call->srv->tracer;
     struct trace_attr a[12];
     struct trace_span sp = { 0 };
     size_t n = 0;
 
-    if (t == NULL)
+    if (!telemetry_tracing(call->owner->d.telemetry))
         return;
 #define ATTR_S(k, val) a[n++] = (struct trace_attr){ k, TRACE_STR, { .s = val } }
 #define ATTR_I(k, val) a[n++] = (struct trace_attr){ k, TRACE_INT, { .i = val } }
@@ -132,13 +182,13 @@ call_span(struct call *call)
     sp.has_parent = call->has_parent;
     sp.name = "llm.call";
     sp.start_unix_ns = call->start_unix_ns;
-    sp.end_unix_ns = (int64_t)(server_now_wall() * 1e9);
+    sp.end_unix_ns = (int64_t)(clock_wall() * 1e9);
     sp.error = !call->success;
     sp.status_message = call->success ? NULL : call->attempts == 0 ?
                         "no attempt was permitted" : "the call failed";
     sp.attrs = a;
     sp.nattrs = n;
-    trace_exporter_submit(t, &sp);
+    telemetry_span(call->owner->d.telemetry, &sp);
 }
 
 /* The call is over: nothing more will be reported for it. */
@@ -152,26 +202,84 @@ call_end(struct call *call)
     call_free(call);
 }
 
-/* Return an unused reservation: the attempt never happened. */
+/* The first permit of a call: its subjects, estimate and trace context. */
 static void
-unreserve(struct server *srv, const struct permit *pm)
+call_start(struct call *call, const char *workflow, const char *tenant,
+           const struct proto_permit_req *r)
 {
-    if (!pm->charged)
-        return;
-    quota_commit(srv->quota, pm->workflow[0] ? pm->workflow : NULL,
-                 pm->tenant[0] ? pm->tenant : NULL, pm->reservation,
-                 (int64_t)pm->estimate, 0, server_now_wall());
-    persist_changed(srv);
+    memcpy(call->workflow, workflow, sizeof(call->workflow));
+    memcpy(call->tenant, tenant, sizeof(call->tenant));
+    call->tokens_estimate = r->tokens_estimate;
+    if (PROTO_HAS(r, PROTO_PERMIT_REQ_TRACEPARENT) &&
+        trace_parse_traceparent(r->traceparent.ptr, r->traceparent.len,
+                                call->trace_id, call->parent_span_id) == 0)
+        call->has_parent = true;
+    else
+        trace_random_id(call->trace_id, sizeof(call->trace_id));
+    trace_random_id(call->span_id, sizeof(call->span_id));
 }
 
-/* Resolve names[] to flags of srv->providers; -1 for an unknown name. */
+/* ---- routing ----------------------------------------------------------- */
+
+struct router *
+permits_router_new(const struct config *cfg)
+{
+    struct router_provider_conf confs[CONFIG_MAX_PROVIDERS];
+    struct router *r;
+
+    for (size_t i = 0; i < cfg->nproviders; i++) {
+        confs[i].name = cfg->providers[i].name;
+        confs[i].priority = (int)cfg->providers[i].priority;
+        confs[i].cost_per_1k_tokens = cfg->providers[i].cost_per_1k_tokens;
+    }
+    r = router_new(confs, cfg->nproviders,
+                   (enum router_policy)cfg->routing_policy,
+                   cfg->provider_cooldown_s);
+    if (r == NULL)
+        log_error("%s: out of memory", __func__);
+    return r;
+}
+
+void
+permits_reconfigure(struct permits *p, struct router *r)
+{
+    if (p->router != NULL)
+        router_copy_state(r, p->router);
+    router_free(p->router);
+    p->router = r;
+    assert(router_count(r) == buckets_count(p->d.buckets));
+    for (size_t i = 0; i < router_count(r); i++)
+        assert(strcmp(router_name(r, (int)i),
+                      buckets_at(p->d.buckets, i)->name) == 0);
+}
+
+const struct router *
+permits_router(const struct permits *p)
+{
+    return p->router;
+}
+
+size_t
+permits_open(const struct permits *p)
+{
+    return HASH_COUNT(p->table);
+}
+
+/* The name of provider idx. */
+static const char *
+provider_name(struct permits *p, int idx)
+{
+    return buckets_at(p->d.buckets, (size_t)idx)->name;
+}
+
+/* Resolve names[] to flags of the providers; -1 for an unknown name. */
 static int
-exclusion(struct server *srv, const struct proto_strarr *names, bool *flags,
+exclusion(struct permits *p, const struct proto_strarr *names, bool *flags,
           struct proto_error *e)
 {
-    memset(flags, 0, srv->nproviders * sizeof(*flags));
+    memset(flags, 0, router_count(p->router) * sizeof(*flags));
     for (uint32_t i = 0; i < names->n; i++) {
-        int idx = router_find(srv->router, names->v[i].ptr, names->v[i].len);
+        int idx = router_find(p->router, names->v[i].ptr, names->v[i].len);
         if (idx < 0)
             return proto_error_set(e, PROTO_E_UNKNOWN_PROVIDER,
                                    "exclude: unknown provider '%.*s'",
@@ -182,15 +290,17 @@ exclusion(struct server *srv, const struct proto_strarr *names, bool *flags,
     return 0;
 }
 
+/* The preferred provider's index, -1 for none, -2 (e filled) for an
+ * unknown one. */
 static int
-preferred_index(struct server *srv, const struct proto_str *name, bool has,
+preferred_index(struct permits *p, const struct proto_str *name, bool has,
                 struct proto_error *e)
 {
     int idx;
 
     if (!has || name->len == 0)
         return -1;
-    if ((idx = router_find(srv->router, name->ptr, name->len)) < 0)
+    if ((idx = router_find(p->router, name->ptr, name->len)) < 0)
         return proto_error_set(e, PROTO_E_UNKNOWN_PROVIDER,
                                "preferred: unknown provider '%.*s'",
                                (int)(name->len > 64 ? 64 : name->len),
@@ -198,79 +308,123 @@ preferred_index(struct server *srv, const struct proto_str *name, bool has,
     return idx;
 }
 
-int
-permits_op_select_provider(struct conn *c, struct proto_req *req,
-                           struct proto_error *e)
+static int
+no_provider(struct permits *p, struct proto_error *e)
 {
-    struct server *srv = c->srv;
+    return proto_error_set(e, PROTO_E_NO_PROVIDER, router_count(p->router) ?
+                           "every provider is excluded" :
+                           "no provider is configured");
+}
+
+int
+permits_select_provider(struct permits *p, struct conn *c,
+                        struct proto_req *req, struct proto_error *e)
+{
     const struct proto_select_provider_req *r = &req->u.select_provider;
     struct proto_select_provider_rep rep = { 0 };
     bool excluded[CONFIG_MAX_PROVIDERS];
     int pref, idx;
 
-    if ((pref = preferred_index(srv, &r->preferred, PROTO_HAS(r, 1), e)) < -1)
+    pref = preferred_index(p, &r->preferred,
+                           PROTO_HAS(r, PROTO_SELECT_PROVIDER_REQ_PREFERRED), e);
+    if (pref < -1)
         return -1;
-    if (exclusion(srv, &r->exclude, excluded, e) < 0)
+    if (exclusion(p, &r->exclude, excluded, e) < 0)
         return -1;
-    idx = router_select(srv->router, pref, excluded, server_now_mono(),
+    idx = router_select(p->router, pref, excluded, clock_mono(),
                         &rep.all_degraded);
     if (idx < 0)
-        return proto_error_set(e, PROTO_E_NO_PROVIDER, srv->nproviders ?
-                               "every provider is excluded" :
-                               "no provider is configured");
-    rep.provider.ptr = srv->providers[idx].name;
-    rep.provider.len = (uint32_t)strlen(rep.provider.ptr);
+        return no_provider(p, e);
+    rep.provider = request_str(provider_name(p, idx));
     conn_reply(c, PROTO_OP_SELECT_PROVIDER, req->id, &rep);
     return 0;
 }
 
-/* Grant: the attempt has its token on provider; record it and answer. */
-static void
-grant(struct conn *c, uint64_t req_id, struct permit *tmpl, struct call *call,
-      const struct pending *pd, double wait_ms, bool rate_limited)
-{
-    struct server *srv = c->srv;
-    struct permit *pm = malloc(sizeof(*pm));
-    struct proto_permit_rep rep = { 0 };
-    struct proto_error e;
+/* ---- permit ------------------------------------------------------------ */
 
-    if (pm == NULL) {
-        unreserve(srv, tmpl);
-        proto_error_set(&e, PROTO_E_INTERNAL, "out of memory");
-        conn_error(c, req_id, &e);
+/* Return an unused reservation: the attempt never happened. */
+static void
+unreserve(struct permits *p, const struct permit *pm)
+{
+    if (!pm->charged)
         return;
-    }
-    *pm = *tmpl;
-    pm->id = ++srv->next_permit_id;
+    quota_commit(p->d.quota, or_null(pm->workflow), or_null(pm->tenant),
+                 pm->reservation, (int64_t)pm->estimate, 0, clock_wall());
+    persist_changed(p->d.persist);
+}
+
+/* The call is refused or lost before its permit: end it unless another
+ * attempt of it is still open. */
+static void
+call_refused(struct call *call)
+{
+    if (call->open_permits == 0)
+        call_end(call);
+}
+
+/* Record the granted attempt pd on provider pd->pm.provider. */
+static struct permit *
+permit_add(struct permits *p, struct conn *c, struct pending *pd,
+           double wait_ms, bool rate_limited)
+{
+    struct permit *pm = malloc(sizeof(*pm));
+    struct call *call = pd->pm.call;
+
+    if (pm == NULL)
+        return NULL;
+    *pm = pd->pm;
+    pm->id = ++p->next_id;
     pm->conn = c;
-    pm->call = call;
-    HASH_ADD(hh, srv->permits, id, sizeof(pm->id), pm);
-    TAILQ_INSERT_TAIL(&c->permits, pm, conn_entry);
-    memcpy(pm->provider_name, srv->providers[pm->provider].name,
+    HASH_ADD(hh, p->table, id, sizeof(pm->id), pm);
+    if (pm->hh.tbl == NULL) {
+        free(pm);
+        return NULL;
+    }
+    TAILQ_INSERT_TAIL(&pm->cp->permits, pm, conn_entry);
+    memcpy(pm->provider_name, provider_name(p, pm->provider),
            sizeof(pm->provider_name));
     if (call->routed_to[0] != '\0' &&
         strcmp(call->routed_to, pm->provider_name) != 0) {
         log_debug("call '%s' fails over from %s to %s", call->id,
                   call->routed_to, pm->provider_name);
-        telemetry_failover(srv, call->routed_to, pm->provider_name);
+        telemetry_failover(p->d.telemetry, call->routed_to,
+                           pm->provider_name);
     }
     call->attempts++;
     call->open_permits++;
     call->rate_limited |= rate_limited;
     call->wait_ms += wait_ms;
     memcpy(call->routed_to, pm->provider_name, sizeof(call->routed_to));
+    return pm;
+}
 
+/* Grant: the attempt has its token on pd->pm.provider; record it and
+ * answer. */
+static void
+grant(struct permits *p, struct conn *c, uint64_t req_id, struct pending *pd,
+      double wait_ms, bool rate_limited)
+{
+    struct proto_permit_rep rep = { 0 };
+    struct proto_error e;
+    struct permit *pm = permit_add(p, c, pd, wait_ms, rate_limited);
+
+    if (pm == NULL) {
+        unreserve(p, &pd->pm);
+        call_refused(pd->pm.call);
+        proto_error_set(&e, PROTO_E_INTERNAL, "out of memory");
+        conn_error(c, req_id, &e);
+        return;
+    }
     rep.permit_id = pm->id;
-    rep.provider.ptr = srv->providers[pm->provider].name;
-    rep.provider.len = (uint32_t)strlen(rep.provider.ptr);
+    rep.provider = request_str(provider_name(p, pm->provider));
     rep.wait_ms = wait_ms;
     rep.quota_allowed = pd->quota_allowed;
     rep.quota_remaining = pd->quota_remaining;
     if (pd->has_remaining)
-        PROTO_SET(&rep, 4);
+        PROTO_SET(&rep, PROTO_PERMIT_REP_QUOTA_REMAINING);
     rep.rate_limited = rate_limited;
     rep.all_degraded = pd->all_degraded;
-    persist_reply(c, PROTO_OP_PERMIT, req_id, &rep,
+    persist_reply(p->d.persist, c, PROTO_OP_PERMIT, req_id, &rep,
                   pm->charged && pm->estimate > 0);
 }
 
@@ -279,40 +433,40 @@ static void
 permit_wait_done(struct waiter *w, bool granted, double now_s)
 {
     struct pending *pd = w->arg;
-    struct server *srv = w->prov->srv;
+    struct permits *p = pd->owner;
+    struct call *call = pd->pm.call;
     struct proto_error e;
 
     if (w->conn == NULL) {
         /* Its connection closed: a named call ends with the connection. */
-        unreserve(srv, &pd->pm);
-        if (pd->pm.call->id[0] == '\0')
-            call_end(pd->pm.call);
+        unreserve(p, &pd->pm);
+        if (call->id[0] == '\0')
+            call_end(call);
     } else if (granted) {
         /* The bucket may have moved in a reload: its index now. */
-        pd->pm.provider = (int)(w->prov - srv->providers);
-        telemetry_rate_limited(srv, w->prov->name);
-        grant(w->conn, w->id, &pd->pm, pd->pm.call, pd,
-              (now_s - pd->wait_start_s) * 1e3, true);
+        pd->pm.provider = (int)buckets_index(p->d.buckets, w->prov);
+        telemetry_rate_limited(p->d.telemetry, w->prov->name);
+        grant(p, w->conn, w->id, pd, (now_s - pd->wait_start_s) * 1e3, true);
         conn_flush(w->conn);
     } else {
-        unreserve(srv, &pd->pm);
-        telemetry_rate_limited(srv, w->prov->name);
-        pd->pm.call->rate_limited = true;
+        unreserve(p, &pd->pm);
+        telemetry_rate_limited(p->d.telemetry, w->prov->name);
+        call->rate_limited = true;
         proto_error_set(&e, PROTO_E_TIMEOUT, "no token from %s within the "
                         "timeout", w->prov->name);
         conn_error(w->conn, w->id, &e);
         conn_flush(w->conn);
-        if (pd->pm.call->open_permits == 0)
-            call_end(pd->pm.call);
+        call_refused(call);
     }
     free(pd);
 }
 
-/* The LLM tokens an attempt takes from provider p's TOKENS_PER_MIN bucket. */
+/* The LLM tokens an attempt takes from provider prov's TOKENS_PER_MIN
+ * bucket. */
 static uint64_t
-llm_tokens(const struct provider *p, uint64_t estimate)
+llm_tokens(const struct provider *prov, uint64_t estimate)
 {
-    return p->bucket.cfg.tokens_per_min > 0 ? estimate : 0;
+    return prov->bucket.cfg.tokens_per_min > 0 ? estimate : 0;
 }
 
 /*
@@ -321,63 +475,47 @@ llm_tokens(const struct provider *p, uint64_t estimate)
  * Returns its index, or -1.
  */
 static int
-failover_now(struct server *srv, int chosen, bool *excluded,
+failover_now(struct permits *p, int chosen, const bool *excluded,
              uint64_t estimate, double now)
 {
-    bool degraded;
+    bool moved[CONFIG_MAX_PROVIDERS], degraded;
 
-    excluded[chosen] = true;
+    memcpy(moved, excluded, sizeof(moved));
+    moved[chosen] = true;
     for (;;) {
-        int idx = router_select(srv->router, -1, excluded, now, &degraded);
+        int idx = router_select(p->router, -1, moved, now, &degraded);
         if (idx < 0 || degraded)
             return -1;
-        if (limiter_try_acquire(&srv->providers[idx].bucket, 1,
-                                llm_tokens(&srv->providers[idx], estimate),
+        struct provider *prov = buckets_at(p->d.buckets, (size_t)idx);
+        if (limiter_try_acquire(&prov->bucket, 1, llm_tokens(prov, estimate),
                                 now) == LIMITER_GRANTED) {
             log_debug("rate-limit failover from %s to %s",
-                      srv->providers[chosen].name, srv->providers[idx].name);
-            telemetry_rate_limited(srv, srv->providers[chosen].name);
-            telemetry_failover(srv, srv->providers[chosen].name,
-                               srv->providers[idx].name);
+                      provider_name(p, chosen), prov->name);
+            telemetry_rate_limited(p->d.telemetry, provider_name(p, chosen));
+            telemetry_failover(p->d.telemetry, provider_name(p, chosen),
+                               prov->name);
             return idx;
         }
-        excluded[idx] = true;
+        moved[idx] = true;
     }
 }
 
-/* The first permit of a call: its subjects, estimate and trace context. */
-static void
-call_start(struct call *call, const char *workflow, const char *tenant,
-           const struct proto_permit_req *r)
-{
-    memcpy(call->workflow, workflow, sizeof(call->workflow));
-    memcpy(call->tenant, tenant, sizeof(call->tenant));
-    call->tokens_estimate = r->tokens_estimate;
-    if (PROTO_HAS(r, 7) &&
-        trace_parse_traceparent(r->traceparent.ptr, r->traceparent.len,
-                                call->trace_id, call->parent_span_id) == 0)
-        call->has_parent = true;
-    else
-        trace_random_id(call->trace_id, sizeof(call->trace_id));
-    trace_random_id(call->span_id, sizeof(call->span_id));
-}
-
-int
-permits_op_permit(struct conn *c, struct proto_req *req,
-                  struct proto_error *e)
-{
-    struct server *srv = c->srv;
-    const struct proto_permit_req *r = &req->u.permit;
+/* Where a permit may go: the preferred provider (-1: none) and those
+ * excluded. */
+struct route_args {
+    int pref;
     bool excluded[CONFIG_MAX_PROVIDERS];
-    struct pending pd = { .quota_allowed = true };
-    struct permit *pm = &pd.pm;
-    struct call *call;
-    struct quota_decision d;
-    double now = server_now_mono();
-    uint64_t llm;
-    int pref, idx;
+};
 
-    if (PROTO_HAS(r, 6) && (r->call_id.len == 0 ||
+/* Step 0: check the request's fields into pd and ra; the call it belongs
+ * to. */
+static int
+permit_args(struct permits *p, struct conn *c, const struct proto_permit_req *r,
+            struct pending *pd, struct route_args *ra, struct proto_error *e)
+{
+    struct permit *pm = &pd->pm;
+
+    if (PROTO_HAS(r, PROTO_PERMIT_REQ_CALL_ID) && (r->call_id.len == 0 ||
                             r->call_id.len > CALL_ID_MAX))
         return proto_error_set(e, PROTO_E_BAD_REQUEST, "call_id must be 1 "
                                "to %d bytes", CALL_ID_MAX);
@@ -387,238 +525,333 @@ permits_op_permit(struct conn *c, struct proto_req *req,
     if (r->tokens_estimate > INT64_MAX)
         return proto_error_set(e, PROTO_E_BAD_REQUEST,
                                "tokens_estimate too large");
-    if ((pref = preferred_index(srv, &r->preferred, PROTO_HAS(r, 3), e)) < -1)
+    ra->pref = preferred_index(p, &r->preferred,
+                               PROTO_HAS(r, PROTO_PERMIT_REQ_PREFERRED), e);
+    if (ra->pref < -1 || exclusion(p, &r->exclude, ra->excluded, e) < 0)
         return -1;
-    if (exclusion(srv, &r->exclude, excluded, e) < 0)
+    if (PROTO_HAS(r, PROTO_PERMIT_REQ_WORKFLOW_ID) &&
+        request_id(&r->workflow_id, "workflow_id", pm->workflow, e) < 0)
         return -1;
-    if (PROTO_HAS(r, 0) && ops_id_arg(&r->workflow_id, "workflow_id",
-                                      pm->workflow, e) < 0)
+    if (PROTO_HAS(r, PROTO_PERMIT_REQ_TENANT_ID) &&
+        request_id(&r->tenant_id, "tenant_id", pm->tenant, e) < 0)
         return -1;
-    if (PROTO_HAS(r, 1) && ops_id_arg(&r->tenant_id, "tenant_id", pm->tenant,
-                                      e) < 0)
-        return -1;
-    if ((call = call_get(c, &r->call_id, PROTO_HAS(r, 6))) == NULL)
+    if ((pm->cp = conn_permits(p, c)) == NULL ||
+        (pm->call = call_get(pm->cp, &r->call_id,
+                             PROTO_HAS(r, PROTO_PERMIT_REQ_CALL_ID))) == NULL)
         return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
-    if (call->attempts == 0 && call->workflow[0] == '\0' &&
-        call->tenant[0] == '\0')
-        call_start(call, pm->workflow, pm->tenant, r);
+    if (pm->call->attempts == 0 && pm->call->workflow[0] == '\0' &&
+        pm->call->tenant[0] == '\0')
+        call_start(pm->call, pm->workflow, pm->tenant, r);
     pm->estimate = r->tokens_estimate;
-    pm->started_s = now;
+    return 0;
+}
 
-    /* 1. quota */
-    if (srv->cfg.rate_limit_enabled && (pm->workflow[0] || pm->tenant[0])) {
-        if (quota_reserve(srv->quota, pm->workflow[0] ? pm->workflow : NULL,
-                          pm->tenant[0] ? pm->tenant : NULL,
-                          (int64_t)pm->estimate, server_now_wall(), &d) < 0) {
-            proto_error_set(e, PROTO_E_INTERNAL, "quota_reserve failed");
-            goto fail;
+/* Step 1: reserve the estimate for the call's workflow and tenant. */
+static int
+permit_quota(struct permits *p, struct pending *pd, struct proto_error *e)
+{
+    struct permit *pm = &pd->pm;
+    struct quota_decision d;
+
+    if (!p->d.cfg->rate_limit_enabled || (!pm->workflow[0] && !pm->tenant[0]))
+        return 0;
+    if (request_quota_gate(p->d.quota, p->d.telemetry, or_null(pm->workflow),
+                           or_null(pm->tenant), (int64_t)pm->estimate,
+                           clock_wall(), &d, e) < 0) {
+        if (e->code == PROTO_E_QUOTA_EXCEEDED) {
+            pm->call->quota_allowed = false;
+            pm->call->quota_remaining = (uint64_t)d.remaining;
         }
-        if (d.over_quota)
-            telemetry_quota_exceeded(srv, pm->workflow[0] ? pm->workflow :
-                                     NULL, pm->tenant[0] ? pm->tenant : NULL);
-        call->quota_allowed = !d.over_quota;
-        call->quota_remaining = (uint64_t)d.remaining;
-        if (!d.allowed) {
-            ops_quota_exceeded(&d, e);
-            goto fail;
-        }
-        telemetry_quota_remaining(srv, pm->workflow[0] ? pm->workflow : NULL);
-        if (d.over_quota && d.used - (int64_t)pm->estimate <= d.limit)
-            log_warn("%s went over its quota (soft): %lld of %lld tokens "
-                     "used", d.subject, (long long)d.used, (long long)d.limit);
-        pm->charged = true;
-        pm->reservation = d.slot_start_ms;
-        pd.quota_allowed = !d.over_quota;
-        pd.quota_remaining = (uint64_t)d.remaining;
-        pd.has_remaining = true;
+        return -1;
     }
+    pm->call->quota_allowed = !d.over_quota;
+    pm->call->quota_remaining = (uint64_t)d.remaining;
+    pm->charged = true;
+    pm->reservation = d.slot_start_ms;
+    pd->quota_allowed = !d.over_quota;
+    pd->quota_remaining = (uint64_t)d.remaining;
+    pd->has_remaining = true;
+    return 0;
+}
+
+/* Step 4: wait for the chosen provider's token up to timeout_ms. */
+static int
+permit_wait(struct permits *p, struct conn *c, uint64_t req_id,
+            struct pending *pd, uint64_t llm, double timeout_ms, double now,
+            struct proto_error *e)
+{
+    struct waiter *w = calloc(1, sizeof(*w));
+    struct pending *keep = malloc(sizeof(*keep));
+
+    if (w == NULL || keep == NULL) {
+        free(w);
+        free(keep);
+        return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
+    }
+    pd->wait_start_s = now;
+    *keep = *pd;
+    w->conn = c;
+    w->id = req_id;
+    w->started_s = now;
+    w->done = permit_wait_done;
+    w->arg = keep;
+    if (buckets_wait(buckets_at(p->d.buckets, (size_t)pd->pm.provider), w, 1,
+                     llm, now + timeout_ms / 1e3) < 0) {
+        free(w);
+        free(keep);
+        return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
+    }
+    return 0;
+}
+
+/*
+ * Steps 2 to 4: route, take the token (or move to a provider that has
+ * one), else wait.  Returns 0 when granted or queued, -1 with e filled
+ * (the caller returns the reservation).
+ */
+static int
+permit_route(struct permits *p, struct conn *c, struct proto_req *req,
+             struct pending *pd, const struct route_args *ra,
+             struct proto_error *e)
+{
+    const struct proto_permit_req *r = &req->u.permit;
+    double now = pd->pm.started_s;
+    struct provider *prov;
+    uint64_t llm;
+    int idx, alt;
 
     /* 2. route */
-    idx = router_select(srv->router, pref, excluded, now, &pd.all_degraded);
-    if (idx < 0) {
-        proto_error_set(e, PROTO_E_NO_PROVIDER, srv->nproviders ?
-                        "every provider is excluded" :
-                        "no provider is configured");
-        goto fail_unreserve;
-    }
-    if (pd.all_degraded)
+    idx = router_select(p->router, ra->pref, ra->excluded, now,
+                        &pd->all_degraded);
+    if (idx < 0)
+        return no_provider(p, e);
+    prov = buckets_at(p->d.buckets, (size_t)idx);
+    if (pd->all_degraded)
         log_warn("every provider is degraded: routing to %s, whose cooldown "
-                 "ends first", srv->providers[idx].name);
+                 "ends first", prov->name);
+    pd->pm.provider = idx;
 
     /* 3. token */
-    llm = llm_tokens(&srv->providers[idx], pm->estimate);
-    switch (limiter_try_acquire(&srv->providers[idx].bucket, 1, llm, now)) {
+    llm = llm_tokens(prov, pd->pm.estimate);
+    switch (limiter_try_acquire(&prov->bucket, 1, llm, now)) {
     case LIMITER_BAD_REQUEST:
-        proto_error_set(e, PROTO_E_BAD_REQUEST, "tokens_estimate %llu "
-                        "exceeds the tokens_per_min of %s",
-                        (unsigned long long)pm->estimate,
-                        srv->providers[idx].name);
-        goto fail_unreserve;
+        return proto_error_set(e, PROTO_E_BAD_REQUEST, "tokens_estimate %llu "
+                               "exceeds the tokens_per_min of %s",
+                               (unsigned long long)pd->pm.estimate,
+                               prov->name);
     case LIMITER_GRANTED:
-        pm->provider = idx;
-        grant(c, req->id, pm, call, &pd, 0, false);
+        grant(p, c, req->id, pd, 0, false);
         return 0;
     case LIMITER_WAIT:
         break;
     }
-    if (!pd.all_degraded) {
-        bool moved[CONFIG_MAX_PROVIDERS];
-        memcpy(moved, excluded, sizeof(moved));
-        int alt = failover_now(srv, idx, moved, pm->estimate, now);
-        if (alt >= 0) {
-            pm->provider = alt;
-            grant(c, req->id, pm, call, &pd, 0, true);
-            return 0;
-        }
+    if (!pd->all_degraded &&
+        (alt = failover_now(p, idx, ra->excluded, pd->pm.estimate,
+                            now)) >= 0) {
+        pd->pm.provider = alt;
+        grant(p, c, req->id, pd, 0, true);
+        return 0;
     }
     if (r->timeout_ms == 0) {
-        telemetry_rate_limited(srv, srv->providers[idx].name);
-        call->rate_limited = true;
-        proto_error_set(e, PROTO_E_TIMEOUT, "no token from %s now",
-                        srv->providers[idx].name);
-        goto fail_unreserve;
+        telemetry_rate_limited(p->d.telemetry, prov->name);
+        pd->pm.call->rate_limited = true;
+        return proto_error_set(e, PROTO_E_TIMEOUT, "no token from %s now",
+                               prov->name);
     }
 
     /* 4. wait for the chosen provider's token */
-    struct waiter *w = calloc(1, sizeof(*w));
-    struct pending *keep = malloc(sizeof(*keep));
-    if (w == NULL || keep == NULL) {
-        free(w);
-        free(keep);
-        proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
-        goto fail_unreserve;
-    }
-    pm->provider = idx;
-    pm->call = call;
-    pd.wait_start_s = now;
-    *keep = pd;
-    w->conn = c;
-    w->id = req->id;
-    w->started_s = now;
-    w->done = permit_wait_done;
-    w->arg = keep;
-    buckets_wait(&srv->providers[idx], w, 1, llm, now + r->timeout_ms / 1e3);
-    return 0;
-
-fail_unreserve:
-    unreserve(srv, pm);
-fail:
-    if (call->open_permits == 0)
-        call_end(call);
-    return -1;
+    return permit_wait(p, c, req->id, pd, llm, r->timeout_ms, now, e);
 }
 
-static void
-permit_free(struct server *srv, struct permit *pm)
+/* permit: 0. the request, 1. quota, 2. route, 3. token, 4. wait. */
+int
+permits_permit(struct permits *p, struct conn *c, struct proto_req *req,
+               struct proto_error *e)
 {
-    HASH_DEL(srv->permits, pm);
-    TAILQ_REMOVE(&pm->conn->permits, pm, conn_entry);
+    struct pending pd = { .owner = p, .quota_allowed = true };
+    struct route_args ra;
+
+    pd.pm.started_s = clock_mono();
+    if (permit_args(p, c, &req->u.permit, &pd, &ra, e) < 0)
+        return -1;
+    if (permit_quota(p, &pd, e) < 0) {
+        call_refused(pd.pm.call);
+        return -1;
+    }
+    if (permit_route(p, c, req, &pd, &ra, e) < 0) {
+        unreserve(p, &pd.pm);
+        call_refused(pd.pm.call);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- report ------------------------------------------------------------ */
+
+static void
+permit_free(struct permits *p, struct permit *pm)
+{
+    HASH_DEL(p->table, pm);
+    TAILQ_REMOVE(&pm->cp->permits, pm, conn_entry);
     free(pm);
 }
 
-int
-permits_op_report(struct conn *c, struct proto_req *req,
-                  struct proto_error *e)
+/* The report's fields, checked; the permit it closes. */
+static int
+report_args(struct permits *p, struct conn *c, const struct proto_report_req *r,
+            struct permit **pmp, enum router_outcome *outcome,
+            struct proto_error *e)
 {
-    struct server *srv = c->srv;
-    const struct proto_report_req *r = &req->u.report;
-    struct proto_report_rep rep = { 0 };
-    struct router_status rs;
-    enum router_outcome outcome;
     struct permit *pm = NULL;
-    double now = server_now_mono();
-    uint64_t actual;
 
-    HASH_FIND(hh, srv->permits, &r->permit_id, sizeof(r->permit_id), pm);
+    HASH_FIND(hh, p->table, &r->permit_id, sizeof(r->permit_id), pm);
     if (pm == NULL || pm->conn != c)
         return proto_error_set(e, PROTO_E_BAD_REQUEST, "unknown permit_id "
                                "%llu (already reported, or another "
                                "connection's)",
                                (unsigned long long)r->permit_id);
-    if (router_outcome_parse(r->outcome.ptr, r->outcome.len, &outcome) < 0)
+    if (router_outcome_parse(r->outcome.ptr, r->outcome.len, outcome) < 0)
         return proto_error_set(e, PROTO_E_BAD_REQUEST, "outcome '%.*s': "
                                "expected ok, rate_limited, server_error, "
                                "timeout or client_error",
                                (int)(r->outcome.len > 32 ? 32 :
                                      r->outcome.len), r->outcome.ptr);
-    if (PROTO_HAS(r, 2) && r->latency_ms < 0)
+    if (PROTO_HAS(r, PROTO_REPORT_REQ_LATENCY_MS) && r->latency_ms < 0)
         return proto_error_set(e, PROTO_E_BAD_REQUEST,
                                "latency_ms must not be negative");
-    if (PROTO_HAS(r, 3) && r->tokens_used > INT64_MAX)
+    if (PROTO_HAS(r, PROTO_REPORT_REQ_TOKENS_USED) &&
+        r->tokens_used > INT64_MAX)
         return proto_error_set(e, PROTO_E_BAD_REQUEST, "tokens_used too large");
+    *pmp = pm;
+    return 0;
+}
 
-    /* By name: a reload may have moved or removed the provider. */
-    int provider = router_find(srv->router, pm->provider_name,
-                               strlen(pm->provider_name));
-    if (provider >= 0) {
-        router_report(srv->router, provider, outcome,
-                      PROTO_HAS(r, 2) ? r->latency_ms : -1,
-                      PROTO_HAS(r, 4) ? r->retry_after_s : 0, pm->started_s,
-                      now);
+/* The outcome to the router (by name: a reload may have moved or removed
+ * the provider) and the metrics; the provider's index, or -1. */
+static int
+report_outcome(struct permits *p, const struct permit *pm,
+               const struct proto_report_req *r, enum router_outcome outcome,
+               double now)
+{
+    int idx = router_find(p->router, pm->provider_name,
+                          strlen(pm->provider_name));
+    double retry_after_s =
+        PROTO_HAS(r, PROTO_REPORT_REQ_RETRY_AFTER_S) ? r->retry_after_s : 0;
+    double latency_ms =
+        PROTO_HAS(r, PROTO_REPORT_REQ_LATENCY_MS) ? r->latency_ms : -1;
+
+    if (idx >= 0) {
+        router_report(p->router, idx, outcome, latency_ms, retry_after_s,
+                      pm->started_s, now);
         if (outcome != ROUTER_OUTCOME_OK &&
             outcome != ROUTER_OUTCOME_CLIENT_ERROR)
             log_info("%s answered %s: degraded for %.1f s",
                      pm->provider_name, router_outcome_name(outcome),
-                     fmax(srv->cfg.provider_cooldown_s,
-                          PROTO_HAS(r, 4) ? r->retry_after_s : 0));
+                     fmax(p->d.cfg->provider_cooldown_s, retry_after_s));
     }
-    telemetry_request(srv, pm->provider_name, pm->workflow,
-                      PROTO_HAS(r, 2) ? r->latency_ms : -1);
+    telemetry_request(p->d.telemetry, pm->provider_name, pm->workflow,
+                      router_outcome_name(outcome), latency_ms);
     if (outcome == ROUTER_OUTCOME_RATE_LIMITED)
-        telemetry_rate_limited(srv, pm->provider_name);
-    actual = PROTO_HAS(r, 3) ? r->tokens_used : pm->estimate;
-    bool reconciled = pm->charged && actual != pm->estimate;
-    if (reconciled) {
-        quota_commit(srv->quota, pm->workflow[0] ? pm->workflow : NULL,
-                     pm->tenant[0] ? pm->tenant : NULL, pm->reservation,
-                     (int64_t)pm->estimate, (int64_t)actual,
-                     server_now_wall());
-        telemetry_quota_remaining(srv, pm->workflow[0] ? pm->workflow : NULL);
-    }
+        telemetry_rate_limited(p->d.telemetry, pm->provider_name);
+    return idx;
+}
 
-    struct call *call = pm->call;
+/* The estimate reconciled with the tokens used; whether a quota changed. */
+static bool
+report_reconcile(struct permits *p, const struct permit *pm,
+                 const struct proto_report_req *r)
+{
+    uint64_t actual = PROTO_HAS(r, PROTO_REPORT_REQ_TOKENS_USED) ?
+                      r->tokens_used : pm->estimate;
+
+    if (!pm->charged || actual == pm->estimate)
+        return false;
+    quota_commit(p->d.quota, or_null(pm->workflow), or_null(pm->tenant),
+                 pm->reservation, (int64_t)pm->estimate, (int64_t)actual,
+                 clock_wall());
+    telemetry_quota_remaining(p->d.telemetry, p->d.quota,
+                              or_null(pm->workflow));
+    return true;
+}
+
+int
+permits_report(struct permits *p, struct conn *c, struct proto_req *req,
+               struct proto_error *e)
+{
+    const struct proto_report_req *r = &req->u.report;
+    struct proto_report_rep rep = { 0 };
+    struct router_status rs = { .healthy = false };
+    enum router_outcome outcome = ROUTER_OUTCOME_OK;
+    struct permit *pm = NULL;
+    struct call *call;
+    double now = clock_mono();
+    bool reconciled;
+    int idx;
+
+    if (report_args(p, c, r, &pm, &outcome, e) < 0)
+        return -1;
+    idx = report_outcome(p, pm, r, outcome, now);
+    reconciled = report_reconcile(p, pm, r);
+    call = pm->call;
     call->open_permits--;
     call->rate_limited |= outcome == ROUTER_OUTCOME_RATE_LIMITED;
     call->success = outcome == ROUTER_OUTCOME_OK;
-    permit_free(srv, pm);
+    permit_free(p, pm);
     if ((r->final || call->id[0] == '\0') && call->open_permits == 0)
         call_end(call);
 
-    if (provider >= 0)
-        router_status(srv->router, provider, now, &rs);
-    else
-        rs = (struct router_status){ .healthy = false };
-    rep.state.ptr = provider < 0 ? "removed" : rs.healthy ? "healthy" :
-                    "degraded";
-    rep.state.len = (uint32_t)strlen(rep.state.ptr);
+    if (idx >= 0)
+        router_status(p->router, idx, now, &rs);
+    rep.state = request_str(idx < 0 ? "removed" : rs.healthy ? "healthy" :
+                            "degraded");
     rep.cooldown_remaining_s = rs.cooldown_remaining_s;
-    persist_reply(c, PROTO_OP_REPORT, req->id, &rep, reconciled);
+    persist_reply(p->d.persist, c, PROTO_OP_REPORT, req->id, &rep, reconciled);
     return 0;
 }
 
+/* ---- life cycle -------------------------------------------------------- */
+
 void
-permits_drop_conn(struct conn *c)
+permits_drop_conn(void *state)
 {
+    struct conn_permits *cp = state;
     struct permit *pm;
     struct call *call, *tmp;
 
     /* Unreported permits stay charged at their estimate. */
-    while ((pm = TAILQ_FIRST(&c->permits)) != NULL) {
+    while ((pm = TAILQ_FIRST(&cp->permits)) != NULL) {
         struct call *owner = pm->call;
         owner->open_permits--;
-        permit_free(c->srv, pm);
+        permit_free(cp->owner, pm);
         if (owner->id[0] == '\0')     /* anonymous: its only permit */
             call_end(owner);
     }
-    HASH_ITER(hh, c->calls, call, tmp)
+    HASH_ITER(hh, cp->calls, call, tmp)
         call_end(call);
+    free(cp);
+}
+
+struct permits *
+permits_new(const struct permits_deps *deps, int conn_slot)
+{
+    struct permits *p = calloc(1, sizeof(*p));
+
+    if (p == NULL || (p->router = permits_router_new(deps->cfg)) == NULL) {
+        log_error("%s: out of memory", __func__);
+        free(p);
+        return NULL;
+    }
+    p->d = *deps;
+    p->slot = conn_slot;
+    return p;
 }
 
 void
-permits_free(struct server *srv)
+permits_free(struct permits *p)
 {
-    struct conn *c;
-
-    TAILQ_FOREACH(c, &srv->conns, entry)
-        permits_drop_conn(c);
+    if (p == NULL)
+        return;
+    assert(p->table == NULL);       /* every connection closed */
+    router_free(p->router);
+    free(p);
 }

@@ -7,6 +7,9 @@
 
 #include <event2/buffer.h>
 
+#include <sys/queue.h>
+
+#include "clock.h"
 #include "log.h"
 #include "persist.h"
 #include "quota.h"
@@ -16,12 +19,34 @@
 
 /* A reply held until the commit that makes its change durable. */
 struct held {
-    TAILQ_ENTRY(held) srv_entry;
+    TAILQ_ENTRY(held) all_entry;
     TAILQ_ENTRY(held) conn_entry;
     struct conn *conn;
+    struct conn_held *owner;
     uint64_t id;
     size_t len;
     char data[];
+};
+TAILQ_HEAD(held_list, held);
+
+/* A connection's held replies, in its slot. */
+struct conn_held {
+    struct held_list list;
+    struct persist *p;
+};
+
+struct persist {
+    const struct config *cfg;
+    struct quota *quota;            /* usage in memory: authoritative */
+    struct store *store;            /* SQLite; NULL while read-only */
+    struct telemetry *telemetry;
+    struct event *flush_ev;         /* group commit */
+    struct event *prune_ev;
+    struct held_list held;          /* replies waiting for a commit */
+    int slot;                       /* connection slot: struct conn_held */
+    bool failing;                   /* the last write failed */
+    char error[512];                /* and why */
+    double last_flush_s;            /* wall time of the last good write */
 };
 
 /* ---- the quota -> store sink ------------------------------------------- */
@@ -127,109 +152,132 @@ flush_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 static double
-prune_interval_s(const struct server *srv)
+prune_interval_s(const struct persist *p)
 {
-    double slot_s = (double)quota_slot_ms(srv->quota) / 1e3;
+    double slot_s = (double)quota_slot_ms(p->quota) / 1e3;
 
     return slot_s < 10 ? 10 : slot_s > 3600 ? 3600 : slot_s;
+}
+
+/* Rows that left the window, from the store (the table prunes itself):
+ * how many. */
+static uint64_t
+prune_store(struct persist *p, double now)
+{
+    uint64_t pruned = 0;
+
+    if (p->store != NULL &&
+        store_prune(p->store, quota_horizon_ms(p->quota, now), &pruned) < 0)
+        log_warn("pruning old quota rows: %s", store_errmsg(p->store));
+    return pruned;
 }
 
 static void
 prune_cb(evutil_socket_t fd, short what, void *arg)
 {
-    struct server *srv = arg;
-    double now = server_now_wall();
-    struct timeval tv = { (time_t)prune_interval_s(srv), 0 };
-    uint64_t pruned = 0;
+    struct persist *p = arg;
+    double now = clock_wall();
+    struct timeval tv = { (time_t)prune_interval_s(p), 0 };
+    uint64_t pruned;
 
-    quota_prune(srv->quota, now);
-    if (srv->store != NULL &&
-        store_prune(srv->store, quota_horizon_ms(srv->quota, now),
-                    &pruned) < 0)
-        log_warn("pruning old quota rows: %s", store_errmsg(srv->store));
-    else if (pruned > 0)
+    quota_prune(p->quota, now);
+    if ((pruned = prune_store(p, now)) > 0)
         log_debug("pruned %llu expired quota rows",
                   (unsigned long long)pruned);
-    evtimer_add(srv->prune_ev, &tv);
+    evtimer_add(p->prune_ev, &tv);
 }
 
-void
-persist_open(struct server *srv)
+/*
+ * Load the live window into p->quota.  A database we may read but not
+ * write is loaded and served from, keeping changes in memory and trying to
+ * open it for writing at every flush; one we cannot read at all would make
+ * the quotas wrong, and stops the daemon.
+ */
+static size_t
+load(struct persist *p, double now)
 {
-    const struct config *cfg = &srv->cfg;
+    const struct config *cfg = p->cfg;
     char err[512], err2[512];
-    double now = server_now_wall();
-    struct load_ctx lc = { 0 };
+    struct load_ctx lc = { p->quota, now, 0, 0 };
     struct store_load_cb cb = { load_usage, load_limit, &lc };
-    uint64_t pruned = 0;
+    int64_t horizon_ms = quota_horizon_ms(p->quota, now);
 
-    srv->quota = quota_new(cfg->quota_window_days * 86400.0,
-                           cfg->default_quota_tokens,
-                           cfg->quota_enforcement == ENFORCE_HARD);
-    if (srv->quota == NULL)
-        fatalx(1, "cannot create the quota table");
-    if (cfg->db_is_default)
-        make_db_dir(cfg->db_path);
-    srv->store = store_open(cfg->db_path, err, sizeof(err));
-    lc.q = srv->quota;
-    lc.now_s = now;
-    if (srv->store == NULL) {
-        /*
-         * A database we may read but not write: load it and serve, keeping
-         * changes in memory and trying to open it for writing at every
-         * flush.  One we cannot read at all would make the quotas wrong.
-         */
+    p->store = store_open(cfg->db_path, err, sizeof(err));
+    if (p->store == NULL) {
         struct store *ro = store_open_readonly(cfg->db_path, err2,
                                                sizeof(err2));
         if (ro == NULL)
             fatalx(1, "%s", err);
-        if (store_load(ro, quota_horizon_ms(srv->quota, now), &cb) < 0)
+        if (store_load(ro, horizon_ms, &cb) < 0)
             fatalx(1, "loading quotas: %s", store_errmsg(ro));
         store_close(ro);
         log_error("%s: serving from memory; quota changes are written when "
                   "the database becomes writable (retried)", err);
-        srv->store_failing = true;
-        snprintf(srv->store_error, sizeof(srv->store_error), "%s", err);
-    } else if (store_load(srv->store, quota_horizon_ms(srv->quota, now),
-                          &cb) < 0) {
-        fatalx(1, "loading quotas: %s", store_errmsg(srv->store));
+        p->failing = true;
+        snprintf(p->error, sizeof(p->error), "%s", err);
+    } else if (store_load(p->store, horizon_ms, &cb) < 0) {
+        fatalx(1, "loading quotas: %s", store_errmsg(p->store));
     }
     if (lc.bad > 0)
         log_warn("%zu stored quota rows could not be loaded (bad subject "
                  "or value) and were skipped", lc.bad);
-    if (srv->store != NULL &&
-        store_prune(srv->store, quota_horizon_ms(srv->quota, now),
-                    &pruned) < 0)
-        log_warn("pruning old quota rows: %s", store_errmsg(srv->store));
-    log_info("database %s: %zu live quota rows of %zu subjects loaded, %llu "
-             "expired pruned", cfg->db_path, lc.rows,
-             quota_count(srv->quota), (unsigned long long)pruned);
+    return lc.rows;
+}
 
-    TAILQ_INIT(&srv->held);
-    srv->flush_ev = evtimer_new(srv->base, flush_cb, srv);
-    srv->prune_ev = evtimer_new(srv->base, prune_cb, srv);
-    if (srv->flush_ev == NULL || srv->prune_ev == NULL)
+struct persist *
+persist_open(struct event_base *base, const struct config *cfg,
+             struct quota *q, struct telemetry *t, int conn_slot)
+{
+    struct persist *p = calloc(1, sizeof(*p));
+    double now = clock_wall();
+    size_t rows;
+
+    if (p == NULL)
+        fatalx(1, "%s: out of memory", __func__);
+    p->cfg = cfg;
+    p->quota = q;
+    p->telemetry = t;
+    p->slot = conn_slot;
+    TAILQ_INIT(&p->held);
+    if (cfg->db_is_default)
+        make_db_dir(cfg->db_path);
+    rows = load(p, now);
+    log_info("database %s: %zu live quota rows of %zu subjects loaded, %llu "
+             "expired pruned", cfg->db_path, rows, quota_count(q),
+             (unsigned long long)prune_store(p, now));
+    p->flush_ev = evtimer_new(base, flush_cb, p);
+    p->prune_ev = evtimer_new(base, prune_cb, p);
+    if (p->flush_ev == NULL || p->prune_ev == NULL)
         fatalx(1, "cannot create the flush timers");
-    struct timeval tv = { (time_t)prune_interval_s(srv), 0 };
-    evtimer_add(srv->prune_ev, &tv);
+    struct timeval tv = { (time_t)prune_interval_s(p), 0 };
+    evtimer_add(p->prune_ev, &tv);
     /* Rows moved to new slots (the window changed) are rewritten now. */
-    persist_changed(srv);
+    persist_changed(p);
+    return p;
 }
 
 /* ---- group commit ------------------------------------------------------ */
 
 void
-persist_changed(struct server *srv)
+persist_changed(struct persist *p)
 {
-    int64_t ms = srv->cfg.quota_flush_ms;
+    int64_t ms = p->cfg->quota_flush_ms;
     struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
 
-    if (srv->flush_ev == NULL || evtimer_pending(srv->flush_ev, NULL))
+    if (evtimer_pending(p->flush_ev, NULL))
         return;
     /* After a failure, retry no faster than once a second. */
-    if (srv->store_failing && ms < 1000)
+    if (p->failing && ms < 1000)
         tv = (struct timeval){ 1, 0 };
-    evtimer_add(srv->flush_ev, &tv);
+    evtimer_add(p->flush_ev, &tv);
+}
+
+static void
+held_free(struct held *h)
+{
+    TAILQ_REMOVE(&h->owner->p->held, h, all_entry);
+    TAILQ_REMOVE(&h->owner->list, h, conn_entry);
+    free(h);
 }
 
 /*
@@ -240,108 +288,133 @@ persist_changed(struct server *srv)
  * granted permit with an error).  The failure is logged and counted.
  */
 static void
-release_held(struct server *srv)
+release_held(struct persist *p)
 {
     struct held *h;
 
-    while ((h = TAILQ_FIRST(&srv->held)) != NULL) {
-        TAILQ_REMOVE(&srv->held, h, srv_entry);
-        TAILQ_REMOVE(&h->conn->held, h, conn_entry);
-        conn_send_raw(h->conn, h->data, h->len);
-        conn_flush(h->conn);
-        free(h);
+    while ((h = TAILQ_FIRST(&p->held)) != NULL) {
+        struct conn *c = h->conn;
+        conn_send_raw(c, h->data, h->len);
+        held_free(h);
+        conn_flush(c);
     }
 }
 
+/* The write failed: log it once per reason, count it, retry later. */
+static void
+write_failed(struct persist *p, const char *why)
+{
+    telemetry_store_error(p->telemetry);
+    if (!p->failing || strcmp(why, p->error) != 0)
+        log_error("writing quotas to %s failed, will retry: %s",
+                  p->cfg->db_path, why);
+    snprintf(p->error, sizeof(p->error), "%s", why);
+    p->failing = true;
+}
+
 int
-persist_flush(struct server *srv)
+persist_flush(struct persist *p)
 {
     char err[512];
     int rc = -1;
 
-    if (srv->store == NULL)     /* read-only at start: try again */
-        srv->store = store_open(srv->cfg.db_path, err, sizeof(err));
-    if (srv->store != NULL)
-        rc = quota_flush(srv->quota, &sink, srv->store);
+    if (p->store == NULL)       /* read-only at start: try again */
+        p->store = store_open(p->cfg->db_path, err, sizeof(err));
+    if (p->store != NULL)
+        rc = quota_flush(p->quota, &sink, p->store);
     if (rc < 0) {
-        const char *why = srv->store ? store_errmsg(srv->store) : err;
-        srv->store_write_errors++;
-        telemetry_store_error(srv);
-        /* Once per failure, and again when the reason changes. */
-        if (!srv->store_failing || strcmp(why, srv->store_error) != 0)
-            log_error("writing quotas to %s failed, will retry: %s",
-                      srv->cfg.db_path, why);
-        snprintf(srv->store_error, sizeof(srv->store_error), "%s", why);
-        srv->store_failing = true;
-        release_held(srv);
-        persist_changed(srv);
+        write_failed(p, p->store ? store_errmsg(p->store) : err);
+        release_held(p);
+        persist_changed(p);
         return -1;
     }
-    if (srv->store_failing)
-        log_info("writing quotas to %s works again", srv->cfg.db_path);
-    srv->store_failing = false;
-    release_held(srv);
+    if (p->failing)
+        log_info("writing quotas to %s works again", p->cfg->db_path);
+    p->failing = false;
+    p->last_flush_s = clock_wall();
+    release_held(p);
+    return 0;
+}
+
+/* Move the reply queued on c since mark into a held reply; -1 when out of
+ * memory (it then goes out before the commit). */
+static int
+hold(struct persist *p, struct conn *c, uint64_t id, size_t mark)
+{
+    void **slot = conn_slot(c, p->slot);
+    struct conn_held *ch = *slot;
+    const void *data;
+    struct held *h;
+    size_t len;
+
+    if (ch == NULL) {
+        if ((ch = malloc(sizeof(*ch))) == NULL)
+            return -1;
+        TAILQ_INIT(&ch->list);
+        ch->p = p;
+        *slot = ch;
+    }
+    data = conn_out_since(c, mark, &len);
+    if ((h = malloc(sizeof(*h) + len)) == NULL)
+        return -1;
+    h->conn = c;
+    h->owner = ch;
+    h->id = id;
+    h->len = len;
+    memcpy(h->data, data, len);
+    conn_out_cut(c, mark);
+    TAILQ_INSERT_TAIL(&p->held, h, all_entry);
+    TAILQ_INSERT_TAIL(&ch->list, h, conn_entry);
     return 0;
 }
 
 void
-persist_reply(struct conn *c, enum proto_op op, uint64_t id, const void *msg,
-              bool changed)
+persist_reply(struct persist *p, struct conn *c, enum proto_op op,
+              uint64_t id, const void *msg, bool changed)
 {
-    struct server *srv = c->srv;
-    size_t before = c->out.size, len;
-    struct held *h;
+    size_t mark = conn_out_mark(c);
 
     conn_reply(c, op, id, msg);
     if (!changed)
         return;
-    persist_changed(srv);
-    if (srv->cfg.quota_flush_ms > 0)
+    persist_changed(p);
+    if (p->cfg->quota_flush_ms > 0)
         return;
-    len = c->out.size - before;
-    if ((h = malloc(sizeof(*h) + len)) == NULL) {
+    if (hold(p, c, id, mark) < 0)
         log_error("%s: out of memory: replying before the commit", __func__);
-        return;
-    }
-    h->conn = c;
-    h->id = id;
-    h->len = len;
-    memcpy(h->data, c->out.data + before, len);
-    c->out.size = before;
-    TAILQ_INSERT_TAIL(&srv->held, h, srv_entry);
-    TAILQ_INSERT_TAIL(&c->held, h, conn_entry);
 }
 
 void
-persist_drop_conn(struct conn *c)
+persist_drop_conn(void *state)
 {
-    struct held *h;
+    struct conn_held *ch = state;
 
-    while ((h = TAILQ_FIRST(&c->held)) != NULL) {
-        TAILQ_REMOVE(&c->held, h, conn_entry);
-        TAILQ_REMOVE(&c->srv->held, h, srv_entry);
-        free(h);
-    }
+    while (!TAILQ_EMPTY(&ch->list))
+        held_free(TAILQ_FIRST(&ch->list));
+    free(ch);
 }
 
 void
-persist_close(struct server *srv)
+persist_state(const struct persist *p, struct persist_state *st)
 {
-    if (srv->quota == NULL)
+    st->failing = p->failing;
+    st->error = p->failing ? p->error : "";
+    st->last_flush_s = p->last_flush_s;
+}
+
+void
+persist_close(struct persist *p)
+{
+    if (p == NULL)
         return;
-    if (persist_flush(srv) < 0)
+    if (persist_flush(p) < 0)
         log_error("quota changes since the last successful write are lost: "
-                  "%s", srv->store ? store_errmsg(srv->store) :
+                  "%s", p->store ? store_errmsg(p->store) :
                   "the database is not writable");
     else
-        log_info("quotas written to %s", srv->cfg.db_path);
-    if (srv->flush_ev != NULL)
-        event_free(srv->flush_ev);
-    if (srv->prune_ev != NULL)
-        event_free(srv->prune_ev);
-    srv->flush_ev = srv->prune_ev = NULL;
-    store_close(srv->store);
-    srv->store = NULL;
-    quota_free(srv->quota);
-    srv->quota = NULL;
+        log_info("quotas written to %s", p->cfg->db_path);
+    event_free(p->flush_ev);
+    event_free(p->prune_ev);
+    store_close(p->store);
+    free(p);
 }

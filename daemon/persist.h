@@ -1,6 +1,6 @@
 /*
  * persist.h - quotas on disk: the glue between the quota table (memory,
- * authoritative) and the SQLite store (DESIGN.md §5).
+ * authoritative) and the SQLite store (llmguardd(8), "Persistence").
  *
  * Changes are written by one transaction every LLMGUARD_QUOTA_FLUSH_MS
  * (group commit) and at shutdown.  With a flush interval of 0 a reply that
@@ -15,20 +15,31 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <event2/event.h>
+
+#include "config.h"
 #include "proto.h"
 
 struct conn;
-struct server;
+struct persist;
+struct quota;
+struct telemetry;
 
-/* Open the store, load the live window into a new quota table.  Exits the
- * daemon with a message when the database cannot be used at all. */
-void persist_open(struct server *srv);
+/*
+ * Open the store of cfg and load the live window into q; held replies are
+ * kept in connection slot conn_slot.  cfg is read again at every flush
+ * (a reload may change the interval).  Exits the daemon with a message
+ * when the database cannot be used at all.
+ */
+struct persist *persist_open(struct event_base *base, const struct config *cfg,
+                             struct quota *q, struct telemetry *t,
+                             int conn_slot);
 /* A quota changed: make sure a flush is coming. */
-void persist_changed(struct server *srv);
+void persist_changed(struct persist *p);
 /* Write what is pending now; 0, or -1 (logged and counted). */
-int persist_flush(struct server *srv);
-/* Final flush, then close the store. */
-void persist_close(struct server *srv);
+int persist_flush(struct persist *p);
+/* Final flush, then close the store and free p (not the quota table). */
+void persist_close(struct persist *p);
 
 /*
  * Reply to a request that may have changed a quota (changed): at once with
@@ -36,9 +47,18 @@ void persist_close(struct server *srv);
  * When that commit fails the reply goes out all the same (the change is
  * counted in memory, the write retried, the failure logged and counted).
  */
-void persist_reply(struct conn *c, enum proto_op op, uint64_t id,
-                   const void *msg, bool changed);
-/* The connection closes: drop its held replies. */
-void persist_drop_conn(struct conn *c);
+void persist_reply(struct persist *p, struct conn *c, enum proto_op op,
+                   uint64_t id, const void *msg, bool changed);
+/* Close hook: the connection's held replies are dropped. */
+void persist_drop_conn(void *state);
+
+/* How writing goes, for status and /healthz. */
+struct persist_state {
+    bool failing;               /* the last write failed (or read-only) */
+    const char *error;          /* why, while failing; owned by p */
+    double last_flush_s;        /* unix time of the last write that
+                                   succeeded; 0 before the first */
+};
+void persist_state(const struct persist *p, struct persist_state *st);
 
 #endif

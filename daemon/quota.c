@@ -1,5 +1,5 @@
 /*
- * quota.c — rolling-window token quotas (DESIGN.md §3 "Quotas").
+ * quota.c — rolling-window token quotas (llmguardd(8), "Quotas").
  *
  * See quota.h for the window math. A subject's slots are kept sorted by
  * index; a slot's expiry grows with its index, so the slots that no longer
@@ -550,11 +550,91 @@ quota_status(const struct quota *q, enum quota_kind kind, const char *id,
         .tokens_remaining = usage_remaining(&u),
         .tokens_limit = u.limit,
         .has_override = s != NULL && s->has_limit,
+        .known = s != NULL,
         .window_start_s = now_s - q->window_s,
         .window_end_s = now_s,
         .has_reset_at = u.has_reset_at,
         .reset_at_s = u.reset_at_s,
     };
+    return 0;
+}
+
+/* a uses more than b (ties: the smaller subject first). */
+static bool
+uses_more(const struct quota_entry *a, const struct quota_entry *b)
+{
+    if (a->st.tokens_used != b->st.tokens_used)
+        return a->st.tokens_used > b->st.tokens_used;
+    return strcmp(a->subject, b->subject) < 0;
+}
+
+/* Restore the min-heap h[0..n-1] (the least used at the root) from i. */
+static void
+sift_down(struct quota_entry *h, size_t n, size_t i)
+{
+    for (;;) {
+        size_t least = i, l = 2 * i + 1, r = l + 1;
+        if (l < n && uses_more(&h[least], &h[l]))
+            least = l;
+        if (r < n && uses_more(&h[least], &h[r]))
+            least = r;
+        if (least == i)
+            return;
+        struct quota_entry t = h[i];
+        h[i] = h[least];
+        h[least] = t;
+        i = least;
+    }
+}
+
+static int
+entry_cmp(const void *a, const void *b)
+{
+    return uses_more(a, b) ? -1 : uses_more(b, a) ? 1 : 0;
+}
+
+int
+quota_top(const struct quota *q, enum quota_kind kind, double now_s,
+          struct quota_entry *top, size_t n, size_t *count, size_t *total)
+{
+    const char *prefix = kind_prefix[kind];
+    size_t plen = strlen(prefix), held = 0;
+    struct subject *s, *tmp;
+
+    *count = *total = 0;
+    if (!time_ok(now_s))
+        return -1;
+    HASH_ITER(hh, ((struct quota *)(uintptr_t)q)->subjects, s, tmp) {
+        struct quota_entry e;
+        struct usage u;
+        if (strncmp(s->key, prefix, plen) != 0)
+            continue;
+        (*total)++;
+        subject_usage(q, s, now_s, &u);
+        e.subject = s->key;
+        e.st = (struct quota_status){
+            .tokens_used = u.used,
+            .tokens_remaining = usage_remaining(&u),
+            .tokens_limit = u.limit,
+            .has_override = s->has_limit,
+            .known = true,
+            .window_start_s = now_s - q->window_s,
+            .window_end_s = now_s,
+            .has_reset_at = u.has_reset_at,
+            .reset_at_s = u.reset_at_s,
+        };
+        if (held < n) {
+            top[held++] = e;
+            if (held == n)      /* heapify once full */
+                for (size_t i = n / 2; i-- > 0;)
+                    sift_down(top, n, i);
+        } else if (n > 0 && uses_more(&e, &top[0])) {
+            top[0] = e;
+            sift_down(top, n, 0);
+        }
+    }
+    qsort(top, held, sizeof(*top), entry_cmp);
+    *count = held;
     return 0;
 }
 

@@ -1,5 +1,5 @@
 /*
- * quota.h — rolling-window token quotas (DESIGN.md §3 "Quotas").
+ * quota.h — rolling-window token quotas (llmguardd(8), "Quotas").
  *
  * A pure module: no I/O, no clock reads, no globals. Wall-clock time is
  * passed in as `now_s` (unix seconds, finite, |now_s| < 1e12); an invalid
@@ -70,6 +70,8 @@ struct quota_status {
     int64_t tokens_remaining; /* max(0, limit - used) */
     int64_t tokens_limit;
     bool has_override;     /* limit comes from quota_set() */
+    bool known;            /* held: usage in the window, an override, or
+                              a change not yet flushed */
     double window_start_s; /* now_s - window_s */
     double window_end_s;   /* now_s */
     bool has_reset_at;     /* false: nothing used; reset_at_s is -1 */
@@ -160,6 +162,22 @@ int quota_commit(struct quota *q, const char *workflow_id,
 /* Fills *st for one subject; -1 for a bad id or time. */
 int quota_status(const struct quota *q, enum quota_kind kind, const char *id,
                  double now_s, struct quota_status *st);
+
+/* A subject and its status, as quota_top() lists them. */
+struct quota_entry {
+    const char *subject;    /* "workflow:<id>": valid until q changes */
+    struct quota_status st;
+};
+
+/*
+ * The subjects of kind using the most at now_s, most first (ties by
+ * subject), at most n of them, into top; *count is how many were written,
+ * *total how many of kind are held.  O(held subjects x log n).  Returns 0,
+ * or -1 for a bad time.
+ */
+int quota_top(const struct quota *q, enum quota_kind kind, double now_s,
+              struct quota_entry *top, size_t n, size_t *count,
+              size_t *total);
 
 /* Administration: each change is queued for the store. */
 

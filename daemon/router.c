@@ -20,6 +20,8 @@ struct provider {
     double    cost_per_1k_tokens;
     double    degraded_until_s;     /* healthy when now_s >= this */
     double    last_fault_s;         /* report time of the latest fault */
+    enum router_outcome last_fault; /* and its outcome */
+    double    last_retry_after_s;   /* and its Retry-After, 0 for none */
     double    latency_ewma_ms;
     uint64_t  latency_samples;
     double    current_weight;       /* smooth weighted round-robin */
@@ -133,6 +135,8 @@ router_copy_state(struct router *dst, const struct router *src)
             continue;
         d->degraded_until_s = src->p[j].degraded_until_s;
         d->last_fault_s = src->p[j].last_fault_s;
+        d->last_fault = src->p[j].last_fault;
+        d->last_retry_after_s = src->p[j].last_retry_after_s;
         d->latency_ewma_ms = src->p[j].latency_ewma_ms;
         d->latency_samples = src->p[j].latency_samples;
     }
@@ -332,6 +336,8 @@ router_report(struct router *r, int idx, enum router_outcome outcome,
         until = now_s + fmax(r->cooldown_s, retry_after_s);
         p->degraded_until_s = fmax(p->degraded_until_s, until);
         p->last_fault_s = now_s;
+        p->last_fault = outcome;
+        p->last_retry_after_s = fmax(retry_after_s, 0);
         break;
     case ROUTER_OUTCOME_CLIENT_ERROR:
         break;
@@ -351,6 +357,9 @@ router_status(const struct router *r, int idx, double now_s,
     st->cooldown_remaining_s = st->healthy ? 0 : p->degraded_until_s - now_s;
     st->latency_ewma_ms = p->latency_samples > 0 ? p->latency_ewma_ms : 0;
     st->latency_samples = p->latency_samples;
+    st->cause = p->last_fault;
+    st->fault_s = p->last_fault_s;
+    st->retry_after_s = p->last_retry_after_s;
 }
 
 /* Index of s[0..len-1] in a table of names, or -1. */

@@ -1,5 +1,6 @@
 /*
- * router.h — provider routing: policies, health, cooldown (DESIGN.md §3).
+ * router.h — provider routing: policies, health, cooldown (llmguardd(8),
+ * "Routing and failover").
  *
  * Pure module: no I/O, no clock reads, no globals.  Every time is a
  * monotonic `now_s` in seconds passed by the caller; it must not go
@@ -86,6 +87,11 @@ struct router_status {
     double      cooldown_remaining_s;   /* 0 when healthy */
     double      latency_ewma_ms;        /* 0 when latency_samples is 0 */
     uint64_t    latency_samples;
+    /* While degraded: the fault that last extended the cooldown. */
+    enum router_outcome cause;          /* rate_limited, server_error or
+                                           timeout */
+    double      fault_s;                /* when it was reported */
+    double      retry_after_s;          /* its Retry-After; 0: none */
 };
 
 /*

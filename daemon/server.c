@@ -6,19 +6,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/listener.h>
 
 #include "log.h"
-#include "quota.h"
-#include "permits.h"
-#include "persist.h"
 #include "server.h"
+
+#define EXIT_CONFIG 78      /* EX_CONFIG, as config.h's CONFIG_EXIT */
+#define PATH_MAX_BYTES 4096
 
 /* A peer that stops reading may queue this much before we stop reading it;
  * one that then reads nothing for WRITE_TIMEOUT_S is dropped. */
@@ -26,23 +27,36 @@
 #define OUTPUT_LOW_BYTES (256 * 1024)
 #define WRITE_TIMEOUT_S 10
 
-double
-server_now_mono(void)
-{
-    struct timespec ts;
+struct server {
+    struct event_base *base;
+    struct evconnlistener *listener;
+    bool accept_paused;         /* out of descriptors: see accept_error_cb */
+    server_dispatch_fn dispatch;
+    void *dispatch_arg;
+    server_close_fn close[SERVER_MAX_SLOTS];
+    int nslots;
+    char socket_path[PATH_MAX_BYTES];
+    bool socket_bound;          /* ours to unlink at exit */
+    TAILQ_HEAD(, conn) conns;
+    size_t nconns;
+};
 
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-double
-server_now_wall(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+struct conn {
+    TAILQ_ENTRY(conn) entry;
+    struct server *srv;
+    int fd;
+    struct event *ev_read;      /* persistent, off while throttled */
+    struct event *ev_write;     /* only while output is pending */
+    struct proto_reader in;     /* bytes read, not yet whole frames */
+    struct evbuffer *pending;   /* replies the socket did not take yet */
+    uid_t uid;                  /* SO_PEERCRED */
+    pid_t pid;
+    msgpack_zone zone;          /* decoded requests; cleared per request */
+    msgpack_sbuffer out;        /* replies encoded during one read */
+    bool closing;               /* flush what is queued, then close */
+    bool throttled;             /* reading paused: the peer does not read */
+    void *slot[SERVER_MAX_SLOTS];   /* the subsystems' state for it */
+};
 
 /* ---- connections ------------------------------------------------------- */
 
@@ -60,9 +74,10 @@ conn_free(struct conn *c)
 {
     struct server *srv = c->srv;
 
-    buckets_cancel_conn(c);
-    permits_drop_conn(c);
-    persist_drop_conn(c);
+    c->closing = true;
+    for (int i = 0; i < srv->nslots; i++)
+        if (c->slot[i] != NULL)
+            srv->close[i](c->slot[i]);
     TAILQ_REMOVE(&srv->conns, c, entry);
     srv->nconns--;
     event_free(c->ev_read);
@@ -179,7 +194,7 @@ conn_process(struct conn *c)
         }
         switch (proto_decode_request(frame, len, &c->zone, &req, &e)) {
         case PROTO_DECODE_OK:
-            ops_dispatch(c, &req);
+            c->srv->dispatch(c, &req, c->srv->dispatch_arg);
             break;
         case PROTO_DECODE_BAD:
             log_debug("bad request from uid %u: %s", (unsigned)c->uid, e.msg);
@@ -276,9 +291,6 @@ accept_cb(struct evconnlistener *lis, evutil_socket_t fd,
     }
     msgpack_sbuffer_init(&c->out);
     proto_reader_init(&c->in);
-    TAILQ_INIT(&c->waiters);
-    TAILQ_INIT(&c->held);
-    TAILQ_INIT(&c->permits);
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &credlen) < 0) {
         log_error("%s: SO_PEERCRED: %s", __func__, strerror(errno));
         cred.uid = (uid_t)-1;   /* unknown: never admin */
@@ -348,7 +360,7 @@ accept_error_cb(struct evconnlistener *lis, void *arg)
     event_base_once(srv->base, -1, EV_TIMEOUT, resume_accept, srv, &tv);
 }
 
-/* ---- socket set-up (DESIGN.md §6) -------------------------------------- */
+/* ---- socket set-up (llmguardd(8), "The socket") ----------------------- */
 
 /*
  * The per-user default directory: create it 0700, and refuse one that is
@@ -357,7 +369,7 @@ accept_error_cb(struct evconnlistener *lis, void *arg)
 static int
 check_default_dir(const char *sockpath, uid_t uid)
 {
-    char buf[CONFIG_PATH_MAX], *dir;
+    char buf[PATH_MAX_BYTES], *dir;
     struct stat sb;
 
     snprintf(buf, sizeof(buf), "%s", sockpath);
@@ -426,7 +438,7 @@ probe_existing(const char *path, const struct sockaddr_un *sun)
 }
 
 /* The socket we bound, removed by an exit before server_shutdown. */
-static char bound_path[CONFIG_PATH_MAX];
+static char bound_path[PATH_MAX_BYTES];
 
 static void
 unlink_at_exit(void)
@@ -435,153 +447,163 @@ unlink_at_exit(void)
         unlink(bound_path);
 }
 
-int
-server_listen(struct server *srv)
+/* Socket address for path; -1 when it is too long. */
+static int
+socket_address(const char *path, struct sockaddr_un *sun)
 {
-    const struct config *cfg = &srv->cfg;
-    struct sockaddr_un sun;
+    memset(sun, 0, sizeof(*sun));
+    sun->sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof(sun->sun_path))
+        return -1;
+    memcpy(sun->sun_path, path, strlen(path) + 1);
+    return 0;
+}
+
+/* Bind path with the socket's mode and group; the socket, or -1 with the
+ * exit status in *status. */
+static int
+bind_socket(const struct server_socket *sock, const struct sockaddr_un *sun,
+            int *status)
+{
     mode_t old_umask;
-    int fd;
-
-    snprintf(srv->socket_path, sizeof(srv->socket_path), "%s",
-             cfg->socket_path);
-    memset(&sun, 0, sizeof(sun));
-    sun.sun_family = AF_UNIX;
-    if (strlen(srv->socket_path) >= sizeof(sun.sun_path))
-        fatalx(CONFIG_EXIT, "socket path %s is too long", srv->socket_path);
-    memcpy(sun.sun_path, srv->socket_path, strlen(srv->socket_path) + 1);
-
-    if (cfg->socket_is_default && check_default_dir(srv->socket_path,
-                                                    srv->uid) < 0)
-        exit(CONFIG_EXIT);
-    switch (probe_existing(srv->socket_path, &sun)) {
-    case 1:
-        fatalx(1, "another llmguardd is already running on %s",
-               srv->socket_path);
-    case -1:
-        exit(CONFIG_EXIT);
-    }
+    int fd, err;
 
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        fatalx(1, "socket: %s", strerror(errno));
+    if (fd < 0) {
+        log_error("socket: %s", strerror(errno));
+        *status = 1;
+        return -1;
+    }
     old_umask = umask(0177);
-    if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
-        int err = errno;
+    if (bind(fd, (const struct sockaddr *)sun, sizeof(*sun)) < 0) {
+        err = errno;
         umask(old_umask);
         close(fd);
-        if (err == EADDRINUSE)
-            fatalx(1, "another llmguardd is already running on %s",
-                   srv->socket_path);
-        fatalx(CONFIG_EXIT, "cannot bind %s: %s", srv->socket_path,
-               strerror(err));
+        if (err == EADDRINUSE) {
+            log_error("another llmguardd is already running on %s",
+                      sock->path);
+            *status = 1;
+        } else {
+            log_error("cannot bind %s: %s", sock->path, strerror(err));
+            *status = EXIT_CONFIG;
+        }
+        return -1;
     }
     umask(old_umask);
-    srv->socket_bound = true;
-    memcpy(bound_path, srv->socket_path, sizeof(bound_path));
-    atexit(unlink_at_exit);
-    if (chmod(srv->socket_path, (mode_t)cfg->socket_mode) < 0)
-        log_error("chmod %s: %s", srv->socket_path, strerror(errno));
-    if (cfg->socket_group[0] != '\0') {
-        struct group *gr = getgrnam(cfg->socket_group);
-        gid_t gid = gr ? gr->gr_gid : (gid_t)strtoul(cfg->socket_group,
-                                                      NULL, 10);
-        if (chown(srv->socket_path, (uid_t)-1, gid) < 0)
-            log_error("chown %s to group %s: %s", srv->socket_path,
-                      cfg->socket_group, strerror(errno));
+    if (chmod(sock->path, (mode_t)sock->mode) < 0)
+        log_error("chmod %s: %s", sock->path, strerror(errno));
+    if (sock->group[0] != '\0') {
+        struct group *gr = getgrnam(sock->group);
+        gid_t gid = gr ? gr->gr_gid : (gid_t)strtoul(sock->group, NULL, 10);
+        if (chown(sock->path, (uid_t)-1, gid) < 0)
+            log_error("chown %s to group %s: %s", sock->path, sock->group,
+                      strerror(errno));
     }
+    return fd;
+}
+
+/* Accept on the listening socket fd (ours to close). */
+static int
+start_accepting(struct server *srv, int fd)
+{
     srv->listener = evconnlistener_new(srv->base, accept_cb, srv,
                                        LEV_OPT_CLOSE_ON_FREE |
                                        LEV_OPT_CLOSE_ON_EXEC, 128, fd);
-    if (srv->listener == NULL)
-        fatalx(1, "cannot listen on %s", srv->socket_path);
+    if (srv->listener == NULL) {
+        log_error("cannot listen on %s", srv->socket_path);
+        close(fd);
+        return 1;
+    }
     evconnlistener_set_error_cb(srv->listener, accept_error_cb);
+    return 0;
+}
+
+int
+server_listen_fd(struct server *srv, int fd)
+{
+    struct sockaddr_un sun;
+    socklen_t len = sizeof(sun);
+
+    memset(&sun, 0, sizeof(sun));
+    if (getsockname(fd, (struct sockaddr *)&sun, &len) == 0 &&
+        sun.sun_family == AF_UNIX && sun.sun_path[0] != '\0')
+        snprintf(srv->socket_path, sizeof(srv->socket_path), "%s",
+                 sun.sun_path);
+    else
+        snprintf(srv->socket_path, sizeof(srv->socket_path), "descriptor %d",
+                 fd);
+    evutil_make_socket_nonblocking(fd);
+    evutil_make_socket_closeonexec(fd);
+    if (start_accepting(srv, fd) != 0)
+        return 1;
+    log_info("listening on %s (passed by the service manager)",
+             srv->socket_path);
+    return 0;
+}
+
+int
+server_listen(struct server *srv, const struct server_socket *sock)
+{
+    struct sockaddr_un sun;
+    int fd, status = 0;
+
+    snprintf(srv->socket_path, sizeof(srv->socket_path), "%s", sock->path);
+    if (socket_address(srv->socket_path, &sun) < 0) {
+        log_error("socket path %s is too long", srv->socket_path);
+        return EXIT_CONFIG;
+    }
+    if (sock->is_default && check_default_dir(srv->socket_path,
+                                              geteuid()) < 0)
+        return EXIT_CONFIG;
+    switch (probe_existing(srv->socket_path, &sun)) {
+    case 1:
+        log_error("another llmguardd is already running on %s",
+                  srv->socket_path);
+        return 1;
+    case -1:
+        return EXIT_CONFIG;
+    }
+    if ((fd = bind_socket(sock, &sun, &status)) < 0)
+        return status;
+    srv->socket_bound = true;
+    memcpy(bound_path, srv->socket_path, sizeof(bound_path));
+    atexit(unlink_at_exit);
+    if (start_accepting(srv, fd) != 0)
+        return 1;
     log_info("listening on %s", srv->socket_path);
     return 0;
 }
 
-/* Settings that only a restart can change: say so, keep the old value. */
-static void
-keep_for_restart(const char *name, char *cur, const char *next)
+struct server *
+server_new(struct event_base *base, server_dispatch_fn dispatch, void *arg)
 {
-    if (strcmp(cur, next) != 0)
-        log_warn("reload: %s changed to '%s': takes effect at the next "
-                 "start; still '%s'", name, next, cur);
+    struct server *srv = calloc(1, sizeof(*srv));
+
+    if (srv == NULL)
+        return NULL;
+    srv->base = base;
+    srv->dispatch = dispatch;
+    srv->dispatch_arg = arg;
+    TAILQ_INIT(&srv->conns);
+    return srv;
 }
 
 int
-server_reload(struct server *srv, char *err, size_t errlen)
+server_add_slot(struct server *srv, server_close_fn close_fn)
 {
-    struct config *next = malloc(sizeof(*next));
-    struct config *cur = &srv->cfg;
-
-    if (next == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    if (config_load(next, &srv->args, err, errlen) < 0) {
-        log_error("reload refused, the old configuration stays: %s", err);
-        free(next);
-        return -1;
-    }
-    keep_for_restart("LLMGUARD_SOCKET", cur->socket_path, next->socket_path);
-    keep_for_restart("LLMGUARD_DB", cur->db_path, next->db_path);
-    keep_for_restart("LLMGUARD_METRICS_LISTEN", cur->metrics_listen,
-                     next->metrics_listen);
-    keep_for_restart("LLMGUARD_SOCKET_GROUP", cur->socket_group,
-                     next->socket_group);
-    if (next->socket_mode != cur->socket_mode)
-        log_warn("reload: LLMGUARD_SOCKET_MODE takes effect at the next "
-                 "start");
-    keep_for_restart("OTEL_EXPORTER_OTLP_ENDPOINT", cur->otlp_endpoint,
-                     next->otlp_endpoint);
-    keep_for_restart("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-                     cur->otlp_traces_endpoint, next->otlp_traces_endpoint);
-    keep_for_restart("OTEL_SERVICE_NAME", cur->service_name,
-                     next->service_name);
-    if (next->metrics_max_series != cur->metrics_max_series)
-        log_warn("reload: LLMGUARD_METRICS_MAX_SERIES takes effect at the "
-                 "next start");
-    memcpy(next->socket_path, cur->socket_path, sizeof(next->socket_path));
-    next->socket_is_default = cur->socket_is_default;
-    memcpy(next->db_path, cur->db_path, sizeof(next->db_path));
-    next->db_is_default = cur->db_is_default;
-    memcpy(next->metrics_listen, cur->metrics_listen,
-           sizeof(next->metrics_listen));
-    memcpy(next->socket_group, cur->socket_group, sizeof(next->socket_group));
-    next->socket_mode = cur->socket_mode;
-    memcpy(next->otlp_endpoint, cur->otlp_endpoint,
-           sizeof(next->otlp_endpoint));
-    memcpy(next->otlp_traces_endpoint, cur->otlp_traces_endpoint,
-           sizeof(next->otlp_traces_endpoint));
-    memcpy(next->service_name, cur->service_name, sizeof(next->service_name));
-    next->metrics_max_series = cur->metrics_max_series;
-
-    if (buckets_reconfigure(srv, next) < 0 ||
-        quota_reconfigure(srv->quota, next->quota_window_days * 86400.0,
-                          next->default_quota_tokens,
-                          next->quota_enforcement == ENFORCE_HARD) < 0) {
-        snprintf(err, errlen, "could not apply the new configuration");
-        free(next);
-        return -1;
-    }
-    *cur = *next;
-    free(next);
-    log_set_level((enum log_level)cur->log_level);
-    persist_changed(srv);       /* a new window may move slots */
-    log_info("configuration reloaded from %s: %zu provider(s), policy %s, "
-             "enforcement %s", cur->env_file[0] ? cur->env_file : "the "
-             "environment", cur->nproviders,
-             config_policy_name(cur->routing_policy),
-             config_enforcement_name(cur->quota_enforcement));
-    return 0;
+    if (srv->nslots == SERVER_MAX_SLOTS)
+        abort();        /* raise SERVER_MAX_SLOTS */
+    srv->close[srv->nslots] = close_fn;
+    return srv->nslots++;
 }
 
 void
-server_shutdown(struct server *srv)
+server_free(struct server *srv)
 {
     struct conn *c;
 
+    if (srv == NULL)
+        return;
     if (srv->listener != NULL) {
         evconnlistener_free(srv->listener);
         srv->listener = NULL;
@@ -590,6 +612,57 @@ server_shutdown(struct server *srv)
         conn_free(c);
     if (srv->socket_bound && unlink(srv->socket_path) < 0 && errno != ENOENT)
         log_error("cannot remove %s: %s", srv->socket_path, strerror(errno));
-    srv->socket_bound = false;
     bound_path[0] = '\0';
+    free(srv);
+}
+
+size_t
+server_nconns(const struct server *srv)
+{
+    return srv->nconns;
+}
+
+/* ---- a connection, as the subsystems see it ---------------------------- */
+
+uid_t
+conn_uid(const struct conn *c)
+{
+    return c->uid;
+}
+
+pid_t
+conn_pid(const struct conn *c)
+{
+    return c->pid;
+}
+
+msgpack_zone *
+conn_zone(struct conn *c)
+{
+    return &c->zone;
+}
+
+void **
+conn_slot(struct conn *c, int slot)
+{
+    return &c->slot[slot];
+}
+
+size_t
+conn_out_mark(const struct conn *c)
+{
+    return c->out.size;
+}
+
+const void *
+conn_out_since(const struct conn *c, size_t mark, size_t *len)
+{
+    *len = c->out.size - mark;
+    return c->out.data + mark;
+}
+
+void
+conn_out_cut(struct conn *c, size_t mark)
+{
+    c->out.size = mark;
 }

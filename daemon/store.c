@@ -247,8 +247,8 @@ set_wal(struct store *st)
      * of at every commit.  A process crash loses nothing committed; a power
      * loss or OS crash may lose the last few commits, but the checksummed
      * WAL is replayed only up to its last complete commit, so the database
-     * is never corrupt.  That is DESIGN §5's promise, without an fsync per
-     * group commit.
+     * is never corrupt.  That keeps the promise of llmguardd(8),
+     * "Persistence", without an fsync per group commit.
      */
     return exec_sql(st, "PRAGMA synchronous = NORMAL", "set synchronous");
 }

@@ -1,5 +1,6 @@
 /*
- * store — SQLite persistence of quota usage and limit overrides (DESIGN §5).
+ * store — SQLite persistence of quota usage and limit overrides (llmguardd(8),
+ * "Persistence").
  *
  * The store keeps generic rows and knows nothing about windows or slots:
  *   usage   (subject, slot_start_ms) -> tokens      tokens > 0

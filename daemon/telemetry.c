@@ -3,7 +3,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "limiter.h"
+#include <math.h>
+
+#include "clock.h"
 #include "log.h"
 #include "metrics.h"
 #include "quota.h"
@@ -14,18 +16,54 @@
 /* A metrics reply page stays well under PROTO_MAX_FRAME. */
 #define PAGE_BUDGET_BYTES 48000
 
-void
-telemetry_init(struct server *srv)
+struct telemetry {
+    struct event_base *base;
+    const struct config *cfg;
+    telemetry_refresh_fn refresh;   /* sets the gauges that are read */
+    void *refresh_arg;
+    struct metrics *metrics;
+    struct trace_exporter *tracer;  /* OTLP, when an endpoint is set */
+    uint64_t spans_dropped_seen;
+};
+
+struct telemetry *
+telemetry_new(struct event_base *base, const struct config *cfg)
 {
-    srv->metrics = metrics_new((size_t)srv->cfg.metrics_max_series);
-    if (srv->metrics == NULL)
+    struct telemetry *t = calloc(1, sizeof(*t));
+
+    if (t == NULL ||
+        (t->metrics = metrics_new((size_t)cfg->metrics_max_series)) == NULL)
         fatalx(1, "cannot create the metrics registry");
+    t->base = base;
+    t->cfg = cfg;
+    return t;
 }
 
 void
-telemetry_start_tracing(struct server *srv)
+telemetry_on_refresh(struct telemetry *t, telemetry_refresh_fn fn, void *arg)
 {
-    const struct config *cfg = &srv->cfg;
+    t->refresh = fn;
+    t->refresh_arg = arg;
+}
+
+void
+telemetry_provider(struct telemetry *t, const char *provider,
+                   double available, double available_llm, bool degraded)
+{
+    const char *labels[] = { provider };
+
+    metrics_set(t->metrics, METRIC_PROVIDER_AVAILABLE_TOKENS, labels,
+                available);
+    metrics_set(t->metrics, METRIC_PROVIDER_DEGRADED, labels, degraded);
+    if (!isnan(available_llm))
+        metrics_set(t->metrics, METRIC_PROVIDER_AVAILABLE_LLM_TOKENS, labels,
+                    available_llm);
+}
+
+void
+telemetry_start_tracing(struct telemetry *t)
+{
+    const struct config *cfg = t->cfg;
     struct trace_options opt;
     char url[CONFIG_STR_MAX + 16];
 
@@ -42,117 +80,123 @@ telemetry_start_tracing(struct server *srv)
     }
     trace_options_init(&opt);
     opt.service_version = PACKAGE_VERSION;
-    srv->tracer = trace_exporter_new(srv->base, url, cfg->service_name, &opt);
-    if (srv->tracer == NULL)
+    t->tracer = trace_exporter_new(t->base, url, cfg->service_name, &opt);
+    if (t->tracer == NULL)
         fatalx(CONFIG_EXIT, "cannot export traces to %s", url);
     log_info("exporting spans to %s as service %s", url, cfg->service_name);
 }
 
 void
-telemetry_free(struct server *srv)
+telemetry_free(struct telemetry *t)
 {
-    if (srv->tracer != NULL)
-        trace_exporter_free(srv->tracer);
-    srv->tracer = NULL;
-    metrics_free(srv->metrics);
-    srv->metrics = NULL;
+    if (t == NULL)
+        return;
+    if (t->tracer != NULL)
+        trace_exporter_free(t->tracer);
+    metrics_free(t->metrics);
+    free(t);
+}
+
+bool
+telemetry_tracing(const struct telemetry *t)
+{
+    return t->tracer != NULL;
 }
 
 void
-telemetry_request(struct server *srv, const char *provider,
-                  const char *workflow, double latency_ms)
+telemetry_span(struct telemetry *t, const struct trace_span *sp)
 {
-    const char *labels[] = { provider, workflow ? workflow : "" };
+    if (t->tracer != NULL)
+        trace_exporter_submit(t->tracer, sp);
+}
 
-    metrics_inc(srv->metrics, METRIC_REQUESTS_TOTAL, labels, 1);
+void
+telemetry_request(struct telemetry *t, const char *provider,
+                  const char *workflow, const char *outcome,
+                  double latency_ms)
+{
+    const char *labels[] = { provider, workflow ? workflow : "", outcome };
+
+    metrics_inc(t->metrics, METRIC_REQUESTS_TOTAL, labels, 1);
     if (latency_ms >= 0)
-        metrics_observe(srv->metrics, METRIC_REQUEST_LATENCY_MS, labels,
+        metrics_observe(t->metrics, METRIC_REQUEST_LATENCY_MS, labels,
                         latency_ms);
 }
 
 void
-telemetry_rate_limited(struct server *srv, const char *provider)
+telemetry_rate_limited(struct telemetry *t, const char *provider)
 {
     const char *labels[] = { provider };
 
-    metrics_inc(srv->metrics, METRIC_RATE_LIMITED_TOTAL, labels, 1);
+    metrics_inc(t->metrics, METRIC_RATE_LIMITED_TOTAL, labels, 1);
 }
 
 void
-telemetry_failover(struct server *srv, const char *from, const char *to)
+telemetry_failover(struct telemetry *t, const char *from, const char *to)
 {
     const char *labels[] = { from, to };
 
-    metrics_inc(srv->metrics, METRIC_FAILOVERS_TOTAL, labels, 1);
+    metrics_inc(t->metrics, METRIC_FAILOVERS_TOTAL, labels, 1);
 }
 
 void
-telemetry_quota_exceeded(struct server *srv, const char *workflow,
+telemetry_quota_exceeded(struct telemetry *t, const char *workflow,
                          const char *tenant)
 {
     const char *labels[] = { workflow ? workflow : "", tenant ? tenant : "" };
 
-    metrics_inc(srv->metrics, METRIC_QUOTA_EXCEEDED_TOTAL, labels, 1);
+    metrics_inc(t->metrics, METRIC_QUOTA_EXCEEDED_TOTAL, labels, 1);
 }
 
 void
-telemetry_quota_remaining(struct server *srv, const char *workflow)
+telemetry_quota_remaining(struct telemetry *t, struct quota *q,
+                          const char *workflow)
 {
     struct quota_status st;
     const char *labels[] = { workflow };
 
-    if (workflow == NULL || quota_status(srv->quota, QUOTA_WORKFLOW, workflow,
-                                         server_now_wall(), &st) < 0)
+    if (workflow == NULL || quota_status(q, QUOTA_WORKFLOW, workflow,
+                                         clock_wall(), &st) < 0)
         return;
-    metrics_set(srv->metrics, METRIC_WORKFLOW_QUOTA_REMAINING_TOKENS, labels,
+    metrics_set(t->metrics, METRIC_WORKFLOW_QUOTA_REMAINING_TOKENS, labels,
                 (double)st.tokens_remaining);
 }
 
 void
-telemetry_store_error(struct server *srv)
+telemetry_store_error(struct telemetry *t)
 {
-    metrics_inc(srv->metrics, METRIC_STORE_WRITE_ERRORS_TOTAL, NULL, 1);
+    metrics_inc(t->metrics, METRIC_STORE_WRITE_ERRORS_TOTAL, NULL, 1);
 }
 
-void
-telemetry_spans_dropped(struct server *srv, double n)
-{
-    if (n > 0)
-        metrics_inc(srv->metrics, METRIC_TRACE_SPANS_DROPPED_TOTAL, NULL, n);
-}
-
-/* Gauges that are read, not pushed: the buckets' fill; and the
- * exporter's drop count. */
+/* What is read, not pushed: the exporter's drop count, and the gauges of
+ * the refresh hook. */
 static void
-refresh(struct server *srv)
+refresh(struct telemetry *t)
 {
-    double now = server_now_mono();
     struct trace_stats ts;
 
-    if (srv->tracer != NULL) {
-        trace_exporter_stats(srv->tracer, &ts);
-        telemetry_spans_dropped(srv, (double)(ts.dropped -
-                                              srv->spans_dropped_seen));
-        srv->spans_dropped_seen = ts.dropped;
+    if (t->tracer != NULL) {
+        trace_exporter_stats(t->tracer, &ts);
+        if (ts.dropped > t->spans_dropped_seen)
+            metrics_inc(t->metrics, METRIC_TRACE_SPANS_DROPPED_TOTAL, NULL,
+                        (double)(ts.dropped - t->spans_dropped_seen));
+        t->spans_dropped_seen = ts.dropped;
     }
-    for (size_t i = 0; i < srv->nproviders; i++) {
-        const char *labels[] = { srv->providers[i].name };
-        metrics_set(srv->metrics, METRIC_PROVIDER_AVAILABLE_TOKENS, labels,
-                    limiter_available(&srv->providers[i].bucket, now));
-    }
+    if (t->refresh != NULL)
+        t->refresh(t, t->refresh_arg);
 }
 
 int
-telemetry_prometheus(struct server *srv, char **text, size_t *len)
+telemetry_prometheus(struct telemetry *t, char **text, size_t *len)
 {
     FILE *fp;
     int rc;
 
-    refresh(srv);
+    refresh(t);
     *text = NULL;
     if ((fp = open_memstream(text, len)) == NULL)
         return -1;
-    rc = metrics_write_prometheus(srv->metrics, fp);
+    rc = metrics_write_prometheus(t->metrics, fp);
     if (fclose(fp) != 0 || rc < 0) {
         free(*text);
         *text = NULL;
@@ -203,7 +247,7 @@ page_family(void *arg, const struct metrics_family_info *fi)
     if (fi->type == METRIC_HISTOGRAM) {
         f->bounds.v = (double *)(uintptr_t)fi->bucket_bounds;
         f->bounds.n = (uint32_t)fi->n_buckets;
-        PROTO_SET(f, 4);
+        PROTO_SET(f, PROTO_METRIC_FAMILY_BOUNDS);
     }
     pg->bytes += strlen(fi->name) + strlen(fi->help) + 64;
     return 0;
@@ -258,35 +302,37 @@ page_series(void *arg, const struct metrics_family_info *fi,
         s->sum = si->sum;
         s->buckets.v = b;
         s->buckets.n = (uint32_t)fi->n_buckets;
-        s->has = 1u << 2 | 1u << 3 | 1u << 4;
+        s->has = PROTO_BIT(PROTO_METRIC_SERIES_COUNT) |
+                 PROTO_BIT(PROTO_METRIC_SERIES_SUM) |
+                 PROTO_BIT(PROTO_METRIC_SERIES_BUCKETS);
     } else {
         s->value = si->value;
-        s->has = 1u << 1;
+        s->has = PROTO_BIT(PROTO_METRIC_SERIES_VALUE);
     }
     return 0;
 }
 
 int
-telemetry_op_metrics(struct conn *c, struct proto_req *req,
-                     struct proto_error *e)
+telemetry_op_metrics(struct telemetry *t, struct conn *c,
+                     struct proto_req *req, struct proto_error *e)
 {
     const struct proto_metrics_req *r = &req->u.metrics;
-    struct server *srv = c->srv;
     struct proto_metrics_rep rep = { 0 };
-    uint64_t cursor = PROTO_HAS(r, 1) ? r->cursor : 0;
+    uint64_t cursor = PROTO_HAS(r, PROTO_METRICS_REQ_CURSOR) ? r->cursor : 0;
     static const char prom[] = "prometheus", structured[] = "structured";
+    bool has_format = PROTO_HAS(r, PROTO_METRICS_REQ_FORMAT);
 
-    if (PROTO_HAS(r, 0) && !(r->format.len == sizeof(prom) - 1 &&
-                             memcmp(r->format.ptr, prom, r->format.len) == 0) &&
+    if (has_format && !(r->format.len == sizeof(prom) - 1 &&
+                        memcmp(r->format.ptr, prom, r->format.len) == 0) &&
         !(r->format.len == sizeof(structured) - 1 &&
           memcmp(r->format.ptr, structured, r->format.len) == 0))
         return proto_error_set(e, PROTO_E_BAD_REQUEST, "format: expected "
                                "structured or prometheus");
-    if (PROTO_HAS(r, 0) && r->format.ptr[0] == 'p') {
+    if (has_format && r->format.ptr[0] == 'p') {
         /* Text pages end at a line boundary. */
         char *text;
         size_t len, end;
-        if (telemetry_prometheus(srv, &text, &len) < 0)
+        if (telemetry_prometheus(t, &text, &len) < 0)
             return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
         if (cursor > len)
             cursor = len;
@@ -294,36 +340,36 @@ telemetry_op_metrics(struct conn *c, struct proto_req *req,
                                                : len;
         while (end < len && end > cursor && text[end - 1] != '\n')
             end--;
-        rep.text.ptr = msgpack_zone_malloc(&c->zone, end - cursor + 1);
+        rep.text.ptr = msgpack_zone_malloc(conn_zone(c), end - cursor + 1);
         if (rep.text.ptr == NULL) {
             free(text);
             return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
         }
         memcpy((char *)(uintptr_t)rep.text.ptr, text + cursor, end - cursor);
         rep.text.len = (uint32_t)(end - cursor);
-        PROTO_SET(&rep, 1);
+        PROTO_SET(&rep, PROTO_METRICS_REP_TEXT);
         if (end < len) {
             rep.next_cursor = end;
-            PROTO_SET(&rep, 2);
+            PROTO_SET(&rep, PROTO_METRICS_REP_NEXT_CURSOR);
         }
         free(text);
     } else {
-        struct page *pg = msgpack_zone_malloc(&c->zone, sizeof(*pg));
+        struct page *pg = msgpack_zone_malloc(conn_zone(c), sizeof(*pg));
         struct metrics_visitor v = { page_family, page_series, pg };
         if (pg == NULL)
             return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
         memset(pg, 0, sizeof(*pg));
-        pg->zone = &c->zone;
+        pg->zone = conn_zone(c);
         pg->skip = cursor;
-        refresh(srv);
-        if (metrics_foreach(srv->metrics, &v) < 0)
+        refresh(t);
+        if (metrics_foreach(t->metrics, &v) < 0)
             return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
         rep.families.v = pg->fam;
         rep.families.n = pg->nfam;
-        PROTO_SET(&rep, 0);
+        PROTO_SET(&rep, PROTO_METRICS_REP_FAMILIES);
         if (pg->full) {
             rep.next_cursor = pg->index - 1;
-            PROTO_SET(&rep, 2);
+            PROTO_SET(&rep, PROTO_METRICS_REP_NEXT_CURSOR);
         }
     }
     conn_reply(c, PROTO_OP_METRICS, req->id, &rep);

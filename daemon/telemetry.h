@@ -1,6 +1,7 @@
 /*
- * telemetry.h - what llmguardd counts (DESIGN.md §9): the event hooks that
- * feed the metrics registry, and the metrics op.
+ * telemetry.h - what llmguardd counts and traces (llmguardd(8), "Metrics"
+ * and "Traces"): the event hooks that feed the metrics registry, the span
+ * exporter, and the metrics op.
  */
 #ifndef LLMGUARD_TELEMETRY_H
 #define LLMGUARD_TELEMETRY_H
@@ -8,43 +9,70 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include <event2/event.h>
+
+#include "config.h"
 #include "proto.h"
 
 struct conn;
-struct server;
+struct quota;
+struct telemetry;
+struct trace_span;
 
-/* Create the registry (exits when out of memory). */
-void telemetry_init(struct server *srv);
-/* Start the OTLP exporter when an endpoint is configured. */
-void telemetry_start_tracing(struct server *srv);
+/* The registry of cfg (exits when out of memory). */
+struct telemetry *telemetry_new(struct event_base *base,
+                                const struct config *cfg);
+/*
+ * Gauges that are read, not pushed (the providers'): fn(t, arg) is called
+ * whenever the metrics are about to be read, to set them with
+ * telemetry_provider().
+ */
+typedef void (*telemetry_refresh_fn)(struct telemetry *t, void *arg);
+void telemetry_on_refresh(struct telemetry *t, telemetry_refresh_fn fn,
+                          void *arg);
+/* A provider's gauges: its tokens, its LLM tokens (NAN: no TOKENS_PER_MIN
+ * bucket), whether it is degraded. */
+void telemetry_provider(struct telemetry *t, const char *provider,
+                        double available, double available_llm,
+                        bool degraded);
+/* Start the OTLP exporter when an endpoint is configured (exits 78 when
+ * it cannot be). */
+void telemetry_start_tracing(struct telemetry *t);
 /* Stop exporting (a last, bounded export) and free the registry. */
-void telemetry_free(struct server *srv);
+void telemetry_free(struct telemetry *t);
 
-/* One attempt reported on provider (latency_ms < 0: not measured). */
-void telemetry_request(struct server *srv, const char *provider,
-                       const char *workflow, double latency_ms);
+/* Whether spans are exported (else telemetry_span() drops them). */
+bool telemetry_tracing(const struct telemetry *t);
+/* A span to the OTLP exporter, when there is one (copied). */
+void telemetry_span(struct telemetry *t, const struct trace_span *sp);
+
+/* One attempt reported on provider, with its outcome (ok, rate_limited,
+ * server_error, timeout, client_error; latency_ms < 0: not measured). */
+void telemetry_request(struct telemetry *t, const char *provider,
+                       const char *workflow, const char *outcome,
+                       double latency_ms);
 /* A call met a rate limit on provider. */
-void telemetry_rate_limited(struct server *srv, const char *provider);
+void telemetry_rate_limited(struct telemetry *t, const char *provider);
 /* A call moved from one provider to another. */
-void telemetry_failover(struct server *srv, const char *from, const char *to);
+void telemetry_failover(struct telemetry *t, const char *from, const char *to);
 /* A reservation went over a quota (hard: refused; soft: flagged). */
-void telemetry_quota_exceeded(struct server *srv, const char *workflow,
+void telemetry_quota_exceeded(struct telemetry *t, const char *workflow,
                               const char *tenant);
-/* The workflow's remaining tokens after a change. */
-void telemetry_quota_remaining(struct server *srv, const char *workflow);
+/* The workflow's remaining tokens in q after a change. */
+void telemetry_quota_remaining(struct telemetry *t, struct quota *q,
+                               const char *workflow);
 /* A write of quotas to the database failed. */
-void telemetry_store_error(struct server *srv);
-/* Spans dropped by the exporter since the last call. */
-void telemetry_spans_dropped(struct server *srv, double n);
+void telemetry_store_error(struct telemetry *t);
 
 /*
  * The registry in the Prometheus text format into a malloc'd buffer
  * (*text, *len); 0, or -1 when out of memory.  Gauges are brought up to
  * date first.
  */
-int telemetry_prometheus(struct server *srv, char **text, size_t *len);
+int telemetry_prometheus(struct telemetry *t, char **text, size_t *len);
 
-int telemetry_op_metrics(struct conn *c, struct proto_req *req,
-                         struct proto_error *e);
+/* The metrics op: a page of the registry, structured or as text. */
+int telemetry_op_metrics(struct telemetry *t, struct conn *c,
+                         struct proto_req *req, struct proto_error *e);
 
 #endif

@@ -1,4 +1,4 @@
-/* trace.c - OTLP/HTTP JSON span export on the event loop (DESIGN.md §9). */
+/* trace.c - OTLP/HTTP JSON span export on the event loop (llmguardd(8), "Traces"). */
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>

@@ -1,7 +1,7 @@
 /*
  * trace.h - the OpenTelemetry span exporter: OTLP/HTTP with the JSON
  * encoding, through libcurl's multi interface on the caller's libevent
- * loop (DESIGN.md §9).
+ * loop (llmguardd(8), "Traces").
  *
  * Not a pure module: it owns sockets and timers on the event_base it is
  * given, reads the monotonic clock at shutdown, and reads getrandom(2).

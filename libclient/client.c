@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <pthread.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,15 +15,37 @@
 
 #include "client_internal.h"
 
+#define ERRMSG_MAX (PROTO_ERRMSG_MAX + 64)
+#define TIMEOUT_MS_DEFAULT 2000.0
+#define TIMEOUT_MS_MAX 86400000.0   /* a day */
+
+/*
+ * The message of one thread's last call on a handle, while that call is
+ * one that failed.  Only its thread writes it, so llmguard_last_error()
+ * hands it out as it is: it stays until the thread's next call on the
+ * handle, whatever the others do.  A thread that ends on a failed call
+ * leaves its entry to llmguard_close().
+ */
+struct thread_error {
+    uint64_t thread;            /* thread_serial() of its thread */
+    struct thread_error *next;
+    char msg[ERRMSG_MAX];
+};
+
 struct llmguard {
-    pthread_mutex_t mu;
+    pthread_mutex_t mu;         /* the connection, one exchange at a time */
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     int fd;                     /* -1 while not connected */
     uint64_t next_id;
     struct proto_reader rd;
     msgpack_sbuffer sb;
     msgpack_zone zone;
-    char errmsg[PROTO_ERRMSG_MAX + 64];
+    pthread_mutex_t errors_mu;  /* the list of errors, never held long */
+    struct thread_error *errors;
+    double timeout_ms;          /* an exchange's bound beyond its wait; 0:
+                                   none (LLMGUARD_CLIENT_TIMEOUT_MS) */
+    double rcvtimeo_ms;         /* SO_RCVTIMEO on fd now */
+    char bad_timeout[160];      /* a bad LLMGUARD_CLIENT_TIMEOUT_MS */
 };
 
 static const struct {
@@ -52,6 +75,60 @@ llmguard_strerror(int err)
     return "unknown error";
 }
 
+/* A number for the calling thread that no other thread ever gets. */
+static uint64_t
+thread_serial(void)
+{
+    static uint64_t next;
+    static __thread uint64_t serial;
+
+    if (serial == 0)
+        serial = __atomic_add_fetch(&next, 1, __ATOMIC_RELAXED);
+    return serial;
+}
+
+/*
+ * The calling thread's error on g: NULL when it has none, unless create,
+ * then a new one (NULL only when out of memory).
+ */
+static struct thread_error *
+thread_error(llmguard_t *g, bool create)
+{
+    uint64_t self = thread_serial();
+    struct thread_error *t;
+
+    pthread_mutex_lock(&g->errors_mu);
+    for (t = g->errors; t != NULL && t->thread != self; t = t->next)
+        continue;
+    if (t == NULL && create && (t = malloc(sizeof(*t))) != NULL) {
+        t->thread = self;
+        t->msg[0] = '\0';
+        t->next = g->errors;
+        g->errors = t;
+    }
+    pthread_mutex_unlock(&g->errors_mu);
+    return t;
+}
+
+/* The calling thread's call on g succeeded: it has no error any more. */
+static void
+clear_error(llmguard_t *g)
+{
+    uint64_t self = thread_serial();
+
+    pthread_mutex_lock(&g->errors_mu);
+    for (struct thread_error **p = &g->errors; *p != NULL; p = &(*p)->next) {
+        if ((*p)->thread == self) {
+            struct thread_error *t = *p;
+            *p = t->next;
+            free(t);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&g->errors_mu);
+}
+
+/* Keep the message of the calling thread's failed call; returns code. */
 static int
 seterr(llmguard_t *g, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -59,12 +136,58 @@ seterr(llmguard_t *g, int code, const char *fmt, ...)
 static int
 seterr(llmguard_t *g, int code, const char *fmt, ...)
 {
+    struct thread_error *t = thread_error(g, true);
     va_list ap;
 
+    if (t == NULL)
+        return code;    /* no room: llmguard_last_error() gives "" */
     va_start(ap, fmt);
-    vsnprintf(g->errmsg, sizeof(g->errmsg), fmt, ap);
+    vsnprintf(t->msg, sizeof(t->msg), fmt, ap);
     va_end(ap);
     return code;
+}
+
+/* Parse a timeout in ms: 0 (none) up to a day; -1 for anything else. */
+static double
+parse_timeout_ms(const char *s)
+{
+    char *end;
+    double ms;
+
+    errno = 0;
+    ms = strtod(s, &end);
+    if (errno != 0 || end == s || *end != '\0' || !(ms >= 0) ||
+        ms > TIMEOUT_MS_MAX)
+        return -1;
+    return ms;
+}
+
+/* The handle's client timeout from the environment. */
+static void
+timeout_from_env(llmguard_t *g)
+{
+    const char *env = getenv("LLMGUARD_CLIENT_TIMEOUT_MS");
+
+    g->timeout_ms = TIMEOUT_MS_DEFAULT;
+    if (env == NULL || env[0] == '\0')
+        return;
+    if ((g->timeout_ms = parse_timeout_ms(env)) < 0)
+        snprintf(g->bad_timeout, sizeof(g->bad_timeout),
+                 "LLMGUARD_CLIENT_TIMEOUT_MS=%.32s: expected milliseconds "
+                 "from 0 (no bound) to %.0f", env, TIMEOUT_MS_MAX);
+}
+
+int
+llmguard_set_timeout(llmguard_t *g, double timeout_s)
+{
+    if (!(timeout_s >= 0) || timeout_s * 1e3 > TIMEOUT_MS_MAX)
+        return seterr(g, LLMGUARD_EINVAL, "timeout_s must be from 0 (no "
+                      "bound) to %.0f", TIMEOUT_MS_MAX / 1e3);
+    pthread_mutex_lock(&g->mu);
+    g->timeout_ms = timeout_s * 1e3;
+    g->bad_timeout[0] = '\0';
+    pthread_mutex_unlock(&g->mu);
+    return 0;
 }
 
 llmguard_t *
@@ -88,8 +211,10 @@ llmguard_open(const char *socket_path)
         return NULL;
     }
     pthread_mutex_init(&g->mu, NULL);
+    pthread_mutex_init(&g->errors_mu, NULL);
     g->fd = -1;
     g->next_id = 1;
+    timeout_from_env(g);
     proto_reader_init(&g->rd);
     msgpack_sbuffer_init(&g->sb);
     return g;
@@ -112,6 +237,12 @@ llmguard_close(llmguard_t *g)
     disconnect(g);
     msgpack_sbuffer_destroy(&g->sb);
     msgpack_zone_destroy(&g->zone);
+    while (g->errors != NULL) {
+        struct thread_error *t = g->errors;
+        g->errors = t->next;
+        free(t);
+    }
+    pthread_mutex_destroy(&g->errors_mu);
     pthread_mutex_destroy(&g->mu);
     free(g);
 }
@@ -119,13 +250,31 @@ llmguard_close(llmguard_t *g)
 const char *
 llmguard_last_error(llmguard_t *g)
 {
-    return g->errmsg;
+    const struct thread_error *t = thread_error(g, false);
+
+    return t != NULL ? t->msg : "";
 }
 
 const char *
 llmguard_socket_path(llmguard_t *g)
 {
     return g->path;
+}
+
+/* Bound the blocking sends (SO_SNDTIMEO, also connect's) or receives
+ * (SO_RCVTIMEO) on fd to ms; 0 means no bound. */
+static int
+set_timeo(int fd, int opt, double ms)
+{
+    struct timeval tv;
+
+    tv.tv_sec = (time_t)(ms / 1e3);
+    tv.tv_usec = (suseconds_t)ceil(fmod(ms, 1e3) * 1e3);
+    if (tv.tv_usec >= 1000000) {
+        tv.tv_sec++;
+        tv.tv_usec -= 1000000;
+    }
+    return setsockopt(fd, SOL_SOCKET, opt, &tv, sizeof(tv));
 }
 
 static int
@@ -140,20 +289,32 @@ do_connect(llmguard_t *g)
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return seterr(g, LLMGUARD_EUNAVAIL, "socket: %s", strerror(errno));
+    if (set_timeo(fd, SO_SNDTIMEO, g->timeout_ms) < 0 ||
+        set_timeo(fd, SO_RCVTIMEO, g->timeout_ms) < 0) {
+        int err = errno;
+        close(fd);
+        return seterr(g, LLMGUARD_EUNAVAIL, "setsockopt: %s", strerror(err));
+    }
     if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
         int err = errno;
         close(fd);
         if (err == EACCES || err == EPERM)
             return seterr(g, LLMGUARD_EPERM, "connect %s: %s", g->path,
                           strerror(err));
+        if (err == EAGAIN)      /* its backlog stayed full: SO_SNDTIMEO */
+            return seterr(g, LLMGUARD_EUNAVAIL, "llmguardd on %s accepted "
+                          "no connection within %.0f ms", g->path,
+                          g->timeout_ms);
         return seterr(g, LLMGUARD_EUNAVAIL, "no llmguardd on %s: %s",
                       g->path, strerror(err));
     }
     g->fd = fd;
+    g->rcvtimeo_ms = g->timeout_ms;
     proto_reader_init(&g->rd);
     return 0;
 }
 
+/* Send all of p; -1 with errno (EAGAIN: SO_SNDTIMEO ran out). */
 static int
 send_all(int fd, const char *p, size_t len)
 {
@@ -170,18 +331,62 @@ send_all(int fd, const char *p, size_t len)
     return 0;
 }
 
+static double
+mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
 /*
- * Read and decode replies until the one answering id arrives (a reply to
- * another id, stale from an earlier exchange, is skipped).  Each frame is
- * decoded once, straight from the bytes recv(2) put in the reader.
+ * Before a recv(2) of an exchange that must end by deadline_ms (0: no
+ * bound): 0 with SO_RCVTIMEO set to what is left, in whole ms, or -1 when
+ * nothing is left.  The option is set only when it changes: an exchange
+ * bounded like the one before costs no system call.
  */
 static int
-recv_reply(llmguard_t *g, enum proto_op op, uint64_t id,
+bound_recv(llmguard_t *g, double deadline_ms)
+{
+    double ms = 0;
+
+    if (deadline_ms > 0 && (ms = ceil(deadline_ms - mono_ms())) <= 0)
+        return -1;
+    if (ms != g->rcvtimeo_ms) {
+        if (set_timeo(g->fd, SO_RCVTIMEO, ms) < 0)
+            return -1;
+        g->rcvtimeo_ms = ms;
+    }
+    return 0;
+}
+
+/* The exchange found no answer in time: the connection goes (a late reply
+ * must not be taken for the next one), the call fails as unreachable. */
+static int
+timed_out(llmguard_t *g, enum proto_op op, double bound_ms)
+{
+    disconnect(g);
+    return seterr(g, LLMGUARD_EUNAVAIL, "llmguardd on %s did not answer %s "
+                  "within %.0f ms (LLMGUARD_CLIENT_TIMEOUT_MS %.0f ms beyond "
+                  "the request's own wait)", g->path, proto_op_name(op),
+                  bound_ms, g->timeout_ms);
+}
+
+/*
+ * Read and decode replies until the one answering id arrives (a reply to
+ * another id, stale from an earlier exchange, is skipped), waiting at most
+ * bound_ms (0: no bound) in all.  Each frame is decoded once, straight
+ * from the bytes recv(2) put in the reader.
+ */
+static int
+recv_reply(llmguard_t *g, enum proto_op op, uint64_t id, double bound_ms,
            struct proto_rep *rep)
 {
     const unsigned char *frame;
     uint32_t len;
     struct proto_error e;
+    double deadline_ms = bound_ms > 0 ? mono_ms() + bound_ms : 0;
 
     for (;;) {
         int r = proto_reader_next(&g->rd, &frame, &len, &e);
@@ -207,9 +412,13 @@ recv_reply(llmguard_t *g, enum proto_op op, uint64_t id,
             disconnect(g);
             return seterr(g, LLMGUARD_ENOMEM, "out of memory");
         }
+        if (bound_recv(g, deadline_ms) < 0)
+            return timed_out(g, op, bound_ms);
         ssize_t n = recv(g->fd, p, avail, 0);
         if (n < 0 && errno == EINTR)
             continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return timed_out(g, op, bound_ms);
         if (n <= 0) {
             int err = n < 0 ? errno : 0;
             disconnect(g);
@@ -242,22 +451,44 @@ wire_error(llmguard_t *g, const struct proto_err *err)
                                                       err->code.len);
 
     /* A code this library does not know is a malformed reply to it. */
-    return seterr(g, code < PROTO_E__COUNT ? map[code] : LLMGUARD_EPROTO, "%.*s: %.*s", (int)err->code.len,
-                  err->code.ptr, (int)err->msg.len, err->msg.ptr);
+    return seterr(g, code < PROTO_E__COUNT ? map[code] : LLMGUARD_EPROTO,
+                  "%.*s: %.*s", (int)err->code.len, err->code.ptr,
+                  (int)err->msg.len, err->msg.ptr);
+}
+
+/* How long the daemon may keep req of op waiting, in ms. */
+static double
+request_wait_ms(enum proto_op op, const void *req)
+{
+    switch (op) {
+    case PROTO_OP_ACQUIRE:
+        return ((const struct proto_acquire_req *)req)->timeout_ms;
+    case PROTO_OP_PERMIT:
+        return ((const struct proto_permit_req *)req)->timeout_ms;
+    default:
+        return 0;
+    }
 }
 
 /*
- * One request/reply exchange, with g->mu held.  The connection is made
- * lazily; a send that fails on an old connection (the daemon restarted) is
- * retried once on a new one.  A request that was sent is never resent.
+ * One request/reply exchange, with g->mu held, bounded by the client
+ * timeout beyond the request's own wait.  The connection is made lazily;
+ * a send that fails on an old connection (the daemon restarted) is
+ * retried once on a new one, but not one that timed out.  A request that
+ * was sent is never resent.
  */
 static int
 call_locked(llmguard_t *g, enum proto_op op, const void *req,
             struct proto_rep *rep)
 {
     uint64_t id = g->next_id++;
+    double bound_ms = 0;
     int rc;
 
+    if (g->bad_timeout[0] != '\0')
+        return seterr(g, LLMGUARD_EINVAL, "%s", g->bad_timeout);
+    if (g->timeout_ms > 0)
+        bound_ms = g->timeout_ms + request_wait_ms(op, req);
     g->sb.size = 0;
     if (proto_encode_request(&g->sb, op, id, req) < 0)
         return seterr(g, LLMGUARD_EINVAL, "request does not fit in a frame");
@@ -267,17 +498,19 @@ call_locked(llmguard_t *g, enum proto_op op, const void *req,
             return rc;
         if (send_all(g->fd, g->sb.data, g->sb.size) == 0)
             break;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return timed_out(g, op, g->timeout_ms);
         rc = seterr(g, LLMGUARD_EUNAVAIL, "send to llmguardd: %s",
                     strerror(errno));
         disconnect(g);
         if (fresh || attempt > 0)
             return rc;
     }
-    if ((rc = recv_reply(g, op, id, rep)) < 0)
+    if ((rc = recv_reply(g, op, id, bound_ms, rep)) < 0)
         return rc;
     if (!rep->ok)
         return wire_error(g, &rep->err);
-    g->errmsg[0] = '\0';
+    clear_error(g);
     return 0;
 }
 
@@ -329,7 +562,8 @@ llmguard_acquire(llmguard_t *g, const char *provider, uint32_t tokens,
     req.provider = pstr(provider);
     req.tokens = tokens;
     req.timeout_ms = timeout_s * 1e3;
-    req.has = 1u << 1 | 1u << 3;
+    req.has = PROTO_BIT(PROTO_ACQUIRE_REQ_TOKENS) |
+              PROTO_BIT(PROTO_ACQUIRE_REQ_TIMEOUT_MS);
     CALL(g, PROTO_OP_ACQUIRE, &req, &rep,
          if (waited_ms) *waited_ms = rep.u.acquire.waited_ms);
 }
@@ -344,7 +578,7 @@ llmguard_release(llmguard_t *g, const char *provider, uint32_t tokens)
         return seterr(g, LLMGUARD_EINVAL, "provider required");
     req.provider = pstr(provider);
     req.tokens = tokens;
-    req.has = 1u << 1;
+    req.has = PROTO_BIT(PROTO_RELEASE_REQ_TOKENS);
     CALL(g, PROTO_OP_RELEASE, &req, &rep, (void)0);
 }
 
@@ -369,20 +603,21 @@ llmguard_limiter_status(llmguard_t *g, const char *provider,
     });
 }
 
-/* Set the optional workflow/tenant fields (bits 0 and 1) of a request. */
-static void
-set_subjects(uint32_t *has, struct proto_str *wf, struct proto_str *tn,
-             const char *workflow_id, const char *tenant_id)
-{
-    if (workflow_id != NULL) {
-        *wf = pstr(workflow_id);
-        *has |= 1u << 0;
-    }
-    if (tenant_id != NULL) {
-        *tn = pstr(tenant_id);
-        *has |= 1u << 1;
-    }
-}
+/*
+ * Set the optional workflow_id and tenant_id of request r, whose field list
+ * is PROTO_<MSG>_FIELDS, from wf and tn (either may be NULL).
+ */
+#define SET_SUBJECTS(r, MSG, wf, tn)                                    \
+    do {                                                                \
+        if ((wf) != NULL) {                                             \
+            (r)->workflow_id = pstr(wf);                                \
+            PROTO_SET((r), PROTO_##MSG##_WORKFLOW_ID);                  \
+        }                                                               \
+        if ((tn) != NULL) {                                             \
+            (r)->tenant_id = pstr(tn);                                  \
+            PROTO_SET((r), PROTO_##MSG##_TENANT_ID);                    \
+        }                                                               \
+    } while (0)
 
 static void
 copy_str(char *dst, size_t len, struct proto_str s)
@@ -407,8 +642,7 @@ llmguard_quota_check_and_reserve(llmguard_t *g, const char *workflow_id,
         return seterr(g, LLMGUARD_EINVAL, "a workflow or tenant id, and d, "
                       "are required");
     memset(d, 0, sizeof(*d));
-    set_subjects(&req.has, &req.workflow_id, &req.tenant_id, workflow_id,
-                 tenant_id);
+    SET_SUBJECTS(&req, QUOTA_RESERVE_REQ, workflow_id, tenant_id);
     req.tokens = tokens;
     pthread_mutex_lock(&g->mu);
     rc = call_locked(g, PROTO_OP_QUOTA_RESERVE, &req, &rep);
@@ -419,7 +653,7 @@ llmguard_quota_check_and_reserve(llmguard_t *g, const char *workflow_id,
         d->tokens_used = r->tokens_used;
         d->tokens_limit = r->tokens_limit;
         d->tokens_remaining = r->tokens_remaining;
-        d->has_reset_at = PROTO_HAS(r, 6);
+        d->has_reset_at = PROTO_HAS(r, PROTO_QUOTA_RESERVE_REP_RESET_AT);
         d->reset_at = r->reset_at;
         d->reservation = r->reservation;
     } else if (rc == LLMGUARD_EQUOTA) {
@@ -448,8 +682,7 @@ llmguard_quota_commit(llmguard_t *g, const char *workflow_id,
     if (workflow_id == NULL && tenant_id == NULL)
         return seterr(g, LLMGUARD_EINVAL, "a workflow or tenant id is "
                       "required");
-    set_subjects(&req.has, &req.workflow_id, &req.tenant_id, workflow_id,
-                 tenant_id);
+    SET_SUBJECTS(&req, QUOTA_COMMIT_REQ, workflow_id, tenant_id);
     req.reservation = reservation;
     req.estimate = estimate;
     req.actual = actual;
@@ -467,15 +700,14 @@ llmguard_quota_status(llmguard_t *g, const char *workflow_id,
     if (st == NULL || (workflow_id == NULL) == (tenant_id == NULL))
         return seterr(g, LLMGUARD_EINVAL, "give a workflow or a tenant id, "
                       "not both");
-    set_subjects(&req.has, &req.workflow_id, &req.tenant_id, workflow_id,
-                 tenant_id);
+    SET_SUBJECTS(&req, QUOTA_SUBJECT_REQ, workflow_id, tenant_id);
     CALL(g, PROTO_OP_QUOTA_STATUS, &req, &rep, {
         st->tokens_used = r->tokens_used;
         st->tokens_remaining = r->tokens_remaining;
         st->tokens_limit = r->tokens_limit;
         st->window_start = r->window_start;
         st->window_end = r->window_end;
-        st->has_reset_at = PROTO_HAS(r, 6);
+        st->has_reset_at = PROTO_HAS(r, PROTO_QUOTA_STATUS_REP_RESET_AT);
         st->reset_at = r->reset_at;
     });
 }
@@ -492,11 +724,11 @@ llmguard_select_provider(llmguard_t *g, const char *workflow_id,
         return seterr(g, LLMGUARD_EINVAL, "buf required");
     if (workflow_id != NULL) {
         req.workflow_id = pstr(workflow_id);
-        PROTO_SET(&req, 0);
+        PROTO_SET(&req, PROTO_SELECT_PROVIDER_REQ_WORKFLOW_ID);
     }
     if (preferred != NULL) {
         req.preferred = pstr(preferred);
-        PROTO_SET(&req, 1);
+        PROTO_SET(&req, PROTO_SELECT_PROVIDER_REQ_PREFERRED);
     }
     CALL(g, PROTO_OP_SELECT_PROVIDER, &req, &rep,
          copy_str(buf, len, r->provider));
@@ -520,25 +752,16 @@ static const char *const outcome_names[] = {
     [LLMGUARD_OUTCOME_CLIENT_ERROR] = "client_error",
 };
 
-static double
-mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
 /* Fail-open: the daemon is unreachable; call fn once, unguarded. */
 static int
 fail_open(llmguard_t *g, const struct llmguard_request *req,
           llmguard_call_fn fn, void *arg, struct llmguard_result *res)
 {
     const char *mode = getenv("LLMGUARD_FAIL_MODE");
-    char why[sizeof(g->errmsg)];
+    char why[ERRMSG_MAX];
     uint64_t used = 0;
 
-    snprintf(why, sizeof(why), "%s", g->errmsg);
+    snprintf(why, sizeof(why), "%s", llmguard_last_error(g));
     if (mode != NULL && strcasecmp(mode, "closed") == 0)
         return seterr(g, LLMGUARD_EUNAVAIL, "%s (LLMGUARD_FAIL_MODE=closed)",
                       why);
@@ -555,11 +778,115 @@ fail_open(llmguard_t *g, const struct llmguard_request *req,
     res->success = fn(req->preferred_provider, arg, &used) ==
                    LLMGUARD_OUTCOME_OK;
     if (res->success) {
-        g->errmsg[0] = '\0';
+        clear_error(g);
         return 0;
     }
     return seterr(g, LLMGUARD_ECALL, "%s failed (unguarded: %s)",
                   req->preferred_provider, why);
+}
+
+/*
+ * The permit of one attempt: a provider for req, not one of the n already
+ * tried, with what the daemon said added to res.  0 with *permit_id set, or
+ * an LLMGUARD_E* code.
+ */
+static int
+permit_attempt(llmguard_t *g, const struct llmguard_request *req,
+               const char *call_id, struct proto_str *tried, unsigned n,
+               struct llmguard_result *res, uint64_t *permit_id)
+{
+    struct proto_permit_req pr = { 0 };
+    struct proto_rep rep;
+    int rc;
+
+    SET_SUBJECTS(&pr, PERMIT_REQ, req->workflow_id, req->tenant_id);
+    pr.tokens_estimate = req->tokens_estimate;
+    pr.exclude.v = tried;
+    pr.exclude.n = n;
+    pr.timeout_ms = req->timeout_s * 1e3;
+    pr.call_id = pstr(call_id);
+    pr.has |= PROTO_BIT(PROTO_PERMIT_REQ_TOKENS_ESTIMATE) |
+              PROTO_BIT(PROTO_PERMIT_REQ_EXCLUDE) |
+              PROTO_BIT(PROTO_PERMIT_REQ_TIMEOUT_MS) |
+              PROTO_BIT(PROTO_PERMIT_REQ_CALL_ID);
+    if (req->preferred_provider != NULL) {
+        pr.preferred = pstr(req->preferred_provider);
+        PROTO_SET(&pr, PROTO_PERMIT_REQ_PREFERRED);
+    }
+    if (req->traceparent != NULL) {
+        pr.traceparent = pstr(req->traceparent);
+        PROTO_SET(&pr, PROTO_PERMIT_REQ_TRACEPARENT);
+    }
+    pthread_mutex_lock(&g->mu);
+    rc = call_locked(g, PROTO_OP_PERMIT, &pr, &rep);
+    if (rc == 0) {
+        const struct proto_permit_rep *p = &rep.u.permit;
+        *permit_id = p->permit_id;
+        copy_str(res->provider, sizeof(res->provider), p->provider);
+        res->rate_limited |= p->rate_limited;
+        res->ratelimit_wait_ms += p->wait_ms;
+        if (n == 0 || !p->quota_allowed)
+            res->quota_allowed = p->quota_allowed;
+        res->quota_remaining = p->quota_remaining;
+    } else if (rc == LLMGUARD_EQUOTA) {
+        res->quota_allowed = 0;
+    }
+    pthread_mutex_unlock(&g->mu);
+    return rc;
+}
+
+/*
+ * The caller's call to provider: its outcome (one fn does not know counts
+ * as a server error), the tokens it used and how long it took.
+ */
+static llmguard_outcome
+call_provider(llmguard_call_fn fn, void *arg, const char *provider,
+              uint64_t *used, double *latency_ms)
+{
+    double t0 = mono_ms();
+    llmguard_outcome outcome;
+
+    retry_after_s = 0;
+    outcome = fn(provider, arg, used);
+    *latency_ms = mono_ms() - t0;
+    if ((unsigned)outcome > LLMGUARD_OUTCOME_CLIENT_ERROR)
+        outcome = LLMGUARD_OUTCOME_SERVER_ERROR;
+    return outcome;
+}
+
+/*
+ * Report how the attempt of permit_id went.  A lost report loses health
+ * data, not the caller's answer: its failure is not the caller's.
+ */
+static void
+report_attempt(llmguard_t *g, uint64_t permit_id, llmguard_outcome outcome,
+               double latency_ms, uint64_t used, bool final)
+{
+    struct proto_report_req rr = { 0 };
+    struct proto_rep rep;
+
+    rr.permit_id = permit_id;
+    rr.outcome = pstr(outcome_names[outcome]);
+    rr.latency_ms = latency_ms;
+    rr.final = final;
+    rr.has = PROTO_BIT(PROTO_REPORT_REQ_PERMIT_ID) |
+             PROTO_BIT(PROTO_REPORT_REQ_OUTCOME) |
+             PROTO_BIT(PROTO_REPORT_REQ_LATENCY_MS) |
+             PROTO_BIT(PROTO_REPORT_REQ_FINAL);
+    /* The tokens really used; a failed attempt that does not say used
+     * none (a 429 is not charged its estimate), a success that does
+     * not say is charged the estimate. */
+    if (used > 0 || outcome != LLMGUARD_OUTCOME_OK) {
+        rr.tokens_used = used;
+        PROTO_SET(&rr, PROTO_REPORT_REQ_TOKENS_USED);
+    }
+    if (retry_after_s > 0) {
+        rr.retry_after_s = retry_after_s;
+        PROTO_SET(&rr, PROTO_REPORT_REQ_RETRY_AFTER_S);
+    }
+    pthread_mutex_lock(&g->mu);
+    call_locked(g, PROTO_OP_REPORT, &rr, &rep);
+    pthread_mutex_unlock(&g->mu);
 }
 
 int
@@ -571,7 +898,6 @@ llmguard_execute_with_failover(llmguard_t *g,
     static unsigned long counter;
     struct proto_str tried[64];
     char names[64][64], call_id[64];
-    struct proto_rep rep;
     unsigned max;
     int rc = 0;
     bool called = false;
@@ -589,43 +915,13 @@ llmguard_execute_with_failover(llmguard_t *g,
              (unsigned long)mono_ms());
 
     for (unsigned attempt = 0; attempt < max; attempt++) {
-        struct proto_permit_req pr = { 0 };
-        struct proto_report_req rr = { 0 };
         llmguard_outcome outcome;
         uint64_t used = 0, permit_id = 0;
-        double t0;
+        double latency_ms;
+        bool final;
 
-        set_subjects(&pr.has, &pr.workflow_id, &pr.tenant_id,
-                     req->workflow_id, req->tenant_id);
-        pr.tokens_estimate = req->tokens_estimate;
-        pr.exclude.v = tried;
-        pr.exclude.n = attempt;
-        pr.timeout_ms = req->timeout_s * 1e3;
-        pr.call_id = pstr(call_id);
-        pr.has |= 1u << 2 | 1u << 4 | 1u << 5 | 1u << 6;
-        if (req->preferred_provider != NULL) {
-            pr.preferred = pstr(req->preferred_provider);
-            pr.has |= 1u << 3;
-        }
-        if (req->traceparent != NULL) {
-            pr.traceparent = pstr(req->traceparent);
-            pr.has |= 1u << 7;
-        }
-        pthread_mutex_lock(&g->mu);
-        rc = call_locked(g, PROTO_OP_PERMIT, &pr, &rep);
-        if (rc == 0) {
-            const struct proto_permit_rep *p = &rep.u.permit;
-            permit_id = p->permit_id;
-            copy_str(res->provider, sizeof(res->provider), p->provider);
-            res->rate_limited |= p->rate_limited;
-            res->ratelimit_wait_ms += p->wait_ms;
-            if (attempt == 0 || !p->quota_allowed)
-                res->quota_allowed = p->quota_allowed;
-            res->quota_remaining = p->quota_remaining;
-        } else if (rc == LLMGUARD_EQUOTA) {
-            res->quota_allowed = 0;
-        }
-        pthread_mutex_unlock(&g->mu);
+        rc = permit_attempt(g, req, call_id, tried, attempt, res,
+                            &permit_id);
         if (rc == LLMGUARD_EUNAVAIL && attempt == 0)
             return fail_open(g, req, fn, arg, res);
         if (rc < 0)
@@ -633,37 +929,13 @@ llmguard_execute_with_failover(llmguard_t *g,
         if (attempt > 0)
             res->failover_attempts++;
 
-        retry_after_s = 0;
-        t0 = mono_ms();
-        outcome = fn(res->provider, arg, &used);
+        outcome = call_provider(fn, arg, res->provider, &used, &latency_ms);
         called = true;
-        if ((unsigned)outcome > LLMGUARD_OUTCOME_CLIENT_ERROR)
-            outcome = LLMGUARD_OUTCOME_SERVER_ERROR;
         res->success = outcome == LLMGUARD_OUTCOME_OK;
         res->rate_limited |= outcome == LLMGUARD_OUTCOME_RATE_LIMITED;
-        bool final = res->success || outcome == LLMGUARD_OUTCOME_CLIENT_ERROR ||
-                     attempt + 1 == max;
-
-        rr.permit_id = permit_id;
-        rr.outcome = pstr(outcome_names[outcome]);
-        rr.latency_ms = mono_ms() - t0;
-        rr.final = final;
-        rr.has = 1u << 0 | 1u << 1 | 1u << 2 | 1u << 5;
-        /* The tokens really used; a failed attempt that does not say used
-         * none (a 429 is not charged its estimate), a success that does
-         * not say is charged the estimate. */
-        if (used > 0 || outcome != LLMGUARD_OUTCOME_OK) {
-            rr.tokens_used = used;
-            rr.has |= 1u << 3;
-        }
-        if (retry_after_s > 0) {
-            rr.retry_after_s = retry_after_s;
-            rr.has |= 1u << 4;
-        }
-        pthread_mutex_lock(&g->mu);
-        rc = call_locked(g, PROTO_OP_REPORT, &rr, &rep);
-        pthread_mutex_unlock(&g->mu);
-        /* A lost report loses health data, not the caller's answer. */
+        final = res->success || outcome == LLMGUARD_OUTCOME_CLIENT_ERROR ||
+                attempt + 1 == max;
+        report_attempt(g, permit_id, outcome, latency_ms, used, final);
         if (final)
             break;
         snprintf(names[attempt], sizeof(names[attempt]), "%s", res->provider);

@@ -3,9 +3,9 @@
  *
  * A handle is opaque.  Calls are synchronous and return 0 or a negative
  * LLMGUARD_E* code; llmguard_strerror() names a code and
- * llmguard_last_error() gives the daemon's message for the last failed call.
- * A handle may be shared by threads: calls on it are serialised by a mutex.
- * The library never raises SIGPIPE in its host.
+ * llmguard_last_error() gives the message of the calling thread's last
+ * failed call.  A handle may be shared by threads: calls on it are
+ * serialised by a mutex.  The library never raises SIGPIPE in its host.
  */
 #ifndef LLMGUARD_H
 #define LLMGUARD_H
@@ -48,10 +48,26 @@ void llmguard_close(llmguard_t *g);
 
 /* A short English description of an LLMGUARD_E* code. */
 const char *llmguard_strerror(int err);
-/* The daemon's (or the library's) message for the last failed call. */
+/*
+ * The message of the calling thread's last call on g, when that call
+ * failed: the daemon's error as "code: message", or the library's own; ""
+ * when it succeeded or the thread has made none.  Each thread has its own,
+ * so threads that share g need no lock around it; the string stays valid
+ * until the same thread's next call on g, or llmguard_close().
+ */
 const char *llmguard_last_error(llmguard_t *g);
 /* The socket path the handle uses. */
 const char *llmguard_socket_path(llmguard_t *g);
+/*
+ * Bound every exchange on g to timeout_s beyond the wait the request
+ * itself asks for (the timeout of an acquire or a permit); 0: no bound.
+ * The default is $LLMGUARD_CLIENT_TIMEOUT_MS milliseconds, else 2 s.  An
+ * exchange that runs out closes the connection (the next call opens a new
+ * one) and returns LLMGUARD_EUNAVAIL, so a stopped or wedged daemon never
+ * hangs the caller.  0, or LLMGUARD_EINVAL for a negative or NaN value or
+ * one over a day.
+ */
+int llmguard_set_timeout(llmguard_t *g, double timeout_s);
 
 /* Round trip to the daemon.  0, or LLMGUARD_EUNAVAIL and friends. */
 int llmguard_ping(llmguard_t *g);
@@ -84,7 +100,7 @@ struct llmguard_limiter_status {
 int llmguard_limiter_status(llmguard_t *g, const char *provider,
                             struct llmguard_limiter_status *st);
 
-/* What a quota check decided (DESIGN.md §3 "Quotas"). */
+/* What a quota check decided (libllmguard(3), "Quotas"). */
 struct llmguard_quota_decision {
     int allowed;                /* 0 only in hard mode: nothing reserved */
     int over_quota;             /* soft mode: allowed, but over the limit */

@@ -57,266 +57,79 @@ proto_error_set(struct proto_error *e, enum proto_errcode code,
 
 /* ---- field tables ------------------------------------------------------ */
 
-#define F(st, fld, ty, fl) \
-    { #fld, ty, fl, (uint16_t)offsetof(st, fld), NULL }
-#define DEF(st, tbl) \
-    { #st, tbl, (uint8_t)(sizeof(tbl) / sizeof(tbl[0])), (uint16_t)sizeof(st) }
-#define DEF_EMPTY(st) { #st, NULL, 0, (uint16_t)sizeof(st) }
+/* A row's type column as designators: its type and, for PF_OBJARR(msg),
+ * the element's table. */
+#define FTYPE_PF_STR            .type = PF_STR
+#define FTYPE_PF_UINT           .type = PF_UINT
+#define FTYPE_PF_INT            .type = PF_INT
+#define FTYPE_PF_DOUBLE         .type = PF_DOUBLE
+#define FTYPE_PF_BOOL           .type = PF_BOOL
+#define FTYPE_PF_STRARR         .type = PF_STRARR
+#define FTYPE_PF_DBLARR         .type = PF_DBLARR
+#define FTYPE_PF_OBJARR(msg)    .type = PF_OBJARR, .sub = &msg##_def
 
-static const struct proto_field hello_req_f[] = {
-    F(struct proto_hello_req, version, PF_UINT, PF_REQUIRED),
-    F(struct proto_hello_req, client, PF_STR, 0),
-};
-static const struct proto_field hello_rep_f[] = {
-    F(struct proto_hello_rep, version, PF_UINT, PF_REQUIRED),
-    F(struct proto_hello_rep, server, PF_STR, PF_REQUIRED),
-};
-static const struct proto_field ping_rep_f[] = {
-    F(struct proto_ping_rep, uptime_s, PF_DOUBLE, 0),
-};
-static const struct proto_field acquire_req_f[] = {
-    F(struct proto_acquire_req, provider, PF_STR, PF_REQUIRED),
-    F(struct proto_acquire_req, tokens, PF_UINT, 0),
-    F(struct proto_acquire_req, llm_tokens, PF_UINT, 0),
-    F(struct proto_acquire_req, timeout_ms, PF_DOUBLE, 0),
-};
-static const struct proto_field acquire_rep_f[] = {
-    F(struct proto_acquire_rep, waited_ms, PF_DOUBLE, PF_REQUIRED),
-};
-static const struct proto_field release_req_f[] = {
-    F(struct proto_release_req, provider, PF_STR, PF_REQUIRED),
-    F(struct proto_release_req, tokens, PF_UINT, 0),
-    F(struct proto_release_req, llm_tokens, PF_UINT, 0),
-};
-static const struct proto_field release_rep_f[] = {
-    F(struct proto_release_rep, available_tokens, PF_DOUBLE, PF_REQUIRED),
-};
-static const struct proto_field limiter_status_req_f[] = {
-    F(struct proto_limiter_status_req, provider, PF_STR, PF_REQUIRED),
-};
-static const struct proto_field limiter_status_rep_f[] = {
-    F(struct proto_limiter_status_rep, available_tokens, PF_DOUBLE, PF_REQUIRED),
-    F(struct proto_limiter_status_rep, rate_per_sec, PF_DOUBLE, PF_REQUIRED),
-    F(struct proto_limiter_status_rep, max_tokens, PF_DOUBLE, PF_REQUIRED),
-    F(struct proto_limiter_status_rep, enabled, PF_BOOL, PF_REQUIRED),
-    F(struct proto_limiter_status_rep, waiters, PF_UINT, PF_REQUIRED),
-    F(struct proto_limiter_status_rep, tokens_per_min, PF_DOUBLE, PF_REQUIRED),
-    F(struct proto_limiter_status_rep, available_llm_tokens, PF_DOUBLE, 0),
-};
-static const struct proto_field provider_status_f[] = {
-    F(struct proto_provider_status, name, PF_STR, PF_REQUIRED),
-    F(struct proto_provider_status, available_tokens, PF_DOUBLE, PF_REQUIRED),
-    F(struct proto_provider_status, rate_per_sec, PF_DOUBLE, PF_REQUIRED),
-    F(struct proto_provider_status, max_tokens, PF_DOUBLE, PF_REQUIRED),
-    F(struct proto_provider_status, waiters, PF_UINT, PF_REQUIRED),
-    F(struct proto_provider_status, tokens_per_min, PF_DOUBLE, PF_REQUIRED),
-    F(struct proto_provider_status, state, PF_STR, PF_REQUIRED),
-    F(struct proto_provider_status, cooldown_remaining_s, PF_DOUBLE,
-      PF_REQUIRED),
-    F(struct proto_provider_status, latency_ewma_ms, PF_DOUBLE, PF_NULLABLE),
-};
-static const struct proto_msgdef provider_status_def =
-    DEF(struct proto_provider_status, provider_status_f);
-static const struct proto_field status_rep_f[] = {
-    F(struct proto_status_rep, enabled, PF_BOOL, PF_REQUIRED),
-    F(struct proto_status_rep, policy, PF_STR, PF_REQUIRED),
-    F(struct proto_status_rep, enforcement, PF_STR, PF_REQUIRED),
-    F(struct proto_status_rep, window_days, PF_DOUBLE, PF_REQUIRED),
-    { "providers", PF_OBJARR, PF_REQUIRED,
-      (uint16_t)offsetof(struct proto_status_rep, providers),
-      &provider_status_def },
-};
-static const struct proto_field quota_reserve_req_f[] = {
-    F(struct proto_quota_reserve_req, workflow_id, PF_STR, 0),
-    F(struct proto_quota_reserve_req, tenant_id, PF_STR, 0),
-    F(struct proto_quota_reserve_req, tokens, PF_UINT, PF_REQUIRED),
-};
-static const struct proto_field quota_reserve_rep_f[] = {
-    F(struct proto_quota_reserve_rep, allowed, PF_BOOL, PF_REQUIRED),
-    F(struct proto_quota_reserve_rep, over_quota, PF_BOOL, PF_REQUIRED),
-    F(struct proto_quota_reserve_rep, subject, PF_STR, PF_REQUIRED),
-    F(struct proto_quota_reserve_rep, tokens_used, PF_UINT, PF_REQUIRED),
-    F(struct proto_quota_reserve_rep, tokens_limit, PF_UINT, PF_REQUIRED),
-    F(struct proto_quota_reserve_rep, tokens_remaining, PF_UINT, PF_REQUIRED),
-    F(struct proto_quota_reserve_rep, reset_at, PF_DOUBLE, PF_NULLABLE),
-    F(struct proto_quota_reserve_rep, reservation, PF_INT, PF_REQUIRED),
-};
-static const struct proto_field quota_commit_req_f[] = {
-    F(struct proto_quota_commit_req, workflow_id, PF_STR, 0),
-    F(struct proto_quota_commit_req, tenant_id, PF_STR, 0),
-    F(struct proto_quota_commit_req, reservation, PF_INT, PF_REQUIRED),
-    F(struct proto_quota_commit_req, estimate, PF_UINT, PF_REQUIRED),
-    F(struct proto_quota_commit_req, actual, PF_UINT, PF_REQUIRED),
-};
-static const struct proto_field quota_subject_req_f[] = {
-    F(struct proto_quota_subject_req, workflow_id, PF_STR, 0),
-    F(struct proto_quota_subject_req, tenant_id, PF_STR, 0),
-};
-static const struct proto_field quota_set_req_f[] = {
-    F(struct proto_quota_subject_req, workflow_id, PF_STR, 0),
-    F(struct proto_quota_subject_req, tenant_id, PF_STR, 0),
-    F(struct proto_quota_subject_req, limit, PF_UINT, PF_REQUIRED),
-};
-static const struct proto_field quota_status_rep_f[] = {
-    F(struct proto_quota_status_rep, subject, PF_STR, PF_REQUIRED),
-    F(struct proto_quota_status_rep, tokens_used, PF_UINT, PF_REQUIRED),
-    F(struct proto_quota_status_rep, tokens_remaining, PF_UINT, PF_REQUIRED),
-    F(struct proto_quota_status_rep, tokens_limit, PF_UINT, PF_REQUIRED),
-    F(struct proto_quota_status_rep, window_start, PF_DOUBLE, PF_REQUIRED),
-    F(struct proto_quota_status_rep, window_end, PF_DOUBLE, PF_REQUIRED),
-    F(struct proto_quota_status_rep, reset_at, PF_DOUBLE, PF_NULLABLE),
-};
-static const struct proto_field quota_set_rep_f[] = {
-    F(struct proto_quota_set_rep, subject, PF_STR, PF_REQUIRED),
-    F(struct proto_quota_set_rep, tokens_limit, PF_UINT, PF_REQUIRED),
-};
-static const struct proto_field quota_reset_rep_f[] = {
-    F(struct proto_quota_reset_rep, subject, PF_STR, PF_REQUIRED),
-};
-static const struct proto_field select_provider_req_f[] = {
-    F(struct proto_select_provider_req, workflow_id, PF_STR, 0),
-    F(struct proto_select_provider_req, preferred, PF_STR, 0),
-    F(struct proto_select_provider_req, exclude, PF_STRARR, 0),
-};
-static const struct proto_field select_provider_rep_f[] = {
-    F(struct proto_select_provider_rep, provider, PF_STR, PF_REQUIRED),
-    F(struct proto_select_provider_rep, all_degraded, PF_BOOL, PF_REQUIRED),
-};
-static const struct proto_field permit_req_f[] = {
-    F(struct proto_permit_req, workflow_id, PF_STR, 0),
-    F(struct proto_permit_req, tenant_id, PF_STR, 0),
-    F(struct proto_permit_req, tokens_estimate, PF_UINT, 0),
-    F(struct proto_permit_req, preferred, PF_STR, 0),
-    F(struct proto_permit_req, exclude, PF_STRARR, 0),
-    F(struct proto_permit_req, timeout_ms, PF_DOUBLE, 0),
-    F(struct proto_permit_req, call_id, PF_STR, 0),
-    F(struct proto_permit_req, traceparent, PF_STR, 0),
-};
-static const struct proto_field permit_rep_f[] = {
-    F(struct proto_permit_rep, permit_id, PF_UINT, PF_REQUIRED),
-    F(struct proto_permit_rep, provider, PF_STR, PF_REQUIRED),
-    F(struct proto_permit_rep, wait_ms, PF_DOUBLE, PF_REQUIRED),
-    F(struct proto_permit_rep, quota_allowed, PF_BOOL, PF_REQUIRED),
-    F(struct proto_permit_rep, quota_remaining, PF_UINT, PF_NULLABLE),
-    F(struct proto_permit_rep, rate_limited, PF_BOOL, PF_REQUIRED),
-    F(struct proto_permit_rep, all_degraded, PF_BOOL, PF_REQUIRED),
-};
-static const struct proto_field report_req_f[] = {
-    F(struct proto_report_req, permit_id, PF_UINT, PF_REQUIRED),
-    F(struct proto_report_req, outcome, PF_STR, PF_REQUIRED),
-    F(struct proto_report_req, latency_ms, PF_DOUBLE, 0),
-    F(struct proto_report_req, tokens_used, PF_UINT, 0),
-    F(struct proto_report_req, retry_after_s, PF_DOUBLE, 0),
-    F(struct proto_report_req, final, PF_BOOL, 0),
-};
-static const struct proto_field report_rep_f[] = {
-    F(struct proto_report_rep, state, PF_STR, PF_REQUIRED),
-    F(struct proto_report_rep, cooldown_remaining_s, PF_DOUBLE, PF_REQUIRED),
-};
-static const struct proto_field metric_series_f[] = {
-    F(struct proto_metric_series, labels, PF_STRARR, PF_REQUIRED),
-    F(struct proto_metric_series, value, PF_DOUBLE, 0),
-    F(struct proto_metric_series, count, PF_UINT, 0),
-    F(struct proto_metric_series, sum, PF_DOUBLE, 0),
-    F(struct proto_metric_series, buckets, PF_DBLARR, 0),
-};
-static const struct proto_msgdef metric_series_def =
-    DEF(struct proto_metric_series, metric_series_f);
-static const struct proto_field metric_family_f[] = {
-    F(struct proto_metric_family, name, PF_STR, PF_REQUIRED),
-    F(struct proto_metric_family, type, PF_STR, PF_REQUIRED),
-    F(struct proto_metric_family, help, PF_STR, PF_REQUIRED),
-    F(struct proto_metric_family, label_names, PF_STRARR, PF_REQUIRED),
-    F(struct proto_metric_family, bounds, PF_DBLARR, 0),
-    { "series", PF_OBJARR, PF_REQUIRED,
-      (uint16_t)offsetof(struct proto_metric_family, series),
-      &metric_series_def },
-};
-static const struct proto_msgdef metric_family_def =
-    DEF(struct proto_metric_family, metric_family_f);
-static const struct proto_field metrics_req_f[] = {
-    F(struct proto_metrics_req, format, PF_STR, 0),
-    F(struct proto_metrics_req, cursor, PF_UINT, 0),
-};
-static const struct proto_field metrics_rep_f[] = {
-    { "families", PF_OBJARR, 0,
-      (uint16_t)offsetof(struct proto_metrics_rep, families),
-      &metric_family_def },
-    F(struct proto_metrics_rep, text, PF_STR, 0),
-    F(struct proto_metrics_rep, next_cursor, PF_UINT, 0),
-};
-static const struct proto_field reload_rep_f[] = {
-    F(struct proto_reload_rep, providers, PF_UINT, PF_REQUIRED),
-    F(struct proto_reload_rep, env_file, PF_STR, PF_REQUIRED),
-};
-static const struct proto_field err_f[] = {
-    F(struct proto_err, code, PF_STR, PF_REQUIRED),
-    F(struct proto_err, msg, PF_STR, PF_REQUIRED),
-    F(struct proto_err, subject, PF_STR, 0),
-    F(struct proto_err, tokens_used, PF_UINT, 0),
-    F(struct proto_err, tokens_limit, PF_UINT, 0),
-    F(struct proto_err, reset_at, PF_DOUBLE, PF_NULLABLE),
-};
+#define FIELD(msg, fld, FLD, ty, fl)                                    \
+    { .name = #fld, FTYPE_##ty, .flags = (fl),                          \
+      .offset = (uint16_t)offsetof(struct proto_##msg, fld) },
 
-static const struct proto_msgdef err_def = DEF(struct proto_err, err_f);
+/*
+ * Each message's table <msg>_f, ended by a NULL row (an empty message has
+ * one too), and its struct proto_msgdef <msg>_def.  PROTO_MESSAGES lists a
+ * PF_OBJARR element before the messages that hold it.
+ */
+#define TABLE(msg, MSG)                                                 \
+    static const struct proto_field msg##_f[] = {                       \
+        PROTO_##MSG##_FIELDS(FIELD, msg) { .name = NULL }               \
+    };                                                                  \
+    static const struct proto_msgdef msg##_def = {                      \
+        "struct proto_" #msg, msg##_f, PROTO_##MSG##__COUNT,            \
+        (uint16_t)sizeof(struct proto_##msg)                            \
+    };
+PROTO_MESSAGES(TABLE)
+
+/* quota_status, quota_reset and quota_unset: the fields of quota_set
+ * before limit. */
+static const struct proto_msgdef quota_subject_def = {
+    "struct proto_quota_subject_req", quota_subject_req_f,
+    PROTO_QUOTA_SUBJECT_REQ_LIMIT,
+    (uint16_t)sizeof(struct proto_quota_subject_req)
+};
 
 struct opdef {
     const char *name;
-    struct proto_msgdef req;
-    struct proto_msgdef rep;
+    const struct proto_msgdef *req;
+    const struct proto_msgdef *rep;
 };
 
 /* One row per op: its wire name, request and reply tables. */
 static const struct opdef ops[PROTO_OP__COUNT] = {
-    [PROTO_OP_HELLO] = { "hello", DEF(struct proto_hello_req, hello_req_f),
-                         DEF(struct proto_hello_rep, hello_rep_f) },
-    [PROTO_OP_PING] = { "ping", DEF_EMPTY(struct proto_ping_req),
-                        DEF(struct proto_ping_rep, ping_rep_f) },
-    [PROTO_OP_ACQUIRE] = { "acquire", DEF(struct proto_acquire_req,
-                                          acquire_req_f),
-                           DEF(struct proto_acquire_rep, acquire_rep_f) },
-    [PROTO_OP_RELEASE] = { "release", DEF(struct proto_release_req,
-                                          release_req_f),
-                           DEF(struct proto_release_rep, release_rep_f) },
-    [PROTO_OP_LIMITER_STATUS] = {
-        "limiter_status",
-        DEF(struct proto_limiter_status_req, limiter_status_req_f),
-        DEF(struct proto_limiter_status_rep, limiter_status_rep_f) },
-    [PROTO_OP_STATUS] = { "status", DEF_EMPTY(struct proto_status_req),
-                          DEF(struct proto_status_rep, status_rep_f) },
-    [PROTO_OP_QUOTA_RESERVE] = {
-        "quota_reserve",
-        DEF(struct proto_quota_reserve_req, quota_reserve_req_f),
-        DEF(struct proto_quota_reserve_rep, quota_reserve_rep_f) },
-    [PROTO_OP_QUOTA_COMMIT] = {
-        "quota_commit",
-        DEF(struct proto_quota_commit_req, quota_commit_req_f),
-        DEF_EMPTY(struct proto_quota_commit_rep) },
-    [PROTO_OP_QUOTA_STATUS] = {
-        "quota_status",
-        DEF(struct proto_quota_subject_req, quota_subject_req_f),
-        DEF(struct proto_quota_status_rep, quota_status_rep_f) },
-    [PROTO_OP_QUOTA_SET] = {
-        "quota_set",
-        DEF(struct proto_quota_subject_req, quota_set_req_f),
-        DEF(struct proto_quota_set_rep, quota_set_rep_f) },
-    [PROTO_OP_QUOTA_RESET] = {
-        "quota_reset",
-        DEF(struct proto_quota_subject_req, quota_subject_req_f),
-        DEF(struct proto_quota_reset_rep, quota_reset_rep_f) },
-    [PROTO_OP_SELECT_PROVIDER] = {
-        "select_provider",
-        DEF(struct proto_select_provider_req, select_provider_req_f),
-        DEF(struct proto_select_provider_rep, select_provider_rep_f) },
-    [PROTO_OP_PERMIT] = { "permit", DEF(struct proto_permit_req, permit_req_f),
-                          DEF(struct proto_permit_rep, permit_rep_f) },
-    [PROTO_OP_REPORT] = { "report", DEF(struct proto_report_req, report_req_f),
-                          DEF(struct proto_report_rep, report_rep_f) },
-    [PROTO_OP_METRICS] = { "metrics", DEF(struct proto_metrics_req,
-                                          metrics_req_f),
-                           DEF(struct proto_metrics_rep, metrics_rep_f) },
-    [PROTO_OP_RELOAD] = { "reload", DEF_EMPTY(struct proto_reload_req),
-                          DEF(struct proto_reload_rep, reload_rep_f) },
+    [PROTO_OP_HELLO] = { "hello", &hello_req_def, &hello_rep_def },
+    [PROTO_OP_PING] = { "ping", &ping_req_def, &ping_rep_def },
+    [PROTO_OP_ACQUIRE] = { "acquire", &acquire_req_def, &acquire_rep_def },
+    [PROTO_OP_RELEASE] = { "release", &release_req_def, &release_rep_def },
+    [PROTO_OP_LIMITER_STATUS] = { "limiter_status", &limiter_status_req_def,
+                                  &limiter_status_rep_def },
+    [PROTO_OP_STATUS] = { "status", &status_req_def, &status_rep_def },
+    [PROTO_OP_QUOTA_RESERVE] = { "quota_reserve", &quota_reserve_req_def,
+                                 &quota_reserve_rep_def },
+    [PROTO_OP_QUOTA_COMMIT] = { "quota_commit", &quota_commit_req_def,
+                                &quota_commit_rep_def },
+    [PROTO_OP_QUOTA_STATUS] = { "quota_status", &quota_subject_def,
+                                &quota_status_rep_def },
+    [PROTO_OP_QUOTA_SET] = { "quota_set", &quota_subject_req_def,
+                             &quota_set_rep_def },
+    [PROTO_OP_QUOTA_RESET] = { "quota_reset", &quota_subject_def,
+                               &quota_reset_rep_def },
+    [PROTO_OP_SELECT_PROVIDER] = { "select_provider", &select_provider_req_def,
+                                   &select_provider_rep_def },
+    [PROTO_OP_PERMIT] = { "permit", &permit_req_def, &permit_rep_def },
+    [PROTO_OP_REPORT] = { "report", &report_req_def, &report_rep_def },
+    [PROTO_OP_METRICS] = { "metrics", &metrics_req_def, &metrics_rep_def },
+    [PROTO_OP_RELOAD] = { "reload", &reload_req_def, &reload_rep_def },
+    [PROTO_OP_QUOTA_UNSET] = { "quota_unset", &quota_subject_def,
+                               &quota_unset_rep_def },
+    [PROTO_OP_QUOTA_LIST] = { "quota_list", &quota_list_req_def,
+                              &quota_list_rep_def },
 };
 
 const char *
@@ -328,13 +141,13 @@ proto_op_name(enum proto_op op)
 const struct proto_msgdef *
 proto_request_def(enum proto_op op)
 {
-    return (unsigned)op < PROTO_OP__COUNT ? &ops[op].req : NULL;
+    return (unsigned)op < PROTO_OP__COUNT ? ops[op].req : NULL;
 }
 
 const struct proto_msgdef *
 proto_reply_def(enum proto_op op)
 {
-    return (unsigned)op < PROTO_OP__COUNT ? &ops[op].rep : NULL;
+    return (unsigned)op < PROTO_OP__COUNT ? ops[op].rep : NULL;
 }
 
 /* ---- encoding ---------------------------------------------------------- */
@@ -477,11 +290,12 @@ proto_encode_request(msgpack_sbuffer *sb, enum proto_op op, uint64_t id,
     size_t start;
     static const struct proto_ping_req none;
 
-    if ((unsigned)op >= PROTO_OP__COUNT || (msg == NULL && ops[op].req.nfields))
+    if ((unsigned)op >= PROTO_OP__COUNT ||
+        (msg == NULL && ops[op].req->nfields > 0))
         return -1;
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
     start = frame_begin(sb);
-    pack_msg(&pk, &ops[op].req, msg ? msg : &none, 2);
+    pack_msg(&pk, ops[op].req, msg ? msg : &none, 2);
     pack_str(&pk, "op", 2);
     pack_str(&pk, ops[op].name, strlen(ops[op].name));
     pack_str(&pk, "id", 2);
@@ -497,11 +311,12 @@ proto_encode_reply(msgpack_sbuffer *sb, enum proto_op op, uint64_t id,
     size_t start;
     static const struct proto_ping_rep none;
 
-    if ((unsigned)op >= PROTO_OP__COUNT || (msg == NULL && ops[op].rep.nfields))
+    if ((unsigned)op >= PROTO_OP__COUNT ||
+        (msg == NULL && ops[op].rep->nfields > 0))
         return -1;
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
     start = frame_begin(sb);
-    pack_msg(&pk, &ops[op].rep, msg ? msg : &none, 2);
+    pack_msg(&pk, ops[op].rep, msg ? msg : &none, 2);
     pack_str(&pk, "id", 2);
     msgpack_pack_uint64(&pk, id);
     pack_str(&pk, "ok", 2);
@@ -510,7 +325,8 @@ proto_encode_reply(msgpack_sbuffer *sb, enum proto_op op, uint64_t id,
 }
 
 int
-proto_encode_error(msgpack_sbuffer *sb, uint64_t id, const struct proto_error *e)
+proto_encode_error(msgpack_sbuffer *sb, uint64_t id,
+                   const struct proto_error *e)
 {
     msgpack_packer pk;
     struct proto_err err = e->detail;
@@ -590,113 +406,141 @@ array_room(const msgpack_object *v, size_t elem, msgpack_zone *zone,
     return room;
 }
 
+/* A msgpack number as a double: 0, or -1 when v is not a number. */
+static int
+number_of(const msgpack_object *v, double *d)
+{
+    switch (v->type) {
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64:
+        *d = v->via.f64;
+        return 0;
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        *d = (double)v->via.u64;
+        return 0;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        *d = (double)v->via.i64;
+        return 0;
+    default:
+        return -1;
+    }
+}
+
+/* The elements of array v, for field f, into a. */
+static int
+decode_strarr(const msgpack_object *v, const struct proto_field *f,
+              struct proto_strarr *a, msgpack_zone *zone,
+              struct proto_error *e)
+{
+    if ((a->v = array_room(v, sizeof(*a->v), zone, &a->n, e)) == NULL &&
+        a->n > 0)
+        return -1;
+    for (uint32_t i = 0; i < a->n; i++) {
+        const msgpack_object *s = &v->via.array.ptr[i];
+        if (s->type != MSGPACK_OBJECT_STR)
+            return proto_error_set(e, PROTO_E_BAD_REQUEST,
+                "field '%s': expected an array of strings", f->name);
+        a->v[i].ptr = s->via.str.ptr;
+        a->v[i].len = s->via.str.size;
+    }
+    return 0;
+}
+
+static int
+decode_dblarr(const msgpack_object *v, const struct proto_field *f,
+              struct proto_dblarr *a, msgpack_zone *zone,
+              struct proto_error *e)
+{
+    if ((a->v = array_room(v, sizeof(*a->v), zone, &a->n, e)) == NULL &&
+        a->n > 0)
+        return -1;
+    for (uint32_t i = 0; i < a->n; i++)
+        if (number_of(&v->via.array.ptr[i], &a->v[i]) < 0)
+            return proto_error_set(e, PROTO_E_BAD_REQUEST,
+                "field '%s': expected an array of numbers", f->name);
+    return 0;
+}
+
+/* Each element of array v a map decoded by f's element table into a. */
+static int
+decode_objarr(const msgpack_object *v, const struct proto_field *f,
+              struct proto_objarr *a, msgpack_zone *zone,
+              struct proto_error *e)
+{
+    const struct proto_msgdef *sub = f->sub;
+
+    if ((a->v = array_room(v, sub->size, zone, &a->n, e)) == NULL &&
+        a->n > 0)
+        return -1;
+    if (a->n > 0)
+        memset(a->v, 0, (size_t)sub->size * a->n);
+    for (uint32_t i = 0; i < a->n; i++)
+        if (decode_msg(&v->via.array.ptr[i], sub,
+                       (char *)a->v + (size_t)i * sub->size, zone, e) < 0)
+            return -1;
+    return 0;
+}
+
+/*
+ * Value v into field f of msg.  Returns 0, or -1 with e filled: v is not
+ * of f's type, a number is not finite, an element is not of the array's
+ * type, or the zone is out of memory.
+ */
 static int
 decode_field(const msgpack_object *v, const struct proto_field *f, void *msg,
              msgpack_zone *zone, struct proto_error *e)
 {
-    char *p = (char *)msg + f->offset;
+    void *p = (char *)msg + f->offset;
+    bool array = v->type == MSGPACK_OBJECT_ARRAY;
+    double d;
 
     switch (f->type) {
     case PF_STR:
         if (v->type != MSGPACK_OBJECT_STR)
             break;
-        ((struct proto_str *)(void *)p)->ptr = v->via.str.ptr;
-        ((struct proto_str *)(void *)p)->len = v->via.str.size;
+        ((struct proto_str *)p)->ptr = v->via.str.ptr;
+        ((struct proto_str *)p)->len = v->via.str.size;
         return 0;
     case PF_UINT:
         if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
             break;
-        *(uint64_t *)(void *)p = v->via.u64;
+        *(uint64_t *)p = v->via.u64;
         return 0;
     case PF_INT:
-        if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
-            if (v->via.u64 > INT64_MAX)
-                break;
-            *(int64_t *)(void *)p = (int64_t)v->via.u64;
-        } else if (v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
-            *(int64_t *)(void *)p = v->via.i64;
-        } else {
-            break;
-        }
-        return 0;
-    case PF_DOUBLE: {
-        double d;
-        if (v->type == MSGPACK_OBJECT_FLOAT32 ||
-            v->type == MSGPACK_OBJECT_FLOAT64)
-            d = v->via.f64;
-        else if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-            d = (double)v->via.u64;
+        if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
+            v->via.u64 <= INT64_MAX)
+            *(int64_t *)p = (int64_t)v->via.u64;
         else if (v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
-            d = (double)v->via.i64;
+            *(int64_t *)p = v->via.i64;
         else
+            break;
+        return 0;
+    case PF_DOUBLE:
+        if (number_of(v, &d) < 0)
             break;
         if (!isfinite(d))
             return proto_error_set(e, PROTO_E_BAD_REQUEST,
                                    "field '%s': expected a finite number",
                                    f->name);
-        *(double *)(void *)p = d;
+        *(double *)p = d;
         return 0;
-    }
     case PF_BOOL:
         if (v->type != MSGPACK_OBJECT_BOOLEAN)
             break;
-        *(bool *)(void *)p = v->via.boolean;
+        *(bool *)p = v->via.boolean;
         return 0;
-    case PF_STRARR: {
-        struct proto_strarr *a = (struct proto_strarr *)(void *)p;
-        if (v->type != MSGPACK_OBJECT_ARRAY)
+    case PF_STRARR:
+        if (!array)
             break;
-        if ((a->v = array_room(v, sizeof(*a->v), zone, &a->n, e)) == NULL &&
-            a->n > 0)
-            return -1;
-        for (uint32_t i = 0; i < a->n; i++) {
-            const msgpack_object *s = &v->via.array.ptr[i];
-            if (s->type != MSGPACK_OBJECT_STR)
-                return proto_error_set(e, PROTO_E_BAD_REQUEST,
-                    "field '%s': expected an array of strings", f->name);
-            a->v[i].ptr = s->via.str.ptr;
-            a->v[i].len = s->via.str.size;
-        }
-        return 0;
-    }
-    case PF_DBLARR: {
-        struct proto_dblarr *a = (struct proto_dblarr *)(void *)p;
-        if (v->type != MSGPACK_OBJECT_ARRAY)
+        return decode_strarr(v, f, p, zone, e);
+    case PF_DBLARR:
+        if (!array)
             break;
-        if ((a->v = array_room(v, sizeof(*a->v), zone, &a->n, e)) == NULL &&
-            a->n > 0)
-            return -1;
-        for (uint32_t i = 0; i < a->n; i++) {
-            const msgpack_object *d = &v->via.array.ptr[i];
-            if (d->type == MSGPACK_OBJECT_FLOAT32 ||
-                d->type == MSGPACK_OBJECT_FLOAT64)
-                a->v[i] = d->via.f64;
-            else if (d->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-                a->v[i] = (double)d->via.u64;
-            else if (d->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
-                a->v[i] = (double)d->via.i64;
-            else
-                return proto_error_set(e, PROTO_E_BAD_REQUEST,
-                    "field '%s': expected an array of numbers", f->name);
-        }
-        return 0;
-    }
-    case PF_OBJARR: {
-        struct proto_objarr *a = (struct proto_objarr *)(void *)p;
-        if (v->type != MSGPACK_OBJECT_ARRAY)
+        return decode_dblarr(v, f, p, zone, e);
+    case PF_OBJARR:
+        if (!array)
             break;
-        if ((a->v = array_room(v, f->sub->size, zone, &a->n, e)) == NULL &&
-            a->n > 0)
-            return -1;
-        if (a->n > 0)
-            memset(a->v, 0, (size_t)f->sub->size * a->n);
-        for (uint32_t i = 0; i < a->n; i++)
-            if (decode_msg(&v->via.array.ptr[i], f->sub,
-                           (char *)a->v + (size_t)i * f->sub->size, zone,
-                           e) < 0)
-                return -1;
-        return 0;
-    }
+        return decode_objarr(v, f, p, zone, e);
     }
     return proto_error_set(e, PROTO_E_BAD_REQUEST, "field '%s': expected %s",
                            f->name, type_word(f->type));
@@ -832,7 +676,8 @@ unpack_frame(const unsigned char *frame, uint32_t len, msgpack_zone *zone,
                                "frame ends inside a msgpack value");
     default:    /* msgpack-c also says NOMEM for nesting past its stack */
         return proto_error_set(e, PROTO_E_BAD_REQUEST,
-                               "frame is not valid msgpack (or nested too deeply)");
+                               "frame is not valid msgpack (or nested too "
+                               "deeply)");
     }
 }
 
@@ -880,7 +725,7 @@ proto_decode_request(const unsigned char *frame, uint32_t len,
         if (!key_is(opname, ops[i].name))
             continue;
         req->op = (enum proto_op)i;
-        if (decode_msg(&obj, &ops[i].req, &req->u, zone, e) < 0)
+        if (decode_msg(&obj, ops[i].req, &req->u, zone, e) < 0)
             return PROTO_DECODE_BAD;
         return PROTO_DECODE_OK;
     }
@@ -955,7 +800,7 @@ proto_decode_reply(const unsigned char *frame, uint32_t len, enum proto_op op,
                                    "failed reply without 'err'");
         return decode_msg(err, &err_def, &rep->err, zone, e);
     }
-    return decode_msg(&obj, &ops[op].rep, &rep->u, zone, e);
+    return decode_msg(&obj, ops[op].rep, &rep->u, zone, e);
 }
 
 /* ---- socket path ------------------------------------------------------- */

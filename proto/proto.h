@@ -7,9 +7,20 @@
  * either the result fields or "err": {code, msg, ...}.  See PROTOCOL.md.
  *
  * Like hiredis' reader, nothing here does I/O: bytes go in, messages come
- * out.  Every message is described by a field table (name, type, offset)
- * that drives both its encoder and its decoder, so adding a message or a
- * field is adding a row.
+ * out.  Every message is one X-macro list of its fields, PROTO_<MSG>_FIELDS
+ * (MSG is the struct's name after "proto_", upper-cased), and that one list
+ * makes the struct, the names of its presence bits and, in codec.c, the
+ * field table that drives both its encoder and its decoder: adding a field
+ * is adding a row.
+ *
+ * Field bits: every message struct begins with "uint32_t has", whose bit
+ * PROTO_<MSG>_<FIELD> (FIELD the member's name, upper-cased) says the field
+ * is present, and PROTO_<MSG>__COUNT is its number of fields (32 at most,
+ * checked at compile time); so
+ * PROTO_HAS(&req, PROTO_PERMIT_REQ_CALL_ID) tests struct proto_permit_req's
+ * call_id, PROTO_SET(&rep, PROTO_QUOTA_STATUS_REP_RESET_AT) marks struct
+ * proto_quota_status_rep's reset_at present, and PROTO_ERR_SUBJECT is the
+ * subject of struct proto_err.
  *
  * Bump PROTO_VERSION if the meaning of an existing field changes.
  */
@@ -65,6 +76,8 @@ enum proto_op {
     PROTO_OP_REPORT,
     PROTO_OP_METRICS,
     PROTO_OP_RELOAD,
+    PROTO_OP_QUOTA_UNSET,
+    PROTO_OP_QUOTA_LIST,
     PROTO_OP__COUNT
 };
 
@@ -109,9 +122,8 @@ struct proto_objarr {
 struct proto_msgdef;
 
 /*
- * One field of a message.  Every message struct begins with "uint32_t has",
- * whose bit i says field i of its table is present; a required field is
- * always encoded.
+ * One field of a message, the row of its list: bit i of "has" says field i
+ * of the table is present; a required field is always encoded.
  */
 struct proto_field {
     const char *name;
@@ -128,263 +140,336 @@ struct proto_msgdef {
     uint16_t size;      /* sizeof the struct, for PF_OBJARR elements */
 };
 
+/*
+ * Bits of "has", by the names PROTO_<MSG>_<FIELD> of the field lists below:
+ * is the field present, mark it present, its mask (for "has = a | b").
+ */
 #define PROTO_HAS(msg, bit) (((msg)->has >> (bit)) & 1u)
 #define PROTO_SET(msg, bit) ((msg)->has |= 1u << (bit))
+#define PROTO_BIT(bit) (1u << (bit))
 
 /* ---- messages ---------------------------------------------------------- */
 
-struct proto_hello_req {
-    uint32_t has;
-    uint64_t version;           /* 0: required */
-    struct proto_str client;    /* 1: optional client name */
-};
-struct proto_hello_rep {
-    uint32_t has;
-    uint64_t version;
-    struct proto_str server;
-};
+/*
+ * Each message is one list of its fields in wire order, a row each:
+ *
+ *     X(m, name, NAME, type, flags)
+ *
+ * name is the member and the wire key, NAME the same upper-cased (for the
+ * bit name), type a PF_* type or PF_OBJARR(msg) for an array of struct
+ * proto_<msg>, flags 0 (optional), PF_REQUIRED or PF_NULLABLE.  m is the
+ * list's second argument, handed to X as it is.
+ */
 
-struct proto_ping_req {
-    uint32_t has;
-};
-struct proto_ping_rep {
-    uint32_t has;
-    double uptime_s;
-};
+/* hello: the version handshake. */
+#define PROTO_HELLO_REQ_FIELDS(X, m)                                          \
+    X(m, version, VERSION, PF_UINT, PF_REQUIRED)                              \
+    X(m, client,  CLIENT,  PF_STR,  0)            /* the client's name */
+#define PROTO_HELLO_REP_FIELDS(X, m)                                          \
+    X(m, version, VERSION, PF_UINT, PF_REQUIRED)                              \
+    X(m, server,  SERVER,  PF_STR,  PF_REQUIRED)
 
-/* acquire: take tokens from a provider's bucket, waiting up to timeout_ms. */
-struct proto_acquire_req {
-    uint32_t has;
-    struct proto_str provider;  /* 0: required */
-    uint64_t tokens;            /* 1: request tokens, default 1 */
-    uint64_t llm_tokens;        /* 2: for the TOKENS_PER_MIN bucket */
-    double timeout_ms;          /* 3: default 0: try once */
-};
-struct proto_acquire_rep {
-    uint32_t has;
-    double waited_ms;
-};
+#define PROTO_PING_REQ_FIELDS(X, m)
+#define PROTO_PING_REP_FIELDS(X, m)                                           \
+    X(m, uptime_s, UPTIME_S, PF_DOUBLE, 0)
 
-/* release: return tokens to a provider's bucket (capped at its burst). */
-struct proto_release_req {
-    uint32_t has;
-    struct proto_str provider;
-    uint64_t tokens;            /* 1: default 1 */
-    uint64_t llm_tokens;        /* 2 */
-};
-struct proto_release_rep {
-    uint32_t has;
-    double available_tokens;
-};
+/* acquire: take tokens from a provider's bucket, waiting up to timeout_ms;
+ * tokens defaults to 1, llm_tokens (for the TOKENS_PER_MIN bucket) to 0,
+ * timeout_ms to 0: try once. */
+#define PROTO_ACQUIRE_REQ_FIELDS(X, m)                                        \
+    X(m, provider,   PROVIDER,   PF_STR,    PF_REQUIRED)                      \
+    X(m, tokens,     TOKENS,     PF_UINT,   0)                                \
+    X(m, llm_tokens, LLM_TOKENS, PF_UINT,   0)                                \
+    X(m, timeout_ms, TIMEOUT_MS, PF_DOUBLE, 0)
+#define PROTO_ACQUIRE_REP_FIELDS(X, m)                                        \
+    X(m, waited_ms, WAITED_MS, PF_DOUBLE, PF_REQUIRED)
 
-/* limiter_status: one provider's bucket. */
-struct proto_limiter_status_req {
-    uint32_t has;
-    struct proto_str provider;
-};
-struct proto_limiter_status_rep {
-    uint32_t has;
-    double available_tokens;
-    double rate_per_sec;
-    double max_tokens;
-    bool enabled;
-    uint64_t waiters;
-    double tokens_per_min;          /* 0: unlimited */
-    double available_llm_tokens;    /* only with tokens_per_min */
-};
+/* release: return tokens (default 1) to a provider's bucket, capped at its
+ * burst. */
+#define PROTO_RELEASE_REQ_FIELDS(X, m)                                        \
+    X(m, provider,   PROVIDER,   PF_STR,  PF_REQUIRED)                        \
+    X(m, tokens,     TOKENS,     PF_UINT, 0)                                  \
+    X(m, llm_tokens, LLM_TOKENS, PF_UINT, 0)
+#define PROTO_RELEASE_REP_FIELDS(X, m)                                        \
+    X(m, available_tokens, AVAILABLE_TOKENS, PF_DOUBLE, PF_REQUIRED)
 
-/* status: the daemon and every provider. */
-struct proto_provider_status {
-    uint32_t has;
-    struct proto_str name;
-    double available_tokens;
-    double rate_per_sec;
-    double max_tokens;
-    uint64_t waiters;
-    double tokens_per_min;
-    struct proto_str state;         /* healthy, degraded */
-    double cooldown_remaining_s;
-    double latency_ewma_ms;         /* 8: absent before the first sample */
-};
-struct proto_status_req {
-    uint32_t has;
-};
-struct proto_status_rep {
-    uint32_t has;
-    bool enabled;
-    struct proto_str policy;
-    struct proto_str enforcement;
-    double window_days;
-    struct proto_objarr providers;  /* of struct proto_provider_status */
-};
+/* limiter_status: one provider's bucket; tokens_per_min 0 is unlimited,
+ * available_llm_tokens comes only with a tokens_per_min. */
+#define PROTO_LIMITER_STATUS_REQ_FIELDS(X, m)                                 \
+    X(m, provider, PROVIDER, PF_STR, PF_REQUIRED)
+#define PROTO_LIMITER_STATUS_REP_FIELDS(X, m)                                 \
+    X(m, available_tokens,     AVAILABLE_TOKENS,     PF_DOUBLE, PF_REQUIRED)  \
+    X(m, rate_per_sec,         RATE_PER_SEC,         PF_DOUBLE, PF_REQUIRED)  \
+    X(m, max_tokens,           MAX_TOKENS,           PF_DOUBLE, PF_REQUIRED)  \
+    X(m, enabled,              ENABLED,              PF_BOOL,   PF_REQUIRED)  \
+    X(m, waiters,              WAITERS,              PF_UINT,   PF_REQUIRED)  \
+    X(m, tokens_per_min,       TOKENS_PER_MIN,       PF_DOUBLE, PF_REQUIRED)  \
+    X(m, available_llm_tokens, AVAILABLE_LLM_TOKENS, PF_DOUBLE, 0)
 
-/* quota_reserve: atomic check-and-reserve on a workflow and/or a tenant. */
-struct proto_quota_reserve_req {
-    uint32_t has;
-    struct proto_str workflow_id;   /* 0 */
-    struct proto_str tenant_id;     /* 1 */
-    uint64_t tokens;                /* 2: required */
-};
-struct proto_quota_reserve_rep {
-    uint32_t has;
-    bool allowed;
-    bool over_quota;                /* soft mode: allowed but over */
-    struct proto_str subject;       /* the tightest subject */
-    uint64_t tokens_used;
-    uint64_t tokens_limit;
-    uint64_t tokens_remaining;      /* min over the subjects, >= 0 */
-    double reset_at;                /* 6: unix seconds, nullable */
-    int64_t reservation;            /* handle for quota_commit */
-};
+/* status: the daemon and every provider; a provider's state is healthy or
+ * degraded, its latency_ewma_ms nil before the first sample; while it is
+ * degraded, cooldown_cause (rate_limited, server_error, timeout),
+ * cooldown_since (unix seconds) and retry_after_s are the fault's that
+ * last extended its cooldown.  available_llm_tokens comes with a
+ * tokens_per_min.  The daemon's last_flush is the unix time of its last
+ * successful write of quotas (nil before the first), store "ok" or
+ * "failing" (with store_error). */
+#define PROTO_PROVIDER_STATUS_FIELDS(X, m)                                    \
+    X(m, name,                 NAME,                 PF_STR,    PF_REQUIRED)  \
+    X(m, available_tokens,     AVAILABLE_TOKENS,     PF_DOUBLE, PF_REQUIRED)  \
+    X(m, rate_per_sec,         RATE_PER_SEC,         PF_DOUBLE, PF_REQUIRED)  \
+    X(m, max_tokens,           MAX_TOKENS,           PF_DOUBLE, PF_REQUIRED)  \
+    X(m, waiters,              WAITERS,              PF_UINT,   PF_REQUIRED)  \
+    X(m, tokens_per_min,       TOKENS_PER_MIN,       PF_DOUBLE, PF_REQUIRED)  \
+    X(m, state,                STATE,                PF_STR,    PF_REQUIRED)  \
+    X(m, cooldown_remaining_s, COOLDOWN_REMAINING_S, PF_DOUBLE, PF_REQUIRED)  \
+    X(m, latency_ewma_ms,      LATENCY_EWMA_MS,      PF_DOUBLE, PF_NULLABLE)  \
+    X(m, cooldown_cause,       COOLDOWN_CAUSE,       PF_STR,    0)            \
+    X(m, cooldown_since,       COOLDOWN_SINCE,       PF_DOUBLE, 0)            \
+    X(m, retry_after_s,        RETRY_AFTER_S,        PF_DOUBLE, 0)            \
+    X(m, available_llm_tokens, AVAILABLE_LLM_TOKENS, PF_DOUBLE, 0)
+#define PROTO_STATUS_REQ_FIELDS(X, m)
+#define PROTO_STATUS_REP_FIELDS(X, m)                                         \
+    X(m, enabled,      ENABLED,      PF_BOOL,   PF_REQUIRED)                  \
+    X(m, policy,       POLICY,       PF_STR,    PF_REQUIRED)                  \
+    X(m, enforcement,  ENFORCEMENT,  PF_STR,    PF_REQUIRED)                  \
+    X(m, window_days,  WINDOW_DAYS,  PF_DOUBLE, PF_REQUIRED)                  \
+    X(m, providers,    PROVIDERS,    PF_OBJARR(provider_status), PF_REQUIRED) \
+    X(m, version,      VERSION,      PF_STR,    0)                            \
+    X(m, env_file,     ENV_FILE,     PF_STR,    0)                            \
+    X(m, database,     DATABASE,     PF_STR,    0)                            \
+    X(m, uptime_s,     UPTIME_S,     PF_DOUBLE, 0)                            \
+    X(m, connections,  CONNECTIONS,  PF_UINT,   0)                            \
+    X(m, open_permits, OPEN_PERMITS, PF_UINT,   0)                            \
+    X(m, last_flush,   LAST_FLUSH,   PF_DOUBLE, PF_NULLABLE)                  \
+    X(m, store,        STORE,        PF_STR,    0)                            \
+    X(m, store_error,  STORE_ERROR,  PF_STR,    0)
+
+/* quota_reserve: atomic check-and-reserve on a workflow and/or a tenant.
+ * The reply's subject is the tightest one, over_quota says allowed but
+ * over (soft mode), tokens_remaining is the least over the subjects (never
+ * below 0), reset_at is in unix seconds, reservation is for quota_commit. */
+#define PROTO_QUOTA_RESERVE_REQ_FIELDS(X, m)                                  \
+    X(m, workflow_id, WORKFLOW_ID, PF_STR,  0)                                \
+    X(m, tenant_id,   TENANT_ID,   PF_STR,  0)                                \
+    X(m, tokens,      TOKENS,      PF_UINT, PF_REQUIRED)
+#define PROTO_QUOTA_RESERVE_REP_FIELDS(X, m)                                  \
+    X(m, allowed,          ALLOWED,          PF_BOOL,   PF_REQUIRED)          \
+    X(m, over_quota,       OVER_QUOTA,       PF_BOOL,   PF_REQUIRED)          \
+    X(m, subject,          SUBJECT,          PF_STR,    PF_REQUIRED)          \
+    X(m, tokens_used,      TOKENS_USED,      PF_UINT,   PF_REQUIRED)          \
+    X(m, tokens_limit,     TOKENS_LIMIT,     PF_UINT,   PF_REQUIRED)          \
+    X(m, tokens_remaining, TOKENS_REMAINING, PF_UINT,   PF_REQUIRED)          \
+    X(m, reset_at,         RESET_AT,         PF_DOUBLE, PF_NULLABLE)          \
+    X(m, reservation,      RESERVATION,      PF_INT,    PF_REQUIRED)
 
 /* quota_commit: reconcile a reservation with the tokens really used. */
-struct proto_quota_commit_req {
-    uint32_t has;
-    struct proto_str workflow_id;   /* 0 */
-    struct proto_str tenant_id;     /* 1 */
-    int64_t reservation;            /* 2: required */
-    uint64_t estimate;              /* 3: required */
-    uint64_t actual;                /* 4: required */
-};
-struct proto_quota_commit_rep {
-    uint32_t has;
-};
+#define PROTO_QUOTA_COMMIT_REQ_FIELDS(X, m)                                   \
+    X(m, workflow_id, WORKFLOW_ID, PF_STR,  0)                                \
+    X(m, tenant_id,   TENANT_ID,   PF_STR,  0)                                \
+    X(m, reservation, RESERVATION, PF_INT,  PF_REQUIRED)                      \
+    X(m, estimate,    ESTIMATE,    PF_UINT, PF_REQUIRED)                      \
+    X(m, actual,      ACTUAL,      PF_UINT, PF_REQUIRED)
+#define PROTO_QUOTA_COMMIT_REP_FIELDS(X, m)
 
 /* quota_status, quota_set, quota_reset: one subject, by workflow_id or
- * tenant_id (exactly one). */
-struct proto_quota_subject_req {
-    uint32_t has;
-    struct proto_str workflow_id;   /* 0 */
-    struct proto_str tenant_id;     /* 1 */
-    uint64_t limit;                 /* 2: quota_set only, required there */
-};
-struct proto_quota_status_rep {
-    uint32_t has;
-    struct proto_str subject;
-    uint64_t tokens_used;
-    uint64_t tokens_remaining;
-    uint64_t tokens_limit;
-    double window_start;            /* unix seconds */
-    double window_end;
-    double reset_at;                /* 6: nullable */
-};
-struct proto_quota_set_rep {
-    uint32_t has;
-    struct proto_str subject;
-    uint64_t tokens_limit;
-};
-struct proto_quota_reset_rep {
-    uint32_t has;
-    struct proto_str subject;
-};
+ * tenant_id (exactly one).  One struct for the three requests: limit is
+ * quota_set's (and required there); quota_status and quota_reset have the
+ * fields before it.  Windows are in unix seconds. */
+#define PROTO_QUOTA_SUBJECT_REQ_FIELDS(X, m)                                  \
+    X(m, workflow_id, WORKFLOW_ID, PF_STR,  0)                                \
+    X(m, tenant_id,   TENANT_ID,   PF_STR,  0)                                \
+    X(m, limit,       LIMIT,       PF_UINT, PF_REQUIRED)
+#define PROTO_QUOTA_STATUS_REP_FIELDS(X, m)                                   \
+    X(m, subject,          SUBJECT,          PF_STR,    PF_REQUIRED)          \
+    X(m, tokens_used,      TOKENS_USED,      PF_UINT,   PF_REQUIRED)          \
+    X(m, tokens_remaining, TOKENS_REMAINING, PF_UINT,   PF_REQUIRED)          \
+    X(m, tokens_limit,     TOKENS_LIMIT,     PF_UINT,   PF_REQUIRED)          \
+    X(m, window_start,     WINDOW_START,     PF_DOUBLE, PF_REQUIRED)          \
+    X(m, window_end,       WINDOW_END,       PF_DOUBLE, PF_REQUIRED)          \
+    X(m, reset_at,         RESET_AT,         PF_DOUBLE, PF_NULLABLE)          \
+    X(m, known,            KNOWN,            PF_BOOL,   0)  /* ever seen */
+#define PROTO_QUOTA_SET_REP_FIELDS(X, m)                                      \
+    X(m, subject,      SUBJECT,      PF_STR,  PF_REQUIRED)                    \
+    X(m, tokens_limit, TOKENS_LIMIT, PF_UINT, PF_REQUIRED)
+#define PROTO_QUOTA_RESET_REP_FIELDS(X, m)                                    \
+    X(m, subject, SUBJECT, PF_STR, PF_REQUIRED)
+/* quota_unset: the override is gone; tokens_limit is the default the
+ * subject falls back to. */
+#define PROTO_QUOTA_UNSET_REP_FIELDS(X, m)                                    \
+    X(m, subject,      SUBJECT,      PF_STR,  PF_REQUIRED)                    \
+    X(m, tokens_limit, TOKENS_LIMIT, PF_UINT, PF_REQUIRED)
+
+/* quota_list: the workflows (or, with tenant, the tenants) using the most,
+ * at most top of them (default 20, 1 to 100), most first; total is how
+ * many the daemon holds. */
+#define PROTO_QUOTA_LIST_REQ_FIELDS(X, m)                                     \
+    X(m, tenant, TENANT, PF_BOOL, 0)                                          \
+    X(m, top,    TOP,    PF_UINT, 0)
+#define PROTO_QUOTA_ENTRY_FIELDS(X, m)                                        \
+    X(m, subject,          SUBJECT,          PF_STR,  PF_REQUIRED)            \
+    X(m, tokens_used,      TOKENS_USED,      PF_UINT, PF_REQUIRED)            \
+    X(m, tokens_limit,     TOKENS_LIMIT,     PF_UINT, PF_REQUIRED)            \
+    X(m, tokens_remaining, TOKENS_REMAINING, PF_UINT, PF_REQUIRED)            \
+    X(m, override,         OVERRIDE,         PF_BOOL, PF_REQUIRED)
+#define PROTO_QUOTA_LIST_REP_FIELDS(X, m)                                     \
+    X(m, subjects, SUBJECTS, PF_OBJARR(quota_entry), PF_REQUIRED)             \
+    X(m, total,    TOTAL,    PF_UINT,                PF_REQUIRED)
 
 /* select_provider: what the router would choose now (no token taken). */
-struct proto_select_provider_req {
-    uint32_t has;
-    struct proto_str workflow_id;   /* 0 */
-    struct proto_str preferred;     /* 1 */
-    struct proto_strarr exclude;    /* 2 */
-};
-struct proto_select_provider_rep {
-    uint32_t has;
-    struct proto_str provider;
-    bool all_degraded;
-};
+#define PROTO_SELECT_PROVIDER_REQ_FIELDS(X, m)                                \
+    X(m, workflow_id, WORKFLOW_ID, PF_STR,    0)                              \
+    X(m, preferred,   PREFERRED,   PF_STR,    0)                              \
+    X(m, exclude,     EXCLUDE,     PF_STRARR, 0)
+#define PROTO_SELECT_PROVIDER_REP_FIELDS(X, m)                                \
+    X(m, provider,     PROVIDER,     PF_STR,  PF_REQUIRED)                    \
+    X(m, all_degraded, ALL_DEGRADED, PF_BOOL, PF_REQUIRED)
 
-/* permit: quota reserve + route + acquire, one attempt of a call. */
-struct proto_permit_req {
-    uint32_t has;
-    struct proto_str workflow_id;   /* 0 */
-    struct proto_str tenant_id;     /* 1 */
-    uint64_t tokens_estimate;       /* 2: default 0 */
-    struct proto_str preferred;     /* 3 */
-    struct proto_strarr exclude;    /* 4: providers already tried */
-    double timeout_ms;              /* 5: default 0: no waiting */
-    struct proto_str call_id;       /* 6: ties the attempts of one call */
-    struct proto_str traceparent;   /* 7: W3C trace context */
-};
-struct proto_permit_rep {
-    uint32_t has;
-    uint64_t permit_id;
-    struct proto_str provider;
-    double wait_ms;
-    bool quota_allowed;
-    uint64_t quota_remaining;       /* 4: absent without workflow/tenant */
-    bool rate_limited;
-    bool all_degraded;
-};
+/* permit: quota reserve + route + acquire, one attempt of a call.  exclude
+ * names the providers already tried, timeout_ms defaults to 0 (no waiting),
+ * call_id ties the attempts of one call, traceparent is W3C trace context.
+ * The reply's quota_remaining is nil without a workflow or tenant. */
+#define PROTO_PERMIT_REQ_FIELDS(X, m)                                         \
+    X(m, workflow_id,     WORKFLOW_ID,     PF_STR,    0)                      \
+    X(m, tenant_id,       TENANT_ID,       PF_STR,    0)                      \
+    X(m, tokens_estimate, TOKENS_ESTIMATE, PF_UINT,   0)                      \
+    X(m, preferred,       PREFERRED,       PF_STR,    0)                      \
+    X(m, exclude,         EXCLUDE,         PF_STRARR, 0)                      \
+    X(m, timeout_ms,      TIMEOUT_MS,      PF_DOUBLE, 0)                      \
+    X(m, call_id,         CALL_ID,         PF_STR,    0)                      \
+    X(m, traceparent,     TRACEPARENT,     PF_STR,    0)
+#define PROTO_PERMIT_REP_FIELDS(X, m)                                         \
+    X(m, permit_id,       PERMIT_ID,       PF_UINT,   PF_REQUIRED)            \
+    X(m, provider,        PROVIDER,        PF_STR,    PF_REQUIRED)            \
+    X(m, wait_ms,         WAIT_MS,         PF_DOUBLE, PF_REQUIRED)            \
+    X(m, quota_allowed,   QUOTA_ALLOWED,   PF_BOOL,   PF_REQUIRED)            \
+    X(m, quota_remaining, QUOTA_REMAINING, PF_UINT,   PF_NULLABLE)            \
+    X(m, rate_limited,    RATE_LIMITED,    PF_BOOL,   PF_REQUIRED)            \
+    X(m, all_degraded,    ALL_DEGRADED,    PF_BOOL,   PF_REQUIRED)
 
-/* report: the outcome of a permitted attempt. */
-struct proto_report_req {
-    uint32_t has;
-    uint64_t permit_id;             /* 0: required */
-    struct proto_str outcome;       /* 1: required: ok, rate_limited, ... */
-    double latency_ms;              /* 2 */
-    uint64_t tokens_used;           /* 3: actual tokens (else: estimate) */
-    double retry_after_s;           /* 4 */
-    bool final;                     /* 5: the logical call is over */
-};
-struct proto_report_rep {
-    uint32_t has;
-    struct proto_str state;         /* the provider's: healthy, degraded */
-    double cooldown_remaining_s;
-};
+/* report: the outcome (ok, rate_limited, ...) of a permitted attempt;
+ * tokens_used is what it really used (else the estimate is charged), final
+ * says the logical call is over.  The reply is the provider's state
+ * (healthy, degraded). */
+#define PROTO_REPORT_REQ_FIELDS(X, m)                                         \
+    X(m, permit_id,     PERMIT_ID,     PF_UINT,   PF_REQUIRED)                \
+    X(m, outcome,       OUTCOME,       PF_STR,    PF_REQUIRED)                \
+    X(m, latency_ms,    LATENCY_MS,    PF_DOUBLE, 0)                          \
+    X(m, tokens_used,   TOKENS_USED,   PF_UINT,   0)                          \
+    X(m, retry_after_s, RETRY_AFTER_S, PF_DOUBLE, 0)                          \
+    X(m, final,         FINAL,         PF_BOOL,   0)
+#define PROTO_REPORT_REP_FIELDS(X, m)                                         \
+    X(m, state,                STATE,                PF_STR,    PF_REQUIRED)  \
+    X(m, cooldown_remaining_s, COOLDOWN_REMAINING_S, PF_DOUBLE, PF_REQUIRED)
 
-/* metrics: the registry, a page at a time (a reply is one frame). */
-struct proto_metric_series {
-    uint32_t has;
-    struct proto_strarr labels;     /* values, in the family's label order */
-    double value;                   /* counter, gauge */
-    uint64_t count;                 /* histogram */
-    double sum;                     /* histogram */
-    struct proto_dblarr buckets;    /* histogram: cumulative, per bound */
-};
-struct proto_metric_family {
-    uint32_t has;
-    struct proto_str name;
-    struct proto_str type;          /* counter, gauge, histogram */
-    struct proto_str help;
-    struct proto_strarr label_names;
-    struct proto_dblarr bounds;     /* histogram upper bounds; +Inf implied */
-    struct proto_objarr series;     /* of struct proto_metric_series */
-};
-struct proto_metrics_req {
-    uint32_t has;
-    struct proto_str format;        /* 0: "structured" (default) or
-                                       "prometheus" */
-    uint64_t cursor;                /* 1: from the previous next_cursor */
-};
-struct proto_metrics_rep {
-    uint32_t has;
-    struct proto_objarr families;   /* structured */
-    struct proto_str text;          /* prometheus */
-    uint64_t next_cursor;           /* 3: absent on the last page */
-};
+/* metrics: the registry, a page at a time (a reply is one frame).  A
+ * series has its label values in its family's label order, a value
+ * (counter, gauge) or a count, sum and cumulative buckets, one per bound
+ * (histogram; +Inf implied).  format is "structured" (the default, in
+ * families) or "prometheus" (in text); cursor is the previous reply's
+ * next_cursor, absent on the last page. */
+#define PROTO_METRIC_SERIES_FIELDS(X, m)                                      \
+    X(m, labels,  LABELS,  PF_STRARR, PF_REQUIRED)                            \
+    X(m, value,   VALUE,   PF_DOUBLE, 0)                                      \
+    X(m, count,   COUNT,   PF_UINT,   0)                                      \
+    X(m, sum,     SUM,     PF_DOUBLE, 0)                                      \
+    X(m, buckets, BUCKETS, PF_DBLARR, 0)
+#define PROTO_METRIC_FAMILY_FIELDS(X, m)                                      \
+    X(m, name,        NAME,        PF_STR,    PF_REQUIRED)                    \
+    X(m, type,        TYPE,        PF_STR,    PF_REQUIRED)                    \
+    X(m, help,        HELP,        PF_STR,    PF_REQUIRED)                    \
+    X(m, label_names, LABEL_NAMES, PF_STRARR, PF_REQUIRED)                    \
+    X(m, bounds,      BOUNDS,      PF_DBLARR, 0)                              \
+    X(m, series,      SERIES,      PF_OBJARR(metric_series), PF_REQUIRED)
+#define PROTO_METRICS_REQ_FIELDS(X, m)                                        \
+    X(m, format, FORMAT, PF_STR,  0)                                          \
+    X(m, cursor, CURSOR, PF_UINT, 0)
+#define PROTO_METRICS_REP_FIELDS(X, m)                                        \
+    X(m, families,    FAMILIES,    PF_OBJARR(metric_family), 0)               \
+    X(m, text,        TEXT,        PF_STR,                   0)               \
+    X(m, next_cursor, NEXT_CURSOR, PF_UINT,                  0)
 
-/* reload: re-read the env file (admin). */
-struct proto_reload_req {
-    uint32_t has;
-};
-struct proto_reload_rep {
-    uint32_t has;
-    uint64_t providers;             /* configured after the reload */
-    struct proto_str env_file;      /* the file read, "" when none */
-};
+/* reload: re-read the env file (admin); the reply counts the providers
+ * configured after it and names the file read ("" when none). */
+#define PROTO_RELOAD_REQ_FIELDS(X, m)
+#define PROTO_RELOAD_REP_FIELDS(X, m)                                         \
+    X(m, providers, PROVIDERS, PF_UINT, PF_REQUIRED)                          \
+    X(m, env_file,  ENV_FILE,  PF_STR,  PF_REQUIRED)
 
-/* The "err" object of a failed reply. */
-struct proto_err {
-    uint32_t has;
-    struct proto_str code;
-    struct proto_str msg;
-    struct proto_str subject;   /* quota_exceeded */
-    uint64_t tokens_used;       /* quota_exceeded */
-    uint64_t tokens_limit;      /* quota_exceeded */
-    double reset_at;            /* quota_exceeded, unix seconds, nullable */
-};
-enum {
-    PROTO_ERR_CODE, PROTO_ERR_MSG, PROTO_ERR_SUBJECT, PROTO_ERR_TOKENS_USED,
-    PROTO_ERR_TOKENS_LIMIT, PROTO_ERR_RESET_AT
-};
+/* The "err" object of a failed reply; the fields after msg come with
+ * quota_exceeded (reset_at in unix seconds). */
+#define PROTO_ERR_FIELDS(X, m)                                                \
+    X(m, code,         CODE,         PF_STR,    PF_REQUIRED)                  \
+    X(m, msg,          MSG,          PF_STR,    PF_REQUIRED)                  \
+    X(m, subject,      SUBJECT,      PF_STR,    0)                            \
+    X(m, tokens_used,  TOKENS_USED,  PF_UINT,   0)                            \
+    X(m, tokens_limit, TOKENS_LIMIT, PF_UINT,   0)                            \
+    X(m, reset_at,     RESET_AT,     PF_DOUBLE, PF_NULLABLE)
+
+/* Every message, as (name of its struct after "proto_", NAME of its list);
+ * a PF_OBJARR element before the messages that hold it. */
+#define PROTO_MESSAGES(X)                                                     \
+    X(hello_req, HELLO_REQ)                                                   \
+    X(hello_rep, HELLO_REP)                                                   \
+    X(ping_req, PING_REQ)                                                     \
+    X(ping_rep, PING_REP)                                                     \
+    X(acquire_req, ACQUIRE_REQ)                                               \
+    X(acquire_rep, ACQUIRE_REP)                                               \
+    X(release_req, RELEASE_REQ)                                               \
+    X(release_rep, RELEASE_REP)                                               \
+    X(limiter_status_req, LIMITER_STATUS_REQ)                                 \
+    X(limiter_status_rep, LIMITER_STATUS_REP)                                 \
+    X(provider_status, PROVIDER_STATUS)                                       \
+    X(status_req, STATUS_REQ)                                                 \
+    X(status_rep, STATUS_REP)                                                 \
+    X(quota_reserve_req, QUOTA_RESERVE_REQ)                                   \
+    X(quota_reserve_rep, QUOTA_RESERVE_REP)                                   \
+    X(quota_commit_req, QUOTA_COMMIT_REQ)                                     \
+    X(quota_commit_rep, QUOTA_COMMIT_REP)                                     \
+    X(quota_subject_req, QUOTA_SUBJECT_REQ)                                   \
+    X(quota_status_rep, QUOTA_STATUS_REP)                                     \
+    X(quota_set_rep, QUOTA_SET_REP)                                           \
+    X(quota_reset_rep, QUOTA_RESET_REP)                                       \
+    X(quota_unset_rep, QUOTA_UNSET_REP)                                       \
+    X(quota_list_req, QUOTA_LIST_REQ)                                         \
+    X(quota_entry, QUOTA_ENTRY)                                               \
+    X(quota_list_rep, QUOTA_LIST_REP)                                         \
+    X(select_provider_req, SELECT_PROVIDER_REQ)                               \
+    X(select_provider_rep, SELECT_PROVIDER_REP)                               \
+    X(permit_req, PERMIT_REQ)                                                 \
+    X(permit_rep, PERMIT_REP)                                                 \
+    X(report_req, REPORT_REQ)                                                 \
+    X(report_rep, REPORT_REP)                                                 \
+    X(metric_series, METRIC_SERIES)                                           \
+    X(metric_family, METRIC_FAMILY)                                           \
+    X(metrics_req, METRICS_REQ)                                               \
+    X(metrics_rep, METRICS_REP)                                               \
+    X(reload_req, RELOAD_REQ)                                                 \
+    X(reload_rep, RELOAD_REP)                                                 \
+    X(err, ERR)
+
+/* The C type of a member, by its type column. */
+#define PROTO_CTYPE_PF_STR          struct proto_str
+#define PROTO_CTYPE_PF_UINT         uint64_t
+#define PROTO_CTYPE_PF_INT          int64_t
+#define PROTO_CTYPE_PF_DOUBLE       double
+#define PROTO_CTYPE_PF_BOOL         bool
+#define PROTO_CTYPE_PF_STRARR       struct proto_strarr
+#define PROTO_CTYPE_PF_DBLARR       struct proto_dblarr
+#define PROTO_CTYPE_PF_OBJARR(msg)  struct proto_objarr
+
+/* Each message's struct, the names of its bits, and their count. */
+#define PROTO_GEN_MEMBER(m, name, NAME, type, flags) PROTO_CTYPE_##type name;
+#define PROTO_GEN_BIT(m, name, NAME, type, flags) PROTO_##m##_##NAME,
+#define PROTO_GEN_MESSAGE(msg, MSG)                                           \
+    struct proto_##msg {                                                      \
+        uint32_t has;                                                         \
+        PROTO_##MSG##_FIELDS(PROTO_GEN_MEMBER, MSG)                           \
+    };                                                                        \
+    enum { PROTO_##MSG##_FIELDS(PROTO_GEN_BIT, MSG) PROTO_##MSG##__COUNT };   \
+    _Static_assert(PROTO_##MSG##__COUNT <= 32,                                \
+                   "struct proto_" #msg ": more fields than bits in has");
+PROTO_MESSAGES(PROTO_GEN_MESSAGE)
 
 /* A decoded request: the op, its id, and its fields. */
 struct proto_req {
@@ -399,7 +484,9 @@ struct proto_req {
         struct proto_status_req status;
         struct proto_quota_reserve_req quota_reserve;
         struct proto_quota_commit_req quota_commit;
-        struct proto_quota_subject_req quota_subject;   /* status/set/reset */
+        struct proto_quota_subject_req quota_subject;   /* status/set/reset/
+                                                           unset */
+        struct proto_quota_list_req quota_list;
         struct proto_select_provider_req select_provider;
         struct proto_permit_req permit;
         struct proto_report_req report;
@@ -425,6 +512,8 @@ struct proto_rep {
         struct proto_quota_status_rep quota_status;
         struct proto_quota_set_rep quota_set;
         struct proto_quota_reset_rep quota_reset;
+        struct proto_quota_unset_rep quota_unset;
+        struct proto_quota_list_rep quota_list;
         struct proto_select_provider_rep select_provider;
         struct proto_permit_rep permit;
         struct proto_report_rep report;
@@ -537,7 +626,7 @@ int proto_encode_error(msgpack_sbuffer *sb, uint64_t id,
 const struct proto_msgdef *proto_request_def(enum proto_op op);
 const struct proto_msgdef *proto_reply_def(enum proto_op op);
 
-/* ---- socket path (DESIGN.md §6) ---------------------------------------- */
+/* ---- socket path (llmguardd(8), "The socket") -------------------------- */
 
 /*
  * The default socket path into buf: $XDG_RUNTIME_DIR/llmguard/llmguardd.sock,

@@ -117,7 +117,8 @@ check_err_round_trip(enum proto_op op, msgpack_zone *zone,
             FUZZ_CHECK(memcmp(&d2->reset_at, &d->reset_at,
                               sizeof(double)) == 0);
     } else {
-        FUZZ_CHECK(d2->has == (1u << PROTO_ERR_CODE | 1u << PROTO_ERR_MSG));
+        FUZZ_CHECK(d2->has ==
+                   (PROTO_BIT(PROTO_ERR_CODE) | PROTO_BIT(PROTO_ERR_MSG)));
     }
     msgpack_sbuffer_destroy(&sb);
 }

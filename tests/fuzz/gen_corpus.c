@@ -26,6 +26,8 @@
 /* A struct proto_str of a literal: SI() in initializers, S() elsewhere. */
 #define SI(lit) { (lit), (uint32_t)sizeof(lit) - 1 }
 #define S(lit) ((struct proto_str)SI(lit))
+/* "has" with every field of the message whose list is PROTO_<MSG>_FIELDS. */
+#define ALL(MSG) ((uint32_t)((1ull << PROTO_##MSG##__COUNT) - 1))
 
 static const char *outdir;
 static msgpack_sbuffer stream;      /* every request frame, for fuzz_frame */
@@ -125,54 +127,56 @@ requests(void)
     struct proto_report_req rp = { .permit_id = 42, .outcome = S("ok") };
     struct proto_metrics_req mt = { 0 };
 
-    PROTO_SET(&hello, 0);
+    PROTO_SET(&hello, PROTO_HELLO_REQ_VERSION);
     request("hello-min", PROTO_OP_HELLO, 1, &hello);
     hello.client = S("demo");
-    PROTO_SET(&hello, 1);
+    PROTO_SET(&hello, PROTO_HELLO_REQ_CLIENT);
     request("hello-full", PROTO_OP_HELLO, 2, &hello);
     request("ping", PROTO_OP_PING, 3, NULL);
 
-    PROTO_SET(&acq, 0);
+    PROTO_SET(&acq, PROTO_ACQUIRE_REQ_PROVIDER);
     request("acquire-min", PROTO_OP_ACQUIRE, 4, &acq);
     acq.tokens = 3;
     acq.llm_tokens = 1500;
     acq.timeout_ms = 1000;
-    acq.has = 0xf;
+    acq.has = ALL(ACQUIRE_REQ);
     request("acquire-full", PROTO_OP_ACQUIRE, 5, &acq);
 
-    PROTO_SET(&rel, 0);
+    PROTO_SET(&rel, PROTO_RELEASE_REQ_PROVIDER);
     request("release-min", PROTO_OP_RELEASE, 6, &rel);
     rel.tokens = 2;
     rel.llm_tokens = 300;
-    rel.has = 0x7;
+    rel.has = ALL(RELEASE_REQ);
     request("release-full", PROTO_OP_RELEASE, 7, &rel);
 
-    PROTO_SET(&ls, 0);
+    PROTO_SET(&ls, PROTO_LIMITER_STATUS_REQ_PROVIDER);
     request("limiter_status", PROTO_OP_LIMITER_STATUS, 8, &ls);
     request("status", PROTO_OP_STATUS, 9, NULL);
 
-    qr.has = 1u << 0 | 1u << 2;
+    qr.has = PROTO_BIT(PROTO_QUOTA_RESERVE_REQ_WORKFLOW_ID) |
+             PROTO_BIT(PROTO_QUOTA_RESERVE_REQ_TOKENS);
     request("quota_reserve-min", PROTO_OP_QUOTA_RESERVE, 10, &qr);
     qr.tenant_id = S("acme");
-    qr.has = 0x7;
+    qr.has = ALL(QUOTA_RESERVE_REQ);
     request("quota_reserve-full", PROTO_OP_QUOTA_RESERVE, 11, &qr);
 
-    qc.has = 1u << 0 | 1u << 2 | 1u << 3 | 1u << 4;
+    qc.has = ALL(QUOTA_COMMIT_REQ) &
+             ~PROTO_BIT(PROTO_QUOTA_COMMIT_REQ_TENANT_ID);
     request("quota_commit-min", PROTO_OP_QUOTA_COMMIT, 12, &qc);
     qc.tenant_id = S("acme");
     qc.reservation = -86400000;     /* an int on the wire: negative too */
-    qc.has = 0x1f;
+    qc.has = ALL(QUOTA_COMMIT_REQ);
     request("quota_commit-full", PROTO_OP_QUOTA_COMMIT, 13, &qc);
 
-    PROTO_SET(&qs, 1);
+    PROTO_SET(&qs, PROTO_QUOTA_SUBJECT_REQ_TENANT_ID);
     request("quota_status-tenant", PROTO_OP_QUOTA_STATUS, 14, &qs);
     request("quota_reset-tenant", PROTO_OP_QUOTA_RESET, 15, &qs);
     qs.workflow_id = S("wf");
-    qs.has = 1u << 0;
+    qs.has = PROTO_BIT(PROTO_QUOTA_SUBJECT_REQ_WORKFLOW_ID);
     request("quota_status-workflow", PROTO_OP_QUOTA_STATUS, 16, &qs);
     request("quota_reset-workflow", PROTO_OP_QUOTA_RESET, 17, &qs);
     qs.limit = 5000;
-    qs.has = 1u << 0 | 1u << 2;
+    PROTO_SET(&qs, PROTO_QUOTA_SUBJECT_REQ_LIMIT);
     request("quota_set", PROTO_OP_QUOTA_SET, 18, &qs);
 
     request("select_provider-min", PROTO_OP_SELECT_PROVIDER, 19, &sp);
@@ -180,7 +184,7 @@ requests(void)
     sp.preferred = S("openai");
     sp.exclude.v = exclude;
     sp.exclude.n = 2;
-    sp.has = 0x7;
+    sp.has = ALL(SELECT_PROVIDER_REQ);
     request("select_provider-full", PROTO_OP_SELECT_PROVIDER, 20, &sp);
 
     request("permit-min", PROTO_OP_PERMIT, 21, &pm);
@@ -194,24 +198,24 @@ requests(void)
     pm.call_id = S("call-7f3a");
     pm.traceparent =
         S("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
-    pm.has = 0xff;
+    pm.has = ALL(PERMIT_REQ);
     request("permit-full", PROTO_OP_PERMIT, 22, &pm);
 
-    PROTO_SET(&rp, 0);
-    PROTO_SET(&rp, 1);
+    PROTO_SET(&rp, PROTO_REPORT_REQ_PERMIT_ID);
+    PROTO_SET(&rp, PROTO_REPORT_REQ_OUTCOME);
     request("report-min", PROTO_OP_REPORT, 23, &rp);
     rp.outcome = S("rate_limited");
     rp.latency_ms = 812.25;
     rp.tokens_used = 760;
     rp.retry_after_s = 2;
     rp.final = true;
-    rp.has = 0x3f;
+    rp.has = ALL(REPORT_REQ);
     request("report-full", PROTO_OP_REPORT, 24, &rp);
 
     request("metrics-min", PROTO_OP_METRICS, 25, &mt);
     mt.format = S("prometheus");
     mt.cursor = 3;
-    mt.has = 0x3;
+    mt.has = ALL(METRICS_REQ);
     request("metrics-full", PROTO_OP_METRICS, 26, &mt);
     request("reload", PROTO_OP_RELOAD, 27, NULL);
     request("id-max", PROTO_OP_PING, UINT64_MAX, NULL);
@@ -220,81 +224,96 @@ requests(void)
 static void
 ok_replies(void)
 {
-    struct proto_hello_rep hello = { 0x3, 1, S("llmguardd 0.1.0") };
-    struct proto_ping_rep ping = { 0x1, 7.96982863300002 };
-    struct proto_acquire_rep acq = { 0x1, 0 };
-    struct proto_release_rep rel = { 0x1, 3 };
+    struct proto_hello_rep hello = { ALL(HELLO_REP), 1, S("llmguardd 0.1.0") };
+    struct proto_ping_rep ping = { ALL(PING_REP), 7.96982863300002 };
+    struct proto_acquire_rep acq = { ALL(ACQUIRE_REP), 0 };
+    struct proto_release_rep rel = { ALL(RELEASE_REP), 3 };
     struct proto_limiter_status_rep ls = {
-        0x7f, 2.5, 20, 20, true, 1, 60000, 58500.5,
+        ALL(LIMITER_STATUS_REP), 2.5, 20, 20, true, 1, 60000, 58500.5,
     };
     struct proto_provider_status prov[2] = {
-        { 0x1ff, S("groq"), 0.5, 0.5, 4, 0, 60000, S("healthy"), 0, 180.25 },
-        { 0x0ff, S("openai"), 20, 20, 20, 2, 0, S("degraded"), 41.5, 0 },
+        { ALL(PROVIDER_STATUS), S("groq"), 0.5, 0.5, 4, 0, 60000,
+          S("healthy"), 0, 180.25 },
+        { ALL(PROVIDER_STATUS) &
+              ~PROTO_BIT(PROTO_PROVIDER_STATUS_LATENCY_EWMA_MS),
+          S("openai"), 20, 20, 20, 2, 0, S("degraded"), 41.5, 0 },
     };
     struct proto_status_rep st = {
-        0x1f, true, S("primary"), S("soft"), 30, { prov, 2 },
+        ALL(STATUS_REP), true, S("primary"), S("soft"), 30, { prov, 2 },
     };
     struct proto_quota_reserve_rep qr = {
-        0xff, true, false, S("workflow:wf"), 200, 100000, 99800,
+        ALL(QUOTA_RESERVE_REP), true, false, S("workflow:wf"), 200, 100000,
+        99800,
         1732800000.5, 1732800000000,
     };
     struct proto_quota_status_rep qs = {
-        0x7f, S("tenant:acme"), 200, 99800, 100000, 1730208000,
+        ALL(QUOTA_STATUS_REP), S("tenant:acme"), 200, 99800, 100000,
+        1730208000,
         1732800000, 1732800000.5,
     };
-    struct proto_quota_set_rep qset = { 0x3, S("tenant:acme"), 5000 };
-    struct proto_quota_reset_rep qreset = { 0x1, S("workflow:wf") };
-    struct proto_select_provider_rep sp = { 0x3, S("openai"), false };
+    struct proto_quota_set_rep qset = { ALL(QUOTA_SET_REP), S("tenant:acme"),
+                                        5000 };
+    struct proto_quota_reset_rep qreset = { ALL(QUOTA_RESET_REP),
+                                            S("workflow:wf") };
+    struct proto_select_provider_rep sp = { ALL(SELECT_PROVIDER_REP),
+                                            S("openai"), false };
     struct proto_permit_rep pm = {
-        0x7f, 42, S("groq"), 12.75, true, 99200, true, false,
+        ALL(PERMIT_REP), 42, S("groq"), 12.75, true, 99200, true, false,
     };
-    struct proto_report_rep rp = { 0x3, S("degraded"), 60 };
+    struct proto_report_rep rp = { ALL(REPORT_REP), S("degraded"), 60 };
     static struct proto_str labels[] = { SI("groq"), SI("ok") };
     static double bounds[] = { 0.005, 0.05, 0.5, 5 };
     static double buckets[] = { 1, 4, 9, 10 };
     struct proto_metric_series series[2] = {
-        { 0x3, { labels, 2 }, 17, 0, 0, { NULL, 0 } },
-        { 0x1d, { labels, 1 }, 0, 10, 3.25, { buckets, 4 } },
+        { PROTO_BIT(PROTO_METRIC_SERIES_LABELS) |
+              PROTO_BIT(PROTO_METRIC_SERIES_VALUE),
+          { labels, 2 }, 17, 0, 0, { NULL, 0 } },
+        { ALL(METRIC_SERIES) & ~PROTO_BIT(PROTO_METRIC_SERIES_VALUE),
+          { labels, 1 }, 0, 10, 3.25, { buckets, 4 } },
     };
     struct proto_metric_family fam[2] = {
-        { 0x2f, S("llmguard_requests_total"), S("counter"),
+        { ALL(METRIC_FAMILY) & ~PROTO_BIT(PROTO_METRIC_FAMILY_BOUNDS),
+          S("llmguard_requests_total"), S("counter"),
           S("Requests by provider and outcome."), { labels, 2 },
           { NULL, 0 }, { series, 1 } },
-        { 0x3f, S("llmguard_wait_seconds"), S("histogram"),
+        { ALL(METRIC_FAMILY), S("llmguard_wait_seconds"), S("histogram"),
           S("Time waited for a token."), { labels, 1 }, { bounds, 4 },
           { series + 1, 1 } },
     };
-    struct proto_metrics_rep mt = { 0x1, { fam, 2 }, { NULL, 0 }, 0 };
-    struct proto_reload_rep rl = { 0x3, 2, S("/etc/llmguard/llmguard.env") };
+    struct proto_metrics_rep mt = {
+        PROTO_BIT(PROTO_METRICS_REP_FAMILIES), { fam, 2 }, { NULL, 0 }, 0,
+    };
+    struct proto_reload_rep rl = { ALL(RELOAD_REP), 2,
+                                    S("/etc/llmguard/llmguard.env") };
 
     reply("hello", PROTO_OP_HELLO, 2, &hello);
     reply("ping", PROTO_OP_PING, 1, &ping);
     reply("acquire", PROTO_OP_ACQUIRE, 7, &acq);
     reply("release", PROTO_OP_RELEASE, 6, &rel);
     reply("limiter_status", PROTO_OP_LIMITER_STATUS, 8, &ls);
-    ls.has = 0x3f;
+    ls.has &= ~PROTO_BIT(PROTO_LIMITER_STATUS_REP_AVAILABLE_LLM_TOKENS);
     ls.tokens_per_min = 0;
     reply("limiter_status-no-tpm", PROTO_OP_LIMITER_STATUS, 8, &ls);
     reply("status", PROTO_OP_STATUS, 9, &st);
     st.providers.n = 0;
     reply("status-no-providers", PROTO_OP_STATUS, 9, &st);
     reply("quota_reserve", PROTO_OP_QUOTA_RESERVE, 10, &qr);
-    qr.has = 0xbf;                  /* reset_at nil */
+    qr.has &= ~PROTO_BIT(PROTO_QUOTA_RESERVE_REP_RESET_AT);     /* nil */
     qr.over_quota = true;
     reply("quota_reserve-nil", PROTO_OP_QUOTA_RESERVE, 10, &qr);
     reply("quota_commit", PROTO_OP_QUOTA_COMMIT, 12, NULL);
     reply("quota_status", PROTO_OP_QUOTA_STATUS, 14, &qs);
-    qs.has = 0x3f;
+    qs.has &= ~PROTO_BIT(PROTO_QUOTA_STATUS_REP_RESET_AT);
     reply("quota_status-nil", PROTO_OP_QUOTA_STATUS, 14, &qs);
     reply("quota_set", PROTO_OP_QUOTA_SET, 18, &qset);
     reply("quota_reset", PROTO_OP_QUOTA_RESET, 17, &qreset);
     reply("select_provider", PROTO_OP_SELECT_PROVIDER, 19, &sp);
     reply("permit", PROTO_OP_PERMIT, 22, &pm);
-    pm.has = 0x6f;                  /* quota_remaining nil */
+    pm.has &= ~PROTO_BIT(PROTO_PERMIT_REP_QUOTA_REMAINING);     /* nil */
     reply("permit-nil", PROTO_OP_PERMIT, 21, &pm);
     reply("report", PROTO_OP_REPORT, 24, &rp);
     reply("metrics", PROTO_OP_METRICS, 25, &mt);
-    mt.has = 0x6;
+    mt.has = ALL(METRICS_REP) & ~PROTO_BIT(PROTO_METRICS_REP_FAMILIES);
     mt.text = S("# HELP llmguard_up Whether llmguardd is up.\n"
                 "# TYPE llmguard_up gauge\nllmguard_up 1\n");
     mt.next_cursor = 4;
@@ -341,8 +360,9 @@ err_replies(void)
     e.detail.subject.len = (uint32_t)strlen(e.subject);
     e.detail.tokens_used = 0;
     e.detail.tokens_limit = 100;
-    e.detail.has = 1u << PROTO_ERR_SUBJECT | 1u << PROTO_ERR_TOKENS_USED |
-                   1u << PROTO_ERR_TOKENS_LIMIT;
+    e.detail.has = PROTO_BIT(PROTO_ERR_SUBJECT) |
+                   PROTO_BIT(PROTO_ERR_TOKENS_USED) |
+                   PROTO_BIT(PROTO_ERR_TOKENS_LIMIT);
     error_reply("err-quota_exceeded-nil", PROTO_OP_QUOTA_RESERVE, 9, &e);
     e.detail.tokens_used = 120;
     e.detail.reset_at = 1732800000.25;

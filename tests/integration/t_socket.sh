@@ -1,5 +1,6 @@
 #!/bin/sh
-# Socket rules of DESIGN.md §6: live vs stale, default directory checks.
+# Socket rules of llmguardd(8), "The socket": live vs stale, default
+# directory checks.
 . "${top_srcdir:-.}/tests/integration/lib.sh"
 
 start_daemon

@@ -1,4 +1,5 @@
 /* test_codec.c - request and reply encoding/decoding through the tables. */
+#include <ctype.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -67,7 +68,7 @@ test_hello_roundtrip(void **state)
     hello.version = PROTO_VERSION;
     hello.client.ptr = "unit";
     hello.client.len = 4;
-    PROTO_SET(&hello, 1);
+    PROTO_SET(&hello, PROTO_HELLO_REQ_CLIENT);
     fx->sb.size = 0;
     assert_int_equal(proto_encode_request(&fx->sb, PROTO_OP_HELLO, 42,
                                           &hello), 0);
@@ -79,7 +80,7 @@ test_hello_roundtrip(void **state)
     assert_int_equal(req.op, PROTO_OP_HELLO);
     assert_int_equal(req.id, 42);
     assert_int_equal(req.u.hello.version, PROTO_VERSION);
-    assert_true(PROTO_HAS(&req.u.hello, 1));
+    assert_true(PROTO_HAS(&req.u.hello, PROTO_HELLO_REQ_CLIENT));
     assert_int_equal(req.u.hello.client.len, 4);
     assert_memory_equal(req.u.hello.client.ptr, "unit", 4);
 }
@@ -94,7 +95,7 @@ test_ping_reply_roundtrip(void **state)
     uint64_t id = 0;
 
     ping.uptime_s = 12.5;
-    PROTO_SET(&ping, 0);
+    PROTO_SET(&ping, PROTO_PING_REP_UPTIME_S);
     fx->sb.size = 0;
     assert_int_equal(proto_encode_reply(&fx->sb, PROTO_OP_PING, 7, &ping), 0);
     assert_int_equal(proto_reply_id((unsigned char *)fx->sb.data + 4,
@@ -291,6 +292,44 @@ test_errcode_names(void **state)
     assert_int_equal(proto_errcode_from_name("nope", 4), PROTO_E__COUNT);
 }
 
+/* A row's NAME is its name in capitals, so that bit names can be guessed. */
+static void
+check_bit_name(const char *name, const char *upper)
+{
+    size_t n = strlen(name);
+
+    assert_int_equal(strlen(upper), n);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(toupper((unsigned char)name[i]), upper[i]);
+}
+
+#define CHECK_ROW(m, name, NAME, type, flags) check_bit_name(#name, #NAME);
+#define CHECK_MESSAGE(msg, MSG) PROTO_##MSG##_FIELDS(CHECK_ROW, MSG)
+
+static void
+test_field_bits(void **state)
+{
+    const struct proto_msgdef *permit = proto_request_def(PROTO_OP_PERMIT);
+
+    PROTO_MESSAGES(CHECK_MESSAGE)
+    /* A bit indexes its message's table. */
+    assert_int_equal(permit->nfields, PROTO_PERMIT_REQ__COUNT);
+    assert_string_equal(permit->fields[PROTO_PERMIT_REQ_CALL_ID].name,
+                        "call_id");
+    assert_string_equal(proto_reply_def(PROTO_OP_STATUS)->fields[
+                            PROTO_STATUS_REP_PROVIDERS].sub->name,
+                        "struct proto_provider_status");
+    /* One struct, two tables: quota_set's limit, the others without. */
+    assert_int_equal(proto_request_def(PROTO_OP_QUOTA_SET)->nfields,
+                     PROTO_QUOTA_SUBJECT_REQ__COUNT);
+    assert_int_equal(proto_request_def(PROTO_OP_QUOTA_STATUS)->nfields,
+                     PROTO_QUOTA_SUBJECT_REQ_LIMIT);
+    assert_int_equal(proto_request_def(PROTO_OP_QUOTA_RESET)->nfields,
+                     PROTO_QUOTA_SUBJECT_REQ_LIMIT);
+    assert_int_equal(proto_request_def(PROTO_OP_PING)->nfields, 0);
+    assert_int_equal(PROTO_BIT(PROTO_ERR_MSG), 1u << 1);
+}
+
 int
 main(void)
 {
@@ -303,6 +342,7 @@ main(void)
         cmocka_unit_test(test_unknown_op_and_wrong_types),
         cmocka_unit_test(test_unknown_fields_ignored),
         cmocka_unit_test(test_errcode_names),
+        cmocka_unit_test(test_field_bits),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

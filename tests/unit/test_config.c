@@ -231,6 +231,8 @@ test_bad_values(void **state)
         { "LLMGUARD_SOCKET_MODE=1777", "expected an octal file mode" },
         { "LLMGUARD_SOCKET_GROUP=no-such-group-xyz", "existing group" },
         { "LLMGUARD_FAIL_MODE=ajar", "expected open or closed" },
+        { "LLMGUARD_CLIENT_TIMEOUT_MS=-1", "expected a number from 0 to" },
+        { "LLMGUARD_CLIENT_TIMEOUT_MS=soon", "expected a number from 0 to" },
         { "LLMGUARD_LOG_LEVEL=loud", "expected error, warn, info or debug" },
         { "REDIS_URL=redis://localhost:6379", "later milestone" },
         { "PROVIDER_GROQ_RATE_PER_SEC=0", "expected a number greater than 0" },

@@ -194,6 +194,47 @@ static void test_id_validation(void **state)
     assert_null(quota_new(W_S, -1, false));
 }
 
+/* quota_top: most used first, ties by subject, one kind, at most n. */
+static void test_top(void **state)
+{
+    struct quota *q = quota_new(W_S, 1000, false);
+    struct quota_decision d;
+    struct quota_entry top[3];
+    size_t count, total;
+    static const struct { const char *wf; int64_t tokens; } use[] = {
+        { "c", 30 }, { "a", 50 }, { "e", 5 }, { "b", 50 }, { "d", 40 },
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(use) / sizeof(use[0]); i++)
+        assert_int_equal(quota_reserve(q, use[i].wf, "t1", use[i].tokens, 10,
+                                       &d), 0);
+    assert_int_equal(quota_set(q, QUOTA_WORKFLOW, "z", 7), 0);
+    assert_int_equal(quota_top(q, QUOTA_WORKFLOW, 10, top, 3, &count, &total),
+                     0);
+    assert_int_equal(count, 3);
+    assert_int_equal(total, 6);     /* a..e and z (an override, no use) */
+    assert_string_equal(top[0].subject, "workflow:a");  /* 50, tie by name */
+    assert_string_equal(top[1].subject, "workflow:b");
+    assert_string_equal(top[2].subject, "workflow:d");  /* 40 */
+    assert_int_equal(top[0].st.tokens_used, 50);
+    assert_int_equal(top[0].st.tokens_remaining, 950);
+    assert_true(top[0].st.known);
+    assert_int_equal(quota_top(q, QUOTA_TENANT, 10, top, 3, &count, &total),
+                     0);
+    assert_int_equal(count, 1);
+    assert_int_equal(total, 1);
+    assert_string_equal(top[0].subject, "tenant:t1");
+    assert_int_equal(top[0].st.tokens_used, 175);
+    assert_int_equal(quota_top(q, QUOTA_WORKFLOW, 10, top, 0, &count, &total),
+                     0);
+    assert_int_equal(count, 0);
+    assert_int_equal(total, 6);
+    assert_int_equal(quota_top(q, QUOTA_WORKFLOW, NAN, top, 3, &count,
+                               &total), -1);
+    quota_free(q);
+}
+
 static void test_soft_mode(void **state)
 {
     struct quota *q = quota_new(W_S, 1000, false);
@@ -718,6 +759,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_id_validation),
+        cmocka_unit_test(test_top),
         cmocka_unit_test(test_soft_mode),
         cmocka_unit_test(test_hard_mode),
         cmocka_unit_test(test_workflow_tenant_atomic),

@@ -276,6 +276,33 @@ test_retry_after(void **state)
     router_free(r);
 }
 
+/* Status says which fault last extended a cooldown, when, and its
+ * Retry-After; a reload carries them over. */
+static void
+test_cooldown_cause(void **state)
+{
+    struct router *r = make(ROUTER_POLICY_PRIMARY, 2, 1, 1, 0), *next;
+    struct router_status st;
+
+    (void)state;
+    router_report(r, idx(r, "a"), ROUTER_OUTCOME_RATE_LIMITED, 5, 90, 0, 10);
+    router_report(r, idx(r, "a"), ROUTER_OUTCOME_SERVER_ERROR, 5, 0, 0, 12);
+    router_status(r, idx(r, "a"), 13, &st);
+    assert_false(st.healthy);
+    assert_int_equal(st.cause, ROUTER_OUTCOME_SERVER_ERROR);
+    assert_near(st.fault_s, 12);
+    assert_near(st.retry_after_s, 0);
+    router_report(r, idx(r, "b"), ROUTER_OUTCOME_TIMEOUT, 5, 30, 0, 20);
+    next = make(ROUTER_POLICY_PRIMARY, 2, 1, 1, 0);
+    router_copy_state(next, r);
+    router_status(next, idx(next, "b"), 21, &st);
+    assert_int_equal(st.cause, ROUTER_OUTCOME_TIMEOUT);
+    assert_near(st.fault_s, 20);
+    assert_near(st.retry_after_s, 30);
+    router_free(next);
+    router_free(r);
+}
+
 static void
 test_exclusion_keeps_weights(void **state)
 {
@@ -449,6 +476,7 @@ main(void)
         cmocka_unit_test(test_cooldown_start_and_expiry),
         cmocka_unit_test(test_cooldown_extension),
         cmocka_unit_test(test_retry_after),
+        cmocka_unit_test(test_cooldown_cause),
         cmocka_unit_test(test_exclusion_keeps_weights),
         cmocka_unit_test(test_all_degraded_fallback),
         cmocka_unit_test(test_ok_after_fault_recovers),

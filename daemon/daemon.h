@@ -1,0 +1,65 @@
+/*
+ * daemon.h - llmguardd's subsystems, as main.c wires them together.
+ *
+ * Only the application layer sees this struct: main.c (start, signals,
+ * stop), ops.c (the dispatch table) and reload.c.  Each subsystem owns its
+ * own state and is handed what it depends on when it is created, so the
+ * dependencies run one way, from the top down (tests/check_deps.sh checks
+ * that no two files depend on each other in a circle):
+ *
+ *   main.c  ops.c  reload.c    the application: wiring, ops, reload
+ *   permits.c                  permit, report, routing (owns the router)
+ *   request.c                  request ids and subjects, the quota gate
+ *   persist.c  http.c          quotas to SQLite; the /metrics endpoint
+ *   buckets.c                  a token bucket and its waiters per provider
+ *   telemetry.c                metrics and spans
+ *   server.c  clock.c          the transport; the clocks
+ *
+ * Beneath them the pure modules (limiter, quota, router, metrics, store,
+ * trace, config, log) and proto/.
+ */
+#ifndef LLMGUARD_DAEMON_H
+#define LLMGUARD_DAEMON_H
+
+#include <sys/types.h>
+
+#include <event2/event.h>
+
+#include "config.h"
+#include "proto.h"
+
+struct conn;
+struct telemetry;
+
+struct daemon {
+    struct event_base *base;
+    struct config cfg;              /* in force; replaced whole by a reload */
+    struct config_args args;        /* to read the configuration again */
+    uid_t uid;                      /* the daemon's own uid (admin) */
+    double started_mono_s;
+    struct server *server;          /* the control socket */
+    struct buckets *buckets;        /* a token bucket per provider */
+    struct quota *quota;            /* usage in memory: authoritative */
+    struct persist *persist;        /* quota -> SQLite */
+    struct permits *permits;        /* permit, report, routing */
+    struct telemetry *telemetry;    /* metrics and spans */
+    struct http *http;              /* LLMGUARD_METRICS_LISTEN */
+};
+
+/* ops.c: run one request (the server's dispatch callback; arg is the
+ * struct daemon); it is answered now or later. */
+void ops_dispatch(struct conn *c, struct proto_req *req, void *arg);
+/* ops.c: the providers' gauges (telemetry's refresh hook; arg is the
+ * struct daemon). */
+void ops_refresh_gauges(struct telemetry *t, void *arg);
+
+/*
+ * reload.c: read the configuration again (SIGHUP, the reload op) and apply
+ * it: buckets keep their fill (clamped), quota usage is kept, provider
+ * health carries over; settings that need a restart keep their value and
+ * the log says so.  Returns 0, or -1 with the reason in err and the old
+ * configuration still in force.
+ */
+int reload_apply(struct daemon *d, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,66 @@
+/* reload.c - read the configuration again and apply it (llmguardd(8),
+ * "Reload"). */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "buckets.h"
+#include "daemon.h"
+#include "log.h"
+#include "permits.h"
+#include "persist.h"
+#include "quota.h"
+#include "router.h"
+
+/*
+ * Apply next to every subsystem.  Only allocation can fail here
+ * (config_load validated every value): the new router is built first, so
+ * that a failure leaves buckets and routing as they were.
+ */
+static int
+apply(struct daemon *d, const struct config *next)
+{
+    struct router *r = permits_router_new(next);
+
+    if (r == NULL)
+        return -1;
+    if (buckets_reconfigure(d->buckets, next) < 0) {
+        router_free(r);
+        return -1;
+    }
+    permits_reconfigure(d->permits, r);
+    return quota_reconfigure(d->quota, next->quota_window_days * 86400.0,
+                             next->default_quota_tokens,
+                             next->quota_enforcement == ENFORCE_HARD);
+}
+
+int
+reload_apply(struct daemon *d, char *err, size_t errlen)
+{
+    struct config *next = malloc(sizeof(*next));
+
+    if (next == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (config_load(next, &d->args, err, errlen) < 0) {
+        log_error("reload refused, the old configuration stays: %s", err);
+        free(next);
+        return -1;
+    }
+    config_keep_restart(next, &d->cfg);
+    if (apply(d, next) < 0) {
+        snprintf(err, errlen, "could not apply the new configuration");
+        free(next);
+        return -1;
+    }
+    d->cfg = *next;
+    free(next);
+    log_set_level((enum log_level)d->cfg.log_level);
+    persist_changed(d->persist);    /* a new window may move slots */
+    log_info("configuration reloaded from %s: %zu provider(s), policy %s, "
+             "enforcement %s", d->cfg.env_file[0] ? d->cfg.env_file : "the "
+             "environment", d->cfg.nproviders,
+             config_policy_name(d->cfg.routing_policy),
+             config_enforcement_name(d->cfg.quota_enforcement));
+    return 0;
+}
