@@ -35,30 +35,78 @@ def _iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(t)))
 
 
+_PROVIDER_KEYS = ("name", "available_tokens", "rate_per_sec", "max_tokens",
+                  "state", "cooldown_remaining_s", "latency_ewma_ms",
+                  "waiters", "tokens_per_min")
+_PROVIDER_EXTRA = ("cooldown_cause", "cooldown_since", "retry_after_s",
+                   "available_llm_tokens")
+_DAEMON_KEYS = ("version", "env_file", "database", "uptime_s", "connections",
+                "open_permits", "last_flush", "store")
+
+
+def _status_json(st: Dict[str, Any]) -> None:
+    provs = []
+    for p in st["providers"]:
+        o = {k: p[k] for k in _PROVIDER_KEYS}
+        o.update((k, p[k]) for k in _PROVIDER_EXTRA if k in p)
+        provs.append(o)
+    doc = {"enabled": st["enabled"], "policy": st["policy"],
+           "enforcement": st["enforcement"],
+           "window_days": float(st["window_days"]), "providers": provs}
+    if "version" in st:             # a daemon's own fields, when it sent them
+        doc.update((k, st[k]) for k in _DAEMON_KEYS)
+        if "store_error" in st:
+            doc["store_error"] = st["store_error"]
+    _print_json(doc)
+
+
+def _daemon_text(st: Dict[str, Any]) -> None:
+    if "version" not in st:
+        return
+    print(f"version      {st['version']}")
+    print(f"env_file     {st['env_file'] or 'none'}")
+    print(f"database     {st['database']}")
+    print(f"uptime       {st['uptime_s']:.0f} s")
+    print(f"connections  {st['connections']}")
+    print(f"permits      {st['open_permits']} open")
+    flush = st["last_flush"]
+    print(f"last_flush   {'-' if flush is None else _iso(flush)}")
+    err = st.get("store_error")
+    print(f"store        {st['store']}{': ' + err if err else ''}")
+
+
+def _provider_notes(st: Dict[str, Any]) -> None:
+    """Why each degraded provider is, and the LLM tokens of each bucket
+    that has a TOKENS_PER_MIN."""
+    for p in st["providers"]:
+        if "cooldown_cause" in p:
+            line = (f"{p['name']}: degraded by {p['cooldown_cause']} since "
+                    f"{_iso(p['cooldown_since'])}")
+            if "retry_after_s" in p:
+                line += f", Retry-After {p['retry_after_s']:g} s"
+            print(line)
+        if "available_llm_tokens" in p:
+            print(f"{p['name']}: {p['available_llm_tokens']:.0f} of "
+                  f"{p['tokens_per_min']:.0f} LLM tokens available")
+
+
 def cmd_status(client: Client, args: argparse.Namespace) -> int:
     st = client.call("status")
-    provs = st["providers"]
     if args.json:
-        keys = ("name", "available_tokens", "rate_per_sec", "max_tokens",
-                "state", "cooldown_remaining_s", "latency_ewma_ms", "waiters",
-                "tokens_per_min")
-        _print_json({
-            "enabled": st["enabled"], "policy": st["policy"],
-            "enforcement": st["enforcement"],
-            "window_days": float(st["window_days"]),
-            "providers": [{k: p[k] for k in keys} for p in provs]})
+        _status_json(st)
         return 0
     print(f"enabled      {'true' if st['enabled'] else 'false'}")
     print(f"policy       {st['policy']}")
     print(f"enforcement  {st['enforcement']}")
     print(f"window_days  {st['window_days']:g}")
-    if not provs:
+    _daemon_text(st)
+    if not st["providers"]:
         print("\nno providers configured (set PROVIDER_<NAME>_RATE_PER_SEC)")
         return 0
     print("\n%-16s %10s %8s %8s %-10s %9s %11s %7s %10s" % (
         "PROVIDER", "AVAILABLE", "RATE/S", "MAX", "STATE", "COOLDOWN",
         "LATENCY_MS", "WAITERS", "TOKENS/MIN"))
-    for p in provs:
+    for p in st["providers"]:
         tpm = f"{p['tokens_per_min']:.0f}" if p["tokens_per_min"] > 0 else "-"
         cool = f"{p['cooldown_remaining_s']:.1f}s" \
             if p["cooldown_remaining_s"] > 0 else "-"
@@ -67,6 +115,7 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
         print("%-16s %10.2f %8g %8g %-10s %9s %11s %7d %10s" % (
             p["name"], p["available_tokens"], p["rate_per_sec"],
             p["max_tokens"], p["state"], cool, lat, p["waiters"], tpm))
+    _provider_notes(st)
     return 0
 
 
@@ -74,11 +123,17 @@ def cmd_quota(client: Client, args: argparse.Namespace) -> int:
     key = "tenant_id" if args.tenant else "workflow_id"
     fields = {key: args.id}
     st = client.call("quota_status", fields)
+    known = st.get("known", True)   # a daemon before `known` says nothing
     if args.json:
-        _print_json({k: st[k] for k in (
+        doc = {k: st[k] for k in (
             "subject", "tokens_used", "tokens_remaining", "tokens_limit",
-            "window_start", "window_end", "reset_at")})
+            "window_start", "window_end", "reset_at")}
+        doc["known"] = known
+        _print_json(doc)
         return 0
+    if not known:
+        print(f"llmguard: {st['subject']}: never seen (no usage in the "
+              "window, no override): the default applies", file=sys.stderr)
     print(f"subject           {st['subject']}")
     print(f"tokens_used       {st['tokens_used']}")
     print(f"tokens_remaining  {st['tokens_remaining']}")
@@ -124,6 +179,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("-s", "--socket", metavar="PATH",
                     help="llmguardd's socket (default: $LLMGUARD_SOCKET, "
                          "else the per-user path)")
+    ap.add_argument("-T", "--timeout", metavar="SECONDS", type=float,
+                    help="how long an exchange may take (0: no bound; "
+                         "default $LLMGUARD_CLIENT_TIMEOUT_MS, else 2)")
     ap.add_argument("-j", "--json", action="store_true",
                     help="print one JSON object")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -145,7 +203,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     """The command line; its exit status."""
     args = parser().parse_args(argv)
     try:
-        client = Client(args.socket)
+        client = Client(args.socket, None if args.timeout is None
+                        else args.timeout * 1e3)
     except (LlmguardError, TypeError) as e:
         print(f"llmguard: {e}", file=sys.stderr)
         return EXIT_USAGE

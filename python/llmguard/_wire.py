@@ -61,7 +61,9 @@ _PROVIDER_STATUS: List[Row] = [
     ("rate_per_sec", _is_double, R), ("max_tokens", _is_double, R),
     ("waiters", _is_uint, R), ("tokens_per_min", _is_double, R),
     ("state", _is_str, R), ("cooldown_remaining_s", _is_double, R),
-    ("latency_ewma_ms", _is_double, N),
+    ("latency_ewma_ms", _is_double, N), ("cooldown_cause", _is_str, O),
+    ("cooldown_since", _is_double, O), ("retry_after_s", _is_double, O),
+    ("available_llm_tokens", _is_double, O),
 ]
 _METRIC_SERIES: List[Row] = [
     ("labels", _is_strs, R), ("value", _is_double, O), ("count", _is_uint, O),
@@ -92,7 +94,11 @@ REPLIES: Dict[str, List[Row]] = {
     "status": [
         ("enabled", _is_bool, R), ("policy", _is_str, R),
         ("enforcement", _is_str, R), ("window_days", _is_double, R),
-        ("providers", _PROVIDER_STATUS, R)],
+        ("providers", _PROVIDER_STATUS, R), ("version", _is_str, O),
+        ("env_file", _is_str, O), ("database", _is_str, O),
+        ("uptime_s", _is_double, O), ("connections", _is_uint, O),
+        ("open_permits", _is_uint, O), ("last_flush", _is_double, N),
+        ("store", _is_str, O), ("store_error", _is_str, O)],
     "quota_reserve": [
         ("allowed", _is_bool, R), ("over_quota", _is_bool, R),
         ("subject", _is_str, R), ("tokens_used", _is_uint, R),
@@ -103,7 +109,7 @@ REPLIES: Dict[str, List[Row]] = {
         ("subject", _is_str, R), ("tokens_used", _is_uint, R),
         ("tokens_remaining", _is_uint, R), ("tokens_limit", _is_uint, R),
         ("window_start", _is_double, R), ("window_end", _is_double, R),
-        ("reset_at", _is_double, N)],
+        ("reset_at", _is_double, N), ("known", _is_bool, O)],
     "quota_set": [("subject", _is_str, R), ("tokens_limit", _is_uint, R)],
     "quota_reset": [("subject", _is_str, R)],
     "select_provider": [("provider", _is_str, R),

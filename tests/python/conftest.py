@@ -8,6 +8,7 @@ automake build directory), else _build/default of the source tree.  The
 package is imported from $LLMGUARD_PYTHONPATH, else python/ of the source
 tree.
 """
+import ctypes
 import json
 import os
 import signal
@@ -32,6 +33,23 @@ MOCKPROVIDER = BUILDDIR / "tests" / "mockprovider"
 ACQUIRER = BUILDDIR / "tests" / "integration" / "acquirer"
 
 import llmguard  # noqa: E402  (after the path above)
+
+# Each daemon and mock is killed when pytest dies, however it dies (even
+# stopped by a test); and a SIGTERM to pytest is an interruption, so that
+# the fixtures' teardown stops them and removes their files.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_pytest() -> None:
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+signal.signal(signal.SIGTERM, _interrupt)
 
 
 def _clean_env() -> Dict[str, str]:
@@ -81,7 +99,7 @@ class Daemon:
                 [str(LLMGUARDD), "--socket", self.sock, "--db", self.db,
                  "--env-file", str(self.envfile)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                env=_clean_env())
+                env=_clean_env(), preexec_fn=_die_with_pytest)
         client = llmguard.Client(self.sock)
         deadline = time.monotonic() + 10
         while True:
@@ -120,13 +138,12 @@ class Daemon:
         return out["tokens_used"]
 
     def metric(self, name: str, **labels: str) -> float:
-        """A counter's or gauge's value for labels, from llmguardctl."""
+        """The sum of a counter or gauge over its label sets that hold
+        labels, from llmguardctl."""
         doc = json.loads(self.ctl("--json", "metrics").stdout)
-        for kind in ("counters", "gauges"):
-            for row in doc[kind].get(name, []):
-                if row["labels"] == labels:
-                    return row["value"]
-        return 0.0
+        return sum(row["value"] for kind in ("counters", "gauges")
+                   for row in doc[kind].get(name, [])
+                   if labels.items() <= row["labels"].items())
 
 
 DEFAULT_ENV = """\
@@ -176,7 +193,8 @@ class Mock:
         self.proc = subprocess.Popen(
             [str(MOCKPROVIDER), "--name", name, "--port-file", str(port_file),
              "--mode", mode, "--traces-file", str(self.traces)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            preexec_fn=_die_with_pytest)
         deadline = time.monotonic() + 10
         while not port_file.exists() or not port_file.read_text().strip():
             if self.proc.poll() is not None or time.monotonic() > deadline:

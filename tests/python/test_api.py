@@ -147,8 +147,8 @@ def test_metrics_summary(daemon):
     # Charged the usage (5 a call), not the estimate (10).
     assert m["gauges"]["workflow_quota_remaining_tokens"] == 100000 - 3 * 5
     rows = m["series"]["counters"]["llm_requests_total"]
-    assert rows == [{"labels": {"provider": "groq", "workflow_id": "m"},
-                     "value": float(calls)}]
+    assert rows == [{"labels": {"provider": "groq", "workflow_id": "m",
+                                "outcome": "ok"}, "value": float(calls)}]
     hist = m["series"]["histograms"]["llm_request_latency_ms"][0]
     assert hist["buckets"][-1] == {"le": "+Inf", "count": calls}
     assert daemon.metric("llm_requests_total", provider="groq",

@@ -11,6 +11,7 @@ import pytest
 
 from conftest import SRCDIR
 
+from llmguard import ProviderError
 from llmguard.middleware import rate_limit_middleware
 
 
@@ -39,12 +40,17 @@ WINDOW = re.compile(r"^(window_start|window_end) +\d{4}-\d\d-\d\dT\d\d:\d\d:"
                     r"\d\dZ$")
 
 
+UPTIME = re.compile(r'^uptime +\d+ s\n|"uptime_s":[0-9.e+-]+,', re.M)
+
+
 def test_status_and_metrics_match_llmguardctl(busy):
     for args in (["status"], ["--json", "status"], ["metrics"],
                  ["--json", "metrics"]):
         ours, theirs = pyctl(*args, sock=busy.sock), busy.ctl(*args)
         assert ours.returncode == theirs.returncode == 0
-        assert ours.stdout == theirs.stdout, args
+        # All but the daemon's uptime, which runs on between the two.
+        assert UPTIME.sub("", ours.stdout) == UPTIME.sub("", theirs.stdout)
+        assert "status" not in args or len(UPTIME.findall(ours.stdout)) == 1
     out = pyctl("status", sock=busy.sock).stdout
     assert re.search(r"^groq +50\.00 +50 +50 +healthy +- +[0-9.]+ +0 +-$",
                      out, re.M)
@@ -70,6 +76,31 @@ def test_quota_matches_llmguardctl(busy, args):
     for k in ("window_start", "window_end"):
         assert abs(j1.pop(k) - j2.pop(k)) < 5
     assert j1 == j2
+
+
+def test_status_notes_match_llmguardctl(start_daemon, monkeypatch):
+    d = start_daemon("PROVIDER_GROQ_RATE_PER_SEC=50\n"
+                     "PROVIDER_TPM_RATE_PER_SEC=5\n"
+                     "PROVIDER_TPM_TOKENS_PER_MIN=600\n")
+    monkeypatch.setenv("LLMGUARD_SOCKET", d.sock)
+
+    @rate_limit_middleware(max_attempts=1)
+    def fn(provider_name):
+        raise ProviderError(429, retry_after=30)
+
+    with pytest.raises(ProviderError):
+        fn(preferred_provider="groq")
+    notes = re.compile(r"^\w+: (degraded by|\d+ of).*$", re.M)
+    ours = notes.findall(pyctl("status", sock=d.sock).stdout)
+    assert ours == notes.findall(d.ctl("status").stdout)
+    text = pyctl("status", sock=d.sock).stdout
+    assert re.search(r"^groq: degraded by rate_limited since \d{4}-.*Z, "
+                     r"Retry-After 30 s$", text, re.M)
+    assert re.search(r"^tpm: 600 of 600 LLM tokens available$", text, re.M)
+    doc = json.loads(pyctl("--json", "status", sock=d.sock).stdout)
+    groq = next(p for p in doc["providers"] if p["name"] == "groq")
+    assert groq["cooldown_cause"] == "rate_limited"
+    assert groq["retry_after_s"] == 30.0
 
 
 def test_json_after_the_command(busy):
@@ -106,5 +137,7 @@ def test_exit_statuses(busy, tmp_path):
     for args in ([], ["frobnicate"], ["quota"], ["status", "extra"]):
         assert pyctl(*args, sock=busy.sock).returncode == 2, args
     assert pyctl("status", sock="/tmp/" + "x" * 200).returncode == 2
+    assert pyctl("-T", "-1", "status", sock=busy.sock).returncode == 2
+    assert pyctl("-T", "0.5", "status", sock=busy.sock).returncode == 0
     r = pyctl("--help")
     assert r.returncode == 0 and "status" in r.stdout
