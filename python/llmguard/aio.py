@@ -117,7 +117,7 @@ class AsyncClient:
         return (f"AsyncClient({self.socket_path!r}, "
                 f"timeout_ms={self.timeout_ms:g})")
 
-    async def _connection(self, budget_s: float) -> _Protocol:
+    async def _connection(self, budget_s: Optional[float]) -> _Protocol:
         loop = asyncio.get_running_loop()
         p = self._proto
         if p is not None and p.loop is loop and p.usable:
@@ -155,7 +155,7 @@ class AsyncClient:
         """Send request ``op`` and await its checked reply (as
         Client.call).  ``orphan``, if given, is called with the reply should
         the caller be cancelled before it comes."""
-        budget_s = wait_s + self.timeout_ms / 1e3
+        budget_s = self._budget_s(wait_s)
         p = self._proto
         if p is None or not p.usable or p.loop is not \
                 asyncio.get_running_loop():
@@ -164,7 +164,8 @@ class AsyncClient:
         rid = p.send(op, fields or {})
         p.pending[rid] = fut
         # A timer, not asyncio.wait_for: no task per request.
-        timer = p.loop.call_later(budget_s, self._expire, p, fut, budget_s)
+        timer = None if budget_s is None else \
+            p.loop.call_later(budget_s, self._expire, p, fut, budget_s)
         try:
             msg = await fut
         except asyncio.CancelledError:
@@ -173,8 +174,12 @@ class AsyncClient:
                 p.orphans[rid] = orphan
             raise
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
         return _wire.result(op, msg)
+
+    def _budget_s(self, wait_s: float) -> Optional[float]:
+        return wait_s + self.timeout_ms / 1e3 if self.timeout_ms else None
 
     def _expire(self, p: _Protocol, fut: asyncio.Future,
                 budget_s: float) -> None:

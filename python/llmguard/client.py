@@ -32,6 +32,7 @@ __all__ = ["Client", "default_client", "default_socket_path",
            "client_timeout_ms", "fail_mode"]
 
 DEFAULT_CLIENT_TIMEOUT_MS = 2000.0
+MAX_CLIENT_TIMEOUT_MS = 86400e3
 _SUN_PATH_MAX = 107     # sizeof(sun_path) less the NUL
 
 
@@ -48,8 +49,8 @@ def default_socket_path() -> str:
 
 
 def client_timeout_ms() -> float:
-    """LLMGUARD_CLIENT_TIMEOUT_MS (default 2000): how long past the wait it
-    asked for an exchange may take."""
+    """LLMGUARD_CLIENT_TIMEOUT_MS (default 2000; 0: no bound): how long past
+    the wait it asked for an exchange may take."""
     raw = os.environ.get("LLMGUARD_CLIENT_TIMEOUT_MS", "")
     if raw == "":
         return DEFAULT_CLIENT_TIMEOUT_MS
@@ -57,9 +58,9 @@ def client_timeout_ms() -> float:
         ms = float(raw)
     except ValueError:
         ms = -1.0
-    if not (ms > 0 and ms < 86400e3):
-        raise InvalidRequest(f"LLMGUARD_CLIENT_TIMEOUT_MS={raw}: expected a "
-                             "number of milliseconds above 0")
+    if not 0 <= ms <= MAX_CLIENT_TIMEOUT_MS:
+        raise InvalidRequest(f"LLMGUARD_CLIENT_TIMEOUT_MS={raw}: expected "
+                             "milliseconds from 0 (no bound) to 86400000")
     return ms
 
 
@@ -87,8 +88,10 @@ def _settings(socket_path: Optional[str],
     if timeout_ms is None:
         timeout_ms = client_timeout_ms()
     elif (not isinstance(timeout_ms, (int, float))
-          or isinstance(timeout_ms, bool) or not timeout_ms > 0):
-        raise InvalidRequest("timeout_ms must be a number above 0")
+          or isinstance(timeout_ms, bool)
+          or not 0 <= timeout_ms <= MAX_CLIENT_TIMEOUT_MS):
+        raise InvalidRequest("timeout_ms must be from 0 (no bound) to "
+                             "86400000")
     return path, float(timeout_ms)
 
 
@@ -133,11 +136,11 @@ class _Conn:
         self.sock = None
         self.buf.clear()
 
-    def bound(self, secs: float) -> None:
-        """Let each send, receive and connect block at most secs (the
-        kernel's SO_SNDTIMEO and SO_RCVTIMEO: no system call per exchange
-        while the bound stays the same)."""
-        us = max(1, int(secs * 1e6))
+    def bound(self, secs: Optional[float]) -> None:
+        """Let each send, receive and connect block at most secs (None: no
+        bound), with the kernel's SO_SNDTIMEO and SO_RCVTIMEO: no system
+        call per exchange while the bound stays the same."""
+        us = 0 if secs is None else max(1, int(secs * 1e6))
         if us != self.bound_us:
             tv = struct.pack("@ll", us // 1000000, us % 1000000)
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
@@ -148,7 +151,8 @@ class _Conn:
 class Client:
     """A handle on llmguardd at ``socket_path`` (None: the default path
     rules above).  ``timeout_ms`` bounds each exchange beyond its wait
-    (None: LLMGUARD_CLIENT_TIMEOUT_MS).  Safe to share between threads."""
+    (None: LLMGUARD_CLIENT_TIMEOUT_MS; 0: no bound).  Safe to share between
+    threads."""
 
     def __init__(self, socket_path: Optional[str] = None,
                  timeout_ms: Optional[float] = None) -> None:
@@ -183,8 +187,8 @@ class Client:
         rid = c.next_id
         c.next_id += 1
         frame = c.packer.frame(op, rid, fields or {})
-        budget_s = wait_s + self.timeout_ms / 1e3
-        deadline = time.monotonic() + budget_s
+        budget_s = self.budget_s(wait_s)
+        deadline = time.monotonic() + (budget_s or float("inf"))
         for attempt in (0, 1):
             fresh = c.sock is None
             try:
@@ -218,7 +222,12 @@ class Client:
             raise
         return _wire.result(op, msg)
 
-    def _connect(self, c: _Conn, budget_s: float) -> None:
+    def budget_s(self, wait_s: float) -> Optional[float]:
+        """How long an exchange that asked to wait wait_s may take; None
+        with a client timeout of 0 (no bound)."""
+        return wait_s + self.timeout_ms / 1e3 if self.timeout_ms else None
+
+    def _connect(self, c: _Conn, budget_s: Optional[float]) -> None:
         c.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         c.bound_us = 0
         c.buf.clear()
@@ -226,7 +235,7 @@ class Client:
         c.sock.connect(self.socket_path)
 
     def _receive(self, c: _Conn, rid: int, deadline: float,
-                 budget_s: float) -> Dict[str, Any]:
+                 budget_s: Optional[float]) -> Dict[str, Any]:
         """Read replies until the one to rid; others (left from an exchange
         that was given up) are skipped."""
         first = True
@@ -237,7 +246,7 @@ class Client:
                 if msg["id"] == rid:
                     return msg
                 continue
-            if not first:           # a frame in pieces: what is left
+            if not first and budget_s is not None:  # a frame in pieces
                 left = deadline - time.monotonic()
                 if left <= 0:
                     c.close()
@@ -258,8 +267,8 @@ class Client:
                 raise DaemonUnavailable("llmguardd closed the connection")
             c.buf += data
 
-    def _late(self, budget_s: float) -> DaemonUnavailable:
-        return _late_error(self.socket_path, budget_s, self.timeout_ms)
+    def _late(self, budget_s: Optional[float]) -> DaemonUnavailable:
+        return _late_error(self.socket_path, budget_s or 0.0, self.timeout_ms)
 
     def ping(self) -> float:
         """Round trip to the daemon; its uptime in seconds."""

@@ -4,6 +4,7 @@ replies a daemon should never send."""
 import os
 import signal
 import socket
+import struct
 import threading
 import time
 
@@ -42,8 +43,11 @@ def test_bad_settings_are_refused(monkeypatch):
     monkeypatch.setenv("LLMGUARD_CLIENT_TIMEOUT_MS", "250")
     assert client_timeout_ms() == 250.0
     assert llmguard.Client("/x.sock").timeout_ms == 250.0
-    with pytest.raises(llmguard.InvalidRequest):
-        llmguard.Client("/x.sock", timeout_ms=0)
+    for bad in (-1, 86400e3 + 1, "2000"):
+        with pytest.raises(llmguard.InvalidRequest):
+            llmguard.Client("/x.sock", timeout_ms=bad)
+    monkeypatch.setenv("LLMGUARD_CLIENT_TIMEOUT_MS", "0")
+    assert llmguard.Client("/x.sock").timeout_ms == 0
     monkeypatch.setenv("LLMGUARD_FAIL_MODE", "CLOSED")
     assert fail_mode() == "closed"
     monkeypatch.setenv("LLMGUARD_FAIL_MODE", "ajar")
@@ -198,6 +202,19 @@ def test_stopped_daemon_every_call_bounded_then_works_again(daemon,
     assert get_provider_router().execute_with_failover(
         lambda provider_name: provider_name, workflow_id="wf") == "groq"
     assert llmguard.last_call().guarded is True
+
+
+def test_timeout_zero_is_no_bound(daemon):
+    c = daemon.client(timeout_ms=0)
+    assert c.ping() >= 0
+    sock = c._local.conn.sock
+    tv = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16)
+    assert tv == bytes(16)          # struct timeval 0: wait for ever
+    c2 = daemon.client(timeout_ms=1500)
+    c2.ping()
+    tv = c2._local.conn.sock.getsockopt(socket.SOL_SOCKET,
+                                        socket.SO_RCVTIMEO, 16)
+    assert struct.unpack("@ll", tv) == (1, 500000)
 
 
 def test_default_client_timeout_is_two_seconds(daemon):
