@@ -11,6 +11,7 @@
 #include <jansson.h>
 
 #include "client_internal.h"
+#include "top.h"
 
 #define EXIT_DAEMON_ERROR 1
 #define EXIT_USAGE 2
@@ -571,6 +572,41 @@ cmd_reload(struct ctx *ctx, int argc, char **argv)
     return 0;
 }
 
+/* top [-n N] [-d SECONDS]: the live view (top.c). */
+static int
+cmd_top(struct ctx *ctx, int argc, char **argv)
+{
+    struct top_options o = { .interval_s = 1, .count = 0 };
+    const char *n = NULL, *d = NULL;
+    char *end;
+    int rc;
+
+    if (ctx->json)
+        return fail_with(ctx, EXIT_USAGE, "usage", "top has no --json: use "
+                         "status --json and metrics --json");
+    if (flag_given(ctx, "-n", &n)) {
+        errno = 0;
+        o.count = strtol(n, &end, 10);
+        if (errno != 0 || end == n || *end != '\0' || o.count < 1)
+            return fail_with(ctx, EXIT_USAGE, "usage", "top -n %s: expected "
+                             "a number of refreshes, 1 or more", n);
+    }
+    if (flag_given(ctx, "-d", &d)) {
+        o.interval_s = strtod(d, &end);
+        if (end == d || *end != '\0' || !(o.interval_s >= 0.1) ||
+            o.interval_s > 3600)
+            return fail_with(ctx, EXIT_USAGE, "usage", "top -d %s: expected "
+                             "seconds from 0.1 to 3600", d);
+    }
+    if ((rc = top_run(ctx->g, &o)) < 0)
+        return fail_call(ctx, rc);
+    return 0;
+}
+
+static const struct flag top_flags[] = {
+    { "-n", "--iterations", true }, { "-d", "--delay", true },
+    { NULL, NULL, false },
+};
 static const struct flag quota_flags[] = {
     { "--tenant", "-t", false }, { NULL, NULL, false },
 };
@@ -592,6 +628,9 @@ static const struct command commands[] = {
     { "quota", "[show|set|reset] ID [TOKENS] [--tenant]", 1, 3, cmd_quota,
       "a workflow's (or --tenant's) quota; set or reset it (admin)",
       quota_flags, false },
+    { "top", "[-n N] [-d SECONDS]", 0, 0, cmd_top,
+      "a live view: providers, busiest workflows, permits/s; q quits",
+      top_flags, false },
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
