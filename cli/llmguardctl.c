@@ -421,8 +421,8 @@ cmd_quota(struct ctx *ctx, int argc, char **argv)
     const char *w = argv[0];
 
     for (size_t i = 0; i < sizeof(admin) / sizeof(admin[0]); i++)
-        if (strcmp(w, admin[i]) != 0 && strncmp(admin[i], w, strlen(w)) == 0
-            && argc > 1)
+        if (w[0] != '\0' && strcmp(w, admin[i]) != 0 &&
+            strncmp(admin[i], w, strlen(w)) == 0 && argc > 1)
             return fail_with(ctx, EXIT_USAGE, "usage", "quota %s: an admin "
                              "command runs only by its full name: quota %s",
                              w, admin[i]);

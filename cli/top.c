@@ -338,10 +338,15 @@ refresh(llmguard_t *g, struct sample *s, const struct sample *prev,
     s->has_rate = false;
     s->error[0] = '\0';
     s->mono_s = mono_now();
-    if ((rc = client_call(g, PROTO_OP_PING, NULL, &rep)) < 0 ||
-        (s->uptime_s = rep.u.ping.uptime_s, rc = take_status(g, s)) < 0 ||
-        (rc = take_metrics(g, s)) < 0) {
-        snprintf(s->error, sizeof(s->error), "%s", llmguard_last_error(g));
+    if ((rc = client_call(g, PROTO_OP_PING, NULL, &rep)) == 0) {
+        s->uptime_s = rep.u.ping.uptime_s;
+        if ((rc = take_status(g, s)) == 0)
+            rc = take_metrics(g, s);
+    }
+    if (rc < 0) {
+        const char *msg = llmguard_last_error(g);
+        snprintf(s->error, sizeof(s->error), "%s",
+                 msg[0] ? msg : llmguard_strerror(rc));
         return rc;
     }
     rates(s, prev);

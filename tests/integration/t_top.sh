@@ -85,7 +85,8 @@ expect_eq "and leaves the alternate screen" yes "$gone"
 SOCK2="$TMP/many.sock"
 for i in $(seq 1 30); do echo "PROVIDER_P$i""_RATE_PER_SEC=5"; done > "$TMP/many.env"
 "$LLMGUARDD" --socket "$SOCK2" --db :memory: --env-file "$TMP/many.env" 2>>"$TMP/daemon.log" &
-DAEMON_PIDS="$DAEMON_PIDS $!"
+PID2=$!
+DAEMON_PIDS="$DAEMON_PIDS $PID2"
 for _ in $(seq 1 100); do "$LLMGUARDCTL" -s "$SOCK2" ping >/dev/null 2>&1 && break; sleep 0.05; done
 run_top many "$SOCK2"
 check "30 providers: the view says how many it left out" wait_screen many '^\.\.\. and [0-9]+ more$'
@@ -107,6 +108,21 @@ expect_eq "and the workflow" 3 "$(grep -c '^traced ' "$TMP/plain")"
 expect_eq "no escape sequences" 0 "$(grep -c "$(printf '\033')" "$TMP/plain")"
 expect_eq "no keys line without a terminal" 0 "$(grep -c '^q: quit' "$TMP/plain")"
 expect_eq "nothing on stderr" "" "$(cat "$TMP/err")"
+
+# A daemon that goes away after the first refresh: the view says so and
+# keeps trying, and shows the daemon again once it is back.
+"$LLMGUARDCTL" -s "$SOCK2" top -n 12 -d 0.5 > "$TMP/away" 2>&1 &
+top_pid=$!
+sleep 0.7
+kill -TERM "$PID2"; wait "$PID2"
+sleep 1.3
+"$LLMGUARDD" --socket "$SOCK2" --db :memory: --env-file "$TMP/many.env" 2>>"$TMP/daemon.log" &
+DAEMON_PIDS="$DAEMON_PIDS $!"
+wait "$top_pid"
+expect_eq "top outlives a daemon that goes away: exit 0" 0 $?
+expect_match "the view says it is not answering" "^llmguardd is not answering: " "$(cat "$TMP/away")"
+back=$(awk '/^llmguardd is not answering/ { away = 1 } away && /^PROVIDER / { n++ } END { print n + 0 }' "$TMP/away")
+check "and shows it again once it is back ($back blocks)" test "$back" -ge 1
 
 "$LLMGUARDCTL" -s "$SOCK" top -n 0 >/dev/null 2>&1
 expect_eq "top -n 0: usage error" 2 $?
