@@ -1,7 +1,6 @@
 /* llmguardctl - the operator's control tool for llmguardd. */
 #include <ctype.h>
 #include <errno.h>
-#include <getopt.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -12,51 +11,203 @@
 #include <jansson.h>
 
 #include "client_internal.h"
+#include "top.h"
 
 #define EXIT_DAEMON_ERROR 1
 #define EXIT_USAGE 2
 #define EXIT_UNAVAILABLE 69     /* EX_UNAVAILABLE */
 #define EXIT_NOPERM 77          /* EX_NOPERM */
 
+#define MAX_FLAGS 4
+
+/* A command's own option: name (its long form), alias, and whether it
+ * takes a value. */
+struct flag {
+    const char *name, *alias;
+    bool has_arg;
+};
+
+struct command;
+
 struct ctx {
     llmguard_t *g;
     bool json;
+    const struct command *cmd;
+    bool given[MAX_FLAGS];          /* by index in cmd->flags */
+    const char *value[MAX_FLAGS];
 };
 
+/*
+ * A command: exec gets the words after its name (its own flags and the
+ * global options taken out, "--" honoured) and finds its flags with
+ * flag_given().  min_args and max_args bound the words; an admin command
+ * runs only by its full name.
+ */
 struct command {
     const char *name;
     const char *args;       /* usage after the name */
     int min_args, max_args;
     int (*exec)(struct ctx *ctx, int argc, char **argv);
     const char *help;
+    const struct flag *flags;   /* NULL-name terminated, or NULL */
+    bool admin;
 };
+
+/* Was the command's flag name given?  Its value into *value when asked. */
+static bool
+flag_given(const struct ctx *ctx, const char *name, const char **value)
+{
+    const struct flag *f = ctx->cmd->flags;
+
+    for (int i = 0; f != NULL && f[i].name != NULL; i++)
+        if (strcmp(f[i].name, name) == 0 && ctx->given[i]) {
+            if (value != NULL)
+                *value = ctx->value[i];
+            return true;
+        }
+    return false;
+}
+
+/* The length of the valid UTF-8 character at p (n bytes left), or 0. */
+static size_t
+utf8_char(const unsigned char *p, size_t n)
+{
+    size_t len = p[0] < 0x80 ? 1 : p[0] >= 0xc2 && p[0] <= 0xdf ? 2 :
+                 p[0] >= 0xe0 && p[0] <= 0xef ? 3 :
+                 p[0] >= 0xf0 && p[0] <= 0xf4 ? 4 : 0;
+
+    if (len == 0 || len > n)
+        return 0;
+    for (size_t k = 1; k < len; k++)
+        if ((p[k] & 0xc0) != 0x80)
+            return 0;
+    if ((p[0] == 0xe0 && p[1] < 0xa0) || (p[0] == 0xed && p[1] > 0x9f) ||
+        (p[0] == 0xf0 && p[1] < 0x90) || (p[0] == 0xf4 && p[1] > 0x8f))
+        return 0;   /* overlong, surrogate, above U+10FFFF */
+    return len;
+}
+
+/* A JSON string for len bytes at ptr, never NULL: a byte that is not
+ * UTF-8 becomes U+FFFD. */
+static json_t *
+json_text(const char *ptr, size_t len)
+{
+    json_t *j = json_stringn(ptr ? ptr : "", ptr ? len : 0);
+    char *buf;
+    size_t o = 0;
+
+    if (j != NULL || (buf = malloc(len * 3 + 1)) == NULL)
+        return j != NULL ? j : json_string("");
+    for (size_t i = 0; i < len;) {
+        size_t n = utf8_char((const unsigned char *)ptr + i, len - i);
+        if (n == 0) {
+            memcpy(buf + o, "\xef\xbf\xbd", 3);
+            o += 3;
+            i++;
+        } else {
+            memcpy(buf + o, ptr + i, n);
+            o += n;
+            i += n;
+        }
+    }
+    j = json_stringn(buf, o);
+    free(buf);
+    return j != NULL ? j : json_string("");
+}
+
+/*
+ * Say what went wrong and return status: with --json as one object
+ * {"error": {"code", "message"}} on standard output, else as a line on
+ * standard error.
+ */
+static int
+fail_with(const struct ctx *ctx, int status, const char *code,
+          const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static int
+fail_with(const struct ctx *ctx, int status, const char *code,
+          const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (!ctx->json) {
+        fprintf(stderr, "%s%s\n", strncmp(msg, "usage: ", 7) == 0 ? "" :
+                "llmguardctl: ", msg);
+        return status;
+    }
+    json_t *o = json_pack("{s:{s:s, s:o}}", "error", "code", code,
+                          "message", json_text(msg, strlen(msg)));
+    json_dumpf(o, stdout, JSON_COMPACT);
+    fputc('\n', stdout);
+    fflush(stdout);
+    json_decref(o);
+    return status;
+}
+
+/* The JSON error code of a library error: the daemon's code when it sent
+ * one (its message is "code: text"), else a name for rc. */
+static const char *
+error_code(int rc, const char *msg, char *buf, size_t len)
+{
+    static const struct { int rc; const char *code; } names[] = {
+        { LLMGUARD_EUNAVAIL, "unavailable" },
+        { LLMGUARD_ETIMEDOUT, "timeout" },
+        { LLMGUARD_EQUOTA, "quota_exceeded" },
+        { LLMGUARD_ENOPROVIDER, "no_provider" },
+        { LLMGUARD_EPERM, "permission_denied" },
+        { LLMGUARD_EINVAL, "bad_request" },
+        { LLMGUARD_EPROTO, "protocol_error" },
+        { LLMGUARD_ENOMEM, "out_of_memory" },
+        { LLMGUARD_EBUSY, "busy" },
+        { LLMGUARD_EINTERNAL, "internal" },
+    };
+    const char *colon = strchr(msg, ':');
+
+    if (colon != NULL &&
+        proto_errcode_from_name(msg, (size_t)(colon - msg)) < PROTO_E__COUNT) {
+        snprintf(buf, len, "%.*s", (int)(colon - msg), msg);
+        return buf;
+    }
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (names[i].rc == rc)
+            return names[i].code;
+    return "error";
+}
 
 /* The exit status for a library error, after saying what went wrong. */
 static int
 fail_call(struct ctx *ctx, int rc)
 {
     const char *msg = llmguard_last_error(ctx->g);
+    char code[32];
+    int status = rc == LLMGUARD_EUNAVAIL ? EXIT_UNAVAILABLE :
+                 rc == LLMGUARD_EPERM ? EXIT_NOPERM : EXIT_DAEMON_ERROR;
 
-    fprintf(stderr, "llmguardctl: %s\n", msg[0] ? msg : llmguard_strerror(rc));
-    switch (rc) {
-    case LLMGUARD_EUNAVAIL:
-        return EXIT_UNAVAILABLE;
-    case LLMGUARD_EPERM:
-        return EXIT_NOPERM;
-    default:
-        return EXIT_DAEMON_ERROR;
-    }
+    if (msg[0] == '\0')
+        msg = llmguard_strerror(rc);
+    return fail_with(ctx, status, error_code(rc, msg, code, sizeof(code)),
+                     "%s", msg);
 }
 
-/* Print obj as one line of JSON and release it. */
+/* Print obj (NULL: it could not be made) as one line of JSON and release
+ * it; an error object when it cannot be written, never an empty line. */
 static int
-print_json(json_t *obj)
+print_json(struct ctx *ctx, json_t *obj)
 {
-    int rc = json_dumpf(obj, stdout, JSON_COMPACT | JSON_REAL_PRECISION(15));
+    char *text = obj ? json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(15))
+                     : NULL;
 
     json_decref(obj);
-    fputc('\n', stdout);
-    return rc == 0 ? 0 : EXIT_DAEMON_ERROR;
+    if (text == NULL)
+        return fail_with(ctx, EXIT_DAEMON_ERROR, "internal", "the reply "
+                         "could not be written as JSON");
+    puts(text);
+    free(text);
+    return 0;
 }
 
 static int
@@ -68,7 +219,7 @@ cmd_ping(struct ctx *ctx, int argc, char **argv)
     if (rc < 0)
         return fail_call(ctx, rc);
     if (ctx->json)
-        return print_json(json_pack("{s:b, s:s, s:f}", "ok", 1, "socket",
+        return print_json(ctx, json_pack("{s:b, s:s, s:f}", "ok", 1, "socket",
                                     llmguard_socket_path(ctx->g), "uptime_s",
                                     rep.u.ping.uptime_s));
     printf("llmguardd on %s is alive (up %.0f s)\n",
@@ -79,7 +230,7 @@ cmd_ping(struct ctx *ctx, int argc, char **argv)
 static json_t *
 jstr(struct proto_str s)
 {
-    return json_stringn(s.ptr, s.len);
+    return json_text(s.ptr, s.len);
 }
 
 /* ISO-8601 UTC for a unix time, into buf. */
@@ -132,7 +283,7 @@ daemon_json(json_t *o, const struct proto_status_rep *st)
 }
 
 static int
-status_json(const struct proto_status_rep *st)
+status_json(struct ctx *ctx, const struct proto_status_rep *st)
 {
     const struct proto_provider_status *ps = st->providers.v;
     json_t *provs = json_array(), *doc;
@@ -159,7 +310,7 @@ status_json(const struct proto_status_rep *st)
                     "enforcement", jstr(st->enforcement),
                     "window_days", st->window_days, "providers", provs);
     daemon_json(doc, st);
-    return print_json(doc);
+    return print_json(ctx, doc);
 }
 
 /* The daemon's own lines of the text status. */
@@ -251,7 +402,7 @@ cmd_status(struct ctx *ctx, int argc, char **argv)
     if (rc < 0)
         return fail_call(ctx, rc);
     if (ctx->json)
-        return status_json(st);
+        return status_json(ctx, st);
     printf("enabled      %s\n", st->enabled ? "true" : "false");
     printf("policy       %.*s\n", (int)st->policy.len, st->policy.ptr);
     printf("enforcement  %.*s\n", (int)st->enforcement.len,
@@ -299,8 +450,8 @@ quota_show(struct ctx *ctx, const char *id, bool tenant)
     bool unseen = PROTO_HAS(st, PROTO_QUOTA_STATUS_REP_KNOWN) && !st->known;
 
     if (ctx->json)
-        return print_json(json_pack("{s:o, s:I, s:I, s:I, s:f, s:f, s:o, "
-                                    "s:b}",
+        return print_json(ctx, json_pack("{s:o, s:I, s:I, s:I, s:f, s:f, "
+                                         "s:o, s:b}",
             "subject", jstr(st->subject),
             "tokens_used", (json_int_t)st->tokens_used,
             "tokens_remaining", (json_int_t)st->tokens_remaining,
@@ -343,7 +494,7 @@ quota_change(struct ctx *ctx, enum proto_op op, const char *id, bool tenant,
     if (op == PROTO_OP_QUOTA_SET) {
         const struct proto_quota_set_rep *r = &rep.u.quota_set;
         if (ctx->json)
-            return print_json(json_pack("{s:o, s:I}", "subject",
+            return print_json(ctx, json_pack("{s:o, s:I}", "subject",
                                         jstr(r->subject), "tokens_limit",
                                         (json_int_t)r->tokens_limit));
         printf("%.*s: limit set to %llu tokens\n", (int)r->subject.len,
@@ -351,7 +502,7 @@ quota_change(struct ctx *ctx, enum proto_op op, const char *id, bool tenant,
     } else if (op == PROTO_OP_QUOTA_UNSET) {
         const struct proto_quota_unset_rep *r = &rep.u.quota_unset;
         if (ctx->json)
-            return print_json(json_pack("{s:o, s:I}", "subject",
+            return print_json(ctx, json_pack("{s:o, s:I}", "subject",
                                         jstr(r->subject), "tokens_limit",
                                         (json_int_t)r->tokens_limit));
         printf("%.*s: override dropped, the default of %llu tokens "
@@ -360,7 +511,7 @@ quota_change(struct ctx *ctx, enum proto_op op, const char *id, bool tenant,
     } else {
         const struct proto_quota_reset_rep *r = &rep.u.quota_reset;
         if (ctx->json)
-            return print_json(json_pack("{s:o, s:b}", "subject",
+            return print_json(ctx, json_pack("{s:o, s:b}", "subject",
                                         jstr(r->subject), "reset", 1));
         printf("%.*s: usage reset\n", (int)r->subject.len, r->subject.ptr);
     }
@@ -394,7 +545,7 @@ quota_list(struct ctx *ctx, bool tenant, uint64_t top)
                 "tokens_limit", (json_int_t)v[i].tokens_limit,
                 "tokens_remaining", (json_int_t)v[i].tokens_remaining,
                 "override", v[i].override));
-        return print_json(json_pack("{s:o, s:I}", "subjects", list, "total",
+        return print_json(ctx, json_pack("{s:o, s:I}", "subjects", list, "total",
                                     (json_int_t)r->total));
     }
     printf("%-40s %12s %12s %12s\n", "SUBJECT", "USED", "LIMIT",
@@ -413,7 +564,7 @@ quota_list(struct ctx *ctx, bool tenant, uint64_t top)
 
 /* A whole number from 0 to INT64_MAX, or -1 (said, naming what). */
 static int
-whole_number(const char *s, const char *what, uint64_t *out)
+whole_number(struct ctx *ctx, const char *s, const char *what, uint64_t *out)
 {
     char *end;
     unsigned long long n;
@@ -422,63 +573,69 @@ whole_number(const char *s, const char *what, uint64_t *out)
     n = strtoull(s, &end, 10);
     if (errno != 0 || *end != '\0' || !isdigit((unsigned char)s[0]) ||
         n > INT64_MAX) {
-        fprintf(stderr, "llmguardctl: %s must be a whole number, not '%s'\n",
-                what, s);
+        fail_with(ctx, EXIT_USAGE, "usage", "%s must be a whole number, not "
+                  "'%s'", what, s);
         return -1;
     }
     *out = n;
     return 0;
 }
 
+/* The usage of a command, as a usage error (exit 2). */
+static int
+usage_error(struct ctx *ctx, const char *text)
+{
+    return fail_with(ctx, EXIT_USAGE, "usage", "usage: %s", text);
+}
+
+static const char quota_usage[] =
+    "llmguardctl quota [show] ID [--tenant] | quota set ID TOKENS "
+    "[--tenant] | quota reset ID [--tenant] | quota unset ID [--tenant] | "
+    "quota list [--tenant] [--top N]";
+
 /*
  * quota [show] ID | quota set ID TOKENS | quota reset ID | quota unset ID
- * | quota list [--top N], each with --tenant (-t) anywhere after "quota".
- * The first word is a command when it is one; an ID spelled like a
- * command is given as "quota show ID".
+ * | quota list [--top N], each with --tenant (-t).  After "quota" these
+ * words are commands (an id spelled like one is given as "quota show
+ * ID"); one alone, or with too few words, is a usage error; an admin
+ * subcommand runs only by its full name.
  */
 static int
 cmd_quota(struct ctx *ctx, int argc, char **argv)
 {
-    const char *words[3];
-    int n = 0;
-    bool tenant = false;
-    uint64_t num = 20;
+    static const char *const admin[] = { "set", "reset", "unset" };
+    bool tenant = flag_given(ctx, "--tenant", NULL);
+    const char *w = argv[0], *top;
+    uint64_t n = 20;
 
-    for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--tenant") == 0 || strcmp(argv[i], "-t") == 0)
-            tenant = true;
-        else if (strcmp(argv[i], "--top") == 0 && i + 1 < argc) {
-            if (whole_number(argv[++i], "quota list --top", &num) < 0)
-                return EXIT_USAGE;
-        } else if (n < 3)
-            words[n++] = argv[i];
-        else
-            goto usage;
-    }
-    if (n == 1 && strcmp(words[0], "list") == 0)
-        return quota_list(ctx, tenant, num);
-    if (n == 1 && strcmp(words[0], "show") != 0 &&
-        strcmp(words[0], "set") != 0 && strcmp(words[0], "reset") != 0 &&
-        strcmp(words[0], "unset") != 0)
-        return quota_show(ctx, words[0], tenant);
-    if (n == 2 && strcmp(words[0], "show") == 0)
-        return quota_show(ctx, words[1], tenant);
-    if (n == 2 && strcmp(words[0], "reset") == 0)
-        return quota_change(ctx, PROTO_OP_QUOTA_RESET, words[1], tenant, 0);
-    if (n == 2 && strcmp(words[0], "unset") == 0)
-        return quota_change(ctx, PROTO_OP_QUOTA_UNSET, words[1], tenant, 0);
-    if (n == 3 && strcmp(words[0], "set") == 0) {
-        if (whole_number(words[2], "quota set: TOKENS", &num) < 0)
+    if (argc == 1 && strcmp(w, "list") == 0) {
+        if (flag_given(ctx, "--top", &top) &&
+            whole_number(ctx, top, "quota list --top", &n) < 0)
             return EXIT_USAGE;
-        return quota_change(ctx, PROTO_OP_QUOTA_SET, words[1], tenant, num);
+        return quota_list(ctx, tenant, n);
     }
-usage:
-    fprintf(stderr, "usage: llmguardctl quota [show] ID [--tenant]\n"
-                    "       llmguardctl quota set ID TOKENS [--tenant]\n"
-                    "       llmguardctl quota reset ID [--tenant]\n"
-                    "       llmguardctl quota unset ID [--tenant]\n"
-                    "       llmguardctl quota list [--tenant] [--top N]\n");
-    return EXIT_USAGE;
+
+    for (size_t i = 0; i < sizeof(admin) / sizeof(admin[0]); i++)
+        if (w[0] != '\0' && strcmp(w, admin[i]) != 0 &&
+            strncmp(admin[i], w, strlen(w)) == 0 && argc > 1)
+            return fail_with(ctx, EXIT_USAGE, "usage", "quota %s: an admin "
+                             "command runs only by its full name: quota %s",
+                             w, admin[i]);
+    if (argc == 1 && strcmp(w, "show") != 0 && strcmp(w, "set") != 0 &&
+        strcmp(w, "reset") != 0 && strcmp(w, "unset") != 0)
+        return quota_show(ctx, w, tenant);
+    if (argc == 2 && strcmp(w, "show") == 0)
+        return quota_show(ctx, argv[1], tenant);
+    if (argc == 2 && strcmp(w, "reset") == 0)
+        return quota_change(ctx, PROTO_OP_QUOTA_RESET, argv[1], tenant, 0);
+    if (argc == 2 && strcmp(w, "unset") == 0)
+        return quota_change(ctx, PROTO_OP_QUOTA_UNSET, argv[1], tenant, 0);
+    if (argc == 3 && strcmp(w, "set") == 0) {
+        if (whole_number(ctx, argv[2], "quota set: TOKENS", &n) < 0)
+            return EXIT_USAGE;
+        return quota_change(ctx, PROTO_OP_QUOTA_SET, argv[1], tenant, n);
+    }
+    return usage_error(ctx, quota_usage);
 }
 
 /* One page of structured metrics into the JSON document and the table. */
@@ -558,18 +715,10 @@ cmd_metrics(struct ctx *ctx, int argc, char **argv)
 {
     struct proto_metrics_req req = { 0 };
     struct proto_rep rep;
-    bool prom = false, header = false;
+    bool prom = flag_given(ctx, "--prometheus", NULL), header = false;
     json_t *doc;
     int rc;
 
-    for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--prometheus") != 0 &&
-            strcmp(argv[i], "-p") != 0) {
-            fprintf(stderr, "usage: llmguardctl metrics [--prometheus]\n");
-            return EXIT_USAGE;
-        }
-        prom = true;
-    }
     if (prom) {
         req.format = (struct proto_str){ "prometheus", 10 };
         PROTO_SET(&req, PROTO_METRICS_REQ_FORMAT);
@@ -590,7 +739,7 @@ cmd_metrics(struct ctx *ctx, int argc, char **argv)
         PROTO_SET(&req, PROTO_METRICS_REQ_CURSOR);
     }
     if (ctx->json && !prom)
-        return print_json(doc);
+        return print_json(ctx, doc);
     json_decref(doc);
     return 0;
 }
@@ -605,7 +754,7 @@ cmd_reload(struct ctx *ctx, int argc, char **argv)
     if (rc < 0)
         return fail_call(ctx, rc);
     if (ctx->json)
-        return print_json(json_pack("{s:b, s:o, s:I}", "reloaded", 1,
+        return print_json(ctx, json_pack("{s:b, s:o, s:I}", "reloaded", 1,
                                     "env_file", jstr(r->env_file),
                                     "providers", (json_int_t)r->providers));
     printf("reloaded %.*s: %llu provider(s)\n",
@@ -615,17 +764,66 @@ cmd_reload(struct ctx *ctx, int argc, char **argv)
     return 0;
 }
 
+/* top [-n N] [-d SECONDS]: the live view (top.c). */
+static int
+cmd_top(struct ctx *ctx, int argc, char **argv)
+{
+    struct top_options o = { .interval_s = 1, .count = 0 };
+    const char *n = NULL, *d = NULL;
+    char *end;
+    int rc;
+
+    if (ctx->json)
+        return fail_with(ctx, EXIT_USAGE, "usage", "top has no --json: use "
+                         "status --json and metrics --json");
+    if (flag_given(ctx, "-n", &n)) {
+        errno = 0;
+        o.count = strtol(n, &end, 10);
+        if (errno != 0 || end == n || *end != '\0' || o.count < 1)
+            return fail_with(ctx, EXIT_USAGE, "usage", "top -n %s: expected "
+                             "a number of refreshes, 1 or more", n);
+    }
+    if (flag_given(ctx, "-d", &d)) {
+        o.interval_s = strtod(d, &end);
+        if (end == d || *end != '\0' || !(o.interval_s >= 0.1) ||
+            o.interval_s > 3600)
+            return fail_with(ctx, EXIT_USAGE, "usage", "top -d %s: expected "
+                             "seconds from 0.1 to 3600", d);
+    }
+    if ((rc = top_run(ctx->g, &o)) < 0)
+        return fail_call(ctx, rc);
+    return 0;
+}
+
+static const struct flag top_flags[] = {
+    { "-n", "--iterations", true }, { "-d", "--delay", true },
+    { NULL, NULL, false },
+};
+static const struct flag quota_flags[] = {
+    { "--tenant", "-t", false }, { "--top", NULL, true },
+    { NULL, NULL, false },
+};
+static const struct flag metrics_flags[] = {
+    { "--prometheus", "-p", false }, { NULL, NULL, false },
+};
+
 static const struct command commands[] = {
-    { "ping", "", 0, 0, cmd_ping, "check that llmguardd answers" },
+    { "ping", "", 0, 0, cmd_ping, "check that llmguardd answers", NULL,
+      false },
     { "reload", "", 0, 0, cmd_reload,
-      "re-read the env file (admin); a bad one keeps the old config" },
+      "re-read the env file (admin); a bad one keeps the old config", NULL,
+      true },
     { "status", "", 0, 0, cmd_status,
-      "rate limiting state and every provider's bucket" },
-    { "metrics", "[--prometheus]", 0, 1, cmd_metrics,
-      "counters, gauges and histograms (or Prometheus text)" },
-    { "quota", "[show|set|reset|unset|list] [ID] [TOKENS] [--tenant]", 1, 4,
+      "rate limiting state and every provider's bucket", NULL, false },
+    { "metrics", "[--prometheus]", 0, 0, cmd_metrics,
+      "counters, gauges and histograms (or Prometheus text)", metrics_flags,
+      false },
+    { "quota", "[show|set|reset|unset|list] [ID] [TOKENS] [--tenant]", 1, 3,
       cmd_quota, "a workflow's (or --tenant's) quota; set, reset or unset "
-      "it (admin); list [--top N] the top users" },
+      "it (admin); list [--top N] the top users", quota_flags, false },
+    { "top", "[-n N] [-d SECONDS]", 0, 0, cmd_top,
+      "a live view: providers, busiest workflows, permits/s; q quits",
+      top_flags, false },
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
@@ -633,18 +831,20 @@ static void
 usage(FILE *fp)
 {
     fprintf(fp, "usage: llmguardctl [-s SOCKET] [-T SECONDS] [--json] COMMAND "
-                "[ARGS]\n"
-                "\noptions:\n"
+                "[ARGS] [--] [ID]\n"
+                "\noptions (before or after the command):\n"
                 "  -s, --socket PATH  llmguardd's socket (default: "
                 "$LLMGUARD_SOCKET, else the per-user path)\n"
                 "  -T, --timeout S    give up on a daemon that does not "
                 "answer within S\n"
                 "                     seconds (default: "
                 "$LLMGUARD_CLIENT_TIMEOUT_MS, else 2 s)\n"
-                "  -j, --json         print one JSON object\n"
+                "  -j, --json         print one JSON object, errors too\n"
                 "  -h, --help         this text\n"
                 "  -V, --version      print the version\n"
-                "\ncommands:\n");
+                "  --                 the words after it are not options\n"
+                "\ncommands (a unique prefix will do, but not for reload, "
+                "quota set, quota reset, quota unset):\n");
     for (size_t i = 0; i < NCOMMANDS; i++) {
         char left[64];
         snprintf(left, sizeof(left), "%s%s%s", commands[i].name,
@@ -653,49 +853,224 @@ usage(FILE *fp)
     }
 }
 
-/* The command named by an exact name or a unique prefix, as tmux does. */
+/*
+ * The command named by an exact name or a unique prefix, as tmux does; an
+ * admin command by its exact name only.  NULL, said, for anything else.
+ */
 static const struct command *
-find_command(const char *name)
+find_command(struct ctx *ctx, const char *name)
 {
     const struct command *found = NULL;
-    size_t len = strlen(name);
+    size_t len = strlen(name), off = 0;
     int matches = 0;
+    char list[256] = "";
 
     for (size_t i = 0; i < NCOMMANDS; i++) {
         if (strcmp(commands[i].name, name) == 0)
             return &commands[i];
-        if (strncmp(commands[i].name, name, len) == 0) {
+        if (len > 0 && strncmp(commands[i].name, name, len) == 0) {
             found = &commands[i];
             matches++;
         }
     }
-    if (matches == 1)
+    if (matches == 1 && !found->admin)
         return found;
-    if (matches == 0) {
-        fprintf(stderr, "llmguardctl: unknown command: %s; valid commands:",
-                name);
-    } else {
-        fprintf(stderr, "llmguardctl: ambiguous command: %s, could be:",
-                name);
+    if (matches == 1) {
+        fail_with(ctx, EXIT_USAGE, "usage", "%s: an admin command runs only "
+                  "by its full name: %s", name, found->name);
+        return NULL;
     }
     for (size_t i = 0; i < NCOMMANDS; i++)
-        if (matches == 0 || strncmp(commands[i].name, name, len) == 0)
-            fprintf(stderr, " %s", commands[i].name);
-    fputc('\n', stderr);
+        if (matches == 0 ||
+            (len > 0 && strncmp(commands[i].name, name, len) == 0))
+            off += (size_t)snprintf(list + off, sizeof(list) - off, " %s",
+                                    commands[i].name);
+    if (matches == 0)
+        fail_with(ctx, EXIT_USAGE, "usage", "unknown command: %s; valid "
+                  "commands:%s", name, list);
+    else
+        fail_with(ctx, EXIT_USAGE, "usage", "ambiguous command: %s, could "
+                  "be:%s", name, list);
     return NULL;
 }
 
 /* --timeout S: seconds, 0 for no bound; -1 (said) when not a number. */
 static int
-set_timeout(llmguard_t *g, const char *arg)
+set_timeout(struct ctx *ctx, const char *arg)
 {
     char *end;
     double s = strtod(arg, &end);
 
-    if (end == arg || *end != '\0' || llmguard_set_timeout(g, s) < 0) {
-        fprintf(stderr, "llmguardctl: --timeout %s: expected seconds from 0 "
-                "(no bound) to 86400\n", arg);
+    if (end == arg || *end != '\0' || llmguard_set_timeout(ctx->g, s) < 0) {
+        fail_with(ctx, EXIT_USAGE, "usage", "--timeout %s: expected seconds "
+                  "from 0 (no bound) to 86400", arg);
         return -1;
+    }
+    return 0;
+}
+
+/* The global options, wherever they are given. */
+struct globals {
+    const char *socket, *timeout;
+    bool help, version;
+};
+
+/*
+ * Is argv[*i] a global option?  1 (taken, with its value: *i moves past
+ * it), 0 (not one), or -1 (said: its value is missing).
+ */
+static int
+global_option(struct ctx *ctx, int argc, char **argv, int *i,
+              struct globals *gl)
+{
+    static const struct { const char *lng, *shrt; int which; } opts[] = {
+        { "--socket", "-s", 's' }, { "--timeout", "-T", 't' },
+        { "--json", "-j", 'j' }, { "--help", "-h", 'h' },
+        { "--version", "-V", 'V' },
+    };
+    const char *a = argv[*i], *val = NULL;
+
+    for (size_t k = 0; k < sizeof(opts) / sizeof(opts[0]); k++) {
+        size_t ll = strlen(opts[k].lng);
+        bool takes = opts[k].which == 's' || opts[k].which == 't';
+        if (takes && strncmp(a, opts[k].lng, ll) == 0 && a[ll] == '=')
+            val = a + ll + 1;
+        else if (takes && strncmp(a, opts[k].shrt, 2) == 0 && a[2] != '\0')
+            val = a + 2;            /* -sPATH, -T0.5 */
+        else if (strcmp(a, opts[k].lng) != 0 && strcmp(a, opts[k].shrt) != 0)
+            continue;
+        if (takes && val == NULL && (val = *i + 1 < argc ? argv[++*i] :
+                                     NULL) == NULL) {
+            fail_with(ctx, EXIT_USAGE, "usage", "%s needs a value",
+                      opts[k].lng);
+            return -1;
+        }
+        switch (opts[k].which) {
+        case 's': gl->socket = val; break;
+        case 't': gl->timeout = val; break;
+        case 'j': ctx->json = true; break;
+        case 'h': gl->help = true; break;
+        default: gl->version = true; break;
+        }
+        return 1;
+    }
+    return 0;
+}
+
+/* Is argv[*i] one of the command's own flags?  As global_option(). */
+static int
+command_flag(struct ctx *ctx, int argc, char **argv, int *i)
+{
+    const struct flag *f = ctx->cmd->flags;
+    const char *a = argv[*i];
+
+    for (int k = 0; f != NULL && f[k].name != NULL; k++) {
+        size_t ll = strlen(f[k].name);
+        const char *val = NULL;
+        if (f[k].has_arg && strncmp(a, f[k].name, ll) == 0 && a[ll] == '=')
+            val = a + ll + 1;
+        else if (strcmp(a, f[k].name) != 0 &&
+                 (f[k].alias == NULL || strcmp(a, f[k].alias) != 0))
+            continue;
+        if (f[k].has_arg && val == NULL &&
+            (val = *i + 1 < argc ? argv[++*i] : NULL) == NULL) {
+            fail_with(ctx, EXIT_USAGE, "usage", "%s %s needs a value",
+                      ctx->cmd->name, f[k].name);
+            return -1;
+        }
+        ctx->given[k] = true;
+        ctx->value[k] = val;
+        return 1;
+    }
+    return 0;
+}
+
+/*
+ * Sort argv[first..] into the command's flags, the global options and its
+ * words, which are packed into argv from first on; "--" makes every word
+ * after it a word.  The number of words, or -1 (said).
+ */
+static int
+command_args(struct ctx *ctx, int argc, char **argv, int first,
+             struct globals *gl)
+{
+    int n = 0;
+    bool words_only = false;
+
+    for (int i = first; i < argc; i++) {
+        int r = 0;
+        if (!words_only && strcmp(argv[i], "--") == 0) {
+            words_only = true;
+            continue;
+        }
+        if (!words_only && argv[i][0] == '-' && argv[i][1] != '\0') {
+            /* The command's own flag wins: -t after quota is --tenant. */
+            if ((r = command_flag(ctx, argc, argv, &i)) == 0)
+                r = global_option(ctx, argc, argv, &i, gl);
+            if (r < 0)
+                return -1;
+            if (r == 0) {
+                fail_with(ctx, EXIT_USAGE, "usage", "%s: unknown option %s "
+                          "(write -- before a word that begins with -)",
+                          ctx->cmd->name, argv[i]);
+                return -1;
+            }
+            continue;
+        }
+        argv[first + n++] = argv[i];
+    }
+    return n;
+}
+
+/* Was --json (-j) given anywhere before a "--"?  So that even an error
+ * in the options is answered in JSON. */
+static bool
+wants_json(int argc, char **argv)
+{
+    for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
+        if (strcmp(argv[i], "--json") == 0 || strcmp(argv[i], "-j") == 0)
+            return true;
+    return false;
+}
+
+/* Parse the command line into ctx and gl: the command, its flags and its
+ * words (*nwords from argv[*first]).  0, or an exit status (said). */
+static int
+parse_args(struct ctx *ctx, int argc, char **argv, struct globals *gl,
+           int *first, int *nwords)
+{
+    int i = 1, r;
+
+    ctx->json = wants_json(argc, argv);
+    while (i < argc && argv[i][0] == '-' && argv[i][1] != '\0' &&
+           strcmp(argv[i], "--") != 0) {
+        if ((r = global_option(ctx, argc, argv, &i, gl)) < 0)
+            return EXIT_USAGE;
+        if (r == 0)
+            return fail_with(ctx, EXIT_USAGE, "usage", "unknown option %s; "
+                             "see llmguardctl --help", argv[i]);
+        i++;
+    }
+    if (gl->help || gl->version)
+        return 0;
+    if (i < argc && strcmp(argv[i], "--") == 0)
+        i++;
+    if (i >= argc)
+        return fail_with(ctx, EXIT_USAGE, "usage", "usage: llmguardctl "
+                         "[-s SOCKET] [-t SECONDS] [--json] COMMAND [ARGS]; "
+                         "see llmguardctl --help");
+    if ((ctx->cmd = find_command(ctx, argv[i])) == NULL)
+        return EXIT_USAGE;
+    *first = i + 1;
+    if ((*nwords = command_args(ctx, argc, argv, *first, gl)) < 0)
+        return EXIT_USAGE;
+    if (gl->help || gl->version)
+        return 0;
+    if (*nwords < ctx->cmd->min_args || *nwords > ctx->cmd->max_args) {
+        char text[256];
+        snprintf(text, sizeof(text), "llmguardctl %s%s%s", ctx->cmd->name,
+                 ctx->cmd->args[0] ? " " : "", ctx->cmd->args);
+        return usage_error(ctx, text);
     }
     return 0;
 }
@@ -703,65 +1078,29 @@ set_timeout(llmguard_t *g, const char *arg)
 int
 main(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        { "socket", required_argument, NULL, 's' },
-        { "timeout", required_argument, NULL, 'T' },
-        { "json", no_argument, NULL, 'j' },
-        { "help", no_argument, NULL, 'h' },
-        { "version", no_argument, NULL, 'V' },
-        { NULL, 0, NULL, 0 },
-    };
-    const char *socket_path = NULL, *timeout = NULL;
-    const struct command *cmd;
+    struct globals gl = { 0 };
     struct ctx ctx = { 0 };
-    int ch, rc, nargs;
+    int rc, first = 0, nwords = 0;
 
-    /* "+": options stop at the command, whose own flags come after it. */
-    while ((ch = getopt_long(argc, argv, "+s:T:jhV", longopts, NULL)) != -1) {
-        switch (ch) {
-        case 's':
-            socket_path = optarg;
-            break;
-        case 'T':
-            timeout = optarg;
-            break;
-        case 'j':
-            ctx.json = true;
-            break;
-        case 'h':
-            usage(stdout);
-            return 0;
-        case 'V':
-            printf("llmguardctl %s (protocol %d)\n", PACKAGE_VERSION,
-                   PROTO_VERSION);
-            return 0;
-        default:
-            usage(stderr);
-            return EXIT_USAGE;
-        }
+    if ((rc = parse_args(&ctx, argc, argv, &gl, &first, &nwords)) != 0)
+        return rc;
+    if (gl.help) {
+        usage(stdout);
+        return 0;
     }
-    if (optind >= argc) {
-        usage(stderr);
-        return EXIT_USAGE;
+    if (gl.version) {
+        printf("llmguardctl %s (protocol %d)\n", PACKAGE_VERSION,
+               PROTO_VERSION);
+        return 0;
     }
-    if ((cmd = find_command(argv[optind])) == NULL)
-        return EXIT_USAGE;
-    nargs = argc - optind - 1;
-    if (nargs < cmd->min_args || nargs > cmd->max_args) {
-        fprintf(stderr, "usage: llmguardctl %s%s%s\n", cmd->name,
-                cmd->args[0] ? " " : "", cmd->args);
-        return EXIT_USAGE;
-    }
-    if ((ctx.g = llmguard_open(socket_path)) == NULL) {
-        fprintf(stderr, "llmguardctl: socket path too long or out of "
-                "memory\n");
-        return EXIT_USAGE;
-    }
-    if (timeout != NULL && set_timeout(ctx.g, timeout) < 0) {
+    if ((ctx.g = llmguard_open(gl.socket)) == NULL)
+        return fail_with(&ctx, EXIT_USAGE, "usage", "socket path too long "
+                         "or out of memory");
+    if (gl.timeout != NULL && set_timeout(&ctx, gl.timeout) < 0) {
         llmguard_close(ctx.g);
         return EXIT_USAGE;
     }
-    rc = cmd->exec(&ctx, nargs, argv + optind + 1);
+    rc = ctx.cmd->exec(&ctx, nwords, argv + first);
     llmguard_close(ctx.g);
     return rc;
 }

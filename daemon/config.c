@@ -131,6 +131,7 @@ struct settings {
 static int
 fail(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+static void warn_unknown(const char *key, const char *origin, bool ours);
 
 static int
 fail(char *err, size_t errlen, const char *fmt, ...)
@@ -153,17 +154,24 @@ settings_free(struct settings *s)
     free(s->v);
 }
 
+/* The setting of key (keylen bytes), or NULL. */
+static struct setting *
+settings_find(struct settings *s, const char *key, size_t keylen)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (strlen(s->v[i].key) == keylen &&
+            memcmp(s->v[i].key, key, keylen) == 0)
+            return &s->v[i];
+    return NULL;
+}
+
 /* Record key=value; a later setting of the same key replaces the earlier. */
 static int
 settings_put(struct settings *s, const char *key, size_t keylen,
              const char *value, const char *origin)
 {
-    struct setting *st = NULL;
+    struct setting *st = settings_find(s, key, keylen);
 
-    for (size_t i = 0; i < s->n; i++)
-        if (strlen(s->v[i].key) == keylen &&
-            memcmp(s->v[i].key, key, keylen) == 0)
-            st = &s->v[i];
     if (st == NULL) {
         if (s->n == s->cap) {
             size_t cap = s->cap ? s->cap * 2 : 32;
@@ -293,10 +301,14 @@ read_env_file(const char *path, struct settings *s, char *err, size_t errlen)
         char *key, *value;
         size_t keylen;
         const char *why = NULL;
+        const struct setting *dup;
         int r;
 
         lineno++;
         line[strcspn(line, "\r\n")] = '\0';
+        /* A UTF-8 byte order mark, as some editors write, is not text. */
+        if (lineno == 1 && strncmp(line, "\xef\xbb\xbf", 3) == 0)
+            memmove(line, line + 3, strlen(line + 3) + 1);
         snprintf(text, sizeof(text), "%s", line);
         r = parse_env_line(line, &key, &keylen, &value, &why);
         if (r < 0) {
@@ -306,6 +318,10 @@ read_env_file(const char *path, struct settings *s, char *err, size_t errlen)
         if (r == 0)
             continue;
         snprintf(origin, sizeof(origin), "%s:%u", path, lineno);
+        /* The file is read first: an earlier setting is this file's. */
+        if ((dup = settings_find(s, key, keylen)) != NULL)
+            log_warn("%.*s is set twice, at %s and at %s: the later wins",
+                     (int)keylen, key, dup->origin, origin);
         if (settings_put(s, key, keylen, value, origin) < 0) {
             rc = fail(err, errlen, "out of memory");
             break;
@@ -572,7 +588,7 @@ apply_provider(struct config *cfg, const struct setting *st, bool declare,
 
     if (def == NULL) {
         if (declare)    /* warn once: this runs in both passes */
-            log_warn("unknown variable %s (%s) ignored", st->key, st->origin);
+            warn_unknown(st->key, st->origin, true);
         return 0;
     }
     idx = (size_t)(def - provider_options);
@@ -609,6 +625,98 @@ find_option(const char *key)
         if (strcmp(options[i].name, key) == 0)
             return &options[i];
     return NULL;
+}
+
+/*
+ * The optimal string alignment distance of a and b without regard to case:
+ * insertions, deletions, substitutions and swaps of neighbours count one
+ * each.  Anything above 2 is reported as 3.
+ */
+static int
+edit_distance(const char *a, const char *b)
+{
+    enum { MAXLEN = 128 };
+    size_t la = strlen(a), lb = strlen(b);
+    int rows[3][MAXLEN + 1];
+    int *prev2 = rows[0], *prev = rows[1], *cur = rows[2];
+
+    if (la > MAXLEN || lb > MAXLEN || (la > lb ? la - lb : lb - la) > 2)
+        return 3;
+    for (size_t j = 0; j <= lb; j++)
+        prev[j] = (int)j;
+    for (size_t i = 1; i <= la; i++) {
+        int ca = toupper((unsigned char)a[i - 1]);
+        cur[0] = (int)i;
+        for (size_t j = 1; j <= lb; j++) {
+            int cb = toupper((unsigned char)b[j - 1]);
+            int d = prev[j - 1] + (ca != cb);
+            if (prev[j] + 1 < d)
+                d = prev[j] + 1;
+            if (cur[j - 1] + 1 < d)
+                d = cur[j - 1] + 1;
+            if (i > 1 && j > 1 && ca == toupper((unsigned char)b[j - 2]) &&
+                cb == toupper((unsigned char)a[i - 2]) &&
+                prev2[j - 2] + 1 < d)
+                d = prev2[j - 2] + 1;
+            cur[j] = d;
+        }
+        int *t = prev2;
+        prev2 = prev;
+        prev = cur;
+        cur = t;
+    }
+    return prev[lb] > 2 ? 3 : prev[lb];
+}
+
+/*
+ * The known name nearest to key, within an edit distance of 2, into buf
+ * (upper case); "" when there is none.  A PROVIDER_<NAME>_<SUFFIX> key is
+ * also measured by its suffix against the provider keys.
+ */
+static void
+suggest(const char *key, char *buf, size_t len)
+{
+    int best = 3;
+
+    buf[0] = '\0';
+    for (size_t i = 0; i < NOPTIONS; i++) {
+        int d = edit_distance(key, options[i].name);
+        if (d < best) {
+            best = d;
+            snprintf(buf, len, "%s", options[i].name);
+        }
+    }
+    if (strncasecmp(key, "PROVIDER_", 9) != 0 || strlen(key) < 11)
+        return;
+    for (const char *u = strchr(key + 10, '_'); u != NULL;
+         u = strchr(u + 1, '_'))
+        for (size_t i = 0; i < NPROVIDER_OPTIONS; i++) {
+            int d = edit_distance(u + 1, provider_options[i].name);
+            if (d < best) {
+                best = d;
+                snprintf(buf, len, "%.*s_%s", (int)(u - key), key,
+                         provider_options[i].name);
+            }
+        }
+    for (char *p = buf; *p != '\0'; p++)
+        *p = (char)toupper((unsigned char)*p);
+}
+
+/*
+ * Warn that key (from origin) is ignored: always when ours (it has one of
+ * our prefixes), else only when it is near a known name, a likely typo.
+ */
+static void
+warn_unknown(const char *key, const char *origin, bool ours)
+{
+    char near[300];
+
+    suggest(key, near, sizeof(near));
+    if (near[0] != '\0')
+        log_warn("unknown variable %s (%s) ignored: did you mean %s?", key,
+                 origin, near);
+    else if (ours)
+        log_warn("unknown variable %s (%s) ignored", key, origin);
 }
 
 /* Is key one of ours: a table variable, or an LLMGUARD_/PROVIDER_ key? */
@@ -667,8 +775,9 @@ collect(struct settings *s, const struct config_args *args, char *envfile,
             continue;
         memcpy(key, *e, kl);
         key[kl] = '\0';
-        if (is_our_key(key) && settings_put(s, key, kl, eq + 1,
-                                            "environment") < 0)
+        if (!is_our_key(key))
+            warn_unknown(key, "environment", false);
+        else if (settings_put(s, key, kl, eq + 1, "environment") < 0)
             return fail(err, errlen, "out of memory");
     }
     for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
@@ -676,6 +785,40 @@ collect(struct settings *s, const struct config_args *args, char *envfile,
             settings_put(s, flags[i].key, strlen(flags[i].key),
                          flags[i].value, "command line") < 0)
             return fail(err, errlen, "out of memory");
+    return 0;
+}
+
+/* Apply the settings s to cfg: the table's, then the providers'; warn
+ * about the keys nobody knows.  0, or -1 with err set. */
+static int
+apply_settings(struct config *cfg, const struct settings *s, char *err,
+               size_t errlen)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        const struct setting *st = &s->v[i];
+        const struct option_def *def = find_option(st->key);
+        if (def != NULL) {
+            if (!apply_value(def, cfg, st->value))
+                return bad_value(def, st->key, st, err, errlen);
+        } else if (strncmp(st->key, "PROVIDER_", 9) != 0) {
+            warn_unknown(st->key, st->origin,
+                         strncmp(st->key, "LLMGUARD_", 9) == 0);
+        }
+    }
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t i = 0; i < s->n; i++)
+            if (strncmp(s->v[i].key, "PROVIDER_", 9) == 0 &&
+                find_option(s->v[i].key) == NULL &&
+                apply_provider(cfg, &s->v[i], pass == 0, err, errlen) < 0)
+                return -1;
+
+    for (size_t i = 0; i < cfg->nproviders; i++) {
+        struct provider_config *p = &cfg->providers[i];
+        if (!(p->set & 1u << PROVIDER_KEY_BURST))   /* max(1, rate) */
+            p->burst = p->rate_per_sec > 1 ? p->rate_per_sec : 1;
+    }
+    qsort(cfg->providers, cfg->nproviders, sizeof(cfg->providers[0]),
+          provider_cmp);
     return 0;
 }
 
@@ -690,35 +833,9 @@ config_load(struct config *cfg, const struct config_args *args, char *err,
     for (size_t i = 0; i < NOPTIONS; i++)
         if (!apply_value(&options[i], cfg, options[i].defval))
             abort();    /* a bad built-in default is a programming error */
-    if (collect(&s, args, cfg->env_file, err, errlen) < 0)
+    if (collect(&s, args, cfg->env_file, err, errlen) < 0 ||
+        apply_settings(cfg, &s, err, errlen) < 0)
         goto out;
-
-    for (size_t i = 0; i < s.n; i++) {
-        const struct setting *st = &s.v[i];
-        const struct option_def *def = find_option(st->key);
-        if (def != NULL) {
-            if (!apply_value(def, cfg, st->value)) {
-                bad_value(def, st->key, st, err, errlen);
-                goto out;
-            }
-        } else if (strncmp(st->key, "LLMGUARD_", 9) == 0) {
-            log_warn("unknown variable %s (%s) ignored", st->key, st->origin);
-        }
-    }
-    for (int pass = 0; pass < 2; pass++)
-        for (size_t i = 0; i < s.n; i++)
-            if (strncmp(s.v[i].key, "PROVIDER_", 9) == 0 &&
-                find_option(s.v[i].key) == NULL &&
-                apply_provider(cfg, &s.v[i], pass == 0, err, errlen) < 0)
-                goto out;
-
-    for (size_t i = 0; i < cfg->nproviders; i++) {
-        struct provider_config *p = &cfg->providers[i];
-        if (!(p->set & 1u << PROVIDER_KEY_BURST))   /* max(1, rate) */
-            p->burst = p->rate_per_sec > 1 ? p->rate_per_sec : 1;
-    }
-    qsort(cfg->providers, cfg->nproviders, sizeof(cfg->providers[0]),
-          provider_cmp);
 
     cfg->socket_is_default = cfg->socket_path[0] == '\0';
     if (cfg->socket_is_default &&
@@ -739,6 +856,9 @@ config_load(struct config *cfg, const struct config_args *args, char *err,
         fail(err, errlen, "default database path is too long");
         goto out;
     }
+    if (cfg->nproviders == 0)
+        log_warn("no provider is configured (set PROVIDER_<NAME>_RATE_PER_SEC):"
+                 " every acquire and permit will be refused");
     rc = 0;
 out:
     settings_free(&s);

@@ -53,16 +53,19 @@ op_ping(struct daemon *d, struct conn *c, struct proto_req *req,
     return 0;
 }
 
-/* The provider a request names, or NULL with unknown_provider in e. */
+/* The provider a request names, or NULL with bad_request (not UTF-8, a
+ * control character) or unknown_provider in e. */
 static struct provider *
 find_provider(struct daemon *d, const struct proto_str *name,
               struct proto_error *e)
 {
-    struct provider *p = buckets_find(d->buckets, name->ptr, name->len);
+    struct provider *p;
     size_t n = buckets_count(d->buckets), off = 0;
     char known[256] = "";
 
-    if (p != NULL)
+    if (request_text(name, "provider", e) < 0)
+        return NULL;
+    if ((p = buckets_find(d->buckets, name->ptr, name->len)) != NULL)
         return p;
     for (size_t i = 0; i < n && off < sizeof(known); i++)
         off += (size_t)snprintf(known + off, sizeof(known) - off, "%s%s",

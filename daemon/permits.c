@@ -272,14 +272,18 @@ provider_name(struct permits *p, int idx)
     return buckets_at(p->d.buckets, (size_t)idx)->name;
 }
 
-/* Resolve names[] to flags of the providers; -1 for an unknown name. */
+/* Resolve names[] to flags of the providers; -1 (e filled) for a name
+ * that is not clean UTF-8 or not configured. */
 static int
 exclusion(struct permits *p, const struct proto_strarr *names, bool *flags,
           struct proto_error *e)
 {
     memset(flags, 0, router_count(p->router) * sizeof(*flags));
     for (uint32_t i = 0; i < names->n; i++) {
-        int idx = router_find(p->router, names->v[i].ptr, names->v[i].len);
+        int idx;
+        if (request_text(&names->v[i], "exclude", e) < 0)
+            return -1;
+        idx = router_find(p->router, names->v[i].ptr, names->v[i].len);
         if (idx < 0)
             return proto_error_set(e, PROTO_E_UNKNOWN_PROVIDER,
                                    "exclude: unknown provider '%.*s'",
@@ -290,8 +294,8 @@ exclusion(struct permits *p, const struct proto_strarr *names, bool *flags,
     return 0;
 }
 
-/* The preferred provider's index, -1 for none, -2 (e filled) for an
- * unknown one. */
+/* The preferred provider's index, -1 for none, -2 (e filled) for a bad
+ * or unknown one. */
 static int
 preferred_index(struct permits *p, const struct proto_str *name, bool has,
                 struct proto_error *e)
@@ -300,6 +304,8 @@ preferred_index(struct permits *p, const struct proto_str *name, bool has,
 
     if (!has || name->len == 0)
         return -1;
+    if (request_text(name, "preferred", e) < 0)
+        return -2;
     if ((idx = router_find(p->router, name->ptr, name->len)) < 0)
         return proto_error_set(e, PROTO_E_UNKNOWN_PROVIDER,
                                "preferred: unknown provider '%.*s'",
@@ -519,6 +525,9 @@ permit_args(struct permits *p, struct conn *c, const struct proto_permit_req *r,
                             r->call_id.len > CALL_ID_MAX))
         return proto_error_set(e, PROTO_E_BAD_REQUEST, "call_id must be 1 "
                                "to %d bytes", CALL_ID_MAX);
+    if (PROTO_HAS(r, PROTO_PERMIT_REQ_CALL_ID) &&
+        request_text(&r->call_id, "call_id", e) < 0)
+        return -1;
     if (r->timeout_ms < 0)
         return proto_error_set(e, PROTO_E_BAD_REQUEST,
                                "timeout_ms must not be negative");

@@ -13,6 +13,61 @@ request_str(const char *s)
     return p;
 }
 
+/*
+ * The first bad character of p (len bytes): NULL when it is all valid UTF-8
+ * (shortest forms, no surrogates, at most U+10FFFF) and holds no control
+ * character (C0, DEL, C1); else "a NUL byte", "a control character" or
+ * "invalid UTF-8", with its offset in *at.
+ */
+static const char *
+text_problem(const unsigned char *p, size_t len, size_t *at)
+{
+    size_t i = 0;
+
+    while (i < len) {
+        uint32_t cp = p[i];
+        size_t n = cp < 0x80 ? 1 : cp >= 0xc2 && cp <= 0xdf ? 2 :
+                   cp >= 0xe0 && cp <= 0xef ? 3 :
+                   cp >= 0xf0 && cp <= 0xf4 ? 4 : 0;
+
+        *at = i;
+        if (n == 0 || i + n > len)
+            return "invalid UTF-8";
+        cp = n == 1 ? cp : cp & (0x7fu >> n);
+        for (size_t k = 1; k < n; k++) {
+            if ((p[i + k] & 0xc0) != 0x80)
+                return "invalid UTF-8";
+            cp = cp << 6 | (p[i + k] & 0x3fu);
+        }
+        if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
+            cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return "invalid UTF-8";
+        if (cp == 0)
+            return "a NUL byte";
+        if (cp < 0x20 || (cp >= 0x7f && cp <= 0x9f))
+            return "a control character";
+        i += n;
+    }
+    return NULL;
+}
+
+int
+request_text(const struct proto_str *s, const char *field,
+             struct proto_error *e)
+{
+    size_t at;
+    const char *why = text_problem((const unsigned char *)s->ptr, s->len,
+                                   &at);
+
+    if (why == NULL)
+        return 0;
+    if (why[0] == 'i')
+        return proto_error_set(e, PROTO_E_BAD_REQUEST, "%s is not valid "
+                               "UTF-8 (at byte %zu)", field, at);
+    return proto_error_set(e, PROTO_E_BAD_REQUEST, "%s holds %s (at byte "
+                           "%zu)", field, why, at);
+}
+
 int
 request_id(const struct proto_str *s, const char *field, char *buf,
            struct proto_error *e)
@@ -20,14 +75,10 @@ request_id(const struct proto_str *s, const char *field, char *buf,
     if (s->len == 0 || s->len > QUOTA_ID_MAX)
         return proto_error_set(e, PROTO_E_BAD_REQUEST, "%s must be 1 to %d "
                                "bytes, not %u", field, QUOTA_ID_MAX, s->len);
-    if (memchr(s->ptr, '\0', s->len) != NULL)
-        return proto_error_set(e, PROTO_E_BAD_REQUEST, "%s holds a NUL byte",
-                               field);
+    if (request_text(s, field, e) < 0)
+        return -1;
     memcpy(buf, s->ptr, s->len);
     buf[s->len] = '\0';
-    if (quota_id_valid(buf) < 0)
-        return proto_error_set(e, PROTO_E_BAD_REQUEST, "%s holds a control "
-                               "character", field);
     return 0;
 }
 

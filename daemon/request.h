@@ -19,9 +19,18 @@ struct telemetry;
 struct proto_str request_str(const char *s);
 
 /*
+ * Check the wire text s of field (an id, a provider name): 0 when it is
+ * valid UTF-8 holding no control character (C0, DEL, C1: U+0000-U+001F,
+ * U+007F-U+009F), else -1 with bad_request in e naming field, the fault
+ * and its byte offset (proto/PROTOCOL.md, "Names and ids").
+ */
+int request_text(const struct proto_str *s, const char *field,
+                 struct proto_error *e);
+
+/*
  * Copy the wire id s of field into buf (QUOTA_ID_MAX + 1 bytes) as a C
- * string; -1 with bad_request in e when it is empty, too long or holds a
- * NUL or a control character.
+ * string; -1 with bad_request in e when it is empty, too long, or fails
+ * request_text().
  */
 int request_id(const struct proto_str *s, const char *field, char *buf,
                struct proto_error *e);

@@ -18,7 +18,9 @@
  * the call failed, 3 over a hard quota, 69 without a daemon (fail-closed).
  */
 #include <ctype.h>
+#include <errno.h>
 #include <getopt.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,8 +164,64 @@ chat(const char *provider, void *arg, uint64_t *tokens_used)
     return out;
 }
 
-int
-main(int argc, char **argv)
+static void
+usage(FILE *fp)
+{
+    fprintf(fp,
+        "usage: ratelimit_demo [-s SOCKET] [-w WORKFLOW] [-t TENANT] "
+        "[-p PROVIDER]\n"
+        "                      [-e TOKENS_ESTIMATE] [-a MAX_ATTEMPTS] "
+        "[-T TIMEOUT_S]\n"
+        "                      [--traceparent TP] PROMPT\n"
+        "\n"
+        "One chat completion through llmguard_execute_with_failover.\n"
+        "  -s, --socket PATH     llmguardd's socket (default: "
+        "$LLMGUARD_SOCKET)\n"
+        "  -w, --workflow ID     the workflow whose quota is charged\n"
+        "  -t, --tenant ID       the tenant whose quota is charged\n"
+        "  -p, --provider NAME   the preferred provider (and the one to fail "
+        "open to)\n"
+        "  -e, --estimate N      LLM tokens expected (default 100)\n"
+        "  -a, --attempts N      attempts at most, up to 1000 (default and 0: "
+        "3)\n"
+        "  -T, --timeout S       seconds to wait for a token (default 5)\n"
+        "  -P, --traceparent TP  the caller's W3C trace context\n"
+        "  -h, --help            this text\n"
+        "Reads PROVIDER_<NAME>_BASE_URL, _API_KEY, _MODEL and "
+        "LLMGUARD_DEMO_HTTP_TIMEOUT_MS.\n"
+        "Exit: 0 done, 1 the call failed, 2 usage, 3 over a hard quota, "
+        "69 no daemon.\n");
+}
+
+/* A usage error: what was wrong, then the usage; exit status 2. */
+static int
+usage_error(const char *what, const char *arg)
+{
+    if (what != NULL)
+        fprintf(stderr, "ratelimit_demo: %s%s%s\n", what, arg ? ": " : "",
+                arg ? arg : "");
+    usage(stderr);
+    return 2;
+}
+
+/* A whole number from min to max in arg, into *out; -1 if it is not. */
+static int
+whole(const char *arg, unsigned long long min, unsigned long long max,
+      unsigned long long *out)
+{
+    char *end;
+
+    errno = 0;
+    *out = strtoull(arg, &end, 10);
+    return errno != 0 || end == arg || *end != '\0' || arg[0] == '-' ||
+           *out < min || *out > max ? -1 : 0;
+}
+
+/* The options into req and *sock, the prompt into ctx: 0, 1 for --help,
+ * or 2 (said) for a usage error. */
+static int
+parse_options(int argc, char **argv, struct llmguard_request *req,
+              const char **sock, struct call_ctx *ctx)
 {
     static const struct option opts[] = {
         { "socket", required_argument, NULL, 's' },
@@ -174,34 +232,70 @@ main(int argc, char **argv)
         { "attempts", required_argument, NULL, 'a' },
         { "timeout", required_argument, NULL, 'T' },
         { "traceparent", required_argument, NULL, 'P' },
+        { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
+    unsigned long long n;
+    char *end, opt[64];
+    int ch;
+
+    opterr = 0;
+    while ((ch = getopt_long(argc, argv, ":s:w:t:p:e:a:T:P:h", opts,
+                             NULL)) != -1) {
+        switch (ch) {
+        case 's': *sock = optarg; break;
+        case 'w': req->workflow_id = optarg; break;
+        case 't': req->tenant_id = optarg; break;
+        case 'p': req->preferred_provider = optarg; break;
+        case 'P': req->traceparent = optarg; break;
+        case 'h': return 1;
+        case 'e':
+            if (whole(optarg, 0, INT64_MAX, &n) < 0)
+                return usage_error("-e: expected a whole number", optarg);
+            req->tokens_estimate = n;
+            break;
+        case 'a':
+            if (whole(optarg, 0, 1000, &n) < 0)
+                return usage_error("-a: expected 0 (3) to 1000", optarg);
+            req->max_attempts = (unsigned)n;
+            break;
+        case 'T':
+            req->timeout_s = strtod(optarg, &end);
+            if (end == optarg || *end != '\0' || !(req->timeout_s >= 0))
+                return usage_error("-T: expected seconds, 0 or more", optarg);
+            break;
+        case ':':
+        default:
+            if (optopt != 0)
+                snprintf(opt, sizeof(opt), "-%c", optopt);
+            else
+                snprintf(opt, sizeof(opt), "%s", argv[optind - 1]);
+            return usage_error(ch == ':' ? "an option needs a value" :
+                               "unknown option", opt);
+        }
+    }
+    if (optind != argc - 1)
+        return usage_error(optind == argc ? "no PROMPT" : "one PROMPT only",
+                           NULL);
+    ctx->prompt = argv[optind];
+    return 0;
+}
+
+int
+main(int argc, char **argv)
+{
     struct llmguard_request req = { .tokens_estimate = 100, .timeout_s = 5 };
     struct llmguard_result res;
     struct call_ctx ctx = { .http_timeout_ms = 30000 };
     const char *sock = NULL, *t = getenv("LLMGUARD_DEMO_HTTP_TIMEOUT_MS");
-    int ch, rc;
+    int rc;
 
-    while ((ch = getopt_long(argc, argv, "s:w:t:p:e:a:T:P:", opts, NULL)) != -1) {
-        switch (ch) {
-        case 's': sock = optarg; break;
-        case 'w': req.workflow_id = optarg; break;
-        case 't': req.tenant_id = optarg; break;
-        case 'p': req.preferred_provider = optarg; break;
-        case 'e': req.tokens_estimate = strtoull(optarg, NULL, 10); break;
-        case 'a': req.max_attempts = (unsigned)atoi(optarg); break;
-        case 'T': req.timeout_s = atof(optarg); break;
-        case 'P': req.traceparent = optarg; break;
-        default:
-            fprintf(stderr, "usage: ratelimit_demo [options] PROMPT\n");
-            return 2;
-        }
+    if ((rc = parse_options(argc, argv, &req, &sock, &ctx)) == 1) {
+        usage(stdout);
+        return 0;
     }
-    if (optind != argc - 1) {
-        fprintf(stderr, "usage: ratelimit_demo [options] PROMPT\n");
-        return 2;
-    }
-    ctx.prompt = argv[optind];
+    if (rc != 0)
+        return rc;
     if (t != NULL)
         ctx.http_timeout_ms = atol(t);
     curl_global_init(CURL_GLOBAL_DEFAULT);

@@ -6,7 +6,8 @@
  * ITEM is raw:HEX (bytes as they are), req:OP:ID (a frame with only op and
  * id), req:OP:ID:K=V,K=V... (with fields: digits are an unsigned integer,
  * -digits a negative one, a number with a dot a double, true/false a
- * boolean, anything else a string), ping:ID, or wait:MS (send what is
+ * boolean, hex:HEX a string of those bytes, [A|B...] an array of such
+ * values, anything else a string), ping:ID, or wait:MS (send what is
  * there so far, then pause MS milliseconds before the rest).  After sending, it prints one line per reply frame,
  * "ok ID" or "err ID CODE MSG", then "closed" if the daemon closed the
  * connection or "open" if it was still open after a second of silence.
@@ -22,12 +23,43 @@
 
 #include "proto.h"
 
+static int add_hex(msgpack_sbuffer *sb, const char *hex);
+static void pack_value(msgpack_packer *pk, const char *v);
+
+/* "[a|b|c]": an array of values. */
+static void
+pack_array(msgpack_packer *pk, const char *v)
+{
+    char buf[4096], *rest = buf, *item;
+    size_t n = 0;
+
+    snprintf(buf, sizeof(buf), "%.*s", (int)(strlen(v) - 2), v + 1);
+    for (const char *p = buf; *p; p++)
+        n += *p == '|';
+    msgpack_pack_array(pk, buf[0] ? n + 1 : 0);
+    while (buf[0] && (item = strsep(&rest, "|")) != NULL)
+        pack_value(pk, item);
+}
+
 static void
 pack_value(msgpack_packer *pk, const char *v)
 {
     char *end;
+    size_t len = strlen(v);
 
-    if (strcmp(v, "true") == 0) {
+    if (strncmp(v, "hex:", 4) == 0) {
+        msgpack_sbuffer bytes;
+        msgpack_sbuffer_init(&bytes);
+        if (add_hex(&bytes, v + 4) < 0) {
+            fprintf(stderr, "bad hex: %s\n", v);
+            exit(2);
+        }
+        msgpack_pack_str_with_body(pk, bytes.data ? bytes.data : "",
+                                   bytes.size);
+        msgpack_sbuffer_destroy(&bytes);
+    } else if (len >= 2 && v[0] == '[' && v[len - 1] == ']') {
+        pack_array(pk, v);
+    } else if (strcmp(v, "true") == 0) {
         msgpack_pack_true(pk);
     } else if (strcmp(v, "false") == 0) {
         msgpack_pack_false(pk);

@@ -4,7 +4,9 @@
 . "${top_srcdir:-.}/tests/integration/lib.sh"
 CONF="$top_srcdir/tests/integration/conf"
 
-for name in seed full; do
+# NAME.warn, when there is one, holds the warnings expected on stderr
+# (without their time stamps).
+for name in seed full warnings; do
     env -i PATH="$PATH" HOME=/nonexistent "$LLMGUARDD" --check-config \
         --env-file "$CONF/$name.in" 2>"$TMP/$name.err" |
         sed "s|$CONF/||" > "$TMP/$name.out"
@@ -12,6 +14,13 @@ for name in seed full; do
         ok "golden config $name"
     else
         not_ok "golden config $name"
+    fi
+    [ -f "$CONF/$name.warn" ] || continue
+    sed "s|^[0-9T:.-]*Z ||; s|$CONF/||g" "$TMP/$name.err" > "$TMP/$name.warn"
+    if diff -u "$CONF/$name.warn" "$TMP/$name.warn"; then
+        ok "golden warnings $name"
+    else
+        not_ok "golden warnings $name"
     fi
 done
 
@@ -44,8 +53,20 @@ expect_match "naming it" "env file $TMP/missing.env: No such file" "$(cat "$TMP/
 printf 'LLMGUARD_SOKET=/x\nPROVIDER_GROQ_RATE_PER_SEC=1\nPROVIDER_GROQ_BRUST=5\n' > "$TMP/typo.env"
 "$LLMGUARDD" --check-config --env-file "$TMP/typo.env" >/dev/null 2>"$TMP/err"
 expect_eq "unknown keys: still exit 0" 0 $?
-expect_match "warns about LLMGUARD_SOKET" "warn: unknown variable LLMGUARD_SOKET" "$(cat "$TMP/err")"
-expect_match "warns about PROVIDER_GROQ_BRUST" "warn: unknown variable PROVIDER_GROQ_BRUST" "$(cat "$TMP/err")"
+expect_match "warns about LLMGUARD_SOKET" "warn: unknown variable LLMGUARD_SOKET \($TMP/typo.env:1\) ignored: did you mean LLMGUARD_SOCKET\?$" "$(cat "$TMP/err")"
+expect_match "warns about PROVIDER_GROQ_BRUST" "warn: unknown variable PROVIDER_GROQ_BRUST \($TMP/typo.env:3\) ignored: did you mean PROVIDER_GROQ_BURST\?$" "$(cat "$TMP/err")"
+
+# A near miss in the environment warns too; other programs' names do not.
+QUOTA_ENFORCMENT=hard EDITOR=vi "$LLMGUARDD" --check-config --env-file "$TMP/typo.env" >/dev/null 2>"$TMP/err"
+expect_match "a typo in the environment: did you mean" "warn: unknown variable QUOTA_ENFORCMENT \(environment\) ignored: did you mean QUOTA_ENFORCEMENT\?$" "$(cat "$TMP/err")"
+expect_eq "and EDITOR is nobody's business" "" "$(grep EDITOR "$TMP/err")"
+
+# No provider: a warning, and the daemon still starts and answers.
+start_daemon
+expect_match "a daemon without providers warns" "warn: no provider is configured \(set PROVIDER_<NAME>_RATE_PER_SEC\)" "$(cat "$TMP/daemon.log")"
+check "and answers" "$LLMGUARDCTL" -s "$SOCK" ping
+expect_eq "with providers, no such warning" "" \
+    "$("$LLMGUARDD" --check-config --env-file "$TMP/bad.env" 2>&1 >/dev/null | grep 'no provider'; printf 'PROVIDER_A_RATE_PER_SEC=1\n' > "$TMP/one.env"; "$LLMGUARDD" --check-config --env-file "$TMP/one.env" 2>&1 >/dev/null)"
 
 # ./.env is read when no --env-file is given; flags beat everything.
 mkdir "$TMP/cwd"

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "config.h"
+#include "log.h"
 
 static char envfile[] = "/tmp/llmguard-test-config-XXXXXX";
 
@@ -175,6 +176,149 @@ test_syntax(void **state)
     assert_non_null(strstr(err, ":3: unterminated quote"));
 }
 
+/* load() with stderr caught: the warnings it logged into log (len bytes). */
+static int
+load_logged(struct config *cfg, const char *file_text, char *const *envp,
+            char *err, char *log, size_t len)
+{
+    FILE *tmp = tmpfile();
+    int saved = dup(STDERR_FILENO), rc;
+    size_t n;
+
+    assert_non_null(tmp);
+    assert_true(saved >= 0);
+    fflush(stderr);
+    assert_true(dup2(fileno(tmp), STDERR_FILENO) >= 0);
+    rc = load(cfg, file_text, envp, err);
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    rewind(tmp);
+    n = fread(log, 1, len - 1, tmp);
+    log[n] = '\0';
+    fclose(tmp);
+    return rc;
+}
+
+/* A UTF-8 byte order mark opens the file without harm; elsewhere it is
+ * text like any other. */
+static void
+test_bom(void **state)
+{
+    struct config cfg;
+    char err[512], log[4096];
+
+    assert_int_equal(load_logged(&cfg, "\xef\xbb\xbfQUOTA_ENFORCEMENT=hard\n"
+                                 "PROVIDER_A_RATE_PER_SEC=1\n", NULL, err,
+                                 log, sizeof(log)), 0);
+    assert_int_equal(cfg.quota_enforcement, ENFORCE_HARD);
+    assert_string_equal(log, "");
+    /* A BOM before a comment line is fine too. */
+    assert_int_equal(load(&cfg, "\xef\xbb\xbf# comment\n"
+                                "PROVIDER_A_RATE_PER_SEC=1\n", NULL, err), 0);
+    assert_int_equal(cfg.nproviders, 1);
+    assert_int_equal(load(&cfg, "PROVIDER_A_RATE_PER_SEC=1\n"
+                                "\xef\xbb\xbfQUOTA_ENFORCEMENT=hard\n", NULL,
+                          err), -1);
+    assert_non_null(strstr(err, ":2: expected KEY=VALUE"));
+}
+
+/* A key set twice in the file: the later wins, and both lines are named;
+ * the environment overriding the file is no duplicate. */
+static void
+test_duplicate_key(void **state)
+{
+    struct config cfg;
+    char err[512], log[4096], want[256];
+    char *env[] = { "QUOTA_WINDOW_DAYS=7", NULL };
+
+    assert_int_equal(load_logged(&cfg, "QUOTA_ENFORCEMENT=soft\n"
+                                 "PROVIDER_A_RATE_PER_SEC=1\n"
+                                 "QUOTA_WINDOW_DAYS=3\n"
+                                 "export QUOTA_ENFORCEMENT=hard\n", env, err,
+                                 log, sizeof(log)), 0);
+    assert_int_equal(cfg.quota_enforcement, ENFORCE_HARD);
+    assert_true(cfg.quota_window_days == 7);
+    snprintf(want, sizeof(want), "warn: QUOTA_ENFORCEMENT is set twice, at "
+             "%s:1 and at %s:4: the later wins\n", envfile, envfile);
+    assert_non_null(strstr(log, want));
+    assert_null(strstr(log, "QUOTA_WINDOW_DAYS"));
+    assert_null(strstr(strstr(log, want) + strlen(want), "set twice"));
+}
+
+/* Unknown keys near a known one (edit distance 2 at most, case aside) get
+ * a suggestion, whatever their prefix; others of ours just a warning;
+ * others not ours, nothing. */
+static void
+test_typo_suggestions(void **state)
+{
+    /* key, its suggestion ("" for a plain warning, NULL for none) */
+    static const struct { const char *key, *near; } cases[] = {
+        { "QUOTA_ENFORCMENT", "QUOTA_ENFORCEMENT" },
+        { "ROUTNIG_POLICY", "ROUTING_POLICY" },             /* a swap */
+        { "quota_window_days", "QUOTA_WINDOW_DAYS" },       /* case */
+        { "LLMGUARD_SOKET", "LLMGUARD_SOCKET" },
+        { "PROVIDER_A_BRUST", "PROVIDER_A_BURST" },
+        { "PROVIDER_MY_LLM_RATE_PER_SECS", "PROVIDER_MY_LLM_RATE_PER_SEC" },
+        { "PROVIDER_COOLDOWN_SECS", "PROVIDER_COOLDOWN_SEC" },
+        { "LLMGUARD_FROBNICATE", "" },
+        { "QUOTA_ENFRCMNT", NULL },     /* 3 edits away, and not ours */
+        { "EDITOR", NULL },
+    };
+    struct config cfg;
+    char err[512], log[4096], text[256], want[512];
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(text, sizeof(text), "%s=1\nPROVIDER_A_RATE_PER_SEC=1\n",
+                 cases[i].key);
+        assert_int_equal(load_logged(&cfg, text, NULL, err, log,
+                                     sizeof(log)), 0);
+        if (cases[i].near == NULL) {
+            assert_string_equal(log, "");
+            continue;
+        }
+        snprintf(want, sizeof(want), "warn: unknown variable %s (%s:1) "
+                 "ignored%s%s%s\n", cases[i].key, envfile,
+                 cases[i].near[0] ? ": did you mean " : "", cases[i].near,
+                 cases[i].near[0] ? "?" : "");
+        if (strstr(log, want) == NULL)
+            fail_msg("%s: expected '%s' in '%s'", cases[i].key, want, log);
+        assert_null(strstr(strstr(log, want) + strlen(want),
+                           "unknown variable"));
+    }
+    /* From the environment too, where other programs' names are silent. */
+    char *env[] = { "DEFAULT_DAILY_QUOTA_TOKEN=5", "HOME=/root",
+                    "EDITOR=vi", NULL };
+    assert_int_equal(load_logged(&cfg, "PROVIDER_A_RATE_PER_SEC=1\n", env,
+                                 err, log, sizeof(log)), 0);
+    assert_non_null(strstr(log, "warn: unknown variable "
+                            "DEFAULT_DAILY_QUOTA_TOKEN (environment) ignored: "
+                            "did you mean DEFAULT_DAILY_QUOTA_TOKENS?\n"));
+    assert_null(strstr(log, "HOME"));
+    assert_null(strstr(log, "EDITOR"));
+}
+
+/* A configuration without a provider loads, with a warning. */
+static void
+test_no_provider(void **state)
+{
+    struct config cfg;
+    char err[512], log[4096];
+
+    assert_int_equal(load_logged(&cfg, "QUOTA_ENFORCEMENT=hard\n", NULL, err,
+                                 log, sizeof(log)), 0);
+    assert_int_equal(cfg.nproviders, 0);
+    assert_non_null(strstr(log, "warn: no provider is configured (set "
+                            "PROVIDER_<NAME>_RATE_PER_SEC)"));
+    assert_int_equal(load_logged(&cfg, "PROVIDER_X_RATE_PER_SEC=2\n", NULL,
+                                 err, log, sizeof(log)), 0);
+    assert_string_equal(log, "");
+    /* A failed load says why, and nothing about providers. */
+    assert_int_equal(load_logged(&cfg, "QUOTA_ENFORCEMENT=medium\n", NULL,
+                                 err, log, sizeof(log)), -1);
+    assert_null(strstr(log, "no provider"));
+}
+
 /* defaults < env file < environment < flags */
 static void
 test_precedence(void **state)
@@ -322,6 +466,10 @@ main(void)
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_seed_example),
         cmocka_unit_test(test_syntax),
+        cmocka_unit_test(test_bom),
+        cmocka_unit_test(test_duplicate_key),
+        cmocka_unit_test(test_typo_suggestions),
+        cmocka_unit_test(test_no_provider),
         cmocka_unit_test(test_precedence),
         cmocka_unit_test(test_bad_values),
         cmocka_unit_test(test_socket_path_too_long),
