@@ -300,6 +300,43 @@ rates(struct sample *s, const struct sample *prev)
     subject_rates(&s->tn, prev ? &prev->tn : NULL, dt);
 }
 
+/*
+ * The tenants using the most quota (the quota_list op), beside those that
+ * went over it: with their use and limit.  A daemon without the op (an
+ * older one) leaves just the latter.
+ */
+static int
+take_tenants(llmguard_t *g, struct sample *s, size_t n)
+{
+    struct proto_quota_list_req req = { 0 };
+    struct proto_rep rep;
+    const struct proto_quota_entry *v;
+    static const char prefix[] = "tenant:";
+
+    req.tenant = true;
+    req.top = n > 0 ? n : 1;
+    req.has = PROTO_BIT(PROTO_QUOTA_LIST_REQ_TENANT) |
+              PROTO_BIT(PROTO_QUOTA_LIST_REQ_TOP);
+    if (client_call(g, PROTO_OP_QUOTA_LIST, &req, &rep) < 0)
+        return 0;
+    v = rep.u.quota_list.subjects.v;
+    for (uint32_t i = 0; i < rep.u.quota_list.subjects.n; i++) {
+        struct proto_str id = v[i].subject;
+        struct subj_row *row;
+        if (id.len > sizeof(prefix) - 1 &&
+            memcmp(id.ptr, prefix, sizeof(prefix) - 1) == 0) {
+            id.ptr += sizeof(prefix) - 1;
+            id.len -= (uint32_t)(sizeof(prefix) - 1);
+        }
+        if ((row = subject_get(&s->tn, id)) == NULL)
+            return -1;
+        row->used = (unsigned long long)v[i].tokens_used;
+        row->limit = (unsigned long long)v[i].tokens_limit;
+        row->has_quota = true;
+    }
+    return 0;
+}
+
 /* The quota use of the first n subjects of subjs (of kind tenant or not). */
 static void
 take_quotas(llmguard_t *g, struct subjects *subjs, size_t n, bool tenant)
@@ -309,6 +346,8 @@ take_quotas(llmguard_t *g, struct subjects *subjs, size_t n, bool tenant)
         struct proto_rep rep;
         struct proto_str id = { subjs->v[i].id,
                                 (uint32_t)strlen(subjs->v[i].id) };
+        if (subjs->v[i].has_quota)
+            continue;           /* quota_list gave it */
         if (tenant) {
             req.tenant_id = id;
             PROTO_SET(&req, PROTO_QUOTA_SUBJECT_REQ_TENANT_ID);
@@ -340,8 +379,10 @@ refresh(llmguard_t *g, struct sample *s, const struct sample *prev,
     s->mono_s = mono_now();
     if ((rc = client_call(g, PROTO_OP_PING, NULL, &rep)) == 0) {
         s->uptime_s = rep.u.ping.uptime_s;
-        if ((rc = take_status(g, s)) == 0)
-            rc = take_metrics(g, s);
+        if ((rc = take_status(g, s)) == 0 &&
+            (rc = take_metrics(g, s)) == 0 &&
+            take_tenants(g, s, nquota) < 0)
+            rc = LLMGUARD_ENOMEM;
     }
     if (rc < 0) {
         const char *msg = llmguard_last_error(g);
@@ -500,7 +541,7 @@ budget(const struct sample *s, int rows, bool keys, size_t *nprov,
 
 /*
  * The whole view for a screen of rows lines (0: no limit): the header,
- * the providers, the busiest workflows, the tenants that went over quota,
+ * the providers, the busiest workflows, the tenants using the most quota,
  * and with keys the line that says how to quit.
  */
 static void
@@ -524,8 +565,8 @@ draw(struct frame *f, llmguard_t *g, const struct sample *s, int rows,
             add_line(f, "(no permits reported yet)");
         if (s->tn.n > 0) {
             add_blank(f);
-            draw_subjects(f, &s->tn, "TENANT (over quota)", "EVENTS/S",
-                          "OVER QUOTA", ntn);
+            draw_subjects(f, &s->tn, "TENANT", "OVER/S", "OVER QUOTA",
+                          ntn);
         }
     }
     if (keys)

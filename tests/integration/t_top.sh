@@ -96,6 +96,13 @@ tmux -L "$TMUX_SERVER" send-keys -t top:many q
 for _ in $(seq 1 50); do [ -s "$TMP/many.rc" ] && break; sleep 0.1; done
 expect_eq "q quits there too" 0 "$(cat "$TMP/many.rc" 2>/dev/null)"
 
+# A tenant that used quota, without ever going over it: among the
+# tenants, with its use (quota_list).
+"$ACQ" reserve "$SOCK" topwf acme 123 > /dev/null
+out=$("$LLMGUARDCTL" -s "$SOCK" top -n 1)
+expect_match "a tenant using quota is shown, with its use" \
+    "^acme +(-|[0-9.]+) +0 +123 +[0-9]+$" "$out"
+
 # Not a terminal: -n 3 prints three plain blocks about a second apart.
 start=$(date +%s.%N)
 "$LLMGUARDCTL" -s "$SOCK" top -n 3 > "$TMP/plain" 2>"$TMP/err"
