@@ -16,7 +16,7 @@
  *   server.c  clock.c          the transport; the clocks
  *
  * Beneath them the pure modules (limiter, quota, router, metrics, store,
- * trace, config, log) and proto/.
+ * trace, decisions, config, log) and proto/.
  */
 #ifndef LLMGUARD_DAEMON_H
 #define LLMGUARD_DAEMON_H
@@ -43,6 +43,7 @@ struct daemon {
     struct persist *persist;        /* quota -> SQLite */
     struct permits *permits;        /* permit, report, routing */
     struct telemetry *telemetry;    /* metrics and spans */
+    struct decisions *decisions;    /* the last permits', for explain */
     struct evhttp *http;            /* LLMGUARD_METRICS_LISTEN */
 };
 
