@@ -26,6 +26,7 @@
 #include <event2/event.h>
 
 #include "config.h"
+#include "log.h"
 #include "proto.h"
 
 struct conn;
@@ -45,6 +46,7 @@ struct daemon {
     struct telemetry *telemetry;    /* metrics and spans */
     struct decisions *decisions;    /* the last permits', for explain */
     struct evhttp *http;            /* LLMGUARD_METRICS_LISTEN */
+    struct log_throttle denied;     /* the log of admin ops refused */
 };
 
 /* ops.c: run one request (the server's dispatch callback; arg is the

@@ -616,6 +616,8 @@ ops_dispatch(struct conn *c, struct proto_req *req, void *arg)
         proto_error_set(&e, PROTO_E_PERMISSION_DENIED,
                         "%s is an admin op: uid %u may not use it",
                         proto_op_name(req->op), (unsigned)uid);
+        log_throttled(&d->denied, clock_mono(), LOG_LVL_WARN,
+                      "refused (permission_denied): %s", e.msg);
         conn_error(c, req->id, &e);
         return;
     }

@@ -186,4 +186,23 @@ expect_eq "LLMGUARD_DECISIONS=0: exit 1" 1 $?
 expect_match "and says decisions are off" \
     "llmguardd keeps no decisions \(LLMGUARD_DECISIONS=0\)" "$(cat "$TMP/err")"
 stop_daemon
+
+# Any peer may explain; an admin op refused to one is logged with its
+# reason, like the refusals of permits.
+if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
+    chmod 0755 "$TMP"
+    printf 'PROVIDER_GROQ_RATE_PER_SEC=50\nLLMGUARD_SOCKET_MODE=0666\n' > "$TMP/p.env"
+    ENVFILE="$TMP/p.env" start_daemon
+    as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
+    cid=$(field call_id "$(demo -w shared hello)")
+    out=$(as_nobody "$LLMGUARDCTL" -s "$SOCK" explain "$cid")
+    expect_match "another uid may explain" "^  provider  groq: chosen$" "$out"
+    as_nobody "$LLMGUARDCTL" -s "$SOCK" quota set x 5 2>/dev/null
+    as_nobody "$LLMGUARDCTL" -s "$SOCK" reload 2>/dev/null
+    expect_match "a refused admin op is logged, with its reason" \
+        "warn: refused \(permission_denied\): quota_set is an admin op: uid 65534 may not use it" \
+        "$(cat "$TMP/daemon.log")"
+    stop_daemon
+    chmod 0700 "$TMP"
+fi
 finish
