@@ -1,6 +1,7 @@
 #!/bin/sh
 # llmguardctl explain: a call that failed over (both providers and why the
-# first was left), a provider in its cooldown, a rate-limit move, a call
+# first was left), a provider in its cooldown, a rate-limit move, a wait
+# for a token and a refusal for want of one, a call
 # refused by a hard quota (its subject and limit), in text and --json; ids
 # not in the ring (unknown, evicted, decisions off); the caller's own
 # call_id; and the rate-limited log of refusals.
@@ -127,6 +128,21 @@ out=$(ctl explain "$(field call_id "$(demo -w rl hello)")")
 expect_match "no token: groq named, moved to another" \
     "^  provider  groq: no token \(its bucket was empty: moved to another\)$" "$out"
 expect_match "no token: openai chosen" "^  provider  openai: chosen$" "$out"
+stop_daemon
+
+# One provider, a token every 2 s: a second call waits for it; with no
+# wait allowed (-T 0) a third is refused for want of a token.
+printf 'PROVIDER_GROQ_RATE_PER_SEC=0.5\nPROVIDER_GROQ_BURST=1\n' > "$TMP/w.env"
+ENVFILE="$TMP/w.env" start_daemon
+demo -w w hello > /dev/null
+out=$(ctl explain "$(field call_id "$(demo -w w -T 5 hello)")")
+expect_match "waited: the wait for the token" "^  wait      [1-9][0-9]{2,3}\.[0-9] ms$" "$out"
+expect_match "waited: groq chosen" "^  provider  groq: chosen$" "$out"
+out=$(ctl explain "$(field call_id "$(demo -w w -T 0 hello)")")
+expect_match "no wait allowed: groq had no token" \
+    "^  provider  groq: no token \(its bucket was empty\)$" "$out"
+expect_match "no wait allowed: refused with timeout" \
+    "^  outcome   refused: timeout: no token from groq now$" "$out"
 stop_daemon
 
 # A hard quota refuses before any permit: the subject and its limit.
