@@ -395,7 +395,9 @@ draft_quota(struct permits *p, struct pending *pd, bool refused, double now_s)
     struct decision_draft *dr = &pd->dr;
     struct quota_status st;
 
-    for (int k = 0; k < 2 && recording(p); k++) {
+    if (!recording(p))
+        return;
+    for (int k = 0; k < 2; k++) {
         if (ids[k][0] == '\0' ||
             quota_status(p->d.quota, k ? QUOTA_TENANT : QUOTA_WORKFLOW,
                          ids[k], now_s, &st) < 0)
