@@ -45,7 +45,7 @@ struct daemon {
     struct permits *permits;        /* permit, report, routing */
     struct telemetry *telemetry;    /* metrics and spans */
     struct decisions *decisions;    /* the last permits', for explain */
-    struct evhttp *http;            /* LLMGUARD_METRICS_LISTEN */
+    struct http *http;              /* LLMGUARD_METRICS_LISTEN */
     struct log_throttle denied;     /* the log of admin ops refused */
 };
 

@@ -7,14 +7,15 @@
 
 #include <event2/event.h>
 
-struct evhttp;
+struct http;
+struct persist;
 struct telemetry;
 
-/* Serve t's metrics on listen (LLMGUARD_METRICS_LISTEN, host:port); NULL
- * when it is empty.  Exits with a message when the address cannot be
- * bound. */
-struct evhttp *http_start(struct event_base *base, const char *listen,
-                          struct telemetry *t);
-void http_stop(struct evhttp *http);
+/* Serve t's metrics, and p's health, on listen (LLMGUARD_METRICS_LISTEN,
+ * host:port); NULL when it is empty.  Exits with a message when the
+ * address cannot be bound. */
+struct http *http_start(struct event_base *base, const char *listen,
+                        struct telemetry *t, struct persist *p);
+void http_stop(struct http *hc);
 
 #endif

@@ -218,7 +218,8 @@ start(struct daemon *d)
     if ((d->permits = permits_new(&deps, permits_slot)) == NULL)
         fatalx(1, "cannot set up routing");
     telemetry_on_refresh(d->telemetry, ops_refresh_gauges, d);
-    d->http = http_start(d->base, cfg->metrics_listen, d->telemetry);
+    d->http = http_start(d->base, cfg->metrics_listen, d->telemetry,
+                         d->persist);
     telemetry_start_tracing(d->telemetry);
 }
 

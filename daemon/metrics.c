@@ -26,8 +26,8 @@ static const double latency_bounds_ms[] = {
 static const struct metrics_family_info families[METRIC__COUNT] = {
     [METRIC_REQUESTS_TOTAL] = {
         METRIC_REQUESTS_TOTAL, "llm_requests_total",
-        "LLM request attempts reported, by provider and workflow.",
-        METRIC_COUNTER, 2, { "provider", "workflow_id" }, 0, NULL,
+        "LLM request attempts reported, by provider, workflow and outcome.",
+        METRIC_COUNTER, 3, { "provider", "workflow_id", "outcome" }, 0, NULL,
     },
     [METRIC_RATE_LIMITED_TOTAL] = {
         METRIC_RATE_LIMITED_TOTAL, "llm_rate_limited_total",
@@ -89,7 +89,7 @@ static const struct metrics_family_info families[METRIC__COUNT] = {
 };
 
 static const char *const other_values[METRICS_MAX_LABELS] = {
-    METRICS_OTHER, METRICS_OTHER,
+    METRICS_OTHER, METRICS_OTHER, METRICS_OTHER,
 };
 
 /*

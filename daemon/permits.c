@@ -913,7 +913,7 @@ report_outcome(struct permits *p, const struct permit *pm,
                      fmax(p->d.cfg->provider_cooldown_s, retry_after_s));
     }
     telemetry_request(p->d.telemetry, pm->provider_name, pm->workflow,
-                      latency_ms);
+                      router_outcome_name(outcome), latency_ms);
     if (outcome == ROUTER_OUTCOME_RATE_LIMITED)
         telemetry_rate_limited(p->d.telemetry, pm->provider_name);
     return idx;

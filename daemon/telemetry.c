@@ -112,9 +112,10 @@ telemetry_span(struct telemetry *t, const struct trace_span *sp)
 
 void
 telemetry_request(struct telemetry *t, const char *provider,
-                  const char *workflow, double latency_ms)
+                  const char *workflow, const char *outcome,
+                  double latency_ms)
 {
-    const char *labels[] = { provider, workflow ? workflow : "" };
+    const char *labels[] = { provider, workflow ? workflow : "", outcome };
 
     metrics_inc(t->metrics, METRIC_REQUESTS_TOTAL, labels, 1);
     if (latency_ms >= 0)

@@ -46,9 +46,11 @@ bool telemetry_tracing(const struct telemetry *t);
 /* A span to the OTLP exporter, when there is one (copied). */
 void telemetry_span(struct telemetry *t, const struct trace_span *sp);
 
-/* One attempt reported on provider (latency_ms < 0: not measured). */
+/* One attempt reported on provider, with its outcome (ok, rate_limited,
+ * server_error, timeout, client_error; latency_ms < 0: not measured). */
 void telemetry_request(struct telemetry *t, const char *provider,
-                       const char *workflow, double latency_ms);
+                       const char *workflow, const char *outcome,
+                       double latency_ms);
 /* A call met a rate limit on provider. */
 void telemetry_rate_limited(struct telemetry *t, const char *provider);
 /* A call moved from one provider to another. */

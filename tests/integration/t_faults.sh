@@ -77,7 +77,8 @@ out=$("$ACQ" race "$SOCK" fast 2 1)
 expect_match "200 stuck HTTP connections: permits still flow" "^grants [0-9]{3,} " "$out"
 wait $IDLE
 expect_match "the scrapers were connected" "^holding 200 connections" "$(cat "$TMP/idle.out")"
-expect_eq "and /healthz answers afterwards" ok "$(curl -sf "http://127.0.0.1:$PORT/healthz")"
+expect_eq "and /healthz answers afterwards" ok \
+    "$(curl -sf "http://127.0.0.1:$PORT/healthz" | jq -r .status)"
 stop_daemon
 
 # A database file the daemon may not write (as root nothing is read-only,

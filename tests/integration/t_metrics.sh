@@ -38,12 +38,14 @@ demo -w big -t acme -e 10 hi                   # hard: refused
 json=$("$LLMGUARDCTL" -s "$SOCK" --json metrics)
 echo "$json" > "$TMP/metrics.json"
 jq_like() { echo "$json" | grep -o "$1" | head -1; }
-expect_match "llm_requests_total{groq,wa} = 3 (2 ok + the 429)" \
-    '"llm_requests_total":\[[^]]*\{"labels":\{"provider":"groq","workflow_id":"wa"\},"value":3(\.0)?\}' "$json"
-expect_match "llm_requests_total{openai,wa} = 1" \
-    '\{"labels":\{"provider":"openai","workflow_id":"wa"\},"value":1(\.0)?\}' "$json"
-expect_match "llm_requests_total{groq,wb} = 1" \
-    '\{"labels":\{"provider":"groq","workflow_id":"wb"\},"value":1(\.0)?\}' "$json"
+expect_match "llm_requests_total{groq,wa,ok} = 2" \
+    '"llm_requests_total":\[[^]]*\{"labels":\{"provider":"groq","workflow_id":"wa","outcome":"ok"\},"value":2(\.0)?\}' "$json"
+expect_match "llm_requests_total{groq,wa,rate_limited} = 1 (the 429)" \
+    '\{"labels":\{"provider":"groq","workflow_id":"wa","outcome":"rate_limited"\},"value":1(\.0)?\}' "$json"
+expect_match "llm_requests_total{openai,wa,ok} = 1" \
+    '\{"labels":\{"provider":"openai","workflow_id":"wa","outcome":"ok"\},"value":1(\.0)?\}' "$json"
+expect_match "llm_requests_total{groq,wb,ok} = 1" \
+    '\{"labels":\{"provider":"groq","workflow_id":"wb","outcome":"ok"\},"value":1(\.0)?\}' "$json"
 expect_match "llm_rate_limited_total{groq} = 1" \
     '"llm_rate_limited_total":\[\{"labels":\{"provider":"groq"\},"value":1(\.0)?\}\]' "$json"
 expect_match "llm_failovers_total{groq->openai} = 1" \
@@ -68,11 +70,12 @@ promcheck() {
 }
 "$LLMGUARDCTL" -s "$SOCK" metrics --prometheus > "$TMP/cli.prom"
 check "llmguardctl metrics --prometheus passes promtool check metrics" promcheck "$TMP/cli.prom"
-expect_match "the text has the counter" '^llm_requests_total\{provider="groq",workflow_id="wa"\} 3$' "$(cat "$TMP/cli.prom")"
+expect_match "the text has the counter" '^llm_requests_total\{provider="groq",workflow_id="wa",outcome="ok"\} 2$' "$(cat "$TMP/cli.prom")"
 curl -sf "http://127.0.0.1:$PORT/metrics" > "$TMP/http.prom"
 check "GET /metrics passes promtool check metrics" promcheck "$TMP/http.prom"
 expect_match "GET /metrics: same counter" '^llm_failovers_total\{from_provider="groq",to_provider="openai"\} 1$' "$(cat "$TMP/http.prom")"
-expect_eq "GET /healthz" ok "$(curl -sf "http://127.0.0.1:$PORT/healthz")"
+expect_eq "GET /healthz: 200, the store ok" "ok ok" \
+    "$(curl -sf "http://127.0.0.1:$PORT/healthz" | jq -r '"\(.status) \(.store.state)"')"
 expect_eq "any other path: 404" 404 "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/other")"
 expect_eq "POST /metrics: 405" 405 "$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$PORT/metrics")"
 out=$("$LLMGUARDCTL" -s "$SOCK" metrics)

@@ -133,11 +133,11 @@ test_counter_exact(void **state)
     (void)state;
     for (i = 0; i < 1000; i++)
         assert_int_equal(metrics_inc(m, METRIC_REQUESTS_TOTAL,
-            L("groq", "wf1"), 1), 0);
+            L("groq", "wf1", "ok"), 1), 0);
     assert_int_equal(metrics_inc(m, METRIC_REQUESTS_TOTAL,
-        L("groq", "wf1"), 2.5), 0);
+        L("groq", "wf1", "ok"), 2.5), 0);
     assert_int_equal(metrics_inc(m, METRIC_REQUESTS_TOTAL,
-        L("openai", "wf1"), 1), 0);
+        L("openai", "wf1", "ok"), 1), 0);
     assert_int_equal(metrics_inc(m, METRIC_RATE_LIMITED_TOTAL,
         L("groq"), 1), 0);
     assert_int_equal(metrics_inc(m, METRIC_STORE_WRITE_ERRORS_TOTAL,
@@ -145,22 +145,24 @@ test_counter_exact(void **state)
 
     /* invalid increments change nothing */
     assert_int_equal(metrics_inc(m, METRIC_REQUESTS_TOTAL,
-        L("groq", "wf1"), -1), -1);
+        L("groq", "wf1", "ok"), -1), -1);
     assert_int_equal(metrics_inc(m, METRIC_REQUESTS_TOTAL,
-        L("groq", "wf1"), NAN), -1);
+        L("groq", "wf1", "ok"), NAN), -1);
     assert_int_equal(metrics_inc(m, METRIC_REQUESTS_TOTAL,
-        L("groq", "wf1"), INFINITY), -1);
+        L("groq", "wf1", "ok"), INFINITY), -1);
     assert_int_equal(metrics_inc(m, METRIC_REQUESTS_TOTAL,
-        L("never", "seen"), -1), -1);
+        L("never", "seen", "ok"), -1), -1);
 
-    assert_true(value_of(m, METRIC_REQUESTS_TOTAL, L("groq", "wf1")) ==
-        1002.5);
-    assert_true(value_of(m, METRIC_REQUESTS_TOTAL, L("openai", "wf1")) == 1);
+    assert_true(value_of(m, METRIC_REQUESTS_TOTAL,
+        L("groq", "wf1", "ok")) == 1002.5);
+    assert_true(value_of(m, METRIC_REQUESTS_TOTAL,
+        L("openai", "wf1", "ok")) == 1);
     assert_true(value_of(m, METRIC_RATE_LIMITED_TOTAL, L("groq")) == 1);
     assert_true(value_of(m, METRIC_STORE_WRITE_ERRORS_TOTAL, NULL) == 3);
     assert_true(value_of(m, METRIC_TRACE_SPANS_DROPPED_TOTAL, NULL) == 0);
     assert_int_equal(n_series(m, METRIC_REQUESTS_TOTAL, NULL), 2);
-    assert_false(has_series(m, METRIC_REQUESTS_TOTAL, L("never", "seen")));
+    assert_false(has_series(m, METRIC_REQUESTS_TOTAL,
+        L("never", "seen", "ok")));
     metrics_free(m);
 }
 
@@ -315,16 +317,17 @@ test_cap_default(void **state)
     for (i = 0; i < 20000; i++) {
         snprintf(id, sizeof(id), "wf-%d", i);
         assert_int_equal(metrics_inc(m, METRIC_REQUESTS_TOTAL,
-            L("groq", id), 1), 0);
+            L("groq", id, "ok"), 1), 0);
     }
     assert_int_equal(n_series(m, METRIC_REQUESTS_TOTAL, &total),
         METRICS_DEFAULT_MAX_SERIES + 1);
     assert_true(total == 20000);
     assert_true(value_of(m, METRIC_REQUESTS_TOTAL,
-        L(METRICS_OTHER, METRICS_OTHER)) == 10000);
-    assert_true(value_of(m, METRIC_REQUESTS_TOTAL, L("groq", "wf-9999")) ==
-        1);
-    assert_false(has_series(m, METRIC_REQUESTS_TOTAL, L("groq", "wf-10000")));
+        L(METRICS_OTHER, METRICS_OTHER, METRICS_OTHER)) == 10000);
+    assert_true(value_of(m, METRIC_REQUESTS_TOTAL,
+        L("groq", "wf-9999", "ok")) == 1);
+    assert_false(has_series(m, METRIC_REQUESTS_TOTAL,
+        L("groq", "wf-10000", "ok")));
     metrics_free(m);
 }
 
@@ -376,8 +379,8 @@ test_order(void **state)
     (void)state;
     for (i = 0; i < sizeof(sets) / sizeof(sets[0]); i++)
         metrics_inc(m, METRIC_FAILOVERS_TOTAL, sets[i], 1);
-    metrics_inc(m, METRIC_REQUESTS_TOTAL, L("p", "w2"), 1);
-    metrics_inc(m, METRIC_REQUESTS_TOTAL, L("p", "w1"), 1);
+    metrics_inc(m, METRIC_REQUESTS_TOTAL, L("p", "w2", "ok"), 1);
+    metrics_inc(m, METRIC_REQUESTS_TOTAL, L("p", "w1", "ok"), 1);
 
     assert_int_equal(metrics_foreach(m, &v), 0);
     assert_string_equal(w.buf,
@@ -432,9 +435,9 @@ test_prometheus_exact(void **state)
     char *out;
 
     (void)state;
-    metrics_inc(m, METRIC_REQUESTS_TOTAL, L("openai", "wf-2"), 1);
-    metrics_inc(m, METRIC_REQUESTS_TOTAL, L("groq", "wf-1"), 2);
-    metrics_inc(m, METRIC_REQUESTS_TOTAL, L("groq", "wf-3"), 1);
+    metrics_inc(m, METRIC_REQUESTS_TOTAL, L("openai", "wf-2", "ok"), 1);
+    metrics_inc(m, METRIC_REQUESTS_TOTAL, L("groq", "wf-1", "ok"), 2);
+    metrics_inc(m, METRIC_REQUESTS_TOTAL, L("groq", "wf-3", "ok"), 1);
     metrics_inc(m, METRIC_FAILOVERS_TOTAL, L("groq", "openai"), 1);
     metrics_set(m, METRIC_PROVIDER_AVAILABLE_TOKENS, L("groq"), 7.25);
     metrics_observe(m, METRIC_REQUEST_LATENCY_MS, L("groq"), 42);
@@ -443,13 +446,15 @@ test_prometheus_exact(void **state)
 
     out = render(m);
     assert_string_equal(out,
-        "# HELP llm_requests_total LLM request attempts reported, by provider and "
-        "workflow.\n"
+        "# HELP llm_requests_total LLM request attempts reported, by "
+        "provider, workflow and outcome.\n"
         "# TYPE llm_requests_total counter\n"
-        "llm_requests_total{provider=\"__other__\",workflow_id=\"__other__\"}"
-        " 1\n"
-        "llm_requests_total{provider=\"groq\",workflow_id=\"wf-1\"} 2\n"
-        "llm_requests_total{provider=\"openai\",workflow_id=\"wf-2\"} 1\n"
+        "llm_requests_total{provider=\"__other__\",workflow_id=\"__other__\","
+        "outcome=\"__other__\"} 1\n"
+        "llm_requests_total{provider=\"groq\",workflow_id=\"wf-1\","
+        "outcome=\"ok\"} 2\n"
+        "llm_requests_total{provider=\"openai\",workflow_id=\"wf-2\","
+        "outcome=\"ok\"} 1\n"
         "# HELP llm_rate_limited_total LLM requests that met a rate limit: "
         "waited for a token, moved off a provider without one, or answered "
         "429.\n"
