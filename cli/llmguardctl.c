@@ -12,6 +12,7 @@
 
 #include "client_internal.h"
 #include "top.h"
+#include "explain.h"
 
 #define EXIT_DAEMON_ERROR 1
 #define EXIT_USAGE 2
@@ -807,6 +808,60 @@ static const struct flag metrics_flags[] = {
     { "--prometheus", "-p", false }, { NULL, NULL, false },
 };
 
+/* explain's lookup that found something (by permit id first when both
+ * may), into rep; 1 when found, 0 when not, or a library error. */
+static int
+explain_lookup(struct ctx *ctx, const struct explain_query *q,
+               struct proto_rep *rep)
+{
+    struct proto_explain_req req;
+    int rc;
+
+    for (int permit = 1; permit >= 0; permit--) {
+        if (!(permit ? q->permit : q->call))
+            continue;
+        explain_request(q, permit, &req);
+        if ((rc = client_call(ctx->g, PROTO_OP_EXPLAIN, &req, rep)) < 0)
+            return rc;
+        if (rep->u.explain.decisions.n > 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* explain [permit:N | call:ID | ID]: what llmguardd decided. */
+static int
+cmd_explain(struct ctx *ctx, int argc, char **argv)
+{
+    const struct proto_explain_rep *r;
+    struct explain_query q;
+    struct proto_rep rep;
+    const char *id = argv[0];
+    int rc;
+
+    if (id[0] == '\0' || explain_parse(id, &q) < 0)
+        return usage_error(ctx, "llmguardctl explain [permit:]PERMIT-ID | "
+                           "[call:]CALL-ID");
+    if ((rc = explain_lookup(ctx, &q, &rep)) < 0)
+        return fail_call(ctx, rc);
+    r = &rep.u.explain;
+    if (ctx->json)
+        print_json(ctx, explain_json(r));
+    else if (rc == 1)
+        explain_text(stdout, r, id);
+    if (rc == 1)
+        return 0;
+    if (r->capacity == 0)
+        fprintf(stderr, "llmguardctl: explain %s: llmguardd keeps no "
+                "decisions (LLMGUARD_DECISIONS=0)\n", id);
+    else
+        fprintf(stderr, "llmguardctl: explain %s: not among the %llu "
+                "decisions llmguardd holds (the last %llu are kept): an "
+                "unknown id, or one evicted since\n", id,
+                (unsigned long long)r->held, (unsigned long long)r->capacity);
+    return EXIT_DAEMON_ERROR;
+}
+
 static const struct command commands[] = {
     { "ping", "", 0, 0, cmd_ping, "check that llmguardd answers", NULL,
       false },
@@ -824,6 +879,9 @@ static const struct command commands[] = {
     { "top", "[-n N] [-d SECONDS]", 0, 0, cmd_top,
       "a live view: providers, busiest workflows, permits/s; q quits",
       top_flags, false },
+    { "explain", "[permit:|call:]ID", 1, 1, cmd_explain,
+      "why a permit or call went where it went, or was refused", NULL,
+      false },
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 

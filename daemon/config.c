@@ -89,6 +89,8 @@ static const struct option_def options[] = {
     NUM("LLMGUARD_CLIENT_TIMEOUT_MS", OPT_DOUBLE, client_timeout_ms, "2000",
         -1, 86400000, 0),
     WORD("LLMGUARD_LOG_LEVEL", log_level, "info", level_words),
+    NUM("LLMGUARD_DECISIONS", OPT_INT, decisions, "10000", 0, 10000000,
+        OPT_RESTART),
     STR("REDIS_URL", OPT_UNSUPPORTED, redis_url, "", 0),
 };
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))

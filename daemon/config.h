@@ -56,6 +56,7 @@ struct config {
     double client_timeout_ms;       /* clients': checked, not used */
     char redis_url[CONFIG_STR_MAX];
     int64_t log_level;              /* enum log_level */
+    int64_t decisions;              /* kept for explain; 0: none */
     char env_file[CONFIG_PATH_MAX]; /* the file read, "" when none */
     struct provider_config providers[CONFIG_MAX_PROVIDERS];
     size_t nproviders;              /* sorted by priority, then name */

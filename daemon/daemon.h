@@ -16,7 +16,7 @@
  *   server.c  clock.c          the transport; the clocks
  *
  * Beneath them the pure modules (limiter, quota, router, metrics, store,
- * trace, config, log) and proto/.
+ * trace, decisions, config, log) and proto/.
  */
 #ifndef LLMGUARD_DAEMON_H
 #define LLMGUARD_DAEMON_H
@@ -26,6 +26,7 @@
 #include <event2/event.h>
 
 #include "config.h"
+#include "log.h"
 #include "proto.h"
 
 struct conn;
@@ -43,7 +44,9 @@ struct daemon {
     struct persist *persist;        /* quota -> SQLite */
     struct permits *permits;        /* permit, report, routing */
     struct telemetry *telemetry;    /* metrics and spans */
+    struct decisions *decisions;    /* the last permits', for explain */
     struct http *http;              /* LLMGUARD_METRICS_LISTEN */
+    struct log_throttle denied;     /* the log of admin ops refused */
 };
 
 /* ops.c: run one request (the server's dispatch callback; arg is the

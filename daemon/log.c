@@ -48,6 +48,19 @@ vlog(enum log_level level, const char *fmt, va_list ap)
     funlockfile(stderr);
 }
 
+static void log_at(enum log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+log_at(enum log_level level, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vlog(level, fmt, ap);
+    va_end(ap);
+}
+
 #define DEFINE_LOG(fn, lvl)                 \
     void fn(const char *fmt, ...)           \
     {                                       \
@@ -61,6 +74,29 @@ DEFINE_LOG(log_error, LOG_LVL_ERROR)
 DEFINE_LOG(log_warn, LOG_LVL_WARN)
 DEFINE_LOG(log_info, LOG_LVL_INFO)
 DEFINE_LOG(log_debug, LOG_LVL_DEBUG)
+
+void
+log_throttled(struct log_throttle *t, double now_s, enum log_level level,
+              const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+
+    if (now_s < t->next_s) {
+        t->suppressed++;
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (t->suppressed > 0)
+        log_at(level, "%s (and %lu more since the last such line, not "
+               "logged)", line, t->suppressed);
+    else
+        log_at(level, "%s", line);
+    t->suppressed = 0;
+    t->next_s = now_s + 1.0;
+}
 
 void
 fatalx(int status, const char *fmt, ...)

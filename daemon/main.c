@@ -17,6 +17,7 @@
 #include "clock.h"
 #include "config.h"
 #include "daemon.h"
+#include "decisions.h"
 #include "http.h"
 #include "log.h"
 #include "permits.h"
@@ -209,8 +210,11 @@ start(struct daemon *d)
         fatalx(1, "cannot create the quota table");
     d->persist = persist_open(d->base, cfg, d->quota, d->telemetry,
                               held_slot);
+    if ((d->decisions = decisions_new((size_t)cfg->decisions)) == NULL)
+        fatalx(1, "cannot keep %lld decisions: out of memory",
+               (long long)cfg->decisions);
     struct permits_deps deps = { cfg, d->buckets, d->quota, d->persist,
-                                 d->telemetry };
+                                 d->telemetry, d->decisions };
     if ((d->permits = permits_new(&deps, permits_slot)) == NULL)
         fatalx(1, "cannot set up routing");
     telemetry_on_refresh(d->telemetry, ops_refresh_gauges, d);
@@ -227,6 +231,7 @@ stop(struct daemon *d)
     http_stop(d->http);
     server_free(d->server);
     permits_free(d->permits);
+    decisions_free(d->decisions);
     buckets_free(d->buckets);
     persist_close(d->persist);
     quota_free(d->quota);

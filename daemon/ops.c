@@ -6,6 +6,7 @@
 #include "buckets.h"
 #include "clock.h"
 #include "daemon.h"
+#include "explain.h"
 #include "log.h"
 #include "permits.h"
 #include "persist.h"
@@ -552,6 +553,13 @@ op_report(struct daemon *d, struct conn *c, struct proto_req *req,
 }
 
 static int
+op_explain(struct daemon *d, struct conn *c, struct proto_req *req,
+           struct proto_error *e)
+{
+    return explain_op(d->decisions, c, req, e);
+}
+
+static int
 op_metrics(struct daemon *d, struct conn *c, struct proto_req *req,
            struct proto_error *e)
 {
@@ -597,6 +605,7 @@ static const struct {
     [PROTO_OP_RELOAD] = { op_reload, true },
     [PROTO_OP_QUOTA_UNSET] = { op_quota_unset, true },
     [PROTO_OP_QUOTA_LIST] = { op_quota_list, false },
+    [PROTO_OP_EXPLAIN] = { op_explain, false },
 };
 
 void
@@ -610,6 +619,8 @@ ops_dispatch(struct conn *c, struct proto_req *req, void *arg)
         proto_error_set(&e, PROTO_E_PERMISSION_DENIED,
                         "%s is an admin op: uid %u may not use it",
                         proto_op_name(req->op), (unsigned)uid);
+        log_throttled(&d->denied, clock_mono(), LOG_LVL_WARN,
+                      "refused (permission_denied): %s", e.msg);
         conn_error(c, req->id, &e);
         return;
     }

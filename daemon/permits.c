@@ -11,6 +11,7 @@
 
 #include "buckets.h"
 #include "clock.h"
+#include "decisions.h"
 #include "log.h"
 #include "permits.h"
 #include "persist.h"
@@ -21,7 +22,7 @@
 #include "telemetry.h"
 #include "trace.h"
 
-#define CALL_ID_MAX 128
+#define CALL_ID_MAX PERMITS_CALL_ID_MAX
 
 struct permits {
     struct permits_deps d;
@@ -29,6 +30,7 @@ struct permits {
     struct permit *table;           /* granted, unreported: uthash by id */
     uint64_t next_id;
     int slot;                       /* connection slot: struct conn_permits */
+    struct log_throttle refusals[PROTO_E__COUNT];   /* by error code */
 };
 
 /* A connection's unreported permits and open calls, in its slot. */
@@ -75,6 +77,7 @@ struct permit {
     int64_t reservation;
     uint64_t estimate;
     double started_s;               /* monotonic, when routed */
+    uint64_t decision;              /* its seq in the decisions; 0: none */
 };
 
 /* A permit on its way: what the grant needs to finish it, while it is
@@ -85,6 +88,7 @@ struct pending {
     double wait_start_s;
     bool quota_allowed, has_remaining, all_degraded;
     uint64_t quota_remaining;
+    struct decision_draft dr;       /* what explain will say of it */
 };
 
 static const char *
@@ -368,6 +372,131 @@ call_refused(struct call *call)
         call_end(call);
 }
 
+/* ---- decisions (llmguardctl explain) ----------------------------------- */
+
+_Static_assert(DECISION_CLIENT_ERROR - DECISION_OK ==
+               (int)ROUTER_OUTCOME_CLIENT_ERROR,
+               "decision outcomes follow the router's");
+
+/* The decision outcome of a router outcome. */
+static enum decision_outcome
+decision_outcome(enum router_outcome o)
+{
+    return (enum decision_outcome)(DECISION_OK + (int)o);
+}
+
+/* Whether decisions are kept: drafts are filled only then. */
+static bool
+recording(const struct permits *p)
+{
+    return decisions_capacity(p->d.decisions) > 0;
+}
+
+/* The quota of each subject of pd into its draft, after the gate at now_s
+ * (wall clock); refused: the gate said quota_exceeded. */
+static void
+draft_quota(struct permits *p, struct pending *pd, bool refused, double now_s)
+{
+    const char *ids[2] = { pd->pm.workflow, pd->pm.tenant };
+    struct decision_draft *dr = &pd->dr;
+    struct quota_status st;
+
+    if (!recording(p))
+        return;
+    for (int k = 0; k < 2; k++) {
+        if (ids[k][0] == '\0' ||
+            quota_status(p->d.quota, k ? QUOTA_TENANT : QUOTA_WORKFLOW,
+                         ids[k], now_s, &st) < 0)
+            continue;
+        struct decision_quota *q = &dr->quota[dr->nquota++];
+        q->tenant = k == 1;
+        q->used = st.tokens_used;
+        q->limit = st.tokens_limit;
+        if (refused)
+            q->verdict = st.tokens_used + (int64_t)pd->pm.estimate >
+                         st.tokens_limit ? DECISION_QUOTA_REFUSED :
+                         DECISION_QUOTA_OK;
+        else
+            q->verdict = st.tokens_used > st.tokens_limit ?
+                         DECISION_QUOTA_OVER : DECISION_QUOTA_OK;
+    }
+}
+
+/*
+ * Every provider into pd's draft at now (monotonic): chosen (-1: none),
+ * and why each other one was left: excluded, no token (no_token[i], may
+ * be NULL), in its cooldown, or passed over by the policy.
+ */
+static void
+draft_route(struct permits *p, struct pending *pd, const bool *excluded,
+            int chosen, const bool *no_token, double now)
+{
+    struct decision_draft *dr = &pd->dr;
+    size_t n = router_count(p->router);
+    double wall = clock_wall();
+    struct router_status rs;
+
+    if (!recording(p))
+        return;
+    dr->routed = true;
+    dr->all_degraded = pd->all_degraded;
+    dr->nproviders = (uint8_t)(n < DECISIONS_MAX_PROVIDERS ? n :
+                               DECISIONS_MAX_PROVIDERS);
+    for (int i = 0; i < dr->nproviders; i++) {
+        struct decision_provider *dp = &dr->providers[i].p;
+        router_status(p->router, i, now, &rs);
+        snprintf(dr->providers[i].name, sizeof(dr->providers[i].name), "%s",
+                 router_name(p->router, i));
+        memset(dp, 0, sizeof(*dp));
+        dp->degraded = !rs.healthy;
+        if (dp->degraded) {
+            dp->cooldown_until = wall + rs.cooldown_remaining_s;
+            dp->cause = (uint8_t)decision_outcome(rs.cause);
+            dp->retry_after_s = rs.retry_after_s;
+        }
+        dp->why = i == chosen ? DECISION_CHOSEN :
+                  excluded[i] ? DECISION_EXCLUDED :
+                  no_token != NULL && no_token[i] ? DECISION_NO_TOKEN :
+                  dp->degraded ? DECISION_COOLDOWN : DECISION_NOT_CHOSEN;
+    }
+}
+
+/* A refusal to the log, at most one line a second per error code. */
+static void
+log_refusal(struct permits *p, const struct pending *pd,
+            const struct proto_error *e)
+{
+    const struct call *call = pd->pm.call;
+
+    if (e->code != PROTO_E_QUOTA_EXCEEDED && e->code != PROTO_E_TIMEOUT &&
+        e->code != PROTO_E_NO_PROVIDER)
+        return;
+    log_throttled(&p->refusals[e->code], clock_mono(), LOG_LVL_WARN,
+                  "permit refused (%s): %s [call '%s', workflow '%s', "
+                  "tenant '%s']", proto_errcode_name(e->code), e->msg,
+                  call != NULL ? call->id : "", pd->pm.workflow,
+                  pd->pm.tenant);
+}
+
+/* pd's decision into the ring, refused by e unless e is NULL; its seq (0:
+ * not kept).  A refusal is logged. */
+static uint64_t
+decide(struct permits *p, struct pending *pd, const struct proto_error *e)
+{
+    const struct call *call = pd->pm.call;
+
+    if (e != NULL) {
+        log_refusal(p, pd, e);
+        pd->dr.error_code = (int)e->code;
+        snprintf(pd->dr.error, sizeof(pd->dr.error), "%s", e->msg);
+    }
+    if (!recording(p))
+        return 0;
+    return decisions_add(p->d.decisions, &pd->dr,
+                         call != NULL ? call->id : "", pd->pm.workflow,
+                         pd->pm.tenant);
+}
+
 /* Record the granted attempt pd on provider pd->pm.provider. */
 static struct permit *
 permit_add(struct permits *p, struct conn *c, struct pending *pd,
@@ -416,11 +545,15 @@ grant(struct permits *p, struct conn *c, uint64_t req_id, struct pending *pd,
 
     if (pm == NULL) {
         unreserve(p, &pd->pm);
-        call_refused(pd->pm.call);
         proto_error_set(&e, PROTO_E_INTERNAL, "out of memory");
+        decide(p, pd, &e);
+        call_refused(pd->pm.call);
         conn_error(c, req_id, &e);
         return;
     }
+    pd->dr.permit_id = pm->id;
+    pd->dr.wait_ms = wait_ms;
+    pm->decision = decide(p, pd, NULL);
     rep.permit_id = pm->id;
     rep.provider = request_str(provider_name(p, pm->provider));
     rep.wait_ms = wait_ms;
@@ -446,6 +579,9 @@ permit_wait_done(struct waiter *w, bool granted, double now_s)
     if (w->conn == NULL) {
         /* Its connection closed: a named call ends with the connection. */
         unreserve(p, &pd->pm);
+        pd->dr.wait_ms = (now_s - pd->wait_start_s) * 1e3;
+        decisions_report(p->d.decisions, decide(p, pd, NULL),
+                         DECISION_UNREPORTED, -1, -1, 0);
         if (call->id[0] == '\0')
             call_end(call);
     } else if (granted) {
@@ -460,6 +596,11 @@ permit_wait_done(struct waiter *w, bool granted, double now_s)
         call->rate_limited = true;
         proto_error_set(&e, PROTO_E_TIMEOUT, "no token from %s within the "
                         "timeout", w->prov->name);
+        pd->dr.wait_ms = (now_s - pd->wait_start_s) * 1e3;
+        for (int i = 0; i < pd->dr.nproviders; i++)
+            if (pd->dr.providers[i].p.why == DECISION_CHOSEN)
+                pd->dr.providers[i].p.why = DECISION_NO_TOKEN;
+        decide(p, pd, &e);
         conn_error(w->conn, w->id, &e);
         conn_flush(w->conn);
         call_refused(call);
@@ -478,16 +619,17 @@ llm_tokens(const struct provider *prov, uint64_t estimate)
 /*
  * The chosen provider has no token now: another healthy, not excluded
  * provider that has one takes the attempt (a rate-limit failover).
- * Returns its index, or -1.
+ * Returns its index, or -1; no_token[] flags those found without one.
  */
 static int
 failover_now(struct permits *p, int chosen, const bool *excluded,
-             uint64_t estimate, double now)
+             uint64_t estimate, double now, bool *no_token)
 {
     bool moved[CONFIG_MAX_PROVIDERS], degraded;
 
     memcpy(moved, excluded, sizeof(moved));
     moved[chosen] = true;
+    no_token[chosen] = true;
     for (;;) {
         int idx = router_select(p->router, -1, moved, now, &degraded);
         if (idx < 0 || degraded)
@@ -503,6 +645,7 @@ failover_now(struct permits *p, int chosen, const bool *excluded,
             return idx;
         }
         moved[idx] = true;
+        no_token[idx] = true;
     }
 }
 
@@ -561,18 +704,21 @@ permit_quota(struct permits *p, struct pending *pd, struct proto_error *e)
 {
     struct permit *pm = &pd->pm;
     struct quota_decision d;
+    double now_s = clock_wall();
 
     if (!p->d.cfg->rate_limit_enabled || (!pm->workflow[0] && !pm->tenant[0]))
         return 0;
     if (request_quota_gate(p->d.quota, p->d.telemetry, or_null(pm->workflow),
                            or_null(pm->tenant), (int64_t)pm->estimate,
-                           clock_wall(), &d, e) < 0) {
+                           now_s, &d, e) < 0) {
         if (e->code == PROTO_E_QUOTA_EXCEEDED) {
             pm->call->quota_allowed = false;
             pm->call->quota_remaining = (uint64_t)d.remaining;
+            draft_quota(p, pd, true, now_s);
         }
         return -1;
     }
+    draft_quota(p, pd, false, now_s);
     pm->call->quota_allowed = !d.over_quota;
     pm->call->quota_remaining = (uint64_t)d.remaining;
     pm->charged = true;
@@ -616,7 +762,8 @@ permit_wait(struct permits *p, struct conn *c, uint64_t req_id,
 /*
  * Steps 2 to 4: route, take the token (or move to a provider that has
  * one), else wait.  Returns 0 when granted or queued, -1 with e filled
- * (the caller returns the reservation).
+ * (the caller returns the reservation).  Each way out says in pd's draft
+ * where the attempt went and why.
  */
 static int
 permit_route(struct permits *p, struct conn *c, struct proto_req *req,
@@ -625,6 +772,7 @@ permit_route(struct permits *p, struct conn *c, struct proto_req *req,
 {
     const struct proto_permit_req *r = &req->u.permit;
     double now = pd->pm.started_s;
+    bool no_token[CONFIG_MAX_PROVIDERS] = { false };
     struct provider *prov;
     uint64_t llm;
     int idx, alt;
@@ -632,6 +780,7 @@ permit_route(struct permits *p, struct conn *c, struct proto_req *req,
     /* 2. route */
     idx = router_select(p->router, ra->pref, ra->excluded, now,
                         &pd->all_degraded);
+    draft_route(p, pd, ra->excluded, idx, NULL, now);
     if (idx < 0)
         return no_provider(p, e);
     prov = buckets_at(p->d.buckets, (size_t)idx);
@@ -655,13 +804,16 @@ permit_route(struct permits *p, struct conn *c, struct proto_req *req,
         break;
     }
     if (!pd->all_degraded &&
-        (alt = failover_now(p, idx, ra->excluded, pd->pm.estimate,
-                            now)) >= 0) {
+        (alt = failover_now(p, idx, ra->excluded, pd->pm.estimate, now,
+                            no_token)) >= 0) {
         pd->pm.provider = alt;
+        draft_route(p, pd, ra->excluded, alt, no_token, now);
         grant(p, c, req->id, pd, 0, true);
         return 0;
     }
+    no_token[idx] = true;
     if (r->timeout_ms == 0) {
+        draft_route(p, pd, ra->excluded, -1, no_token, now);
         telemetry_rate_limited(p->d.telemetry, prov->name);
         pd->pm.call->rate_limited = true;
         return proto_error_set(e, PROTO_E_TIMEOUT, "no token from %s now",
@@ -669,6 +821,8 @@ permit_route(struct permits *p, struct conn *c, struct proto_req *req,
     }
 
     /* 4. wait for the chosen provider's token */
+    no_token[idx] = false;
+    draft_route(p, pd, ra->excluded, idx, no_token, now);
     return permit_wait(p, c, req->id, pd, llm, r->timeout_ms, now, e);
 }
 
@@ -681,14 +835,23 @@ permits_permit(struct permits *p, struct conn *c, struct proto_req *req,
     struct route_args ra;
 
     pd.pm.started_s = clock_mono();
-    if (permit_args(p, c, &req->u.permit, &pd, &ra, e) < 0)
+    pd.dr.time = clock_wall();
+    if (permit_args(p, c, &req->u.permit, &pd, &ra, e) < 0) {
+        /* Only ids that passed their checks are kept. */
+        if (pd.pm.call == NULL)
+            pd.pm.workflow[0] = pd.pm.tenant[0] = '\0';
+        decide(p, &pd, e);
         return -1;
+    }
+    pd.dr.tokens_estimate = pd.pm.estimate;
     if (permit_quota(p, &pd, e) < 0) {
+        decide(p, &pd, e);
         call_refused(pd.pm.call);
         return -1;
     }
     if (permit_route(p, c, req, &pd, &ra, e) < 0) {
         unreserve(p, &pd.pm);
+        decide(p, &pd, e);
         call_refused(pd.pm.call);
         return -1;
     }
@@ -799,6 +962,13 @@ permits_report(struct permits *p, struct conn *c, struct proto_req *req,
 
     if (report_args(p, c, r, &pm, &outcome, e) < 0)
         return -1;
+    decisions_report(p->d.decisions, pm->decision, decision_outcome(outcome),
+                     PROTO_HAS(r, PROTO_REPORT_REQ_TOKENS_USED) ?
+                     (int64_t)r->tokens_used : -1,
+                     PROTO_HAS(r, PROTO_REPORT_REQ_LATENCY_MS) ?
+                     r->latency_ms : -1,
+                     PROTO_HAS(r, PROTO_REPORT_REQ_RETRY_AFTER_S) ?
+                     r->retry_after_s : 0);
     idx = report_outcome(p, pm, r, outcome, now);
     reconciled = report_reconcile(p, pm, r);
     call = pm->call;
@@ -830,6 +1000,8 @@ permits_drop_conn(void *state)
     /* Unreported permits stay charged at their estimate. */
     while ((pm = TAILQ_FIRST(&cp->permits)) != NULL) {
         struct call *owner = pm->call;
+        decisions_report(cp->owner->d.decisions, pm->decision,
+                         DECISION_UNREPORTED, -1, -1, 0);
         owner->open_permits--;
         permit_free(cp->owner, pm);
         if (owner->id[0] == '\0')     /* anonymous: its only permit */

@@ -16,8 +16,12 @@
 #include "config.h"
 #include "proto.h"
 
+/* The longest call_id a permit takes. */
+#define PERMITS_CALL_ID_MAX 128
+
 struct buckets;
 struct conn;
+struct decisions;
 struct permits;
 struct persist;
 struct quota;
@@ -31,6 +35,7 @@ struct permits_deps {
     struct quota *quota;
     struct persist *persist;
     struct telemetry *telemetry;
+    struct decisions *decisions;    /* each permit's, for explain */
 };
 
 /* Permits over deps, with the router of deps->cfg; their per-connection

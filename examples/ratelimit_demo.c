@@ -303,10 +303,11 @@ main(int argc, char **argv)
     rc = llmguard_execute_with_failover(g, &req, chat, &ctx, &res);
     printf("provider=%s success=%d failover_attempts=%u rate_limited=%d "
            "quota_allowed=%d quota_remaining=%llu wait_ms=%.1f guarded=%d "
-           "tokens=%llu\n", res.provider, res.success, res.failover_attempts,
-           res.rate_limited, res.quota_allowed,
-           (unsigned long long)res.quota_remaining, res.ratelimit_wait_ms,
-           res.guarded, (unsigned long long)ctx.tokens);
+           "tokens=%llu call_id=%s permit_id=%llu\n", res.provider,
+           res.success, res.failover_attempts, res.rate_limited,
+           res.quota_allowed, (unsigned long long)res.quota_remaining,
+           res.ratelimit_wait_ms, res.guarded, (unsigned long long)ctx.tokens,
+           res.call_id, (unsigned long long)res.permit_id);
     if (rc == 0)
         printf("%s\n", ctx.answer);
     else

@@ -897,7 +897,8 @@ llmguard_execute_with_failover(llmguard_t *g,
 {
     static unsigned long counter;
     struct proto_str tried[64];
-    char names[64][64], call_id[64];
+    char names[64][64];
+    const char *call_id = res != NULL ? res->call_id : NULL;
     unsigned max;
     int rc = 0;
     bool called = false;
@@ -905,14 +906,22 @@ llmguard_execute_with_failover(llmguard_t *g,
     if (req == NULL || fn == NULL || res == NULL || !(req->timeout_s >= 0))
         return seterr(g, LLMGUARD_EINVAL, "req, fn and res are required, "
                       "timeout_s >= 0");
+    if (req->call_id != NULL && (req->call_id[0] == '\0' ||
+                                 strlen(req->call_id) >= sizeof(res->call_id)))
+        return seterr(g, LLMGUARD_EINVAL, "call_id must be 1 to %zu bytes",
+                      sizeof(res->call_id) - 1);
     max = req->max_attempts ? req->max_attempts : 3;
     memset(res, 0, sizeof(*res));
     res->guarded = 1;
     if (max > 64)
         max = 64;
-    snprintf(call_id, sizeof(call_id), "%d-%lu-%lx", (int)getpid(),
-             __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED),
-             (unsigned long)mono_ms());
+    if (req->call_id != NULL)
+        snprintf(res->call_id, sizeof(res->call_id), "%s", req->call_id);
+    else
+        snprintf(res->call_id, sizeof(res->call_id), "%d-%lu-%lx",
+                 (int)getpid(),
+                 __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED),
+                 (unsigned long)mono_ms());
 
     for (unsigned attempt = 0; attempt < max; attempt++) {
         llmguard_outcome outcome;
@@ -926,6 +935,7 @@ llmguard_execute_with_failover(llmguard_t *g,
             return fail_open(g, req, fn, arg, res);
         if (rc < 0)
             break;
+        res->permit_id = permit_id;
         if (attempt > 0)
             res->failover_attempts++;
 

@@ -179,6 +179,7 @@ struct llmguard_request {
     unsigned max_attempts;          /* 0 means 3 */
     double timeout_s;               /* wait for a token at most this long */
     const char *traceparent;        /* W3C trace context, or NULL */
+    const char *call_id;            /* 1 to 128 bytes, or NULL: made up */
 };
 
 struct llmguard_result {
@@ -190,6 +191,9 @@ struct llmguard_result {
     uint64_t quota_remaining;
     double ratelimit_wait_ms;       /* waited for tokens, all attempts */
     int guarded;                    /* 0: fail-open called fn unguarded */
+    /* What to ask `llmguardctl explain` about (added in 0.1: at the end). */
+    char call_id[129];              /* the call's id, also when refused */
+    uint64_t permit_id;             /* the last attempt's permit; 0: none */
 };
 
 /*
@@ -200,7 +204,10 @@ struct llmguard_result {
  * token came within timeout_s; LLMGUARD_ENOPROVIDER when none is left.
  * With the daemon unreachable, LLMGUARD_FAIL_MODE=open (the default) calls
  * fn once on preferred_provider, unguarded (res->guarded = 0); closed
- * returns LLMGUARD_EUNAVAIL.
+ * returns LLMGUARD_EUNAVAIL.  res->call_id (req->call_id, or one the
+ * library made) and res->permit_id name the call and its last permit
+ * for `llmguardctl explain`; LLMGUARD_EINVAL for a req->call_id that is
+ * empty or over 128 bytes.
  */
 int llmguard_execute_with_failover(llmguard_t *g,
                                    const struct llmguard_request *req,

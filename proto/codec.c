@@ -130,6 +130,7 @@ static const struct opdef ops[PROTO_OP__COUNT] = {
                                &quota_unset_rep_def },
     [PROTO_OP_QUOTA_LIST] = { "quota_list", &quota_list_req_def,
                               &quota_list_rep_def },
+    [PROTO_OP_EXPLAIN] = { "explain", &explain_req_def, &explain_rep_def },
 };
 
 const char *

@@ -78,6 +78,7 @@ enum proto_op {
     PROTO_OP_RELOAD,
     PROTO_OP_QUOTA_UNSET,
     PROTO_OP_QUOTA_LIST,
+    PROTO_OP_EXPLAIN,
     PROTO_OP__COUNT
 };
 
@@ -396,6 +397,56 @@ struct proto_msgdef {
     X(m, providers, PROVIDERS, PF_UINT, PF_REQUIRED)                          \
     X(m, env_file,  ENV_FILE,  PF_STR,  PF_REQUIRED)
 
+/* explain: the decisions the daemon still holds for one permit_id or one
+ * call_id (exactly one), oldest first, at most the newest that fit a
+ * frame; total is how many it holds, held and capacity its ring's fill
+ * and LLMGUARD_DECISIONS.  A quota's verdict is ok, over (soft) or
+ * refused; a provider's why is chosen, excluded, cooldown, no_token or
+ * not_chosen, its cooldown (unix seconds), cause and Retry-After there
+ * while it was degraded; outcome is pending, ok, rate_limited,
+ * server_error, timeout, client_error, unreported or refused (with
+ * error_code and error_msg).  Times are unix seconds. */
+#define PROTO_EXPLAIN_REQ_FIELDS(X, m)                                        \
+    X(m, permit_id, PERMIT_ID, PF_UINT, 0)                                    \
+    X(m, call_id,   CALL_ID,   PF_STR,  0)
+#define PROTO_DECISION_QUOTA_FIELDS(X, m)                                     \
+    X(m, subject,      SUBJECT,      PF_STR,  PF_REQUIRED)                    \
+    X(m, tokens_used,  TOKENS_USED,  PF_UINT, PF_REQUIRED)                    \
+    X(m, tokens_limit, TOKENS_LIMIT, PF_UINT, PF_REQUIRED)                    \
+    X(m, verdict,      VERDICT,      PF_STR,  PF_REQUIRED)
+#define PROTO_DECISION_PROVIDER_FIELDS(X, m)                                  \
+    X(m, name,           NAME,           PF_STR,    PF_REQUIRED)              \
+    X(m, why,            WHY,            PF_STR,    PF_REQUIRED)              \
+    X(m, cooldown_until, COOLDOWN_UNTIL, PF_DOUBLE, 0)                        \
+    X(m, cooldown_cause, COOLDOWN_CAUSE, PF_STR,    0)                        \
+    X(m, retry_after_s,  RETRY_AFTER_S,  PF_DOUBLE, 0)
+#define PROTO_DECISION_FIELDS(X, m)                                           \
+    X(m, seq,             SEQ,             PF_UINT,   PF_REQUIRED)            \
+    X(m, permit_id,       PERMIT_ID,       PF_UINT,   PF_REQUIRED)            \
+    X(m, call_id,         CALL_ID,         PF_STR,    PF_REQUIRED)            \
+    X(m, workflow_id,     WORKFLOW_ID,     PF_STR,    0)                      \
+    X(m, tenant_id,       TENANT_ID,       PF_STR,    0)                      \
+    X(m, time,            TIME,            PF_DOUBLE, PF_REQUIRED)            \
+    X(m, tokens_estimate, TOKENS_ESTIMATE, PF_UINT,   PF_REQUIRED)            \
+    X(m, quota,           QUOTA,           PF_OBJARR(decision_quota),         \
+      PF_REQUIRED)                                                            \
+    X(m, routed,          ROUTED,          PF_BOOL,   PF_REQUIRED)            \
+    X(m, providers,       PROVIDERS,       PF_OBJARR(decision_provider),      \
+      PF_REQUIRED)                                                            \
+    X(m, all_degraded,    ALL_DEGRADED,    PF_BOOL,   PF_REQUIRED)            \
+    X(m, wait_ms,         WAIT_MS,         PF_DOUBLE, PF_REQUIRED)            \
+    X(m, outcome,         OUTCOME,         PF_STR,    PF_REQUIRED)            \
+    X(m, tokens_used,     TOKENS_USED,     PF_UINT,   0)                      \
+    X(m, latency_ms,      LATENCY_MS,      PF_DOUBLE, 0)                      \
+    X(m, retry_after_s,   RETRY_AFTER_S,   PF_DOUBLE, 0)                      \
+    X(m, error_code,      ERROR_CODE,      PF_STR,    0)                      \
+    X(m, error_msg,       ERROR_MSG,       PF_STR,    0)
+#define PROTO_EXPLAIN_REP_FIELDS(X, m)                                        \
+    X(m, decisions, DECISIONS, PF_OBJARR(decision), PF_REQUIRED)              \
+    X(m, total,     TOTAL,     PF_UINT,             PF_REQUIRED)              \
+    X(m, held,      HELD,      PF_UINT,             PF_REQUIRED)              \
+    X(m, capacity,  CAPACITY,  PF_UINT,             PF_REQUIRED)
+
 /* The "err" object of a failed reply; the fields after msg come with
  * quota_exceeded (reset_at in unix seconds). */
 #define PROTO_ERR_FIELDS(X, m)                                                \
@@ -446,6 +497,11 @@ struct proto_msgdef {
     X(metrics_rep, METRICS_REP)                                               \
     X(reload_req, RELOAD_REQ)                                                 \
     X(reload_rep, RELOAD_REP)                                                 \
+    X(explain_req, EXPLAIN_REQ)                                               \
+    X(decision_quota, DECISION_QUOTA)                                         \
+    X(decision_provider, DECISION_PROVIDER)                                   \
+    X(decision, DECISION)                                                     \
+    X(explain_rep, EXPLAIN_REP)                                               \
     X(err, ERR)
 
 /* The C type of a member, by its type column. */
@@ -492,6 +548,7 @@ struct proto_req {
         struct proto_report_req report;
         struct proto_metrics_req metrics;
         struct proto_reload_req reload;
+        struct proto_explain_req explain;
     } u;
 };
 
@@ -519,6 +576,7 @@ struct proto_rep {
         struct proto_report_rep report;
         struct proto_metrics_rep metrics;
         struct proto_reload_rep reload;
+        struct proto_explain_rep explain;
     } u;
 };
 

@@ -15,6 +15,9 @@
  *   acquirer calls SOCKET N [TRACEPARENT]
  *       N calls through llmguard_execute_with_failover whose call function
  *       answers ok at once; prints "calls N ok K"
+ *   acquirer named SOCKET CALL_ID
+ *       one call through llmguard_execute_with_failover with the caller's
+ *       call_id; prints "rc RC call_id ID permit_id N"
  *   acquirer qload SOCKET WORKFLOW PROCS TOKENS SECONDS
  *       PROCS processes reserve TOKENS for SECONDS or until the daemon goes
  *       away; prints "acked T" (tokens of acknowledged reservations)
@@ -257,6 +260,23 @@ cmd_calls(const char *sock, long n, const char *traceparent)
 }
 
 static int
+cmd_named(const char *sock, const char *call_id)
+{
+    llmguard_t *g = llmguard_open(sock);
+    struct llmguard_request req = { .workflow_id = "named",
+                                    .tokens_estimate = 5, .timeout_s = 1,
+                                    .call_id = call_id };
+    struct llmguard_result res;
+    int rc = llmguard_execute_with_failover(g, &req, answer_ok, NULL, &res);
+
+    printf("rc %d call_id %s permit_id %llu\n", rc, rc == LLMGUARD_EINVAL ?
+           "-" : res.call_id, rc == LLMGUARD_EINVAL ? 0ULL :
+           (unsigned long long)res.permit_id);
+    llmguard_close(g);
+    return rc == 0 ? 0 : 1;
+}
+
+static int
 cmd_qload(const char *sock, const char *wf, int procs, uint64_t tokens,
           double seconds)
 {
@@ -367,6 +387,8 @@ main(int argc, char **argv)
 {
     if ((argc == 4 || argc == 5) && strcmp(argv[1], "calls") == 0)
         return cmd_calls(argv[2], atol(argv[3]), argc == 5 ? argv[4] : NULL);
+    if (argc == 4 && strcmp(argv[1], "named") == 0)
+        return cmd_named(argv[2], argv[3]);
     if (argc == 7 && strcmp(argv[1], "qload") == 0)
         return cmd_qload(argv[2], argv[3], atoi(argv[4]),
                          strtoull(argv[5], NULL, 10), atof(argv[6]));

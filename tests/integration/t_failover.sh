@@ -20,7 +20,7 @@ ENVFILE="$TMP/f.env" start_daemon
 demo() { "$DEMO" -s "$SOCK" "$@" 2>>"$TMP/demo.err"; }
 
 out=$(demo -w wf1 hello)
-expect_match "healthy: the primary (groq) answers" "^provider=groq success=1 failover_attempts=0 rate_limited=0 quota_allowed=1 .* guarded=1 tokens=42$" "$(echo "$out" | head -1)"
+expect_match "healthy: the primary (groq) answers" "^provider=groq success=1 failover_attempts=0 rate_limited=0 quota_allowed=1 .* guarded=1 tokens=42 call_id=[0-9]+-[0-9]+-[0-9a-f]+ permit_id=1$" "$(echo "$out" | head -1)"
 expect_eq "the answer is the provider's" groq "$(echo "$out" | tail -1)"
 expect_match "the API key went out" '"auth": ?"Bearer gsk-test"' "$(curl -s "http://127.0.0.1:$(cat "$TMP/groq.port")/stats")"
 

@@ -110,6 +110,83 @@ test_ping_reply_roundtrip(void **state)
     assert_true(rep.u.ping.uptime_s == 12.5);
 }
 
+/* explain: a reply of decisions, each with arrays of its own, and a
+ * request that names a call. */
+static void
+test_explain_roundtrip(void **state)
+{
+    struct fixture *fx = *state;
+    struct proto_decision_quota q = { 0 };
+    struct proto_decision_provider pv[2];
+    struct proto_decision dc = { 0 };
+    struct proto_explain_rep ex = { 0 };
+    struct proto_explain_req er = { 0 };
+    const struct proto_decision *got;
+    struct proto_rep rep;
+    struct proto_req req;
+    struct proto_error e;
+
+    q.subject = (struct proto_str){ "workflow:wf", 11 };
+    q.tokens_used = 100;
+    q.tokens_limit = 1000;
+    q.verdict = (struct proto_str){ "ok", 2 };
+    memset(pv, 0, sizeof(pv));
+    pv[0].name = (struct proto_str){ "groq", 4 };
+    pv[0].why = (struct proto_str){ "excluded", 8 };
+    pv[0].cooldown_until = 1800000000.5;
+    pv[0].cooldown_cause = (struct proto_str){ "rate_limited", 12 };
+    PROTO_SET(&pv[0], PROTO_DECISION_PROVIDER_COOLDOWN_UNTIL);
+    PROTO_SET(&pv[0], PROTO_DECISION_PROVIDER_COOLDOWN_CAUSE);
+    pv[1].name = (struct proto_str){ "openai", 6 };
+    pv[1].why = (struct proto_str){ "chosen", 6 };
+    dc.seq = 2;
+    dc.permit_id = 9;
+    dc.call_id = (struct proto_str){ "c-1", 3 };
+    dc.time = 1800000000.25;
+    dc.quota = (struct proto_objarr){ &q, 1 };
+    dc.routed = true;
+    dc.providers = (struct proto_objarr){ pv, 2 };
+    dc.outcome = (struct proto_str){ "ok", 2 };
+    ex.decisions = (struct proto_objarr){ &dc, 1 };
+    ex.total = 1;
+    ex.held = 5;
+    ex.capacity = 10000;
+    fx->sb.size = 0;
+    assert_int_equal(proto_encode_reply(&fx->sb, PROTO_OP_EXPLAIN, 3, &ex), 0);
+    assert_int_equal(proto_decode_reply((unsigned char *)fx->sb.data + 4,
+                                        (uint32_t)fx->sb.size - 4,
+                                        PROTO_OP_EXPLAIN, &fx->zone, &rep, &e),
+                     0);
+    assert_int_equal(rep.u.explain.decisions.n, 1);
+    assert_int_equal(rep.u.explain.capacity, 10000);
+    got = rep.u.explain.decisions.v;
+    assert_int_equal(got->permit_id, 9);
+    assert_false(PROTO_HAS(got, PROTO_DECISION_WORKFLOW_ID));
+    assert_int_equal(got->quota.n, 1);
+    assert_int_equal(((const struct proto_decision_quota *)got->quota.v)
+                     ->tokens_limit, 1000);
+    assert_int_equal(got->providers.n, 2);
+    const struct proto_decision_provider *gp = got->providers.v;
+    assert_memory_equal(gp[0].why.ptr, "excluded", 8);
+    assert_true(PROTO_HAS(&gp[0], PROTO_DECISION_PROVIDER_COOLDOWN_UNTIL));
+    assert_true(gp[0].cooldown_until == 1800000000.5);
+    assert_false(PROTO_HAS(&gp[1], PROTO_DECISION_PROVIDER_COOLDOWN_UNTIL));
+    assert_memory_equal(gp[1].name.ptr, "openai", 6);
+
+    er.call_id = (struct proto_str){ "c-1", 3 };
+    PROTO_SET(&er, PROTO_EXPLAIN_REQ_CALL_ID);
+    fx->sb.size = 0;
+    assert_int_equal(proto_encode_request(&fx->sb, PROTO_OP_EXPLAIN, 4, &er),
+                     0);
+    assert_int_equal(proto_decode_request((unsigned char *)fx->sb.data + 4,
+                                          (uint32_t)fx->sb.size - 4,
+                                          &fx->zone, &req, &e),
+                     PROTO_DECODE_OK);
+    assert_int_equal(req.op, PROTO_OP_EXPLAIN);
+    assert_true(PROTO_HAS(&req.u.explain, PROTO_EXPLAIN_REQ_CALL_ID));
+    assert_false(PROTO_HAS(&req.u.explain, PROTO_EXPLAIN_REQ_PERMIT_ID));
+}
+
 static void
 test_error_roundtrip(void **state)
 {
@@ -336,6 +413,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hello_roundtrip),
         cmocka_unit_test(test_ping_reply_roundtrip),
+        cmocka_unit_test(test_explain_roundtrip),
         cmocka_unit_test(test_error_roundtrip),
         cmocka_unit_test(test_not_msgpack),
         cmocka_unit_test(test_missing_op_and_id),

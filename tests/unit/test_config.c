@@ -378,6 +378,8 @@ test_bad_values(void **state)
         { "LLMGUARD_CLIENT_TIMEOUT_MS=-1", "expected a number from 0 to" },
         { "LLMGUARD_CLIENT_TIMEOUT_MS=soon", "expected a number from 0 to" },
         { "LLMGUARD_LOG_LEVEL=loud", "expected error, warn, info or debug" },
+        { "LLMGUARD_DECISIONS=-1", "expected an integer from 0 to 10000000" },
+        { "LLMGUARD_DECISIONS=many", "expected an integer" },
         { "REDIS_URL=redis://localhost:6379", "later milestone" },
         { "PROVIDER_GROQ_RATE_PER_SEC=0", "expected a number greater than 0" },
         { "PROVIDER_GROQ_RATE_PER_SEC=fast", "expected a number" },
