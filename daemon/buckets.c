@@ -60,10 +60,15 @@ buckets_kick(struct provider *prov)
     struct limiter_waiter *lw;
     double now = clock_mono(), next;
 
-    while ((lw = limiter_pop_expired(b, now)) != NULL)
-        finish((struct waiter *)lw, false, now);
-    while ((lw = limiter_pop_ready(b, now)) != NULL)
-        finish((struct waiter *)lw, true, now);
+    /* In the order of their instants (limiter.h). */
+    for (;;) {
+        if ((lw = limiter_pop_expired(b, now)) != NULL)
+            finish((struct waiter *)lw, false, now);
+        else if ((lw = limiter_pop_ready(b, now)) != NULL)
+            finish((struct waiter *)lw, true, now);
+        else
+            break;
+    }
     next = limiter_next_wakeup(b, now);
     if (isinf(next)) {
         evtimer_del(prov->timer);
@@ -114,7 +119,7 @@ buckets_drop_conn(void *state)
         struct provider *prov = w->prov;
         TAILQ_REMOVE(&cw->list, w, conn_entry);
         w->conn = NULL;
-        limiter_cancel(&prov->bucket, &w->lw);
+        limiter_cancel(&prov->bucket, &w->lw, now);
         w->done(w, false, now);
         free(w);
         /* The head may have changed: those behind may go now. */
