@@ -378,7 +378,9 @@ persist_reply(struct persist *p, struct conn *c, enum proto_op op,
     if (!changed)
         return;
     persist_changed(p);
-    if (p->cfg->quota_flush_ms > 0)
+    /* While writes fail, a reply does not wait for the next retry: it
+     * would go out after it all the same (release_held). */
+    if (p->cfg->quota_flush_ms > 0 || p->failing)
         return;
     if (hold(p, c, id, mark) < 0)
         log_error("%s: out of memory: replying before the commit", __func__);

@@ -44,8 +44,9 @@ void persist_close(struct persist *p);
 /*
  * Reply to a request that may have changed a quota (changed): at once with
  * a flush interval, else after the commit that makes the change durable.
- * When that commit fails the reply goes out all the same (the change is
- * counted in memory, the write retried, the failure logged and counted).
+ * When that commit fails the reply goes out at once all the same (the
+ * change is counted in memory, the write retried, the failure logged and
+ * counted), and until a write works again replies are not held.
  */
 void persist_reply(struct persist *p, struct conn *c, enum proto_op op,
                    uint64_t id, const void *msg, bool changed);
