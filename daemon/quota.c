@@ -930,6 +930,12 @@ quota_requeue(struct quota *q, enum quota_change what, const char *subject,
     return -1;
 }
 
+bool
+quota_flush_pending(const struct quota *q)
+{
+    return !TAILQ_EMPTY(&q->queue);
+}
+
 /* Re-buckets one stored usage row into memory at start-up. */
 int
 quota_load_slot(struct quota *q, const char *subject, int64_t slot_start_ms,

@@ -200,6 +200,8 @@ int quota_reset(struct quota *q, enum quota_kind kind, const char *id);
  * on_* calls made. The sink must not call back into q.
  */
 int quota_flush(struct quota *q, const struct quota_sink *sink, void *arg);
+/* Whether quota_flush() has anything to deliver. */
+bool quota_flush_pending(const struct quota *q);
 
 /* What quota_requeue() queues again: one of the sink's calls. */
 enum quota_change { QUOTA_CHANGE_RESET, QUOTA_CHANGE_LIMIT, QUOTA_CHANGE_SLOT };

@@ -19,7 +19,10 @@ ENV
 ENVFILE="$TMP/timers.env" start_daemon
 
 # Three queues at once, 4 processes each, for 4 s.  Coarse timers (up to
-# 4 ms late, each delay lost) served 79%, 62% and 25% of these rates.
+# 4 ms late, each delay lost) served 83%, 63% and 25% of these rates.  The
+# bound is lower for the faster bucket: a grant later than one token's
+# refill (1 ms at 1000/s) still loses the difference, and a loaded machine
+# (make -j check) has such stalls.
 for r in 100 200 1000; do
     "$ACQ" race "$SOCK" "q$r" 4 4 > "$TMP/race$r.out" &
     eval "RACE$r=\$!"
@@ -34,8 +37,9 @@ for r in 100 200 1000; do
     echo "# q$r: $out, bound $bound, served $share of the rate"
     check "q$r, burst 1: grants ($grants) <= 1 + rate x elapsed ($bound)" \
         test "$grants" -le "$bound"
-    check "q$r, burst 1: a queue is served at >= 90% of the rate ($share)" \
-        awk -v s="$share" 'BEGIN { exit !(s >= 0.90) }'
+    case $r in 100) low=0.90 ;; 200) low=0.85 ;; *) low=0.70 ;; esac
+    check "q$r, burst 1: a queue is served at >= $low of the rate ($share)" \
+        awk -v s="$share" -v l="$low" 'BEGIN { exit !(s >= l) }'
 done
 
 # 1 ms waits (1000/s, burst 1), 50 one after the other: each reads 1 ms
