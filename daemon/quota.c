@@ -201,15 +201,19 @@ quota_id_valid(const char *id)
 int
 quota_subject(char *buf, size_t len, enum quota_kind kind, const char *id)
 {
-    int n;
+    size_t plen, ilen;
 
     if ((kind != QUOTA_WORKFLOW && kind != QUOTA_TENANT) ||
         quota_id_valid(id) < 0)
         return -1;
-    n = snprintf(buf, len, "%s%s", kind_prefix[kind], id);
-    if (n < 0 || (size_t)n >= len)
+    plen = strlen(kind_prefix[kind]);
+    ilen = strlen(id);
+    if (plen + ilen >= len)
         return -1;
-    return n;
+    /* Not snprintf: this runs for every subject of every reservation. */
+    memcpy(buf, kind_prefix[kind], plen);
+    memcpy(buf + plen, id, ilen + 1);
+    return (int)(plen + ilen);
 }
 
 /* FNV-1a over the subject string. */
@@ -631,15 +635,16 @@ quota_reserve(struct quota *q, const char *workflow_id, const char *tenant_id,
     }
     if (over >= 0 && q->hard) {
         decide(d, keys, u, n, over, false, idx * q->slot_ms);
-        return 0;
+    } else {
+        if (tokens > 0) {
+            if (charge(q, keys, n, idx, tokens, now_s) < 0)
+                return -1;
+            for (int i = 0; i < n; i++)
+                subject_usage(q, subject_find(q, keys[i]), now_s, &u[i]);
+        }
+        decide(d, keys, u, n, over, true, idx * q->slot_ms);
     }
-    if (tokens > 0) {
-        if (charge(q, keys, n, idx, tokens, now_s) < 0)
-            return -1;
-        for (int i = 0; i < n; i++)
-            subject_usage(q, subject_find(q, keys[i]), now_s, &u[i]);
-    }
-    decide(d, keys, u, n, over, true, idx * q->slot_ms);
+    d->workflow_remaining = workflow_id != NULL ? usage_remaining(&u[0]) : 0;
     return 0;
 }
 

@@ -61,6 +61,7 @@ struct quota_decision {
     bool has_reset_at; /* false: nothing used; reset_at_s is -1 */
     double reset_at_s;
     int64_t remaining;
+    int64_t workflow_remaining; /* the workflow's own, when one is given */
     int64_t slot_start_ms; /* reservation handle, for quota_commit() */
 };
 
