@@ -4,11 +4,12 @@
  *
  * The loop never waits on the disk.  A flush takes the pending changes out
  * of the quota table into a batch (they count as clean from then on) and
- * hands it to the writer; the loop goes on serving, and changes made
- * meanwhile wait for the next batch.  When the writer is back, a batch
- * that failed is queued again change by change (quota_requeue), so the
- * next one writes it with whatever came since.  A reply held for a commit
- * carries the number of the batch that holds its change.
+ * hands it to the writer, also while the writer is still writing the ones
+ * before (it writes all that wait as one transaction); the loop goes on
+ * serving.  Batches come back in order; one that failed is queued again
+ * change by change (quota_requeue), so a later batch writes it with
+ * whatever came since.  A reply held for a commit carries the number of
+ * the batch that holds its change.
  */
 #include <errno.h>
 #include <libgen.h>
@@ -60,9 +61,8 @@ struct persist {
     struct event *flush_ev;         /* group commit; the retry */
     struct event *answer_ev;        /* the writer is back */
     struct event *prune_ev;
-    bool in_flight;                 /* a batch is in the writer's hands */
-    bool flush_due;                 /* flush_ev fired meanwhile */
     uint64_t batches;               /* handed to the writer so far */
+    uint64_t batches_back;          /* and back from it */
     struct held_list held;          /* replies waiting for a commit */
     int slot;                       /* connection slot: struct conn_held */
     bool failing;                   /* the last write failed */
@@ -335,20 +335,15 @@ keep_batch(struct persist *p, struct writer_batch *b)
 }
 
 /*
- * Hand what is pending to the writer; when it is busy, once it is back.
- * Nothing pending: the held replies need no commit.  While writes fail an
- * empty batch still goes, to try the database.
+ * Hand what is pending to the writer.  Nothing pending: the held replies
+ * whose changes needed no write go now.  While writes fail an empty batch
+ * still goes, to try the database.
  */
 static void
 start_batch(struct persist *p)
 {
     struct writer_batch *b;
 
-    if (p->in_flight) {
-        p->flush_due = true;
-        return;
-    }
-    p->flush_due = false;
     if ((b = take_batch(p)) == NULL ||
         quota_flush(p->quota, &sink, b) < 0) {
         if (b != NULL)
@@ -359,14 +354,23 @@ start_batch(struct persist *p)
         return;
     }
     if (writer_batch_count(b) == 0 && !p->failing) {
-        /* Everything is on disk as of now. */
+        struct held *h;
+
         keep_batch(p, b);
-        p->last_flush_s = clock_wall();
-        release_held(p, UINT64_MAX);
+        if (p->batches_back == p->batches) {
+            /* Everything is on disk as of now. */
+            p->last_flush_s = clock_wall();
+            release_held(p, UINT64_MAX);
+        }
+        /* Those waiting for this batch go with the last one. */
+        TAILQ_FOREACH_REVERSE(h, &p->held, held_list, all_entry) {
+            if (h->batch <= p->batches)
+                break;
+            h->batch = p->batches;
+        }
         return;
     }
     p->batches++;
-    p->in_flight = true;
     writer_submit(p->writer, b);
 }
 
@@ -380,29 +384,31 @@ flush_cb(evutil_socket_t fd, short what, void *arg)
 static void
 batch_back(struct persist *p, struct writer_result *r)
 {
-    p->in_flight = false;
+    bool was_failing = p->failing;
+
+    p->batches_back++;
     if (r->ok) {
-        if (p->failing) {
+        if (was_failing) {
             log_info("writing quotas to %s works again", p->cfg->db_path);
             p->failing = false;
-            /* What is pending waits no longer than the interval now. */
-            evtimer_del(p->flush_ev);
-            if (quota_flush_pending(p->quota))
-                p->flush_due = true;
         }
         p->last_flush_s = clock_wall();
-        release_held(p, p->batches);
+        release_held(p, p->batches_back);
     } else {
         requeue(p, r->batch);
-        write_failed(p, r->err);
+        /* Once per transaction; the batches after it were not tried. */
+        if (r->first)
+            write_failed(p, r->err);
         /* None is held until a write works again (persist_reply). */
         release_held(p, UINT64_MAX);
-        p->flush_due = false;
-        persist_changed(p);
     }
     keep_batch(p, r->batch);
-    if (p->flush_due)
-        start_batch(p);
+    /* The retry interval from the first failure on, the normal one from
+     * the first success; after a failure a retry is always coming. */
+    if (was_failing != p->failing)
+        evtimer_del(p->flush_ev);
+    if (p->failing || quota_flush_pending(p->quota))
+        persist_changed(p);
 }
 
 static void
@@ -411,7 +417,7 @@ answer_cb(evutil_socket_t fd, short what, void *arg)
     struct persist *p = arg;
     struct writer_result r;
 
-    if (writer_collect(p->writer, &r) == 1)
+    while (writer_collect(p->writer, &r) == 1)
         batch_back(p, &r);
 }
 
@@ -511,7 +517,7 @@ persist_open(struct event_base *base, const struct config *cfg,
 }
 
 /*
- * Shutdown: wait for the batch in the writer's hands, then write what is
+ * Shutdown: wait for the batches in the writer's hands, then write what is
  * pending and wait for that too.  0, or -1 with the reason in p->error.
  */
 static int
@@ -520,8 +526,7 @@ write_all(struct persist *p)
     struct writer_result r;
     struct writer_batch *b;
 
-    if (p->in_flight && writer_wait(p->writer, &r) == 1) {
-        p->in_flight = false;
+    while (writer_wait(p->writer, &r) == 1) {
         if (!r.ok)
             requeue(p, r.batch);
         keep_batch(p, r.batch);

@@ -1,11 +1,11 @@
 /*
  * writer.c - the store's writer thread; see writer.h for the contract.
  *
- * The loop and the thread share the fields under mu.  A batch goes
- * IDLE -> QUEUED (writer_submit) -> WRITING (the thread took it) -> DONE
- * (written or rolled back; the eventfd counts it) -> IDLE
- * (writer_collect).  The thread writes batches before it prunes, and
- * finishes a batch before it stops.
+ * The loop and the thread share the fields under mu.  A batch goes from
+ * todo (writer_submit) to the thread's hands, where every batch taken
+ * together is written as one transaction, then to done (the eventfd
+ * counts it) until writer_collect takes it.  The thread writes batches
+ * before it prunes, and finishes them before it stops.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/queue.h>
 #include <unistd.h>
 
 #include "store.h"
@@ -27,26 +28,28 @@ struct batch_change {
 };
 
 struct writer_batch {
+    TAILQ_ENTRY(writer_batch) link;     /* on todo, in hand or done */
     struct batch_change *v;
     size_t n, cap;
     char *text;                 /* the subjects, NUL-terminated */
     size_t text_len, text_cap;
     size_t last_subject;        /* offset of the last one added */
+    bool ok, first;             /* once written: writer_result */
+    char err[WRITER_ERR_MAX];
 };
-
-enum batch_state { IDLE, QUEUED, WRITING, DONE };
+TAILQ_HEAD(batch_list, writer_batch);
 
 struct writer {
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;          /* the thread waits for work, the loop for
-                                 * DONE */
-    int efd;                    /* eventfd: counts batches back */
+                                 * a batch back */
+    int efd;                    /* eventfd: readable while batches are
+                                 * back */
     /* Under mu: */
-    enum batch_state state;
-    struct writer_batch *batch; /* from QUEUED to IDLE */
-    bool ok;                    /* DONE: the outcome */
-    char err[WRITER_ERR_MAX];
+    struct batch_list todo;     /* submitted, not taken yet */
+    struct batch_list done;     /* back, not collected yet */
+    size_t pending;             /* submitted, not collected */
     bool prune_pending;
     int64_t prune_before_ms;
     uint64_t pruned;            /* since the last report */
@@ -177,18 +180,24 @@ write_change(struct store *st, const struct writer_batch *b, size_t i)
     return -1;
 }
 
-/* Write b as one transaction; 0, or -1 with the reason in err. */
+/* Write the batches of list as one transaction; 0, or -1 with the
+ * reason in err. */
 static int
-write_batch(struct writer *w, const struct writer_batch *b, char *err)
+write_batches(struct writer *w, const struct batch_list *list, char *err)
 {
+    const struct writer_batch *b;
+
     if (w->st == NULL &&
         (w->st = store_open(w->path, err, WRITER_ERR_MAX)) == NULL)
         return -1;
     if (store_begin(w->st) < 0)
         goto fail;
-    for (size_t i = 0; i < b->n; i++)
-        if (write_change(w->st, b, i) < 0)
-            break;      /* the batch is poisoned: commit rolls it back */
+    /* A failure poisons the batch: commit then rolls it back. */
+    TAILQ_FOREACH(b, list, link)
+        for (size_t i = 0; i < b->n; i++)
+            if (write_change(w->st, b, i) < 0)
+                goto end;
+end:
     if (store_commit(w->st) < 0)
         goto fail;
     return 0;
@@ -197,7 +206,8 @@ fail:
     return -1;
 }
 
-/* Announce a batch back (a full counter is not possible: one at a time). */
+/* Wake the loop: batches are back (the counter only grows, and is read
+ * back to 0 by writer_collect). */
 static void
 announce(struct writer *w)
 {
@@ -207,21 +217,45 @@ announce(struct writer *w)
         ;
 }
 
-/* The batch in hand, written; called and returning with mu held. */
+/* Move list onto done with its outcome; called with mu held. */
 static void
-take_batch(struct writer *w)
+give_back(struct writer *w, struct batch_list *list, bool ok, bool first,
+          const char *err)
 {
-    struct writer_batch *b = w->batch;
+    struct writer_batch *b;
+
+    while ((b = TAILQ_FIRST(list)) != NULL) {
+        TAILQ_REMOVE(list, b, link);
+        b->ok = ok;
+        b->first = first;
+        snprintf(b->err, sizeof(b->err), "%s", err);
+        first = false;
+        TAILQ_INSERT_TAIL(&w->done, b, link);
+    }
+}
+
+/* Every batch waiting, written as one transaction; called and returning
+ * with mu held.  When it fails, those submitted meanwhile come back
+ * failed too, not written. */
+static void
+take_batches(struct writer *w)
+{
+    struct batch_list list = TAILQ_HEAD_INITIALIZER(list);
     char err[WRITER_ERR_MAX] = "";
     int rc;
 
-    w->state = WRITING;
+    TAILQ_CONCAT(&list, &w->todo, link);
     pthread_mutex_unlock(&w->mu);
-    rc = write_batch(w, b, err);
+    rc = write_batches(w, &list, err);
     pthread_mutex_lock(&w->mu);
-    w->ok = rc == 0;
-    memcpy(w->err, err, sizeof(w->err));
-    w->state = DONE;
+    give_back(w, &list, rc == 0, true, err);
+    if (rc < 0) {
+        char after[WRITER_ERR_MAX];
+
+        snprintf(after, sizeof(after), "not written: the transaction "
+                 "before failed (%.900s)", err);
+        give_back(w, &w->todo, false, false, after);
+    }
     pthread_cond_broadcast(&w->cv);
     announce(w);
 }
@@ -258,10 +292,10 @@ writer_main(void *arg)
 
     pthread_mutex_lock(&w->mu);
     for (;;) {
-        while (w->state != QUEUED && !w->stop && !w->prune_pending)
+        while (TAILQ_EMPTY(&w->todo) && !w->stop && !w->prune_pending)
             pthread_cond_wait(&w->cv, &w->mu);
-        if (w->state == QUEUED)
-            take_batch(w);
+        if (!TAILQ_EMPTY(&w->todo))
+            take_batches(w);
         else if (w->stop)
             break;
         else
@@ -288,6 +322,8 @@ writer_start(const char *path, struct store *st, char *err, size_t errlen)
         goto fail;
     }
     w->st = st;
+    TAILQ_INIT(&w->todo);
+    TAILQ_INIT(&w->done);
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
     if ((rc = pthread_create(&w->thread, NULL, writer_main, w)) != 0) {
@@ -310,6 +346,8 @@ fail:
 void
 writer_stop(struct writer *w)
 {
+    struct writer_batch *b;
+
     if (w == NULL)
         return;
     pthread_mutex_lock(&w->mu);
@@ -317,8 +355,10 @@ writer_stop(struct writer *w)
     pthread_cond_broadcast(&w->cv);
     pthread_mutex_unlock(&w->mu);
     pthread_join(w->thread, NULL);
-    if (w->state != IDLE)
-        writer_batch_free(w->batch);
+    while ((b = TAILQ_FIRST(&w->done)) != NULL) {
+        TAILQ_REMOVE(&w->done, b, link);
+        writer_batch_free(b);
+    }
     store_close(w->st);
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->cv);
@@ -333,53 +373,64 @@ writer_fd(const struct writer *w)
     return w->efd;
 }
 
-bool
-writer_busy(struct writer *w)
+size_t
+writer_pending(struct writer *w)
 {
-    bool busy;
+    size_t n;
 
     pthread_mutex_lock(&w->mu);
-    busy = w->state != IDLE;
+    n = w->pending;
     pthread_mutex_unlock(&w->mu);
-    return busy;
+    return n;
 }
 
 void
 writer_submit(struct writer *w, struct writer_batch *b)
 {
     pthread_mutex_lock(&w->mu);
-    if (w->state != IDLE)
-        abort();        /* one batch at a time: the caller's mistake */
-    w->batch = b;
-    w->state = QUEUED;
+    TAILQ_INSERT_TAIL(&w->todo, b, link);
+    w->pending++;
     pthread_cond_broadcast(&w->cv);
     pthread_mutex_unlock(&w->mu);
 }
 
-/* Take the result of a DONE batch; called with mu held. */
-static void
+/* Take the oldest batch back, if any; called with mu held. */
+static int
 collect_locked(struct writer *w, struct writer_result *r)
 {
-    r->batch = w->batch;
-    r->ok = w->ok;
-    memcpy(r->err, w->err, sizeof(r->err));
-    w->batch = NULL;
-    w->state = IDLE;
+    struct writer_batch *b = TAILQ_FIRST(&w->done);
+
+    if (b == NULL)
+        return 0;
+    TAILQ_REMOVE(&w->done, b, link);
+    w->pending--;
+    r->batch = b;
+    r->ok = b->ok;
+    r->first = b->first;
+    memcpy(r->err, b->err, sizeof(r->err));
+    return 1;
+}
+
+/* Empty the eventfd once nothing is back: it is readable again at the
+ * next announce.  Called with mu held, so no announce comes in between. */
+static void
+quiet_fd(struct writer *w)
+{
+    uint64_t count;
+
+    if (TAILQ_EMPTY(&w->done))
+        while (read(w->efd, &count, sizeof(count)) < 0 && errno == EINTR)
+            ;
 }
 
 int
 writer_collect(struct writer *w, struct writer_result *r)
 {
-    uint64_t count;
-    int back = 0;
+    int back;
 
-    while (read(w->efd, &count, sizeof(count)) < 0 && errno == EINTR)
-        ;
     pthread_mutex_lock(&w->mu);
-    if (w->state == DONE) {
-        collect_locked(w, r);
-        back = 1;
-    }
+    back = collect_locked(w, r);
+    quiet_fd(w);
     pthread_mutex_unlock(&w->mu);
     return back;
 }
@@ -387,22 +438,14 @@ writer_collect(struct writer *w, struct writer_result *r)
 int
 writer_wait(struct writer *w, struct writer_result *r)
 {
-    int back = 0;
+    int back;
 
     pthread_mutex_lock(&w->mu);
-    while (w->state == QUEUED || w->state == WRITING)
+    while (TAILQ_EMPTY(&w->done) && w->pending > 0)
         pthread_cond_wait(&w->cv, &w->mu);
-    if (w->state == DONE) {
-        collect_locked(w, r);
-        back = 1;
-    }
+    back = collect_locked(w, r);
+    quiet_fd(w);
     pthread_mutex_unlock(&w->mu);
-    if (back) {
-        uint64_t count;
-
-        while (read(w->efd, &count, sizeof(count)) < 0 && errno == EINTR)
-            ;
-    }
     return back;
 }
 

@@ -4,11 +4,15 @@
  *
  * The event loop never waits on the disk.  It builds a batch, an immutable
  * list of changes (what quota_flush() tells its sink), and hands it to the
- * writer, which writes it as one transaction on the store it owns (its own
- * SQLite connection) and hands it back with the outcome.  One batch is in
- * the writer's hands at a time; the loop builds the next one meanwhile.
- * Between batches the writer deletes expired rows, a bounded step at a
- * time.  The writer announces a batch that is back by making a descriptor
+ * writer, which writes it on the store it owns (its own SQLite connection)
+ * and hands it back with the outcome.  The loop may hand over more batches
+ * while one is being written: the writer then writes all that are waiting
+ * as one transaction (group commit), without waiting for the loop in
+ * between, and hands them back in order.  When a transaction fails, the
+ * batches waiting at that moment come back failed too, unwritten, so no
+ * later change is written before an earlier one that failed.  Between
+ * transactions the writer deletes expired rows, a bounded step at a time.
+ * The writer announces batches that are back by making a descriptor
  * readable (writer_fd), for the loop to watch.
  *
  * Threads: every function here is called from one thread, the loop's; the
@@ -63,7 +67,9 @@ void writer_batch_get(const struct writer_batch *b, size_t i,
 /* A batch back from the writer. */
 struct writer_result {
     struct writer_batch *batch;
-    bool ok;                    /* committed; else rolled back, and why: */
+    bool ok;                    /* committed; else not written, and why: */
+    bool first;                 /* the first batch of its transaction (a
+                                 * failure to count) */
     char err[WRITER_ERR_MAX];
 };
 
@@ -75,20 +81,20 @@ struct writer_result {
  */
 struct writer *writer_start(const char *path, struct store *st, char *err,
                             size_t errlen);
-/* Stop the thread once the batch in its hands (if any) is written, close
- * the store, free w and any batch not collected. */
+/* Stop the thread once the batches in its hands are written, close the
+ * store, free w and every batch not collected. */
 void writer_stop(struct writer *w);
 
-/* Readable when a batch is back: then call writer_collect(). */
+/* Readable when a batch is back: then call writer_collect() until 0. */
 int writer_fd(const struct writer *w);
-/* Whether a batch is in the writer's hands (submitted, not collected). */
-bool writer_busy(struct writer *w);
-/* Hand b over to be written; the writer must not be busy. */
+/* Batches in the writer's hands: submitted, not collected. */
+size_t writer_pending(struct writer *w);
+/* Hand b over to be written, after those handed over before. */
 void writer_submit(struct writer *w, struct writer_batch *b);
-/* The batch back, in r: 1; 0 when none is back yet.  Clears writer_fd. */
+/* The oldest batch back, in r: 1; 0 when none is back yet. */
 int writer_collect(struct writer *w, struct writer_result *r);
-/* Wait for the batch in the writer's hands and collect it: 1, or 0 when
- * none was there (shutdown). */
+/* The same, waiting for it: 1, or 0 when none is in the writer's hands
+ * (shutdown). */
 int writer_wait(struct writer *w, struct writer_result *r);
 
 /*

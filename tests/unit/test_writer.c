@@ -131,42 +131,49 @@ test_batch(void **state)
 }
 
 /*
- * Batch after batch, each built while the one before is written: what
- * every batch says is in the database, read by another connection.
+ * Batch after batch, handed over while the ones before are being written
+ * (the writer takes all that wait at once), collected as they come back,
+ * in order: the last value of every row is in the database, read by
+ * another connection.
  */
 static void
 test_batches_in_turn(void **state)
 {
     enum { ROUNDS = 300 };
     char path[128], subject[32];
-    struct writer_batch *next = writer_batch_new(), *spare = NULL;
+    struct writer_batch *b[ROUNDS];
     struct writer_result r;
     struct writer *w;
+    int back = 0;
 
     (void)state;
     path_of("turns.db", path, sizeof(path));
     w = start_ok(path, open_ok(path));
     for (int round = 0; round < ROUNDS; round++) {
+        assert_non_null(b[round] = writer_batch_new());
         for (int k = 0; k < 10; k++) {
             snprintf(subject, sizeof(subject), "workflow:w%d", k);
-            add(next, WRITER_SLOT, subject, 0, round + 1, false);
+            add(b[round], WRITER_SLOT, subject, k, round + 1, false);
         }
-        if (writer_busy(w)) {
-            collect(w, &r);
+        writer_submit(w, b[round]);
+        while (writer_collect(w, &r) == 1) {
+            assert_ptr_equal(r.batch, b[back]);
             assert_true(r.ok);
             assert_string_equal(r.err, "");
-            writer_batch_clear(r.batch);
-            spare = r.batch;
+            writer_batch_free(r.batch);
+            back++;
         }
-        writer_submit(w, next);
-        next = spare != NULL ? spare : writer_batch_new();
-        spare = NULL;
+        assert_int_equal(writer_pending(w), (size_t)(round + 1 - back));
     }
-    collect(w, &r);
-    assert_true(r.ok);
-    writer_batch_free(r.batch);
-    writer_batch_free(next);
-    assert_false(writer_busy(w));
+    while (back < ROUNDS) {
+        collect(w, &r);
+        assert_ptr_equal(r.batch, b[back]);
+        assert_true(r.ok);
+        writer_batch_free(r.batch);
+        back++;
+    }
+    assert_int_equal(writer_pending(w), 0);
+    assert_int_equal(writer_wait(w, &r), 0);
     assert_int_equal(raw_int(path, "SELECT sum(tokens) FROM quota_usage"),
                      10 * ROUNDS);
     writer_stop(w);
@@ -199,6 +206,7 @@ test_open_later(void **state)
     writer_submit(w, b);
     assert_int_equal(writer_wait(w, &r), 1);
     assert_true(r.ok);
+    assert_true(r.first);
     assert_int_equal(writer_wait(w, &r), 0);
     writer_stop(w);
     writer_batch_free(b);
@@ -206,12 +214,16 @@ test_open_later(void **state)
                      9);
 }
 
-/* A batch that fails half way is rolled back whole, and says why. */
+/*
+ * A batch that fails half way is rolled back whole, and says why; the
+ * ones handed over behind it come back failed too, in order, and none of
+ * it is in the database.
+ */
 static void
 test_failed_batch_rolls_back(void **state)
 {
     char path[128], subject[48];
-    struct writer_batch *b = writer_batch_new();
+    struct writer_batch *b[3];
     struct writer_result r;
     struct store *st;
     struct writer *w;
@@ -221,17 +233,24 @@ test_failed_batch_rolls_back(void **state)
     st = open_ok(path);
     assert_true(store_set_max_pages(st, 8) > 0);
     w = start_ok(path, st);
-    add(b, WRITER_SLOT, "workflow:first", 0, 1, false);
-    for (int i = 0; i < 20000; i++) {
-        snprintf(subject, sizeof(subject), "workflow:a-long-name-%d", i);
-        add(b, WRITER_SLOT, subject, 0, 1, false);
+    for (int k = 0; k < 3; k++) {
+        assert_non_null(b[k] = writer_batch_new());
+        add(b[k], WRITER_SLOT, "workflow:first", 0, k + 1, false);
+        for (int i = 0; i < 20000; i++) {
+            snprintf(subject, sizeof(subject), "workflow:long-name-%d", i);
+            add(b[k], WRITER_SLOT, subject, k, 1, false);
+        }
+        writer_submit(w, b[k]);
     }
-    writer_submit(w, b);
-    collect(w, &r);
-    assert_false(r.ok);
-    assert_non_null(strstr(r.err, "full"));
+    for (int k = 0; k < 3; k++) {
+        collect(w, &r);
+        assert_ptr_equal(r.batch, b[k]);
+        assert_false(r.ok);
+        assert_true(k > 0 || r.first);
+        assert_non_null(strstr(r.err, "full"));
+        writer_batch_free(r.batch);
+    }
     writer_stop(w);
-    writer_batch_free(b);
     assert_int_equal(raw_int(path, "SELECT count(*) FROM quota_usage"), 0);
 }
 
