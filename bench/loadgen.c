@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "harness.h"
 #include "llmguard.h"
@@ -90,6 +91,7 @@ struct opts {
     long count;                 /* fill: number of ids */
     pid_t daemon_pid;           /* read its CPU time (and VmRSS); 0: don't */
     double settle_s;            /* fill: pause before the "after" reading */
+    const char *until_file;     /* stop early once this file exists */
     bool json;
 };
 
@@ -138,6 +140,10 @@ usage(FILE *fp)
 "                        its VmRSS/VmHWM before and after, bytes per id\n"
 "      --settle S        fill: seconds to wait before the after reading\n"
 "                        (default: 1, lets a pending flush finish)\n"
+"      --until-file PATH throughput, quota, permit: stop once PATH exists\n"
+"                        (looked at every 10 ms), at the latest after\n"
+"                        --seconds; rates are over the time run (to measure\n"
+"                        beside another load for as long as it lasts)\n"
 "  -l, --label STR       a name echoed in the output\n"
 "  -j, --json            print one JSON object instead of the text line\n"
 "  -h, --help            this text\n"
@@ -185,6 +191,7 @@ parse_args(int argc, char **argv, struct opts *o)
         { "count", required_argument, NULL, 'N' },
         { "daemon-pid", required_argument, NULL, 'D' },
         { "settle", required_argument, NULL, 'S' },
+        { "until-file", required_argument, NULL, 'U' },
         { "label", required_argument, NULL, 'l' },
         { "json", no_argument, NULL, 'j' },
         { "help", no_argument, NULL, 'h' },
@@ -227,6 +234,7 @@ parse_args(int argc, char **argv, struct opts *o)
                                              4194304);
             break;
         case 'S': o->settle_s = num("--settle", optarg, 0, 600); break;
+        case 'U': o->until_file = optarg; break;
         case 'X': o->prefix = optarg; break;
         case 'T': o->tenant = optarg; break;
         case 'l': o->label = optarg; break;
@@ -300,6 +308,19 @@ connect_worker(const struct opts *o, struct hn_worker *w)
         fail_call(w, rc);
 }
 
+/* Whether --until-file exists; looked at no more than every 10 ms (each
+ * worker is a process of its own). */
+static bool
+told_to_stop(const struct opts *o, double now_s)
+{
+    static double next_look_s;
+
+    if (o->until_file == NULL || now_s < next_look_s)
+        return false;
+    next_look_s = now_s + 0.01;
+    return access(o->until_file, F_OK) == 0;
+}
+
 /* Sequential acquires until end_s; latencies of calls after measure_s. */
 static void
 run_acquire(const struct opts *o, struct hn_worker *w)
@@ -309,7 +330,7 @@ run_acquire(const struct opts *o, struct hn_worker *w)
     for (;;) {
         uint64_t t0 = hn_now_ns();
         double start = (double)t0 / 1e9;
-        if (start >= w->sc.end_s)
+        if (start >= w->sc.end_s || told_to_stop(o, start))
             break;
         bool counted = hn_measure(w, start);
         if (o->m->mode == M_ACCURACY && o->timeout_s < 0)
@@ -362,7 +383,7 @@ run_quota(const struct opts *o, struct hn_worker *w)
     for (uint64_t k = 0;; k++) {
         uint64_t t0 = hn_now_ns();
         double start = (double)t0 / 1e9;
-        if (start >= w->sc.end_s)
+        if (start >= w->sc.end_s || told_to_stop(o, start))
             break;
         bool counted = hn_measure(w, start);
         int rc = llmguard_quota_check_and_reserve(handle,
@@ -432,7 +453,7 @@ run_permit(const struct opts *o, struct hn_worker *w)
     for (uint64_t k = 0;; k++) {
         uint64_t t0 = hn_now_ns();
         double start = (double)t0 / 1e9;
-        if (start >= w->sc.end_s)
+        if (start >= w->sc.end_s || told_to_stop(o, start))
             break;
         bool counted = hn_measure(w, start);
         req.workflow_id = workflow_id(o, w->index, k, id, sizeof(id));
@@ -529,6 +550,7 @@ run(const struct opts *o, struct hn_result *res)
 {
     struct hn_plan plan = { 0 };
     enum mode m = o->m->mode;
+    int rc;
 
     plan.procs = o->procs;
     plan.seconds = o->seconds;
@@ -536,8 +558,12 @@ run(const struct opts *o, struct hn_result *res)
     plan.warmup_s = m == M_ACCURACY || m == M_LOCAL || m == M_FILL ? 0 :
                     o->warmup_s;
     plan.server_pid = o->m->daemon ? o->daemon_pid : 0;
-    plan.cpu_whole_run = m == M_FILL;
-    return hn_run(&plan, worker, (void *)o, res);
+    plan.cpu_whole_run = m == M_FILL || o->until_file != NULL;
+    rc = hn_run(&plan, worker, (void *)o, res);
+    if (o->until_file != NULL && res->sum.last_s > res->go_s + plan.warmup_s)
+        res->window_s = fmin(o->seconds,
+                             res->sum.last_s - res->go_s - plan.warmup_s);
+    return rc;
 }
 
 static void
@@ -556,18 +582,18 @@ mode_throughput(const struct opts *o)
 {
     struct hn_result res;
     int rc = run(o, &res);
-    double rate = (double)res.sum.ok / o->seconds;
+    double rate = (double)res.sum.ok / res.window_s;
 
     print_head(o);
     if (o->json)
         printf(",\"seconds\":%.3f,\"permits\":%" PRIu64 ",\"denied\":%"
                PRIu64 ",\"errors\":%" PRIu64 ",\"permits_per_s\":%.1f"
                ",\"per_proc_min\":%" PRIu64 ",\"per_proc_max\":%" PRIu64,
-               o->seconds, res.sum.ok, res.sum.denied, res.sum.errors, rate,
+               res.window_s, res.sum.ok, res.sum.denied, res.sum.errors, rate,
                res.min_ok, res.max_ok);
     else
         printf(", %.1f s: %.0f permits/s (%" PRIu64 " permits, %" PRIu64
-               " denied, %" PRIu64 " errors)", o->seconds, rate, res.sum.ok,
+               " denied, %" PRIu64 " errors)", res.window_s, rate, res.sum.ok,
                res.sum.denied, res.sum.errors);
     hn_print_latency(o->json, &res.lat);
     hn_print_cpu_and_end(o->json, &res);
@@ -651,18 +677,18 @@ mode_quota(const struct opts *o)
 {
     struct hn_result res;
     int rc = run(o, &res);
-    double rate = (double)res.sum.ok / o->seconds;
+    double rate = (double)res.sum.ok / res.window_s;
 
     print_head(o);
     if (o->json)
         printf(",\"ids\":\"%s\",\"seconds\":%.3f,\"reservations\":%" PRIu64
                ",\"refused\":%" PRIu64 ",\"errors\":%" PRIu64
                ",\"reservations_per_s\":%.1f", ids_words[o->ids].name,
-               o->seconds, res.sum.ok, res.sum.denied, res.sum.errors, rate);
+               res.window_s, res.sum.ok, res.sum.denied, res.sum.errors, rate);
     else
         printf(" (ids %s), %.1f s: %.0f reservations/s (%" PRIu64 " ok, %"
                PRIu64 " refused, %" PRIu64 " errors)", ids_words[o->ids].name,
-               o->seconds, rate, res.sum.ok, res.sum.denied, res.sum.errors);
+               res.window_s, rate, res.sum.ok, res.sum.denied, res.sum.errors);
     hn_print_latency(o->json, &res.lat);
     hn_print_cpu_and_end(o->json, &res);
     return rc < 0 ? 1 : 0;
@@ -673,19 +699,19 @@ mode_permit(const struct opts *o)
 {
     struct hn_result res;
     int rc = run(o, &res);
-    double rate = (double)res.sum.ok / o->seconds;
+    double rate = (double)res.sum.ok / res.window_s;
 
     print_head(o);
     if (o->json)
         printf(",\"ids\":\"%s\",\"seconds\":%.3f,\"calls\":%" PRIu64
                ",\"denied\":%" PRIu64 ",\"errors\":%" PRIu64
                ",\"calls_per_s\":%.1f,\"round_trips_per_s\":%.1f",
-               ids_words[o->ids].name, o->seconds, res.sum.ok,
+               ids_words[o->ids].name, res.window_s, res.sum.ok,
                res.sum.denied, res.sum.errors, rate, 2 * rate);
     else
         printf(" (ids %s), %.1f s: %.0f calls/s = permit+report pairs "
                "(%" PRIu64 " calls, %" PRIu64 " denied, %" PRIu64 " errors)",
-               ids_words[o->ids].name, o->seconds, rate, res.sum.ok,
+               ids_words[o->ids].name, res.window_s, rate, res.sum.ok,
                res.sum.denied, res.sum.errors);
     hn_print_latency(o->json, &res.lat);
     hn_print_cpu_and_end(o->json, &res);

@@ -1,7 +1,11 @@
 /* buckets.c - token buckets on the event loop: timers, waiters, cancels. */
+#include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
 
 #include "buckets.h"
 #include "clock.h"
@@ -33,7 +37,42 @@ limiter_config(const struct config *cfg, const struct provider_config *pc,
 static void
 timer_cb(evutil_socket_t fd, short what, void *arg)
 {
-    buckets_kick(arg);
+    struct provider *prov = arg;
+    uint64_t expirations;
+
+    /* Read the expiry count, or the descriptor stays readable. */
+    if (read(fd, &expirations, sizeof(expirations)) < 0 && errno != EAGAIN)
+        log_error("%s: reading the timer of %s: %s", __func__, prov->name,
+                  strerror(errno));
+    prov->armed_s = NAN;
+    buckets_kick(prov);
+}
+
+/* Arm prov's timer for the monotonic time at_s (INFINITY: disarm), with a
+ * system call only when that changes. */
+static void
+arm_timer(struct provider *prov, double at_s)
+{
+    struct itimerspec its = { { 0, 0 }, { 0, 0 } };
+
+    if (at_s == prov->armed_s || (isinf(at_s) && isnan(prov->armed_s)))
+        return;
+    if (!isinf(at_s)) {
+        /* Rounded up: a waiter is never served before its instant. */
+        double sec = floor(at_s);
+        long nsec = (long)ceil((at_s - sec) * 1e9);
+
+        its.it_value.tv_sec = (time_t)sec + nsec / 1000000000;
+        its.it_value.tv_nsec = nsec % 1000000000;
+        if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
+            its.it_value.tv_nsec = 1;   /* all zero would disarm it */
+    }
+    if (timerfd_settime(prov->timer_fd, TFD_TIMER_ABSTIME, &its, NULL) < 0) {
+        log_error("%s: timer of %s: %s", __func__, prov->name,
+                  strerror(errno));
+        return;
+    }
+    prov->armed_s = isinf(at_s) ? NAN : at_s;
 }
 
 /* The waiters list of w's connection. */
@@ -60,27 +99,17 @@ buckets_kick(struct provider *prov)
     struct limiter_waiter *lw;
     double now = clock_mono(), next;
 
-    while ((lw = limiter_pop_expired(b, now)) != NULL)
-        finish((struct waiter *)lw, false, now);
-    while ((lw = limiter_pop_ready(b, now)) != NULL)
-        finish((struct waiter *)lw, true, now);
-    next = limiter_next_wakeup(b, now);
-    if (isinf(next)) {
-        evtimer_del(prov->timer);
-    } else {
-        /* Round up to the microsecond: the limiter's time is exact. */
-        double d = next - now;
-        struct timeval tv;
-        if (d < 0)
-            d = 0;
-        tv.tv_sec = (time_t)d;
-        tv.tv_usec = (suseconds_t)ceil((d - (double)tv.tv_sec) * 1e6);
-        if (tv.tv_usec >= 1000000) {
-            tv.tv_sec++;
-            tv.tv_usec -= 1000000;
-        }
-        evtimer_add(prov->timer, &tv);
+    /* In the order of their instants (limiter.h). */
+    for (;;) {
+        if ((lw = limiter_pop_expired(b, now)) != NULL)
+            finish((struct waiter *)lw, false, now);
+        else if ((lw = limiter_pop_ready(b, now)) != NULL)
+            finish((struct waiter *)lw, true, now);
+        else
+            break;
     }
+    next = limiter_next_wakeup(b, now);
+    arm_timer(prov, next);
 }
 
 int
@@ -114,7 +143,7 @@ buckets_drop_conn(void *state)
         struct provider *prov = w->prov;
         TAILQ_REMOVE(&cw->list, w, conn_entry);
         w->conn = NULL;
-        limiter_cancel(&prov->bucket, &w->lw);
+        limiter_cancel(&prov->bucket, &w->lw, now);
         w->done(w, false, now);
         free(w);
         /* The head may have changed: those behind may go now. */
@@ -193,6 +222,7 @@ free_providers(struct provider *v, size_t n, double now)
         while ((lw = limiter_drain(&v[i].bucket)) != NULL)
             finish((struct waiter *)lw, false, now);
         event_free(v[i].timer);
+        close(v[i].timer_fd);
     }
     free(v);
 }
@@ -209,15 +239,30 @@ alloc_providers(struct buckets *b, size_t n)
         return NULL;
     }
     for (size_t i = 0; i < n; i++) {
-        provs[i].timer = evtimer_new(b->base, timer_cb, &provs[i]);
-        if (provs[i].timer == NULL) {
-            log_error("%s: cannot create a timer", __func__);
-            while (i-- > 0)
-                event_free(provs[i].timer);
-            free(provs);
-            return NULL;
+        struct provider *p = &provs[i];
+
+        p->timer_fd = timerfd_create(CLOCK_MONOTONIC,
+                                     TFD_NONBLOCK | TFD_CLOEXEC);
+        if (p->timer_fd >= 0 &&
+            (p->timer = event_new(b->base, p->timer_fd, EV_READ | EV_PERSIST,
+                                  timer_cb, p)) != NULL &&
+            event_add(p->timer, NULL) == 0) {
+            p->armed_s = NAN;
+            p->owner = b;
+            continue;
         }
-        provs[i].owner = b;
+        log_error("%s: cannot create a timer: %s", __func__,
+                  p->timer_fd < 0 ? strerror(errno) : "out of memory");
+        if (p->timer_fd >= 0)
+            close(p->timer_fd);
+        if (p->timer != NULL)
+            event_free(p->timer);
+        while (i-- > 0) {
+            event_free(provs[i].timer);
+            close(provs[i].timer_fd);
+        }
+        free(provs);
+        return NULL;
     }
     return provs;
 }

@@ -2,6 +2,11 @@
  * buckets.h - the event-loop glue of the limiter: one token bucket and one
  * timer per provider, and the requests waiting in their queues.
  *
+ * A bucket's timer is a timerfd of its own (CLOCK_MONOTONIC, armed for the
+ * absolute wake-up time the limiter gives, to the nanosecond), watched by
+ * the event loop: it fires on time whatever the loop's own timers do, and
+ * it costs a system call only when the wake-up time changes.
+ *
  * A waiting request is a struct waiter: the limiter's intrusive waiter,
  * the connection it answers, and a callback run once, when it is granted
  * or given up.  A waiter whose connection closes leaves its queue at once
@@ -27,7 +32,9 @@ struct waiter;
 struct provider {
     char name[CONFIG_NAME_MAX];
     struct limiter_bucket bucket;
-    struct event *timer;        /* armed for the head waiter, or a deadline */
+    int timer_fd;               /* timerfd: the head's instant, a deadline */
+    struct event *timer;        /* read event on timer_fd */
+    double armed_s;             /* what timer_fd is armed for; NAN: not */
     struct buckets *owner;
 };
 

@@ -15,8 +15,9 @@
  *   telemetry.c                metrics and spans
  *   server.c  clock.c          the transport; the clocks
  *
- * Beneath them the pure modules (limiter, quota, router, metrics, store,
- * trace, decisions, config, log) and proto/.
+ * Beneath them writer.c, the thread that writes the store for persist.c,
+ * the pure modules (limiter, quota, router, metrics, store, trace,
+ * decisions, config, log) and proto/.
  */
 #ifndef LLMGUARD_DAEMON_H
 #define LLMGUARD_DAEMON_H

@@ -6,7 +6,9 @@
  * released or reconfigured; every other question ("how many at t?", "when
  * is the head servable?") is answered by the same pure function of the
  * stored state, so the wake-up time computed by limiter_next_wakeup is
- * exactly a time at which limiter_pop_ready will serve the head.
+ * exactly a time at which limiter_pop_ready will serve the head.  A grant
+ * made late is taken as of the head's instant (instant_of() below), which
+ * is never before last_s, so the stored state only moves forward.
  */
 #include <assert.h>
 #include <math.h>
@@ -103,10 +105,14 @@ take(struct limiter_bucket *b, uint32_t n, uint64_t llm_tokens, double now_s)
         b->llm_tokens -= (double)llm_tokens;
 }
 
+/* Remove w; when it was the head, the next one is the head from since_s
+ * on. */
 static void
-dequeue(struct limiter_bucket *b, struct limiter_waiter *w)
+dequeue(struct limiter_bucket *b, struct limiter_waiter *w, double since_s)
 {
     assert(w->queued && b->nwaiters > 0);
+    if (w == TAILQ_FIRST(&b->waiters))
+        b->head_s = fmax(b->head_s, since_s);
     TAILQ_REMOVE(&b->waiters, w, entry);
     w->queued = false;
     b->nwaiters--;
@@ -145,6 +151,21 @@ ready_time(const struct limiter_bucket *b, const struct limiter_waiter *w,
     return t;
 }
 
+/*
+ * The instant of the head waiter w, as seen at now_s (limiter.h, "Late
+ * timers"): the earliest time its tokens were there while it was the head,
+ * but not more than one request token's refill before now_s.  Later than
+ * now_s when it is not servable yet.  Never before last_s.
+ */
+static double
+instant_of(const struct limiter_bucket *b, const struct limiter_waiter *w,
+           double now_s)
+{
+    double t = ready_time(b, w, b->head_s);
+
+    return fmax(t, now_s - 1.0 / b->cfg.rate_per_sec);
+}
+
 /* Set up a full bucket with an empty queue. */
 int
 limiter_init(struct limiter_bucket *b, const struct limiter_config *cfg,
@@ -156,6 +177,7 @@ limiter_init(struct limiter_bucket *b, const struct limiter_config *cfg,
     b->tokens = cfg->burst;
     b->llm_tokens = cfg->tokens_per_min;
     b->last_s = now_s;
+    b->head_s = now_s;
     b->nwaiters = 0;
     TAILQ_INIT(&b->waiters);
     return 0;
@@ -206,7 +228,10 @@ limiter_enqueue(struct limiter_bucket *b, struct limiter_waiter *w, uint32_t n,
     w->n = n;
     w->llm_tokens = llm_tokens;
     w->deadline_s = deadline_s;
+    w->granted_s = NAN;
     w->queued = true;
+    if (TAILQ_EMPTY(&b->waiters))
+        b->head_s = b->last_s;
     TAILQ_INSERT_TAIL(&b->waiters, w, entry);
     b->nwaiters++;
     return 0;
@@ -214,43 +239,58 @@ limiter_enqueue(struct limiter_bucket *b, struct limiter_waiter *w, uint32_t n,
 
 /* Drop a waiter whose requester went away. */
 void
-limiter_cancel(struct limiter_bucket *b, struct limiter_waiter *w)
+limiter_cancel(struct limiter_bucket *b, struct limiter_waiter *w,
+               double now_s)
 {
     if (w->queued)
-        dequeue(b, w);
+        dequeue(b, w, now_s);
 }
 
-/* Remove the first waiter, in queue order, that is past its deadline. */
+/* Remove the first waiter, in queue order, that expired before the head's
+ * instant. */
 struct limiter_waiter *
 limiter_pop_expired(struct limiter_bucket *b, double now_s)
 {
-    struct limiter_waiter *w;
+    struct limiter_waiter *w, *head = TAILQ_FIRST(&b->waiters);
+    double by_s = now_s;
 
+    if (head == NULL)
+        return NULL;
+    if (b->cfg.enabled && fits(b, head->n, head->llm_tokens))
+        by_s = fmin(by_s, instant_of(b, head, fmax(now_s, b->last_s)));
     TAILQ_FOREACH(w, &b->waiters, entry)
     {
-        if (expired(b, w, now_s)) {
-            dequeue(b, w);
+        if (!fits(b, w->n, w->llm_tokens)) {
+            dequeue(b, w, b->last_s);
+            return w;
+        }
+        if (w->deadline_s <= by_s) {
+            dequeue(b, w, w->deadline_s);
             return w;
         }
     }
     return NULL;
 }
 
-/* Serve the head waiter if its tokens are there. */
+/* Serve the head waiter, as of its instant, if that has come. */
 struct limiter_waiter *
 limiter_pop_ready(struct limiter_bucket *b, double now_s)
 {
     struct limiter_waiter *w = TAILQ_FIRST(&b->waiters);
+    double now = fmax(now_s, b->last_s), t = now;
 
     if (w == NULL)
         return NULL;
     if (b->cfg.enabled) {
-        if (!fits(b, w->n, w->llm_tokens) ||
-            !can_take_at(b, now_s, w->n, w->llm_tokens))
+        if (!fits(b, w->n, w->llm_tokens))
             return NULL;
-        take(b, w->n, w->llm_tokens, now_s);
+        t = instant_of(b, w, now);
+        if (t > now || w->deadline_s <= t)
+            return NULL;
+        take(b, w->n, w->llm_tokens, t);
     }
-    dequeue(b, w);
+    w->granted_s = t;
+    dequeue(b, w, t);
     return w;
 }
 
@@ -261,7 +301,7 @@ limiter_drain(struct limiter_bucket *b)
     struct limiter_waiter *w = TAILQ_FIRST(&b->waiters);
 
     if (w != NULL)
-        dequeue(b, w);
+        dequeue(b, w, b->last_s);
     return w;
 }
 
@@ -282,7 +322,7 @@ limiter_next_wakeup(const struct limiter_bucket *b, double now_s)
             return now_s;
         t = fmin(t, w->deadline_s);
     }
-    return fmin(t, ready_time(b, head, now_s));
+    return fmin(t, fmax(now_s, instant_of(b, head, now_s)));
 }
 
 /* Give tokens back, capped at the capacities. */

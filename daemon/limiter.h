@@ -14,9 +14,25 @@
  *
  * Fairness: a grant is made at once only when nobody is queued; otherwise
  * the request queues and waiters are served strictly in FIFO order.  An
- * expired or cancelled waiter consumes nothing.  Guarantee: over any
- * interval of length T, tokens granted minus tokens released are at most
- * burst + rate_per_sec * T (plus a rounding slack of 1e-9 of a request).
+ * expired or cancelled waiter consumes nothing.
+ *
+ * Late timers.  A waiter is granted at its instant: the earliest time at
+ * which its tokens were there and it was the head of the queue.  A timer
+ * that fires late does not move that instant: the grant counts from it,
+ * and the bucket refills from it, so the tokens that refilled meanwhile
+ * are not lost to the burst cap and a queue is served at the configured
+ * rate whatever the burst.  The instant is never more than
+ * 1 / rate_per_sec (the refill of one request token) before the now_s at
+ * which the grant is made: a timer later than that loses the difference,
+ * and a stalled loop cannot release more than one token beyond the burst.
+ *
+ * Guarantee: over any interval of length T, the tokens granted at instants
+ * within it minus the tokens released are at most burst + rate_per_sec * T
+ * (plus a rounding slack of 1e-9 of a request).  Counted at the times the
+ * grants are made instead, at most burst + 1 + rate_per_sec * T, and
+ * burst + rate_per_sec * T over any interval that starts with a full
+ * bucket (its first use) or while every timer fires on time.  The LLM
+ * bucket alike, with tokens_per_min and tokens_per_min / 60.
  *
  * Event-loop use, one timer per bucket:
  *
@@ -28,10 +44,17 @@
  *
  *     after any enqueue, cancel, release or reconfigure, and when the timer
  *     fires:
- *         while ((w = limiter_pop_expired(b, now))) reply timeout
- *         while ((w = limiter_pop_ready(b, now)))   reply granted
+ *         for (;;)
+ *             if ((w = limiter_pop_expired(b, now))) reply timeout
+ *             else if ((w = limiter_pop_ready(b, now))) reply granted
+ *             else break
  *         t = limiter_next_wakeup(b, now);
- *         arm the timer for t - now, rounded up (none if t is INFINITY)
+ *         arm the timer for t (none if t is INFINITY)
+ *
+ * Popping in that order answers the waiters in the order of their
+ * instants: a deadline that comes before the head's instant expires first;
+ * a waiter behind the head whose deadline comes after that instant waits
+ * until the head has been served.
  */
 #ifndef LLMGUARD_LIMITER_H
 #define LLMGUARD_LIMITER_H
@@ -59,6 +82,7 @@ struct limiter_waiter {
     uint32_t n;          /* request tokens wanted */
     uint64_t llm_tokens; /* LLM tokens wanted (ignored without TPM) */
     double deadline_s;   /* given up at this time, on the now_s clock */
+    double granted_s;    /* set by limiter_pop_ready: the grant's instant */
     bool queued;         /* in a bucket's queue */
 };
 
@@ -70,6 +94,7 @@ struct limiter_bucket {
     double tokens;     /* request tokens at last_s (may be a hair < 0) */
     double llm_tokens; /* LLM tokens at last_s (if tokens_per_min > 0) */
     double last_s;     /* time of the last refill */
+    double head_s;     /* since when the head waiter has been the head */
     size_t nwaiters;
     struct limiter_waitq waiters;
 };
@@ -117,23 +142,29 @@ enum limiter_result limiter_try_acquire(struct limiter_bucket *b, uint32_t n,
 int limiter_enqueue(struct limiter_bucket *b, struct limiter_waiter *w,
                     uint32_t n, uint64_t llm_tokens, double deadline_s);
 
-/* Remove `w` (its connection closed); nothing consumed.  No-op if unqueued. */
-void limiter_cancel(struct limiter_bucket *b, struct limiter_waiter *w);
+/* Remove `w` at now_s (its connection closed); nothing consumed.  No-op if
+ * unqueued. */
+void limiter_cancel(struct limiter_bucket *b, struct limiter_waiter *w,
+                    double now_s);
 
 /*
- * Remove and return a waiter whose deadline has come (deadline_s <= now_s)
- * or that no longer fits the config, wherever it is in the queue; nothing
- * consumed.  NULL when there is none.  Call until NULL before
- * limiter_pop_ready, so that an expired head never blocks those behind it;
- * a waiter that could be served at exactly its deadline thus times out.
+ * Remove and return a waiter that no longer fits the config, or whose
+ * deadline has come (deadline_s <= now_s) no later than the head's
+ * instant, wherever it is in the queue; nothing consumed.  NULL when there
+ * is none.  Call it before limiter_pop_ready (see above), so that an
+ * expired head never blocks those behind it; a waiter that could be served
+ * at exactly its deadline times out.
  */
 struct limiter_waiter *limiter_pop_expired(struct limiter_bucket *b,
                                            double now_s);
 
 /*
- * If the head waiter can be served at now_s, take its tokens, remove it and
- * return it; else NULL.  Deadlines are not looked at (see above).  Call
- * until NULL: this serves waiters in strict FIFO order.
+ * If the head waiter's instant has come (it is <= now_s) and is before its
+ * deadline, take its tokens as of that instant, set its granted_s to it,
+ * remove it and return it; else NULL.  Called again it serves the next one:
+ * waiters are served in strict FIFO order, and one whose deadline came
+ * first is left to limiter_pop_expired.  Disabled, the head is granted at
+ * now_s.
  */
 struct limiter_waiter *limiter_pop_ready(struct limiter_bucket *b,
                                          double now_s);
@@ -143,10 +174,11 @@ struct limiter_waiter *limiter_drain(struct limiter_bucket *b);
 
 /*
  * The earliest time >= now_s at which limiter_pop_ready or
- * limiter_pop_expired can return a waiter: when the head becomes servable
- * or the earliest deadline, whichever is first; INFINITY with no waiters.
- * Exact: limiter_pop_ready at the returned time serves the head, provided
- * the bucket was not changed in between.
+ * limiter_pop_expired can return a waiter: the head's instant or the
+ * earliest deadline, whichever is first; INFINITY with no waiters.
+ * Exact: limiter_pop_ready at the returned time serves the head (unless
+ * its deadline is that time), provided the bucket was not changed in
+ * between.
  */
 double limiter_next_wakeup(const struct limiter_bucket *b, double now_s);
 

@@ -214,6 +214,9 @@ call_start(struct call *call, const char *workflow, const char *tenant,
     memcpy(call->workflow, workflow, sizeof(call->workflow));
     memcpy(call->tenant, tenant, sizeof(call->tenant));
     call->tokens_estimate = r->tokens_estimate;
+    /* No exporter, no span: its ids are not needed. */
+    if (!telemetry_tracing(call->owner->d.telemetry))
+        return;
     if (PROTO_HAS(r, PROTO_PERMIT_REQ_TRACEPARENT) &&
         trace_parse_traceparent(r->traceparent.ptr, r->traceparent.len,
                                 call->trace_id, call->parent_span_id) == 0)

@@ -1,4 +1,16 @@
-/* persist.c - group commit of quota changes to SQLite, and start-up load. */
+/*
+ * persist.c - quota changes to SQLite through the writer thread: group
+ * commit, replies held for their commit, pruning, and the start-up load.
+ *
+ * The loop never waits on the disk.  A flush takes the pending changes out
+ * of the quota table into a batch (they count as clean from then on) and
+ * hands it to the writer, also while the writer is still writing the ones
+ * before (it writes all that wait as one transaction); the loop goes on
+ * serving.  Batches come back in order; one that failed is queued again
+ * change by change (quota_requeue), so a later batch writes it with
+ * whatever came since.  A reply held for a commit carries the number of
+ * the batch that holds its change.
+ */
 #include <errno.h>
 #include <libgen.h>
 #include <stdlib.h>
@@ -16,6 +28,10 @@
 #include "server.h"
 #include "store.h"
 #include "telemetry.h"
+#include "writer.h"
+
+/* Subjects the in-memory prune sweeps per turn of the loop (~0.1 ms). */
+#define PRUNE_STEP_SUBJECTS 5000
 
 /* A reply held until the commit that makes its change durable. */
 struct held {
@@ -24,6 +40,7 @@ struct held {
     struct conn *conn;
     struct conn_held *owner;
     uint64_t id;
+    uint64_t batch;                 /* the batch that holds its change */
     size_t len;
     char data[];
 };
@@ -38,58 +55,52 @@ struct conn_held {
 struct persist {
     const struct config *cfg;
     struct quota *quota;            /* usage in memory: authoritative */
-    struct store *store;            /* SQLite; NULL while read-only */
     struct telemetry *telemetry;
-    struct event *flush_ev;         /* group commit */
+    struct writer *writer;          /* owns the store */
+    struct writer_batch *spare;     /* for the next batch */
+    struct event *flush_ev;         /* group commit; the retry */
+    struct event *answer_ev;        /* the writer is back */
     struct event *prune_ev;
+    uint64_t batches;               /* handed to the writer so far */
+    uint64_t batches_back;          /* and back from it */
     struct held_list held;          /* replies waiting for a commit */
     int slot;                       /* connection slot: struct conn_held */
     bool failing;                   /* the last write failed */
-    char error[512];                /* and why */
+    char error[WRITER_ERR_MAX];     /* and why */
     double last_flush_s;            /* wall time of the last good write */
 };
 
-/* ---- the quota -> store sink ------------------------------------------- */
-
-static int
-sink_begin(void *arg)
-{
-    return store_begin(arg);
-}
+/* ---- the quota -> batch sink ------------------------------------------- */
 
 static int
 sink_reset(void *arg, const char *subject)
 {
-    return store_reset_subject(arg, subject);
+    struct writer_change c = { WRITER_RESET, subject, 0, 0, false };
+
+    return writer_batch_add(arg, &c);
 }
 
 static int
 sink_limit(void *arg, const char *subject, bool has_limit, int64_t limit)
 {
-    return store_put_limit(arg, subject, has_limit, (uint64_t)limit);
+    struct writer_change c = { WRITER_LIMIT, subject, 0, limit, has_limit };
+
+    return writer_batch_add(arg, &c);
 }
 
 static int
 sink_slot(void *arg, const char *subject, int64_t slot_start_ms,
           int64_t tokens)
 {
-    return store_put_usage(arg, subject, slot_start_ms, (uint64_t)tokens);
+    struct writer_change c = { WRITER_SLOT, subject, slot_start_ms, tokens,
+                               false };
+
+    return writer_batch_add(arg, &c);
 }
 
-static int
-sink_commit(void *arg)
-{
-    return store_commit(arg);
-}
-
-static void
-sink_rollback(void *arg)
-{
-    store_rollback(arg);
-}
-
+/* No begin or commit: the changes count as delivered once in the batch. */
 static const struct quota_sink sink = {
-    sink_begin, sink_reset, sink_limit, sink_slot, sink_commit, sink_rollback,
+    NULL, sink_reset, sink_limit, sink_slot, NULL, NULL,
 };
 
 /* ---- start-up ---------------------------------------------------------- */
@@ -145,65 +156,25 @@ make_db_dir(const char *db_path)
         fatalx(1, "cannot create %s: %s", dir, strerror(errno));
 }
 
-static void
-flush_cb(evutil_socket_t fd, short what, void *arg)
-{
-    persist_flush(arg);
-}
-
-static double
-prune_interval_s(const struct persist *p)
-{
-    double slot_s = (double)quota_slot_ms(p->quota) / 1e3;
-
-    return slot_s < 10 ? 10 : slot_s > 3600 ? 3600 : slot_s;
-}
-
-/* Rows that left the window, from the store (the table prunes itself):
- * how many. */
-static uint64_t
-prune_store(struct persist *p, double now)
-{
-    uint64_t pruned = 0;
-
-    if (p->store != NULL &&
-        store_prune(p->store, quota_horizon_ms(p->quota, now), &pruned) < 0)
-        log_warn("pruning old quota rows: %s", store_errmsg(p->store));
-    return pruned;
-}
-
-static void
-prune_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct persist *p = arg;
-    double now = clock_wall();
-    struct timeval tv = { (time_t)prune_interval_s(p), 0 };
-    uint64_t pruned;
-
-    quota_prune(p->quota, now);
-    if ((pruned = prune_store(p, now)) > 0)
-        log_debug("pruned %llu expired quota rows",
-                  (unsigned long long)pruned);
-    evtimer_add(p->prune_ev, &tv);
-}
-
 /*
- * Load the live window into p->quota.  A database we may read but not
- * write is loaded and served from, keeping changes in memory and trying to
- * open it for writing at every flush; one we cannot read at all would make
- * the quotas wrong, and stops the daemon.
+ * Load the live window into p->quota; returns the store opened for
+ * writing, or NULL for a database we may read but not write: it is loaded
+ * and served from, keeping changes in memory, and the writer tries to open
+ * it at every batch.  One we cannot read at all would make the quotas
+ * wrong, and stops the daemon.  At start-up, on the loop: nobody is served
+ * yet.
  */
-static size_t
-load(struct persist *p, double now)
+static struct store *
+load(struct persist *p, double now, size_t *rows)
 {
     const struct config *cfg = p->cfg;
     char err[512], err2[512];
     struct load_ctx lc = { p->quota, now, 0, 0 };
     struct store_load_cb cb = { load_usage, load_limit, &lc };
     int64_t horizon_ms = quota_horizon_ms(p->quota, now);
+    struct store *st = store_open(cfg->db_path, err, sizeof(err));
 
-    p->store = store_open(cfg->db_path, err, sizeof(err));
-    if (p->store == NULL) {
+    if (st == NULL) {
         struct store *ro = store_open_readonly(cfg->db_path, err2,
                                                sizeof(err2));
         if (ro == NULL)
@@ -215,62 +186,17 @@ load(struct persist *p, double now)
                   "the database becomes writable (retried)", err);
         p->failing = true;
         snprintf(p->error, sizeof(p->error), "%s", err);
-    } else if (store_load(p->store, horizon_ms, &cb) < 0) {
-        fatalx(1, "loading quotas: %s", store_errmsg(p->store));
+    } else if (store_load(st, horizon_ms, &cb) < 0) {
+        fatalx(1, "loading quotas: %s", store_errmsg(st));
     }
     if (lc.bad > 0)
         log_warn("%zu stored quota rows could not be loaded (bad subject "
                  "or value) and were skipped", lc.bad);
-    return lc.rows;
+    *rows = lc.rows;
+    return st;
 }
 
-struct persist *
-persist_open(struct event_base *base, const struct config *cfg,
-             struct quota *q, struct telemetry *t, int conn_slot)
-{
-    struct persist *p = calloc(1, sizeof(*p));
-    double now = clock_wall();
-    size_t rows;
-
-    if (p == NULL)
-        fatalx(1, "%s: out of memory", __func__);
-    p->cfg = cfg;
-    p->quota = q;
-    p->telemetry = t;
-    p->slot = conn_slot;
-    TAILQ_INIT(&p->held);
-    if (cfg->db_is_default)
-        make_db_dir(cfg->db_path);
-    rows = load(p, now);
-    log_info("database %s: %zu live quota rows of %zu subjects loaded, %llu "
-             "expired pruned", cfg->db_path, rows, quota_count(q),
-             (unsigned long long)prune_store(p, now));
-    p->flush_ev = evtimer_new(base, flush_cb, p);
-    p->prune_ev = evtimer_new(base, prune_cb, p);
-    if (p->flush_ev == NULL || p->prune_ev == NULL)
-        fatalx(1, "cannot create the flush timers");
-    struct timeval tv = { (time_t)prune_interval_s(p), 0 };
-    evtimer_add(p->prune_ev, &tv);
-    /* Rows moved to new slots (the window changed) are rewritten now. */
-    persist_changed(p);
-    return p;
-}
-
-/* ---- group commit ------------------------------------------------------ */
-
-void
-persist_changed(struct persist *p)
-{
-    int64_t ms = p->cfg->quota_flush_ms;
-    struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
-
-    if (evtimer_pending(p->flush_ev, NULL))
-        return;
-    /* After a failure, retry no faster than once a second. */
-    if (p->failing && ms < 1000)
-        tv = (struct timeval){ 1, 0 };
-    evtimer_add(p->flush_ev, &tv);
-}
+/* ---- held replies ------------------------------------------------------ */
 
 static void
 held_free(struct held *h)
@@ -281,59 +207,23 @@ held_free(struct held *h)
 }
 
 /*
- * The commit that held these replies is done: send them.  When it failed
- * they go out all the same: the changes are counted in memory and the
- * write is retried, and holding the replies back would stop every
- * quota-checked call for as long as the disk is unwritable (or answer a
- * granted permit with an error).  The failure is logged and counted.
+ * Send the held replies whose change is in batch upto or before.  Also
+ * when that batch failed: the changes are counted in memory and the write
+ * is retried, and holding the replies back would stop every quota-checked
+ * call for as long as the disk is unwritable (or answer a granted permit
+ * with an error).  The failure is logged and counted.
  */
 static void
-release_held(struct persist *p)
+release_held(struct persist *p, uint64_t upto)
 {
     struct held *h;
 
-    while ((h = TAILQ_FIRST(&p->held)) != NULL) {
+    while ((h = TAILQ_FIRST(&p->held)) != NULL && h->batch <= upto) {
         struct conn *c = h->conn;
         conn_send_raw(c, h->data, h->len);
         held_free(h);
         conn_flush(c);
     }
-}
-
-/* The write failed: log it once per reason, count it, retry later. */
-static void
-write_failed(struct persist *p, const char *why)
-{
-    telemetry_store_error(p->telemetry);
-    if (!p->failing || strcmp(why, p->error) != 0)
-        log_error("writing quotas to %s failed, will retry: %s",
-                  p->cfg->db_path, why);
-    snprintf(p->error, sizeof(p->error), "%s", why);
-    p->failing = true;
-}
-
-int
-persist_flush(struct persist *p)
-{
-    char err[512];
-    int rc = -1;
-
-    if (p->store == NULL)       /* read-only at start: try again */
-        p->store = store_open(p->cfg->db_path, err, sizeof(err));
-    if (p->store != NULL)
-        rc = quota_flush(p->quota, &sink, p->store);
-    if (rc < 0) {
-        write_failed(p, p->store ? store_errmsg(p->store) : err);
-        release_held(p);
-        persist_changed(p);
-        return -1;
-    }
-    if (p->failing)
-        log_info("writing quotas to %s works again", p->cfg->db_path);
-    p->failing = false;
-    p->last_flush_s = clock_wall();
-    release_held(p);
-    return 0;
 }
 
 /* Move the reply queued on c since mark into a held reply; -1 when out of
@@ -360,6 +250,7 @@ hold(struct persist *p, struct conn *c, uint64_t id, size_t mark)
     h->conn = c;
     h->owner = ch;
     h->id = id;
+    h->batch = p->batches + 1;      /* the next one handed over */
     h->len = len;
     memcpy(h->data, data, len);
     conn_out_cut(c, mark);
@@ -367,6 +258,311 @@ hold(struct persist *p, struct conn *c, uint64_t id, size_t mark)
     TAILQ_INSERT_TAIL(&ch->list, h, conn_entry);
     return 0;
 }
+
+/* ---- group commit ------------------------------------------------------ */
+
+void
+persist_changed(struct persist *p)
+{
+    int64_t ms = p->cfg->quota_flush_ms;
+    struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+
+    if (evtimer_pending(p->flush_ev, NULL))
+        return;
+    /* After a failure, retry no faster than once a second. */
+    if (p->failing && ms < 1000)
+        tv = (struct timeval){ 1, 0 };
+    evtimer_add(p->flush_ev, &tv);
+}
+
+/* The write failed: log it once per reason, count it, retry later. */
+static void
+write_failed(struct persist *p, const char *why)
+{
+    telemetry_store_error(p->telemetry);
+    if (!p->failing || strcmp(why, p->error) != 0)
+        log_error("writing quotas to %s failed, will retry: %s",
+                  p->cfg->db_path, why);
+    snprintf(p->error, sizeof(p->error), "%s", why);
+    p->failing = true;
+}
+
+/* Queue again, in the quota table, what a failed batch held. */
+static void
+requeue(struct persist *p, const struct writer_batch *b)
+{
+    static const enum quota_change what[] = {
+        [WRITER_RESET] = QUOTA_CHANGE_RESET,
+        [WRITER_LIMIT] = QUOTA_CHANGE_LIMIT,
+        [WRITER_SLOT] = QUOTA_CHANGE_SLOT,
+    };
+    size_t lost = 0;
+
+    for (size_t i = 0; i < writer_batch_count(b); i++) {
+        struct writer_change c;
+
+        writer_batch_get(b, i, &c);
+        if (quota_requeue(p->quota, what[c.kind], c.subject,
+                          c.slot_start_ms) < 0)
+            lost++;
+    }
+    if (lost > 0)
+        log_error("%s: out of memory: %zu quota changes will not be "
+                  "written", __func__, lost);
+}
+
+/* A batch for the writer, from the spare one if there is; NULL when out
+ * of memory. */
+static struct writer_batch *
+take_batch(struct persist *p)
+{
+    struct writer_batch *b = p->spare;
+
+    p->spare = NULL;
+    if (b == NULL)
+        b = writer_batch_new();
+    else
+        writer_batch_clear(b);
+    return b;
+}
+
+/* Keep b (back from the writer, or not sent) for the next batch. */
+static void
+keep_batch(struct persist *p, struct writer_batch *b)
+{
+    writer_batch_free(p->spare);
+    p->spare = b;
+}
+
+/*
+ * Hand what is pending to the writer.  Nothing pending: the held replies
+ * whose changes needed no write go now.  While writes fail an empty batch
+ * still goes, to try the database.
+ */
+static void
+start_batch(struct persist *p)
+{
+    struct writer_batch *b;
+
+    if ((b = take_batch(p)) == NULL ||
+        quota_flush(p->quota, &sink, b) < 0) {
+        if (b != NULL)
+            keep_batch(p, b);
+        write_failed(p, "out of memory building a batch");
+        release_held(p, UINT64_MAX);
+        persist_changed(p);
+        return;
+    }
+    if (writer_batch_count(b) == 0 && !p->failing) {
+        struct held *h;
+
+        keep_batch(p, b);
+        if (p->batches_back == p->batches) {
+            /* Everything is on disk as of now. */
+            p->last_flush_s = clock_wall();
+            release_held(p, UINT64_MAX);
+        }
+        /* Those waiting for this batch go with the last one. */
+        TAILQ_FOREACH_REVERSE(h, &p->held, held_list, all_entry) {
+            if (h->batch <= p->batches)
+                break;
+            h->batch = p->batches;
+        }
+        return;
+    }
+    p->batches++;
+    writer_submit(p->writer, b);
+}
+
+static void
+flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    start_batch(arg);
+}
+
+/* A batch is back from the writer: done, or queued again for the retry. */
+static void
+batch_back(struct persist *p, struct writer_result *r)
+{
+    bool was_failing = p->failing;
+
+    p->batches_back++;
+    if (r->ok) {
+        if (was_failing) {
+            log_info("writing quotas to %s works again", p->cfg->db_path);
+            p->failing = false;
+        }
+        p->last_flush_s = clock_wall();
+        release_held(p, p->batches_back);
+    } else {
+        requeue(p, r->batch);
+        /* Once per transaction; the batches after it were not tried. */
+        if (r->first)
+            write_failed(p, r->err);
+        /* None is held until a write works again (persist_reply). */
+        release_held(p, UINT64_MAX);
+    }
+    keep_batch(p, r->batch);
+    /* The retry interval from the first failure on, the normal one from
+     * the first success; after a failure a retry is always coming. */
+    if (was_failing != p->failing)
+        evtimer_del(p->flush_ev);
+    if (p->failing || quota_flush_pending(p->quota))
+        persist_changed(p);
+}
+
+static void
+answer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct persist *p = arg;
+    struct writer_result r;
+
+    while (writer_collect(p->writer, &r) == 1)
+        batch_back(p, &r);
+}
+
+/* ---- pruning ----------------------------------------------------------- */
+
+static double
+prune_interval_s(const struct persist *p)
+{
+    double slot_s = (double)quota_slot_ms(p->quota) / 1e3;
+
+    return slot_s < 10 ? 10 : slot_s > 3600 ? 3600 : slot_s;
+}
+
+/*
+ * Every prune interval: drop the expired slots from memory, a bounded step
+ * per turn of the loop, then have the writer delete their rows (it does so
+ * in steps too, between batches).
+ */
+static void
+prune_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct persist *p = arg;
+    double now = clock_wall();
+    struct timeval next = { (time_t)prune_interval_s(p), 0 };
+    char err[WRITER_ERR_MAX];
+    uint64_t pruned;
+    bool done;
+
+    quota_prune_step(p->quota, now, PRUNE_STEP_SUBJECTS, &done);
+    if (!done) {
+        struct timeval now_tv = { 0, 0 };
+
+        evtimer_add(p->prune_ev, &now_tv);
+        return;
+    }
+    if ((pruned = writer_prune_report(p->writer, err, sizeof(err))) > 0)
+        log_debug("pruned %llu expired quota rows",
+                  (unsigned long long)pruned);
+    if (err[0] != '\0')
+        log_warn("pruning old quota rows: %s", err);
+    writer_prune(p->writer, quota_horizon_ms(p->quota, now));
+    evtimer_add(p->prune_ev, &next);
+}
+
+/* ---- life cycle -------------------------------------------------------- */
+
+/* Set up the events and the writer on st (NULL: not writable yet). */
+static void
+start_writer(struct persist *p, struct event_base *base, struct store *st)
+{
+    char err[512];
+    struct timeval tv = { (time_t)prune_interval_s(p), 0 };
+
+    if ((p->writer = writer_start(p->cfg->db_path, st, err,
+                                  sizeof(err))) == NULL)
+        fatalx(1, "%s", err);
+    p->flush_ev = evtimer_new(base, flush_cb, p);
+    p->prune_ev = evtimer_new(base, prune_cb, p);
+    p->answer_ev = event_new(base, writer_fd(p->writer), EV_READ | EV_PERSIST,
+                             answer_cb, p);
+    if (p->flush_ev == NULL || p->prune_ev == NULL || p->answer_ev == NULL ||
+        event_add(p->answer_ev, NULL) < 0)
+        fatalx(1, "cannot create the flush events");
+    evtimer_add(p->prune_ev, &tv);
+}
+
+struct persist *
+persist_open(struct event_base *base, const struct config *cfg,
+             struct quota *q, struct telemetry *t, int conn_slot)
+{
+    struct persist *p = calloc(1, sizeof(*p));
+    double now = clock_wall();
+    uint64_t pruned = 0;
+    struct store *st;
+    size_t rows;
+
+    if (p == NULL)
+        fatalx(1, "%s: out of memory", __func__);
+    p->cfg = cfg;
+    p->quota = q;
+    p->telemetry = t;
+    p->slot = conn_slot;
+    TAILQ_INIT(&p->held);
+    if (cfg->db_is_default)
+        make_db_dir(cfg->db_path);
+    st = load(p, now, &rows);
+    /* Rows that left the window (the table prunes itself). */
+    if (st != NULL && store_prune(st, quota_horizon_ms(q, now), &pruned) < 0)
+        log_warn("pruning old quota rows: %s", store_errmsg(st));
+    log_info("database %s: %zu live quota rows of %zu subjects loaded, %llu "
+             "expired pruned", cfg->db_path, rows, quota_count(q),
+             (unsigned long long)pruned);
+    start_writer(p, base, st);
+    /* Rows moved to new slots (the window changed) are rewritten now. */
+    persist_changed(p);
+    return p;
+}
+
+/*
+ * Shutdown: wait for the batches in the writer's hands, then write what is
+ * pending and wait for that too.  0, or -1 with the reason in p->error.
+ */
+static int
+write_all(struct persist *p)
+{
+    struct writer_result r;
+    struct writer_batch *b;
+
+    while (writer_wait(p->writer, &r) == 1) {
+        if (!r.ok)
+            requeue(p, r.batch);
+        keep_batch(p, r.batch);
+    }
+    if ((b = take_batch(p)) == NULL || quota_flush(p->quota, &sink, b) < 0) {
+        writer_batch_free(b);
+        snprintf(p->error, sizeof(p->error), "out of memory");
+        return -1;
+    }
+    writer_submit(p->writer, b);
+    writer_wait(p->writer, &r);
+    writer_batch_free(r.batch);
+    if (!r.ok)
+        snprintf(p->error, sizeof(p->error), "%s", r.err);
+    return r.ok ? 0 : -1;
+}
+
+void
+persist_close(struct persist *p)
+{
+    if (p == NULL)
+        return;
+    if (write_all(p) < 0)
+        log_error("quota changes since the last successful write are lost: "
+                  "%s", p->error);
+    else
+        log_info("quotas written to %s", p->cfg->db_path);
+    writer_stop(p->writer);
+    event_free(p->flush_ev);
+    event_free(p->prune_ev);
+    event_free(p->answer_ev);
+    writer_batch_free(p->spare);
+    free(p);
+}
+
+/* ---- replies ----------------------------------------------------------- */
 
 void
 persist_reply(struct persist *p, struct conn *c, enum proto_op op,
@@ -378,7 +574,9 @@ persist_reply(struct persist *p, struct conn *c, enum proto_op op,
     if (!changed)
         return;
     persist_changed(p);
-    if (p->cfg->quota_flush_ms > 0)
+    /* While writes fail, a reply does not wait for the next retry: it
+     * would go out after it all the same (release_held). */
+    if (p->cfg->quota_flush_ms > 0 || p->failing)
         return;
     if (hold(p, c, id, mark) < 0)
         log_error("%s: out of memory: replying before the commit", __func__);
@@ -400,21 +598,4 @@ persist_state(const struct persist *p, struct persist_state *st)
     st->failing = p->failing;
     st->error = p->failing ? p->error : "";
     st->last_flush_s = p->last_flush_s;
-}
-
-void
-persist_close(struct persist *p)
-{
-    if (p == NULL)
-        return;
-    if (persist_flush(p) < 0)
-        log_error("quota changes since the last successful write are lost: "
-                  "%s", p->store ? store_errmsg(p->store) :
-                  "the database is not writable");
-    else
-        log_info("quotas written to %s", p->cfg->db_path);
-    event_free(p->flush_ev);
-    event_free(p->prune_ev);
-    store_close(p->store);
-    free(p);
 }

@@ -3,11 +3,12 @@
  * authoritative) and the SQLite store (llmguardd(8), "Persistence").
  *
  * Changes are written by one transaction every LLMGUARD_QUOTA_FLUSH_MS
- * (group commit) and at shutdown.  With a flush interval of 0 a reply that
- * changed a quota is held until the transaction holding the change has
- * committed; every change made in one turn of the event loop shares it.
- * A failing write is logged, counted and retried; it never stops the
- * daemon.
+ * (group commit) and at shutdown, on the writer thread (writer.h): the
+ * event loop never waits on the disk.  With a flush interval of 0 a reply
+ * that changed a quota is held until the transaction holding the change
+ * has committed, while other replies go on; every change made while a
+ * transaction is being written shares the next one.  A failing write is
+ * logged, counted and retried; it never stops the daemon.
  */
 #ifndef LLMGUARD_PERSIST_H
 #define LLMGUARD_PERSIST_H
@@ -36,16 +37,16 @@ struct persist *persist_open(struct event_base *base, const struct config *cfg,
                              int conn_slot);
 /* A quota changed: make sure a flush is coming. */
 void persist_changed(struct persist *p);
-/* Write what is pending now; 0, or -1 (logged and counted). */
-int persist_flush(struct persist *p);
-/* Final flush, then close the store and free p (not the quota table). */
+/* Final flush, waited for; then stop the writer, close the store and free
+ * p (not the quota table). */
 void persist_close(struct persist *p);
 
 /*
  * Reply to a request that may have changed a quota (changed): at once with
  * a flush interval, else after the commit that makes the change durable.
- * When that commit fails the reply goes out all the same (the change is
- * counted in memory, the write retried, the failure logged and counted).
+ * When that commit fails the reply goes out at once all the same (the
+ * change is counted in memory, the write retried, the failure logged and
+ * counted), and until a write works again replies are not held.
  */
 void persist_reply(struct persist *p, struct conn *c, enum proto_op op,
                    uint64_t id, const void *msg, bool changed);

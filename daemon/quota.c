@@ -6,6 +6,13 @@
  * count are always a prefix of the array. Everything the store has not seen
  * yet (dirty slots, a changed override, a reset) puts the subject on one
  * queue, which quota_flush() walks; a queued subject is never freed.
+ *
+ * Subjects are found through a hash table of chains that grows by
+ * doubling, rehashed incrementally: while a rehash runs there are two
+ * tables, and every lookup that may add a subject moves a few chains from
+ * the old one to the new, so no single request pays for rehashing a
+ * million subjects (uthash did that in one go: 120 ms at 930,000).  They
+ * are also on one list, which pruning walks a step at a time.
  */
 #include <assert.h>
 #include <math.h>
@@ -14,13 +21,15 @@
 #include <string.h>
 #include <sys/queue.h>
 
-#define HASH_NONFATAL_OOM 1 /* a failed add leaves hh.tbl NULL */
-#include <uthash.h>
-
 #include "quota.h"
 
 #define TIME_MAX_S 1e12                       /* |times| below this */
 #define TIME_MAX_MS INT64_C(1000000000000000) /* the same in ms */
+
+#define HTAB_MIN_SIZE 16    /* chains of a new table (a power of 2) */
+#define HTAB_MAX_LOAD 2     /* subjects per chain before doubling */
+#define HTAB_STEP_CHAINS 4  /* chains moved per lookup while rehashing */
+#define HTAB_NOT_REHASHING SIZE_MAX
 
 struct slot {
     int64_t idx;
@@ -29,7 +38,10 @@ struct slot {
 };
 
 struct subject {
-    UT_hash_handle hh;
+    struct subject *chain;  /* next in its hash chain */
+    uint32_t hash;
+    uint32_t keylen;
+    TAILQ_ENTRY(subject) all_link;
     TAILQ_ENTRY(subject) queue_link;
     struct slot *slots; /* sorted by idx, unique */
     uint32_t n_slots;
@@ -44,12 +56,23 @@ struct subject {
 
 TAILQ_HEAD(subject_queue, subject);
 
+/* One table of chains; size is 0 or a power of 2. */
+struct htab {
+    struct subject **chains;
+    size_t size;
+};
+
 struct quota {
     double window_s;
     int64_t slot_ms;
     int64_t default_limit;
     bool hard;
-    struct subject *subjects;   /* uthash head */
+    struct htab ht[2];          /* ht[1] only while rehashing into it */
+    size_t rehash_next;         /* next chain of ht[0] to move */
+    size_t count;               /* subjects */
+    struct subject_queue all;   /* every subject, oldest first */
+    struct subject *prune_next; /* where the prune sweep goes on */
+    bool prune_running;
     struct subject_queue queue; /* subjects with pending changes */
     size_t bytes;               /* subjects and slot arrays */
 };
@@ -178,47 +201,164 @@ quota_id_valid(const char *id)
 int
 quota_subject(char *buf, size_t len, enum quota_kind kind, const char *id)
 {
-    int n;
+    size_t plen, ilen;
 
     if ((kind != QUOTA_WORKFLOW && kind != QUOTA_TENANT) ||
         quota_id_valid(id) < 0)
         return -1;
-    n = snprintf(buf, len, "%s%s", kind_prefix[kind], id);
-    if (n < 0 || (size_t)n >= len)
+    plen = strlen(kind_prefix[kind]);
+    ilen = strlen(id);
+    if (plen + ilen >= len)
         return -1;
-    return n;
+    /* Not snprintf: this runs for every subject of every reservation. */
+    memcpy(buf, kind_prefix[kind], plen);
+    memcpy(buf + plen, id, ilen + 1);
+    return (int)(plen + ilen);
+}
+
+/* FNV-1a over the subject string. */
+static uint32_t
+key_hash(const char *key, size_t len)
+{
+    uint32_t h = 2166136261u;
+
+    for (size_t i = 0; i < len; i++) {
+        h ^= (unsigned char)key[i];
+        h *= 16777619u;
+    }
+    return h;
+}
+
+static bool
+rehashing(const struct quota *q)
+{
+    return q->rehash_next != HTAB_NOT_REHASHING;
+}
+
+/* The chain of ht that holds hash, or NULL for an empty table. */
+static struct subject **
+chain_of(const struct htab *ht, uint32_t hash)
+{
+    return ht->size ? &ht->chains[hash & (ht->size - 1)] : NULL;
+}
+
+/* Moves up to HTAB_STEP_CHAINS chains of ht[0] to ht[1]; ends the rehash
+ * when ht[0] is empty. */
+static void
+rehash_step(struct quota *q)
+{
+    for (int k = 0; k < HTAB_STEP_CHAINS && rehashing(q); k++) {
+        struct subject *s = q->ht[0].chains[q->rehash_next], *next;
+
+        for (; s != NULL; s = next) {
+            struct subject **c = chain_of(&q->ht[1], s->hash);
+
+            next = s->chain;
+            s->chain = *c;
+            *c = s;
+        }
+        q->ht[0].chains[q->rehash_next] = NULL;
+        if (++q->rehash_next == q->ht[0].size) {
+            free(q->ht[0].chains);
+            q->ht[0] = q->ht[1];
+            q->ht[1] = (struct htab){NULL, 0};
+            q->rehash_next = HTAB_NOT_REHASHING;
+        }
+    }
+}
+
+/* Starts a rehash into a table twice as big (or the first table); when
+ * that cannot be allocated, chains just grow longer. */
+static void
+htab_grow(struct quota *q)
+{
+    size_t size = q->ht[0].size ? 2 * q->ht[0].size : HTAB_MIN_SIZE;
+    struct subject **chains = calloc(size, sizeof(*chains));
+
+    if (chains == NULL)
+        return;
+    if (q->ht[0].size == 0) {
+        q->ht[0] = (struct htab){chains, size};
+        return;
+    }
+    q->ht[1] = (struct htab){chains, size};
+    q->rehash_next = 0;
+}
+
+/* Where the subject named key is linked, or the empty end of its chain. */
+static struct subject **
+subject_link(const struct quota *q, const char *key, size_t len,
+             uint32_t hash)
+{
+    for (int t = 0; t < (rehashing(q) ? 2 : 1); t++) {
+        struct subject **p = chain_of(&q->ht[t], hash);
+
+        for (; p != NULL && *p != NULL; p = &(*p)->chain)
+            if ((*p)->hash == hash && (*p)->keylen == len &&
+                memcmp((*p)->key, key, len) == 0)
+                return p;
+    }
+    return NULL;
 }
 
 static struct subject *
 subject_find(const struct quota *q, const char *key)
 {
-    struct subject *s;
+    size_t len = strlen(key);
+    struct subject **p = subject_link(q, key, len, key_hash(key, len));
 
-    HASH_FIND(hh, q->subjects, key, strlen(key), s);
-    return s;
+    return p != NULL ? *p : NULL;
 }
 
 /* The subject named key, created empty if needed; NULL when out of memory. */
 static struct subject *
 subject_get(struct quota *q, const char *key)
 {
-    struct subject *s = subject_find(q, key);
-    size_t len, size;
+    size_t len = strlen(key), size;
+    uint32_t hash = key_hash(key, len);
+    struct subject **p, *s;
 
-    if (s != NULL)
-        return s;
-    len = strlen(key);
+    if (rehashing(q))
+        rehash_step(q);
+    if ((p = subject_link(q, key, len, hash)) != NULL)
+        return *p;
+    if (!rehashing(q) && q->count >= HTAB_MAX_LOAD * q->ht[0].size)
+        htab_grow(q);
+    if (q->ht[0].size == 0)
+        return NULL;
     size = sizeof(*s) + len + 1;
     if ((s = calloc(1, size)) == NULL)
         return NULL;
     memcpy(s->key, key, len + 1);
-    HASH_ADD_KEYPTR(hh, q->subjects, s->key, len, s);
-    if (s->hh.tbl == NULL) {
-        free(s);
-        return NULL;
-    }
+    s->hash = hash;
+    s->keylen = (uint32_t)len;
+    p = chain_of(&q->ht[rehashing(q) ? 1 : 0], hash);
+    s->chain = *p;
+    *p = s;
+    TAILQ_INSERT_TAIL(&q->all, s, all_link);
+    q->count++;
     q->bytes += size;
     return s;
+}
+
+/* Takes s out of the table and the list (the prune sweep steps over it). */
+static void
+subject_unlink(struct quota *q, struct subject *s)
+{
+    struct subject **p = subject_link(q, s->key, s->keylen, s->hash);
+
+    assert(p != NULL && *p == s);
+    *p = s->chain;
+    if (q->prune_next == s)
+        q->prune_next = TAILQ_NEXT(s, all_link);
+    TAILQ_REMOVE(&q->all, s, all_link);
+    if (--q->count == 0) {
+        /* The last one: give the tables back, as they may be large. */
+        free(q->ht[0].chains);
+        free(q->ht[1].chains);
+        q->ht[0] = q->ht[1] = (struct htab){NULL, 0};
+        q->rehash_next = HTAB_NOT_REHASHING;
+    }
 }
 
 /* Frees s when it holds nothing: no slot, no override, nothing queued. */
@@ -228,8 +368,8 @@ subject_release(struct quota *q, struct subject *s)
     if (s->n_slots > 0 || s->has_limit || s->queued)
         return;
     assert(!s->limit_dirty && !s->reset_pending);
-    HASH_DEL(q->subjects, s);
-    q->bytes -= sizeof(*s) + s->hh.keylen + 1 +
+    subject_unlink(q, s);
+    q->bytes -= sizeof(*s) + s->keylen + 1 +
                 (size_t)s->cap_slots * sizeof(struct slot);
     free(s->slots);
     free(s);
@@ -495,15 +635,16 @@ quota_reserve(struct quota *q, const char *workflow_id, const char *tenant_id,
     }
     if (over >= 0 && q->hard) {
         decide(d, keys, u, n, over, false, idx * q->slot_ms);
-        return 0;
+    } else {
+        if (tokens > 0) {
+            if (charge(q, keys, n, idx, tokens, now_s) < 0)
+                return -1;
+            for (int i = 0; i < n; i++)
+                subject_usage(q, subject_find(q, keys[i]), now_s, &u[i]);
+        }
+        decide(d, keys, u, n, over, true, idx * q->slot_ms);
     }
-    if (tokens > 0) {
-        if (charge(q, keys, n, idx, tokens, now_s) < 0)
-            return -1;
-        for (int i = 0; i < n; i++)
-            subject_usage(q, subject_find(q, keys[i]), now_s, &u[i]);
-    }
-    decide(d, keys, u, n, over, true, idx * q->slot_ms);
+    d->workflow_remaining = workflow_id != NULL ? usage_remaining(&u[0]) : 0;
     return 0;
 }
 
@@ -599,12 +740,12 @@ quota_top(const struct quota *q, enum quota_kind kind, double now_s,
 {
     const char *prefix = kind_prefix[kind];
     size_t plen = strlen(prefix), held = 0;
-    struct subject *s, *tmp;
+    const struct subject *s;
 
     *count = *total = 0;
     if (!time_ok(now_s))
         return -1;
-    HASH_ITER(hh, ((struct quota *)(uintptr_t)q)->subjects, s, tmp) {
+    TAILQ_FOREACH(s, &q->all, all_link) {
         struct quota_entry e;
         struct usage u;
         if (strncmp(s->key, prefix, plen) != 0)
@@ -756,6 +897,50 @@ fail:
     return -1;
 }
 
+/* Queues again a change that a flush delivered but the store never got. */
+int
+quota_requeue(struct quota *q, enum quota_change what, const char *subject,
+              int64_t slot_start_ms)
+{
+    struct subject *s;
+    struct slot *sl;
+
+    if (subject == NULL || subject_valid(subject) < 0)
+        return -1;
+    switch (what) {
+    case QUOTA_CHANGE_RESET:
+    case QUOTA_CHANGE_LIMIT:
+        /* A subject freed since (nothing left in memory) comes back to
+         * carry the delete. */
+        if ((s = subject_get(q, subject)) == NULL)
+            return -1;
+        if (what == QUOTA_CHANGE_RESET)
+            subject_mark_rewrite(q, s);
+        else
+            s->limit_dirty = true;
+        subject_enqueue(q, s);
+        return 0;
+    case QUOTA_CHANGE_SLOT:
+        /* A slot that is gone expired, or went with a reset that is
+         * queued itself. */
+        if ((s = subject_find(q, subject)) == NULL ||
+            floor_div(slot_start_ms, q->slot_ms) * q->slot_ms !=
+                slot_start_ms ||
+            (sl = slot_find(s, slot_start_ms / q->slot_ms)) == NULL)
+            return 0;
+        sl->dirty = true;
+        subject_enqueue(q, s);
+        return 0;
+    }
+    return -1;
+}
+
+bool
+quota_flush_pending(const struct quota *q)
+{
+    return !TAILQ_EMPTY(&q->queue);
+}
+
 /* Re-buckets one stored usage row into memory at start-up. */
 int
 quota_load_slot(struct quota *q, const char *subject, int64_t slot_start_ms,
@@ -801,20 +986,45 @@ quota_load_limit(struct quota *q, const char *subject, int64_t limit)
     return 0;
 }
 
-/* Drops expired slots everywhere and frees the subjects left idle. */
+/* Goes on with the sweep over every subject: drops expired slots and
+ * frees the subjects left idle, max_subjects of them at most. */
 size_t
-quota_prune(struct quota *q, double now_s)
+quota_prune_step(struct quota *q, double now_s, size_t max_subjects,
+                 bool *done)
 {
-    struct subject *s, *tmp;
     size_t dropped = 0;
 
+    *done = false;
     if (!time_ok(now_s))
         return 0;
-    HASH_ITER(hh, q->subjects, s, tmp)
-    {
+    if (!q->prune_running) {
+        q->prune_running = true;
+        q->prune_next = TAILQ_FIRST(&q->all);
+    }
+    for (size_t k = 0; k < max_subjects && q->prune_next != NULL; k++) {
+        struct subject *s = q->prune_next;
+
+        q->prune_next = TAILQ_NEXT(s, all_link);
         dropped += slots_trim(q, s, now_s);
         subject_release(q, s);
     }
+    if (q->prune_next == NULL) {
+        q->prune_running = false;
+        *done = true;
+    }
+    return dropped;
+}
+
+/* The whole sweep at once. */
+size_t
+quota_prune(struct quota *q, double now_s)
+{
+    size_t dropped = 0;
+    bool done = false;
+
+    q->prune_running = false;
+    while (!done)
+        dropped += quota_prune_step(q, now_s, SIZE_MAX, &done);
     return dropped;
 }
 
@@ -854,6 +1064,8 @@ quota_new(double window_s, int64_t default_limit, bool hard)
     q->slot_ms = slot_size_ms(window_s);
     q->default_limit = default_limit;
     q->hard = hard;
+    q->rehash_next = HTAB_NOT_REHASHING;
+    TAILQ_INIT(&q->all);
     TAILQ_INIT(&q->queue);
     return q;
 }
@@ -861,16 +1073,17 @@ quota_new(double window_s, int64_t default_limit, bool hard)
 void
 quota_free(struct quota *q)
 {
-    struct subject *s, *tmp;
+    struct subject *s;
 
     if (q == NULL)
         return;
-    HASH_ITER(hh, q->subjects, s, tmp)
-    {
-        HASH_DEL(q->subjects, s);
+    while ((s = TAILQ_FIRST(&q->all)) != NULL) {
+        TAILQ_REMOVE(&q->all, s, all_link);
         free(s->slots);
         free(s);
     }
+    free(q->ht[0].chains);
+    free(q->ht[1].chains);
     free(q);
 }
 
@@ -879,7 +1092,7 @@ int
 quota_reconfigure(struct quota *q, double window_s, int64_t default_limit,
                   bool hard)
 {
-    struct subject *s, *tmp;
+    struct subject *s;
     int64_t old_slot_ms = q->slot_ms;
 
     if (!config_ok(window_s, default_limit))
@@ -889,10 +1102,8 @@ quota_reconfigure(struct quota *q, double window_s, int64_t default_limit,
     q->default_limit = default_limit;
     q->hard = hard;
     if (q->slot_ms != old_slot_ms) {
-        HASH_ITER(hh, q->subjects, s, tmp)
-        {
+        TAILQ_FOREACH(s, &q->all, all_link)
             subject_rebucket(q, s, old_slot_ms);
-        }
     }
     return 0;
 }
@@ -921,17 +1132,13 @@ quota_horizon_ms(const struct quota *q, double now_s)
 size_t
 quota_count(const struct quota *q)
 {
-    return HASH_COUNT(q->subjects);
+    return q->count;
 }
 
-/* Our allocations plus uthash's table and buckets. */
+/* Our allocations: the structure, subjects, slot arrays and tables. */
 size_t
 quota_bytes(const struct quota *q)
 {
-    size_t bytes = sizeof(*q) + q->bytes;
-
-    if (q->subjects != NULL)
-        bytes += sizeof(UT_hash_table) +
-                 q->subjects->hh.tbl->num_buckets * sizeof(UT_hash_bucket);
-    return bytes;
+    return sizeof(*q) + q->bytes +
+           (q->ht[0].size + q->ht[1].size) * sizeof(struct subject *);
 }

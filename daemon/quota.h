@@ -61,6 +61,7 @@ struct quota_decision {
     bool has_reset_at; /* false: nothing used; reset_at_s is -1 */
     double reset_at_s;
     int64_t remaining;
+    int64_t workflow_remaining; /* the workflow's own, when one is given */
     int64_t slot_start_ms; /* reservation handle, for quota_commit() */
 };
 
@@ -200,6 +201,23 @@ int quota_reset(struct quota *q, enum quota_kind kind, const char *id);
  * on_* calls made. The sink must not call back into q.
  */
 int quota_flush(struct quota *q, const struct quota_sink *sink, void *arg);
+/* Whether quota_flush() has anything to deliver. */
+bool quota_flush_pending(const struct quota *q);
+
+/* What quota_requeue() queues again: one of the sink's calls. */
+enum quota_change { QUOTA_CHANGE_RESET, QUOTA_CHANGE_LIMIT, QUOTA_CHANGE_SLOT };
+
+/*
+ * For a store that commits after quota_flush() returned (a writer thread):
+ * a change the flush delivered, and marked clean, did not reach the store
+ * after all.  Queue it again as it now is in memory: the subject's override
+ * (LIMIT), every row of the subject (RESET: on_reset, then all its slots),
+ * or the slot starting at slot_start_ms (SLOT; nothing when that slot is
+ * gone: it expired, or went with a reset that is queued itself).  Returns
+ * 0, or -1 for a bad subject or out of memory.
+ */
+int quota_requeue(struct quota *q, enum quota_change what, const char *subject,
+                  int64_t slot_start_ms);
 
 /*
  * Start-up loading, not queued for the store. A row goes to the current
@@ -216,8 +234,17 @@ int quota_load_limit(struct quota *q, const char *subject, int64_t limit);
  * returns the number of slots dropped. Call it about once a slot. */
 size_t quota_prune(struct quota *q, double now_s);
 
+/*
+ * The same sweep in bounded steps: each call goes on from where the last
+ * one stopped, through at most max_subjects subjects, and sets *done when
+ * the sweep has reached the last subject (the next call starts a new one).
+ * Subjects added or freed between the steps are fine.
+ */
+size_t quota_prune_step(struct quota *q, double now_s, size_t max_subjects,
+                        bool *done);
+
 /* Subjects held, and approximate heap bytes (the table, subjects, slot
- * arrays and hash buckets; allocator overhead not included). */
+ * arrays and hash chains; allocator overhead not included). */
 size_t quota_count(const struct quota *q);
 size_t quota_bytes(const struct quota *q);
 

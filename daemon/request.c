@@ -153,7 +153,7 @@ request_quota_gate(struct quota *q, struct telemetry *t, const char *workflow,
         telemetry_quota_exceeded(t, workflow, tenant);
     if (!d->allowed)
         return request_quota_exceeded(d, e);
-    telemetry_quota_remaining(t, q, workflow);
+    telemetry_quota_remaining_is(t, workflow, d->workflow_remaining);
     /* Once: when this reservation took the subject over its limit. */
     if (d->over_quota && d->used - tokens <= d->limit)
         log_warn("%s went over its quota (soft): %lld of %lld tokens used",

@@ -56,6 +56,7 @@ enum stmt_id {
     STMT_DEL_LIMIT,
     STMT_RESET,
     STMT_PRUNE,
+    STMT_PRUNE_STEP,
     STMT_LOAD_USAGE,
     STMT_LOAD_LIMITS,
     STMT_INTEGRITY,
@@ -79,6 +80,10 @@ static const char *const stmt_sql[STMT_COUNT] = {
     [STMT_DEL_LIMIT] = "DELETE FROM quota_limit WHERE subject = ?1",
     [STMT_RESET] = "DELETE FROM quota_usage WHERE subject = ?1",
     [STMT_PRUNE] = "DELETE FROM quota_usage WHERE slot_start_ms < ?1",
+    [STMT_PRUNE_STEP] =
+        "DELETE FROM quota_usage WHERE (subject, slot_start_ms) IN"
+        " (SELECT subject, slot_start_ms FROM quota_usage"
+        " WHERE slot_start_ms < ?1 LIMIT ?2)",
     [STMT_LOAD_USAGE] =
         "SELECT subject, slot_start_ms, tokens FROM quota_usage"
         " WHERE slot_start_ms >= ?1",
@@ -579,6 +584,26 @@ store_prune(struct store *st, int64_t before_ms, uint64_t *pruned)
         return -1;
     if (pruned != NULL)
         *pruned = (uint64_t)sqlite3_changes(st->db);
+    return 0;
+}
+
+int
+store_prune_step(struct store *st, int64_t before_ms, uint64_t max_rows,
+                 uint64_t *pruned)
+{
+    sqlite3_stmt *s = st->stmt[STMT_PRUNE_STEP];
+    int rc;
+
+    assert(!st->in_batch);
+    assert(max_rows > 0 && max_rows <= INT64_MAX);
+    rc = sqlite3_bind_int64(s, 1, before_ms);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(s, 2, (int64_t)max_rows);
+    if (rc != SQLITE_OK)
+        return bind_failed(st, s, "prune", rc);
+    if (run(st, s, "prune") < 0)
+        return -1;
+    *pruned = (uint64_t)sqlite3_changes(st->db);
     return 0;
 }
 

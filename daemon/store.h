@@ -100,6 +100,15 @@ int store_reset_subject(struct store *st, const char *subject);
  */
 int store_prune(struct store *st, int64_t before_ms, uint64_t *pruned);
 
+/*
+ * Outside a batch, delete at most max_rows (> 0) of those rows, as one
+ * atomic statement: bounded work, for pruning a large table a step at a
+ * time while other batches go in between.  *pruned receives the number
+ * deleted; fewer than max_rows means none is left.
+ */
+int store_prune_step(struct store *st, int64_t before_ms, uint64_t max_rows,
+                     uint64_t *pruned);
+
 /* Run PRAGMA integrity_check outside a batch: 0 when it says "ok". */
 int store_integrity_check(struct store *st);
 

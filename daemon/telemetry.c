@@ -163,6 +163,17 @@ telemetry_quota_remaining(struct telemetry *t, struct quota *q,
 }
 
 void
+telemetry_quota_remaining_is(struct telemetry *t, const char *workflow,
+                             int64_t remaining)
+{
+    const char *labels[] = { workflow };
+
+    if (workflow != NULL)
+        metrics_set(t->metrics, METRIC_WORKFLOW_QUOTA_REMAINING_TOKENS,
+                    labels, (double)remaining);
+}
+
+void
 telemetry_store_error(struct telemetry *t)
 {
     metrics_inc(t->metrics, METRIC_STORE_WRITE_ERRORS_TOTAL, NULL, 1);

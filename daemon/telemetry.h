@@ -61,6 +61,9 @@ void telemetry_quota_exceeded(struct telemetry *t, const char *workflow,
 /* The workflow's remaining tokens in q after a change. */
 void telemetry_quota_remaining(struct telemetry *t, struct quota *q,
                                const char *workflow);
+/* The same when the caller knows them (a reservation's decision). */
+void telemetry_quota_remaining_is(struct telemetry *t, const char *workflow,
+                                  int64_t remaining);
 /* A write of quotas to the database failed. */
 void telemetry_store_error(struct telemetry *t);
 

@@ -135,13 +135,53 @@ fill_random(uint8_t *buf, size_t len)
     }
 }
 
+/*
+ * xoshiro256** (Blackman and Vigna), seeded once per thread from the
+ * kernel: two getrandom(2) calls per call cost as much as the rest of a
+ * permit.  Trace and span ids want to be unique and unpredictable enough
+ * to spread, not secret.
+ */
+static __thread uint64_t rng_state[4];
+static __thread bool rng_seeded;
+
+static uint64_t
+rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+static uint64_t
+rng_next(void)
+{
+    uint64_t *s = rng_state, result, t;
+
+    if (!rng_seeded) {
+        do
+            fill_random((uint8_t *)rng_state, sizeof(rng_state));
+        while (all_zero((const uint8_t *)rng_state, sizeof(rng_state)));
+        rng_seeded = true;
+    }
+    result = rotl(s[1] * 5, 7) * 9;
+    t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
 void
 trace_random_id(uint8_t *buf, size_t len)
 {
     assert(len > 0);
-    do
-        fill_random(buf, len);
-    while (all_zero(buf, len));
+    do {
+        for (size_t i = 0; i < len; i += 8) {
+            uint64_t x = rng_next();
+            memcpy(buf + i, &x, len - i < 8 ? len - i : 8);
+        }
+    } while (all_zero(buf, len));
 }
 
 static int

@@ -152,7 +152,8 @@ void trace_exporter_stats(const struct trace_exporter *t,
 int trace_parse_traceparent(const char *s, size_t len, uint8_t trace_id[16],
                             uint8_t parent_span_id[8]);
 
-/* Fill buf with len random bytes, not all zero (len >= 1). */
+/* Fill buf with len random bytes, not all zero (len >= 1), from a
+ * generator each thread seeds once from the kernel. */
 void trace_random_id(uint8_t *buf, size_t len);
 
 #endif

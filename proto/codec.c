@@ -69,7 +69,8 @@ proto_error_set(struct proto_error *e, enum proto_errcode code,
 #define FTYPE_PF_OBJARR(msg)    .type = PF_OBJARR, .sub = &msg##_def
 
 #define FIELD(msg, fld, FLD, ty, fl)                                    \
-    { .name = #fld, FTYPE_##ty, .flags = (fl),                          \
+    { .name = #fld, .name_len = sizeof(#fld) - 1, FTYPE_##ty,           \
+      .flags = (fl),                                                    \
       .offset = (uint16_t)offsetof(struct proto_##msg, fld) },
 
 /*
@@ -183,7 +184,7 @@ pack_field(msgpack_packer *pk, const struct proto_field *f, const void *msg,
 {
     const char *p = (const char *)msg + f->offset;
 
-    pack_str(pk, f->name, strlen(f->name));
+    pack_str(pk, f->name, f->name_len);
     if (!present) {
         msgpack_pack_nil(pk);
         return;
@@ -367,6 +368,14 @@ key_is(const msgpack_object *k, const char *name)
     size_t n = strlen(name);
     return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
            memcmp(k->via.str.ptr, name, n) == 0;
+}
+
+/* key_is for a field, whose name's length is in the table. */
+static bool
+key_is_field(const msgpack_object *k, const struct proto_field *f)
+{
+    return k->type == MSGPACK_OBJECT_STR && k->via.str.size == f->name_len &&
+           memcmp(k->via.str.ptr, f->name, f->name_len) == 0;
 }
 
 static const char *
@@ -565,7 +574,7 @@ decode_msg(const msgpack_object *o, const struct proto_msgdef *def, void *msg,
         const msgpack_object_kv *kv = &o->via.map.ptr[k];
         for (uint8_t i = 0; i < def->nfields; i++) {
             const struct proto_field *f = &def->fields[i];
-            if (!key_is(&kv->key, f->name))
+            if (!key_is_field(&kv->key, f))
                 continue;
             if (kv->val.type == MSGPACK_OBJECT_NIL &&
                 (f->flags & PF_NULLABLE))
@@ -723,7 +732,10 @@ proto_decode_request(const unsigned char *frame, uint32_t len,
         return PROTO_DECODE_BAD;
     }
     for (int i = 0; i < PROTO_OP__COUNT; i++) {
-        if (!key_is(opname, ops[i].name))
+        /* The first byte before key_is's strlen: most names differ. */
+        if (opname->via.str.size == 0 ||
+            opname->via.str.ptr[0] != ops[i].name[0] ||
+            !key_is(opname, ops[i].name))
             continue;
         req->op = (enum proto_op)i;
         if (decode_msg(&obj, ops[i].req, &req->u, zone, e) < 0)

@@ -128,6 +128,7 @@ struct proto_msgdef;
  */
 struct proto_field {
     const char *name;
+    uint8_t name_len;   /* strlen(name): looked at for every key */
     uint8_t type;
     uint8_t flags;
     uint16_t offset;

@@ -32,6 +32,14 @@
  *   acquirer qrace SOCKET WORKFLOW PROCS TOKENS TRIES
  *       PROCS processes each try TRIES reservations of TOKENS; prints
  *       "allowed N refused M"
+ *   acquirer waits SOCKET PROVIDER N
+ *       one acquire, then N more one after the other, each waiting up to
+ *       1 s: on a bucket of burst 1 each waits for the token after the one
+ *       before (less the round trip between them); prints "waited min A
+ *       median M max X" (waited_ms as the daemon reports it)
+ *   acquirer reserves SOCKET WORKFLOW N TOKENS
+ *       N reservations back to back on one connection; prints "reserved N
+ *       max_ms M total_ms T" (each call timed by the client)
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -382,6 +390,61 @@ cmd_fill(const char *sock, const char *prefix, long n)
     return 0;
 }
 
+static int
+cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+
+    return (x > y) - (x < y);
+}
+
+static int
+cmd_waits(const char *sock, const char *prov, int n)
+{
+    llmguard_t *g = llmguard_open(sock);
+    double *w = calloc((size_t)(n > 0 ? n : 1), sizeof(*w));
+    int rc = 0;
+
+    rc = llmguard_acquire(g, prov, 1, 1.0, NULL);
+    for (int i = 0; i < n && rc == 0; i++)
+        rc = llmguard_acquire(g, prov, 1, 1.0, &w[i]);
+    if (rc != 0) {
+        printf("error %d %s\n", rc, llmguard_last_error(g));
+    } else {
+        qsort(w, (size_t)n, sizeof(*w), cmp_double);
+        printf("waited min %.3f median %.3f max %.3f\n", w[0], w[n / 2],
+               w[n - 1]);
+    }
+    free(w);
+    llmguard_close(g);
+    return rc == 0 ? 0 : 1;
+}
+
+static int
+cmd_reserves(const char *sock, const char *wf, long n, uint64_t tokens)
+{
+    llmguard_t *g = llmguard_open(sock);
+    struct llmguard_quota_decision d;
+    double start = now_s(), max_s = 0;
+
+    for (long i = 0; i < n; i++) {
+        double t0 = now_s();
+        int rc = llmguard_quota_check_and_reserve(g, wf, NULL, tokens, &d);
+        double t = now_s() - t0;
+        if (rc != 0) {
+            printf("error %d at %ld: %s\n", rc, i, llmguard_last_error(g));
+            llmguard_close(g);
+            return 1;
+        }
+        if (t > max_s)
+            max_s = t;
+    }
+    printf("reserved %ld max_ms %.3f total_ms %.3f\n", n, max_s * 1e3,
+           (now_s() - start) * 1e3);
+    llmguard_close(g);
+    return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -412,6 +475,11 @@ main(int argc, char **argv)
         return cmd_race(argv[2], argv[3], atoi(argv[4]), atof(argv[5]));
     if (argc == 4 && strcmp(argv[1], "status") == 0)
         return cmd_status(argv[2], argv[3]);
+    if (argc == 5 && strcmp(argv[1], "waits") == 0)
+        return cmd_waits(argv[2], argv[3], atoi(argv[4]));
+    if (argc == 6 && strcmp(argv[1], "reserves") == 0)
+        return cmd_reserves(argv[2], argv[3], atol(argv[4]),
+                            strtoull(argv[5], NULL, 10));
     fprintf(stderr, "usage: see the comment at the top of acquirer.c\n");
     return 2;
 }

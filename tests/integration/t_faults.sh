@@ -147,6 +147,31 @@ expect_eq "after a restart, usage from the full-disk period is there" 1 "$(used 
 expect_eq "and from before" 5 "$(used before-full)"
 stop_daemon
 
+# The same with LLMGUARD_QUOTA_FLUSH_MS=0: a reply waits for its commit,
+# and a failed commit lets it go at once; while writes fail, replies do not
+# wait for the retry (they took 1 s each, the retry interval).
+rm -f "$TMP/disk/q.db"*
+printf 'LLMGUARD_QUOTA_FLUSH_MS=0\nDEFAULT_DAILY_QUOTA_TOKENS=1000000\n' > "$TMP/d0.env"
+DB_OVERRIDE="$TMP/disk/q0.db" ENVFILE="$TMP/d0.env" start_daemon
+"$ACQ" reserve "$SOCK" before-full0 - 5 >/dev/null
+"$ACQ" reserve "$SOCK" before-full0 - 2 >/dev/null
+dd if=/dev/zero of="$TMP/disk/filler" bs=4k 2>/dev/null
+out=$("$ACQ" reserves "$SOCK" full0 20 1)
+echo "# flush 0, disk full: $out"
+max_ms=$(echo "$out" | awk '{ print $4 }')
+expect_match "flush 0, disk full: 20 reservations answered" "^reserved 20 " "$out"
+expect_match "flush 0, disk full: the commits failed" "writing quotas to $TMP/disk/q0.db failed, will retry: .*(full|disk)" "$(cat "$TMP/daemon.log")"
+check "flush 0, disk full: each answered within a few ms (max ${max_ms:-?} ms < 200)" \
+    awk -v m="${max_ms:-1e9}" 'BEGIN { exit !(m < 200) }'
+rm -f "$TMP/disk/filler"
+for _ in $(seq 1 60); do grep -q "disk/q0.db works again" "$TMP/daemon.log" && break; sleep 0.1; done
+expect_match "flush 0, space back: writes resume by themselves" "writing quotas to $TMP/disk/q0.db works again" "$(cat "$TMP/daemon.log")"
+kill9
+DB_OVERRIDE="$TMP/disk/q0.db" ENVFILE="$TMP/d0.env" start_daemon
+expect_eq "flush 0: what was acknowledged before the disk filled is there" 7 "$(used before-full0)"
+expect_eq "flush 0: and what was answered while it was full, once written" 20 "$(used full0)"
+stop_daemon
+
 umount "$TMP/disk"
 
 finish

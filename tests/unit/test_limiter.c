@@ -240,12 +240,12 @@ static void test_cancel(void **state)
     assert_int_equal(limiter_enqueue(&b, &w2, 5, 0, 100), 0);
     assert_int_equal(limiter_enqueue(&b, &w3, 2, 0, 100), 0);
 
-    limiter_cancel(&b, &w2);
+    limiter_cancel(&b, &w2, 0.5);
     assert_false(w2.queued);
     assert_int_equal(limiter_waiters(&b), 2);
-    limiter_cancel(&b, &w2);
+    limiter_cancel(&b, &w2, 0.5);
     assert_int_equal(limiter_waiters(&b), 2);
-    limiter_cancel(&b, &w1);
+    limiter_cancel(&b, &w1, 1);
     assert_int_equal(limiter_waiters(&b), 1);
     assert_near(limiter_available(&b, 1), 1, TOL);
     assert_near(limiter_next_wakeup(&b, 1), 2, TOL);
@@ -560,7 +560,7 @@ static void simulate(struct limiter_bucket *b, double start_s,
             double timeout_s = timeouts_s[rnd(&seed) % 5];
 
             if (cl->w.queued && rnd(&seed) % 1000 == 0) {
-                limiter_cancel(b, &cl->w);
+                limiter_cancel(b, &cl->w, now);
                 cl->next_s = now + 1;
                 cancelled++;
             }
@@ -632,6 +632,144 @@ static void test_long_run_bound_tpm(void **state)
     free_log(&g);
 }
 
+/*
+ * A queue on a bucket of burst 1 whose timer fires late by a random
+ * amount below one token's refill (the fake clock: the grant loop runs at
+ * wake-up + lateness): every grant counts from its refill instant, so the
+ * queue is served at the full rate; the bound holds at the instants, and
+ * with one token of slack at the (late) times the grants are made.
+ */
+static void test_late_timer_full_rate(void **state)
+{
+    static const double rates[] = {100, 200, 1000};
+    uint64_t seed = 0x853c49e6748fea9bULL;
+
+    (void)state;
+    for (size_t r = 0; r < sizeof(rates) / sizeof(rates[0]); r++) {
+        double rate = rates[r], start_s = 5000, duration_s = 4;
+        double now = start_s, end_s = start_s + duration_s, total, excess;
+        struct limiter_waiter w[8], *g;
+        struct grant_log at = {0}, made = {0};
+        struct limiter_bucket b;
+
+        memset(w, 0, sizeof(w));
+        setup(&b, rate, 1, 0, start_s);
+        for (size_t i = 0; i < 8; i++)
+            assert_int_equal(limiter_enqueue(&b, &w[i], 1, 0, INFINITY), 0);
+        for (;;) {
+            double t = limiter_next_wakeup(&b, now);
+
+            now = t + rnd_unit(&seed) * 0.8 / rate;
+            if (now >= end_s)
+                break;
+            assert_null(limiter_pop_expired(&b, now));
+            while ((g = limiter_pop_ready(&b, now)) != NULL) {
+                assert_true(g->granted_s <= now);
+                assert_true(g->granted_s >= now - 1 / rate - 1e-12);
+                log_grant(&at, g->granted_s, 1, 0);
+                log_grant(&made, now, 1, 0);
+                assert_int_equal(limiter_enqueue(&b, g, 1, 0, INFINITY), 0);
+            }
+        }
+        /* 1 + rate x 4 s is the most there is; the last grant may be cut
+         * off by the end of the run. */
+        assert_true((double)at.count >= 0.98 * (1 + rate * duration_s));
+        assert_true((double)at.count <= 1 + rate * duration_s + 1e-6);
+        excess = max_excess(at.t_s, at.n, at.count, rate, &total);
+        assert_true(excess <= 1 + 1e-6);
+        excess = max_excess(made.t_s, made.n, made.count, rate, &total);
+        assert_true(excess <= 2 + 1e-6);
+        free_log(&at);
+        free_log(&made);
+        while (limiter_drain(&b) != NULL)
+            ;
+    }
+}
+
+/* A loop that stalls: it grants at most one token beyond the burst at
+ * once, and the rest of the queue goes on at the rate. */
+static void test_late_timer_stall(void **state)
+{
+    struct limiter_bucket b;
+    struct limiter_waiter w[50], *g;
+    int granted = 0;
+
+    (void)state;
+    memset(w, 0, sizeof(w));
+    setup(&b, 100, 1, 0, 0);
+    assert_int_equal(limiter_try_acquire(&b, 1, 0, 0), LIMITER_GRANTED);
+    for (size_t i = 0; i < 50; i++)
+        assert_int_equal(limiter_enqueue(&b, &w[i], 1, 0, INFINITY), 0);
+    assert_near(limiter_next_wakeup(&b, 0), 0.01, TOL);
+    /* It should have fired at 0.01, and fires at 1.5. */
+    while ((g = limiter_pop_ready(&b, 1.5)) != NULL) {
+        assert_ptr_equal(g, &w[granted]);
+        granted++;
+    }
+    assert_int_equal(granted, 2);
+    assert_near(w[0].granted_s, 1.49, TOL);
+    assert_near(w[1].granted_s, 1.5, TOL);
+    assert_near(limiter_next_wakeup(&b, 1.5), 1.51, TOL);
+}
+
+/* Deadlines against late timers: a head whose tokens were there before
+ * its deadline is granted, one whose credit ran out expires, and a waiter
+ * behind the head expires only once the head has been served. */
+static void test_late_timer_deadlines(void **state)
+{
+    struct limiter_bucket b;
+    struct limiter_waiter a = {0}, c = {0};
+
+    (void)state;
+    setup(&b, 1, 1, 0, 0);
+    assert_int_equal(limiter_try_acquire(&b, 1, 0, 0), LIMITER_GRANTED);
+    assert_int_equal(limiter_enqueue(&b, &a, 1, 0, 1.5), 0);
+    assert_near(limiter_next_wakeup(&b, 0), 1, TOL);
+    /* Fires at 1.8, past the deadline: the tokens were there at 1. */
+    assert_null(limiter_pop_expired(&b, 1.8));
+    assert_ptr_equal(limiter_pop_ready(&b, 1.8), &a);
+    assert_near(a.granted_s, 1, TOL);
+
+    /* Ready at 2, deadline 2.5, fired at 3.6: the instant is 2.6. */
+    assert_int_equal(limiter_enqueue(&b, &a, 1, 0, 2.5), 0);
+    assert_null(limiter_pop_ready(&b, 3.6));
+    assert_ptr_equal(limiter_pop_expired(&b, 3.6), &a);
+    assert_near(limiter_available(&b, 3.6), 1, 0);
+
+    /* A ready at 11; C behind it would be at 12, after its deadline. */
+    setup(&b, 1, 1, 0, 10);
+    assert_int_equal(limiter_try_acquire(&b, 1, 0, 10), LIMITER_GRANTED);
+    assert_int_equal(limiter_enqueue(&b, &a, 1, 0, 100), 0);
+    assert_int_equal(limiter_enqueue(&b, &c, 1, 0, 11.5), 0);
+    assert_near(limiter_next_wakeup(&b, 10), 11, TOL);
+    assert_null(limiter_pop_expired(&b, 11.6));
+    assert_ptr_equal(limiter_pop_ready(&b, 11.6), &a);
+    assert_near(a.granted_s, 11, TOL);
+    assert_null(limiter_pop_ready(&b, 11.6));
+    assert_ptr_equal(limiter_pop_expired(&b, 11.6), &c);
+    assert_int_equal(limiter_waiters(&b), 0);
+    assert_near(limiter_available(&b, 11.6), 0.6, TOL);
+}
+
+/* A head that became the head late (the one before it was cancelled or
+ * expired) counts from then, not from when its tokens were there. */
+static void test_late_timer_head_since(void **state)
+{
+    struct limiter_bucket b;
+    struct limiter_waiter big = {0}, small = {0};
+
+    (void)state;
+    setup(&b, 1, 10, 0, 0);
+    assert_int_equal(limiter_try_acquire(&b, 10, 0, 0), LIMITER_GRANTED);
+    assert_int_equal(limiter_enqueue(&b, &big, 10, 0, 100), 0);
+    assert_int_equal(limiter_enqueue(&b, &small, 1, 0, 100), 0);
+    limiter_cancel(&b, &big, 5.5);
+    assert_near(limiter_next_wakeup(&b, 5.5), 5.5, 0);
+    assert_ptr_equal(limiter_pop_ready(&b, 5.7), &small);
+    assert_near(small.granted_s, 5.5, TOL);
+    assert_near(limiter_available(&b, 5.7), 4.7, TOL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -651,6 +789,10 @@ int main(void)
         cmocka_unit_test(test_next_wakeup_not_early),
         cmocka_unit_test(test_long_run_bound),
         cmocka_unit_test(test_long_run_bound_tpm),
+        cmocka_unit_test(test_late_timer_full_rate),
+        cmocka_unit_test(test_late_timer_stall),
+        cmocka_unit_test(test_late_timer_deadlines),
+        cmocka_unit_test(test_late_timer_head_since),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -755,6 +755,150 @@ static void test_memory_100k(void **state)
     quota_free(q);
 }
 
+/*
+ * A writer that failed after the flush: each change comes back as it now
+ * is in memory, and a slot that went meanwhile does not.
+ */
+static void test_requeue(void **state)
+{
+    struct quota *q = quota_new(W_S, 1000, false);
+    struct rec r = {0};
+
+    (void)state;
+    reserve(q, "a", NULL, 10, 100);
+    reserve(q, "a", NULL, 5, 115);
+    assert_int_equal(quota_set(q, QUOTA_TENANT, "t", 50), 0);
+    assert_int_equal(flush(q, &r), 3);
+    assert_int_equal(flush(q, &r), 0);
+
+    /* The writer lost all three; meanwhile slot 110 000 grew. */
+    reserve(q, "a", NULL, 1, 116);
+    assert_int_equal(quota_requeue(q, QUOTA_CHANGE_SLOT, "workflow:a", 100000),
+                     0);
+    assert_int_equal(quota_requeue(q, QUOTA_CHANGE_SLOT, "workflow:a", 110000),
+                     0);
+    assert_int_equal(quota_requeue(q, QUOTA_CHANGE_LIMIT, "tenant:t", 0), 0);
+    assert_int_equal(flush(q, &r), 3);
+    assert_events(&r, EVENTS("begin", "slot workflow:a 100000 10",
+                             "slot workflow:a 110000 6",
+                             "limit tenant:t 1 50", "commit"));
+
+    /* A slot that expired since is not written again; one that never
+     * existed neither; a bad subject is refused. */
+    assert_int_equal(quota_requeue(q, QUOTA_CHANGE_SLOT, "workflow:a", 100000),
+                     0);
+    assert_int_equal(quota_prune(q, 100 + W_S + 15), 1);
+    assert_int_equal(quota_requeue(q, QUOTA_CHANGE_SLOT, "workflow:a", 120000),
+                     0);
+    assert_int_equal(quota_requeue(q, QUOTA_CHANGE_SLOT, "workflow:zz", 0), 0);
+    assert_int_equal(quota_requeue(q, QUOTA_CHANGE_SLOT, "bogus", 0), -1);
+    assert_int_equal(flush(q, &r), 0);
+
+    /* A reset and an unset whose subjects were freed after the flush come
+     * back to carry their deletes; a reset rewrites every slot. */
+    assert_int_equal(quota_reset(q, QUOTA_WORKFLOW, "a"), 0);
+    assert_int_equal(quota_unset(q, QUOTA_TENANT, "t"), 0);
+    assert_int_equal(flush(q, &r), 2);
+    assert_int_equal(quota_count(q), 0);
+    assert_int_equal(quota_requeue(q, QUOTA_CHANGE_RESET, "workflow:a", 0), 0);
+    assert_int_equal(quota_requeue(q, QUOTA_CHANGE_LIMIT, "tenant:t", 0), 0);
+    assert_int_equal(flush(q, &r), 2);
+    assert_events(&r, EVENTS("begin", "reset workflow:a",
+                             "limit tenant:t 0 0", "commit"));
+    assert_int_equal(quota_count(q), 0);
+
+    reserve(q, "b", NULL, 3, 200);
+    reserve(q, "b", NULL, 4, 215);
+    assert_int_equal(flush(q, &r), 2);
+    assert_int_equal(quota_requeue(q, QUOTA_CHANGE_RESET, "workflow:b", 0), 0);
+    assert_int_equal(flush(q, &r), 3);
+    assert_events(&r, EVENTS("begin", "reset workflow:b",
+                             "slot workflow:b 200000 3",
+                             "slot workflow:b 210000 4", "commit"));
+    quota_free(q);
+}
+
+/*
+ * Pruning in steps, with subjects added and freed between them: every
+ * expired slot goes, every live subject stays, and each sweep ends.
+ */
+static void test_prune_steps(void **state)
+{
+    enum { N = 1000 };
+    struct quota *q = quota_new(W_S, 1000, false);
+    struct rec r = {0};
+    char id[16];
+    size_t dropped = 0, steps = 0;
+    bool done = false;
+
+    (void)state;
+    for (int i = 0; i < N; i++) {
+        snprintf(id, sizeof(id), "old%d", i);
+        reserve(q, id, NULL, 1, 100);
+    }
+    assert_int_equal(flush(q, &r), N);
+    while (!done) {
+        dropped += quota_prune_step(q, 100 + W_S + 20, 7, &done);
+        /* A new subject, and an old one freed by its reset, each step. */
+        snprintf(id, sizeof(id), "new%zu", steps);
+        reserve(q, id, NULL, 1, 100 + W_S + 20);
+        snprintf(id, sizeof(id), "old%zu", N - 1 - steps);
+        assert_int_equal(quota_reset(q, QUOTA_WORKFLOW, id), 0);
+        flush(q, &r);
+        steps++;
+        assert_true(steps <= N);
+    }
+    /* Each old subject went: swept (a slot dropped) or reset first. */
+    assert_true(steps >= N / 8 && steps <= N / 6);
+    assert_true(dropped >= N - steps && dropped <= N);
+    assert_int_equal(quota_count(q), steps);
+    assert_int_equal(used(q, QUOTA_WORKFLOW, "new0", 100 + W_S + 20), 1);
+
+    /* The next call starts a new sweep, which finds nothing to drop. */
+    assert_int_equal(quota_prune_step(q, 100 + W_S + 20, 1000000, &done), 0);
+    assert_true(done);
+    assert_int_equal(quota_count(q), steps);
+    quota_free(q);
+}
+
+/* Lookups, adds and frees while the table grows and rehashes. */
+static void test_hash_growth(void **state)
+{
+    enum { N = 20000 };
+    static int64_t want[N];
+    struct quota *q = quota_new(W_S, 1000000, false);
+    struct rec r = {0};
+    size_t live = 0;
+    char id[16];
+
+    (void)state;
+    for (int i = 0; i < N; i++) {
+        snprintf(id, sizeof(id), "g%d", i);
+        reserve(q, id, NULL, i + 1, 100);
+        want[i] = i + 1;
+        live++;
+        /* Earlier subjects are still found, mid-rehash or not. */
+        for (int j = i / 2; j <= i; j += 1 + i / 7) {
+            snprintf(id, sizeof(id), "g%d", j);
+            assert_int_equal(used(q, QUOTA_WORKFLOW, id, 100), want[j]);
+        }
+        /* And some are freed (reset, then flushed). */
+        if (i % 3 == 0 && want[i / 3] != 0) {
+            snprintf(id, sizeof(id), "g%d", i / 3);
+            assert_int_equal(quota_reset(q, QUOTA_WORKFLOW, id), 0);
+            flush(q, &r);
+            want[i / 3] = 0;
+            live--;
+        }
+        assert_int_equal(quota_count(q), live);
+    }
+    for (int i = 0; i < N; i++) {
+        snprintf(id, sizeof(id), "g%d", i);
+        assert_int_equal(used(q, QUOTA_WORKFLOW, id, 100), want[i]);
+    }
+    quota_free(q);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -772,6 +916,9 @@ int main(void)
         cmocka_unit_test(test_tiny_window),
         cmocka_unit_test(test_reconfigure),
         cmocka_unit_test(test_memory_100k),
+        cmocka_unit_test(test_requeue),
+        cmocka_unit_test(test_prune_steps),
+        cmocka_unit_test(test_hash_growth),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

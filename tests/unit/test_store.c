@@ -458,6 +458,41 @@ test_prune(void **state)
     assert_int_equal(raw_int(path, "SELECT count(*) FROM quota_usage"), 2);
 }
 
+/* Pruning in steps of a bounded number of rows. */
+static void
+test_prune_steps(void **state)
+{
+    char path[128], subject[32];
+    struct store *st;
+    struct loaded l;
+    uint64_t pruned = 99;
+
+    db_path(state, "prune_steps.db", path, sizeof(path));
+    st = open_ok(path);
+    assert_int_equal(store_begin(st), 0);
+    for (int i = 0; i < 25; i++) {
+        snprintf(subject, sizeof(subject), "workflow:old%d", i);
+        assert_int_equal(store_put_usage(st, subject, 100 + i, 1), 0);
+    }
+    assert_int_equal(store_put_usage(st, "workflow:live", 500, 7), 0);
+    assert_int_equal(store_put_usage(st, "workflow:old0", 1000, 8), 0);
+    assert_int_equal(store_commit(st), 0);
+
+    assert_int_equal(store_prune_step(st, 500, 10, &pruned), 0);
+    assert_int_equal(pruned, 10);
+    assert_int_equal(store_prune_step(st, 500, 10, &pruned), 0);
+    assert_int_equal(pruned, 10);
+    assert_int_equal(store_prune_step(st, 500, 10, &pruned), 0);
+    assert_int_equal(pruned, 5);
+    assert_int_equal(store_prune_step(st, 500, 10, &pruned), 0);
+    assert_int_equal(pruned, 0);
+    load(st, 0, &l);
+    assert_int_equal(l.n_usage, 2);
+    assert_int_equal(usage_of(&l, "workflow:live", 500), 7);
+    assert_int_equal(usage_of(&l, "workflow:old0", 1000), 8);
+    store_close(st);
+}
+
 static void
 test_rollback_discards_batch(void **state)
 {
@@ -706,6 +741,7 @@ main(void)
         cmocka_unit_test(test_load_since_filter),
         cmocka_unit_test(test_load_stopped_by_callback),
         cmocka_unit_test(test_prune),
+        cmocka_unit_test(test_prune_steps),
         cmocka_unit_test(test_rollback_discards_batch),
         cmocka_unit_test(test_newer_schema_refused),
         cmocka_unit_test(test_open_errors_name_the_path),

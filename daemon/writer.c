@@ -1,0 +1,474 @@
+/*
+ * writer.c - the store's writer thread; see writer.h for the contract.
+ *
+ * The loop and the thread share the fields under mu.  A batch goes from
+ * todo (writer_submit) to the thread's hands, where every batch taken
+ * together is written as one transaction, then to done (the eventfd
+ * counts it) until writer_collect takes it.  The thread writes batches
+ * before it prunes, and finishes them before it stops.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/queue.h>
+#include <unistd.h>
+
+#include "store.h"
+#include "writer.h"
+
+struct batch_change {
+    enum writer_kind kind;
+    bool has_limit;
+    uint32_t subject_off;       /* into text */
+    int64_t slot_start_ms;
+    int64_t value;
+};
+
+struct writer_batch {
+    TAILQ_ENTRY(writer_batch) link;     /* on todo, in hand or done */
+    struct batch_change *v;
+    size_t n, cap;
+    char *text;                 /* the subjects, NUL-terminated */
+    size_t text_len, text_cap;
+    size_t last_subject;        /* offset of the last one added */
+    bool ok, first;             /* once written: writer_result */
+    char err[WRITER_ERR_MAX];
+};
+TAILQ_HEAD(batch_list, writer_batch);
+
+struct writer {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;          /* the thread waits for work, the loop for
+                                 * a batch back */
+    int efd;                    /* eventfd: readable while batches are
+                                 * back */
+    /* Under mu: */
+    struct batch_list todo;     /* submitted, not taken yet */
+    struct batch_list done;     /* back, not collected yet */
+    size_t pending;             /* submitted, not collected */
+    bool prune_pending;
+    int64_t prune_before_ms;
+    uint64_t pruned;            /* since the last report */
+    char prune_err[WRITER_ERR_MAX];
+    bool stop;
+    /* The thread's alone (the loop's before start and after join): */
+    struct store *st;
+    char *path;
+};
+
+/* ---- batches ----------------------------------------------------------- */
+
+struct writer_batch *
+writer_batch_new(void)
+{
+    return calloc(1, sizeof(struct writer_batch));
+}
+
+void
+writer_batch_free(struct writer_batch *b)
+{
+    if (b == NULL)
+        return;
+    free(b->v);
+    free(b->text);
+    free(b);
+}
+
+void
+writer_batch_clear(struct writer_batch *b)
+{
+    b->n = 0;
+    b->text_len = 0;
+}
+
+/* Room for one more change and need bytes of text; -1 when out of
+ * memory. */
+static int
+batch_grow(struct writer_batch *b, size_t need)
+{
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? 2 * b->cap : 64;
+        struct batch_change *v = realloc(b->v, cap * sizeof(*v));
+
+        if (v == NULL)
+            return -1;
+        b->v = v;
+        b->cap = cap;
+    }
+    if (b->text_len + need > b->text_cap) {
+        size_t cap = b->text_cap ? 2 * b->text_cap : 4096;
+        char *t;
+
+        while (cap < b->text_len + need)
+            cap *= 2;
+        if (cap > UINT32_MAX || (t = realloc(b->text, cap)) == NULL)
+            return -1;
+        b->text = t;
+        b->text_cap = cap;
+    }
+    return 0;
+}
+
+int
+writer_batch_add(struct writer_batch *b, const struct writer_change *c)
+{
+    size_t len = strlen(c->subject) + 1;
+    bool same = b->n > 0 &&
+                strcmp(b->text + b->last_subject, c->subject) == 0;
+    struct batch_change *bc;
+
+    /* quota_flush gives a subject's changes one after the other: its
+     * name is kept once. */
+    if (batch_grow(b, same ? 0 : len) < 0)
+        return -1;
+    if (!same) {
+        memcpy(b->text + b->text_len, c->subject, len);
+        b->last_subject = b->text_len;
+        b->text_len += len;
+    }
+    bc = &b->v[b->n++];
+    bc->kind = c->kind;
+    bc->has_limit = c->has_limit;
+    bc->subject_off = (uint32_t)b->last_subject;
+    bc->slot_start_ms = c->slot_start_ms;
+    bc->value = c->value;
+    return 0;
+}
+
+size_t
+writer_batch_count(const struct writer_batch *b)
+{
+    return b->n;
+}
+
+void
+writer_batch_get(const struct writer_batch *b, size_t i,
+                 struct writer_change *c)
+{
+    const struct batch_change *bc = &b->v[i];
+
+    c->kind = bc->kind;
+    c->subject = b->text + bc->subject_off;
+    c->slot_start_ms = bc->slot_start_ms;
+    c->value = bc->value;
+    c->has_limit = bc->has_limit;
+}
+
+/* ---- the thread -------------------------------------------------------- */
+
+/* One store call for change i of b. */
+static int
+write_change(struct store *st, const struct writer_batch *b, size_t i)
+{
+    struct writer_change c;
+
+    writer_batch_get(b, i, &c);
+    switch (c.kind) {
+    case WRITER_RESET:
+        return store_reset_subject(st, c.subject);
+    case WRITER_LIMIT:
+        return store_put_limit(st, c.subject, c.has_limit,
+                               (uint64_t)c.value);
+    case WRITER_SLOT:
+        return store_put_usage(st, c.subject, c.slot_start_ms,
+                               (uint64_t)c.value);
+    }
+    return -1;
+}
+
+/* Write the batches of list as one transaction; 0, or -1 with the
+ * reason in err. */
+static int
+write_batches(struct writer *w, const struct batch_list *list, char *err)
+{
+    const struct writer_batch *b;
+
+    if (w->st == NULL &&
+        (w->st = store_open(w->path, err, WRITER_ERR_MAX)) == NULL)
+        return -1;
+    if (store_begin(w->st) < 0)
+        goto fail;
+    /* A failure poisons the batch: commit then rolls it back. */
+    TAILQ_FOREACH(b, list, link)
+        for (size_t i = 0; i < b->n; i++)
+            if (write_change(w->st, b, i) < 0)
+                goto end;
+end:
+    if (store_commit(w->st) < 0)
+        goto fail;
+    return 0;
+fail:
+    snprintf(err, WRITER_ERR_MAX, "%s", store_errmsg(w->st));
+    return -1;
+}
+
+/* Wake the loop: batches are back (the counter only grows, and is read
+ * back to 0 by writer_collect). */
+static void
+announce(struct writer *w)
+{
+    uint64_t one = 1;
+
+    while (write(w->efd, &one, sizeof(one)) < 0 && errno == EINTR)
+        ;
+}
+
+/* Move list onto done with its outcome; called with mu held. */
+static void
+give_back(struct writer *w, struct batch_list *list, bool ok, bool first,
+          const char *err)
+{
+    struct writer_batch *b;
+
+    while ((b = TAILQ_FIRST(list)) != NULL) {
+        TAILQ_REMOVE(list, b, link);
+        b->ok = ok;
+        b->first = first;
+        snprintf(b->err, sizeof(b->err), "%s", err);
+        first = false;
+        TAILQ_INSERT_TAIL(&w->done, b, link);
+    }
+}
+
+/* Every batch waiting, written as one transaction; called and returning
+ * with mu held.  When it fails, those submitted meanwhile come back
+ * failed too, not written. */
+static void
+take_batches(struct writer *w)
+{
+    struct batch_list list = TAILQ_HEAD_INITIALIZER(list);
+    char err[WRITER_ERR_MAX] = "";
+    int rc;
+
+    TAILQ_CONCAT(&list, &w->todo, link);
+    pthread_mutex_unlock(&w->mu);
+    rc = write_batches(w, &list, err);
+    pthread_mutex_lock(&w->mu);
+    give_back(w, &list, rc == 0, true, err);
+    if (rc < 0) {
+        char after[WRITER_ERR_MAX];
+
+        snprintf(after, sizeof(after), "not written: the transaction "
+                 "before failed (%.900s)", err);
+        give_back(w, &w->todo, false, false, after);
+    }
+    pthread_cond_broadcast(&w->cv);
+    announce(w);
+}
+
+/* One step of the prune run; called and returning with mu held. */
+static void
+prune_step(struct writer *w)
+{
+    int64_t before_ms = w->prune_before_ms;
+    char err[WRITER_ERR_MAX] = "";
+    uint64_t n = 0;
+    int rc = -1;
+
+    pthread_mutex_unlock(&w->mu);
+    if (w->st != NULL)
+        rc = store_prune_step(w->st, before_ms, WRITER_PRUNE_ROWS, &n);
+    if (rc < 0 && w->st != NULL)
+        snprintf(err, sizeof(err), "%s", store_errmsg(w->st));
+    pthread_mutex_lock(&w->mu);
+    w->pruned += n;
+    if (err[0] != '\0')
+        memcpy(w->prune_err, err, sizeof(w->prune_err));
+    /* Done, failed, or nothing to prune on: the run ends, unless the
+     * bound moved meanwhile. */
+    if ((rc < 0 || n < WRITER_PRUNE_ROWS) &&
+        before_ms == w->prune_before_ms)
+        w->prune_pending = false;
+}
+
+static void *
+writer_main(void *arg)
+{
+    struct writer *w = arg;
+
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        while (TAILQ_EMPTY(&w->todo) && !w->stop && !w->prune_pending)
+            pthread_cond_wait(&w->cv, &w->mu);
+        if (!TAILQ_EMPTY(&w->todo))
+            take_batches(w);
+        else if (w->stop)
+            break;
+        else
+            prune_step(w);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+/* ---- the loop's side --------------------------------------------------- */
+
+struct writer *
+writer_start(const char *path, struct store *st, char *err, size_t errlen)
+{
+    struct writer *w = calloc(1, sizeof(*w));
+    int rc;
+
+    if (w == NULL || (w->path = strdup(path)) == NULL) {
+        snprintf(err, errlen, "the writer: out of memory");
+        goto fail;
+    }
+    if ((w->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) {
+        snprintf(err, errlen, "the writer: eventfd: %s", strerror(errno));
+        goto fail;
+    }
+    w->st = st;
+    TAILQ_INIT(&w->todo);
+    TAILQ_INIT(&w->done);
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    if ((rc = pthread_create(&w->thread, NULL, writer_main, w)) != 0) {
+        snprintf(err, errlen, "the writer: cannot start a thread: %s",
+                 strerror(rc));
+        pthread_mutex_destroy(&w->mu);
+        pthread_cond_destroy(&w->cv);
+        close(w->efd);
+        goto fail;
+    }
+    return w;
+fail:
+    store_close(st);
+    if (w != NULL)
+        free(w->path);
+    free(w);
+    return NULL;
+}
+
+void
+writer_stop(struct writer *w)
+{
+    struct writer_batch *b;
+
+    if (w == NULL)
+        return;
+    pthread_mutex_lock(&w->mu);
+    w->stop = true;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->thread, NULL);
+    while ((b = TAILQ_FIRST(&w->done)) != NULL) {
+        TAILQ_REMOVE(&w->done, b, link);
+        writer_batch_free(b);
+    }
+    store_close(w->st);
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    close(w->efd);
+    free(w->path);
+    free(w);
+}
+
+int
+writer_fd(const struct writer *w)
+{
+    return w->efd;
+}
+
+size_t
+writer_pending(struct writer *w)
+{
+    size_t n;
+
+    pthread_mutex_lock(&w->mu);
+    n = w->pending;
+    pthread_mutex_unlock(&w->mu);
+    return n;
+}
+
+void
+writer_submit(struct writer *w, struct writer_batch *b)
+{
+    pthread_mutex_lock(&w->mu);
+    TAILQ_INSERT_TAIL(&w->todo, b, link);
+    w->pending++;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* Take the oldest batch back, if any; called with mu held. */
+static int
+collect_locked(struct writer *w, struct writer_result *r)
+{
+    struct writer_batch *b = TAILQ_FIRST(&w->done);
+
+    if (b == NULL)
+        return 0;
+    TAILQ_REMOVE(&w->done, b, link);
+    w->pending--;
+    r->batch = b;
+    r->ok = b->ok;
+    r->first = b->first;
+    memcpy(r->err, b->err, sizeof(r->err));
+    return 1;
+}
+
+/* Empty the eventfd once nothing is back: it is readable again at the
+ * next announce.  Called with mu held, so no announce comes in between. */
+static void
+quiet_fd(struct writer *w)
+{
+    uint64_t count;
+
+    if (TAILQ_EMPTY(&w->done))
+        while (read(w->efd, &count, sizeof(count)) < 0 && errno == EINTR)
+            ;
+}
+
+int
+writer_collect(struct writer *w, struct writer_result *r)
+{
+    int back;
+
+    pthread_mutex_lock(&w->mu);
+    back = collect_locked(w, r);
+    quiet_fd(w);
+    pthread_mutex_unlock(&w->mu);
+    return back;
+}
+
+int
+writer_wait(struct writer *w, struct writer_result *r)
+{
+    int back;
+
+    pthread_mutex_lock(&w->mu);
+    while (TAILQ_EMPTY(&w->done) && w->pending > 0)
+        pthread_cond_wait(&w->cv, &w->mu);
+    back = collect_locked(w, r);
+    quiet_fd(w);
+    pthread_mutex_unlock(&w->mu);
+    return back;
+}
+
+void
+writer_prune(struct writer *w, int64_t before_ms)
+{
+    pthread_mutex_lock(&w->mu);
+    w->prune_before_ms = before_ms;
+    w->prune_pending = true;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+uint64_t
+writer_prune_report(struct writer *w, char *err, size_t errlen)
+{
+    uint64_t n;
+
+    pthread_mutex_lock(&w->mu);
+    n = w->pruned;
+    w->pruned = 0;
+    snprintf(err, errlen, "%s", w->prune_err);
+    w->prune_err[0] = '\0';
+    pthread_mutex_unlock(&w->mu);
+    return n;
+}
