@@ -696,15 +696,15 @@ metrics_page(struct ctx *ctx, const struct proto_metrics_rep *r, json_t *doc,
             if (ctx->json)
                 continue;
             if (!*header) {
-                printf("%-34s %-44s %s\n", "METRIC", "LABELS", "VALUE");
+                printf("%-34s %-58s %s\n", "METRIC", "LABELS", "VALUE");
                 *header = true;
             }
             if (f->type.ptr[0] == 'h')
-                printf("%-34s %-44s count=%llu sum=%g\n", name,
+                printf("%-34s %-58s count=%llu sum=%g\n", name,
                        lab[0] ? lab : "-", (unsigned long long)s->count,
                        s->sum);
             else
-                printf("%-34s %-44s %g\n", name, lab[0] ? lab : "-",
+                printf("%-34s %-58s %g\n", name, lab[0] ? lab : "-",
                        s->value);
         }
     }
