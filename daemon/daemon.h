@@ -8,7 +8,9 @@
  * that no two files depend on each other in a circle):
  *
  *   main.c  ops.c  reload.c    the application: wiring, ops, reload
- *   permits.c                  permit, report, routing (owns the router)
+ *   explain.c                  the explain op, over the decisions
+ *   permits.c                  permit, report, routing (owns the router;
+ *                              records each decision)
  *   request.c                  request ids and subjects, the quota gate
  *   persist.c  http.c          quotas to SQLite; the /metrics endpoint
  *   buckets.c                  a token bucket and its waiters per provider
