@@ -156,14 +156,14 @@ def cmd_metrics(client: Client, args: argparse.Namespace) -> int:
     for kind, name, rows in pages.order:    # the daemon's order
         for r in rows:
             if not header:
-                print("%-34s %-44s %s" % ("METRIC", "LABELS", "VALUE"))
+                print("%-34s %-58s %s" % ("METRIC", "LABELS", "VALUE"))
                 header = True
             lab = ",".join(f"{k}={v}" for k, v in r["labels"].items()) or "-"
             if kind == "histograms":
-                print("%-34s %-44s count=%d sum=%g" % (name, lab, r["count"],
+                print("%-34s %-58s count=%d sum=%g" % (name, lab, r["count"],
                                                       r["sum"]))
             else:
-                print("%-34s %-44s %g" % (name, lab, r["value"]))
+                print("%-34s %-58s %g" % (name, lab, r["value"]))
     return 0
 
 
