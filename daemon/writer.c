@@ -42,14 +42,17 @@ TAILQ_HEAD(batch_list, writer_batch);
 struct writer {
     pthread_t thread;
     pthread_mutex_t mu;
-    pthread_cond_t cv;          /* the thread waits for work, the loop for
-                                 * a batch back */
+    pthread_cond_t cv;          /* the thread waits for work */
+    pthread_cond_t back_cv;     /* the loop waits for a batch back
+                                 * (writer_wait, at shutdown) */
     int efd;                    /* eventfd: readable while batches are
                                  * back */
     /* Under mu: */
     struct batch_list todo;     /* submitted, not taken yet */
     struct batch_list done;     /* back, not collected yet */
     size_t pending;             /* submitted, not collected */
+    bool thread_waiting;        /* on cv: a submit must wake it */
+    bool loop_waiting;          /* on back_cv */
     bool prune_pending;
     int64_t prune_before_ms;
     uint64_t pruned;            /* since the last report */
@@ -256,7 +259,8 @@ take_batches(struct writer *w)
                  "before failed (%.900s)", err);
         give_back(w, &w->todo, false, false, after);
     }
-    pthread_cond_broadcast(&w->cv);
+    if (w->loop_waiting)
+        pthread_cond_signal(&w->back_cv);
     announce(w);
 }
 
@@ -292,8 +296,11 @@ writer_main(void *arg)
 
     pthread_mutex_lock(&w->mu);
     for (;;) {
-        while (TAILQ_EMPTY(&w->todo) && !w->stop && !w->prune_pending)
+        while (TAILQ_EMPTY(&w->todo) && !w->stop && !w->prune_pending) {
+            w->thread_waiting = true;
             pthread_cond_wait(&w->cv, &w->mu);
+            w->thread_waiting = false;
+        }
         if (!TAILQ_EMPTY(&w->todo))
             take_batches(w);
         else if (w->stop)
@@ -326,11 +333,13 @@ writer_start(const char *path, struct store *st, char *err, size_t errlen)
     TAILQ_INIT(&w->done);
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
+    pthread_cond_init(&w->back_cv, NULL);
     if ((rc = pthread_create(&w->thread, NULL, writer_main, w)) != 0) {
         snprintf(err, errlen, "the writer: cannot start a thread: %s",
                  strerror(rc));
         pthread_mutex_destroy(&w->mu);
         pthread_cond_destroy(&w->cv);
+        pthread_cond_destroy(&w->back_cv);
         close(w->efd);
         goto fail;
     }
@@ -352,7 +361,7 @@ writer_stop(struct writer *w)
         return;
     pthread_mutex_lock(&w->mu);
     w->stop = true;
-    pthread_cond_broadcast(&w->cv);
+    pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
     pthread_join(w->thread, NULL);
     while ((b = TAILQ_FIRST(&w->done)) != NULL) {
@@ -362,6 +371,7 @@ writer_stop(struct writer *w)
     store_close(w->st);
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->cv);
+    pthread_cond_destroy(&w->back_cv);
     close(w->efd);
     free(w->path);
     free(w);
@@ -390,7 +400,10 @@ writer_submit(struct writer *w, struct writer_batch *b)
     pthread_mutex_lock(&w->mu);
     TAILQ_INSERT_TAIL(&w->todo, b, link);
     w->pending++;
-    pthread_cond_broadcast(&w->cv);
+    /* No system call when the thread is busy: it looks at todo before it
+     * waits again. */
+    if (w->thread_waiting)
+        pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
 }
 
@@ -411,14 +424,15 @@ collect_locked(struct writer *w, struct writer_result *r)
     return 1;
 }
 
-/* Empty the eventfd once nothing is back: it is readable again at the
- * next announce.  Called with mu held, so no announce comes in between. */
+/* Empty the eventfd when the last batch back was just taken: it is
+ * readable again at the next announce.  Called with mu held, so no
+ * announce comes in between. */
 static void
-quiet_fd(struct writer *w)
+quiet_fd(struct writer *w, int back)
 {
     uint64_t count;
 
-    if (TAILQ_EMPTY(&w->done))
+    if (back && TAILQ_EMPTY(&w->done))
         while (read(w->efd, &count, sizeof(count)) < 0 && errno == EINTR)
             ;
 }
@@ -430,7 +444,7 @@ writer_collect(struct writer *w, struct writer_result *r)
 
     pthread_mutex_lock(&w->mu);
     back = collect_locked(w, r);
-    quiet_fd(w);
+    quiet_fd(w, back);
     pthread_mutex_unlock(&w->mu);
     return back;
 }
@@ -441,10 +455,13 @@ writer_wait(struct writer *w, struct writer_result *r)
     int back;
 
     pthread_mutex_lock(&w->mu);
-    while (TAILQ_EMPTY(&w->done) && w->pending > 0)
-        pthread_cond_wait(&w->cv, &w->mu);
+    while (TAILQ_EMPTY(&w->done) && w->pending > 0) {
+        w->loop_waiting = true;
+        pthread_cond_wait(&w->back_cv, &w->mu);
+        w->loop_waiting = false;
+    }
     back = collect_locked(w, r);
-    quiet_fd(w);
+    quiet_fd(w, back);
     pthread_mutex_unlock(&w->mu);
     return back;
 }
@@ -455,7 +472,8 @@ writer_prune(struct writer *w, int64_t before_ms)
     pthread_mutex_lock(&w->mu);
     w->prune_before_ms = before_ms;
     w->prune_pending = true;
-    pthread_cond_broadcast(&w->cv);
+    if (w->thread_waiting)
+        pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
 }
 
