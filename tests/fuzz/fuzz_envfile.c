@@ -190,6 +190,17 @@ check_same(const struct config *a, const struct config *b)
         FUZZ_CHECK(close_to(p->cost_per_1k_tokens, q->cost_per_1k_tokens));
         FUZZ_CHECK(close_to(p->tokens_per_min, q->tokens_per_min));
     }
+    FUZZ_CHECK(a->nmodels == b->nmodels);
+    for (size_t i = 0; i < a->nmodels; i++) {
+        const struct model_config *m = &a->models[i], *n = &b->models[i];
+
+        FUZZ_CHECK(strcmp(m->alias, n->alias) == 0);
+        FUZZ_CHECK(strcmp(m->provider, n->provider) == 0);
+        FUZZ_CHECK(strcmp(m->name, n->name) == 0);
+        FUZZ_CHECK(strcmp(m->group, n->group) == 0);
+        FUZZ_CHECK(close_to(m->rpm, n->rpm) && close_to(m->tpm, n->tpm));
+        FUZZ_CHECK(close_to(m->rpd, n->rpd) && close_to(m->tpd, n->tpd));
+    }
 }
 
 /* --check-config's output must be a valid env file for the same config. */
