@@ -931,15 +931,17 @@ static int
 model_finish(const struct config *cfg, struct model_config *m, char *err,
              size_t errlen)
 {
+    const struct provider_config *pc;
     char upper[CONFIG_NAME_MAX];
 
     upper_name(m->alias, upper, sizeof(upper));
     for (char *c = m->provider; *c != '\0'; c++)
         *c = (char)tolower((unsigned char)*c);
-    if (config_provider(cfg, m->provider, strlen(m->provider)) == NULL)
+    if ((pc = config_provider(cfg, m->provider, strlen(m->provider))) == NULL)
         return fail(err, errlen, "MODEL_%s_PROVIDER=%s: expected a declared "
                     "provider (PROVIDER_<NAME>_RATE_PER_SEC or _RPM)", upper,
                     m->provider);
+    m->priority = pc->priority;
     if (!(m->set & 1u << MODEL_KEY_NAME))
         snprintf(m->name, sizeof(m->name), "%s", m->alias);
     if (!(m->set & 1u << MODEL_KEY_GROUP))
@@ -958,6 +960,8 @@ model_cmp(const void *a, const void *b)
 {
     const struct model_config *x = a, *y = b;
 
+    if (x->priority != y->priority)
+        return x->priority < y->priority ? -1 : 1;
     return strcmp(x->alias, y->alias);
 }
 

@@ -47,6 +47,7 @@ struct model_config {
     char group[CONFIG_MODEL_MAX];   /* default: name */
     double rpm, tpm;                /* per minute; 0: no limit */
     double rpd, tpd;                /* per day; 0: no limit */
+    int64_t priority;               /* its provider's (the sort order) */
     uint32_t set;                   /* which MODEL_ keys were given */
 };
 
@@ -79,7 +80,8 @@ struct config {
     struct provider_config providers[CONFIG_MAX_PROVIDERS];
     size_t nproviders;              /* sorted by priority, then name */
     struct model_config models[CONFIG_MAX_MODELS];
-    size_t nmodels;                 /* sorted by alias */
+    size_t nmodels;                 /* sorted by their provider's
+                                       priority, then alias (as routed) */
 };
 
 /* Where the values come from besides the built-in defaults. */
