@@ -631,7 +631,7 @@ wait_timeout(struct permits *p, struct conn *c, uint64_t req_id,
 
     model_give_back(p, pd, now_s);
     unreserve(p, &pd->pm);
-    telemetry_rate_limited(p->d.telemetry, provider);
+    telemetry_model_rate_limited(p->d.telemetry, provider, pd->pm.model_name);
     pd->pm.call->rate_limited = true;
     proto_error_set(&e, PROTO_E_TIMEOUT, "no token from %s within the "
                     "timeout", what);
@@ -657,7 +657,8 @@ permit_wait_done(struct waiter *w, bool granted, double now_s)
     } else if (granted) {
         /* The bucket may have moved in a reload: its index now. */
         pd->pm.provider = (int)buckets_index(p->d.buckets, w->prov);
-        telemetry_rate_limited(p->d.telemetry, w->prov->name);
+        telemetry_model_rate_limited(p->d.telemetry, w->prov->name,
+                                     pd->pm.model_name);
         grant(p, w->conn, w->id, pd, (now_s - pd->wait_start_s) * 1e3, true);
         conn_flush(w->conn);
     } else {
@@ -1010,7 +1011,8 @@ model_failover_now(struct permits *p, int chosen, const bool *excluded,
             log_debug("rate-limit failover from model %s to %s",
                       router_name(p->models, chosen),
                       router_name(p->models, d));
-            telemetry_rate_limited(p->d.telemetry, from);
+            telemetry_model_rate_limited(p->d.telemetry, from,
+                                         p->d.cfg->models[chosen].name);
             if (strcmp(from, to) != 0)
                 telemetry_failover(p->d.telemetry, from, to);
             return d;
@@ -1053,7 +1055,8 @@ model_wait_done(struct waiter *w, bool granted, double now_s)
                                    now_s) == LIMITER_GRANTED) {
         pd->pm.provider = (int)buckets_index(p->d.buckets, pb);
         pd->holds_model = false;
-        telemetry_rate_limited(p->d.telemetry, pb->name);
+        telemetry_model_rate_limited(p->d.telemetry, pb->name,
+                                     pd->pm.model_name);
         grant(p, w->conn, w->id, pd, (now_s - pd->wait_start_s) * 1e3, true);
         conn_flush(w->conn);
     } else if (wait_on(w->conn, w->id, pd, pb,
@@ -1144,7 +1147,8 @@ permit_route_model(struct permits *p, struct conn *c, struct proto_req *req,
         return 0;
     }
     if (req->u.permit.timeout_ms == 0) {
-        telemetry_rate_limited(p->d.telemetry, pd->pm.provider_name);
+        telemetry_model_rate_limited(p->d.telemetry, pd->pm.provider_name,
+                                     pd->pm.model_name);
         pd->pm.call->rate_limited = true;
         return proto_error_set(e, PROTO_E_TIMEOUT, "no token from model %s "
                                "(provider %s) now", pd->pm.model_alias,
@@ -1321,10 +1325,12 @@ report_deployment(struct permits *p, const struct permit *pm,
                      router_outcome_name(outcome),
                      fmax(p->d.cfg->provider_cooldown_s, retry_after_s));
     }
-    telemetry_request(p->d.telemetry, pm->provider_name, pm->workflow,
-                      router_outcome_name(outcome), latency_ms);
+    telemetry_model_request(p->d.telemetry, pm->provider_name,
+                            pm->model_name, pm->workflow,
+                            router_outcome_name(outcome), latency_ms);
     if (outcome == ROUTER_OUTCOME_RATE_LIMITED)
-        telemetry_rate_limited(p->d.telemetry, pm->provider_name);
+        telemetry_model_rate_limited(p->d.telemetry, pm->provider_name,
+                                     pm->model_name);
     return idx;
 }
 

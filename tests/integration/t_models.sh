@@ -9,7 +9,13 @@
 start_mock groq
 start_mock together
 export LLMGUARD_DEMO_HTTP_TIMEOUT_MS=400
-cat > "$TMP/m.env" <<'ENV'
+CPORT=$((40000 + $$ % 20000))
+"$MOCK" --name collector --port "$CPORT" --port-file "$TMP/collector.port" \
+    --traces-file "$TMP/traces.jsonl" &
+MOCK_PIDS="$MOCK_PIDS $!"
+for _ in $(seq 1 100); do [ -s "$TMP/collector.port" ] && break; sleep 0.05; done
+cat > "$TMP/m.env" <<ENV
+OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$CPORT/
 PROVIDER_GROQ_RPM=600
 PROVIDER_GROQ_PRIORITY=1
 PROVIDER_TOGETHER_RPM=600
@@ -49,6 +55,18 @@ expect_eq "429: together was asked for it" "meta-llama/Llama-3.3-70B-Instruct-Tu
 expect_match "429: groq's llama deployment is degraded" "^llama_groq +llama-3.3-70b-versatile +groq +llama .* degraded +[0-9.]+s " "$(model_line llama_groq)"
 expect_match "429: the provider groq is not" "^groq .* healthy " "$("$LLMGUARDCTL" -s "$SOCK" status | grep '^groq ')"
 mock_mode groq ok
+json=$("$LLMGUARDCTL" -s "$SOCK" --json metrics)
+expect_match "llm_requests_total has the model: groq's 429" \
+    '\{"labels":\{"provider":"groq","workflow_id":"","outcome":"rate_limited","model":"llama-3.3-70b-versatile"\},"value":1(\.0)?\}' "$json"
+expect_match "llm_rate_limited_total has the model" \
+    '"llm_rate_limited_total":\[[^]]*\{"labels":\{"provider":"groq","model":"llama-3.3-70b-versatile"\},"value":1(\.0)?\}' "$json"
+span_models() {
+    [ -s "$TMP/traces.jsonl" ] || return 0
+    jq -r '.resourceSpans[].scopeSpans[].spans[].attributes[] | select(.key == "llm.model") | .value.stringValue' "$TMP/traces.jsonl" | tr '\n' ' '
+}
+for _ in $(seq 1 60); do [ "$(span_models | wc -w)" -ge 2 ] && break; sleep 0.1; done
+models=$(span_models)
+expect_eq "spans carry llm.model, the last attempt's" "llama-3.3-70b-versatile meta-llama/Llama-3.3-70B-Instruct-Turbo " "$models"
 
 # The provider's other model is still usable.
 before=$(mock_requests groq)
