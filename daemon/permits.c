@@ -957,11 +957,15 @@ model_preferred(const struct permits *p, const struct route_args *ra)
     return -1;
 }
 
-/* pd goes to deployment d: its provider, alias and model id. */
+/* pd goes to deployment d: its provider, alias and model id (and so its
+ * draft says). */
 static void
 model_set(struct permits *p, struct pending *pd, int d)
 {
     const struct model_config *m = &p->d.cfg->models[d];
+
+    snprintf(pd->dr.deployment, sizeof(pd->dr.deployment), "%s", m->alias);
+    snprintf(pd->dr.model_id, sizeof(pd->dr.model_id), "%s", m->name);
 
     pd->pm.provider = model_provider(p, d);
     snprintf(pd->pm.provider_name, sizeof(pd->pm.provider_name), "%s",
@@ -1112,6 +1116,7 @@ permit_route_model(struct permits *p, struct conn *c, struct proto_req *req,
     bool excluded[CONFIG_MAX_MODELS];
     int d, alt;
 
+    snprintf(pd->dr.model, sizeof(pd->dr.model), "%s", ra->model);
     model_candidates(p, ra, now, excluded, held);
     d = router_select_held(p->models, model_preferred(p, ra), excluded, held,
                            now, &pd->all_degraded);

@@ -432,7 +432,9 @@ struct proto_msgdef {
  * not_chosen, its cooldown (unix seconds), cause and Retry-After there
  * while it was degraded; outcome is pending, ok, rate_limited,
  * server_error, timeout, client_error, unreported or refused (with
- * error_code and error_msg).  Times are unix seconds. */
+ * error_code and error_msg).  A permit that named a model also has that
+ * model, the deployment chosen (its alias) and its model id.  Times are
+ * unix seconds. */
 #define PROTO_EXPLAIN_REQ_FIELDS(X, m)                                        \
     X(m, permit_id, PERMIT_ID, PF_UINT, 0)                                    \
     X(m, call_id,   CALL_ID,   PF_STR,  0)
@@ -467,7 +469,10 @@ struct proto_msgdef {
     X(m, latency_ms,      LATENCY_MS,      PF_DOUBLE, 0)                      \
     X(m, retry_after_s,   RETRY_AFTER_S,   PF_DOUBLE, 0)                      \
     X(m, error_code,      ERROR_CODE,      PF_STR,    0)                      \
-    X(m, error_msg,       ERROR_MSG,       PF_STR,    0)
+    X(m, error_msg,       ERROR_MSG,       PF_STR,    0)                      \
+    X(m, model,           MODEL,           PF_STR,    0)                      \
+    X(m, deployment,      DEPLOYMENT,      PF_STR,    0)                      \
+    X(m, model_id,        MODEL_ID,        PF_STR,    0)
 #define PROTO_EXPLAIN_REP_FIELDS(X, m)                                        \
     X(m, decisions, DECISIONS, PF_OBJARR(decision), PF_REQUIRED)              \
     X(m, total,     TOTAL,     PF_UINT,             PF_REQUIRED)              \

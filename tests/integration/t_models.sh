@@ -52,6 +52,11 @@ out=$(demo -m llama hello)
 expect_match "429: the group fails over to together" "^provider=together success=1 failover_attempts=1 rate_limited=1 " "$(echo "$out" | head -1)"
 expect_eq "429: together's model id" "model=meta-llama/Llama-3.3-70B-Instruct-Turbo" "$(echo "$out" | sed -n 2p)"
 expect_eq "429: together was asked for it" "meta-llama/Llama-3.3-70B-Instruct-Turbo" "$(mock_model together)"
+cid=$(echo "$out" | head -1 | sed 's/.* call_id=\([^ ]*\) .*/\1/')
+ex=$("$LLMGUARDCTL" -s "$SOCK" explain "call:$cid")
+expect_match "explain: the first attempt's deployment" "^  model     llama: deployment llama_groq, model id llama-3.3-70b-versatile$" "$ex"
+expect_match "explain: the failover's deployment" "^  model     llama: deployment llama_tog, model id meta-llama/Llama-3.3-70B-Instruct-Turbo$" "$ex"
+expect_match "explain --json: deployment and model_id" '"model": ?"llama", ?"deployment": ?"llama_tog", ?"model_id": ?"meta-llama/Llama-3.3-70B-Instruct-Turbo"' "$("$LLMGUARDCTL" -s "$SOCK" --json explain "call:$cid")"
 expect_match "429: groq's llama deployment is degraded" "^llama_groq +llama-3.3-70b-versatile +groq +llama .* degraded +[0-9.]+s " "$(model_line llama_groq)"
 expect_match "429: the provider groq is not" "^groq .* healthy " "$("$LLMGUARDCTL" -s "$SOCK" status | grep '^groq ')"
 mock_mode groq ok
