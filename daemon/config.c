@@ -749,13 +749,14 @@ warn_unknown(const char *key, const char *origin, bool ours)
         log_warn("unknown variable %s (%s) ignored", key, origin);
 }
 
-/* Is key one of ours: a table variable, or an LLMGUARD_/PROVIDER_/MODEL_
- * key? */
+/* Is key one of ours: a table variable, an LLMGUARD_ or PROVIDER_ key, or
+ * a MODEL_<ALIAS>_<KEY> (a bare MODEL_NAME is some other program's)? */
 static bool
 is_our_key(const char *key)
 {
     return find_option(key) != NULL || strncmp(key, "LLMGUARD_", 9) == 0 ||
-           strncmp(key, "PROVIDER_", 9) == 0 || strncmp(key, "MODEL_", 6) == 0;
+           strncmp(key, "PROVIDER_", 9) == 0 ||
+           (strncmp(key, "MODEL_", 6) == 0 && strchr(key + 6, '_') != NULL);
 }
 
 /* The default database path (llmguardd(8), FILES). */

@@ -570,6 +570,14 @@ test_models(void **state)
     free(buf);
     assert_int_equal(cfg.nmodels, 3);
     assert_true(config_model(&cfg, "llama_groq", 10)->tpd == 100000);
+
+    /* Another program's MODEL_NAME in the environment is not ours; a
+     * MODEL_<ALIAS>_<KEY> there is. */
+    char *envp[] = { "MODEL_NAME=gpt-4o", "MODEL_X_PROVIDER=a", NULL };
+    assert_int_equal(load_logged(&cfg, "PROVIDER_A_RPM=60\n", envp, err, log,
+                                 sizeof(log)), 0);
+    assert_string_equal(log, "");
+    assert_int_equal(cfg.nmodels, 1);
 }
 
 /* What a model deployment may not be. */
