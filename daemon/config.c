@@ -109,7 +109,7 @@ static const struct option_def provider_options[] = {
       NULL, 0, 0 },
     /* The providers' own units: RATE_PER_SEC and TOKENS_PER_MIN per
      * minute (llmguard.env(5), "Provider units"). */
-    { "RPM", OPT_DOUBLE, P(rpm), 0, NULL, 0, 6e10, NULL, 0, 0 },
+    { "RPM", OPT_DOUBLE, P(rpm), 0, NULL, 0, 1e9, NULL, 0, 0 },
     { "TPM", OPT_DOUBLE, P(tpm), 0, NULL, 0, 1e12, NULL, 0, 0 },
     /* Read by clients (examples/ratelimit_demo), known here so they do not
      * warn; the daemon ignores them. */
@@ -138,7 +138,7 @@ static const struct option_def model_options[] = {
     MSTR("PROVIDER", provider),
     MSTR("NAME", name),
     MSTR("GROUP", group),
-    { "RPM", OPT_DOUBLE, M(rpm), 0, NULL, 0, 6e10, NULL, 0, 0 },
+    { "RPM", OPT_DOUBLE, M(rpm), 0, NULL, 0, 1e9, NULL, 0, 0 },
     { "TPM", OPT_DOUBLE, M(tpm), 0, NULL, 0, 1e12, NULL, 0, 0 },
     { "RPD", OPT_DOUBLE, M(rpd), 0, NULL, 0, 1e12, NULL, 0, 0 },
     { "TPD", OPT_DOUBLE, M(tpd), 0, NULL, 0, 1e15, NULL, 0, 0 },
