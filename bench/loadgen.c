@@ -80,6 +80,7 @@ struct opts {
     const char *label;          /* echoed in the output, for scripts */
     const char *prefix;         /* workflow id prefix (quota, fill, permit) */
     const char *tenant;         /* optional tenant id (quota, fill, permit) */
+    const char *model;          /* permit: a model group or id, or NULL */
     enum ids ids;
     int procs;
     double seconds;
@@ -133,6 +134,8 @@ usage(FILE *fp)
 "      --prefix STR      workflow id prefix (default: bench)\n"
 "      --tenant ID       also reserve against this tenant (quota, fill,\n"
 "                        permit)\n"
+"      --model NAME      permit: name this model group or id (routed among\n"
+"                        its deployments)\n"
 "  -N, --count N         fill: number of distinct workflow ids\n"
 "                        (default: 1000000)\n"
 "      --daemon-pid PID  also report the daemon's CPU time (from\n"
@@ -188,6 +191,7 @@ parse_args(int argc, char **argv, struct opts *o)
         { "ids", required_argument, NULL, 'I' },
         { "prefix", required_argument, NULL, 'X' },
         { "tenant", required_argument, NULL, 'T' },
+        { "model", required_argument, NULL, 'M' },
         { "count", required_argument, NULL, 'N' },
         { "daemon-pid", required_argument, NULL, 'D' },
         { "settle", required_argument, NULL, 'S' },
@@ -237,6 +241,7 @@ parse_args(int argc, char **argv, struct opts *o)
         case 'U': o->until_file = optarg; break;
         case 'X': o->prefix = optarg; break;
         case 'T': o->tenant = optarg; break;
+        case 'M': o->model = optarg; break;
         case 'l': o->label = optarg; break;
         case 'j': o->json = true; break;
         case 'I':
@@ -446,6 +451,7 @@ run_permit(const struct opts *o, struct hn_worker *w)
     char id[ID_MAX + 1];
 
     req.tenant_id = o->tenant;
+    req.model = o->model;
     req.preferred_provider = o->provider;
     req.tokens_estimate = o->tokens;
     req.max_attempts = 1;

@@ -150,6 +150,14 @@ route_text(FILE *fp, const struct proto_decision *dc)
                 eq(q[i].verdict, "over") ? " (soft: allowed)" :
                 eq(q[i].verdict, "refused") ? " (hard quota)" : "");
     }
+    if (PROTO_HAS(dc, PROTO_DECISION_MODEL)) {
+        fprintf(fp, "  model     %.*s", (int)dc->model.len, dc->model.ptr);
+        if (PROTO_HAS(dc, PROTO_DECISION_DEPLOYMENT))
+            fprintf(fp, ": deployment %.*s, model id %.*s",
+                    (int)dc->deployment.len, dc->deployment.ptr,
+                    (int)dc->model_id.len, dc->model_id.ptr);
+        fputc('\n', fp);
+    }
     if (!dc->routed)
         fprintf(fp, "  provider  none considered: refused before routing\n");
     for (uint32_t i = 0; i < dc->providers.n; i++)
@@ -255,6 +263,12 @@ route_json(json_t *o, const struct proto_decision *dc)
         json_array_append_new(provs, p);
     }
     json_object_set_new(o, "quota", quota);
+    if (PROTO_HAS(dc, PROTO_DECISION_MODEL))
+        json_object_set_new(o, "model", jstr(dc->model));
+    if (PROTO_HAS(dc, PROTO_DECISION_DEPLOYMENT)) {
+        json_object_set_new(o, "deployment", jstr(dc->deployment));
+        json_object_set_new(o, "model_id", jstr(dc->model_id));
+    }
     json_object_set_new(o, "routed", json_boolean(dc->routed));
     json_object_set_new(o, "providers", provs);
 }

@@ -283,6 +283,46 @@ daemon_json(json_t *o, const struct proto_status_rep *st)
         json_object_set_new(o, "store_error", jstr(st->store_error));
 }
 
+/* The models of status as a JSON array. */
+static json_t *
+models_json(const struct proto_status_rep *st)
+{
+    const struct proto_model_status *ms = st->models.v;
+    json_t *a = json_array();
+
+    for (uint32_t i = 0; i < st->models.n; i++) {
+        const struct proto_model_status *m = &ms[i];
+        json_t *o = json_pack(
+            "{s:o, s:o, s:o, s:o, s:f, s:f, s:I, s:o, s:f, s:o}",
+            "alias", jstr(m->alias), "model", jstr(m->model),
+            "provider", jstr(m->provider), "group", jstr(m->group),
+            "rate_per_sec", m->rate_per_sec,
+            "tokens_per_min", m->tokens_per_min,
+            "waiters", (json_int_t)m->waiters, "state", jstr(m->state),
+            "cooldown_remaining_s", m->cooldown_remaining_s,
+            "latency_ewma_ms",
+            PROTO_HAS(m, PROTO_MODEL_STATUS_LATENCY_EWMA_MS) ?
+                json_real(m->latency_ewma_ms) : json_null());
+        if (PROTO_HAS(m, PROTO_MODEL_STATUS_AVAILABLE_TOKENS))
+            json_object_set_new(o, "available_tokens",
+                                json_real(m->available_tokens));
+        if (PROTO_HAS(m, PROTO_MODEL_STATUS_MAX_TOKENS))
+            json_object_set_new(o, "max_tokens", json_real(m->max_tokens));
+        if (PROTO_HAS(m, PROTO_MODEL_STATUS_AVAILABLE_LLM_TOKENS))
+            json_object_set_new(o, "available_llm_tokens",
+                                json_real(m->available_llm_tokens));
+        if (PROTO_HAS(m, PROTO_MODEL_STATUS_COOLDOWN_CAUSE))
+            json_object_set_new(o, "cooldown_cause", jstr(m->cooldown_cause));
+        if (PROTO_HAS(m, PROTO_MODEL_STATUS_COOLDOWN_SINCE))
+            json_object_set_new(o, "cooldown_since",
+                                json_real(m->cooldown_since));
+        if (PROTO_HAS(m, PROTO_MODEL_STATUS_RETRY_AFTER_S))
+            json_object_set_new(o, "retry_after_s", json_real(m->retry_after_s));
+        json_array_append_new(a, o);
+    }
+    return a;
+}
+
 static int
 status_json(struct ctx *ctx, const struct proto_status_rep *st)
 {
@@ -310,6 +350,8 @@ status_json(struct ctx *ctx, const struct proto_status_rep *st)
                     "policy", jstr(st->policy),
                     "enforcement", jstr(st->enforcement),
                     "window_days", st->window_days, "providers", provs);
+    if (PROTO_HAS(st, PROTO_STATUS_REP_MODELS))
+        json_object_set_new(doc, "models", models_json(st));
     daemon_json(doc, st);
     return print_json(ctx, doc);
 }
@@ -393,6 +435,43 @@ provider_table(const struct proto_status_rep *st)
     }
 }
 
+/* The model table of the text status: each deployment's bucket (a dash
+ * where it has no RPM or TPM of its own) and health. */
+static void
+model_table(const struct proto_status_rep *st)
+{
+    const struct proto_model_status *ms = st->models.v;
+
+    if (st->models.n == 0)
+        return;
+    printf("\n%-16s %-24s %-12s %-16s %10s %8s %-10s %9s %7s %10s\n",
+           "MODEL", "MODEL_ID", "PROVIDER", "GROUP", "AVAILABLE", "RATE/S",
+           "STATE", "COOLDOWN", "WAITERS", "TOKENS/MIN");
+    for (uint32_t i = 0; i < st->models.n; i++) {
+        const struct proto_model_status *m = &ms[i];
+        char avail[32], rate[32], cool[32], tpm[32];
+        snprintf(avail, sizeof(avail), "-");
+        snprintf(rate, sizeof(rate), "-");
+        snprintf(cool, sizeof(cool), "-");
+        snprintf(tpm, sizeof(tpm), "-");
+        if (PROTO_HAS(m, PROTO_MODEL_STATUS_AVAILABLE_TOKENS)) {
+            snprintf(avail, sizeof(avail), "%.2f", m->available_tokens);
+            snprintf(rate, sizeof(rate), "%g", m->rate_per_sec);
+        }
+        if (m->cooldown_remaining_s > 0)
+            snprintf(cool, sizeof(cool), "%.1fs", m->cooldown_remaining_s);
+        if (PROTO_HAS(m, PROTO_MODEL_STATUS_AVAILABLE_LLM_TOKENS))
+            snprintf(tpm, sizeof(tpm), "%.0f/%.0f", m->available_llm_tokens,
+                     m->tokens_per_min);
+        printf("%-16.*s %-24.*s %-12.*s %-16.*s %10s %8s %-10.*s %9s %7llu "
+               "%10s\n", (int)m->alias.len, m->alias.ptr, (int)m->model.len,
+               m->model.ptr, (int)m->provider.len, m->provider.ptr,
+               (int)m->group.len, m->group.ptr, avail, rate,
+               (int)m->state.len, m->state.ptr, cool,
+               (unsigned long long)m->waiters, tpm);
+    }
+}
+
 static int
 cmd_status(struct ctx *ctx, int argc, char **argv)
 {
@@ -417,6 +496,7 @@ cmd_status(struct ctx *ctx, int argc, char **argv)
     }
     provider_table(st);
     provider_notes(st);
+    model_table(st);
     return 0;
 }
 

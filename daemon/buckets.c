@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/timerfd.h>
@@ -17,6 +18,13 @@ struct buckets {
     struct provider *providers;     /* in config order */
     size_t n;
     int slot;                       /* connection slot: struct conn_waiters */
+    bool models;                    /* the model deployments' buckets */
+};
+
+/* What one bucket is set up with. */
+struct bucket_spec {
+    const char *name;
+    struct limiter_config lc;
 };
 
 /* A connection's waiters, in its slot. */
@@ -32,6 +40,42 @@ limiter_config(const struct config *cfg, const struct provider_config *pc,
     lc->burst = pc->burst;
     lc->tokens_per_min = pc->tokens_per_min;
     lc->enabled = cfg->rate_limit_enabled;
+}
+
+/*
+ * A model deployment's bucket: RPM as rate RPM / 60 and burst RPM, TPM
+ * as its LLM-token bucket.  Without an RPM its requests are not limited
+ * here (the provider's bucket still is): a rate and burst no permit
+ * exhausts.
+ */
+static void
+model_limiter_config(const struct config *cfg, const struct model_config *mc,
+                     struct limiter_config *lc)
+{
+    lc->rate_per_sec = mc->rpm > 0 ? mc->rpm / 60.0 : BUCKETS_UNLIMITED;
+    lc->burst = mc->rpm > 0 ? fmax(1, mc->rpm) : BUCKETS_UNLIMITED;
+    lc->tokens_per_min = mc->tpm;
+    lc->enabled = cfg->rate_limit_enabled;
+}
+
+/* The buckets cfg asks b for, into v (CONFIG_MAX_PROVIDERS or
+ * CONFIG_MAX_MODELS of them); how many. */
+static size_t
+bucket_specs(const struct buckets *b, const struct config *cfg,
+             struct bucket_spec *v)
+{
+    if (b->models) {
+        for (size_t i = 0; i < cfg->nmodels; i++) {
+            v[i].name = cfg->models[i].alias;
+            model_limiter_config(cfg, &cfg->models[i], &v[i].lc);
+        }
+        return cfg->nmodels;
+    }
+    for (size_t i = 0; i < cfg->nproviders; i++) {
+        v[i].name = cfg->providers[i].name;
+        limiter_config(cfg, &cfg->providers[i], &v[i].lc);
+    }
+    return cfg->nproviders;
 }
 
 static void
@@ -180,8 +224,10 @@ buckets_find(struct buckets *b, const char *name, size_t len)
     return NULL;
 }
 
-struct buckets *
-buckets_new(struct event_base *base, const struct config *cfg, int conn_slot)
+/* The buckets of cfg's providers, or of its models. */
+static struct buckets *
+buckets_create(struct event_base *base, const struct config *cfg,
+               int conn_slot, bool models)
 {
     struct buckets *b = calloc(1, sizeof(*b));
 
@@ -191,11 +237,25 @@ buckets_new(struct event_base *base, const struct config *cfg, int conn_slot)
     }
     b->base = base;
     b->slot = conn_slot;
+    b->models = models;
     if (buckets_reconfigure(b, cfg) < 0) {
         free(b);
         return NULL;
     }
     return b;
+}
+
+struct buckets *
+buckets_new(struct event_base *base, const struct config *cfg, int conn_slot)
+{
+    return buckets_create(base, cfg, conn_slot, false);
+}
+
+struct buckets *
+buckets_new_models(struct event_base *base, const struct config *cfg,
+                   int conn_slot)
+{
+    return buckets_create(base, cfg, conn_slot, true);
 }
 
 /* Take over old's bucket: fill, clock and queue (a TAILQ head cannot be
@@ -270,32 +330,32 @@ alloc_providers(struct buckets *b, size_t n)
 int
 buckets_reconfigure(struct buckets *b, const struct config *cfg)
 {
+    struct bucket_spec specs[CONFIG_MAX_PROVIDERS > CONFIG_MAX_MODELS ?
+                             CONFIG_MAX_PROVIDERS : CONFIG_MAX_MODELS];
     struct provider *provs, *old = b->providers;
-    size_t nold = b->n;
+    size_t nold = b->n, n = bucket_specs(b, cfg, specs);
     double now = clock_mono();
 
-    if ((provs = alloc_providers(b, cfg->nproviders)) == NULL)
+    if ((provs = alloc_providers(b, n)) == NULL)
         return -1;
     /* Then the move: config_load validated every limiter setting. */
-    for (size_t i = 0; i < cfg->nproviders; i++) {
-        const struct provider_config *pc = &cfg->providers[i];
+    for (size_t i = 0; i < n; i++) {
+        const struct bucket_spec *sp = &specs[i];
         struct provider *p = &provs[i];
-        struct provider *o = buckets_find(b, pc->name, strlen(pc->name));
-        struct limiter_config lc;
+        struct provider *o = buckets_find(b, sp->name, strlen(sp->name));
 
-        limiter_config(cfg, pc, &lc);
-        memcpy(p->name, pc->name, sizeof(p->name));
+        snprintf(p->name, sizeof(p->name), "%s", sp->name);
         if (o != NULL) {
             move_bucket(p, o);
-            if (limiter_reconfigure(&p->bucket, &lc, now) < 0)
-                log_error("provider %s: limiter settings refused, kept the "
-                          "old ones", pc->name);
-        } else if (limiter_init(&p->bucket, &lc, now) < 0) {
+            if (limiter_reconfigure(&p->bucket, &sp->lc, now) < 0)
+                log_error("%s %s: limiter settings refused, kept the old "
+                          "ones", b->models ? "model" : "provider", sp->name);
+        } else if (limiter_init(&p->bucket, &sp->lc, now) < 0) {
             abort();    /* config_load let an invalid setting through */
         }
     }
     b->providers = provs;
-    b->n = cfg->nproviders;
+    b->n = n;
     /* Providers that are gone answer their waiters: not granted. */
     free_providers(old, nold, now);
     for (size_t i = 0; i < b->n; i++)

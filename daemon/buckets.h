@@ -60,11 +60,18 @@ struct waiter {
  * NULL (logged) on failure. */
 struct buckets *buckets_new(struct event_base *base, const struct config *cfg,
                             int conn_slot);
+/* The same for cfg's model deployments, one bucket each, named by alias
+ * (the waiters may share the providers' slot). */
+struct buckets *buckets_new_models(struct event_base *base,
+                                   const struct config *cfg, int conn_slot);
+/* The rate and burst of a model bucket without an RPM. */
+#define BUCKETS_UNLIMITED 1e15
 /*
  * Apply a new configuration: providers that stay keep their fill (clamped)
  * and their waiters; new ones start full; removed ones answer their waiters
  * with "not granted".  Returns -1 (logged) on failure, leaving the old set.
- * Providers are in cfg's order (priority, then name), as the router's.
+ * Providers are in cfg's order (priority, then name), as the router's;
+ * model buckets alike, in cfg's order of models.
  */
 int buckets_reconfigure(struct buckets *b, const struct config *cfg);
 /* Answer every waiter "not granted", free everything. */

@@ -107,6 +107,10 @@ static const struct option_def provider_options[] = {
       1e9, NULL, 0, 0 },
     { "TOKENS_PER_MIN", OPT_DOUBLE, P(tokens_per_min), 0, "0", -1, 1e12,
       NULL, 0, 0 },
+    /* The providers' own units: RATE_PER_SEC and TOKENS_PER_MIN per
+     * minute (llmguard.env(5), "Provider units"). */
+    { "RPM", OPT_DOUBLE, P(rpm), 0, NULL, 0, 1e9, NULL, 0, 0 },
+    { "TPM", OPT_DOUBLE, P(tpm), 0, NULL, 0, 1e12, NULL, 0, 0 },
     /* Read by clients (examples/ratelimit_demo), known here so they do not
      * warn; the daemon ignores them. */
     { "BASE_URL", OPT_STR, 0, 0, NULL, 0, 0, NULL, 0, 0 },
@@ -114,9 +118,33 @@ static const struct option_def provider_options[] = {
     { "MODEL", OPT_STR, 0, 0, NULL, 0, 0, NULL, 0, 0 },
 };
 /* Which PROVIDER_ keys were given: bit i of provider_config.set is row i. */
-enum { PROVIDER_KEY_RATE, PROVIDER_KEY_BURST };
+enum {
+    PROVIDER_KEY_RATE, PROVIDER_KEY_BURST, PROVIDER_KEY_PRIORITY,
+    PROVIDER_KEY_COST, PROVIDER_KEY_TOKENS_PER_MIN, PROVIDER_KEY_RPM,
+    PROVIDER_KEY_TPM,
+};
 #define NPROVIDER_OPTIONS (sizeof(provider_options) / sizeof(provider_options[0]))
-#define PROVIDER_CLIENT_ONLY 5      /* index of the first client-only key */
+#define PROVIDER_CLIENT_ONLY 7      /* index of the first client-only key */
+/* The keys that declare a provider: a rate in either unit. */
+#define PROVIDER_DECLARES(idx) \
+    ((idx) == PROVIDER_KEY_RATE || (idx) == PROVIDER_KEY_RPM)
+
+#define M(f) offsetof(struct model_config, f)
+#define MSTR(n, f) { n, OPT_STR, M(f), sizeof(((struct model_config *)0)->f), \
+                     NULL, 0, 0, NULL, 0, 0 }
+
+/* The MODEL_<ALIAS>_<SUFFIX> keys; the first declares the deployment. */
+static const struct option_def model_options[] = {
+    MSTR("PROVIDER", provider),
+    MSTR("NAME", name),
+    MSTR("GROUP", group),
+    { "RPM", OPT_DOUBLE, M(rpm), 0, NULL, 0, 1e9, NULL, 0, 0 },
+    { "TPM", OPT_DOUBLE, M(tpm), 0, NULL, 0, 1e12, NULL, 0, 0 },
+    { "RPD", OPT_DOUBLE, M(rpd), 0, NULL, 0, 1e12, NULL, 0, 0 },
+    { "TPD", OPT_DOUBLE, M(tpd), 0, NULL, 0, 1e15, NULL, 0, 0 },
+};
+enum { MODEL_KEY_PROVIDER, MODEL_KEY_NAME, MODEL_KEY_GROUP, MODEL_KEY_RPM };
+#define NMODEL_OPTIONS (sizeof(model_options) / sizeof(model_options[0]))
 
 /* One KEY=VALUE setting and where it came from. */
 struct setting {
@@ -594,7 +622,7 @@ apply_provider(struct config *cfg, const struct setting *st, bool declare,
         return 0;
     }
     idx = (size_t)(def - provider_options);
-    if (declare != (idx == PROVIDER_KEY_RATE) || idx >= PROVIDER_CLIENT_ONLY)
+    if (declare != PROVIDER_DECLARES(idx) || idx >= PROVIDER_CLIENT_ONLY)
         return 0;
     if (namelen >= CONFIG_NAME_MAX)
         return fail(err, errlen, "%s (%s): provider name longer than %d bytes",
@@ -612,7 +640,7 @@ apply_provider(struct config *cfg, const struct setting *st, bool declare,
                     st->origin, CONFIG_MAX_PROVIDERS);
     if (p == NULL)
         return fail(err, errlen, "%s (%s): provider '%.*s' has no "
-                    "PROVIDER_%.*s_RATE_PER_SEC", st->key, st->origin,
+                    "PROVIDER_%.*s_RATE_PER_SEC or _RPM", st->key, st->origin,
                     (int)namelen, lower, (int)namelen, name);
     if (!apply_value(def, p, st->value))
         return bad_value(def, st->key, st, err, errlen);
@@ -721,12 +749,14 @@ warn_unknown(const char *key, const char *origin, bool ours)
         log_warn("unknown variable %s (%s) ignored", key, origin);
 }
 
-/* Is key one of ours: a table variable, or an LLMGUARD_/PROVIDER_ key? */
+/* Is key one of ours: a table variable, an LLMGUARD_ or PROVIDER_ key, or
+ * a MODEL_<ALIAS>_<KEY> (a bare MODEL_NAME is some other program's)? */
 static bool
 is_our_key(const char *key)
 {
     return find_option(key) != NULL || strncmp(key, "LLMGUARD_", 9) == 0 ||
-           strncmp(key, "PROVIDER_", 9) == 0;
+           strncmp(key, "PROVIDER_", 9) == 0 ||
+           (strncmp(key, "MODEL_", 6) == 0 && strchr(key + 6, '_') != NULL);
 }
 
 /* The default database path (llmguardd(8), FILES). */
@@ -790,6 +820,231 @@ collect(struct settings *s, const struct config_args *args, char *envfile,
     return 0;
 }
 
+/* The upper-case form of a lower-case name, for messages and printing. */
+static void
+upper_name(const char *name, char *buf, size_t len)
+{
+    size_t k;
+
+    for (k = 0; name[k] != '\0' && k + 1 < len; k++)
+        buf[k] = (char)toupper((unsigned char)name[k]);
+    buf[k] = '\0';
+}
+
+/* ---- models ------------------------------------------------------------ */
+
+/* Find the model_options entry that MODEL_<ALIAS>_ key ends with. */
+static const struct option_def *
+model_suffix(const char *key, size_t *aliaslen)
+{
+    size_t keylen = strlen(key), pre = strlen("MODEL_");
+
+    for (size_t i = 0; i < NMODEL_OPTIONS; i++) {
+        size_t sl = strlen(model_options[i].name);
+        if (keylen > pre + sl + 1 &&
+            strcmp(key + keylen - sl, model_options[i].name) == 0 &&
+            key[keylen - sl - 1] == '_') {
+            *aliaslen = keylen - sl - 1 - pre;
+            return &model_options[i];
+        }
+    }
+    return NULL;
+}
+
+static struct model_config *
+model_get(struct config *cfg, const char *alias, size_t len, bool create)
+{
+    struct model_config *m;
+
+    for (size_t i = 0; i < cfg->nmodels; i++)
+        if (strlen(cfg->models[i].alias) == len &&
+            strncmp(cfg->models[i].alias, alias, len) == 0)
+            return &cfg->models[i];
+    if (!create || cfg->nmodels == CONFIG_MAX_MODELS)
+        return NULL;
+    m = &cfg->models[cfg->nmodels++];
+    memset(m, 0, sizeof(*m));
+    memcpy(m->alias, alias, len);
+    m->alias[len] = '\0';
+    return m;
+}
+
+/*
+ * Apply MODEL_<ALIAS>_<SUFFIX>: _PROVIDER declares the deployment (pass
+ * 0), the other keys need it (pass 1).
+ */
+static int
+apply_model(struct config *cfg, const struct setting *st, bool declare,
+            char *err, size_t errlen)
+{
+    size_t len, idx;
+    const struct option_def *def = model_suffix(st->key, &len);
+    const char *alias = st->key + strlen("MODEL_");
+    char lower[CONFIG_NAME_MAX];
+    struct model_config *m;
+
+    if (def == NULL) {
+        if (declare)
+            warn_unknown(st->key, st->origin, true);
+        return 0;
+    }
+    idx = (size_t)(def - model_options);
+    if (declare != (idx == MODEL_KEY_PROVIDER))
+        return 0;
+    if (len >= CONFIG_NAME_MAX)
+        return fail(err, errlen, "%s (%s): model alias longer than %d bytes",
+                    st->key, st->origin, CONFIG_NAME_MAX - 1);
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)alias[i];
+        if (!isalnum(c) && c != '_')
+            return fail(err, errlen, "%s (%s): a model alias is letters, "
+                        "digits and _", st->key, st->origin);
+        lower[i] = (char)tolower(c);
+    }
+    if ((m = model_get(cfg, lower, len, declare)) == NULL)
+        return declare ?
+               fail(err, errlen, "%s (%s): more than %d models", st->key,
+                    st->origin, CONFIG_MAX_MODELS) :
+               fail(err, errlen, "%s (%s): model '%.*s' has no "
+                    "MODEL_%.*s_PROVIDER", st->key, st->origin, (int)len,
+                    lower, (int)len, alias);
+    if (!apply_value(def, m, st->value))
+        return bad_value(def, st->key, st, err, errlen);
+    m->set |= 1u << idx;
+    return 0;
+}
+
+/* A model id or group name: 1 to CONFIG_MODEL_MAX - 1 bytes of printable
+ * ASCII or UTF-8, no white space, no quotes or '#'. */
+static bool
+valid_model_text(const char *v)
+{
+    if (v[0] == '\0')
+        return false;
+    for (const unsigned char *p = (const unsigned char *)v; *p != '\0'; p++)
+        if (*p <= ' ' || *p == 0x7f || strchr("\"'#\\", *p) != NULL)
+            return false;
+    return true;
+}
+
+/* Defaults and checks of one deployment, once every key is in. */
+static int
+model_finish(const struct config *cfg, struct model_config *m, char *err,
+             size_t errlen)
+{
+    const struct provider_config *pc;
+    char upper[CONFIG_NAME_MAX];
+
+    upper_name(m->alias, upper, sizeof(upper));
+    for (char *c = m->provider; *c != '\0'; c++)
+        *c = (char)tolower((unsigned char)*c);
+    if ((pc = config_provider(cfg, m->provider, strlen(m->provider))) == NULL)
+        return fail(err, errlen, "MODEL_%s_PROVIDER=%s: expected a declared "
+                    "provider (PROVIDER_<NAME>_RATE_PER_SEC or _RPM)", upper,
+                    m->provider);
+    m->priority = pc->priority;
+    if (!(m->set & 1u << MODEL_KEY_NAME))
+        snprintf(m->name, sizeof(m->name), "%s", m->alias);
+    if (!(m->set & 1u << MODEL_KEY_GROUP))
+        snprintf(m->group, sizeof(m->group), "%s", m->name);
+    if (!valid_model_text(m->name))
+        return fail(err, errlen, "MODEL_%s_NAME=%s: expected a model id, "
+                    "without white space, quotes or '#'", upper, m->name);
+    if (!valid_model_text(m->group))
+        return fail(err, errlen, "MODEL_%s_GROUP=%s: expected a group name, "
+                    "without white space, quotes or '#'", upper, m->group);
+    return 0;
+}
+
+static int
+model_cmp(const void *a, const void *b)
+{
+    const struct model_config *x = a, *y = b;
+
+    if (x->priority != y->priority)
+        return x->priority < y->priority ? -1 : 1;
+    return strcmp(x->alias, y->alias);
+}
+
+/*
+ * Group names and model ids share one namespace: a permit's model names a
+ * group, else the deployments with that id.  So a deployment whose id is
+ * another deployment's group must be in that group.
+ */
+static int
+model_namespace(const struct config *cfg, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < cfg->nmodels; i++)
+        for (size_t j = 0; j < cfg->nmodels; j++) {
+            const struct model_config *g = &cfg->models[i];
+            const struct model_config *m = &cfg->models[j];
+            char gu[CONFIG_NAME_MAX], mu[CONFIG_NAME_MAX];
+
+            if (strcmp(m->name, g->group) != 0 ||
+                strcmp(m->group, g->group) == 0)
+                continue;
+            upper_name(g->alias, gu, sizeof(gu));
+            upper_name(m->alias, mu, sizeof(mu));
+            return fail(err, errlen, "MODEL_%s_GROUP=%s: the model id of "
+                        "MODEL_%s (in group %s): group names and model ids "
+                        "share one namespace", gu, g->group, mu, m->group);
+        }
+    return 0;
+}
+
+/* The MODEL_ settings of s into cfg (after the providers). */
+static int
+apply_models(struct config *cfg, const struct settings *s, char *err,
+             size_t errlen)
+{
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t i = 0; i < s->n; i++)
+            if (strncmp(s->v[i].key, "MODEL_", 6) == 0 &&
+                apply_model(cfg, &s->v[i], pass == 0, err, errlen) < 0)
+                return -1;
+    for (size_t i = 0; i < cfg->nmodels; i++)
+        if (model_finish(cfg, &cfg->models[i], err, errlen) < 0)
+            return -1;
+    qsort(cfg->models, cfg->nmodels, sizeof(cfg->models[0]), model_cmp);
+    return model_namespace(cfg, err, errlen);
+}
+
+/*
+ * A provider's limits in one unit: _RPM is rate_per_sec * 60 (its burst
+ * by default the RPM itself, as the providers count a minute), _TPM is
+ * _TOKENS_PER_MIN.  Both forms of one limit is an error; else the burst
+ * defaults to max(1, rate).
+ */
+static int
+provider_units(struct provider_config *p, char *err, size_t errlen)
+{
+    static const struct { int given, other; const char *what; } forms[] = {
+        { PROVIDER_KEY_RPM, PROVIDER_KEY_RATE, "request rate" },
+        { PROVIDER_KEY_TPM, PROVIDER_KEY_TOKENS_PER_MIN, "LLM-token rate" },
+    };
+    char upper[CONFIG_NAME_MAX];
+
+    upper_name(p->name, upper, sizeof(upper));
+    for (size_t i = 0; i < sizeof(forms) / sizeof(forms[0]); i++)
+        if ((p->set & 1u << forms[i].given) && (p->set & 1u << forms[i].other))
+            return fail(err, errlen, "PROVIDER_%s_%s and PROVIDER_%s_%s both "
+                        "set: give the %s in one form, not both", upper,
+                        provider_options[forms[i].given].name, upper,
+                        provider_options[forms[i].other].name,
+                        forms[i].what);
+    if (p->set & 1u << PROVIDER_KEY_RPM)
+        p->rate_per_sec = p->rpm / 60.0;
+    if (p->set & 1u << PROVIDER_KEY_TPM)
+        p->tokens_per_min = p->tpm;
+    if (p->set & 1u << PROVIDER_KEY_BURST)
+        return 0;
+    if (p->set & 1u << PROVIDER_KEY_RPM)
+        p->burst = p->rpm > 1 ? p->rpm : 1;
+    else
+        p->burst = p->rate_per_sec > 1 ? p->rate_per_sec : 1;
+    return 0;
+}
+
 /* Apply the settings s to cfg: the table's, then the providers'; warn
  * about the keys nobody knows.  0, or -1 with err set. */
 static int
@@ -802,7 +1057,8 @@ apply_settings(struct config *cfg, const struct settings *s, char *err,
         if (def != NULL) {
             if (!apply_value(def, cfg, st->value))
                 return bad_value(def, st->key, st, err, errlen);
-        } else if (strncmp(st->key, "PROVIDER_", 9) != 0) {
+        } else if (strncmp(st->key, "PROVIDER_", 9) != 0 &&
+                   strncmp(st->key, "MODEL_", 6) != 0) {
             warn_unknown(st->key, st->origin,
                          strncmp(st->key, "LLMGUARD_", 9) == 0);
         }
@@ -814,14 +1070,12 @@ apply_settings(struct config *cfg, const struct settings *s, char *err,
                 apply_provider(cfg, &s->v[i], pass == 0, err, errlen) < 0)
                 return -1;
 
-    for (size_t i = 0; i < cfg->nproviders; i++) {
-        struct provider_config *p = &cfg->providers[i];
-        if (!(p->set & 1u << PROVIDER_KEY_BURST))   /* max(1, rate) */
-            p->burst = p->rate_per_sec > 1 ? p->rate_per_sec : 1;
-    }
+    for (size_t i = 0; i < cfg->nproviders; i++)
+        if (provider_units(&cfg->providers[i], err, errlen) < 0)
+            return -1;
     qsort(cfg->providers, cfg->nproviders, sizeof(cfg->providers[0]),
           provider_cmp);
-    return 0;
+    return apply_models(cfg, s, err, errlen);
 }
 
 int
@@ -971,6 +1225,47 @@ config_keep_restart(struct config *next, const struct config *cur)
     }
 }
 
+/* Whether row j of provider p is printed: a limit in the unit it was
+ * given in (the other form, as a comment), so the output reads back. */
+static bool
+provider_printed(const struct provider_config *p, size_t j)
+{
+    bool rpm = p->set & 1u << PROVIDER_KEY_RPM;
+    bool tpm = p->set & 1u << PROVIDER_KEY_TPM;
+
+    switch (j) {
+    case PROVIDER_KEY_RATE:
+        return !rpm;
+    case PROVIDER_KEY_TOKENS_PER_MIN:
+        return !tpm;
+    case PROVIDER_KEY_RPM:
+        return rpm;
+    case PROVIDER_KEY_TPM:
+        return tpm;
+    default:
+        return true;
+    }
+}
+
+/* Every model deployment, its limits when they were given. */
+static void
+print_models(const struct config *cfg, FILE *fp)
+{
+    char key[256], upper[CONFIG_NAME_MAX];
+
+    for (size_t i = 0; i < cfg->nmodels; i++) {
+        const struct model_config *m = &cfg->models[i];
+        upper_name(m->alias, upper, sizeof(upper));
+        for (size_t j = 0; j < NMODEL_OPTIONS; j++) {
+            if (j >= MODEL_KEY_RPM && !(m->set & 1u << j))
+                continue;
+            snprintf(key, sizeof(key), "MODEL_%s_%s", upper,
+                     model_options[j].name);
+            print_value(fp, key, &model_options[j], m);
+        }
+    }
+}
+
 void
 config_print(const struct config *cfg, FILE *fp)
 {
@@ -983,22 +1278,28 @@ config_print(const struct config *cfg, FILE *fp)
     for (size_t i = 0; i < cfg->nproviders; i++) {
         const struct provider_config *p = &cfg->providers[i];
         char upper[CONFIG_NAME_MAX];
-        size_t k;
-        for (k = 0; p->name[k] != '\0'; k++)
-            upper[k] = (char)toupper((unsigned char)p->name[k]);
-        upper[k] = '\0';
+        upper_name(p->name, upper, sizeof(upper));
         for (size_t j = 0; j < PROVIDER_CLIENT_ONLY; j++) {
+            if (!provider_printed(p, j))
+                continue;
             snprintf(key, sizeof(key), "PROVIDER_%s_%s", upper,
                      provider_options[j].name);
             print_value(fp, key, &provider_options[j], p);
         }
     }
+    print_models(cfg, fp);
 }
 
 const struct provider_config *
 config_provider(const struct config *cfg, const char *name, size_t len)
 {
     return provider_get((struct config *)(uintptr_t)cfg, name, len, false);
+}
+
+const struct model_config *
+config_model(const struct config *cfg, const char *alias, size_t len)
+{
+    return model_get((struct config *)(uintptr_t)cfg, alias, len, false);
 }
 
 const char *

@@ -13,6 +13,8 @@
 #include <stdio.h>
 
 #define CONFIG_MAX_PROVIDERS 64
+#define CONFIG_MAX_MODELS 64
+#define CONFIG_MODEL_MAX 128        /* a model id or group name, with NUL */
 #define CONFIG_NAME_MAX 64
 #define CONFIG_PATH_MAX 4096
 #define CONFIG_STR_MAX 1024
@@ -29,7 +31,24 @@ struct provider_config {
     int64_t priority;
     double cost_per_1k_tokens;
     double tokens_per_min;          /* 0: unlimited */
+    double rpm, tpm;                /* as given (_RPM, _TPM); 0: not */
     uint32_t set;                   /* which PROVIDER_ keys were given */
+};
+
+/*
+ * One model deployment, MODEL_<ALIAS>_*: a model id on a provider, in a
+ * group that permits name.  rpm and tpm are its own token buckets (0:
+ * none); rpd and tpd are validated and printed but not enforced here.
+ */
+struct model_config {
+    char alias[CONFIG_NAME_MAX];    /* lower-cased <ALIAS> */
+    char provider[CONFIG_NAME_MAX]; /* a declared provider's name */
+    char name[CONFIG_MODEL_MAX];    /* the provider's model id */
+    char group[CONFIG_MODEL_MAX];   /* default: name */
+    double rpm, tpm;                /* per minute; 0: no limit */
+    double rpd, tpd;                /* per day; 0: no limit */
+    int64_t priority;               /* its provider's (the sort order) */
+    uint32_t set;                   /* which MODEL_ keys were given */
 };
 
 /* A whole configuration: a plain value, copied by assignment on reload. */
@@ -60,6 +79,9 @@ struct config {
     char env_file[CONFIG_PATH_MAX]; /* the file read, "" when none */
     struct provider_config providers[CONFIG_MAX_PROVIDERS];
     size_t nproviders;              /* sorted by priority, then name */
+    struct model_config models[CONFIG_MAX_MODELS];
+    size_t nmodels;                 /* sorted by their provider's
+                                       priority, then alias (as routed) */
 };
 
 /* Where the values come from besides the built-in defaults. */
@@ -74,8 +96,8 @@ struct config_args {
 /*
  * Build cfg from the defaults and args.  Returns 0, or -1 with a one-line
  * message in err naming the variable, its value, where it came from and
- * what was expected; cfg is then unspecified.  Unknown LLMGUARD_* and
- * PROVIDER_*_* keys are logged as warnings.
+ * what was expected; cfg is then unspecified.  Unknown LLMGUARD_*,
+ * PROVIDER_*_* and MODEL_*_* keys are logged as warnings.
  */
 int config_load(struct config *cfg, const struct config_args *args,
                 char *err, size_t errlen);
@@ -93,6 +115,10 @@ void config_print(const struct config *cfg, FILE *fp);
 /* The provider named name (len bytes, lower case), or NULL. */
 const struct provider_config *config_provider(const struct config *cfg,
                                               const char *name, size_t len);
+
+/* The model deployment of alias (len bytes, lower case), or NULL. */
+const struct model_config *config_model(const struct config *cfg,
+                                        const char *alias, size_t len);
 
 /* Names of the enums, as written in the env file. */
 const char *config_policy_name(int64_t policy);

@@ -43,6 +43,7 @@ struct daemon {
     double started_mono_s;
     struct server *server;          /* the control socket */
     struct buckets *buckets;        /* a token bucket per provider */
+    struct buckets *models;         /* and per model deployment */
     struct quota *quota;            /* usage in memory: authoritative */
     struct persist *persist;        /* quota -> SQLite */
     struct permits *permits;        /* permit, report, routing */

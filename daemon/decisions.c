@@ -103,7 +103,8 @@ decision_build(const struct decision_draft *dr, const char *call_id,
     size_t head = sizeof(struct decision) +
                   dr->nproviders * sizeof(struct decision_provider);
     size_t text = strlen(call_id) + strlen(workflow) + strlen(tenant) +
-                  strlen(dr->error) + 4;
+                  strlen(dr->error) + strlen(dr->model) +
+                  strlen(dr->deployment) + strlen(dr->model_id) + 7;
     struct decision *dc;
     char *pool;
 
@@ -119,6 +120,9 @@ decision_build(const struct decision_draft *dr, const char *call_id,
     dc->workflow = put_str(&pool, workflow);
     dc->tenant = put_str(&pool, tenant);
     dc->error = put_str(&pool, dr->error);
+    dc->model = put_str(&pool, dr->model);
+    dc->deployment = put_str(&pool, dr->deployment);
+    dc->model_id = put_str(&pool, dr->model_id);
     dc->tokens_estimate = dr->tokens_estimate;
     dc->wait_ms = dr->wait_ms;
     dc->error_code = dr->error_code;

@@ -25,6 +25,7 @@
 #define DECISIONS_MAX_PROVIDERS 64
 #define DECISIONS_NAME_MAX 64           /* a provider's name, with its NUL */
 #define DECISIONS_ERROR_MAX 256
+#define DECISIONS_MODEL_MAX 128         /* a model group or id, with NUL */
 
 /* A quota subject's verdict. */
 enum decision_verdict {
@@ -80,6 +81,9 @@ struct decision {
     const char *call_id;                /* "" for a call without one */
     const char *workflow, *tenant;      /* "" when absent */
     const char *error;                  /* "" unless refused */
+    /* A permit that named a model: as named, the deployment chosen (its
+     * alias) and that deployment's model id; "" otherwise. */
+    const char *model, *deployment, *model_id;
     uint64_t tokens_estimate;
     double wait_ms;
     int error_code;                     /* enum proto_errcode; 0: none */
@@ -106,6 +110,9 @@ struct decision_draft {
     double wait_ms;
     int error_code;
     char error[DECISIONS_ERROR_MAX];
+    char model[DECISIONS_MODEL_MAX];        /* as in struct decision */
+    char deployment[DECISIONS_NAME_MAX];
+    char model_id[DECISIONS_MODEL_MAX];
     bool all_degraded, routed;
     uint8_t nquota, nproviders;
     struct decision_quota quota[2];

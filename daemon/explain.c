@@ -111,6 +111,22 @@ wire_outcome(const struct decision *dc, struct proto_decision *out)
     }
 }
 
+/* The model a permit named, and the deployment it went to. */
+static void
+wire_model(const struct decision *dc, struct proto_decision *out)
+{
+    if (dc->model[0] == '\0')
+        return;
+    out->model = request_str(dc->model);
+    PROTO_SET(out, PROTO_DECISION_MODEL);
+    if (dc->deployment[0] == '\0')
+        return;
+    out->deployment = request_str(dc->deployment);
+    out->model_id = request_str(dc->model_id);
+    out->has |= PROTO_BIT(PROTO_DECISION_DEPLOYMENT) |
+                PROTO_BIT(PROTO_DECISION_MODEL_ID);
+}
+
 /* Decision dc as its wire message, its arrays in z; -1 when out of
  * memory. */
 static int
@@ -134,6 +150,7 @@ wire_decision(msgpack_zone *z, const struct decision *dc,
     out->routed = dc->routed;
     out->all_degraded = dc->all_degraded;
     out->wait_ms = dc->wait_ms;
+    wire_model(dc, out);
     wire_outcome(dc, out);
     if (wire_quota(z, dc, out) < 0 || wire_providers(z, dc, out) < 0)
         return -1;

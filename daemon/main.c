@@ -194,7 +194,8 @@ start(struct daemon *d)
     permits_slot = server_add_slot(d->server, permits_drop_conn);
     held_slot = server_add_slot(d->server, persist_drop_conn);
 
-    if ((d->buckets = buckets_new(d->base, cfg, waiters_slot)) == NULL)
+    if ((d->buckets = buckets_new(d->base, cfg, waiters_slot)) == NULL ||
+        (d->models = buckets_new_models(d->base, cfg, waiters_slot)) == NULL)
         fatalx(1, "cannot set up the token buckets");
     d->telemetry = telemetry_new(d->base, cfg);
     if ((fd = passed_socket()) >= 0)
@@ -214,7 +215,7 @@ start(struct daemon *d)
         fatalx(1, "cannot keep %lld decisions: out of memory",
                (long long)cfg->decisions);
     struct permits_deps deps = { cfg, d->buckets, d->quota, d->persist,
-                                 d->telemetry, d->decisions };
+                                 d->telemetry, d->decisions, d->models };
     if ((d->permits = permits_new(&deps, permits_slot)) == NULL)
         fatalx(1, "cannot set up routing");
     telemetry_on_refresh(d->telemetry, ops_refresh_gauges, d);
@@ -232,6 +233,7 @@ stop(struct daemon *d)
     server_free(d->server);
     permits_free(d->permits);
     decisions_free(d->decisions);
+    buckets_free(d->models);
     buckets_free(d->buckets);
     persist_close(d->persist);
     quota_free(d->quota);

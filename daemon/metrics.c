@@ -26,14 +26,17 @@ static const double latency_bounds_ms[] = {
 static const struct metrics_family_info families[METRIC__COUNT] = {
     [METRIC_REQUESTS_TOTAL] = {
         METRIC_REQUESTS_TOTAL, "llm_requests_total",
-        "LLM request attempts reported, by provider, workflow and outcome.",
-        METRIC_COUNTER, 3, { "provider", "workflow_id", "outcome" }, 0, NULL,
+        "LLM request attempts reported, by provider, workflow, outcome and "
+        "model (empty when the permit named none).",
+        METRIC_COUNTER, 4, { "provider", "workflow_id", "outcome", "model" },
+        0, NULL,
     },
     [METRIC_RATE_LIMITED_TOTAL] = {
         METRIC_RATE_LIMITED_TOTAL, "llm_rate_limited_total",
         "LLM requests that met a rate limit: waited for a token, moved "
-        "off a provider without one, or answered 429.",
-        METRIC_COUNTER, 1, { "provider" }, 0, NULL,
+        "off a provider without one, or answered 429; model is empty "
+        "when the permit named none.",
+        METRIC_COUNTER, 2, { "provider", "model" }, 0, NULL,
     },
     [METRIC_FAILOVERS_TOTAL] = {
         METRIC_FAILOVERS_TOTAL, "llm_failovers_total",
@@ -89,7 +92,7 @@ static const struct metrics_family_info families[METRIC__COUNT] = {
 };
 
 static const char *const other_values[METRICS_MAX_LABELS] = {
-    METRICS_OTHER, METRICS_OTHER, METRICS_OTHER,
+    METRICS_OTHER, METRICS_OTHER, METRICS_OTHER, METRICS_OTHER,
 };
 
 /*

@@ -50,7 +50,7 @@
 
 #define METRICS_DEFAULT_MAX_SERIES 10000
 #define METRICS_OTHER "__other__"
-#define METRICS_MAX_LABELS 3
+#define METRICS_MAX_LABELS 4
 
 enum metric_type {
     METRIC_COUNTER,
@@ -60,8 +60,8 @@ enum metric_type {
 
 /* Labels in braces, in the order the caller passes their values. */
 enum metric_id {
-    METRIC_REQUESTS_TOTAL,              /* {provider, workflow_id, outcome} */
-    METRIC_RATE_LIMITED_TOTAL,          /* {provider} */
+    METRIC_REQUESTS_TOTAL,      /* {provider, workflow_id, outcome, model} */
+    METRIC_RATE_LIMITED_TOTAL,          /* {provider, model} */
     METRIC_FAILOVERS_TOTAL,             /* {from_provider, to_provider} */
     METRIC_QUOTA_EXCEEDED_TOTAL,        /* {workflow_id, tenant_id} */
     METRIC_PROVIDER_AVAILABLE_TOKENS,   /* gauge {provider} */

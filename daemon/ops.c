@@ -244,6 +244,70 @@ provider_status(struct daemon *d, size_t i, double now, double wall,
     }
 }
 
+/* Model deployment i as status shows it (now and wall as above). */
+static void
+model_status(struct daemon *d, size_t i, double now, double wall,
+             struct proto_model_status *ms)
+{
+    const struct model_config *mc = &d->cfg.models[i];
+    struct provider *b = buckets_at(d->models, i);
+    struct router_status rs;
+
+    memset(ms, 0, sizeof(*ms));
+    ms->alias = request_str(mc->alias);
+    ms->model = request_str(mc->name);
+    ms->provider = request_str(mc->provider);
+    ms->group = request_str(mc->group);
+    ms->rate_per_sec = mc->rpm > 0 ? b->bucket.cfg.rate_per_sec : 0;
+    ms->tokens_per_min = b->bucket.cfg.tokens_per_min;
+    ms->waiters = limiter_waiters(&b->bucket);
+    if (mc->rpm > 0) {
+        ms->available_tokens = limiter_available(&b->bucket, now);
+        ms->max_tokens = b->bucket.cfg.burst;
+        ms->has |= PROTO_BIT(PROTO_MODEL_STATUS_AVAILABLE_TOKENS) |
+                   PROTO_BIT(PROTO_MODEL_STATUS_MAX_TOKENS);
+    }
+    if (b->bucket.cfg.tokens_per_min > 0) {
+        ms->available_llm_tokens = limiter_available_llm(&b->bucket, now);
+        PROTO_SET(ms, PROTO_MODEL_STATUS_AVAILABLE_LLM_TOKENS);
+    }
+    router_status(permits_model_router(d->permits), (int)i, now, &rs);
+    ms->state = request_str(rs.healthy ? "healthy" : "degraded");
+    ms->cooldown_remaining_s = rs.cooldown_remaining_s;
+    ms->latency_ewma_ms = rs.latency_ewma_ms;
+    if (rs.latency_samples > 0)
+        PROTO_SET(ms, PROTO_MODEL_STATUS_LATENCY_EWMA_MS);
+    if (!rs.healthy) {
+        ms->cooldown_cause = request_str(router_outcome_name(rs.cause));
+        ms->cooldown_since = wall - (now - rs.fault_s);
+        ms->has |= PROTO_BIT(PROTO_MODEL_STATUS_COOLDOWN_CAUSE) |
+                   PROTO_BIT(PROTO_MODEL_STATUS_COOLDOWN_SINCE);
+        if (rs.retry_after_s > 0) {
+            ms->retry_after_s = rs.retry_after_s;
+            PROTO_SET(ms, PROTO_MODEL_STATUS_RETRY_AFTER_S);
+        }
+    }
+}
+
+/* The models of status, in the reply's zone; -1 when out of memory. */
+static int
+models_status(struct daemon *d, struct conn *c, double now, double wall,
+              struct proto_status_rep *rep)
+{
+    size_t n = buckets_count(d->models);
+    struct proto_model_status *ms = NULL;
+
+    if (n > 0 &&
+        (ms = msgpack_zone_malloc(conn_zone(c), sizeof(*ms) * n)) == NULL)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        model_status(d, i, now, wall, &ms[i]);
+    rep->models.v = ms;
+    rep->models.n = (uint32_t)n;
+    PROTO_SET(rep, PROTO_STATUS_REP_MODELS);
+    return 0;
+}
+
 /* The daemon's own fields of status. */
 static void
 daemon_status(struct daemon *d, double now, struct proto_status_rep *rep)
@@ -311,6 +375,8 @@ op_status(struct daemon *d, struct conn *c, struct proto_req *req,
         provider_status(d, i, now, wall, &ps[i]);
     rep.providers.v = ps;
     rep.providers.n = (uint32_t)n;
+    if (models_status(d, c, now, wall, &rep) < 0)
+        return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
     daemon_status(d, now, &rep);
     conn_reply(c, PROTO_OP_STATUS, req->id, &rep);
     return 0;

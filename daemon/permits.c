@@ -27,6 +27,8 @@
 struct permits {
     struct permits_deps d;
     struct router *router;          /* index i is buckets_at(i) */
+    struct router *models;          /* the deployments: index i is model
+                                       bucket i and cfg->models[i] */
     struct permit *table;           /* granted, unreported: uthash by id */
     uint64_t next_id;
     int slot;                       /* connection slot: struct conn_permits */
@@ -53,6 +55,7 @@ struct call {
     /* What its span says (llmguardd(8), "Traces"). */
     char workflow[QUOTA_ID_MAX + 1], tenant[QUOTA_ID_MAX + 1];
     char routed_to[CONFIG_NAME_MAX];    /* the last attempt's provider */
+    char model[CONFIG_MODEL_MAX];       /* and its model id, "" for none */
     uint64_t tokens_estimate;
     double wait_ms;                 /* waited for tokens, all attempts */
     bool quota_allowed, has_remaining;
@@ -72,6 +75,8 @@ struct permit {
     struct call *call;
     int provider;                   /* index, valid until the loop turns */
     char provider_name[CONFIG_NAME_MAX];    /* what a reload keeps */
+    char model_alias[CONFIG_NAME_MAX];  /* its deployment, "" for none */
+    char model_name[CONFIG_MODEL_MAX];  /* the provider's model id */
     char workflow[QUOTA_ID_MAX + 1], tenant[QUOTA_ID_MAX + 1];
     bool charged;                   /* a quota reservation to reconcile */
     int64_t reservation;
@@ -89,6 +94,12 @@ struct pending {
     bool quota_allowed, has_remaining, all_degraded;
     uint64_t quota_remaining;
     struct decision_draft dr;       /* what explain will say of it */
+    /* A permit naming a model takes its deployment's tokens first; while
+     * it waits for the provider's, they are held, and given back if those
+     * never come. */
+    bool holds_model;
+    uint64_t model_llm;             /* the LLM tokens held */
+    double deadline_s;              /* of the whole wait (monotonic) */
 };
 
 static const char *
@@ -153,7 +164,7 @@ call_get(struct conn_permits *cp, const struct proto_str *id, bool has_id)
 static void
 call_span(struct call *call)
 {
-    struct trace_attr a[12];
+    struct trace_attr a[13];
     struct trace_span sp = { 0 };
     size_t n = 0;
 
@@ -176,6 +187,8 @@ call_span(struct call *call)
            call->attempts > 0 ? (int64_t)call->attempts - 1 : 0);
     ATTR_B("llm.rate_limited", call->rate_limited);
     ATTR_B("llm.success", call->success);
+    if (call->model[0] != '\0')
+        ATTR_S("llm.model", call->model);
 #undef ATTR_S
 #undef ATTR_I
 #undef ATTR_B
@@ -533,6 +546,7 @@ permit_add(struct permits *p, struct conn *c, struct pending *pd,
     call->rate_limited |= rate_limited;
     call->wait_ms += wait_ms;
     memcpy(call->routed_to, pm->provider_name, sizeof(call->routed_to));
+    memcpy(call->model, pm->model_name, sizeof(call->model));
     return pm;
 }
 
@@ -566,8 +580,69 @@ grant(struct permits *p, struct conn *c, uint64_t req_id, struct pending *pd,
         PROTO_SET(&rep, PROTO_PERMIT_REP_QUOTA_REMAINING);
     rep.rate_limited = rate_limited;
     rep.all_degraded = pd->all_degraded;
+    if (pm->model_alias[0] != '\0') {
+        rep.model = request_str(pm->model_name);
+        PROTO_SET(&rep, PROTO_PERMIT_REP_MODEL);
+    }
     persist_reply(p->d.persist, c, PROTO_OP_PERMIT, req_id, &rep,
                   pm->charged && pm->estimate > 0);
+}
+
+/* Give a waiting permit's model tokens back: its provider's never came. */
+static void
+model_give_back(struct permits *p, struct pending *pd, double now_s)
+{
+    struct provider *mb;
+
+    if (!pd->holds_model)
+        return;
+    pd->holds_model = false;
+    mb = buckets_find(p->d.models, pd->pm.model_alias,
+                      strlen(pd->pm.model_alias));
+    if (mb == NULL)             /* a reload removed the deployment */
+        return;
+    limiter_release(&mb->bucket, 1, pd->model_llm, now_s);
+    buckets_kick(mb);
+}
+
+/* A waiting permit lost its connection: a named call ends with it. */
+static void
+wait_lost(struct permits *p, struct pending *pd, double now_s)
+{
+    struct call *call = pd->pm.call;
+
+    model_give_back(p, pd, now_s);
+    unreserve(p, &pd->pm);
+    pd->dr.wait_ms = (now_s - pd->wait_start_s) * 1e3;
+    decisions_report(p->d.decisions, decide(p, pd, NULL),
+                     DECISION_UNREPORTED, -1, -1, 0);
+    if (call->id[0] == '\0')
+        call_end(call);
+}
+
+/* A waiting permit timed out on the bucket of what (provider: whose
+ * rate-limit counter counts it). */
+static void
+wait_timeout(struct permits *p, struct conn *c, uint64_t req_id,
+             struct pending *pd, double now_s, const char *provider,
+             const char *what)
+{
+    struct proto_error e;
+
+    model_give_back(p, pd, now_s);
+    unreserve(p, &pd->pm);
+    telemetry_model_rate_limited(p->d.telemetry, provider, pd->pm.model_name);
+    pd->pm.call->rate_limited = true;
+    proto_error_set(&e, PROTO_E_TIMEOUT, "no token from %s within the "
+                    "timeout", what);
+    pd->dr.wait_ms = (now_s - pd->wait_start_s) * 1e3;
+    for (int i = 0; i < pd->dr.nproviders; i++)
+        if (pd->dr.providers[i].p.why == DECISION_CHOSEN)
+            pd->dr.providers[i].p.why = DECISION_NO_TOKEN;
+    decide(p, pd, &e);
+    conn_error(c, req_id, &e);
+    conn_flush(c);
+    call_refused(pd->pm.call);
 }
 
 /* A waiting permit got its token, timed out, or lost its connection. */
@@ -576,37 +651,19 @@ permit_wait_done(struct waiter *w, bool granted, double now_s)
 {
     struct pending *pd = w->arg;
     struct permits *p = pd->owner;
-    struct call *call = pd->pm.call;
-    struct proto_error e;
 
     if (w->conn == NULL) {
-        /* Its connection closed: a named call ends with the connection. */
-        unreserve(p, &pd->pm);
-        pd->dr.wait_ms = (now_s - pd->wait_start_s) * 1e3;
-        decisions_report(p->d.decisions, decide(p, pd, NULL),
-                         DECISION_UNREPORTED, -1, -1, 0);
-        if (call->id[0] == '\0')
-            call_end(call);
+        wait_lost(p, pd, now_s);
     } else if (granted) {
         /* The bucket may have moved in a reload: its index now. */
         pd->pm.provider = (int)buckets_index(p->d.buckets, w->prov);
-        telemetry_rate_limited(p->d.telemetry, w->prov->name);
+        telemetry_model_rate_limited(p->d.telemetry, w->prov->name,
+                                     pd->pm.model_name);
         grant(p, w->conn, w->id, pd, (now_s - pd->wait_start_s) * 1e3, true);
         conn_flush(w->conn);
     } else {
-        unreserve(p, &pd->pm);
-        telemetry_rate_limited(p->d.telemetry, w->prov->name);
-        call->rate_limited = true;
-        proto_error_set(&e, PROTO_E_TIMEOUT, "no token from %s within the "
-                        "timeout", w->prov->name);
-        pd->dr.wait_ms = (now_s - pd->wait_start_s) * 1e3;
-        for (int i = 0; i < pd->dr.nproviders; i++)
-            if (pd->dr.providers[i].p.why == DECISION_CHOSEN)
-                pd->dr.providers[i].p.why = DECISION_NO_TOKEN;
-        decide(p, pd, &e);
-        conn_error(w->conn, w->id, &e);
-        conn_flush(w->conn);
-        call_refused(call);
+        wait_timeout(p, w->conn, w->id, pd, now_s, w->prov->name,
+                     w->prov->name);
     }
     free(pd);
 }
@@ -657,7 +714,13 @@ failover_now(struct permits *p, int chosen, const bool *excluded,
 struct route_args {
     int pref;
     bool excluded[CONFIG_MAX_PROVIDERS];
+    bool has_model;                     /* the permit named a model */
+    bool in_model[CONFIG_MAX_MODELS];   /* the deployments it names */
+    char model[CONFIG_MODEL_MAX];       /* as named */
 };
+
+static int model_resolve(struct permits *p, const struct proto_str *name,
+                         struct route_args *ra, struct proto_error *e);
 
 /* Step 0: check the request's fields into pd and ra; the call it belongs
  * to. */
@@ -683,6 +746,9 @@ permit_args(struct permits *p, struct conn *c, const struct proto_permit_req *r,
     ra->pref = preferred_index(p, &r->preferred,
                                PROTO_HAS(r, PROTO_PERMIT_REQ_PREFERRED), e);
     if (ra->pref < -1 || exclusion(p, &r->exclude, ra->excluded, e) < 0)
+        return -1;
+    ra->has_model = PROTO_HAS(r, PROTO_PERMIT_REQ_MODEL);
+    if (ra->has_model && model_resolve(p, &r->model, ra, e) < 0)
         return -1;
     if (PROTO_HAS(r, PROTO_PERMIT_REQ_WORKFLOW_ID) &&
         request_id(&r->workflow_id, "workflow_id", pm->workflow, e) < 0)
@@ -732,11 +798,12 @@ permit_quota(struct permits *p, struct pending *pd, struct proto_error *e)
     return 0;
 }
 
-/* Step 4: wait for the chosen provider's token up to timeout_ms. */
+/* Queue a copy of pd on bucket b for one request and llm LLM tokens
+ * until pd->deadline_s, done called with it.  0, or -1 with e filled. */
 static int
-permit_wait(struct permits *p, struct conn *c, uint64_t req_id,
-            struct pending *pd, uint64_t llm, double timeout_ms, double now,
-            struct proto_error *e)
+wait_on(struct conn *c, uint64_t req_id, const struct pending *pd,
+        struct provider *b, uint64_t llm, waiter_done_fn done, double now,
+        struct proto_error *e)
 {
     struct waiter *w = calloc(1, sizeof(*w));
     struct pending *keep = malloc(sizeof(*keep));
@@ -746,20 +813,353 @@ permit_wait(struct permits *p, struct conn *c, uint64_t req_id,
         free(keep);
         return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
     }
-    pd->wait_start_s = now;
     *keep = *pd;
     w->conn = c;
     w->id = req_id;
     w->started_s = now;
-    w->done = permit_wait_done;
+    w->done = done;
     w->arg = keep;
-    if (buckets_wait(buckets_at(p->d.buckets, (size_t)pd->pm.provider), w, 1,
-                     llm, now + timeout_ms / 1e3) < 0) {
+    if (buckets_wait(b, w, 1, llm, pd->deadline_s) < 0) {
         free(w);
         free(keep);
         return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
     }
     return 0;
+}
+
+/* Step 4: wait for the chosen provider's token up to timeout_ms. */
+static int
+permit_wait(struct permits *p, struct conn *c, uint64_t req_id,
+            struct pending *pd, uint64_t llm, double timeout_ms, double now,
+            struct proto_error *e)
+{
+    pd->wait_start_s = now;
+    pd->deadline_s = now + timeout_ms / 1e3;
+    return wait_on(c, req_id, pd,
+                   buckets_at(p->d.buckets, (size_t)pd->pm.provider), llm,
+                   permit_wait_done, now, e);
+}
+
+/* ---- routing by model ------------------------------------------------- */
+
+struct router *
+permits_model_router_new(const struct config *cfg)
+{
+    struct router_provider_conf confs[CONFIG_MAX_MODELS];
+    struct router *r;
+
+    for (size_t i = 0; i < cfg->nmodels; i++) {
+        const struct model_config *m = &cfg->models[i];
+        const struct provider_config *pc =
+            config_provider(cfg, m->provider, strlen(m->provider));
+        confs[i].name = m->alias;
+        confs[i].priority = (int)m->priority;
+        confs[i].cost_per_1k_tokens = pc != NULL ? pc->cost_per_1k_tokens : 1;
+    }
+    r = router_new(confs, cfg->nmodels,
+                   (enum router_policy)cfg->routing_policy,
+                   cfg->provider_cooldown_s);
+    if (r == NULL)
+        log_error("%s: out of memory", __func__);
+    return r;
+}
+
+void
+permits_reconfigure_models(struct permits *p, struct router *r)
+{
+    if (p->models != NULL)
+        router_copy_state(r, p->models);
+    router_free(p->models);
+    p->models = r;
+    assert(router_count(r) == buckets_count(p->d.models));
+    for (size_t i = 0; i < router_count(r); i++)
+        assert(strcmp(router_name(r, (int)i),
+                      buckets_at(p->d.models, i)->name) == 0);
+}
+
+const struct router *
+permits_model_router(const struct permits *p)
+{
+    return p->models;
+}
+
+/* The deployments a permit's model names into ra: those of the group of
+ * that name, else those with that model id.  -1 (e filled) for none. */
+static int
+model_resolve(struct permits *p, const struct proto_str *name,
+              struct route_args *ra, struct proto_error *e)
+{
+    const struct config *cfg = p->d.cfg;
+    bool found = false;
+
+    if (request_text(name, "model", e) < 0)
+        return -1;
+    if (name->len == 0 || name->len >= sizeof(ra->model))
+        return proto_error_set(e, PROTO_E_BAD_REQUEST, "model must be 1 to "
+                               "%zu bytes", sizeof(ra->model) - 1);
+    memcpy(ra->model, name->ptr, name->len);
+    ra->model[name->len] = '\0';
+    for (int by_id = 0; by_id < 2 && !found; by_id++)
+        for (size_t i = 0; i < cfg->nmodels; i++) {
+            const struct model_config *m = &cfg->models[i];
+            ra->in_model[i] = strcmp(by_id ? m->name : m->group,
+                                     ra->model) == 0;
+            found |= ra->in_model[i];
+        }
+    if (!found)
+        return proto_error_set(e, PROTO_E_BAD_REQUEST, "unknown model '%.64s'"
+                               " (neither a model group nor a model id)",
+                               ra->model);
+    return 0;
+}
+
+/* The provider index of deployment i, -1 when it has none. */
+static int
+model_provider(const struct permits *p, int i)
+{
+    const char *name = p->d.cfg->models[i].provider;
+
+    return router_find(p->router, name, strlen(name));
+}
+
+/*
+ * The deployments a model permit may not use (not named, or on an
+ * excluded provider) into excluded, and until when each is held by its
+ * provider's cooldown into held.
+ */
+static void
+model_candidates(struct permits *p, const struct route_args *ra, double now,
+                 bool *excluded, double *held)
+{
+    struct router_status rs;
+
+    for (size_t i = 0; i < p->d.cfg->nmodels; i++) {
+        int pi = model_provider(p, (int)i);
+        excluded[i] = !ra->in_model[i] || pi < 0 || ra->excluded[pi];
+        held[i] = -INFINITY;
+        if (pi >= 0) {
+            router_status(p->router, pi, now, &rs);
+            if (!rs.healthy)
+                held[i] = now + rs.cooldown_remaining_s;
+        }
+    }
+}
+
+/* The first named deployment on the preferred provider, or -1. */
+static int
+model_preferred(const struct permits *p, const struct route_args *ra)
+{
+    if (ra->pref < 0)
+        return -1;
+    for (size_t i = 0; i < p->d.cfg->nmodels; i++)
+        if (ra->in_model[i] && model_provider(p, (int)i) == ra->pref)
+            return (int)i;
+    return -1;
+}
+
+/* pd goes to deployment d: its provider, alias and model id (and so its
+ * draft says). */
+static void
+model_set(struct permits *p, struct pending *pd, int d)
+{
+    const struct model_config *m = &p->d.cfg->models[d];
+
+    snprintf(pd->dr.deployment, sizeof(pd->dr.deployment), "%s", m->alias);
+    snprintf(pd->dr.model_id, sizeof(pd->dr.model_id), "%s", m->name);
+
+    pd->pm.provider = model_provider(p, d);
+    snprintf(pd->pm.provider_name, sizeof(pd->pm.provider_name), "%s",
+             m->provider);
+    snprintf(pd->pm.model_alias, sizeof(pd->pm.model_alias), "%s", m->alias);
+    snprintf(pd->pm.model_name, sizeof(pd->pm.model_name), "%s", m->name);
+}
+
+/*
+ * Take a request token (and the estimate's LLM tokens where there is a
+ * TPM) from deployment d's bucket and from its provider's, both or none.
+ */
+static enum limiter_result
+take_both(struct permits *p, int d, uint64_t estimate, double now)
+{
+    struct provider *mb = buckets_at(p->d.models, (size_t)d);
+    struct provider *pb = buckets_at(p->d.buckets,
+                                     (size_t)model_provider(p, d));
+    uint64_t ml = llm_tokens(mb, estimate);
+    enum limiter_result r = limiter_try_acquire(&mb->bucket, 1, ml, now);
+
+    if (r != LIMITER_GRANTED)
+        return r;
+    r = limiter_try_acquire(&pb->bucket, 1, llm_tokens(pb, estimate), now);
+    if (r != LIMITER_GRANTED)   /* nobody queued: exactly as it was */
+        limiter_release(&mb->bucket, 1, ml, now);
+    return r;
+}
+
+/* As failover_now, among the deployments of the permit's model. */
+static int
+model_failover_now(struct permits *p, int chosen, const bool *excluded,
+                   const double *held, uint64_t estimate, double now)
+{
+    bool moved[CONFIG_MAX_MODELS], degraded;
+
+    memcpy(moved, excluded, sizeof(moved));
+    moved[chosen] = true;
+    for (;;) {
+        int d = router_select_held(p->models, -1, moved, held, now,
+                                   &degraded);
+        if (d < 0 || degraded)
+            return -1;
+        if (take_both(p, d, estimate, now) == LIMITER_GRANTED) {
+            const char *from = p->d.cfg->models[chosen].provider;
+            const char *to = p->d.cfg->models[d].provider;
+            log_debug("rate-limit failover from model %s to %s",
+                      router_name(p->models, chosen),
+                      router_name(p->models, d));
+            telemetry_model_rate_limited(p->d.telemetry, from,
+                                         p->d.cfg->models[chosen].name);
+            if (strcmp(from, to) != 0)
+                telemetry_failover(p->d.telemetry, from, to);
+            return d;
+        }
+        moved[d] = true;
+    }
+}
+
+/* The model stage of a wait is over: granted, take the provider's token
+ * now or wait for it, holding the model's. */
+static void
+model_wait_done(struct waiter *w, bool granted, double now_s)
+{
+    struct pending *pd = w->arg;
+    struct permits *p = pd->owner;
+    const struct model_config *m;
+    struct proto_error e;
+    struct provider *pb;
+
+    if (w->conn == NULL || !granted) {
+        if (w->conn == NULL)
+            wait_lost(p, pd, now_s);
+        else
+            wait_timeout(p, w->conn, w->id, pd, now_s, pd->pm.provider_name,
+                         pd->pm.model_alias);
+        free(pd);
+        return;
+    }
+    pd->holds_model = true;
+    pd->model_llm = w->lw.llm_tokens;
+    m = config_model(p->d.cfg, pd->pm.model_alias,
+                     strlen(pd->pm.model_alias));
+    pb = m != NULL ? buckets_find(p->d.buckets, m->provider,
+                                  strlen(m->provider)) : NULL;
+    if (pb == NULL) {           /* a reload took it away */
+        wait_timeout(p, w->conn, w->id, pd, now_s, pd->pm.provider_name,
+                     pd->pm.provider_name);
+    } else if (limiter_try_acquire(&pb->bucket, 1,
+                                   llm_tokens(pb, pd->pm.estimate),
+                                   now_s) == LIMITER_GRANTED) {
+        pd->pm.provider = (int)buckets_index(p->d.buckets, pb);
+        pd->holds_model = false;
+        telemetry_model_rate_limited(p->d.telemetry, pb->name,
+                                     pd->pm.model_name);
+        grant(p, w->conn, w->id, pd, (now_s - pd->wait_start_s) * 1e3, true);
+        conn_flush(w->conn);
+    } else if (wait_on(w->conn, w->id, pd, pb,
+                       llm_tokens(pb, pd->pm.estimate), permit_wait_done,
+                       now_s, &e) < 0) {
+        model_give_back(p, pd, now_s);
+        unreserve(p, &pd->pm);
+        decide(p, pd, &e);
+        conn_error(w->conn, w->id, &e);
+        conn_flush(w->conn);
+        call_refused(pd->pm.call);
+    }
+    free(pd);
+}
+
+/* Step 4 with a model: wait for the deployment's token, then for its
+ * provider's; or, when the deployment has one now, hold it and wait for
+ * the provider's. */
+static int
+model_wait(struct permits *p, struct conn *c, uint64_t req_id,
+           struct pending *pd, int d, double timeout_ms, double now,
+           struct proto_error *e)
+{
+    struct provider *mb = buckets_at(p->d.models, (size_t)d);
+    struct provider *pb = buckets_at(p->d.buckets, (size_t)pd->pm.provider);
+    uint64_t ml = llm_tokens(mb, pd->pm.estimate);
+
+    pd->wait_start_s = now;
+    pd->deadline_s = now + timeout_ms / 1e3;
+    if (limiter_try_acquire(&mb->bucket, 1, ml, now) != LIMITER_GRANTED)
+        return wait_on(c, req_id, pd, mb, ml, model_wait_done, now, e);
+    pd->holds_model = true;
+    pd->model_llm = ml;
+    if (wait_on(c, req_id, pd, pb, llm_tokens(pb, pd->pm.estimate),
+                permit_wait_done, now, e) < 0) {
+        model_give_back(p, pd, now);
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * Steps 2 to 4 for a permit that names a model: route among its
+ * deployments (each healthy and its provider too), take both tokens, or
+ * move to a deployment that has them, else wait for both.
+ */
+static int
+permit_route_model(struct permits *p, struct conn *c, struct proto_req *req,
+                   struct pending *pd, const struct route_args *ra,
+                   struct proto_error *e)
+{
+    double now = pd->pm.started_s, held[CONFIG_MAX_MODELS];
+    bool excluded[CONFIG_MAX_MODELS];
+    int d, alt;
+
+    snprintf(pd->dr.model, sizeof(pd->dr.model), "%s", ra->model);
+    model_candidates(p, ra, now, excluded, held);
+    d = router_select_held(p->models, model_preferred(p, ra), excluded, held,
+                           now, &pd->all_degraded);
+    if (d >= 0)
+        model_set(p, pd, d);
+    draft_route(p, pd, ra->excluded, d >= 0 ? pd->pm.provider : -1, NULL,
+                now);
+    if (d < 0)
+        return proto_error_set(e, PROTO_E_NO_PROVIDER, "every deployment of "
+                               "model '%.64s' is excluded", ra->model);
+    if (pd->all_degraded)
+        log_warn("every deployment of model %s is degraded: routing to %s, "
+                 "whose cooldown ends first", ra->model, pd->pm.model_alias);
+    switch (take_both(p, d, pd->pm.estimate, now)) {
+    case LIMITER_BAD_REQUEST:
+        return proto_error_set(e, PROTO_E_BAD_REQUEST, "tokens_estimate %llu "
+                               "exceeds the tokens_per_min of model %s or of "
+                               "provider %s",
+                               (unsigned long long)pd->pm.estimate,
+                               pd->pm.model_alias, pd->pm.provider_name);
+    case LIMITER_GRANTED:
+        grant(p, c, req->id, pd, 0, false);
+        return 0;
+    case LIMITER_WAIT:
+        break;
+    }
+    if (!pd->all_degraded &&
+        (alt = model_failover_now(p, d, excluded, held, pd->pm.estimate,
+                                  now)) >= 0) {
+        model_set(p, pd, alt);
+        draft_route(p, pd, ra->excluded, pd->pm.provider, NULL, now);
+        grant(p, c, req->id, pd, 0, true);
+        return 0;
+    }
+    if (req->u.permit.timeout_ms == 0) {
+        telemetry_model_rate_limited(p->d.telemetry, pd->pm.provider_name,
+                                     pd->pm.model_name);
+        pd->pm.call->rate_limited = true;
+        return proto_error_set(e, PROTO_E_TIMEOUT, "no token from model %s "
+                               "(provider %s) now", pd->pm.model_alias,
+                               pd->pm.provider_name);
+    }
+    return model_wait(p, c, req->id, pd, d, req->u.permit.timeout_ms, now, e);
 }
 
 /*
@@ -780,6 +1180,8 @@ permit_route(struct permits *p, struct conn *c, struct proto_req *req,
     uint64_t llm;
     int idx, alt;
 
+    if (ra->has_model)
+        return permit_route_model(p, c, req, pd, ra, e);
     /* 2. route */
     idx = router_select(p->router, ra->pref, ra->excluded, now,
                         &pd->all_degraded);
@@ -901,6 +1303,42 @@ report_args(struct permits *p, struct conn *c, const struct proto_report_req *r,
     return 0;
 }
 
+/*
+ * The outcome of a permit that named a model: to its deployment, whose
+ * cooldown is its own (the provider's other models stay usable), and the
+ * metrics; the deployment's index in the models' router, or -1.
+ */
+static int
+report_deployment(struct permits *p, const struct permit *pm,
+                  const struct proto_report_req *r,
+                  enum router_outcome outcome, double now)
+{
+    int idx = router_find(p->models, pm->model_alias,
+                          strlen(pm->model_alias));
+    double retry_after_s =
+        PROTO_HAS(r, PROTO_REPORT_REQ_RETRY_AFTER_S) ? r->retry_after_s : 0;
+    double latency_ms =
+        PROTO_HAS(r, PROTO_REPORT_REQ_LATENCY_MS) ? r->latency_ms : -1;
+
+    if (idx >= 0) {
+        router_report(p->models, idx, outcome, latency_ms, retry_after_s,
+                      pm->started_s, now);
+        if (outcome != ROUTER_OUTCOME_OK &&
+            outcome != ROUTER_OUTCOME_CLIENT_ERROR)
+            log_info("model %s of %s answered %s: degraded for %.1f s",
+                     pm->model_alias, pm->provider_name,
+                     router_outcome_name(outcome),
+                     fmax(p->d.cfg->provider_cooldown_s, retry_after_s));
+    }
+    telemetry_model_request(p->d.telemetry, pm->provider_name,
+                            pm->model_name, pm->workflow,
+                            router_outcome_name(outcome), latency_ms);
+    if (outcome == ROUTER_OUTCOME_RATE_LIMITED)
+        telemetry_model_rate_limited(p->d.telemetry, pm->provider_name,
+                                     pm->model_name);
+    return idx;
+}
+
 /* The outcome to the router (by name: a reload may have moved or removed
  * the provider) and the metrics; the provider's index, or -1. */
 static int
@@ -908,8 +1346,12 @@ report_outcome(struct permits *p, const struct permit *pm,
                const struct proto_report_req *r, enum router_outcome outcome,
                double now)
 {
-    int idx = router_find(p->router, pm->provider_name,
-                          strlen(pm->provider_name));
+    int idx;
+
+    if (pm->model_alias[0] != '\0')
+        return report_deployment(p, pm, r, outcome, now);
+    idx = router_find(p->router, pm->provider_name,
+                      strlen(pm->provider_name));
     double retry_after_s =
         PROTO_HAS(r, PROTO_REPORT_REQ_RETRY_AFTER_S) ? r->retry_after_s : 0;
     double latency_ms =
@@ -959,6 +1401,7 @@ permits_report(struct permits *p, struct conn *c, struct proto_req *req,
     enum router_outcome outcome = ROUTER_OUTCOME_OK;
     struct permit *pm = NULL;
     struct call *call;
+    const struct router *rr;
     double now = clock_mono();
     bool reconciled;
     int idx;
@@ -973,6 +1416,7 @@ permits_report(struct permits *p, struct conn *c, struct proto_req *req,
                      PROTO_HAS(r, PROTO_REPORT_REQ_RETRY_AFTER_S) ?
                      r->retry_after_s : 0);
     idx = report_outcome(p, pm, r, outcome, now);
+    rr = pm->model_alias[0] != '\0' ? p->models : p->router;
     reconciled = report_reconcile(p, pm, r);
     call = pm->call;
     call->open_permits--;
@@ -983,7 +1427,7 @@ permits_report(struct permits *p, struct conn *c, struct proto_req *req,
         call_end(call);
 
     if (idx >= 0)
-        router_status(p->router, idx, now, &rs);
+        router_status(rr, idx, now, &rs);
     rep.state = request_str(idx < 0 ? "removed" : rs.healthy ? "healthy" :
                             "degraded");
     rep.cooldown_remaining_s = rs.cooldown_remaining_s;
@@ -1020,8 +1464,11 @@ permits_new(const struct permits_deps *deps, int conn_slot)
 {
     struct permits *p = calloc(1, sizeof(*p));
 
-    if (p == NULL || (p->router = permits_router_new(deps->cfg)) == NULL) {
+    if (p == NULL || (p->router = permits_router_new(deps->cfg)) == NULL ||
+        (p->models = permits_model_router_new(deps->cfg)) == NULL) {
         log_error("%s: out of memory", __func__);
+        if (p != NULL)
+            router_free(p->router);
         free(p);
         return NULL;
     }
@@ -1037,5 +1484,6 @@ permits_free(struct permits *p)
         return;
     assert(p->table == NULL);       /* every connection closed */
     router_free(p->router);
+    router_free(p->models);
     free(p);
 }

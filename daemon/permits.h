@@ -8,7 +8,9 @@
  * attempt.  Attempts that share a call_id form one logical call, which ends
  * at a report marked final or when its connection closes.  This module
  * owns the router: provider i of the router is provider i of the buckets
- * (both in config order).
+ * (both in config order), and a second router of the model deployments,
+ * whose health is their own: a fault reported for a permit that named a
+ * model cools that deployment down, not its provider.
  */
 #ifndef LLMGUARD_PERMITS_H
 #define LLMGUARD_PERMITS_H
@@ -36,6 +38,7 @@ struct permits_deps {
     struct persist *persist;
     struct telemetry *telemetry;
     struct decisions *decisions;    /* each permit's, for explain */
+    struct buckets *models;         /* a bucket per model deployment */
 };
 
 /* Permits over deps, with the router of deps->cfg; their per-connection
@@ -51,9 +54,15 @@ void permits_free(struct permits *p);
  */
 struct router *permits_router_new(const struct config *cfg);
 void permits_reconfigure(struct permits *p, struct router *r);
+/* The same for the model deployments: their router (index i is model
+ * bucket i and cfg->models[i]), taken once the model buckets follow cfg. */
+struct router *permits_model_router_new(const struct config *cfg);
+void permits_reconfigure_models(struct permits *p, struct router *r);
 /* For status: the router, index i being buckets_at(i); how many permits
  * are granted and not yet reported. */
 const struct router *permits_router(const struct permits *p);
+/* The deployments' router, index i being model bucket i. */
+const struct router *permits_model_router(const struct permits *p);
 size_t permits_open(const struct permits *p);
 
 /* The ops; each answers now or later, or fills e and returns -1. */

@@ -20,17 +20,27 @@ static int
 apply(struct daemon *d, const struct config *next)
 {
     struct router *r = permits_router_new(next);
+    struct router *mr = r != NULL ? permits_model_router_new(next) : NULL;
 
-    if (r == NULL)
-        return -1;
+    if (mr == NULL)
+        goto fail;
+    if (buckets_reconfigure(d->models, next) < 0)
+        goto fail;
     if (buckets_reconfigure(d->buckets, next) < 0) {
-        router_free(r);
-        return -1;
+        /* Back to the deployments the old routers match. */
+        if (buckets_reconfigure(d->models, &d->cfg) < 0)
+            log_error("reload: the model buckets could not be restored");
+        goto fail;
     }
+    permits_reconfigure_models(d->permits, mr);
     permits_reconfigure(d->permits, r);
     return quota_reconfigure(d->quota, next->quota_window_days * 86400.0,
                              next->default_quota_tokens,
                              next->quota_enforcement == ENFORCE_HARD);
+fail:
+    router_free(r);
+    router_free(mr);
+    return -1;
 }
 
 int

@@ -189,11 +189,20 @@ is_excluded(const bool *excluded, size_t i)
     return excluded != NULL && excluded[i];
 }
 
-static bool
-is_candidate(const struct router *r, const bool *excluded, size_t i,
-             double now_s)
+/* When provider i is healthy again: its own cooldown, or the later end
+ * its holder (held, may be NULL) gives. */
+static double
+until_of(const struct router *r, const double *held, size_t i)
 {
-    return !is_excluded(excluded, i) && now_s >= r->p[i].degraded_until_s;
+    return held != NULL ? fmax(r->p[i].degraded_until_s, held[i]) :
+           r->p[i].degraded_until_s;
+}
+
+static bool
+is_candidate(const struct router *r, const bool *excluded, const double *held,
+             size_t i, double now_s)
+{
+    return !is_excluded(excluded, i) && now_s >= until_of(r, held, i);
 }
 
 /* The EWMA a provider without samples is weighed with: the known mean. */
@@ -227,14 +236,15 @@ weight_of(const struct router *r, size_t i, double prior_ms)
 
 /* One round of nginx smooth weighted round-robin among the candidates. */
 static int
-select_weighted(struct router *r, const bool *excluded, double now_s)
+select_weighted(struct router *r, const bool *excluded, const double *held,
+                double now_s)
 {
     double prior_ms = latency_prior_ms(r), total = 0, eps;
     size_t i;
     int best = -1;
 
     for (i = 0; i < r->n; i++) {
-        if (is_candidate(r, excluded, i, now_s)) {
+        if (is_candidate(r, excluded, held, i, now_s)) {
             double w = weight_of(r, i, prior_ms);
 
             r->p[i].current_weight += w;
@@ -243,7 +253,7 @@ select_weighted(struct router *r, const bool *excluded, double now_s)
     }
     eps = total * TIE_EPSILON;
     for (i = 0; i < r->n; i++) {
-        if (is_candidate(r, excluded, i, now_s) &&
+        if (is_candidate(r, excluded, held, i, now_s) &&
             (best < 0 ||
              r->p[i].current_weight > r->p[best].current_weight + eps))
             best = (int)i;
@@ -256,29 +266,31 @@ select_weighted(struct router *r, const bool *excluded, double now_s)
 /* The preferred candidate, else the first candidate by priority. */
 static int
 select_primary(const struct router *r, int preferred, const bool *excluded,
-               double now_s)
+               const double *held, double now_s)
 {
     size_t i;
 
-    if (preferred >= 0 && is_candidate(r, excluded, (size_t)preferred, now_s))
+    if (preferred >= 0 &&
+        is_candidate(r, excluded, held, (size_t)preferred, now_s))
         return preferred;
     for (i = 0; i < r->n; i++)
-        if (is_candidate(r, excluded, i, now_s))
+        if (is_candidate(r, excluded, held, i, now_s))
             return (int)i;
     return -1;
 }
 
 /* The non-excluded provider whose cooldown ends first, or -1. */
 static int
-select_earliest_recovery(const struct router *r, const bool *excluded)
+select_earliest_recovery(const struct router *r, const bool *excluded,
+                         const double *held)
 {
     size_t i;
     int best = -1;
 
     for (i = 0; i < r->n; i++) {
         if (!is_excluded(excluded, i) &&
-            (best < 0 ||
-             r->p[i].degraded_until_s < r->p[best].degraded_until_s))
+            (best < 0 || until_of(r, held, i) < until_of(r, held,
+                                                          (size_t)best)))
             best = (int)i;
     }
     return best;
@@ -288,18 +300,27 @@ int
 router_select(struct router *r, int preferred, const bool *excluded,
               double now_s, bool *all_degraded)
 {
+    return router_select_held(r, preferred, excluded, NULL, now_s,
+                              all_degraded);
+}
+
+int
+router_select_held(struct router *r, int preferred, const bool *excluded,
+                   const double *held_until, double now_s, bool *all_degraded)
+{
+    const double *held = held_until;
     int idx;
 
     assert(preferred >= -1 && (preferred < 0 || (size_t)preferred < r->n));
     if (r->policy == ROUTER_POLICY_PRIMARY)
-        idx = select_primary(r, preferred, excluded, now_s);
+        idx = select_primary(r, preferred, excluded, held, now_s);
     else
-        idx = select_weighted(r, excluded, now_s);
+        idx = select_weighted(r, excluded, held, now_s);
     if (all_degraded != NULL)
         *all_degraded = false;
     if (idx >= 0)
         return idx;
-    idx = select_earliest_recovery(r, excluded);
+    idx = select_earliest_recovery(r, excluded, held);
     if (idx >= 0 && all_degraded != NULL)
         *all_degraded = true;
     return idx;

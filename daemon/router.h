@@ -136,6 +136,16 @@ int router_select(struct router *r, int preferred, const bool *excluded,
                   double now_s, bool *all_degraded);
 
 /*
+ * router_select with held_until: NULL, or router_count() monotonic times
+ * before which provider i is not a candidate either, whatever its own
+ * health (a model deployment is held by its provider's cooldown).  The
+ * all-degraded fallback takes the one whose later end comes first.
+ */
+int router_select_held(struct router *r, int preferred, const bool *excluded,
+                       const double *held_until, double now_s,
+                       bool *all_degraded);
+
+/*
  * Record the outcome of an attempt on provider idx, reported at now_s.
  * latency_ms: the call's latency, or negative when not measured.
  * retry_after_s: the provider's Retry-After, or <= 0 when none.  Non-finite

@@ -115,7 +115,16 @@ telemetry_request(struct telemetry *t, const char *provider,
                   const char *workflow, const char *outcome,
                   double latency_ms)
 {
-    const char *labels[] = { provider, workflow ? workflow : "", outcome };
+    telemetry_model_request(t, provider, "", workflow, outcome, latency_ms);
+}
+
+void
+telemetry_model_request(struct telemetry *t, const char *provider,
+                        const char *model, const char *workflow,
+                        const char *outcome, double latency_ms)
+{
+    const char *labels[] = { provider, workflow ? workflow : "", outcome,
+                             model };
 
     metrics_inc(t->metrics, METRIC_REQUESTS_TOTAL, labels, 1);
     if (latency_ms >= 0)
@@ -126,7 +135,14 @@ telemetry_request(struct telemetry *t, const char *provider,
 void
 telemetry_rate_limited(struct telemetry *t, const char *provider)
 {
-    const char *labels[] = { provider };
+    telemetry_model_rate_limited(t, provider, "");
+}
+
+void
+telemetry_model_rate_limited(struct telemetry *t, const char *provider,
+                             const char *model)
+{
+    const char *labels[] = { provider, model };
 
     metrics_inc(t->metrics, METRIC_RATE_LIMITED_TOTAL, labels, 1);
 }

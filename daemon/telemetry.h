@@ -53,6 +53,13 @@ void telemetry_request(struct telemetry *t, const char *provider,
                        double latency_ms);
 /* A call met a rate limit on provider. */
 void telemetry_rate_limited(struct telemetry *t, const char *provider);
+/* The same for a permit that named a model: model is the model id the
+ * deployment calls (the label "model"; "" for none, as above). */
+void telemetry_model_request(struct telemetry *t, const char *provider,
+                             const char *model, const char *workflow,
+                             const char *outcome, double latency_ms);
+void telemetry_model_rate_limited(struct telemetry *t, const char *provider,
+                                  const char *model);
 /* A call moved from one provider to another. */
 void telemetry_failover(struct telemetry *t, const char *from, const char *to);
 /* A reservation went over a quota (hard: refused; soft: flagged). */

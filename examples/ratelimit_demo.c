@@ -3,18 +3,21 @@
  *
  *   ratelimit_demo [-s SOCKET] [-w WORKFLOW] [-t TENANT] [-p PROVIDER]
  *                  [-e TOKENS_ESTIMATE] [-a MAX_ATTEMPTS] [-T TIMEOUT_S]
- *                  [--traceparent TP] PROMPT
+ *                  [-m MODEL] [--traceparent TP] PROMPT
  *
  * llmguardd chooses the provider, waits for its token and checks the
  * quota; this program makes the HTTP call with libcurl and reports back.
  * For provider <name> it reads PROVIDER_<NAME>_BASE_URL (e.g.
  * https://api.groq.com/openai/v1), PROVIDER_<NAME>_API_KEY and
  * PROVIDER_<NAME>_MODEL from the environment; LLMGUARD_DEMO_HTTP_TIMEOUT_MS
- * bounds each HTTP request (default 30000).
+ * bounds each HTTP request (default 30000).  With -m, llmguardd chooses a
+ * deployment of that model group (or model id) and the request asks for
+ * the model id it names (llmguard_model()).
  *
  * It prints one line "provider=... success=... failover_attempts=...
  * rate_limited=... quota_allowed=... quota_remaining=... wait_ms=...
- * guarded=... tokens=..." and then the answer.  Exit 0 on success, 1 when
+ * guarded=... tokens=...", with -m a line "model=..." (the model id
+ * called), and then the answer.  Exit 0 on success, 1 when
  * the call failed, 3 over a hard quota, 69 without a daemon (fail-closed).
  */
 #include <ctype.h>
@@ -95,7 +98,8 @@ chat(const char *provider, void *arg, uint64_t *tokens_used)
     struct call_ctx *ctx = arg;
     const char *base = provider_env(provider, "BASE_URL");
     const char *key = provider_env(provider, "API_KEY");
-    const char *model = provider_env(provider, "MODEL");
+    const char *model = llmguard_model() != NULL ? llmguard_model() :
+                        provider_env(provider, "MODEL");
     struct buf body = { NULL, 0 };
     struct curl_slist *hdrs = NULL;
     char url[1024], auth[1024], key_buf[256];
@@ -172,7 +176,7 @@ usage(FILE *fp)
         "[-p PROVIDER]\n"
         "                      [-e TOKENS_ESTIMATE] [-a MAX_ATTEMPTS] "
         "[-T TIMEOUT_S]\n"
-        "                      [--traceparent TP] PROMPT\n"
+        "                      [-m MODEL] [--traceparent TP] PROMPT\n"
         "\n"
         "One chat completion through llmguard_execute_with_failover.\n"
         "  -s, --socket PATH     llmguardd's socket (default: "
@@ -185,6 +189,8 @@ usage(FILE *fp)
         "  -a, --attempts N      attempts at most, up to 1000 (default and 0: "
         "3)\n"
         "  -T, --timeout S       seconds to wait for a token (default 5)\n"
+        "  -m, --model MODEL     a model group or id: llmguardd chooses the "
+        "deployment\n"
         "  -P, --traceparent TP  the caller's W3C trace context\n"
         "  -h, --help            this text\n"
         "Reads PROVIDER_<NAME>_BASE_URL, _API_KEY, _MODEL and "
@@ -232,6 +238,7 @@ parse_options(int argc, char **argv, struct llmguard_request *req,
         { "attempts", required_argument, NULL, 'a' },
         { "timeout", required_argument, NULL, 'T' },
         { "traceparent", required_argument, NULL, 'P' },
+        { "model", required_argument, NULL, 'm' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -240,7 +247,7 @@ parse_options(int argc, char **argv, struct llmguard_request *req,
     int ch;
 
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, ":s:w:t:p:e:a:T:P:h", opts,
+    while ((ch = getopt_long(argc, argv, ":s:w:t:p:e:a:T:P:m:h", opts,
                              NULL)) != -1) {
         switch (ch) {
         case 's': *sock = optarg; break;
@@ -248,6 +255,7 @@ parse_options(int argc, char **argv, struct llmguard_request *req,
         case 't': req->tenant_id = optarg; break;
         case 'p': req->preferred_provider = optarg; break;
         case 'P': req->traceparent = optarg; break;
+        case 'm': req->model = optarg; break;
         case 'h': return 1;
         case 'e':
             if (whole(optarg, 0, INT64_MAX, &n) < 0)
@@ -308,6 +316,8 @@ main(int argc, char **argv)
            res.quota_allowed, (unsigned long long)res.quota_remaining,
            res.ratelimit_wait_ms, res.guarded, (unsigned long long)ctx.tokens,
            res.call_id, (unsigned long long)res.permit_id);
+    if (req.model != NULL)
+        printf("model=%s\n", res.model);
     if (rc == 0)
         printf("%s\n", ctx.answer);
     else

@@ -744,6 +744,15 @@ llmguard_retry_after(double seconds)
     retry_after_s = seconds > 0 ? (seconds < 86400 ? seconds : 86400) : 0;
 }
 
+/* The model id of the current attempt, for the caller's call function. */
+static __thread const char *attempt_model;
+
+const char *
+llmguard_model(void)
+{
+    return attempt_model;
+}
+
 static const char *const outcome_names[] = {
     [LLMGUARD_OUTCOME_OK] = "ok",
     [LLMGUARD_OUTCOME_RATE_LIMITED] = "rate_limited",
@@ -775,8 +784,12 @@ fail_open(llmguard_t *g, const struct llmguard_request *req,
              req->preferred_provider);
     res->guarded = 0;
     res->quota_allowed = 1;
+    if (req->model != NULL)
+        snprintf(res->model, sizeof(res->model), "%s", req->model);
+    attempt_model = req->model;
     res->success = fn(req->preferred_provider, arg, &used) ==
                    LLMGUARD_OUTCOME_OK;
+    attempt_model = NULL;
     if (res->success) {
         clear_error(g);
         return 0;
@@ -817,12 +830,19 @@ permit_attempt(llmguard_t *g, const struct llmguard_request *req,
         pr.traceparent = pstr(req->traceparent);
         PROTO_SET(&pr, PROTO_PERMIT_REQ_TRACEPARENT);
     }
+    if (req->model != NULL) {
+        pr.model = pstr(req->model);
+        PROTO_SET(&pr, PROTO_PERMIT_REQ_MODEL);
+    }
     pthread_mutex_lock(&g->mu);
     rc = call_locked(g, PROTO_OP_PERMIT, &pr, &rep);
     if (rc == 0) {
         const struct proto_permit_rep *p = &rep.u.permit;
         *permit_id = p->permit_id;
         copy_str(res->provider, sizeof(res->provider), p->provider);
+        res->model[0] = '\0';
+        if (PROTO_HAS(p, PROTO_PERMIT_REP_MODEL))
+            copy_str(res->model, sizeof(res->model), p->model);
         res->rate_limited |= p->rate_limited;
         res->ratelimit_wait_ms += p->wait_ms;
         if (n == 0 || !p->quota_allowed)
@@ -841,13 +861,15 @@ permit_attempt(llmguard_t *g, const struct llmguard_request *req,
  */
 static llmguard_outcome
 call_provider(llmguard_call_fn fn, void *arg, const char *provider,
-              uint64_t *used, double *latency_ms)
+              const char *model, uint64_t *used, double *latency_ms)
 {
     double t0 = mono_ms();
     llmguard_outcome outcome;
 
     retry_after_s = 0;
+    attempt_model = model[0] != '\0' ? model : NULL;
     outcome = fn(provider, arg, used);
+    attempt_model = NULL;
     *latency_ms = mono_ms() - t0;
     if ((unsigned)outcome > LLMGUARD_OUTCOME_CLIENT_ERROR)
         outcome = LLMGUARD_OUTCOME_SERVER_ERROR;
@@ -939,7 +961,8 @@ llmguard_execute_with_failover(llmguard_t *g,
         if (attempt > 0)
             res->failover_attempts++;
 
-        outcome = call_provider(fn, arg, res->provider, &used, &latency_ms);
+        outcome = call_provider(fn, arg, res->provider, res->model, &used,
+                                &latency_ms);
         called = true;
         res->success = outcome == LLMGUARD_OUTCOME_OK;
         res->rate_limited |= outcome == LLMGUARD_OUTCOME_RATE_LIMITED;

@@ -171,6 +171,15 @@ typedef llmguard_outcome (*llmguard_call_fn)(const char *provider, void *arg,
 /* From inside a llmguard_call_fn: the provider asked to wait this long. */
 void llmguard_retry_after(double seconds);
 
+/*
+ * From inside a llmguard_call_fn: the provider's model id this attempt
+ * must call, when the request named a model (the daemon chose the
+ * deployment), else NULL.  Valid until the call function returns.  When
+ * fail-open calls the function unguarded, the model as the request named
+ * it.
+ */
+const char *llmguard_model(void);
+
 struct llmguard_request {
     const char *workflow_id;        /* may be NULL */
     const char *tenant_id;          /* may be NULL */
@@ -180,6 +189,8 @@ struct llmguard_request {
     double timeout_s;               /* wait for a token at most this long */
     const char *traceparent;        /* W3C trace context, or NULL */
     const char *call_id;            /* 1 to 128 bytes, or NULL: made up */
+    /* Added in 0.1, libtool current 2: at the end. */
+    const char *model;              /* a model group or id, or NULL */
 };
 
 struct llmguard_result {
@@ -194,6 +205,9 @@ struct llmguard_result {
     /* What to ask `llmguardctl explain` about (added in 0.1: at the end). */
     char call_id[129];              /* the call's id, also when refused */
     uint64_t permit_id;             /* the last attempt's permit; 0: none */
+    /* Added in 0.1, libtool current 2: at the end. */
+    char model[128];                /* the last attempt's model id; "" when
+                                       the request named no model */
 };
 
 /*
@@ -207,7 +221,9 @@ struct llmguard_result {
  * returns LLMGUARD_EUNAVAIL.  res->call_id (req->call_id, or one the
  * library made) and res->permit_id name the call and its last permit
  * for `llmguardctl explain`; LLMGUARD_EINVAL for a req->call_id that is
- * empty or over 128 bytes.
+ * empty or over 128 bytes.  With req->model, each attempt goes to one of
+ * that model's deployments (res->model says which model id, and so does
+ * llmguard_model() inside fn); LLMGUARD_EINVAL for an unknown model.
  */
 int llmguard_execute_with_failover(llmguard_t *g,
                                    const struct llmguard_request *req,

@@ -230,6 +230,27 @@ struct proto_msgdef {
     X(m, cooldown_since,       COOLDOWN_SINCE,       PF_DOUBLE, 0)            \
     X(m, retry_after_s,        RETRY_AFTER_S,        PF_DOUBLE, 0)            \
     X(m, available_llm_tokens, AVAILABLE_LLM_TOKENS, PF_DOUBLE, 0)
+/* A model deployment in status: its alias, model id, provider and group;
+ * its own bucket (rate_per_sec 0: no RPM, available_tokens and
+ * max_tokens then absent; tokens_per_min 0: no TPM) and its own health,
+ * as a provider's. */
+#define PROTO_MODEL_STATUS_FIELDS(X, m)                                       \
+    X(m, alias,                ALIAS,                PF_STR,    PF_REQUIRED)  \
+    X(m, model,                MODEL,                PF_STR,    PF_REQUIRED)  \
+    X(m, provider,             PROVIDER,             PF_STR,    PF_REQUIRED)  \
+    X(m, group,                GROUP,                PF_STR,    PF_REQUIRED)  \
+    X(m, rate_per_sec,         RATE_PER_SEC,         PF_DOUBLE, PF_REQUIRED)  \
+    X(m, tokens_per_min,       TOKENS_PER_MIN,       PF_DOUBLE, PF_REQUIRED)  \
+    X(m, waiters,              WAITERS,              PF_UINT,   PF_REQUIRED)  \
+    X(m, state,                STATE,                PF_STR,    PF_REQUIRED)  \
+    X(m, cooldown_remaining_s, COOLDOWN_REMAINING_S, PF_DOUBLE, PF_REQUIRED)  \
+    X(m, latency_ewma_ms,      LATENCY_EWMA_MS,      PF_DOUBLE, PF_NULLABLE)  \
+    X(m, available_tokens,     AVAILABLE_TOKENS,     PF_DOUBLE, 0)            \
+    X(m, max_tokens,           MAX_TOKENS,           PF_DOUBLE, 0)            \
+    X(m, available_llm_tokens, AVAILABLE_LLM_TOKENS, PF_DOUBLE, 0)            \
+    X(m, cooldown_cause,       COOLDOWN_CAUSE,       PF_STR,    0)            \
+    X(m, cooldown_since,       COOLDOWN_SINCE,       PF_DOUBLE, 0)            \
+    X(m, retry_after_s,        RETRY_AFTER_S,        PF_DOUBLE, 0)
 #define PROTO_STATUS_REQ_FIELDS(X, m)
 #define PROTO_STATUS_REP_FIELDS(X, m)                                         \
     X(m, enabled,      ENABLED,      PF_BOOL,   PF_REQUIRED)                  \
@@ -245,7 +266,8 @@ struct proto_msgdef {
     X(m, open_permits, OPEN_PERMITS, PF_UINT,   0)                            \
     X(m, last_flush,   LAST_FLUSH,   PF_DOUBLE, PF_NULLABLE)                  \
     X(m, store,        STORE,        PF_STR,    0)                            \
-    X(m, store_error,  STORE_ERROR,  PF_STR,    0)
+    X(m, store_error,  STORE_ERROR,  PF_STR,    0)                            \
+    X(m, models,       MODELS,       PF_OBJARR(model_status), 0)
 
 /* quota_reserve: atomic check-and-reserve on a workflow and/or a tenant.
  * The reply's subject is the tightest one, over_quota says allowed but
@@ -329,8 +351,10 @@ struct proto_msgdef {
 
 /* permit: quota reserve + route + acquire, one attempt of a call.  exclude
  * names the providers already tried, timeout_ms defaults to 0 (no waiting),
- * call_id ties the attempts of one call, traceparent is W3C trace context.
- * The reply's quota_remaining is nil without a workflow or tenant. */
+ * call_id ties the attempts of one call, traceparent is W3C trace context,
+ * model a model group or id to route among its deployments.  The reply's
+ * quota_remaining is nil without a workflow or tenant; its model is the
+ * provider's model id to call, present when the permit named a model. */
 #define PROTO_PERMIT_REQ_FIELDS(X, m)                                         \
     X(m, workflow_id,     WORKFLOW_ID,     PF_STR,    0)                      \
     X(m, tenant_id,       TENANT_ID,       PF_STR,    0)                      \
@@ -339,7 +363,8 @@ struct proto_msgdef {
     X(m, exclude,         EXCLUDE,         PF_STRARR, 0)                      \
     X(m, timeout_ms,      TIMEOUT_MS,      PF_DOUBLE, 0)                      \
     X(m, call_id,         CALL_ID,         PF_STR,    0)                      \
-    X(m, traceparent,     TRACEPARENT,     PF_STR,    0)
+    X(m, traceparent,     TRACEPARENT,     PF_STR,    0)                      \
+    X(m, model,           MODEL,           PF_STR,    0)
 #define PROTO_PERMIT_REP_FIELDS(X, m)                                         \
     X(m, permit_id,       PERMIT_ID,       PF_UINT,   PF_REQUIRED)            \
     X(m, provider,        PROVIDER,        PF_STR,    PF_REQUIRED)            \
@@ -347,7 +372,8 @@ struct proto_msgdef {
     X(m, quota_allowed,   QUOTA_ALLOWED,   PF_BOOL,   PF_REQUIRED)            \
     X(m, quota_remaining, QUOTA_REMAINING, PF_UINT,   PF_NULLABLE)            \
     X(m, rate_limited,    RATE_LIMITED,    PF_BOOL,   PF_REQUIRED)            \
-    X(m, all_degraded,    ALL_DEGRADED,    PF_BOOL,   PF_REQUIRED)
+    X(m, all_degraded,    ALL_DEGRADED,    PF_BOOL,   PF_REQUIRED)            \
+    X(m, model,           MODEL,           PF_STR,    0)
 
 /* report: the outcome (ok, rate_limited, ...) of a permitted attempt;
  * tokens_used is what it really used (else the estimate is charged), final
@@ -406,7 +432,9 @@ struct proto_msgdef {
  * not_chosen, its cooldown (unix seconds), cause and Retry-After there
  * while it was degraded; outcome is pending, ok, rate_limited,
  * server_error, timeout, client_error, unreported or refused (with
- * error_code and error_msg).  Times are unix seconds. */
+ * error_code and error_msg).  A permit that named a model also has that
+ * model, the deployment chosen (its alias) and its model id.  Times are
+ * unix seconds. */
 #define PROTO_EXPLAIN_REQ_FIELDS(X, m)                                        \
     X(m, permit_id, PERMIT_ID, PF_UINT, 0)                                    \
     X(m, call_id,   CALL_ID,   PF_STR,  0)
@@ -441,7 +469,10 @@ struct proto_msgdef {
     X(m, latency_ms,      LATENCY_MS,      PF_DOUBLE, 0)                      \
     X(m, retry_after_s,   RETRY_AFTER_S,   PF_DOUBLE, 0)                      \
     X(m, error_code,      ERROR_CODE,      PF_STR,    0)                      \
-    X(m, error_msg,       ERROR_MSG,       PF_STR,    0)
+    X(m, error_msg,       ERROR_MSG,       PF_STR,    0)                      \
+    X(m, model,           MODEL,           PF_STR,    0)                      \
+    X(m, deployment,      DEPLOYMENT,      PF_STR,    0)                      \
+    X(m, model_id,        MODEL_ID,        PF_STR,    0)
 #define PROTO_EXPLAIN_REP_FIELDS(X, m)                                        \
     X(m, decisions, DECISIONS, PF_OBJARR(decision), PF_REQUIRED)              \
     X(m, total,     TOTAL,     PF_UINT,             PF_REQUIRED)              \
@@ -472,6 +503,7 @@ struct proto_msgdef {
     X(limiter_status_req, LIMITER_STATUS_REQ)                                 \
     X(limiter_status_rep, LIMITER_STATUS_REP)                                 \
     X(provider_status, PROVIDER_STATUS)                                       \
+    X(model_status, MODEL_STATUS)                                             \
     X(status_req, STATUS_REQ)                                                 \
     X(status_rep, STATUS_REP)                                                 \
     X(quota_reserve_req, QUOTA_RESERVE_REQ)                                   \

@@ -15,7 +15,8 @@
  *       400           400
  *       hang          never answered
  *   POST /control?mode=MODE     sets the mode
- *   GET  /stats                 {"name", "mode", "requests", "auth"}
+ *   GET  /stats                 {"name", "mode", "requests", "auth", "model"}
+ *                               (model: that of the last chat request)
  */
 #include <arpa/inet.h>
 #include <getopt.h>
@@ -34,6 +35,7 @@ static char name[64] = "mock";
 static char mode[64] = "ok";
 static long requests;
 static char last_auth[256];
+static char last_model[256];
 static const char *traces_file;
 
 static void
@@ -69,6 +71,22 @@ on_traces(struct evhttp_request *req, void *arg)
     reply_json(req, 200, "OK", json_object());
 }
 
+/* The "model" of a chat request's JSON body into last_model ("" when it
+ * names none), so that a test can see which model id a client called. */
+static void
+note_model(struct evhttp_request *req)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    json_t *doc = json_loadb((const char *)evbuffer_pullup(in, (ev_ssize_t)len),
+                             len, 0, NULL);
+    const char *m = "";
+
+    json_unpack(doc, "{s?:s}", "model", &m);
+    snprintf(last_model, sizeof(last_model), "%s", m);
+    json_decref(doc);
+}
+
 static void
 on_chat(struct evhttp_request *req, void *arg)
 {
@@ -83,6 +101,7 @@ on_chat(struct evhttp_request *req, void *arg)
     }
     requests++;
     snprintf(last_auth, sizeof(last_auth), "%s", auth ? auth : "");
+    note_model(req);
     if (strncmp(mode, "ok", 2) == 0) {
         reply_json(req, 200, "OK", json_pack(
             "{s:s, s:s, s:[{s:i, s:{s:s, s:s}, s:s}], s:{s:i, s:i, s:i}}",
@@ -126,9 +145,10 @@ on_control(struct evhttp_request *req, void *arg)
 static void
 on_stats(struct evhttp_request *req, void *arg)
 {
-    reply_json(req, 200, "OK", json_pack("{s:s, s:s, s:i, s:s}", "name", name,
-                                         "mode", mode, "requests",
-                                         (int)requests, "auth", last_auth));
+    reply_json(req, 200, "OK", json_pack("{s:s, s:s, s:i, s:s, s:s}", "name",
+                                         name, "mode", mode, "requests",
+                                         (int)requests, "auth", last_auth,
+                                         "model", last_model));
 }
 
 static void

@@ -40,6 +40,11 @@ _PROVIDER_KEYS = ("name", "available_tokens", "rate_per_sec", "max_tokens",
                   "waiters", "tokens_per_min")
 _PROVIDER_EXTRA = ("cooldown_cause", "cooldown_since", "retry_after_s",
                    "available_llm_tokens")
+_MODEL_KEYS = ("alias", "model", "provider", "group", "rate_per_sec",
+               "tokens_per_min", "waiters", "state", "cooldown_remaining_s",
+               "latency_ewma_ms")
+_MODEL_EXTRA = ("available_tokens", "max_tokens", "available_llm_tokens",
+                "cooldown_cause", "cooldown_since", "retry_after_s")
 _DAEMON_KEYS = ("version", "env_file", "database", "uptime_s", "connections",
                 "open_permits", "last_flush", "store")
 
@@ -53,6 +58,11 @@ def _status_json(st: Dict[str, Any]) -> None:
     doc = {"enabled": st["enabled"], "policy": st["policy"],
            "enforcement": st["enforcement"],
            "window_days": float(st["window_days"]), "providers": provs}
+    if "models" in st:
+        doc["models"] = [
+            dict([(k, m[k]) for k in _MODEL_KEYS]
+                 + [(k, m[k]) for k in _MODEL_EXTRA if k in m])
+            for m in st["models"]]
     if "version" in st:             # a daemon's own fields, when it sent them
         doc.update((k, st[k]) for k in _DAEMON_KEYS)
         if "store_error" in st:
@@ -90,6 +100,29 @@ def _provider_notes(st: Dict[str, Any]) -> None:
                   f"{p['tokens_per_min']:.0f} LLM tokens available")
 
 
+def _model_table(st: Dict[str, Any]) -> None:
+    """Each model deployment's bucket (a dash where it has no RPM or TPM
+    of its own) and health, as llmguardctl prints them."""
+    models = st.get("models") or []
+    if not models:
+        return
+    print("\n%-16s %-24s %-12s %-16s %10s %8s %-10s %9s %7s %10s" % (
+        "MODEL", "MODEL_ID", "PROVIDER", "GROUP", "AVAILABLE", "RATE/S",
+        "STATE", "COOLDOWN", "WAITERS", "TOKENS/MIN"))
+    for m in models:
+        avail = rate = "-"
+        if "available_tokens" in m:
+            avail = f"{m['available_tokens']:.2f}"
+            rate = f"{m['rate_per_sec']:g}"
+        cool = f"{m['cooldown_remaining_s']:.1f}s" \
+            if m["cooldown_remaining_s"] > 0 else "-"
+        tpm = (f"{m['available_llm_tokens']:.0f}/{m['tokens_per_min']:.0f}"
+               if "available_llm_tokens" in m else "-")
+        print("%-16s %-24s %-12s %-16s %10s %8s %-10s %9s %7d %10s" % (
+            m["alias"], m["model"], m["provider"], m["group"], avail, rate,
+            m["state"], cool, m["waiters"], tpm))
+
+
 def cmd_status(client: Client, args: argparse.Namespace) -> int:
     st = client.call("status")
     if args.json:
@@ -116,6 +149,7 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
             p["name"], p["available_tokens"], p["rate_per_sec"],
             p["max_tokens"], p["state"], cool, lat, p["waiters"], tpm))
     _provider_notes(st)
+    _model_table(st)
     return 0
 
 

@@ -55,7 +55,9 @@ class CallInfo:
     subjects (None when no quota was checked); ``ratelimit_wait_ms`` the
     token waits of all attempts; ``guarded`` False when the daemon was
     unreachable and the call went out unguarded (LLMGUARD_FAIL_MODE=open);
-    ``headers`` the rate-limit headers of the last answer.
+    ``headers`` the rate-limit headers of the last answer; ``model`` the
+    provider's model id the last attempt was routed to, when the call
+    named a model (None otherwise).
     """
 
     call_id: str = ""
@@ -70,6 +72,7 @@ class CallInfo:
     traceparent: Optional[str] = None
     outcome: Optional[str] = None
     headers: Dict[str, str] = field(default_factory=dict)
+    model: Optional[str] = None
 
 
 _last_call: contextvars.ContextVar = contextvars.ContextVar("llmguard_call")
@@ -253,8 +256,8 @@ class CallPlan:
         self.workflow_id = _opt_id(workflow_id, "workflow_id")
         self.tenant_id = _opt_id(tenant_id, "tenant_id")
         self.preferred = _opt_id(preferred_provider, "preferred_provider")
-        # A model group is routed by a later protocol version; in version 1
-        # a permit has no such field (PROTOCOL.md, permit): kept, not sent.
+        # A model group or model id: the permit is routed among its
+        # deployments (PROTOCOL.md, permit).
         self.model = _opt_id(model, "model")
         est = 0 if tokens_estimate is None else tokens_estimate
         if type(est) is not int or est < 0:
@@ -279,7 +282,7 @@ class CallPlan:
             "tokens_estimate": self.tokens_estimate or None,
             "preferred": self.preferred, "exclude": self.tried or None,
             "timeout_ms": self.timeout * 1e3, "call_id": self.info.call_id,
-            "traceparent": self.traceparent,
+            "traceparent": self.traceparent, "model": self.model,
         }
 
     def permitted(self, rep: Dict[str, Any]) -> str:
@@ -287,6 +290,7 @@ class CallPlan:
         info = self.info
         self.permit_id = rep["permit_id"]
         info.provider = rep["provider"]
+        info.model = rep.get("model")
         info.rate_limited |= rep["rate_limited"]
         info.ratelimit_wait_ms += rep["wait_ms"]
         if self.attempt == 0 or not rep["quota_allowed"]:
@@ -375,6 +379,7 @@ class CallPlan:
             "llm.rate_limited": i.rate_limited,
             "llm.success": i.success,
             "llm.guarded": i.guarded,
+            "llm.model": i.model,
         }
 
 

@@ -65,6 +65,16 @@ _PROVIDER_STATUS: List[Row] = [
     ("cooldown_since", _is_double, O), ("retry_after_s", _is_double, O),
     ("available_llm_tokens", _is_double, O),
 ]
+_MODEL_STATUS: List[Row] = [
+    ("alias", _is_str, R), ("model", _is_str, R), ("provider", _is_str, R),
+    ("group", _is_str, R), ("rate_per_sec", _is_double, R),
+    ("tokens_per_min", _is_double, R), ("waiters", _is_uint, R),
+    ("state", _is_str, R), ("cooldown_remaining_s", _is_double, R),
+    ("latency_ewma_ms", _is_double, N), ("available_tokens", _is_double, O),
+    ("max_tokens", _is_double, O), ("available_llm_tokens", _is_double, O),
+    ("cooldown_cause", _is_str, O), ("cooldown_since", _is_double, O),
+    ("retry_after_s", _is_double, O),
+]
 _METRIC_SERIES: List[Row] = [
     ("labels", _is_strs, R), ("value", _is_double, O), ("count", _is_uint, O),
     ("sum", _is_double, O), ("buckets", _is_doubles, O),
@@ -98,7 +108,8 @@ REPLIES: Dict[str, List[Row]] = {
         ("env_file", _is_str, O), ("database", _is_str, O),
         ("uptime_s", _is_double, O), ("connections", _is_uint, O),
         ("open_permits", _is_uint, O), ("last_flush", _is_double, N),
-        ("store", _is_str, O), ("store_error", _is_str, O)],
+        ("store", _is_str, O), ("store_error", _is_str, O),
+        ("models", _MODEL_STATUS, O)],
     "quota_reserve": [
         ("allowed", _is_bool, R), ("over_quota", _is_bool, R),
         ("subject", _is_str, R), ("tokens_used", _is_uint, R),
@@ -118,7 +129,7 @@ REPLIES: Dict[str, List[Row]] = {
         ("permit_id", _is_uint, R), ("provider", _is_str, R),
         ("wait_ms", _is_double, R), ("quota_allowed", _is_bool, R),
         ("quota_remaining", _is_uint, N), ("rate_limited", _is_bool, R),
-        ("all_degraded", _is_bool, R)],
+        ("all_degraded", _is_bool, R), ("model", _is_str, O)],
     "report": [("state", _is_str, R), ("cooldown_remaining_s", _is_double, R)],
     "metrics": [
         ("families", _METRIC_FAMILY, O), ("text", _is_str, O),

@@ -86,6 +86,36 @@ in_range(double d, double lo, double hi)
 
 #define STR_OK(s) terminated((s), sizeof(s))
 
+/* Every model deployment on a declared provider, sorted as routed, its
+ * texts and limits in range, groups and model ids in one namespace. */
+static void
+check_models(const struct config *cfg)
+{
+    FUZZ_CHECK(cfg->nmodels <= CONFIG_MAX_MODELS);
+    for (size_t i = 0; i < cfg->nmodels; i++) {
+        const struct model_config *m = &cfg->models[i];
+        const struct provider_config *pc =
+            config_provider(cfg, m->provider, strlen(m->provider));
+
+        FUZZ_CHECK(STR_OK(m->alias) && STR_OK(m->name) && STR_OK(m->group));
+        FUZZ_CHECK(m->alias[0] != '\0' && m->name[0] != '\0' &&
+                   m->group[0] != '\0');
+        FUZZ_CHECK(pc != NULL && pc->priority == m->priority);
+        FUZZ_CHECK(config_model(cfg, m->alias, strlen(m->alias)) == m);
+        FUZZ_CHECK(in_range(m->rpm, 0, 1e9) && in_range(m->tpm, 0, 1e12));
+        FUZZ_CHECK(in_range(m->rpd, 0, 1e12) && in_range(m->tpd, 0, 1e15));
+        if (i > 0) {
+            const struct model_config *q = &cfg->models[i - 1];
+            FUZZ_CHECK(q->priority < m->priority ||
+                       (q->priority == m->priority &&
+                        strcmp(q->alias, m->alias) < 0));
+        }
+        for (size_t j = 0; j < cfg->nmodels; j++)
+            FUZZ_CHECK(strcmp(cfg->models[j].name, m->group) != 0 ||
+                       strcmp(cfg->models[j].group, m->group) == 0);
+    }
+}
+
 /* Every value of a loaded configuration is one its table allows. */
 static void
 check_config(const struct config *cfg, const char *env_file)
@@ -132,7 +162,9 @@ check_config(const struct config *cfg, const char *env_file)
         FUZZ_CHECK(len > 0);
         FUZZ_CHECK(strspn(p->name, "abcdefghijklmnopqrstuvwxyz0123456789_") ==
                    len);
-        FUZZ_CHECK(p->set & 1u);    /* declared by its RATE_PER_SEC */
+        /* declared by its RATE_PER_SEC or its RPM (rows 0 and 5) */
+        FUZZ_CHECK(p->set & (1u | 1u << 5));
+        FUZZ_CHECK((p->set & 1u) == 0 || (p->set & 1u << 5) == 0);
         FUZZ_CHECK(in_range(p->rate_per_sec, 0, 1e9) && p->rate_per_sec > 0);
         FUZZ_CHECK(in_range(p->burst, 1, 1e9));
         FUZZ_CHECK(p->priority >= -1000000000 && p->priority <= 1000000000);
@@ -147,6 +179,7 @@ check_config(const struct config *cfg, const char *env_file)
                         strcmp(q->name, p->name) < 0));
         }
     }
+    check_models(cfg);
 }
 
 /* Equal to 14 significant digits (%.15g keeps 15). */
@@ -189,6 +222,17 @@ check_same(const struct config *a, const struct config *b)
         FUZZ_CHECK(p->priority == q->priority);
         FUZZ_CHECK(close_to(p->cost_per_1k_tokens, q->cost_per_1k_tokens));
         FUZZ_CHECK(close_to(p->tokens_per_min, q->tokens_per_min));
+    }
+    FUZZ_CHECK(a->nmodels == b->nmodels);
+    for (size_t i = 0; i < a->nmodels; i++) {
+        const struct model_config *m = &a->models[i], *n = &b->models[i];
+
+        FUZZ_CHECK(strcmp(m->alias, n->alias) == 0);
+        FUZZ_CHECK(strcmp(m->provider, n->provider) == 0);
+        FUZZ_CHECK(strcmp(m->name, n->name) == 0);
+        FUZZ_CHECK(strcmp(m->group, n->group) == 0);
+        FUZZ_CHECK(close_to(m->rpm, n->rpm) && close_to(m->tpm, n->tpm));
+        FUZZ_CHECK(close_to(m->rpd, n->rpd) && close_to(m->tpd, n->tpd));
     }
 }
 

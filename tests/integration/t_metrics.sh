@@ -39,15 +39,15 @@ json=$("$LLMGUARDCTL" -s "$SOCK" --json metrics)
 echo "$json" > "$TMP/metrics.json"
 jq_like() { echo "$json" | grep -o "$1" | head -1; }
 expect_match "llm_requests_total{groq,wa,ok} = 2" \
-    '"llm_requests_total":\[[^]]*\{"labels":\{"provider":"groq","workflow_id":"wa","outcome":"ok"\},"value":2(\.0)?\}' "$json"
+    '"llm_requests_total":\[[^]]*\{"labels":\{"provider":"groq","workflow_id":"wa","outcome":"ok","model":""\},"value":2(\.0)?\}' "$json"
 expect_match "llm_requests_total{groq,wa,rate_limited} = 1 (the 429)" \
-    '\{"labels":\{"provider":"groq","workflow_id":"wa","outcome":"rate_limited"\},"value":1(\.0)?\}' "$json"
+    '\{"labels":\{"provider":"groq","workflow_id":"wa","outcome":"rate_limited","model":""\},"value":1(\.0)?\}' "$json"
 expect_match "llm_requests_total{openai,wa,ok} = 1" \
-    '\{"labels":\{"provider":"openai","workflow_id":"wa","outcome":"ok"\},"value":1(\.0)?\}' "$json"
+    '\{"labels":\{"provider":"openai","workflow_id":"wa","outcome":"ok","model":""\},"value":1(\.0)?\}' "$json"
 expect_match "llm_requests_total{groq,wb,ok} = 1" \
-    '\{"labels":\{"provider":"groq","workflow_id":"wb","outcome":"ok"\},"value":1(\.0)?\}' "$json"
+    '\{"labels":\{"provider":"groq","workflow_id":"wb","outcome":"ok","model":""\},"value":1(\.0)?\}' "$json"
 expect_match "llm_rate_limited_total{groq} = 1" \
-    '"llm_rate_limited_total":\[\{"labels":\{"provider":"groq"\},"value":1(\.0)?\}\]' "$json"
+    '"llm_rate_limited_total":\[\{"labels":\{"provider":"groq","model":""\},"value":1(\.0)?\}\]' "$json"
 expect_match "llm_failovers_total{groq->openai} = 1" \
     '"llm_failovers_total":\[\{"labels":\{"from_provider":"groq","to_provider":"openai"\},"value":1(\.0)?\}\]' "$json"
 expect_match "llm_quota_exceeded_total{big,acme} = 2 (soft + hard)" \
@@ -70,7 +70,7 @@ promcheck() {
 }
 "$LLMGUARDCTL" -s "$SOCK" metrics --prometheus > "$TMP/cli.prom"
 check "llmguardctl metrics --prometheus passes promtool check metrics" promcheck "$TMP/cli.prom"
-expect_match "the text has the counter" '^llm_requests_total\{provider="groq",workflow_id="wa",outcome="ok"\} 2$' "$(cat "$TMP/cli.prom")"
+expect_match "the text has the counter" '^llm_requests_total\{provider="groq",workflow_id="wa",outcome="ok",model=""\} 2$' "$(cat "$TMP/cli.prom")"
 curl -sf "http://127.0.0.1:$PORT/metrics" > "$TMP/http.prom"
 check "GET /metrics passes promtool check metrics" promcheck "$TMP/http.prom"
 expect_match "GET /metrics: same counter" '^llm_failovers_total\{from_provider="groq",to_provider="openai"\} 1$' "$(cat "$TMP/http.prom")"

@@ -148,7 +148,8 @@ def test_metrics_summary(daemon):
     assert m["gauges"]["workflow_quota_remaining_tokens"] == 100000 - 3 * 5
     rows = m["series"]["counters"]["llm_requests_total"]
     assert rows == [{"labels": {"provider": "groq", "workflow_id": "m",
-                                "outcome": "ok"}, "value": float(calls)}]
+                                "outcome": "ok", "model": ""},
+                     "value": float(calls)}]
     hist = m["series"]["histograms"]["llm_request_latency_ms"][0]
     assert hist["buckets"][-1] == {"le": "+Inf", "count": calls}
     assert daemon.metric("llm_requests_total", provider="groq",

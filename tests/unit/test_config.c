@@ -461,6 +461,164 @@ test_print_roundtrip(void **state)
     assert_true(b.providers[0].burst == 50);
 }
 
+/* PROVIDER_<NAME>_RPM / _TPM: per-minute units beside the per-second
+ * form; both forms of one limit is refused. */
+static void
+test_provider_units(void **state)
+{
+    struct config cfg;
+    char err[512], *buf = NULL;
+    size_t len = 0;
+    FILE *fp;
+
+    assert_int_equal(load(&cfg, "PROVIDER_GROQ_RPM=30\n"
+                                "PROVIDER_GROQ_TPM=12000\n"
+                                "PROVIDER_FAST_RPM=600\n"
+                                "PROVIDER_FAST_BURST=20\n", NULL, err), 0);
+    assert_int_equal(cfg.nproviders, 2);
+    const struct provider_config *g = config_provider(&cfg, "groq", 4);
+    const struct provider_config *f = config_provider(&cfg, "fast", 4);
+    assert_non_null(g);
+    assert_non_null(f);
+    assert_true(g->rate_per_sec == 0.5);
+    assert_true(g->burst == 30);            /* the RPM itself */
+    assert_true(g->tokens_per_min == 12000);
+    assert_true(f->rate_per_sec == 10);
+    assert_true(f->burst == 20);            /* _BURST wins */
+
+    /* Printed in the unit given, and read back as the same. */
+    fp = open_memstream(&buf, &len);
+    config_print(&cfg, fp);
+    fclose(fp);
+    assert_non_null(strstr(buf, "\nPROVIDER_GROQ_RPM=30\n"));
+    assert_non_null(strstr(buf, "\nPROVIDER_GROQ_TPM=12000\n"));
+    assert_null(strstr(buf, "PROVIDER_GROQ_RATE_PER_SEC"));
+    assert_null(strstr(buf, "PROVIDER_GROQ_TOKENS_PER_MIN"));
+    assert_int_equal(load(&cfg, buf, NULL, err), 0);
+    free(buf);
+    g = config_provider(&cfg, "groq", 4);
+    assert_true(g->rate_per_sec == 0.5 && g->burst == 30 &&
+                g->tokens_per_min == 12000);
+
+    assert_int_equal(load(&cfg, "PROVIDER_GROQ_RPM=30\n"
+                                "PROVIDER_GROQ_RATE_PER_SEC=1\n", NULL, err),
+                     -1);
+    assert_non_null(strstr(err, "PROVIDER_GROQ_RPM and "
+                                "PROVIDER_GROQ_RATE_PER_SEC both set"));
+    assert_int_equal(load(&cfg, "PROVIDER_GROQ_RPM=30\n"
+                                "PROVIDER_GROQ_TPM=10\n"
+                                "PROVIDER_GROQ_TOKENS_PER_MIN=5\n", NULL, err),
+                     -1);
+    assert_non_null(strstr(err, "PROVIDER_GROQ_TPM and "
+                                "PROVIDER_GROQ_TOKENS_PER_MIN both set"));
+    assert_int_equal(load(&cfg, "PROVIDER_GROQ_RPM=0\n", NULL, err), -1);
+    assert_non_null(strstr(err, "PROVIDER_GROQ_RPM=0"));
+    assert_int_equal(load(&cfg, "PROVIDER_GROQ_TPM=100\n", NULL, err), -1);
+    assert_non_null(strstr(err, "has no PROVIDER_GROQ_RATE_PER_SEC or _RPM"));
+}
+
+/* MODEL_<ALIAS>_*: deployments, their defaults, their checks. */
+static void
+test_models(void **state)
+{
+    struct config cfg;
+    char err[512], log[4096], *buf = NULL;
+    size_t len = 0;
+    FILE *fp;
+    const char *text =
+        "PROVIDER_GROQ_RPM=300\n"
+        "PROVIDER_TOGETHER_RATE_PER_SEC=5\n"
+        "MODEL_LLAMA_GROQ_PROVIDER=groq\n"
+        "MODEL_LLAMA_GROQ_NAME=llama-3.3-70b-versatile\n"
+        "MODEL_LLAMA_GROQ_GROUP=llama\n"
+        "MODEL_LLAMA_GROQ_RPM=30\n"
+        "MODEL_LLAMA_GROQ_TPM=12000\n"
+        "MODEL_LLAMA_GROQ_RPD=1000\n"
+        "MODEL_LLAMA_GROQ_TPD=100000\n"
+        "MODEL_LLAMA_TOG_PROVIDER=TOGETHER\n"
+        "MODEL_LLAMA_TOG_NAME=meta-llama/Llama-3.3-70B-Instruct-Turbo\n"
+        "MODEL_LLAMA_TOG_GROUP=llama\n"
+        "MODEL_GEMMA_PROVIDER=groq\n"
+        "MODEL_GEMMA_RPN=3\n";
+
+    assert_int_equal(load_logged(&cfg, text, NULL, err, log, sizeof(log)), 0);
+    assert_non_null(strstr(log, "warn: unknown variable MODEL_GEMMA_RPN"));
+    assert_int_equal(cfg.nmodels, 3);
+    const struct model_config *m = config_model(&cfg, "llama_groq", 10);
+    assert_non_null(m);
+    assert_string_equal(m->provider, "groq");
+    assert_string_equal(m->name, "llama-3.3-70b-versatile");
+    assert_string_equal(m->group, "llama");
+    assert_true(m->rpm == 30 && m->tpm == 12000);
+    assert_true(m->rpd == 1000 && m->tpd == 100000);
+    m = config_model(&cfg, "llama_tog", 9);
+    assert_string_equal(m->provider, "together");
+    assert_true(m->rpm == 0 && m->tpm == 0);
+    m = config_model(&cfg, "gemma", 5);     /* the defaults */
+    assert_string_equal(m->name, "gemma");
+    assert_string_equal(m->group, "gemma");
+
+    fp = open_memstream(&buf, &len);
+    config_print(&cfg, fp);
+    fclose(fp);
+    assert_non_null(strstr(buf, "\nMODEL_LLAMA_GROQ_NAME="
+                                "llama-3.3-70b-versatile\n"));
+    assert_non_null(strstr(buf, "\nMODEL_LLAMA_GROQ_RPD=1000\n"));
+    assert_non_null(strstr(buf, "\nMODEL_GEMMA_GROUP=gemma\n"));
+    assert_null(strstr(buf, "MODEL_GEMMA_RPM"));
+    assert_int_equal(load(&cfg, buf, NULL, err), 0);
+    free(buf);
+    assert_int_equal(cfg.nmodels, 3);
+    assert_true(config_model(&cfg, "llama_groq", 10)->tpd == 100000);
+
+    /* Another program's MODEL_NAME in the environment is not ours; a
+     * MODEL_<ALIAS>_<KEY> there is. */
+    char *envp[] = { "MODEL_NAME=gpt-4o", "MODEL_X_PROVIDER=a", NULL };
+    assert_int_equal(load_logged(&cfg, "PROVIDER_A_RPM=60\n", envp, err, log,
+                                 sizeof(log)), 0);
+    assert_string_equal(log, "");
+    assert_int_equal(cfg.nmodels, 1);
+}
+
+/* What a model deployment may not be. */
+static void
+test_model_errors(void **state)
+{
+    static const struct { const char *text, *expect; } cases[] = {
+        { "MODEL_X_PROVIDER=nope\n",
+          "MODEL_X_PROVIDER=nope: expected a declared provider" },
+        { "MODEL_X_RPM=5\n", "model 'x' has no MODEL_X_PROVIDER" },
+        { "MODEL_X_PROVIDER=a\nMODEL_X_RPM=-1\n", "MODEL_X_RPM=-1" },
+        { "MODEL_X_PROVIDER=a\nMODEL_X_TPD=zero\n", "MODEL_X_TPD=zero" },
+        { "MODEL_X_PROVIDER=a\nMODEL_X_NAME=\n", "MODEL_X_NAME=: expected" },
+        { "MODEL_X_PROVIDER=a\nMODEL_X_GROUP='a b'\n", "MODEL_X_GROUP=a b" },
+        /* A group named like another deployment's model id. */
+        { "MODEL_X_PROVIDER=a\nMODEL_X_GROUP=fast\n"
+          "MODEL_Y_PROVIDER=a\nMODEL_Y_NAME=fast\nMODEL_Y_GROUP=slow\n",
+          "MODEL_X_GROUP=fast: the model id of MODEL_Y (in group slow)" },
+    };
+    struct config cfg;
+    char err[512], text[512];
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(text, sizeof(text), "PROVIDER_A_RPM=60\n%s", cases[i].text);
+        if (load(&cfg, text, NULL, err) != -1 ||
+            strstr(err, cases[i].expect) == NULL)
+            fail_msg("%s: err '%s'", cases[i].text, err);
+    }
+    /* A model id in its own default group, and one id in two groups
+     * that are not ids, are fine. */
+    assert_int_equal(load(&cfg, "PROVIDER_A_RPM=60\n"
+                                "MODEL_X_PROVIDER=a\nMODEL_X_NAME=m\n"
+                                "MODEL_Y_PROVIDER=a\nMODEL_Y_NAME=m\n",
+                          NULL, err), 0);
+    assert_int_equal(load(&cfg, "PROVIDER_A_RPM=60\n"
+                                "MODEL_X_PROVIDER=a\nMODEL_X_NAME=m\n"
+                                "MODEL_X_GROUP=g1\n"
+                                "MODEL_Y_PROVIDER=a\nMODEL_Y_NAME=m\n"
+                                "MODEL_Y_GROUP=g2\n", NULL, err), 0);
+}
+
 int
 main(void)
 {
@@ -476,6 +634,9 @@ main(void)
         cmocka_unit_test(test_bad_values),
         cmocka_unit_test(test_socket_path_too_long),
         cmocka_unit_test(test_print_roundtrip),
+        cmocka_unit_test(test_provider_units),
+        cmocka_unit_test(test_models),
+        cmocka_unit_test(test_model_errors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -133,36 +133,36 @@ test_counter_exact(void **state)
     (void)state;
     for (i = 0; i < 1000; i++)
         assert_int_equal(metrics_inc(m, METRIC_REQUESTS_TOTAL,
-            L("groq", "wf1", "ok"), 1), 0);
+            L("groq", "wf1", "ok", ""), 1), 0);
     assert_int_equal(metrics_inc(m, METRIC_REQUESTS_TOTAL,
-        L("groq", "wf1", "ok"), 2.5), 0);
+        L("groq", "wf1", "ok", ""), 2.5), 0);
     assert_int_equal(metrics_inc(m, METRIC_REQUESTS_TOTAL,
-        L("openai", "wf1", "ok"), 1), 0);
+        L("openai", "wf1", "ok", ""), 1), 0);
     assert_int_equal(metrics_inc(m, METRIC_RATE_LIMITED_TOTAL,
-        L("groq"), 1), 0);
+        L("groq", ""), 1), 0);
     assert_int_equal(metrics_inc(m, METRIC_STORE_WRITE_ERRORS_TOTAL,
         NULL, 3), 0);
 
     /* invalid increments change nothing */
     assert_int_equal(metrics_inc(m, METRIC_REQUESTS_TOTAL,
-        L("groq", "wf1", "ok"), -1), -1);
+        L("groq", "wf1", "ok", ""), -1), -1);
     assert_int_equal(metrics_inc(m, METRIC_REQUESTS_TOTAL,
-        L("groq", "wf1", "ok"), NAN), -1);
+        L("groq", "wf1", "ok", ""), NAN), -1);
     assert_int_equal(metrics_inc(m, METRIC_REQUESTS_TOTAL,
-        L("groq", "wf1", "ok"), INFINITY), -1);
+        L("groq", "wf1", "ok", ""), INFINITY), -1);
     assert_int_equal(metrics_inc(m, METRIC_REQUESTS_TOTAL,
-        L("never", "seen", "ok"), -1), -1);
+        L("never", "seen", "ok", ""), -1), -1);
 
     assert_true(value_of(m, METRIC_REQUESTS_TOTAL,
-        L("groq", "wf1", "ok")) == 1002.5);
+        L("groq", "wf1", "ok", "")) == 1002.5);
     assert_true(value_of(m, METRIC_REQUESTS_TOTAL,
-        L("openai", "wf1", "ok")) == 1);
-    assert_true(value_of(m, METRIC_RATE_LIMITED_TOTAL, L("groq")) == 1);
+        L("openai", "wf1", "ok", "")) == 1);
+    assert_true(value_of(m, METRIC_RATE_LIMITED_TOTAL, L("groq", "")) == 1);
     assert_true(value_of(m, METRIC_STORE_WRITE_ERRORS_TOTAL, NULL) == 3);
     assert_true(value_of(m, METRIC_TRACE_SPANS_DROPPED_TOTAL, NULL) == 0);
     assert_int_equal(n_series(m, METRIC_REQUESTS_TOTAL, NULL), 2);
     assert_false(has_series(m, METRIC_REQUESTS_TOTAL,
-        L("never", "seen", "ok")));
+        L("never", "seen", "ok", "")));
     metrics_free(m);
 }
 
@@ -225,24 +225,25 @@ test_label_escaping(void **state)
 
     (void)state;
     assert_int_equal(metrics_inc(m, METRIC_RATE_LIMITED_TOTAL,
-        L("a\"b\\c\nd\te"), 1), 0);
+        L("a\"b\\c\nd\te", ""), 1), 0);
     /* invalid UTF-8 (a lone 0xff, a surrogate, a truncated sequence)
      * becomes U+FFFD per byte; valid multibyte text is kept */
     assert_int_equal(metrics_inc(m, METRIC_RATE_LIMITED_TOTAL,
-        L("x\xffy\xed\xa0\x80z\xc3"), 1), 0);
+        L("x\xffy\xed\xa0\x80z\xc3", ""), 1), 0);
     assert_int_equal(metrics_inc(m, METRIC_RATE_LIMITED_TOTAL,
-        L("caf\xc3\xa9 \xf0\x9f\x98\x80"), 1), 0);
+        L("caf\xc3\xa9 \xf0\x9f\x98\x80", ""), 1), 0);
     /* NULL is the empty string */
     assert_int_equal(metrics_inc(m, METRIC_QUOTA_EXCEEDED_TOTAL,
         L("wf", NULL), 1), 0);
 
     out = render(m);
     assert_non_null(strstr(out,
-        "llm_rate_limited_total{provider=\"a\\\"b\\\\c\\nd\te\"} 1\n"));
+        "llm_rate_limited_total{provider=\"a\\\"b\\\\c\\nd\te\","
+        "model=\"\"} 1\n"));
     assert_non_null(strstr(out, "llm_rate_limited_total{provider=\"x"
-        FFFD "y" FFFD FFFD FFFD "z" FFFD "\"} 1\n"));
+        FFFD "y" FFFD FFFD FFFD "z" FFFD "\",model=\"\"} 1\n"));
     assert_non_null(strstr(out, "llm_rate_limited_total{provider=\"caf"
-        "\xc3\xa9 \xf0\x9f\x98\x80\"} 1\n"));
+        "\xc3\xa9 \xf0\x9f\x98\x80\",model=\"\"} 1\n"));
     assert_non_null(strstr(out,
         "llm_quota_exceeded_total{workflow_id=\"wf\",tenant_id=\"\"} 1\n"));
     free(out);
@@ -258,19 +259,25 @@ test_cap_small(void **state)
     (void)state;
     /* a user's own "__other__" is the overflow series: no slot taken */
     assert_int_equal(metrics_inc(m, METRIC_RATE_LIMITED_TOTAL,
-        L(METRICS_OTHER), 1), 0);
-    assert_int_equal(metrics_inc(m, METRIC_RATE_LIMITED_TOTAL, L("a"), 1), 0);
-    assert_int_equal(metrics_inc(m, METRIC_RATE_LIMITED_TOTAL, L("b"), 1), 0);
-    assert_int_equal(metrics_inc(m, METRIC_RATE_LIMITED_TOTAL, L("c"), 1), 0);
-    assert_int_equal(metrics_inc(m, METRIC_RATE_LIMITED_TOTAL, L("d"), 1), 0);
-    assert_int_equal(metrics_inc(m, METRIC_RATE_LIMITED_TOTAL, L("e"), 1), 0);
-    assert_int_equal(metrics_inc(m, METRIC_RATE_LIMITED_TOTAL, L("a"), 1), 0);
+        L(METRICS_OTHER, METRICS_OTHER), 1), 0);
+    assert_int_equal(metrics_inc(m, METRIC_RATE_LIMITED_TOTAL, L("a", ""),
+        1), 0);
+    assert_int_equal(metrics_inc(m, METRIC_RATE_LIMITED_TOTAL, L("b", ""),
+        1), 0);
+    assert_int_equal(metrics_inc(m, METRIC_RATE_LIMITED_TOTAL, L("c", ""),
+        1), 0);
+    assert_int_equal(metrics_inc(m, METRIC_RATE_LIMITED_TOTAL, L("d", ""),
+        1), 0);
+    assert_int_equal(metrics_inc(m, METRIC_RATE_LIMITED_TOTAL, L("e", ""),
+        1), 0);
+    assert_int_equal(metrics_inc(m, METRIC_RATE_LIMITED_TOTAL, L("a", ""),
+        1), 0);
 
-    assert_true(value_of(m, METRIC_RATE_LIMITED_TOTAL, L("a")) == 2);
-    assert_true(value_of(m, METRIC_RATE_LIMITED_TOTAL, L("c")) == 1);
-    assert_true(value_of(m, METRIC_RATE_LIMITED_TOTAL, L(METRICS_OTHER)) ==
-        3);
-    assert_false(has_series(m, METRIC_RATE_LIMITED_TOTAL, L("d")));
+    assert_true(value_of(m, METRIC_RATE_LIMITED_TOTAL, L("a", "")) == 2);
+    assert_true(value_of(m, METRIC_RATE_LIMITED_TOTAL, L("c", "")) == 1);
+    assert_true(value_of(m, METRIC_RATE_LIMITED_TOTAL,
+        L(METRICS_OTHER, METRICS_OTHER)) == 3);
+    assert_false(has_series(m, METRIC_RATE_LIMITED_TOTAL, L("d", "")));
     assert_int_equal(n_series(m, METRIC_RATE_LIMITED_TOTAL, &total), 4);
     assert_true(total == 7);
 
@@ -317,17 +324,17 @@ test_cap_default(void **state)
     for (i = 0; i < 20000; i++) {
         snprintf(id, sizeof(id), "wf-%d", i);
         assert_int_equal(metrics_inc(m, METRIC_REQUESTS_TOTAL,
-            L("groq", id, "ok"), 1), 0);
+            L("groq", id, "ok", ""), 1), 0);
     }
     assert_int_equal(n_series(m, METRIC_REQUESTS_TOTAL, &total),
         METRICS_DEFAULT_MAX_SERIES + 1);
     assert_true(total == 20000);
     assert_true(value_of(m, METRIC_REQUESTS_TOTAL,
-        L(METRICS_OTHER, METRICS_OTHER, METRICS_OTHER)) == 10000);
+        L(METRICS_OTHER, METRICS_OTHER, METRICS_OTHER, METRICS_OTHER)) == 10000);
     assert_true(value_of(m, METRIC_REQUESTS_TOTAL,
-        L("groq", "wf-9999", "ok")) == 1);
+        L("groq", "wf-9999", "ok", "")) == 1);
     assert_false(has_series(m, METRIC_REQUESTS_TOTAL,
-        L("groq", "wf-10000", "ok")));
+        L("groq", "wf-10000", "ok", "")));
     metrics_free(m);
 }
 
@@ -379,8 +386,8 @@ test_order(void **state)
     (void)state;
     for (i = 0; i < sizeof(sets) / sizeof(sets[0]); i++)
         metrics_inc(m, METRIC_FAILOVERS_TOTAL, sets[i], 1);
-    metrics_inc(m, METRIC_REQUESTS_TOTAL, L("p", "w2", "ok"), 1);
-    metrics_inc(m, METRIC_REQUESTS_TOTAL, L("p", "w1", "ok"), 1);
+    metrics_inc(m, METRIC_REQUESTS_TOTAL, L("p", "w2", "ok", ""), 1);
+    metrics_inc(m, METRIC_REQUESTS_TOTAL, L("p", "w1", "ok", ""), 1);
 
     assert_int_equal(metrics_foreach(m, &v), 0);
     assert_string_equal(w.buf,
@@ -435,9 +442,9 @@ test_prometheus_exact(void **state)
     char *out;
 
     (void)state;
-    metrics_inc(m, METRIC_REQUESTS_TOTAL, L("openai", "wf-2", "ok"), 1);
-    metrics_inc(m, METRIC_REQUESTS_TOTAL, L("groq", "wf-1", "ok"), 2);
-    metrics_inc(m, METRIC_REQUESTS_TOTAL, L("groq", "wf-3", "ok"), 1);
+    metrics_inc(m, METRIC_REQUESTS_TOTAL, L("openai", "wf-2", "ok", ""), 1);
+    metrics_inc(m, METRIC_REQUESTS_TOTAL, L("groq", "wf-1", "ok", ""), 2);
+    metrics_inc(m, METRIC_REQUESTS_TOTAL, L("groq", "wf-3", "ok", ""), 1);
     metrics_inc(m, METRIC_FAILOVERS_TOTAL, L("groq", "openai"), 1);
     metrics_set(m, METRIC_PROVIDER_AVAILABLE_TOKENS, L("groq"), 7.25);
     metrics_observe(m, METRIC_REQUEST_LATENCY_MS, L("groq"), 42);
@@ -447,17 +454,18 @@ test_prometheus_exact(void **state)
     out = render(m);
     assert_string_equal(out,
         "# HELP llm_requests_total LLM request attempts reported, by "
-        "provider, workflow and outcome.\n"
+        "provider, workflow, outcome and model (empty when the permit named "
+        "none).\n"
         "# TYPE llm_requests_total counter\n"
         "llm_requests_total{provider=\"__other__\",workflow_id=\"__other__\","
-        "outcome=\"__other__\"} 1\n"
+        "outcome=\"__other__\",model=\"__other__\"} 1\n"
         "llm_requests_total{provider=\"groq\",workflow_id=\"wf-1\","
-        "outcome=\"ok\"} 2\n"
+        "outcome=\"ok\",model=\"\"} 2\n"
         "llm_requests_total{provider=\"openai\",workflow_id=\"wf-2\","
-        "outcome=\"ok\"} 1\n"
+        "outcome=\"ok\",model=\"\"} 1\n"
         "# HELP llm_rate_limited_total LLM requests that met a rate limit: "
         "waited for a token, moved off a provider without one, or answered "
-        "429.\n"
+        "429; model is empty when the permit named none.\n"
         "# TYPE llm_rate_limited_total counter\n"
         "# HELP llm_failovers_total LLM requests moved from one provider to "
         "another.\n"

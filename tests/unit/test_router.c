@@ -463,6 +463,49 @@ test_names(void **state)
                         "rate_limited");
 }
 
+/* A held provider (its holder in cooldown) is no candidate, and in the
+ * all-degraded fallback it counts with the later of both ends. */
+static void
+test_held(void **state)
+{
+    struct router *r = make(ROUTER_POLICY_PRIMARY, 3, 1, 1, 1);
+    double held[3] = { -INFINITY, -INFINITY, -INFINITY };
+    bool deg;
+
+    held[idx(r, "a")] = 30;
+    assert_int_equal(router_select_held(r, -1, NULL, held, 0, &deg),
+                     idx(r, "b"));
+    assert_false(deg);
+    /* Its own health is untouched: without the holder, a is first. */
+    assert_int_equal(router_select(r, -1, NULL, 0, &deg), idx(r, "a"));
+    assert_true(router_is_healthy(r, idx(r, "a"), 0));
+    /* The hold ends: a again. */
+    assert_int_equal(router_select_held(r, -1, NULL, held, 30, &deg),
+                     idx(r, "a"));
+    /* Everything held or degraded: the earliest end, counting the hold. */
+    router_report(r, idx(r, "a"), ROUTER_OUTCOME_SERVER_ERROR, -1, 0, 0, 0);
+    held[idx(r, "b")] = 100;
+    held[idx(r, "c")] = 80;
+    /* a: own 60, held 30 -> 60; b: 100; c: 80 */
+    assert_int_equal(router_select_held(r, -1, NULL, held, 1, &deg),
+                     idx(r, "a"));
+    assert_true(deg);
+    held[idx(r, "a")] = 90;     /* now a ends at 90: c first */
+    assert_int_equal(router_select_held(r, -1, NULL, held, 1, &deg),
+                     idx(r, "c"));
+    assert_true(deg);
+    router_free(r);
+
+    /* Weighted policies skip held ones too. */
+    r = make(ROUTER_POLICY_COST_WEIGHTED, 2, 1, 1, 0);
+    double h2[2] = { -INFINITY, -INFINITY };
+    h2[idx(r, "a")] = 10;
+    for (int k = 0; k < 4; k++)
+        assert_int_equal(router_select_held(r, -1, NULL, h2, 0, &deg),
+                         idx(r, "b"));
+    router_free(r);
+}
+
 int
 main(void)
 {
@@ -484,6 +527,7 @@ main(void)
         cmocka_unit_test(test_all_excluded),
         cmocka_unit_test(test_copy_state),
         cmocka_unit_test(test_names),
+        cmocka_unit_test(test_held),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
