@@ -107,6 +107,9 @@ static const struct option_def provider_options[] = {
       1e9, NULL, 0, 0 },
     { "TOKENS_PER_MIN", OPT_DOUBLE, P(tokens_per_min), 0, "0", -1, 1e12,
       NULL, 0, 0 },
+    /* Per-day limits over any rolling 24 hours; 0: none. */
+    { "RPD", OPT_INT, P(requests_per_day), 0, "0", 0, 1e15, NULL, 0, 0 },
+    { "TPD", OPT_INT, P(tokens_per_day), 0, "0", 0, 1e15, NULL, 0, 0 },
     /* Read by clients (examples/ratelimit_demo), known here so they do not
      * warn; the daemon ignores them. */
     { "BASE_URL", OPT_STR, 0, 0, NULL, 0, 0, NULL, 0, 0 },
@@ -116,7 +119,7 @@ static const struct option_def provider_options[] = {
 /* Which PROVIDER_ keys were given: bit i of provider_config.set is row i. */
 enum { PROVIDER_KEY_RATE, PROVIDER_KEY_BURST };
 #define NPROVIDER_OPTIONS (sizeof(provider_options) / sizeof(provider_options[0]))
-#define PROVIDER_CLIENT_ONLY 5      /* index of the first client-only key */
+#define PROVIDER_CLIENT_ONLY 7      /* index of the first client-only key */
 
 /* One KEY=VALUE setting and where it came from. */
 struct setting {

@@ -29,6 +29,8 @@ struct provider_config {
     int64_t priority;
     double cost_per_1k_tokens;
     double tokens_per_min;          /* 0: unlimited */
+    int64_t requests_per_day;       /* RPD over any 24 h; 0: unlimited */
+    int64_t tokens_per_day;         /* TPD over any 24 h; 0: unlimited */
     uint32_t set;                   /* which PROVIDER_ keys were given */
 };
 

@@ -33,6 +33,7 @@
 #include "proto.h"
 
 struct conn;
+struct daily;
 struct telemetry;
 
 struct daemon {
@@ -44,6 +45,7 @@ struct daemon {
     struct server *server;          /* the control socket */
     struct buckets *buckets;        /* a token bucket per provider */
     struct quota *quota;            /* usage in memory: authoritative */
+    struct daily *daily;            /* RPD/TPD counters, persisted too */
     struct persist *persist;        /* quota -> SQLite */
     struct permits *permits;        /* permit, report, routing */
     struct telemetry *telemetry;    /* metrics and spans */

@@ -17,6 +17,7 @@
 #include "clock.h"
 #include "config.h"
 #include "daemon.h"
+#include "daily.h"
 #include "decisions.h"
 #include "http.h"
 #include "log.h"
@@ -208,13 +209,16 @@ start(struct daemon *d)
                          cfg->quota_enforcement == ENFORCE_HARD);
     if (d->quota == NULL)
         fatalx(1, "cannot create the quota table");
-    d->persist = persist_open(d->base, cfg, d->quota, d->telemetry,
+    if ((d->daily = daily_new(DAILY_WINDOW_S)) == NULL ||
+        permits_set_daily(d->daily, cfg) < 0)
+        fatalx(1, "cannot create the daily limits");
+    d->persist = persist_open(d->base, cfg, d->quota, d->daily, d->telemetry,
                               held_slot);
     if ((d->decisions = decisions_new((size_t)cfg->decisions)) == NULL)
         fatalx(1, "cannot keep %lld decisions: out of memory",
                (long long)cfg->decisions);
     struct permits_deps deps = { cfg, d->buckets, d->quota, d->persist,
-                                 d->telemetry, d->decisions };
+                                 d->telemetry, d->decisions, d->daily };
     if ((d->permits = permits_new(&deps, permits_slot)) == NULL)
         fatalx(1, "cannot set up routing");
     telemetry_on_refresh(d->telemetry, ops_refresh_gauges, d);
@@ -235,6 +239,7 @@ stop(struct daemon *d)
     buckets_free(d->buckets);
     persist_close(d->persist);
     quota_free(d->quota);
+    daily_free(d->daily);
     telemetry_free(d->telemetry);
 }
 

@@ -11,6 +11,7 @@
 
 #include "buckets.h"
 #include "clock.h"
+#include "daily.h"
 #include "decisions.h"
 #include "log.h"
 #include "permits.h"
@@ -78,6 +79,9 @@ struct permit {
     uint64_t estimate;
     double started_s;               /* monotonic, when routed */
     uint64_t decision;              /* its seq in the decisions; 0: none */
+    bool daily_charged;             /* counted on its provider's RPD/TPD */
+    int64_t daily_slot;             /* where: the handle to reconcile */
+    char daily_name[PERMITS_DAILY_NAME_MAX];    /* "provider/<name>" */
 };
 
 /* A permit on its way: what the grant needs to finish it, while it is
@@ -88,6 +92,7 @@ struct pending {
     double wait_start_s;
     bool quota_allowed, has_remaining, all_degraded;
     uint64_t quota_remaining;
+    bool daily_out[CONFIG_MAX_PROVIDERS];   /* left by their daily limit */
     struct decision_draft dr;       /* what explain will say of it */
 };
 
@@ -355,10 +360,13 @@ permits_select_provider(struct permits *p, struct conn *c,
 
 /* ---- permit ------------------------------------------------------------ */
 
+static void daily_undo(struct permits *p, struct permit *pm);
+
 /* Return an unused reservation: the attempt never happened. */
 static void
-unreserve(struct permits *p, const struct permit *pm)
+unreserve(struct permits *p, struct permit *pm)
 {
+    daily_undo(p, pm);
     if (!pm->charged)
         return;
     quota_commit(p->d.quota, or_null(pm->workflow), or_null(pm->tenant),
@@ -373,6 +381,179 @@ call_refused(struct call *call)
 {
     if (call->open_permits == 0)
         call_end(call);
+}
+
+/* ---- daily limits (PROVIDER_<NAME>_RPD, _TPD) -------------------------- */
+
+void
+permits_daily_name(char *buf, size_t len, const char *provider)
+{
+    snprintf(buf, len, "provider/%s", provider);
+}
+
+int
+permits_set_daily(struct daily *dl, const struct config *cfg)
+{
+    char name[PERMITS_DAILY_NAME_MAX];
+
+    daily_clear_limits(dl);
+    for (size_t i = 0; i < cfg->nproviders; i++) {
+        const struct provider_config *pc = &cfg->providers[i];
+        if (pc->requests_per_day == 0 && pc->tokens_per_day == 0)
+            continue;
+        permits_daily_name(name, sizeof(name), pc->name);
+        if (daily_set_limit(dl, name, pc->requests_per_day,
+                            pc->tokens_per_day) < 0) {
+            log_error("%s: out of memory", __func__);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/*
+ * The refusal of a daily limit: a timeout (nothing was taken, and the
+ * caller may try again later) whose message starts "daily_limit", with
+ * the limit's name as subject and, when it is known, when it frees
+ * (reset_at) and in how many seconds (retry_after_s).
+ */
+static int
+daily_refusal(const char *name, const struct daily_verdict *v, double wall,
+              const char *lead, struct proto_error *e)
+{
+    const char *unit = daily_unit_name(v->unit);
+
+    if (v->has_frees_at)
+        proto_error_set(e, PROTO_E_TIMEOUT, "daily_limit: %s; %s has used "
+                        "%lld of its %lld %s a day, the first frees in %.0f "
+                        "s", lead, name, (long long)v->used,
+                        (long long)v->limit, unit,
+                        fmax(0, v->frees_at_s - wall));
+    else
+        proto_error_set(e, PROTO_E_TIMEOUT, "daily_limit: %s; %s takes %lld "
+                        "%s a day, fewer than this asks", lead, name,
+                        (long long)v->limit, unit);
+    snprintf(e->subject, sizeof(e->subject), "%s", name);
+    e->detail.subject = request_str(e->subject);
+    PROTO_SET(&e->detail, PROTO_ERR_SUBJECT);
+    if (v->has_frees_at) {
+        e->detail.reset_at = v->frees_at_s;
+        e->detail.retry_after_s = fmax(0, v->frees_at_s - wall);
+        PROTO_SET(&e->detail, PROTO_ERR_RESET_AT);
+        PROTO_SET(&e->detail, PROTO_ERR_RETRY_AFTER_S);
+    }
+    return -1;
+}
+
+int
+permits_daily_gate(struct daily *dl, const char *provider, uint64_t llm,
+                   double wall, struct proto_error *e)
+{
+    char name[PERMITS_DAILY_NAME_MAX];
+    struct daily_verdict v;
+
+    permits_daily_name(name, sizeof(name), provider);
+    if (llm > INT64_MAX || daily_check(dl, name, 1, (int64_t)llm, wall,
+                                       &v) < 0)
+        return proto_error_set(e, PROTO_E_BAD_REQUEST, "llm_tokens too "
+                               "large");
+    if (v.allowed)
+        return 0;
+    return daily_refusal(name, &v, wall, "the provider is at its daily "
+                         "limit", e);
+}
+
+/* The provider that is out of its daily limit and frees first. */
+struct daily_first {
+    int idx;                        /* -1: none is out */
+    struct daily_verdict v;
+};
+
+/*
+ * Flag in out[] each provider not excluded whose daily limit cannot take
+ * one more request of estimate tokens at wall; returns how many, the one
+ * that frees first in *first.
+ */
+static size_t
+daily_out(struct permits *p, const bool *excluded, uint64_t estimate,
+          double wall, bool *out, struct daily_first *first)
+{
+    char name[PERMITS_DAILY_NAME_MAX];
+    struct daily_verdict v;
+    size_t n = 0;
+
+    first->idx = -1;
+    for (size_t i = 0; i < router_count(p->router); i++) {
+        out[i] = false;
+        if (excluded[i])
+            continue;
+        permits_daily_name(name, sizeof(name), provider_name(p, (int)i));
+        if (daily_check(p->d.daily, name, 1, (int64_t)estimate, wall,
+                        &v) < 0 || v.allowed)
+            continue;
+        out[i] = true;
+        n++;
+        if (first->idx < 0 || (v.has_frees_at && (!first->v.has_frees_at ||
+                               v.frees_at_s < first->v.frees_at_s))) {
+            first->idx = (int)i;
+            first->v = v;
+        }
+    }
+    return n;
+}
+
+/* Count the attempt pm on its provider's daily limit, once. */
+static void
+daily_charge_pm(struct permits *p, struct permit *pm)
+{
+    if (pm->daily_charged || !p->d.cfg->rate_limit_enabled)
+        return;
+    permits_daily_name(pm->daily_name, sizeof(pm->daily_name),
+                       provider_name(p, pm->provider));
+    if (!daily_limited(p->d.daily, pm->daily_name))
+        return;
+    if (daily_charge(p->d.daily, pm->daily_name, 1, (int64_t)pm->estimate,
+                     clock_wall(), &pm->daily_slot) < 0) {
+        log_error("%s: out of memory: %s not counted", __func__,
+                  pm->daily_name);
+        return;
+    }
+    pm->daily_charged = true;
+    persist_changed(p->d.persist);
+}
+
+/* Give back pm's daily count: the attempt never happened. */
+static void
+daily_undo(struct permits *p, struct permit *pm)
+{
+    double wall = clock_wall();
+
+    if (!pm->daily_charged)
+        return;
+    daily_reconcile(p->d.daily, pm->daily_name, DAILY_REQUESTS,
+                    pm->daily_slot, 1, 0, wall);
+    daily_reconcile(p->d.daily, pm->daily_name, DAILY_TOKENS, pm->daily_slot,
+                    (int64_t)pm->estimate, 0, wall);
+    pm->daily_charged = false;
+    persist_changed(p->d.persist);
+}
+
+/* The report's tokens replace the estimate on the daily count; whether
+ * that changed it. */
+static bool
+daily_report(struct permits *p, const struct permit *pm,
+             const struct proto_report_req *r)
+{
+    if (!pm->daily_charged || !PROTO_HAS(r, PROTO_REPORT_REQ_TOKENS_USED) ||
+        r->tokens_used == pm->estimate)
+        return false;
+    if (daily_reconcile(p->d.daily, pm->daily_name, DAILY_TOKENS,
+                        pm->daily_slot, (int64_t)pm->estimate,
+                        (int64_t)r->tokens_used, clock_wall()) < 0)
+        log_error("%s: out of memory: %s not reconciled", __func__,
+                  pm->daily_name);
+    persist_changed(p->d.persist);
+    return true;
 }
 
 /* ---- decisions (llmguardctl explain) ----------------------------------- */
@@ -459,6 +640,7 @@ draft_route(struct permits *p, struct pending *pd, const bool *excluded,
         }
         dp->why = i == chosen ? DECISION_CHOSEN :
                   excluded[i] ? DECISION_EXCLUDED :
+                  pd->daily_out[i] ? DECISION_DAILY_LIMIT :
                   no_token != NULL && no_token[i] ? DECISION_NO_TOKEN :
                   dp->degraded ? DECISION_COOLDOWN : DECISION_NOT_CHOSEN;
     }
@@ -544,7 +726,10 @@ grant(struct permits *p, struct conn *c, uint64_t req_id, struct pending *pd,
 {
     struct proto_permit_rep rep = { 0 };
     struct proto_error e;
-    struct permit *pm = permit_add(p, c, pd, wait_ms, rate_limited);
+    struct permit *pm;
+
+    daily_charge_pm(p, &pd->pm);
+    pm = permit_add(p, c, pd, wait_ms, rate_limited);
 
     if (pm == NULL) {
         unreserve(p, &pd->pm);
@@ -567,7 +752,7 @@ grant(struct permits *p, struct conn *c, uint64_t req_id, struct pending *pd,
     rep.rate_limited = rate_limited;
     rep.all_degraded = pd->all_degraded;
     persist_reply(p->d.persist, c, PROTO_OP_PERMIT, req_id, &rep,
-                  pm->charged && pm->estimate > 0);
+                  (pm->charged && pm->estimate > 0) || pm->daily_charged);
 }
 
 /* A waiting permit got its token, timed out, or lost its connection. */
@@ -659,6 +844,38 @@ struct route_args {
     bool excluded[CONFIG_MAX_PROVIDERS];
 };
 
+/*
+ * Step 2: the provider for pd: the policy's choice among those not
+ * excluded and not out of their daily limit (skip[] gets both).  -1 with
+ * e filled when none is left: the daily refusal when some were left by
+ * their limit.
+ */
+static int
+route_pick(struct permits *p, struct pending *pd, const struct route_args *ra,
+           double now, bool *skip, struct proto_error *e)
+{
+    size_t n = router_count(p->router), nout = 0;
+    struct daily_first first = { .idx = -1 };
+    double wall = clock_wall();
+    int idx;
+
+    if (p->d.cfg->rate_limit_enabled)
+        nout = daily_out(p, ra->excluded, pd->pm.estimate, wall,
+                         pd->daily_out, &first);
+    for (size_t i = 0; i < n; i++)
+        skip[i] = ra->excluded[i] || pd->daily_out[i];
+    idx = router_select(p->router, ra->pref, skip, now, &pd->all_degraded);
+    draft_route(p, pd, ra->excluded, idx, NULL, now);
+    if (idx >= 0)
+        return idx;
+    if (nout == 0)
+        return no_provider(p, e);
+    char name[PERMITS_DAILY_NAME_MAX];
+    permits_daily_name(name, sizeof(name), provider_name(p, first.idx));
+    return daily_refusal(name, &first.v, wall, "every provider left is at "
+                         "its daily limit", e);
+}
+
 /* Step 0: check the request's fields into pd and ra; the call it belongs
  * to. */
 static int
@@ -747,6 +964,9 @@ permit_wait(struct permits *p, struct conn *c, uint64_t req_id,
         return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
     }
     pd->wait_start_s = now;
+    /* Counted while it waits, so no one else takes its place in the
+     * day; given back if it is not granted. */
+    daily_charge_pm(p, &pd->pm);
     *keep = *pd;
     w->conn = c;
     w->id = req_id;
@@ -755,6 +975,7 @@ permit_wait(struct permits *p, struct conn *c, uint64_t req_id,
     w->arg = keep;
     if (buckets_wait(buckets_at(p->d.buckets, (size_t)pd->pm.provider), w, 1,
                      llm, now + timeout_ms / 1e3) < 0) {
+        daily_undo(p, &pd->pm);
         free(w);
         free(keep);
         return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
@@ -776,16 +997,14 @@ permit_route(struct permits *p, struct conn *c, struct proto_req *req,
     const struct proto_permit_req *r = &req->u.permit;
     double now = pd->pm.started_s;
     bool no_token[CONFIG_MAX_PROVIDERS] = { false };
+    bool skip[CONFIG_MAX_PROVIDERS];
     struct provider *prov;
     uint64_t llm;
     int idx, alt;
 
     /* 2. route */
-    idx = router_select(p->router, ra->pref, ra->excluded, now,
-                        &pd->all_degraded);
-    draft_route(p, pd, ra->excluded, idx, NULL, now);
-    if (idx < 0)
-        return no_provider(p, e);
+    if ((idx = route_pick(p, pd, ra, now, skip, e)) < 0)
+        return -1;
     prov = buckets_at(p->d.buckets, (size_t)idx);
     if (pd->all_degraded)
         log_warn("every provider is degraded: routing to %s, whose cooldown "
@@ -807,7 +1026,7 @@ permit_route(struct permits *p, struct conn *c, struct proto_req *req,
         break;
     }
     if (!pd->all_degraded &&
-        (alt = failover_now(p, idx, ra->excluded, pd->pm.estimate, now,
+        (alt = failover_now(p, idx, skip, pd->pm.estimate, now,
                             no_token)) >= 0) {
         pd->pm.provider = alt;
         draft_route(p, pd, ra->excluded, alt, no_token, now);
@@ -974,6 +1193,7 @@ permits_report(struct permits *p, struct conn *c, struct proto_req *req,
                      r->retry_after_s : 0);
     idx = report_outcome(p, pm, r, outcome, now);
     reconciled = report_reconcile(p, pm, r);
+    reconciled |= daily_report(p, pm, r);
     call = pm->call;
     call->open_permits--;
     call->rate_limited |= outcome == ROUTER_OUTCOME_RATE_LIMITED;

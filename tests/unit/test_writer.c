@@ -77,7 +77,7 @@ add(struct writer_batch *b, enum writer_kind kind, const char *subject,
     int64_t slot_start_ms, int64_t value, bool has_limit)
 {
     struct writer_change c = { kind, subject, slot_start_ms, value,
-                               has_limit };
+                               has_limit, NULL };
 
     assert_int_equal(writer_batch_add(b, &c), 0);
 }
