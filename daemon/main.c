@@ -21,6 +21,7 @@
 #include "decisions.h"
 #include "http.h"
 #include "log.h"
+#include "parking.h"
 #include "permits.h"
 #include "persist.h"
 #include "quota.h"
@@ -187,11 +188,13 @@ start(struct daemon *d)
     struct server_socket sock = { cfg->socket_path, cfg->socket_is_default,
                                   (unsigned)cfg->socket_mode,
                                   cfg->socket_group };
-    int waiters_slot, permits_slot, held_slot, rc, fd;
+    int waiters_slot, parking_slot, permits_slot, held_slot, rc, fd;
 
     if ((d->server = server_new(d->base, ops_dispatch, d)) == NULL)
         fatalx(1, "out of memory");
     waiters_slot = server_add_slot(d->server, buckets_drop_conn);
+    /* Before the permits': a parked permit's call is still there. */
+    parking_slot = server_add_slot(d->server, parking_drop_conn);
     permits_slot = server_add_slot(d->server, permits_drop_conn);
     held_slot = server_add_slot(d->server, persist_drop_conn);
 
@@ -217,8 +220,11 @@ start(struct daemon *d)
     if ((d->decisions = decisions_new((size_t)cfg->decisions)) == NULL)
         fatalx(1, "cannot keep %lld decisions: out of memory",
                (long long)cfg->decisions);
+    if ((d->parking = parking_new(d->base, parking_slot)) == NULL)
+        fatalx(1, "cannot set up parking");
     struct permits_deps deps = { cfg, d->buckets, d->quota, d->persist,
-                                 d->telemetry, d->decisions, d->daily };
+                                 d->telemetry, d->decisions, d->daily,
+                                 d->parking };
     if ((d->permits = permits_new(&deps, permits_slot)) == NULL)
         fatalx(1, "cannot set up routing");
     telemetry_on_refresh(d->telemetry, ops_refresh_gauges, d);
@@ -235,6 +241,7 @@ stop(struct daemon *d)
     http_stop(d->http);
     server_free(d->server);
     permits_free(d->permits);
+    parking_free(d->parking);
     decisions_free(d->decisions);
     buckets_free(d->buckets);
     persist_close(d->persist);

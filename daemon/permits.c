@@ -14,6 +14,7 @@
 #include "daily.h"
 #include "decisions.h"
 #include "log.h"
+#include "parking.h"
 #include "permits.h"
 #include "persist.h"
 #include "quota.h"
@@ -93,6 +94,7 @@ struct pending {
     bool quota_allowed, has_remaining, all_degraded;
     uint64_t quota_remaining;
     bool daily_out[CONFIG_MAX_PROVIDERS];   /* left by their daily limit */
+    double parked_ms;               /* parked so far: all in cooldown */
     struct decision_draft dr;       /* what explain will say of it */
 };
 
@@ -739,8 +741,10 @@ grant(struct permits *p, struct conn *c, uint64_t req_id, struct pending *pd,
         conn_error(c, req_id, &e);
         return;
     }
+    wait_ms += pd->parked_ms;
     pd->dr.permit_id = pm->id;
     pd->dr.wait_ms = wait_ms;
+    pd->dr.parked_ms = pd->parked_ms;
     pm->decision = decide(p, pd, NULL);
     rep.permit_id = pm->id;
     rep.provider = request_str(provider_name(p, pm->provider));
@@ -767,7 +771,8 @@ permit_wait_done(struct waiter *w, bool granted, double now_s)
     if (w->conn == NULL) {
         /* Its connection closed: a named call ends with the connection. */
         unreserve(p, &pd->pm);
-        pd->dr.wait_ms = (now_s - pd->wait_start_s) * 1e3;
+        pd->dr.wait_ms = (now_s - pd->wait_start_s) * 1e3 + pd->parked_ms;
+        pd->dr.parked_ms = pd->parked_ms;
         decisions_report(p->d.decisions, decide(p, pd, NULL),
                          DECISION_UNREPORTED, -1, -1, 0);
         if (call->id[0] == '\0')
@@ -784,7 +789,8 @@ permit_wait_done(struct waiter *w, bool granted, double now_s)
         call->rate_limited = true;
         proto_error_set(&e, PROTO_E_TIMEOUT, "no token from %s within the "
                         "timeout", w->prov->name);
-        pd->dr.wait_ms = (now_s - pd->wait_start_s) * 1e3;
+        pd->dr.wait_ms = (now_s - pd->wait_start_s) * 1e3 + pd->parked_ms;
+        pd->dr.parked_ms = pd->parked_ms;
         for (int i = 0; i < pd->dr.nproviders; i++)
             if (pd->dr.providers[i].p.why == DECISION_CHOSEN)
                 pd->dr.providers[i].p.why = DECISION_NO_TOKEN;
@@ -983,6 +989,95 @@ permit_wait(struct permits *p, struct conn *c, uint64_t req_id,
     return 0;
 }
 
+/* ---- parking: every provider in its cooldown ---------------------------- */
+
+/* A permit parked until the first cooldown ends (or a success ends one). */
+struct park {
+    struct parked pk;               /* first: parking gives it back */
+    struct pending pd;
+    struct route_args ra;
+    uint64_t req_id;
+    double deadline_s;              /* monotonic: the end of its timeout */
+};
+
+static int permit_route(struct permits *p, struct conn *c, uint64_t req_id,
+                        double timeout_ms, struct pending *pd,
+                        const struct route_args *ra, struct proto_error *e);
+
+/*
+ * Woken: routed again, with what is left of its timeout; or its
+ * connection closed while it was parked: it consumed nothing.
+ */
+static void
+park_done(struct parked *pkd, double now_s)
+{
+    struct park *pk = (struct park *)pkd;
+    struct permits *p = pkd->arg;
+    struct pending *pd = &pk->pd;
+    struct conn *c = pkd->conn;
+    struct proto_error e;
+
+    pd->parked_ms += (now_s - pkd->parked_s) * 1e3;
+    if (c == NULL) {
+        unreserve(p, &pd->pm);
+        pd->dr.wait_ms = pd->dr.parked_ms = pd->parked_ms;
+        decisions_report(p->d.decisions, decide(p, pd, NULL),
+                         DECISION_UNREPORTED, -1, -1, 0);
+        if (pd->pm.call->id[0] == '\0')
+            call_end(pd->pm.call);
+        free(pk);
+        return;
+    }
+    pd->pm.started_s = now_s;
+    pd->all_degraded = false;
+    if (permit_route(p, c, pk->req_id, fmax(0, (pk->deadline_s - now_s) *
+                                               1e3), pd, &pk->ra, &e) < 0) {
+        unreserve(p, &pd->pm);
+        decide(p, pd, &e);
+        conn_error(c, pk->req_id, &e);
+        call_refused(pd->pm.call);
+    }
+    conn_flush(c);
+    free(pk);
+}
+
+/*
+ * Every candidate is in its cooldown and idx's ends first: when that is
+ * within the permit's timeout, park it until then instead of calling a
+ * degraded provider.  1 parked, 0 not (the all-degraded rule applies),
+ * -1 out of memory.
+ */
+static int
+park(struct permits *p, struct conn *c, uint64_t req_id, double timeout_ms,
+     struct pending *pd, const struct route_args *ra, int idx)
+{
+    double now = pd->pm.started_s;
+    struct router_status rs;
+    struct park *pk;
+
+    router_status(p->router, idx, now, &rs);
+    if (timeout_ms <= 0 || rs.cooldown_remaining_s * 1e3 > timeout_ms)
+        return 0;
+    if ((pk = malloc(sizeof(*pk))) == NULL)
+        return -1;
+    pk->pd = *pd;
+    pk->ra = *ra;
+    pk->req_id = req_id;
+    pk->deadline_s = now + timeout_ms / 1e3;
+    pk->pk.conn = c;
+    pk->pk.done = park_done;
+    pk->pk.arg = p;
+    if (parking_add(p->d.parking, &pk->pk, now,
+                    now + rs.cooldown_remaining_s) < 0) {
+        free(pk);
+        return -1;
+    }
+    log_debug("every provider is degraded: parked for %.3f s, until the "
+              "cooldown of %s ends", rs.cooldown_remaining_s,
+              provider_name(p, idx));
+    return 1;
+}
+
 /*
  * Steps 2 to 4: route, take the token (or move to a provider that has
  * one), else wait.  Returns 0 when granted or queued, -1 with e filled
@@ -990,11 +1085,10 @@ permit_wait(struct permits *p, struct conn *c, uint64_t req_id,
  * where the attempt went and why.
  */
 static int
-permit_route(struct permits *p, struct conn *c, struct proto_req *req,
-             struct pending *pd, const struct route_args *ra,
-             struct proto_error *e)
+permit_route(struct permits *p, struct conn *c, uint64_t req_id,
+             double timeout_ms, struct pending *pd,
+             const struct route_args *ra, struct proto_error *e)
 {
-    const struct proto_permit_req *r = &req->u.permit;
     double now = pd->pm.started_s;
     bool no_token[CONFIG_MAX_PROVIDERS] = { false };
     bool skip[CONFIG_MAX_PROVIDERS];
@@ -1002,9 +1096,13 @@ permit_route(struct permits *p, struct conn *c, struct proto_req *req,
     uint64_t llm;
     int idx, alt;
 
-    /* 2. route */
+    /* 2. route, or park until the first cooldown ends */
     if ((idx = route_pick(p, pd, ra, now, skip, e)) < 0)
         return -1;
+    if (pd->all_degraded &&
+        (alt = park(p, c, req_id, timeout_ms, pd, ra, idx)) != 0)
+        return alt > 0 ? 0 : proto_error_set(e, PROTO_E_INTERNAL,
+                                             "out of memory");
     prov = buckets_at(p->d.buckets, (size_t)idx);
     if (pd->all_degraded)
         log_warn("every provider is degraded: routing to %s, whose cooldown "
@@ -1020,7 +1118,7 @@ permit_route(struct permits *p, struct conn *c, struct proto_req *req,
                                (unsigned long long)pd->pm.estimate,
                                prov->name);
     case LIMITER_GRANTED:
-        grant(p, c, req->id, pd, 0, false);
+        grant(p, c, req_id, pd, 0, false);
         return 0;
     case LIMITER_WAIT:
         break;
@@ -1030,11 +1128,11 @@ permit_route(struct permits *p, struct conn *c, struct proto_req *req,
                             no_token)) >= 0) {
         pd->pm.provider = alt;
         draft_route(p, pd, ra->excluded, alt, no_token, now);
-        grant(p, c, req->id, pd, 0, true);
+        grant(p, c, req_id, pd, 0, true);
         return 0;
     }
     no_token[idx] = true;
-    if (r->timeout_ms == 0) {
+    if (timeout_ms <= 0) {
         draft_route(p, pd, ra->excluded, -1, no_token, now);
         telemetry_rate_limited(p->d.telemetry, prov->name);
         pd->pm.call->rate_limited = true;
@@ -1045,7 +1143,7 @@ permit_route(struct permits *p, struct conn *c, struct proto_req *req,
     /* 4. wait for the chosen provider's token */
     no_token[idx] = false;
     draft_route(p, pd, ra->excluded, idx, no_token, now);
-    return permit_wait(p, c, req->id, pd, llm, r->timeout_ms, now, e);
+    return permit_wait(p, c, req_id, pd, llm, timeout_ms, now, e);
 }
 
 /* permit: 0. the request, 1. quota, 2. route, 3. token, 4. wait. */
@@ -1071,7 +1169,8 @@ permits_permit(struct permits *p, struct conn *c, struct proto_req *req,
         call_refused(pd.pm.call);
         return -1;
     }
-    if (permit_route(p, c, req, &pd, &ra, e) < 0) {
+    if (permit_route(p, c, req->id, req->u.permit.timeout_ms, &pd, &ra,
+                     e) < 0) {
         unreserve(p, &pd.pm);
         decide(p, &pd, e);
         call_refused(pd.pm.call);
@@ -1168,6 +1267,16 @@ report_reconcile(struct permits *p, const struct permit *pm,
     return true;
 }
 
+/* Whether pm's provider is in its cooldown (false when it is gone). */
+static bool
+degraded(struct permits *p, const struct permit *pm, double now)
+{
+    int idx = router_find(p->router, pm->provider_name,
+                          strlen(pm->provider_name));
+
+    return idx >= 0 && !router_is_healthy(p->router, idx, now);
+}
+
 int
 permits_report(struct permits *p, struct conn *c, struct proto_req *req,
                struct proto_error *e)
@@ -1179,7 +1288,7 @@ permits_report(struct permits *p, struct conn *c, struct proto_req *req,
     struct permit *pm = NULL;
     struct call *call;
     double now = clock_mono();
-    bool reconciled;
+    bool reconciled, was_degraded;
     int idx;
 
     if (report_args(p, c, r, &pm, &outcome, e) < 0)
@@ -1191,7 +1300,11 @@ permits_report(struct permits *p, struct conn *c, struct proto_req *req,
                      r->latency_ms : -1,
                      PROTO_HAS(r, PROTO_REPORT_REQ_RETRY_AFTER_S) ?
                      r->retry_after_s : 0);
+    was_degraded = degraded(p, pm, now);
     idx = report_outcome(p, pm, r, outcome, now);
+    /* A success ended a cooldown: the parked permits need not wait. */
+    if (was_degraded && idx >= 0 && router_is_healthy(p->router, idx, now))
+        parking_wake(p->d.parking);
     reconciled = report_reconcile(p, pm, r);
     reconciled |= daily_report(p, pm, r);
     call = pm->call;

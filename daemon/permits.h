@@ -23,6 +23,7 @@ struct buckets;
 struct conn;
 struct daily;
 struct decisions;
+struct parking;
 struct permits;
 struct persist;
 struct quota;
@@ -38,6 +39,7 @@ struct permits_deps {
     struct telemetry *telemetry;
     struct decisions *decisions;    /* each permit's, for explain */
     struct daily *daily;            /* the providers' RPD and TPD */
+    struct parking *parking;        /* permits waiting out a cooldown */
 };
 
 /* Permits over deps, with the router of deps->cfg; their per-connection
