@@ -164,8 +164,9 @@ size_t decisions_find_call(const struct decisions *d, const char *call_id,
                            size_t *total);
 
 /* Names on the wire: "ok", "over", "refused"; "chosen", "excluded",
- * "cooldown", "no_token", "not_chosen", "daily_limit"; "pending", "ok", "rate_limited",
- * "server_error", "timeout", "client_error", "unreported", "refused". */
+ * "cooldown", "no_token", "not_chosen", "daily_limit"; "pending", "ok",
+ * "rate_limited", "server_error", "timeout", "client_error", "unreported",
+ * "refused". */
 const char *decisions_verdict_name(enum decision_verdict v);
 const char *decisions_why_name(enum decision_why w);
 const char *decisions_outcome_name(enum decision_outcome o);

@@ -862,6 +862,7 @@ route_pick(struct permits *p, struct pending *pd, const struct route_args *ra,
 {
     size_t n = router_count(p->router), nout = 0;
     struct daily_first first = { .idx = -1 };
+    char name[PERMITS_DAILY_NAME_MAX];
     double wall = clock_wall();
     int idx;
 
@@ -876,7 +877,6 @@ route_pick(struct permits *p, struct pending *pd, const struct route_args *ra,
         return idx;
     if (nout == 0)
         return no_provider(p, e);
-    char name[PERMITS_DAILY_NAME_MAX];
     permits_daily_name(name, sizeof(name), provider_name(p, first.idx));
     return daily_refusal(name, &first.v, wall, "every provider left is at "
                          "its daily limit", e);
