@@ -26,6 +26,16 @@
 
 #define CALL_ID_MAX PERMITS_CALL_ID_MAX
 
+/* The daily limits one attempt counts on: its provider's (and, where
+ * models have them, its model's: see attempt_limits()). */
+#define PERMITS_DAILY_PER_ATTEMPT 2
+
+/* One count of an attempt on a daily limit. */
+struct daily_count {
+    char name[PERMITS_DAILY_NAME_MAX];  /* "provider/<name>" */
+    int64_t slot;                       /* the handle to reconcile */
+};
+
 struct permits {
     struct permits_deps d;
     struct router *router;          /* index i is buckets_at(i) */
@@ -80,9 +90,9 @@ struct permit {
     uint64_t estimate;
     double started_s;               /* monotonic, when routed */
     uint64_t decision;              /* its seq in the decisions; 0: none */
-    bool daily_charged;             /* counted on its provider's RPD/TPD */
-    int64_t daily_slot;             /* where: the handle to reconcile */
-    char daily_name[PERMITS_DAILY_NAME_MAX];    /* "provider/<name>" */
+    bool daily_charged;             /* its daily counts are taken: */
+    uint8_t ndaily;                 /* how many: daily[0..ndaily-1] */
+    struct daily_count daily[PERMITS_DAILY_PER_ATTEMPT];
 };
 
 /* A permit on its way: what the grant needs to finish it, while it is
@@ -468,11 +478,45 @@ permits_daily_gate(struct daily *dl, const char *provider, uint64_t llm,
 /* The provider that is out of its daily limit and frees first. */
 struct daily_first {
     int idx;                        /* -1: none is out */
+    char name[PERMITS_DAILY_NAME_MAX];  /* its limit that is out */
     struct daily_verdict v;
 };
 
 /*
- * Flag in out[] each provider not excluded whose daily limit cannot take
+ * The names of the daily limits an attempt on provider idx counts on,
+ * into names[]; how many.  The place to add a model's limit
+ * ("model/<alias>", MODEL_<ALIAS>_RPD/_TPD) once permits know models.
+ */
+static size_t
+attempt_limits(struct permits *p, int idx,
+               char names[PERMITS_DAILY_PER_ATTEMPT][PERMITS_DAILY_NAME_MAX])
+{
+    permits_daily_name(names[0], PERMITS_DAILY_NAME_MAX,
+                       provider_name(p, idx));
+    return 1;
+}
+
+/* Whether some daily limit of an attempt on idx cannot take one more
+ * request of estimate tokens at wall: true, the limit in *name and *v. */
+static bool
+attempt_out(struct permits *p, int idx, uint64_t estimate, double wall,
+            char *name, struct daily_verdict *v)
+{
+    char names[PERMITS_DAILY_PER_ATTEMPT][PERMITS_DAILY_NAME_MAX];
+    size_t n = attempt_limits(p, idx, names);
+
+    for (size_t k = 0; k < n; k++) {
+        if (daily_check(p->d.daily, names[k], 1, (int64_t)estimate, wall,
+                        v) < 0 || v->allowed)
+            continue;
+        memcpy(name, names[k], PERMITS_DAILY_NAME_MAX);
+        return true;
+    }
+    return false;
+}
+
+/*
+ * Flag in out[] each provider not excluded whose daily limits cannot take
  * one more request of estimate tokens at wall; returns how many, the one
  * that frees first in *first.
  */
@@ -487,11 +531,7 @@ daily_out(struct permits *p, const bool *excluded, uint64_t estimate,
     first->idx = -1;
     for (size_t i = 0; i < router_count(p->router); i++) {
         out[i] = false;
-        if (excluded[i])
-            continue;
-        permits_daily_name(name, sizeof(name), provider_name(p, (int)i));
-        if (daily_check(p->d.daily, name, 1, (int64_t)estimate, wall,
-                        &v) < 0 || v.allowed)
+        if (excluded[i] || !attempt_out(p, (int)i, estimate, wall, name, &v))
             continue;
         out[i] = true;
         n++;
@@ -499,32 +539,43 @@ daily_out(struct permits *p, const bool *excluded, uint64_t estimate,
                                v.frees_at_s < first->v.frees_at_s))) {
             first->idx = (int)i;
             first->v = v;
+            memcpy(first->name, name, sizeof(first->name));
         }
     }
     return n;
 }
 
-/* Count the attempt pm on its provider's daily limit, once. */
+/* Count the attempt pm on the daily limits of its provider, once. */
 static void
 daily_charge_pm(struct permits *p, struct permit *pm)
 {
+    char names[PERMITS_DAILY_PER_ATTEMPT][PERMITS_DAILY_NAME_MAX];
+    size_t n;
+    double wall = clock_wall();
+
     if (pm->daily_charged || !p->d.cfg->rate_limit_enabled)
         return;
-    permits_daily_name(pm->daily_name, sizeof(pm->daily_name),
-                       provider_name(p, pm->provider));
-    if (!daily_limited(p->d.daily, pm->daily_name))
-        return;
-    if (daily_charge(p->d.daily, pm->daily_name, 1, (int64_t)pm->estimate,
-                     clock_wall(), &pm->daily_slot) < 0) {
-        log_error("%s: out of memory: %s not counted", __func__,
-                  pm->daily_name);
-        return;
+    n = attempt_limits(p, pm->provider, names);
+    pm->ndaily = 0;
+    for (size_t k = 0; k < n; k++) {
+        struct daily_count *dc = &pm->daily[pm->ndaily];
+        if (!daily_limited(p->d.daily, names[k]))
+            continue;
+        if (daily_charge(p->d.daily, names[k], 1, (int64_t)pm->estimate,
+                         wall, &dc->slot) < 0) {
+            log_error("%s: out of memory: %s not counted", __func__,
+                      names[k]);
+            continue;
+        }
+        memcpy(dc->name, names[k], sizeof(dc->name));
+        pm->ndaily++;
     }
     pm->daily_charged = true;
-    persist_changed(p->d.persist);
+    if (pm->ndaily > 0)
+        persist_changed(p->d.persist);
 }
 
-/* Give back pm's daily count: the attempt never happened. */
+/* Give back pm's daily counts: the attempt never happened. */
 static void
 daily_undo(struct permits *p, struct permit *pm)
 {
@@ -532,28 +583,34 @@ daily_undo(struct permits *p, struct permit *pm)
 
     if (!pm->daily_charged)
         return;
-    daily_reconcile(p->d.daily, pm->daily_name, DAILY_REQUESTS,
-                    pm->daily_slot, 1, 0, wall);
-    daily_reconcile(p->d.daily, pm->daily_name, DAILY_TOKENS, pm->daily_slot,
-                    (int64_t)pm->estimate, 0, wall);
+    for (size_t k = 0; k < pm->ndaily; k++) {
+        const struct daily_count *dc = &pm->daily[k];
+        daily_reconcile(p->d.daily, dc->name, DAILY_REQUESTS, dc->slot, 1, 0,
+                        wall);
+        daily_reconcile(p->d.daily, dc->name, DAILY_TOKENS, dc->slot,
+                        (int64_t)pm->estimate, 0, wall);
+    }
+    if (pm->ndaily > 0)
+        persist_changed(p->d.persist);
     pm->daily_charged = false;
-    persist_changed(p->d.persist);
+    pm->ndaily = 0;
 }
 
-/* The report's tokens replace the estimate on the daily count; whether
- * that changed it. */
+/* The report's tokens replace the estimate on the daily counts; whether
+ * that changed one. */
 static bool
 daily_report(struct permits *p, const struct permit *pm,
              const struct proto_report_req *r)
 {
-    if (!pm->daily_charged || !PROTO_HAS(r, PROTO_REPORT_REQ_TOKENS_USED) ||
+    if (pm->ndaily == 0 || !PROTO_HAS(r, PROTO_REPORT_REQ_TOKENS_USED) ||
         r->tokens_used == pm->estimate)
         return false;
-    if (daily_reconcile(p->d.daily, pm->daily_name, DAILY_TOKENS,
-                        pm->daily_slot, (int64_t)pm->estimate,
-                        (int64_t)r->tokens_used, clock_wall()) < 0)
-        log_error("%s: out of memory: %s not reconciled", __func__,
-                  pm->daily_name);
+    for (size_t k = 0; k < pm->ndaily; k++)
+        if (daily_reconcile(p->d.daily, pm->daily[k].name, DAILY_TOKENS,
+                            pm->daily[k].slot, (int64_t)pm->estimate,
+                            (int64_t)r->tokens_used, clock_wall()) < 0)
+            log_error("%s: out of memory: %s not reconciled", __func__,
+                      pm->daily[k].name);
     persist_changed(p->d.persist);
     return true;
 }
@@ -756,7 +813,7 @@ grant(struct permits *p, struct conn *c, uint64_t req_id, struct pending *pd,
     rep.rate_limited = rate_limited;
     rep.all_degraded = pd->all_degraded;
     persist_reply(p->d.persist, c, PROTO_OP_PERMIT, req_id, &rep,
-                  (pm->charged && pm->estimate > 0) || pm->daily_charged);
+                  (pm->charged && pm->estimate > 0) || pm->ndaily > 0);
 }
 
 /* A waiting permit got its token, timed out, or lost its connection. */
@@ -862,7 +919,6 @@ route_pick(struct permits *p, struct pending *pd, const struct route_args *ra,
 {
     size_t n = router_count(p->router), nout = 0;
     struct daily_first first = { .idx = -1 };
-    char name[PERMITS_DAILY_NAME_MAX];
     double wall = clock_wall();
     int idx;
 
@@ -877,9 +933,8 @@ route_pick(struct permits *p, struct pending *pd, const struct route_args *ra,
         return idx;
     if (nout == 0)
         return no_provider(p, e);
-    permits_daily_name(name, sizeof(name), provider_name(p, first.idx));
-    return daily_refusal(name, &first.v, wall, "every provider left is at "
-                         "its daily limit", e);
+    return daily_refusal(first.name, &first.v, wall, "every provider left "
+                         "is at its daily limit", e);
 }
 
 /* Step 0: check the request's fields into pd and ra; the call it belongs
