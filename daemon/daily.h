@@ -23,8 +23,11 @@
  *                     actual, now);                      at the report
  *
  * and, for an attempt that never happened, daily_reconcile() of both
- * units to 0.  Names are never confused with one another, nor with quota
- * subjects: they are rows of another table.
+ * units to 0.  In the daemon, permits.c does all of that for every name
+ * attempt_limits() gives for an attempt, and permits_set_daily() sets the
+ * limits from the configuration: a model's limit is a name added in each.
+ * Names are never confused with one another, nor with quota subjects:
+ * they are rows of another table.
  */
 #ifndef LLMGUARD_DAILY_H
 #define LLMGUARD_DAILY_H
