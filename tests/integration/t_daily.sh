@@ -131,4 +131,22 @@ exp=$("$LLMGUARDCTL" -s "$SOCK" --json explain call:two2)
 expect_match "explain: groq left by daily_limit, openai chosen" \
     '"name": ?"groq", ?"why": ?"daily_limit".*"name": ?"openai", ?"why": ?"chosen"' \
     "$(echo "$exp" | tr -d '\n')"
+
+# ---- acquire counts on the day as a permit does ----
+stop_daemon
+rm -f "$DB" "$DB-wal" "$DB-shm"
+printf 'PROVIDER_GROQ_RATE_PER_SEC=100\nPROVIDER_GROQ_RPD=2\n' > "$TMP/a.env"
+ENVFILE="$TMP/a.env" start_daemon
+out=$(wire <<'REQ'
+{"op":"acquire","provider":"groq"}
+{"op":"acquire","provider":"groq","tokens":0}
+{"op":"permit"}
+{"op":"permit"}
+REQ
+)
+expect_eq "RPD 2: an acquire is granted and counted" True "$(field "$(echo "$out" | sed -n 1p)" '["ok"]')"
+expect_eq "one refused as a bad request counts nothing" bad_request \
+    "$(field "$(echo "$out" | sed -n 2p)" '["err"]["code"]')"
+expect_eq "then a permit" True "$(field "$(echo "$out" | sed -n 3p)" '["ok"]')"
+expect_match "and the day is used up" '"msg": "daily_limit: ' "$(echo "$out" | sed -n 4p)"
 finish
