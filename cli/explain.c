@@ -98,6 +98,7 @@ static const struct {
     { "cooldown", "skipped: in its cooldown" },
     { "no_token", "no token (its bucket was empty: moved to another)" },
     { "not_chosen", "not chosen by the policy" },
+    { "daily_limit", "at its daily limit (RPD or TPD)" },
 };
 
 /* One provider's line. */
@@ -162,7 +163,11 @@ route_text(FILE *fp, const struct proto_decision *dc)
         fprintf(fp, "  provider  none considered: refused before routing\n");
     for (uint32_t i = 0; i < dc->providers.n; i++)
         provider_text(fp, dc, &pv[i]);
-    fprintf(fp, "  wait      %.1f ms\n", dc->wait_ms);
+    fprintf(fp, "  wait      %.1f ms", dc->wait_ms);
+    if (PROTO_HAS(dc, PROTO_DECISION_PARKED_MS))
+        fprintf(fp, " (%.1f ms parked: every provider in its cooldown)",
+                dc->parked_ms);
+    fprintf(fp, "\n");
 }
 
 /* The outcome line of one decision. */
@@ -312,6 +317,8 @@ explain_json(const struct proto_explain_rep *r)
             "tokens_estimate", (json_int_t)dc->tokens_estimate,
             "all_degraded", dc->all_degraded,
             "wait_ms", dc->wait_ms);
+        if (PROTO_HAS(dc, PROTO_DECISION_PARKED_MS))
+            json_object_set_new(o, "parked_ms", json_real(dc->parked_ms));
         route_json(o, dc);
         outcome_json(o, dc);
         json_array_append_new(list, o);

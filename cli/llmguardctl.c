@@ -323,6 +323,43 @@ models_json(const struct proto_status_rep *st)
     return a;
 }
 
+/* The daily limits' counters, when the daemon has any. */
+static void
+daily_json(json_t *o, const struct proto_status_rep *st)
+{
+    const struct proto_daily_limit *dl = st->daily_limits.v;
+    json_t *arr;
+
+    if (!PROTO_HAS(st, PROTO_STATUS_REP_DAILY_LIMITS))
+        return;
+    arr = json_array();
+    for (uint32_t i = 0; i < st->daily_limits.n; i++)
+        json_array_append_new(arr, json_pack(
+            "{s:o, s:o, s:I, s:I, s:I, s:o}", "name", jstr(dl[i].name),
+            "unit", jstr(dl[i].unit), "limit", (json_int_t)dl[i].limit,
+            "used", (json_int_t)dl[i].used,
+            "remaining", (json_int_t)dl[i].remaining, "frees_at",
+            PROTO_HAS(&dl[i], PROTO_DAILY_LIMIT_FREES_AT) ?
+                json_real(dl[i].frees_at) : json_null()));
+    json_object_set_new(o, "daily_limits", arr);
+}
+
+/* Under the table: each daily limit, what it used and when it frees. */
+static void
+daily_text(const struct proto_status_rep *st)
+{
+    const struct proto_daily_limit *dl = st->daily_limits.v;
+    char when[32];
+
+    for (uint32_t i = 0; i < st->daily_limits.n; i++)
+        printf("%.*s: %llu of %llu %.*s a day used, frees %s\n",
+               (int)dl[i].name.len, dl[i].name.ptr,
+               (unsigned long long)dl[i].used,
+               (unsigned long long)dl[i].limit, (int)dl[i].unit.len,
+               dl[i].unit.ptr, PROTO_HAS(&dl[i], PROTO_DAILY_LIMIT_FREES_AT) ?
+               iso8601(dl[i].frees_at, when, sizeof(when)) : "-");
+}
+
 static int
 status_json(struct ctx *ctx, const struct proto_status_rep *st)
 {
@@ -353,6 +390,7 @@ status_json(struct ctx *ctx, const struct proto_status_rep *st)
     if (PROTO_HAS(st, PROTO_STATUS_REP_MODELS))
         json_object_set_new(doc, "models", models_json(st));
     daemon_json(doc, st);
+    daily_json(doc, st);
     return print_json(ctx, doc);
 }
 
@@ -497,6 +535,7 @@ cmd_status(struct ctx *ctx, int argc, char **argv)
     provider_table(st);
     provider_notes(st);
     model_table(st);
+    daily_text(st);
     return 0;
 }
 

@@ -111,6 +111,9 @@ static const struct option_def provider_options[] = {
      * minute (llmguard.env(5), "Provider units"). */
     { "RPM", OPT_DOUBLE, P(rpm), 0, NULL, 0, 1e9, NULL, 0, 0 },
     { "TPM", OPT_DOUBLE, P(tpm), 0, NULL, 0, 1e12, NULL, 0, 0 },
+    /* Per-day limits over any rolling 24 hours; 0: none. */
+    { "RPD", OPT_INT, P(requests_per_day), 0, "0", 0, 1e15, NULL, 0, 0 },
+    { "TPD", OPT_INT, P(tokens_per_day), 0, "0", 0, 1e15, NULL, 0, 0 },
     /* Read by clients (examples/ratelimit_demo), known here so they do not
      * warn; the daemon ignores them. */
     { "BASE_URL", OPT_STR, 0, 0, NULL, 0, 0, NULL, 0, 0 },
@@ -121,10 +124,10 @@ static const struct option_def provider_options[] = {
 enum {
     PROVIDER_KEY_RATE, PROVIDER_KEY_BURST, PROVIDER_KEY_PRIORITY,
     PROVIDER_KEY_COST, PROVIDER_KEY_TOKENS_PER_MIN, PROVIDER_KEY_RPM,
-    PROVIDER_KEY_TPM,
+    PROVIDER_KEY_TPM, PROVIDER_KEY_RPD, PROVIDER_KEY_TPD,
 };
 #define NPROVIDER_OPTIONS (sizeof(provider_options) / sizeof(provider_options[0]))
-#define PROVIDER_CLIENT_ONLY 7      /* index of the first client-only key */
+#define PROVIDER_CLIENT_ONLY 9      /* index of the first client-only key */
 /* The keys that declare a provider: a rate in either unit. */
 #define PROVIDER_DECLARES(idx) \
     ((idx) == PROVIDER_KEY_RATE || (idx) == PROVIDER_KEY_RPM)
@@ -140,8 +143,8 @@ static const struct option_def model_options[] = {
     MSTR("GROUP", group),
     { "RPM", OPT_DOUBLE, M(rpm), 0, NULL, 0, 1e9, NULL, 0, 0 },
     { "TPM", OPT_DOUBLE, M(tpm), 0, NULL, 0, 1e12, NULL, 0, 0 },
-    { "RPD", OPT_DOUBLE, M(rpd), 0, NULL, 0, 1e12, NULL, 0, 0 },
-    { "TPD", OPT_DOUBLE, M(tpd), 0, NULL, 0, 1e15, NULL, 0, 0 },
+    { "RPD", OPT_INT, M(requests_per_day), 0, NULL, 0, 1e15, NULL, 0, 0 },
+    { "TPD", OPT_INT, M(tokens_per_day), 0, NULL, 0, 1e15, NULL, 0, 0 },
 };
 enum { MODEL_KEY_PROVIDER, MODEL_KEY_NAME, MODEL_KEY_GROUP, MODEL_KEY_RPM };
 #define NMODEL_OPTIONS (sizeof(model_options) / sizeof(model_options[0]))

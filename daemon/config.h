@@ -32,13 +32,15 @@ struct provider_config {
     double cost_per_1k_tokens;
     double tokens_per_min;          /* 0: unlimited */
     double rpm, tpm;                /* as given (_RPM, _TPM); 0: not */
+    int64_t requests_per_day;       /* RPD over any 24 h; 0: unlimited */
+    int64_t tokens_per_day;         /* TPD over any 24 h; 0: unlimited */
     uint32_t set;                   /* which PROVIDER_ keys were given */
 };
 
 /*
  * One model deployment, MODEL_<ALIAS>_*: a model id on a provider, in a
  * group that permits name.  rpm and tpm are its own token buckets (0:
- * none); rpd and tpd are validated and printed but not enforced here.
+ * none); requests_per_day and tokens_per_day its own daily limits.
  */
 struct model_config {
     char alias[CONFIG_NAME_MAX];    /* lower-cased <ALIAS> */
@@ -46,7 +48,8 @@ struct model_config {
     char name[CONFIG_MODEL_MAX];    /* the provider's model id */
     char group[CONFIG_MODEL_MAX];   /* default: name */
     double rpm, tpm;                /* per minute; 0: no limit */
-    double rpd, tpd;                /* per day; 0: no limit */
+    int64_t requests_per_day;       /* RPD over any 24 h; 0: no limit */
+    int64_t tokens_per_day;         /* TPD over any 24 h; 0: no limit */
     int64_t priority;               /* its provider's (the sort order) */
     uint32_t set;                   /* which MODEL_ keys were given */
 };

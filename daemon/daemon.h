@@ -13,13 +13,14 @@
  *                              records each decision)
  *   request.c                  request ids and subjects, the quota gate
  *   persist.c  http.c          quotas to SQLite; the /metrics endpoint
- *   buckets.c                  a token bucket and its waiters per provider
+ *   buckets.c  parking.c       a token bucket and its waiters per provider;
+ *                              permits parked while all providers cool
  *   telemetry.c                metrics and spans
  *   server.c  clock.c          the transport; the clocks
  *
  * Beneath them writer.c, the thread that writes the store for persist.c,
- * the pure modules (limiter, quota, router, metrics, store, trace,
- * decisions, config, log) and proto/.
+ * the pure modules (limiter, quota, daily, router, metrics, store,
+ * trace, decisions, config, log) and proto/.
  */
 #ifndef LLMGUARD_DAEMON_H
 #define LLMGUARD_DAEMON_H
@@ -33,6 +34,8 @@
 #include "proto.h"
 
 struct conn;
+struct daily;
+struct parking;
 struct telemetry;
 
 struct daemon {
@@ -45,6 +48,8 @@ struct daemon {
     struct buckets *buckets;        /* a token bucket per provider */
     struct buckets *models;         /* and per model deployment */
     struct quota *quota;            /* usage in memory: authoritative */
+    struct daily *daily;            /* RPD/TPD counters, persisted too */
+    struct parking *parking;        /* permits waiting out a cooldown */
     struct persist *persist;        /* quota -> SQLite */
     struct permits *permits;        /* permit, report, routing */
     struct telemetry *telemetry;    /* metrics and spans */

@@ -30,6 +30,7 @@ static const char *const why_names[] = {
     [DECISION_COOLDOWN] = "cooldown",
     [DECISION_NO_TOKEN] = "no_token",
     [DECISION_NOT_CHOSEN] = "not_chosen",
+    [DECISION_DAILY_LIMIT] = "daily_limit",
 };
 
 static const char *const outcome_names[] = {
@@ -125,6 +126,7 @@ decision_build(const struct decision_draft *dr, const char *call_id,
     dc->model_id = put_str(&pool, dr->model_id);
     dc->tokens_estimate = dr->tokens_estimate;
     dc->wait_ms = dr->wait_ms;
+    dc->parked_ms = dr->parked_ms;
     dc->error_code = dr->error_code;
     dc->outcome = dr->error_code != 0 ? DECISION_REFUSED : DECISION_PENDING;
     dc->all_degraded = dr->all_degraded;

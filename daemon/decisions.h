@@ -41,6 +41,7 @@ enum decision_why {
     DECISION_COOLDOWN,                  /* degraded: in its cooldown */
     DECISION_NO_TOKEN,                  /* its bucket was empty */
     DECISION_NOT_CHOSEN,                /* a candidate the policy passed over */
+    DECISION_DAILY_LIMIT,               /* its RPD or TPD could not take it */
 };
 
 /* What the attempt came to; "pending" until its report. */
@@ -86,6 +87,8 @@ struct decision {
     const char *model, *deployment, *model_id;
     uint64_t tokens_estimate;
     double wait_ms;
+    double parked_ms;                   /* of wait_ms, parked: every provider
+                                           in its cooldown; 0: not parked */
     int error_code;                     /* enum proto_errcode; 0: none */
     uint8_t outcome;                    /* enum decision_outcome */
     bool all_degraded;                  /* routed by the all-degraded rule */
@@ -108,6 +111,7 @@ struct decision_draft {
     uint64_t permit_id;
     uint64_t tokens_estimate;
     double wait_ms;
+    double parked_ms;
     int error_code;
     char error[DECISIONS_ERROR_MAX];
     char model[DECISIONS_MODEL_MAX];        /* as in struct decision */
@@ -167,8 +171,9 @@ size_t decisions_find_call(const struct decisions *d, const char *call_id,
                            size_t *total);
 
 /* Names on the wire: "ok", "over", "refused"; "chosen", "excluded",
- * "cooldown", "no_token", "not_chosen"; "pending", "ok", "rate_limited",
- * "server_error", "timeout", "client_error", "unreported", "refused". */
+ * "cooldown", "no_token", "not_chosen", "daily_limit"; "pending", "ok",
+ * "rate_limited", "server_error", "timeout", "client_error", "unreported",
+ * "refused". */
 const char *decisions_verdict_name(enum decision_verdict v);
 const char *decisions_why_name(enum decision_why w);
 const char *decisions_outcome_name(enum decision_outcome o);

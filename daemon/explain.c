@@ -151,6 +151,10 @@ wire_decision(msgpack_zone *z, const struct decision *dc,
     out->all_degraded = dc->all_degraded;
     out->wait_ms = dc->wait_ms;
     wire_model(dc, out);
+    if (dc->parked_ms > 0) {
+        out->parked_ms = dc->parked_ms;
+        PROTO_SET(out, PROTO_DECISION_PARKED_MS);
+    }
     wire_outcome(dc, out);
     if (wire_quota(z, dc, out) < 0 || wire_providers(z, dc, out) < 0)
         return -1;

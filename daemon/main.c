@@ -17,9 +17,11 @@
 #include "clock.h"
 #include "config.h"
 #include "daemon.h"
+#include "daily.h"
 #include "decisions.h"
 #include "http.h"
 #include "log.h"
+#include "parking.h"
 #include "permits.h"
 #include "persist.h"
 #include "quota.h"
@@ -186,11 +188,13 @@ start(struct daemon *d)
     struct server_socket sock = { cfg->socket_path, cfg->socket_is_default,
                                   (unsigned)cfg->socket_mode,
                                   cfg->socket_group };
-    int waiters_slot, permits_slot, held_slot, rc, fd;
+    int waiters_slot, parking_slot, permits_slot, held_slot, rc, fd;
 
     if ((d->server = server_new(d->base, ops_dispatch, d)) == NULL)
         fatalx(1, "out of memory");
     waiters_slot = server_add_slot(d->server, buckets_drop_conn);
+    /* Before the permits': a parked permit's call is still there. */
+    parking_slot = server_add_slot(d->server, parking_drop_conn);
     permits_slot = server_add_slot(d->server, permits_drop_conn);
     held_slot = server_add_slot(d->server, persist_drop_conn);
 
@@ -209,13 +213,19 @@ start(struct daemon *d)
                          cfg->quota_enforcement == ENFORCE_HARD);
     if (d->quota == NULL)
         fatalx(1, "cannot create the quota table");
-    d->persist = persist_open(d->base, cfg, d->quota, d->telemetry,
+    if ((d->daily = daily_new(DAILY_WINDOW_S)) == NULL ||
+        permits_set_daily(d->daily, cfg) < 0)
+        fatalx(1, "cannot create the daily limits");
+    d->persist = persist_open(d->base, cfg, d->quota, d->daily, d->telemetry,
                               held_slot);
     if ((d->decisions = decisions_new((size_t)cfg->decisions)) == NULL)
         fatalx(1, "cannot keep %lld decisions: out of memory",
                (long long)cfg->decisions);
+    if ((d->parking = parking_new(d->base, parking_slot)) == NULL)
+        fatalx(1, "cannot set up parking");
     struct permits_deps deps = { cfg, d->buckets, d->quota, d->persist,
-                                 d->telemetry, d->decisions, d->models };
+                                 d->telemetry, d->decisions, d->models,
+                                 d->daily, d->parking };
     if ((d->permits = permits_new(&deps, permits_slot)) == NULL)
         fatalx(1, "cannot set up routing");
     telemetry_on_refresh(d->telemetry, ops_refresh_gauges, d);
@@ -232,11 +242,13 @@ stop(struct daemon *d)
     http_stop(d->http);
     server_free(d->server);
     permits_free(d->permits);
+    parking_free(d->parking);
     decisions_free(d->decisions);
     buckets_free(d->models);
     buckets_free(d->buckets);
     persist_close(d->persist);
     quota_free(d->quota);
+    daily_free(d->daily);
     telemetry_free(d->telemetry);
 }
 

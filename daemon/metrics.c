@@ -89,6 +89,11 @@ static const struct metrics_family_info families[METRIC__COUNT] = {
         "LLM tokens now available in the provider's TOKENS_PER_MIN bucket.",
         METRIC_GAUGE, 1, { "provider" }, 0, NULL,
     },
+    [METRIC_DAILY_LIMIT_REMAINING] = {
+        METRIC_DAILY_LIMIT_REMAINING, "llmguard_daily_limit_remaining",
+        "What a daily limit (RPD, TPD) has left over the last 24 hours.",
+        METRIC_GAUGE, 2, { "limit", "unit" }, 0, NULL,
+    },
 };
 
 static const char *const other_values[METRICS_MAX_LABELS] = {

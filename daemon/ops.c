@@ -6,6 +6,7 @@
 #include "buckets.h"
 #include "clock.h"
 #include "daemon.h"
+#include "daily.h"
 #include "explain.h"
 #include "log.h"
 #include "permits.h"
@@ -98,12 +99,72 @@ bad_amount(struct provider *p, uint64_t n, uint64_t llm, struct proto_error *e)
                            lc->tokens_per_min);
 }
 
+/* An acquire's count on its provider's daily limit, while it waits. */
+struct acquire_count {
+    struct daily *daily;
+    struct persist *persist;
+    char name[PERMITS_DAILY_NAME_MAX];
+    int64_t slot;
+    int64_t llm;
+};
+
+/*
+ * Count an acquire of llm tokens on p's daily limit, when it has one: the
+ * daily_limit refusal (-1, e filled) when it cannot take it, else 0 and
+ * *out the count (NULL: none kept), to give back with acquire_undo().
+ */
+static int
+acquire_count(struct daemon *d, struct provider *p, uint64_t llm,
+              struct acquire_count **out, struct proto_error *e)
+{
+    struct acquire_count *ac;
+    double wall = clock_wall();
+
+    *out = NULL;
+    if (!d->cfg.rate_limit_enabled)
+        return 0;
+    if (permits_daily_gate(d->daily, p->name, llm, wall, e) < 0)
+        return -1;
+    if ((ac = calloc(1, sizeof(*ac))) == NULL)
+        return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
+    ac->daily = d->daily;
+    ac->persist = d->persist;
+    ac->llm = (int64_t)llm;
+    permits_daily_name(ac->name, sizeof(ac->name), p->name);
+    if (!daily_limited(d->daily, ac->name) ||
+        daily_charge(d->daily, ac->name, 1, ac->llm, wall, &ac->slot) < 0) {
+        free(ac);
+        return 0;
+    }
+    persist_changed(d->persist);
+    *out = ac;
+    return 0;
+}
+
+/* The acquire was not granted: its daily count goes back. */
+static void
+acquire_undo(struct acquire_count *ac)
+{
+    double wall = clock_wall();
+
+    if (ac == NULL)
+        return;
+    daily_reconcile(ac->daily, ac->name, DAILY_REQUESTS, ac->slot, 1, 0,
+                    wall);
+    daily_reconcile(ac->daily, ac->name, DAILY_TOKENS, ac->slot, ac->llm, 0,
+                    wall);
+    persist_changed(ac->persist);
+}
+
 static void
 acquire_done(struct waiter *w, bool granted, double now_s)
 {
     struct proto_acquire_rep rep = { 0 };
     struct proto_error e;
 
+    if (!granted)
+        acquire_undo(w->arg);
+    free(w->arg);
     if (w->conn == NULL)
         return;
     if (granted) {
@@ -126,6 +187,7 @@ op_acquire(struct daemon *d, struct conn *c, struct proto_req *req,
     uint64_t n = PROTO_HAS(a, PROTO_ACQUIRE_REQ_TOKENS) ? a->tokens : 1;
     double now = clock_mono();
     struct proto_acquire_rep rep = { 0 };
+    struct acquire_count *ac;
     struct waiter *w;
 
     if (p == NULL)
@@ -135,26 +197,39 @@ op_acquire(struct daemon *d, struct conn *c, struct proto_req *req,
                                "timeout_ms must not be negative");
     if (n > UINT32_MAX)
         return bad_amount(p, n, a->llm_tokens, e);
+    if (acquire_count(d, p, a->llm_tokens, &ac, e) < 0)
+        return -1;
     switch (limiter_try_acquire(&p->bucket, (uint32_t)n, a->llm_tokens, now)) {
     case LIMITER_BAD_REQUEST:
+        acquire_undo(ac);
+        free(ac);
         return bad_amount(p, n, a->llm_tokens, e);
     case LIMITER_GRANTED:
-        conn_reply(c, PROTO_OP_ACQUIRE, req->id, &rep);
+        /* Counted: with a flush interval of 0, answered once on disk. */
+        persist_reply(d->persist, c, PROTO_OP_ACQUIRE, req->id, &rep,
+                      ac != NULL);
+        free(ac);
         return 0;
     case LIMITER_WAIT:
         break;
     }
-    if (a->timeout_ms == 0)
+    if (a->timeout_ms == 0 || (w = calloc(1, sizeof(*w))) == NULL) {
+        acquire_undo(ac);
+        free(ac);
+        if (a->timeout_ms != 0)
+            return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
         return proto_error_set(e, PROTO_E_TIMEOUT, "no token from %s now",
                                p->name);
-    if ((w = calloc(1, sizeof(*w))) == NULL)
-        return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
+    }
     w->conn = c;
     w->id = req->id;
     w->started_s = now;
     w->done = acquire_done;
+    w->arg = ac;
     if (buckets_wait(p, w, (uint32_t)n, a->llm_tokens,
                      now + a->timeout_ms / 1e3) < 0) {
+        acquire_undo(ac);
+        free(ac);
         free(w);
         return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
     }
@@ -338,12 +413,58 @@ daemon_status(struct daemon *d, double now, struct proto_status_rep *rep)
         PROTO_SET(rep, PROTO_STATUS_REP_STORE_ERROR);
 }
 
+/* The daily limits' counters, for status: in zone z; -1 when out of
+ * memory. */
+static int
+daily_status(struct daemon *d, msgpack_zone *z, struct proto_status_rep *rep)
+{
+    size_t n = daily_list(d->daily, clock_wall(), NULL, 0);
+    struct daily_status *ds;
+    struct proto_daily_limit *v;
+
+    if (n == 0)
+        return 0;
+    if ((ds = msgpack_zone_malloc(z, sizeof(*ds) * n)) == NULL ||
+        (v = msgpack_zone_malloc(z, sizeof(*v) * n)) == NULL)
+        return -1;
+    n = daily_list(d->daily, clock_wall(), ds, n);
+    for (size_t i = 0; i < n; i++) {
+        memset(&v[i], 0, sizeof(v[i]));
+        v[i].name = request_str(ds[i].name);
+        v[i].unit = request_str(daily_unit_name(ds[i].unit));
+        v[i].limit = (uint64_t)ds[i].limit;
+        v[i].used = (uint64_t)ds[i].used;
+        v[i].remaining = (uint64_t)ds[i].remaining;
+        v[i].frees_at = ds[i].frees_at_s;
+        if (ds[i].has_frees_at)
+            PROTO_SET(&v[i], PROTO_DAILY_LIMIT_FREES_AT);
+    }
+    rep->daily_limits.v = v;
+    rep->daily_limits.n = (uint32_t)n;
+    PROTO_SET(rep, PROTO_STATUS_REP_DAILY_LIMITS);
+    return 0;
+}
+
+/* The daily limits' gauges: what each counter has left. */
+static void
+daily_gauges(struct daemon *d, struct telemetry *t)
+{
+    struct daily_status ds[2 * CONFIG_MAX_PROVIDERS];
+    size_t n = daily_list(d->daily, clock_wall(), ds,
+                          sizeof(ds) / sizeof(ds[0]));
+
+    for (size_t i = 0; i < n && i < sizeof(ds) / sizeof(ds[0]); i++)
+        telemetry_daily(t, ds[i].name, daily_unit_name(ds[i].unit),
+                        ds[i].remaining);
+}
+
 void
 ops_refresh_gauges(struct telemetry *t, void *arg)
 {
     struct daemon *d = arg;
     double now = clock_mono();
 
+    daily_gauges(d, t);
     for (size_t i = 0; i < buckets_count(d->buckets); i++) {
         struct provider *p = buckets_at(d->buckets, i);
         bool llm = p->bucket.cfg.tokens_per_min > 0;
@@ -378,6 +499,8 @@ op_status(struct daemon *d, struct conn *c, struct proto_req *req,
     if (models_status(d, c, now, wall, &rep) < 0)
         return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
     daemon_status(d, now, &rep);
+    if (daily_status(d, conn_zone(c), &rep) < 0)
+        return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
     conn_reply(c, PROTO_OP_STATUS, req->id, &rep);
     return 0;
 }

@@ -11,8 +11,10 @@
 
 #include "buckets.h"
 #include "clock.h"
+#include "daily.h"
 #include "decisions.h"
 #include "log.h"
+#include "parking.h"
 #include "permits.h"
 #include "persist.h"
 #include "quota.h"
@@ -23,6 +25,16 @@
 #include "trace.h"
 
 #define CALL_ID_MAX PERMITS_CALL_ID_MAX
+
+/* The daily limits one attempt counts on: its provider's (and, where
+ * models have them, its model's: see attempt_limits()). */
+#define PERMITS_DAILY_PER_ATTEMPT 2
+
+/* One count of an attempt on a daily limit. */
+struct daily_count {
+    char name[PERMITS_DAILY_NAME_MAX];  /* "provider/<name>" */
+    int64_t slot;                       /* the handle to reconcile */
+};
 
 struct permits {
     struct permits_deps d;
@@ -83,6 +95,9 @@ struct permit {
     uint64_t estimate;
     double started_s;               /* monotonic, when routed */
     uint64_t decision;              /* its seq in the decisions; 0: none */
+    bool daily_charged;             /* its daily counts are taken: */
+    uint8_t ndaily;                 /* how many: daily[0..ndaily-1] */
+    struct daily_count daily[PERMITS_DAILY_PER_ATTEMPT];
 };
 
 /* A permit on its way: what the grant needs to finish it, while it is
@@ -93,6 +108,8 @@ struct pending {
     double wait_start_s;
     bool quota_allowed, has_remaining, all_degraded;
     uint64_t quota_remaining;
+    bool daily_out[CONFIG_MAX_PROVIDERS];   /* left by their daily limit */
+    double parked_ms;               /* parked so far: all in cooldown */
     struct decision_draft dr;       /* what explain will say of it */
     /* A permit naming a model takes its deployment's tokens first; while
      * it waits for the provider's, they are held, and given back if those
@@ -368,10 +385,13 @@ permits_select_provider(struct permits *p, struct conn *c,
 
 /* ---- permit ------------------------------------------------------------ */
 
+static void daily_undo(struct permits *p, struct permit *pm);
+
 /* Return an unused reservation: the attempt never happened. */
 static void
-unreserve(struct permits *p, const struct permit *pm)
+unreserve(struct permits *p, struct permit *pm)
 {
+    daily_undo(p, pm);
     if (!pm->charged)
         return;
     quota_commit(p->d.quota, or_null(pm->workflow), or_null(pm->tenant),
@@ -386,6 +406,279 @@ call_refused(struct call *call)
 {
     if (call->open_permits == 0)
         call_end(call);
+}
+
+/* ---- daily limits (PROVIDER_<NAME>_RPD, _TPD) -------------------------- */
+
+void
+permits_daily_name(char *buf, size_t len, const char *provider)
+{
+    snprintf(buf, len, "provider/%s", provider);
+}
+
+int
+permits_set_daily(struct daily *dl, const struct config *cfg)
+{
+    char name[PERMITS_DAILY_NAME_MAX];
+
+    daily_clear_limits(dl);
+    for (size_t i = 0; i < cfg->nproviders; i++) {
+        const struct provider_config *pc = &cfg->providers[i];
+        if (pc->requests_per_day == 0 && pc->tokens_per_day == 0)
+            continue;
+        permits_daily_name(name, sizeof(name), pc->name);
+        if (daily_set_limit(dl, name, pc->requests_per_day,
+                            pc->tokens_per_day) < 0) {
+            log_error("%s: out of memory", __func__);
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < cfg->nmodels; i++) {
+        const struct model_config *m = &cfg->models[i];
+        if (m->requests_per_day == 0 && m->tokens_per_day == 0)
+            continue;
+        snprintf(name, sizeof(name), "model/%s", m->alias);
+        if (daily_set_limit(dl, name, m->requests_per_day,
+                            m->tokens_per_day) < 0) {
+            log_error("%s: out of memory", __func__);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/*
+ * The refusal of a daily limit: a timeout (nothing was taken, and the
+ * caller may try again later) whose message starts "daily_limit", with
+ * the limit's name as subject and, when it is known, when it frees
+ * (reset_at) and in how many seconds (retry_after_s).
+ */
+static int
+daily_refusal(const char *name, const struct daily_verdict *v, double wall,
+              const char *lead, struct proto_error *e)
+{
+    const char *unit = daily_unit_name(v->unit);
+
+    if (v->has_frees_at)
+        proto_error_set(e, PROTO_E_TIMEOUT, "daily_limit: %s; %s has used "
+                        "%lld of its %lld %s a day, the first frees in %.0f "
+                        "s", lead, name, (long long)v->used,
+                        (long long)v->limit, unit,
+                        fmax(0, v->frees_at_s - wall));
+    else
+        proto_error_set(e, PROTO_E_TIMEOUT, "daily_limit: %s; %s takes %lld "
+                        "%s a day, fewer than this asks", lead, name,
+                        (long long)v->limit, unit);
+    snprintf(e->subject, sizeof(e->subject), "%s", name);
+    e->detail.subject = request_str(e->subject);
+    PROTO_SET(&e->detail, PROTO_ERR_SUBJECT);
+    if (v->has_frees_at) {
+        e->detail.reset_at = v->frees_at_s;
+        e->detail.retry_after_s = fmax(0, v->frees_at_s - wall);
+        PROTO_SET(&e->detail, PROTO_ERR_RESET_AT);
+        PROTO_SET(&e->detail, PROTO_ERR_RETRY_AFTER_S);
+    }
+    return -1;
+}
+
+int
+permits_daily_gate(struct daily *dl, const char *provider, uint64_t llm,
+                   double wall, struct proto_error *e)
+{
+    char name[PERMITS_DAILY_NAME_MAX];
+    struct daily_verdict v;
+
+    permits_daily_name(name, sizeof(name), provider);
+    if (llm > INT64_MAX || daily_check(dl, name, 1, (int64_t)llm, wall,
+                                       &v) < 0)
+        return proto_error_set(e, PROTO_E_BAD_REQUEST, "llm_tokens too "
+                               "large");
+    if (v.allowed)
+        return 0;
+    return daily_refusal(name, &v, wall, "the provider is at its daily "
+                         "limit", e);
+}
+
+/* The provider that is out of its daily limit and frees first. */
+struct daily_first {
+    int idx;                        /* -1: none is out */
+    char name[PERMITS_DAILY_NAME_MAX];  /* its limit that is out */
+    struct daily_verdict v;
+};
+
+/*
+ * The names of the daily limits an attempt on provider idx counts on,
+ * into names[]: its provider's, and its deployment's when it goes to
+ * model deployment alias (NULL or "": none); how many.
+ */
+static size_t
+attempt_limits(struct permits *p, int idx, const char *alias,
+               char names[PERMITS_DAILY_PER_ATTEMPT][PERMITS_DAILY_NAME_MAX])
+{
+    permits_daily_name(names[0], PERMITS_DAILY_NAME_MAX,
+                       provider_name(p, idx));
+    if (alias == NULL || alias[0] == '\0')
+        return 1;
+    snprintf(names[1], PERMITS_DAILY_NAME_MAX, "model/%s", alias);
+    return 2;
+}
+
+/* Whether some daily limit of an attempt on idx cannot take one more
+ * request of estimate tokens at wall: true, the limit in *name and *v. */
+static bool
+attempt_out(struct permits *p, int idx, const char *alias, uint64_t estimate,
+            double wall, char *name, struct daily_verdict *v)
+{
+    char names[PERMITS_DAILY_PER_ATTEMPT][PERMITS_DAILY_NAME_MAX];
+    size_t n = attempt_limits(p, idx, alias, names);
+
+    for (size_t k = 0; k < n; k++) {
+        if (daily_check(p->d.daily, names[k], 1, (int64_t)estimate, wall,
+                        v) < 0 || v->allowed)
+            continue;
+        memcpy(name, names[k], PERMITS_DAILY_NAME_MAX);
+        return true;
+    }
+    return false;
+}
+
+/* first keeps the limit that frees first: candidate i's, out at *v. */
+static void
+daily_first_note(struct daily_first *first, int i, const char *name,
+                 const struct daily_verdict *v)
+{
+    if (first->idx >= 0 && (!v->has_frees_at || (first->v.has_frees_at &&
+                            first->v.frees_at_s <= v->frees_at_s)))
+        return;
+    first->idx = i;
+    first->v = *v;
+    snprintf(first->name, sizeof(first->name), "%s", name);
+}
+
+/*
+ * Flag in out[] each provider not excluded whose daily limits cannot take
+ * one more request of estimate tokens at wall; returns how many, the one
+ * that frees first in *first.
+ */
+static size_t
+daily_out(struct permits *p, const bool *excluded, uint64_t estimate,
+          double wall, bool *out, struct daily_first *first)
+{
+    char name[PERMITS_DAILY_NAME_MAX];
+    struct daily_verdict v;
+    size_t n = 0;
+
+    first->idx = -1;
+    for (size_t i = 0; i < router_count(p->router); i++) {
+        out[i] = false;
+        if (excluded[i] ||
+            !attempt_out(p, (int)i, NULL, estimate, wall, name, &v))
+            continue;
+        out[i] = true;
+        n++;
+        daily_first_note(first, (int)i, name, &v);
+    }
+    return n;
+}
+
+/*
+ * The deployments not excluded whose daily limits (their provider's or
+ * their own) cannot take one more request of estimate tokens leave
+ * excluded[]; returns how many, the one that frees first in *first.
+ */
+static size_t
+model_daily_out(struct permits *p, uint64_t estimate, bool *excluded,
+                struct daily_first *first)
+{
+    char name[PERMITS_DAILY_NAME_MAX];
+    struct daily_verdict v;
+    double wall = clock_wall();
+    size_t n = 0;
+
+    first->idx = -1;
+    if (!p->d.cfg->rate_limit_enabled)
+        return 0;
+    for (size_t i = 0; i < p->d.cfg->nmodels; i++) {
+        const struct model_config *m = &p->d.cfg->models[i];
+        int pi = router_find(p->router, m->provider, strlen(m->provider));
+        if (excluded[i] || pi < 0 ||
+            !attempt_out(p, pi, m->alias, estimate, wall, name, &v))
+            continue;
+        excluded[i] = true;
+        n++;
+        daily_first_note(first, (int)i, name, &v);
+    }
+    return n;
+}
+
+/* Count the attempt pm on the daily limits of its provider, once. */
+static void
+daily_charge_pm(struct permits *p, struct permit *pm)
+{
+    char names[PERMITS_DAILY_PER_ATTEMPT][PERMITS_DAILY_NAME_MAX];
+    size_t n;
+    double wall = clock_wall();
+
+    if (pm->daily_charged || !p->d.cfg->rate_limit_enabled)
+        return;
+    n = attempt_limits(p, pm->provider, pm->model_alias, names);
+    pm->ndaily = 0;
+    for (size_t k = 0; k < n; k++) {
+        struct daily_count *dc = &pm->daily[pm->ndaily];
+        if (!daily_limited(p->d.daily, names[k]))
+            continue;
+        if (daily_charge(p->d.daily, names[k], 1, (int64_t)pm->estimate,
+                         wall, &dc->slot) < 0) {
+            log_error("%s: out of memory: %s not counted", __func__,
+                      names[k]);
+            continue;
+        }
+        memcpy(dc->name, names[k], sizeof(dc->name));
+        pm->ndaily++;
+    }
+    pm->daily_charged = true;
+    if (pm->ndaily > 0)
+        persist_changed(p->d.persist);
+}
+
+/* Give back pm's daily counts: the attempt never happened. */
+static void
+daily_undo(struct permits *p, struct permit *pm)
+{
+    double wall = clock_wall();
+
+    if (!pm->daily_charged)
+        return;
+    for (size_t k = 0; k < pm->ndaily; k++) {
+        const struct daily_count *dc = &pm->daily[k];
+        daily_reconcile(p->d.daily, dc->name, DAILY_REQUESTS, dc->slot, 1, 0,
+                        wall);
+        daily_reconcile(p->d.daily, dc->name, DAILY_TOKENS, dc->slot,
+                        (int64_t)pm->estimate, 0, wall);
+    }
+    if (pm->ndaily > 0)
+        persist_changed(p->d.persist);
+    pm->daily_charged = false;
+    pm->ndaily = 0;
+}
+
+/* The report's tokens replace the estimate on the daily counts; whether
+ * that changed one. */
+static bool
+daily_report(struct permits *p, const struct permit *pm,
+             const struct proto_report_req *r)
+{
+    if (pm->ndaily == 0 || !PROTO_HAS(r, PROTO_REPORT_REQ_TOKENS_USED) ||
+        r->tokens_used == pm->estimate)
+        return false;
+    for (size_t k = 0; k < pm->ndaily; k++)
+        if (daily_reconcile(p->d.daily, pm->daily[k].name, DAILY_TOKENS,
+                            pm->daily[k].slot, (int64_t)pm->estimate,
+                            (int64_t)r->tokens_used, clock_wall()) < 0)
+            log_error("%s: out of memory: %s not reconciled", __func__,
+                      pm->daily[k].name);
+    persist_changed(p->d.persist);
+    return true;
 }
 
 /* ---- decisions (llmguardctl explain) ----------------------------------- */
@@ -472,6 +765,7 @@ draft_route(struct permits *p, struct pending *pd, const bool *excluded,
         }
         dp->why = i == chosen ? DECISION_CHOSEN :
                   excluded[i] ? DECISION_EXCLUDED :
+                  pd->daily_out[i] ? DECISION_DAILY_LIMIT :
                   no_token != NULL && no_token[i] ? DECISION_NO_TOKEN :
                   dp->degraded ? DECISION_COOLDOWN : DECISION_NOT_CHOSEN;
     }
@@ -558,7 +852,10 @@ grant(struct permits *p, struct conn *c, uint64_t req_id, struct pending *pd,
 {
     struct proto_permit_rep rep = { 0 };
     struct proto_error e;
-    struct permit *pm = permit_add(p, c, pd, wait_ms, rate_limited);
+    struct permit *pm;
+
+    daily_charge_pm(p, &pd->pm);
+    pm = permit_add(p, c, pd, wait_ms, rate_limited);
 
     if (pm == NULL) {
         unreserve(p, &pd->pm);
@@ -568,8 +865,10 @@ grant(struct permits *p, struct conn *c, uint64_t req_id, struct pending *pd,
         conn_error(c, req_id, &e);
         return;
     }
+    wait_ms += pd->parked_ms;
     pd->dr.permit_id = pm->id;
     pd->dr.wait_ms = wait_ms;
+    pd->dr.parked_ms = pd->parked_ms;
     pm->decision = decide(p, pd, NULL);
     rep.permit_id = pm->id;
     rep.provider = request_str(provider_name(p, pm->provider));
@@ -585,7 +884,7 @@ grant(struct permits *p, struct conn *c, uint64_t req_id, struct pending *pd,
         PROTO_SET(&rep, PROTO_PERMIT_REP_MODEL);
     }
     persist_reply(p->d.persist, c, PROTO_OP_PERMIT, req_id, &rep,
-                  pm->charged && pm->estimate > 0);
+                  (pm->charged && pm->estimate > 0) || pm->ndaily > 0);
 }
 
 /* Give a waiting permit's model tokens back: its provider's never came. */
@@ -613,7 +912,8 @@ wait_lost(struct permits *p, struct pending *pd, double now_s)
 
     model_give_back(p, pd, now_s);
     unreserve(p, &pd->pm);
-    pd->dr.wait_ms = (now_s - pd->wait_start_s) * 1e3;
+    pd->dr.wait_ms = (now_s - pd->wait_start_s) * 1e3 + pd->parked_ms;
+    pd->dr.parked_ms = pd->parked_ms;
     decisions_report(p->d.decisions, decide(p, pd, NULL),
                      DECISION_UNREPORTED, -1, -1, 0);
     if (call->id[0] == '\0')
@@ -635,7 +935,8 @@ wait_timeout(struct permits *p, struct conn *c, uint64_t req_id,
     pd->pm.call->rate_limited = true;
     proto_error_set(&e, PROTO_E_TIMEOUT, "no token from %s within the "
                     "timeout", what);
-    pd->dr.wait_ms = (now_s - pd->wait_start_s) * 1e3;
+    pd->dr.wait_ms = (now_s - pd->wait_start_s) * 1e3 + pd->parked_ms;
+    pd->dr.parked_ms = pd->parked_ms;
     for (int i = 0; i < pd->dr.nproviders; i++)
         if (pd->dr.providers[i].p.why == DECISION_CHOSEN)
             pd->dr.providers[i].p.why = DECISION_NO_TOKEN;
@@ -721,6 +1022,35 @@ struct route_args {
 
 static int model_resolve(struct permits *p, const struct proto_str *name,
                          struct route_args *ra, struct proto_error *e);
+/*
+ * Step 2: the provider for pd: the policy's choice among those not
+ * excluded and not out of their daily limit (skip[] gets both).  -1 with
+ * e filled when none is left: the daily refusal when some were left by
+ * their limit.
+ */
+static int
+route_pick(struct permits *p, struct pending *pd, const struct route_args *ra,
+           double now, bool *skip, struct proto_error *e)
+{
+    size_t n = router_count(p->router), nout = 0;
+    struct daily_first first = { .idx = -1 };
+    double wall = clock_wall();
+    int idx;
+
+    if (p->d.cfg->rate_limit_enabled)
+        nout = daily_out(p, ra->excluded, pd->pm.estimate, wall,
+                         pd->daily_out, &first);
+    for (size_t i = 0; i < n; i++)
+        skip[i] = ra->excluded[i] || pd->daily_out[i];
+    idx = router_select(p->router, ra->pref, skip, now, &pd->all_degraded);
+    draft_route(p, pd, ra->excluded, idx, NULL, now);
+    if (idx >= 0)
+        return idx;
+    if (nout == 0)
+        return no_provider(p, e);
+    return daily_refusal(first.name, &first.v, wall, "every provider left "
+                         "is at its daily limit", e);
+}
 
 /* Step 0: check the request's fields into pd and ra; the call it belongs
  * to. */
@@ -801,7 +1131,7 @@ permit_quota(struct permits *p, struct pending *pd, struct proto_error *e)
 /* Queue a copy of pd on bucket b for one request and llm LLM tokens
  * until pd->deadline_s, done called with it.  0, or -1 with e filled. */
 static int
-wait_on(struct conn *c, uint64_t req_id, const struct pending *pd,
+wait_on(struct permits *p, struct conn *c, uint64_t req_id, struct pending *pd,
         struct provider *b, uint64_t llm, waiter_done_fn done, double now,
         struct proto_error *e)
 {
@@ -813,6 +1143,9 @@ wait_on(struct conn *c, uint64_t req_id, const struct pending *pd,
         free(keep);
         return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
     }
+    /* Counted while it waits, so no one else takes its place in the day;
+     * given back if it is not granted (once: the count is the pm's). */
+    daily_charge_pm(p, &pd->pm);
     *keep = *pd;
     w->conn = c;
     w->id = req_id;
@@ -820,6 +1153,7 @@ wait_on(struct conn *c, uint64_t req_id, const struct pending *pd,
     w->done = done;
     w->arg = keep;
     if (buckets_wait(b, w, 1, llm, pd->deadline_s) < 0) {
+        daily_undo(p, &pd->pm);
         free(w);
         free(keep);
         return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
@@ -835,7 +1169,7 @@ permit_wait(struct permits *p, struct conn *c, uint64_t req_id,
 {
     pd->wait_start_s = now;
     pd->deadline_s = now + timeout_ms / 1e3;
-    return wait_on(c, req_id, pd,
+    return wait_on(p, c, req_id, pd,
                    buckets_at(p->d.buckets, (size_t)pd->pm.provider), llm,
                    permit_wait_done, now, e);
 }
@@ -1063,7 +1397,7 @@ model_wait_done(struct waiter *w, bool granted, double now_s)
                                      pd->pm.model_name);
         grant(p, w->conn, w->id, pd, (now_s - pd->wait_start_s) * 1e3, true);
         conn_flush(w->conn);
-    } else if (wait_on(w->conn, w->id, pd, pb,
+    } else if (wait_on(p, w->conn, w->id, pd, pb,
                        llm_tokens(pb, pd->pm.estimate), permit_wait_done,
                        now_s, &e) < 0) {
         model_give_back(p, pd, now_s);
@@ -1091,10 +1425,10 @@ model_wait(struct permits *p, struct conn *c, uint64_t req_id,
     pd->wait_start_s = now;
     pd->deadline_s = now + timeout_ms / 1e3;
     if (limiter_try_acquire(&mb->bucket, 1, ml, now) != LIMITER_GRANTED)
-        return wait_on(c, req_id, pd, mb, ml, model_wait_done, now, e);
+        return wait_on(p, c, req_id, pd, mb, ml, model_wait_done, now, e);
     pd->holds_model = true;
     pd->model_llm = ml;
-    if (wait_on(c, req_id, pd, pb, llm_tokens(pb, pd->pm.estimate),
+    if (wait_on(p, c, req_id, pd, pb, llm_tokens(pb, pd->pm.estimate),
                 permit_wait_done, now, e) < 0) {
         model_give_back(p, pd, now);
         return -1;
@@ -1108,22 +1442,29 @@ model_wait(struct permits *p, struct conn *c, uint64_t req_id,
  * move to a deployment that has them, else wait for both.
  */
 static int
-permit_route_model(struct permits *p, struct conn *c, struct proto_req *req,
-                   struct pending *pd, const struct route_args *ra,
-                   struct proto_error *e)
+permit_route_model(struct permits *p, struct conn *c, uint64_t req_id,
+                   double timeout_ms, struct pending *pd,
+                   const struct route_args *ra, struct proto_error *e)
 {
     double now = pd->pm.started_s, held[CONFIG_MAX_MODELS];
     bool excluded[CONFIG_MAX_MODELS];
+    struct daily_first first;
+    size_t nout;
     int d, alt;
 
     snprintf(pd->dr.model, sizeof(pd->dr.model), "%s", ra->model);
     model_candidates(p, ra, now, excluded, held);
+    nout = model_daily_out(p, pd->pm.estimate, excluded, &first);
     d = router_select_held(p->models, model_preferred(p, ra), excluded, held,
                            now, &pd->all_degraded);
     if (d >= 0)
         model_set(p, pd, d);
     draft_route(p, pd, ra->excluded, d >= 0 ? pd->pm.provider : -1, NULL,
                 now);
+    if (d < 0 && nout > 0)
+        return daily_refusal(first.name, &first.v, clock_wall(), "every "
+                             "deployment of the model left is at its daily "
+                             "limit", e);
     if (d < 0)
         return proto_error_set(e, PROTO_E_NO_PROVIDER, "every deployment of "
                                "model '%.64s' is excluded", ra->model);
@@ -1138,7 +1479,7 @@ permit_route_model(struct permits *p, struct conn *c, struct proto_req *req,
                                (unsigned long long)pd->pm.estimate,
                                pd->pm.model_alias, pd->pm.provider_name);
     case LIMITER_GRANTED:
-        grant(p, c, req->id, pd, 0, false);
+        grant(p, c, req_id, pd, 0, false);
         return 0;
     case LIMITER_WAIT:
         break;
@@ -1148,10 +1489,10 @@ permit_route_model(struct permits *p, struct conn *c, struct proto_req *req,
                                   now)) >= 0) {
         model_set(p, pd, alt);
         draft_route(p, pd, ra->excluded, pd->pm.provider, NULL, now);
-        grant(p, c, req->id, pd, 0, true);
+        grant(p, c, req_id, pd, 0, true);
         return 0;
     }
-    if (req->u.permit.timeout_ms == 0) {
+    if (timeout_ms == 0) {
         telemetry_model_rate_limited(p->d.telemetry, pd->pm.provider_name,
                                      pd->pm.model_name);
         pd->pm.call->rate_limited = true;
@@ -1159,7 +1500,96 @@ permit_route_model(struct permits *p, struct conn *c, struct proto_req *req,
                                "(provider %s) now", pd->pm.model_alias,
                                pd->pm.provider_name);
     }
-    return model_wait(p, c, req->id, pd, d, req->u.permit.timeout_ms, now, e);
+    return model_wait(p, c, req_id, pd, d, timeout_ms, now, e);
+}
+
+/* ---- parking: every provider in its cooldown ---------------------------- */
+
+/* A permit parked until the first cooldown ends (or a success ends one). */
+struct park {
+    struct parked pk;               /* first: parking gives it back */
+    struct pending pd;
+    struct route_args ra;
+    uint64_t req_id;
+    double deadline_s;              /* monotonic: the end of its timeout */
+};
+
+static int permit_route(struct permits *p, struct conn *c, uint64_t req_id,
+                        double timeout_ms, struct pending *pd,
+                        const struct route_args *ra, struct proto_error *e);
+
+/*
+ * Woken: routed again, with what is left of its timeout; or its
+ * connection closed while it was parked: it consumed nothing.
+ */
+static void
+park_done(struct parked *pkd, double now_s)
+{
+    struct park *pk = (struct park *)pkd;
+    struct permits *p = pkd->arg;
+    struct pending *pd = &pk->pd;
+    struct conn *c = pkd->conn;
+    struct proto_error e;
+
+    pd->parked_ms += (now_s - pkd->parked_s) * 1e3;
+    if (c == NULL) {
+        unreserve(p, &pd->pm);
+        pd->dr.wait_ms = pd->dr.parked_ms = pd->parked_ms;
+        decisions_report(p->d.decisions, decide(p, pd, NULL),
+                         DECISION_UNREPORTED, -1, -1, 0);
+        if (pd->pm.call->id[0] == '\0')
+            call_end(pd->pm.call);
+        free(pk);
+        return;
+    }
+    pd->pm.started_s = now_s;
+    pd->all_degraded = false;
+    if (permit_route(p, c, pk->req_id, fmax(0, (pk->deadline_s - now_s) *
+                                               1e3), pd, &pk->ra, &e) < 0) {
+        unreserve(p, &pd->pm);
+        decide(p, pd, &e);
+        conn_error(c, pk->req_id, &e);
+        call_refused(pd->pm.call);
+    }
+    conn_flush(c);
+    free(pk);
+}
+
+/*
+ * Every candidate is in its cooldown and idx's ends first: when that is
+ * within the permit's timeout, park it until then instead of calling a
+ * degraded provider.  1 parked, 0 not (the all-degraded rule applies),
+ * -1 out of memory.
+ */
+static int
+park(struct permits *p, struct conn *c, uint64_t req_id, double timeout_ms,
+     struct pending *pd, const struct route_args *ra, int idx)
+{
+    double now = pd->pm.started_s;
+    struct router_status rs;
+    struct park *pk;
+
+    router_status(p->router, idx, now, &rs);
+    if (timeout_ms <= 0 || rs.cooldown_remaining_s * 1e3 > timeout_ms)
+        return 0;
+    if ((pk = malloc(sizeof(*pk))) == NULL)
+        return -1;
+    pk->pd = *pd;
+    pk->ra = *ra;
+    pk->req_id = req_id;
+    pk->deadline_s = now + timeout_ms / 1e3;
+    pk->pk.conn = c;
+    pk->pk.done = park_done;
+    pk->pk.arg = p;
+    if (parking_add(p->d.parking, &pk->pk, now,
+                    now + rs.cooldown_remaining_s) < 0) {
+        free(pk);
+        return -1;
+    }
+    log_debug("every provider is degraded: parked for %.3f s, until the "
+              "cooldown of %s ends", rs.cooldown_remaining_s,
+              provider_name(p, idx));
+    return 1;
 }
 
 /*
@@ -1169,25 +1599,26 @@ permit_route_model(struct permits *p, struct conn *c, struct proto_req *req,
  * where the attempt went and why.
  */
 static int
-permit_route(struct permits *p, struct conn *c, struct proto_req *req,
-             struct pending *pd, const struct route_args *ra,
-             struct proto_error *e)
+permit_route(struct permits *p, struct conn *c, uint64_t req_id,
+             double timeout_ms, struct pending *pd,
+             const struct route_args *ra, struct proto_error *e)
 {
-    const struct proto_permit_req *r = &req->u.permit;
     double now = pd->pm.started_s;
     bool no_token[CONFIG_MAX_PROVIDERS] = { false };
+    bool skip[CONFIG_MAX_PROVIDERS];
     struct provider *prov;
     uint64_t llm;
     int idx, alt;
 
     if (ra->has_model)
-        return permit_route_model(p, c, req, pd, ra, e);
-    /* 2. route */
-    idx = router_select(p->router, ra->pref, ra->excluded, now,
-                        &pd->all_degraded);
-    draft_route(p, pd, ra->excluded, idx, NULL, now);
-    if (idx < 0)
-        return no_provider(p, e);
+        return permit_route_model(p, c, req_id, timeout_ms, pd, ra, e);
+    /* 2. route, or park until the first cooldown ends */
+    if ((idx = route_pick(p, pd, ra, now, skip, e)) < 0)
+        return -1;
+    if (pd->all_degraded &&
+        (alt = park(p, c, req_id, timeout_ms, pd, ra, idx)) != 0)
+        return alt > 0 ? 0 : proto_error_set(e, PROTO_E_INTERNAL,
+                                             "out of memory");
     prov = buckets_at(p->d.buckets, (size_t)idx);
     if (pd->all_degraded)
         log_warn("every provider is degraded: routing to %s, whose cooldown "
@@ -1203,21 +1634,21 @@ permit_route(struct permits *p, struct conn *c, struct proto_req *req,
                                (unsigned long long)pd->pm.estimate,
                                prov->name);
     case LIMITER_GRANTED:
-        grant(p, c, req->id, pd, 0, false);
+        grant(p, c, req_id, pd, 0, false);
         return 0;
     case LIMITER_WAIT:
         break;
     }
     if (!pd->all_degraded &&
-        (alt = failover_now(p, idx, ra->excluded, pd->pm.estimate, now,
+        (alt = failover_now(p, idx, skip, pd->pm.estimate, now,
                             no_token)) >= 0) {
         pd->pm.provider = alt;
         draft_route(p, pd, ra->excluded, alt, no_token, now);
-        grant(p, c, req->id, pd, 0, true);
+        grant(p, c, req_id, pd, 0, true);
         return 0;
     }
     no_token[idx] = true;
-    if (r->timeout_ms == 0) {
+    if (timeout_ms <= 0) {
         draft_route(p, pd, ra->excluded, -1, no_token, now);
         telemetry_rate_limited(p->d.telemetry, prov->name);
         pd->pm.call->rate_limited = true;
@@ -1228,7 +1659,7 @@ permit_route(struct permits *p, struct conn *c, struct proto_req *req,
     /* 4. wait for the chosen provider's token */
     no_token[idx] = false;
     draft_route(p, pd, ra->excluded, idx, no_token, now);
-    return permit_wait(p, c, req->id, pd, llm, r->timeout_ms, now, e);
+    return permit_wait(p, c, req_id, pd, llm, timeout_ms, now, e);
 }
 
 /* permit: 0. the request, 1. quota, 2. route, 3. token, 4. wait. */
@@ -1254,7 +1685,8 @@ permits_permit(struct permits *p, struct conn *c, struct proto_req *req,
         call_refused(pd.pm.call);
         return -1;
     }
-    if (permit_route(p, c, req, &pd, &ra, e) < 0) {
+    if (permit_route(p, c, req->id, req->u.permit.timeout_ms, &pd, &ra,
+                     e) < 0) {
         unreserve(p, &pd.pm);
         decide(p, &pd, e);
         call_refused(pd.pm.call);
@@ -1391,6 +1823,16 @@ report_reconcile(struct permits *p, const struct permit *pm,
     return true;
 }
 
+/* Whether pm's provider is in its cooldown (false when it is gone). */
+static bool
+degraded(struct permits *p, const struct permit *pm, double now)
+{
+    int idx = router_find(p->router, pm->provider_name,
+                          strlen(pm->provider_name));
+
+    return idx >= 0 && !router_is_healthy(p->router, idx, now);
+}
+
 int
 permits_report(struct permits *p, struct conn *c, struct proto_req *req,
                struct proto_error *e)
@@ -1403,7 +1845,7 @@ permits_report(struct permits *p, struct conn *c, struct proto_req *req,
     struct call *call;
     const struct router *rr;
     double now = clock_mono();
-    bool reconciled;
+    bool reconciled, was_degraded;
     int idx;
 
     if (report_args(p, c, r, &pm, &outcome, e) < 0)
@@ -1415,9 +1857,14 @@ permits_report(struct permits *p, struct conn *c, struct proto_req *req,
                      r->latency_ms : -1,
                      PROTO_HAS(r, PROTO_REPORT_REQ_RETRY_AFTER_S) ?
                      r->retry_after_s : 0);
+    was_degraded = degraded(p, pm, now);
     idx = report_outcome(p, pm, r, outcome, now);
     rr = pm->model_alias[0] != '\0' ? p->models : p->router;
+    /* A success ended a cooldown: the parked permits need not wait. */
+    if (was_degraded && idx >= 0 && router_is_healthy(rr, idx, now))
+        parking_wake(p->d.parking);
     reconciled = report_reconcile(p, pm, r);
+    reconciled |= daily_report(p, pm, r);
     call = pm->call;
     call->open_permits--;
     call->rate_limited |= outcome == ROUTER_OUTCOME_RATE_LIMITED;

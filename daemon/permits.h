@@ -23,7 +23,9 @@
 
 struct buckets;
 struct conn;
+struct daily;
 struct decisions;
+struct parking;
 struct permits;
 struct persist;
 struct quota;
@@ -39,6 +41,8 @@ struct permits_deps {
     struct telemetry *telemetry;
     struct decisions *decisions;    /* each permit's, for explain */
     struct buckets *models;         /* a bucket per model deployment */
+    struct daily *daily;            /* the providers' RPD and TPD */
+    struct parking *parking;        /* permits waiting out a cooldown */
 };
 
 /* Permits over deps, with the router of deps->cfg; their per-connection
@@ -64,6 +68,21 @@ const struct router *permits_router(const struct permits *p);
 /* The deployments' router, index i being model bucket i. */
 const struct router *permits_model_router(const struct permits *p);
 size_t permits_open(const struct permits *p);
+
+/*
+ * The daily limits of cfg's providers into dl, as "provider/<name>"
+ * (PROVIDER_<NAME>_RPD, _TPD); the usage stays.  -1 (logged) when out of
+ * memory.
+ */
+int permits_set_daily(struct daily *dl, const struct config *cfg);
+/* The daily limit name of a provider, into buf. */
+#define PERMITS_DAILY_NAME_MAX (CONFIG_NAME_MAX + sizeof("provider/"))
+void permits_daily_name(char *buf, size_t len, const char *provider);
+/* Whether provider's daily limit takes one more request of llm tokens at
+ * wall: 0, or -1 with e filled (the daily_limit refusal, see
+ * proto/PROTOCOL.md). */
+int permits_daily_gate(struct daily *dl, const char *provider, uint64_t llm,
+                       double wall, struct proto_error *e);
 
 /* The ops; each answers now or later, or fills e and returns -1. */
 int permits_select_provider(struct permits *p, struct conn *c,

@@ -22,6 +22,7 @@
 #include <sys/queue.h>
 
 #include "clock.h"
+#include "daily.h"
 #include "log.h"
 #include "persist.h"
 #include "quota.h"
@@ -55,6 +56,7 @@ struct conn_held {
 struct persist {
     const struct config *cfg;
     struct quota *quota;            /* usage in memory: authoritative */
+    struct daily *daily;            /* the daily limits' counters, too */
     struct telemetry *telemetry;
     struct writer *writer;          /* owns the store */
     struct writer_batch *spare;     /* for the next batch */
@@ -75,7 +77,7 @@ struct persist {
 static int
 sink_reset(void *arg, const char *subject)
 {
-    struct writer_change c = { WRITER_RESET, subject, 0, 0, false };
+    struct writer_change c = { WRITER_RESET, subject, 0, 0, false, NULL };
 
     return writer_batch_add(arg, &c);
 }
@@ -83,7 +85,8 @@ sink_reset(void *arg, const char *subject)
 static int
 sink_limit(void *arg, const char *subject, bool has_limit, int64_t limit)
 {
-    struct writer_change c = { WRITER_LIMIT, subject, 0, limit, has_limit };
+    struct writer_change c = { WRITER_LIMIT, subject, 0, limit, has_limit,
+                               NULL };
 
     return writer_batch_add(arg, &c);
 }
@@ -93,7 +96,7 @@ sink_slot(void *arg, const char *subject, int64_t slot_start_ms,
           int64_t tokens)
 {
     struct writer_change c = { WRITER_SLOT, subject, slot_start_ms, tokens,
-                               false };
+                               false, NULL };
 
     return writer_batch_add(arg, &c);
 }
@@ -103,12 +106,56 @@ static const struct quota_sink sink = {
     NULL, sink_reset, sink_limit, sink_slot, NULL, NULL,
 };
 
+/* ---- the daily counters -> batch sink ---------------------------------- */
+
+static int
+daily_reset(void *arg, const char *name, enum daily_unit unit)
+{
+    struct writer_change c = { WRITER_DAILY_RESET, name, 0, 0, false,
+                               daily_unit_name(unit) };
+
+    return writer_batch_add(arg, &c);
+}
+
+static int
+daily_slot(void *arg, const char *name, enum daily_unit unit,
+           int64_t slot_start_ms, int64_t count)
+{
+    struct writer_change c = { WRITER_DAILY_SLOT, name, slot_start_ms, count,
+                               false, daily_unit_name(unit) };
+
+    return writer_batch_add(arg, &c);
+}
+
+static const struct daily_sink dsink = { daily_reset, daily_slot };
+
+/*
+ * The daily counters' changes into b, and the deletion of their expired
+ * rows with them (a day of slots per counter: one statement).  A failure
+ * leaves them pending, to go with the next batch (the rows already in b
+ * are absolute values: writing them twice is harmless).
+ */
+static int
+flush_daily(struct persist *p, struct writer_batch *b)
+{
+    struct writer_change prune = { WRITER_DAILY_PRUNE, "", 0, 0, false,
+                                   NULL };
+    int n = daily_flush(p->daily, &dsink, b);
+
+    if (n <= 0)
+        return n;
+    prune.slot_start_ms = daily_horizon_ms(p->daily, clock_wall());
+    return writer_batch_add(b, &prune);
+}
+
 /* ---- start-up ---------------------------------------------------------- */
 
 struct load_ctx {
     struct quota *q;
+    struct daily *daily;
     double now_s;
     size_t rows, bad;
+    size_t daily_rows;
 };
 
 static int
@@ -120,6 +167,21 @@ load_usage(const char *subject, int64_t slot_start_ms, uint64_t tokens,
     lc->rows++;
     if (tokens > INT64_MAX ||
         quota_load_slot(lc->q, subject, slot_start_ms, (int64_t)tokens,
+                        lc->now_s) < 0)
+        lc->bad++;
+    return 0;
+}
+
+static int
+load_daily(const char *name, const char *unit, int64_t slot_start_ms,
+           uint64_t count, void *arg)
+{
+    struct load_ctx *lc = arg;
+    enum daily_unit u;
+
+    lc->daily_rows++;
+    if (count > INT64_MAX || daily_unit_parse(unit, &u) < 0 ||
+        daily_load_slot(lc->daily, name, u, slot_start_ms, (int64_t)count,
                         lc->now_s) < 0)
         lc->bad++;
     return 0;
@@ -169,8 +231,9 @@ load(struct persist *p, double now, size_t *rows)
 {
     const struct config *cfg = p->cfg;
     char err[512], err2[512];
-    struct load_ctx lc = { p->quota, now, 0, 0 };
-    struct store_load_cb cb = { load_usage, load_limit, &lc };
+    struct load_ctx lc = { p->quota, p->daily, now, 0, 0, 0 };
+    struct store_load_cb cb = { load_usage, load_limit, &lc, load_daily,
+                                daily_horizon_ms(p->daily, now) };
     int64_t horizon_ms = quota_horizon_ms(p->quota, now);
     struct store *st = store_open(cfg->db_path, err, sizeof(err));
 
@@ -192,6 +255,9 @@ load(struct persist *p, double now, size_t *rows)
     if (lc.bad > 0)
         log_warn("%zu stored quota rows could not be loaded (bad subject "
                  "or value) and were skipped", lc.bad);
+    if (lc.daily_rows > 0)
+        log_info("database %s: %zu live daily-limit rows loaded",
+                 cfg->db_path, lc.daily_rows);
     *rows = lc.rows;
     return st;
 }
@@ -302,6 +368,16 @@ requeue(struct persist *p, const struct writer_batch *b)
         struct writer_change c;
 
         writer_batch_get(b, i, &c);
+        if (c.kind == WRITER_DAILY_PRUNE)
+            continue;       /* the next batch with daily rows prunes */
+        if (c.kind == WRITER_DAILY_RESET || c.kind == WRITER_DAILY_SLOT) {
+            enum daily_unit u;
+            if (daily_unit_parse(c.unit, &u) < 0 ||
+                daily_requeue(p->daily, c.kind == WRITER_DAILY_RESET,
+                              c.subject, u, c.slot_start_ms) < 0)
+                lost++;
+            continue;
+        }
         if (quota_requeue(p->quota, what[c.kind], c.subject,
                           c.slot_start_ms) < 0)
             lost++;
@@ -352,6 +428,11 @@ start_batch(struct persist *p)
         release_held(p, UINT64_MAX);
         persist_changed(p);
         return;
+    }
+    if (flush_daily(p, b) < 0) {
+        log_error("%s: out of memory: the daily counters go with the next "
+                  "batch", __func__);
+        persist_changed(p);
     }
     if (writer_batch_count(b) == 0 && !p->failing) {
         struct held *h;
@@ -407,7 +488,8 @@ batch_back(struct persist *p, struct writer_result *r)
      * the first success; after a failure a retry is always coming. */
     if (was_failing != p->failing)
         evtimer_del(p->flush_ev);
-    if (p->failing || quota_flush_pending(p->quota))
+    if (p->failing || quota_flush_pending(p->quota) ||
+        daily_flush_pending(p->daily))
         persist_changed(p);
 }
 
@@ -447,6 +529,7 @@ prune_cb(evutil_socket_t fd, short what, void *arg)
     bool done;
 
     quota_prune_step(p->quota, now, PRUNE_STEP_SUBJECTS, &done);
+    daily_prune(p->daily, now);     /* a few counters: at once */
     if (!done) {
         struct timeval now_tv = { 0, 0 };
 
@@ -486,7 +569,8 @@ start_writer(struct persist *p, struct event_base *base, struct store *st)
 
 struct persist *
 persist_open(struct event_base *base, const struct config *cfg,
-             struct quota *q, struct telemetry *t, int conn_slot)
+             struct quota *q, struct daily *dl, struct telemetry *t,
+             int conn_slot)
 {
     struct persist *p = calloc(1, sizeof(*p));
     double now = clock_wall();
@@ -498,6 +582,7 @@ persist_open(struct event_base *base, const struct config *cfg,
         fatalx(1, "%s: out of memory", __func__);
     p->cfg = cfg;
     p->quota = q;
+    p->daily = dl;
     p->telemetry = t;
     p->slot = conn_slot;
     TAILQ_INIT(&p->held);
@@ -507,6 +592,8 @@ persist_open(struct event_base *base, const struct config *cfg,
     /* Rows that left the window (the table prunes itself). */
     if (st != NULL && store_prune(st, quota_horizon_ms(q, now), &pruned) < 0)
         log_warn("pruning old quota rows: %s", store_errmsg(st));
+    if (st != NULL && store_prune_daily(st, daily_horizon_ms(dl, now)) < 0)
+        log_warn("pruning old daily rows: %s", store_errmsg(st));
     log_info("database %s: %zu live quota rows of %zu subjects loaded, %llu "
              "expired pruned", cfg->db_path, rows, quota_count(q),
              (unsigned long long)pruned);
@@ -531,7 +618,8 @@ write_all(struct persist *p)
             requeue(p, r.batch);
         keep_batch(p, r.batch);
     }
-    if ((b = take_batch(p)) == NULL || quota_flush(p->quota, &sink, b) < 0) {
+    if ((b = take_batch(p)) == NULL || quota_flush(p->quota, &sink, b) < 0 ||
+        flush_daily(p, b) < 0) {
         writer_batch_free(b);
         snprintf(p->error, sizeof(p->error), "out of memory");
         return -1;

@@ -22,19 +22,21 @@
 #include "proto.h"
 
 struct conn;
+struct daily;
 struct persist;
 struct quota;
 struct telemetry;
 
 /*
- * Open the store of cfg and load the live window into q; held replies are
- * kept in connection slot conn_slot.  cfg is read again at every flush
- * (a reload may change the interval).  Exits the daemon with a message
- * when the database cannot be used at all.
+ * Open the store of cfg and load the live window into q, and the last day
+ * into the daily counters dl (written with the quotas, in the same
+ * batches); held replies are kept in connection slot conn_slot.  cfg is
+ * read again at every flush (a reload may change the interval).  Exits
+ * the daemon with a message when the database cannot be used at all.
  */
 struct persist *persist_open(struct event_base *base, const struct config *cfg,
-                             struct quota *q, struct telemetry *t,
-                             int conn_slot);
+                             struct quota *q, struct daily *dl,
+                             struct telemetry *t, int conn_slot);
 /* A quota changed: make sure a flush is coming. */
 void persist_changed(struct persist *p);
 /* Final flush, waited for; then stop the writer, close the store and free

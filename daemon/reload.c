@@ -34,6 +34,9 @@ apply(struct daemon *d, const struct config *next)
     }
     permits_reconfigure_models(d->permits, mr);
     permits_reconfigure(d->permits, r);
+    /* Daily usage stays; only the limits follow the new file. */
+    if (permits_set_daily(d->daily, next) < 0)
+        return -1;
     return quota_reconfigure(d->quota, next->quota_window_days * 86400.0,
                              next->default_quota_tokens,
                              next->quota_enforcement == ENFORCE_HARD);

@@ -1,5 +1,6 @@
 /*
- * store — SQLite persistence of quota usage and limit overrides.
+ * store — SQLite persistence of quota usage, limit overrides and the daily
+ * limits' counters.
  * The only file that includes sqlite3.h.  See store.h for the contract.
  */
 #include "store.h"
@@ -39,6 +40,18 @@ static const struct migration {
      " limit_tokens INTEGER NOT NULL"
      "  CHECK (typeof(limit_tokens) = 'integer' AND limit_tokens >= 0)"
      ") WITHOUT ROWID;"},
+    /* Daily limits' counters, apart from the quota subjects: no id a
+     * client sends can name one of these rows. */
+    {2,
+     "CREATE TABLE daily_usage ("
+     " name TEXT NOT NULL CHECK (typeof(name) = 'text'),"
+     " unit TEXT NOT NULL CHECK (unit IN ('requests', 'tokens')),"
+     " slot_start_ms INTEGER NOT NULL"
+     "  CHECK (typeof(slot_start_ms) = 'integer'),"
+     " count INTEGER NOT NULL"
+     "  CHECK (typeof(count) = 'integer' AND count > 0),"
+     " PRIMARY KEY (name, unit, slot_start_ms)"
+     ") WITHOUT ROWID;"},
 };
 #define N_MIGRATIONS (sizeof(migrations) / sizeof(migrations[0]))
 _Static_assert(N_MIGRATIONS == STORE_SCHEMA_VERSION,
@@ -60,6 +73,11 @@ enum stmt_id {
     STMT_LOAD_USAGE,
     STMT_LOAD_LIMITS,
     STMT_INTEGRITY,
+    STMT_PUT_DAILY,
+    STMT_DEL_DAILY,
+    STMT_RESET_DAILY,
+    STMT_PRUNE_DAILY,
+    STMT_LOAD_DAILY,
     STMT_COUNT
 };
 
@@ -89,6 +107,19 @@ static const char *const stmt_sql[STMT_COUNT] = {
         " WHERE slot_start_ms >= ?1",
     [STMT_LOAD_LIMITS] = "SELECT subject, limit_tokens FROM quota_limit",
     [STMT_INTEGRITY] = "PRAGMA integrity_check",
+    [STMT_PUT_DAILY] =
+        "INSERT INTO daily_usage (name, unit, slot_start_ms, count)"
+        " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (name, unit, slot_start_ms)"
+        " DO UPDATE SET count = excluded.count",
+    [STMT_DEL_DAILY] =
+        "DELETE FROM daily_usage WHERE name = ?1 AND unit = ?2"
+        " AND slot_start_ms = ?3",
+    [STMT_RESET_DAILY] =
+        "DELETE FROM daily_usage WHERE name = ?1 AND unit = ?2",
+    [STMT_PRUNE_DAILY] = "DELETE FROM daily_usage WHERE slot_start_ms < ?1",
+    [STMT_LOAD_DAILY] =
+        "SELECT name, unit, slot_start_ms, count FROM daily_usage"
+        " WHERE slot_start_ms >= ?1",
 };
 
 struct store {
@@ -412,26 +443,45 @@ limit_row(sqlite3_stmt *s, const struct store_load_cb *cb)
                         (uint64_t)sqlite3_column_int64(s, 1), cb->arg);
 }
 
+static int
+daily_row(sqlite3_stmt *s, const struct store_load_cb *cb)
+{
+    return cb->on_daily((const char *)sqlite3_column_text(s, 0),
+                        (const char *)sqlite3_column_text(s, 1),
+                        sqlite3_column_int64(s, 2),
+                        (uint64_t)sqlite3_column_int64(s, 3), cb->arg);
+}
+
+/* The rows of s (a query of slot_start_ms >= ?1) from since_ms on. */
+static int
+load_since(struct store *st, enum stmt_id id, int64_t since_ms, const char *op,
+           int (*fn)(sqlite3_stmt *, const struct store_load_cb *),
+           const struct store_load_cb *cb)
+{
+    sqlite3_stmt *s = st->stmt[id];
+    int rc = sqlite3_bind_int64(s, 1, since_ms);
+
+    if (rc != SQLITE_OK)
+        return bind_failed(st, s, op, rc);
+    return load_rows(st, s, op, fn, cb);
+}
+
 int
 store_load(struct store *st, int64_t since_ms, const struct store_load_cb *cb)
 {
-    sqlite3_stmt *usage = st->stmt[STMT_LOAD_USAGE];
-    int rc;
-
     assert(!st->in_batch);
     assert(cb != NULL);
-    /* One read transaction: both tables come from the same snapshot. */
+    /* One read transaction: the tables come from the same snapshot. */
     if (run(st, st->stmt[STMT_BEGIN_READ], "load: begin") < 0)
         return -1;
-    if (cb->on_usage != NULL) {
-        rc = sqlite3_bind_int64(usage, 1, since_ms);
-        if (rc != SQLITE_OK) {
-            bind_failed(st, usage, "load usage", rc);
-            goto fail;
-        }
-        if (load_rows(st, usage, "load usage", usage_row, cb) < 0)
-            goto fail;
-    }
+    if (cb->on_usage != NULL &&
+        load_since(st, STMT_LOAD_USAGE, since_ms, "load usage", usage_row,
+                   cb) < 0)
+        goto fail;
+    if (cb->on_daily != NULL &&
+        load_since(st, STMT_LOAD_DAILY, cb->daily_since_ms, "load daily",
+                   daily_row, cb) < 0)
+        goto fail;
     if (cb->on_limit != NULL &&
         load_rows(st, st->stmt[STMT_LOAD_LIMITS], "load limits", limit_row,
                   cb) < 0)
@@ -564,6 +614,70 @@ store_reset_subject(struct store *st, const char *subject)
         return bind_failed(st, s, "reset subject", rc);
     }
     return batch_run(st, s, "reset subject");
+}
+
+int
+store_put_daily(struct store *st, const char *name, const char *unit,
+                int64_t slot_start_ms, uint64_t count)
+{
+    sqlite3_stmt *s;
+    int rc;
+
+    assert(st->in_batch);
+    assert(name != NULL && unit != NULL);
+    assert(count <= STORE_TOKENS_MAX);
+    if (st->batch_failed)
+        return -1;
+    s = st->stmt[count > 0 ? STMT_PUT_DAILY : STMT_DEL_DAILY];
+    rc = sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(s, 2, unit, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(s, 3, slot_start_ms);
+    if (rc == SQLITE_OK && count > 0)
+        rc = sqlite3_bind_int64(s, 4, (int64_t)count);
+    if (rc != SQLITE_OK) {
+        st->batch_failed = true;
+        return bind_failed(st, s, "put daily", rc);
+    }
+    return batch_run(st, s, "put daily");
+}
+
+int
+store_reset_daily(struct store *st, const char *name, const char *unit)
+{
+    sqlite3_stmt *s = st->stmt[STMT_RESET_DAILY];
+    int rc;
+
+    assert(st->in_batch);
+    assert(name != NULL && unit != NULL);
+    if (st->batch_failed)
+        return -1;
+    rc = sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(s, 2, unit, -1, SQLITE_STATIC);
+    if (rc != SQLITE_OK) {
+        st->batch_failed = true;
+        return bind_failed(st, s, "reset daily", rc);
+    }
+    return batch_run(st, s, "reset daily");
+}
+
+int
+store_prune_daily(struct store *st, int64_t before_ms)
+{
+    sqlite3_stmt *s = st->stmt[STMT_PRUNE_DAILY];
+    int rc;
+
+    if (st->in_batch && st->batch_failed)
+        return -1;
+    rc = sqlite3_bind_int64(s, 1, before_ms);
+    if (rc != SQLITE_OK) {
+        st->batch_failed = st->in_batch;
+        return bind_failed(st, s, "prune daily", rc);
+    }
+    return st->in_batch ? batch_run(st, s, "prune daily") :
+           run(st, s, "prune daily");
 }
 
 int

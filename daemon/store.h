@@ -5,6 +5,9 @@
  * The store keeps generic rows and knows nothing about windows or slots:
  *   usage   (subject, slot_start_ms) -> tokens      tokens > 0
  *   limits  subject -> limit_tokens                 a per-subject override
+ *   daily   (name, unit, slot_start_ms) -> count    count > 0; the daily
+ *           limits' counters, a table apart (unit: "requests", "tokens")
+ * Version 1 databases (no daily table) are migrated in place at open.
  * Memory (the quota module) is authoritative; the daemon writes its dirty
  * rows in one batch per flush interval (group commit) and loads the current
  * window at start-up.
@@ -27,7 +30,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 #define STORE_BUSY_TIMEOUT_MS 200
 #define STORE_TOKENS_MAX ((uint64_t)INT64_MAX)
 
@@ -54,9 +57,10 @@ const char *store_errmsg(const struct store *st);
 
 /*
  * Start-up load, outside any batch.  Calls on_usage for every usage row with
- * slot_start_ms >= since_ms, then on_limit for every override, in no
- * particular order, all from one consistent snapshot.  The subject pointer
- * is valid only during the call.  Either callback may be NULL.  A callback
+ * slot_start_ms >= since_ms, on_daily for every daily row with
+ * slot_start_ms >= daily_since_ms, then on_limit for every override, in no
+ * particular order, all from one consistent snapshot.  The string pointers
+ * are valid only during the call.  Any callback may be NULL.  A callback
  * returning non-zero stops the load, which then fails.
  */
 struct store_load_cb {
@@ -64,6 +68,9 @@ struct store_load_cb {
                     uint64_t tokens, void *arg);
     int (*on_limit)(const char *subject, uint64_t limit_tokens, void *arg);
     void *arg;
+    int (*on_daily)(const char *name, const char *unit, int64_t slot_start_ms,
+                    uint64_t count, void *arg);
+    int64_t daily_since_ms;
 };
 int store_load(struct store *st, int64_t since_ms,
                const struct store_load_cb *cb);
@@ -91,6 +98,16 @@ int store_put_limit(struct store *st, const char *subject, bool has_limit,
                     uint64_t limit_tokens);
 /* Delete every usage row of subject; its limit override is kept. */
 int store_reset_subject(struct store *st, const char *subject);
+
+/* A daily counter's slot: its absolute count (0 deletes the row); and
+ * every row of one counter deleted.  Inside a batch, as store_put_usage. */
+int store_put_daily(struct store *st, const char *name, const char *unit,
+                    int64_t slot_start_ms, uint64_t count);
+int store_reset_daily(struct store *st, const char *name, const char *unit);
+/* Delete the daily rows with slot_start_ms < before_ms, in the open batch
+ * or (outside one) as a statement of its own.  The table holds at most a
+ * day of slots per counter: one statement is bounded work. */
+int store_prune_daily(struct store *st, int64_t before_ms);
 
 /*
  * Delete the usage rows with slot_start_ms < before_ms.  Inside a batch the

@@ -61,6 +61,16 @@ telemetry_provider(struct telemetry *t, const char *provider,
 }
 
 void
+telemetry_daily(struct telemetry *t, const char *limit, const char *unit,
+                int64_t remaining)
+{
+    const char *labels[] = { limit, unit };
+
+    metrics_set(t->metrics, METRIC_DAILY_LIMIT_REMAINING, labels,
+                (double)remaining);
+}
+
+void
 telemetry_start_tracing(struct telemetry *t)
 {
     const struct config *cfg = t->cfg;

@@ -35,6 +35,10 @@ void telemetry_on_refresh(struct telemetry *t, telemetry_refresh_fn fn,
 void telemetry_provider(struct telemetry *t, const char *provider,
                         double available, double available_llm,
                         bool degraded);
+/* A daily limit's gauge: what the counter unit ("requests", "tokens") of
+ * limit ("provider/<name>") has left. */
+void telemetry_daily(struct telemetry *t, const char *limit, const char *unit,
+                     int64_t remaining);
 /* Start the OTLP exporter when an endpoint is configured (exits 78 when
  * it cannot be). */
 void telemetry_start_tracing(struct telemetry *t);

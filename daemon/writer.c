@@ -25,6 +25,7 @@ struct batch_change {
     uint32_t subject_off;       /* into text */
     int64_t slot_start_ms;
     int64_t value;
+    const char *unit;           /* a constant: DAILY_RESET, _SLOT */
 };
 
 struct writer_batch {
@@ -139,6 +140,7 @@ writer_batch_add(struct writer_batch *b, const struct writer_change *c)
     bc->subject_off = (uint32_t)b->last_subject;
     bc->slot_start_ms = c->slot_start_ms;
     bc->value = c->value;
+    bc->unit = c->unit;
     return 0;
 }
 
@@ -159,6 +161,7 @@ writer_batch_get(const struct writer_batch *b, size_t i,
     c->slot_start_ms = bc->slot_start_ms;
     c->value = bc->value;
     c->has_limit = bc->has_limit;
+    c->unit = bc->unit;
 }
 
 /* ---- the thread -------------------------------------------------------- */
@@ -179,6 +182,13 @@ write_change(struct store *st, const struct writer_batch *b, size_t i)
     case WRITER_SLOT:
         return store_put_usage(st, c.subject, c.slot_start_ms,
                                (uint64_t)c.value);
+    case WRITER_DAILY_RESET:
+        return store_reset_daily(st, c.subject, c.unit);
+    case WRITER_DAILY_SLOT:
+        return store_put_daily(st, c.subject, c.unit, c.slot_start_ms,
+                               (uint64_t)c.value);
+    case WRITER_DAILY_PRUNE:
+        return store_prune_daily(st, c.slot_start_ms);
     }
     return -1;
 }

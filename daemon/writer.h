@@ -41,14 +41,20 @@ enum writer_kind {
     WRITER_RESET,       /* store_reset_subject */
     WRITER_LIMIT,       /* store_put_limit(has_limit, value) */
     WRITER_SLOT,        /* store_put_usage(slot_start_ms, value) */
+    WRITER_DAILY_RESET, /* store_reset_daily(subject: the name, unit) */
+    WRITER_DAILY_SLOT,  /* store_put_daily(name, unit, slot_start_ms,
+                           value) */
+    WRITER_DAILY_PRUNE, /* store_prune_daily(slot_start_ms); no name */
 };
 
 struct writer_change {
     enum writer_kind kind;
-    const char *subject;
-    int64_t slot_start_ms;      /* SLOT */
+    const char *subject;        /* DAILY_*: the limit's name ("" to prune) */
+    int64_t slot_start_ms;      /* SLOT; DAILY_PRUNE: the horizon */
     int64_t value;              /* SLOT: tokens; LIMIT: the limit */
     bool has_limit;             /* LIMIT */
+    const char *unit;           /* DAILY_RESET, _SLOT: "requests" or
+                                   "tokens", a string constant (not copied) */
 };
 
 /* An empty batch; NULL when out of memory. */

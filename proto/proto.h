@@ -251,6 +251,14 @@ struct proto_msgdef {
     X(m, cooldown_cause,       COOLDOWN_CAUSE,       PF_STR,    0)            \
     X(m, cooldown_since,       COOLDOWN_SINCE,       PF_DOUBLE, 0)            \
     X(m, retry_after_s,        RETRY_AFTER_S,        PF_DOUBLE, 0)
+/* A daily limit's counter (PROVIDER_<NAME>_RPD, _TPD). */
+#define PROTO_DAILY_LIMIT_FIELDS(X, m)                                        \
+    X(m, name,      NAME,      PF_STR,    PF_REQUIRED)                        \
+    X(m, unit,      UNIT,      PF_STR,    PF_REQUIRED)                        \
+    X(m, limit,     LIMIT,     PF_UINT,   PF_REQUIRED)                        \
+    X(m, used,      USED,      PF_UINT,   PF_REQUIRED)                        \
+    X(m, remaining, REMAINING, PF_UINT,   PF_REQUIRED)                        \
+    X(m, frees_at,  FREES_AT,  PF_DOUBLE, PF_NULLABLE)
 #define PROTO_STATUS_REQ_FIELDS(X, m)
 #define PROTO_STATUS_REP_FIELDS(X, m)                                         \
     X(m, enabled,      ENABLED,      PF_BOOL,   PF_REQUIRED)                  \
@@ -267,7 +275,8 @@ struct proto_msgdef {
     X(m, last_flush,   LAST_FLUSH,   PF_DOUBLE, PF_NULLABLE)                  \
     X(m, store,        STORE,        PF_STR,    0)                            \
     X(m, store_error,  STORE_ERROR,  PF_STR,    0)                            \
-    X(m, models,       MODELS,       PF_OBJARR(model_status), 0)
+    X(m, models,       MODELS,       PF_OBJARR(model_status), 0)            \
+    X(m, daily_limits, DAILY_LIMITS, PF_OBJARR(daily_limit), 0)
 
 /* quota_reserve: atomic check-and-reserve on a workflow and/or a tenant.
  * The reply's subject is the tightest one, over_quota says allowed but
@@ -464,6 +473,7 @@ struct proto_msgdef {
       PF_REQUIRED)                                                            \
     X(m, all_degraded,    ALL_DEGRADED,    PF_BOOL,   PF_REQUIRED)            \
     X(m, wait_ms,         WAIT_MS,         PF_DOUBLE, PF_REQUIRED)            \
+    X(m, parked_ms,       PARKED_MS,       PF_DOUBLE, 0)                      \
     X(m, outcome,         OUTCOME,         PF_STR,    PF_REQUIRED)            \
     X(m, tokens_used,     TOKENS_USED,     PF_UINT,   0)                      \
     X(m, latency_ms,      LATENCY_MS,      PF_DOUBLE, 0)                      \
@@ -487,7 +497,8 @@ struct proto_msgdef {
     X(m, subject,      SUBJECT,      PF_STR,    0)                            \
     X(m, tokens_used,  TOKENS_USED,  PF_UINT,   0)                            \
     X(m, tokens_limit, TOKENS_LIMIT, PF_UINT,   0)                            \
-    X(m, reset_at,     RESET_AT,     PF_DOUBLE, PF_NULLABLE)
+    X(m, reset_at,     RESET_AT,     PF_DOUBLE, PF_NULLABLE)                  \
+    X(m, retry_after_s, RETRY_AFTER_S, PF_DOUBLE, 0)
 
 /* Every message, as (name of its struct after "proto_", NAME of its list);
  * a PF_OBJARR element before the messages that hold it. */
@@ -504,6 +515,7 @@ struct proto_msgdef {
     X(limiter_status_rep, LIMITER_STATUS_REP)                                 \
     X(provider_status, PROVIDER_STATUS)                                       \
     X(model_status, MODEL_STATUS)                                             \
+    X(daily_limit, DAILY_LIMIT)                                               \
     X(status_req, STATUS_REQ)                                                 \
     X(status_rep, STATUS_REP)                                                 \
     X(quota_reserve_req, QUOTA_RESERVE_REQ)                                   \

@@ -36,6 +36,6 @@ expect_eq "SIGTERM exits 0" 0 "$STOP_STATUS"
 ENVFILE="$TMP/f60.env" start_daemon
 expect_eq "SIGTERM loses nothing: 200 after restart" 200 "$(used kt)"
 expect_eq "the database is intact" ok "$(sqlite3 "$DB" 'PRAGMA integrity_check')"
-expect_eq "schema version 1" 1 "$(sqlite3 "$DB" 'PRAGMA user_version')"
+expect_eq "schema version 2" 2 "$(sqlite3 "$DB" 'PRAGMA user_version')"
 expect_eq "WAL mode" wal "$(sqlite3 "$DB" 'PRAGMA journal_mode')"
 finish

@@ -68,9 +68,10 @@ mock_mode groq ok
 mock_mode groq 500; mock_mode openai 500
 out=$(demo -w wf1 -a 2 hello | head -1)
 expect_match "both fail: success=0 after 2 attempts" "^provider=openai success=0 failover_attempts=1 " "$out"
-# Both degraded now: the one whose cooldown ends first is still used.
+# Both degraded now: with a timeout shorter than the cooldown (a longer
+# one parks, t_parking.sh), the one whose cooldown ends first is used.
 mock_mode openai ok
-out=$(demo -w wf1 hello | head -1)
+out=$(demo -w wf1 -T 0.5 hello | head -1)
 expect_match "all degraded: a call still goes out" "success=1" "$out"
 expect_match "all degraded: logged" "every provider is degraded" "$(cat "$TMP/daemon.log")"
 mock_mode groq ok

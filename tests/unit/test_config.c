@@ -550,7 +550,7 @@ test_models(void **state)
     assert_string_equal(m->name, "llama-3.3-70b-versatile");
     assert_string_equal(m->group, "llama");
     assert_true(m->rpm == 30 && m->tpm == 12000);
-    assert_true(m->rpd == 1000 && m->tpd == 100000);
+    assert_true(m->requests_per_day == 1000 && m->tokens_per_day == 100000);
     m = config_model(&cfg, "llama_tog", 9);
     assert_string_equal(m->provider, "together");
     assert_true(m->rpm == 0 && m->tpm == 0);
@@ -569,7 +569,7 @@ test_models(void **state)
     assert_int_equal(load(&cfg, buf, NULL, err), 0);
     free(buf);
     assert_int_equal(cfg.nmodels, 3);
-    assert_true(config_model(&cfg, "llama_groq", 10)->tpd == 100000);
+    assert_true(config_model(&cfg, "llama_groq", 10)->tokens_per_day == 100000);
 
     /* Another program's MODEL_NAME in the environment is not ours; a
      * MODEL_<ALIAS>_<KEY> there is. */

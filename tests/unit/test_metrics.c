@@ -514,7 +514,10 @@ test_prometheus_exact(void **state)
         "# TYPE llmguard_provider_degraded gauge\n"
         "# HELP provider_available_llm_tokens LLM tokens now available in "
         "the provider's TOKENS_PER_MIN bucket.\n"
-        "# TYPE provider_available_llm_tokens gauge\n");
+        "# TYPE provider_available_llm_tokens gauge\n"
+        "# HELP llmguard_daily_limit_remaining What a daily limit (RPD, TPD) "
+        "has left over the last 24 hours.\n"
+        "# TYPE llmguard_daily_limit_remaining gauge\n");
     free(out);
     metrics_free(m);
 }

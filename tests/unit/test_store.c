@@ -74,7 +74,8 @@ on_limit(const char *subject, uint64_t limit_tokens, void *arg)
 static void
 load(struct store *st, int64_t since_ms, struct loaded *l)
 {
-    struct store_load_cb cb = {on_usage, on_limit, l};
+    struct store_load_cb cb = { .on_usage = on_usage, .on_limit = on_limit,
+                               .arg = l };
 
     memset(l, 0, sizeof(*l));
     assert_int_equal(store_load(st, since_ms, &cb), 0);
@@ -209,17 +210,18 @@ test_schema_version_and_wal(void **state)
     store_close(st);
     assert_int_equal(raw_int(path, "PRAGMA user_version"),
                      STORE_SCHEMA_VERSION);
-    assert_int_equal(STORE_SCHEMA_VERSION, 1);
+    assert_int_equal(STORE_SCHEMA_VERSION, 2);
     assert_int_equal(raw_int(path, "SELECT journal_mode = 'wal' FROM "
                                    "pragma_journal_mode"), 1);
     assert_int_equal(raw_int(path, "SELECT count(*) FROM sqlite_schema WHERE"
-                                   " name IN ('quota_usage','quota_limit')"),
-                     2);
+                                   " name IN ('quota_usage','quota_limit',"
+                                   "'daily_usage')"),
+                     3);
     /* A second open finds the schema current and changes nothing. */
     st = open_ok(path);
     assert_int_equal(store_integrity_check(st), 0);
     store_close(st);
-    assert_int_equal(raw_int(path, "PRAGMA user_version"), 1);
+    assert_int_equal(raw_int(path, "PRAGMA user_version"), 2);
 }
 
 static void
@@ -397,7 +399,8 @@ test_load_stopped_by_callback(void **state)
     char path[128];
     struct store *st;
     struct loaded l;
-    struct store_load_cb cb = {on_usage, on_limit, &l};
+    struct store_load_cb cb = { .on_usage = on_usage, .on_limit = on_limit,
+                               .arg = &l };
 
     db_path(state, "stop.db", path, sizeof(path));
     st = open_ok(path);
@@ -513,6 +516,101 @@ test_rollback_discards_batch(void **state)
     store_close(st);
 }
 
+
+/* Daily rows: a table apart, loaded from their own horizon. */
+struct daily_rows {
+    char key[8][96];
+    uint64_t count[8];
+    size_t n;
+};
+
+static int
+on_daily(const char *name, const char *unit, int64_t slot_ms, uint64_t count,
+         void *arg)
+{
+    struct daily_rows *d = arg;
+
+    assert_true(d->n < 8);
+    snprintf(d->key[d->n], sizeof(d->key[0]), "%s %s %lld", name, unit,
+             (long long)slot_ms);
+    d->count[d->n++] = count;
+    return 0;
+}
+
+static void
+test_daily_rows(void **state)
+{
+    char path[128];
+    struct store *st;
+    struct daily_rows d = { .n = 0 };
+    struct store_load_cb cb = { NULL, NULL, &d, on_daily, 2000 };
+
+    db_path(state, "daily.db", path, sizeof(path));
+    st = open_ok(path);
+    assert_int_equal(store_begin(st), 0);
+    assert_int_equal(store_put_daily(st, "provider/groq", "requests", 1000,
+                                     3), 0);
+    assert_int_equal(store_put_daily(st, "provider/groq", "requests", 2000,
+                                     4), 0);
+    assert_int_equal(store_put_daily(st, "provider/groq", "tokens", 2000, 70),
+                     0);
+    assert_int_equal(store_put_daily(st, "provider/groq", "tokens", 2000, 90),
+                     0);
+    /* A quota subject of the same name is another row altogether. */
+    assert_int_equal(store_put_usage(st, "provider/groq", 2000, 5), 0);
+    assert_int_equal(store_commit(st), 0);
+    assert_int_equal(store_load(st, 0, &cb), 0);
+    assert_int_equal(d.n, 2);
+    for (size_t i = 0; i < d.n; i++)
+        assert_int_equal(d.count[i],
+                         strstr(d.key[i], "tokens") != NULL ? 90 : 4);
+    assert_int_equal(raw_int(path, "SELECT count(*) FROM daily_usage"), 3);
+    /* Reset of one counter, a 0 count, pruning. */
+    assert_int_equal(store_begin(st), 0);
+    assert_int_equal(store_reset_daily(st, "provider/groq", "tokens"), 0);
+    assert_int_equal(store_put_daily(st, "provider/groq", "requests", 2000,
+                                     0), 0);
+    assert_int_equal(store_prune_daily(st, 1500), 0);
+    assert_int_equal(store_commit(st), 0);
+    assert_int_equal(raw_int(path, "SELECT count(*) FROM daily_usage"), 0);
+    assert_int_equal(raw_int(path, "SELECT count(*) FROM quota_usage"), 1);
+    /* A unit the table does not know is refused by its CHECK. */
+    assert_int_equal(store_begin(st), 0);
+    assert_int_equal(store_put_daily(st, "x", "minutes", 1, 1), -1);
+    assert_int_equal(store_commit(st), -1);
+    assert_non_null(strstr(store_errmsg(st), "put daily"));
+    store_close(st);
+}
+
+/* A database of schema 1 is migrated in place and keeps its rows. */
+static void
+test_migrate_v1(void **state)
+{
+    char path[128];
+    struct store *st;
+    struct loaded l;
+
+    db_path(state, "v1.db", path, sizeof(path));
+    raw_exec(path,
+             "CREATE TABLE quota_usage (subject TEXT NOT NULL,"
+             " slot_start_ms INTEGER NOT NULL, tokens INTEGER NOT NULL,"
+             " PRIMARY KEY (subject, slot_start_ms)) WITHOUT ROWID;"
+             "CREATE TABLE quota_limit (subject TEXT NOT NULL PRIMARY KEY,"
+             " limit_tokens INTEGER NOT NULL) WITHOUT ROWID;"
+             "INSERT INTO quota_usage VALUES ('workflow:w', 5000, 42);"
+             "INSERT INTO quota_limit VALUES ('workflow:w', 100);"
+             "PRAGMA user_version = 1;");
+    st = open_ok(path);
+    assert_int_equal(raw_int(path, "PRAGMA user_version"), 2);
+    load(st, 0, &l);
+    assert_int_equal(usage_of(&l, "workflow:w", 5000), 42);
+    assert_int_equal(limit_of(&l, "workflow:w"), 100);
+    assert_int_equal(store_begin(st), 0);
+    assert_int_equal(store_put_daily(st, "provider/a", "requests", 1, 1), 0);
+    assert_int_equal(store_commit(st), 0);
+    store_close(st);
+}
+
 static void
 test_newer_schema_refused(void **state)
 {
@@ -520,12 +618,12 @@ test_newer_schema_refused(void **state)
 
     db_path(state, "newer.db", path, sizeof(path));
     store_close(open_ok(path));
-    raw_exec(path, "PRAGMA user_version = 2");
+    raw_exec(path, "PRAGMA user_version = 3");
     assert_null(store_open(path, err, sizeof(err)));
     assert_non_null(strstr(err, path));
-    assert_non_null(strstr(err, "schema version 2 is newer than this "
-                                "build supports (1)"));
-    assert_int_equal(raw_int(path, "PRAGMA user_version"), 2);
+    assert_non_null(strstr(err, "schema version 3 is newer than this "
+                                "build supports (2)"));
+    assert_int_equal(raw_int(path, "PRAGMA user_version"), 3);
 }
 
 static void
@@ -744,6 +842,8 @@ main(void)
         cmocka_unit_test(test_prune_steps),
         cmocka_unit_test(test_rollback_discards_batch),
         cmocka_unit_test(test_newer_schema_refused),
+        cmocka_unit_test(test_daily_rows),
+        cmocka_unit_test(test_migrate_v1),
         cmocka_unit_test(test_open_errors_name_the_path),
         cmocka_unit_test(test_read_only_file_refused),
         cmocka_unit_test(test_full_then_retry),

@@ -77,7 +77,7 @@ add(struct writer_batch *b, enum writer_kind kind, const char *subject,
     int64_t slot_start_ms, int64_t value, bool has_limit)
 {
     struct writer_change c = { kind, subject, slot_start_ms, value,
-                               has_limit };
+                               has_limit, NULL };
 
     assert_int_equal(writer_batch_add(b, &c), 0);
 }
@@ -178,6 +178,53 @@ test_batches_in_turn(void **state)
                      10 * ROUNDS);
     writer_stop(w);
     assert_int_equal(raw_int(path, "SELECT count(*) FROM quota_usage"), 10);
+}
+
+/* The daily counters' rows: the unit kept with each change, a table of
+ * their own, and the prune of their expired rows in the same batch. */
+static void
+test_daily_changes(void **state)
+{
+    char path[128];
+    struct writer_batch *b = writer_batch_new();
+    struct writer_change c;
+    struct writer_result r;
+    struct writer *w;
+
+    (void)state;
+    path_of("daily.db", path, sizeof(path));
+    w = start_ok(path, open_ok(path));
+    c = (struct writer_change){ WRITER_DAILY_SLOT, "provider/groq", 1000, 3,
+                                false, "requests" };
+    assert_int_equal(writer_batch_add(b, &c), 0);
+    c.unit = "tokens";
+    c.value = 300;
+    assert_int_equal(writer_batch_add(b, &c), 0);
+    c.slot_start_ms = 5000;
+    c.value = 70;
+    assert_int_equal(writer_batch_add(b, &c), 0);
+    c = (struct writer_change){ WRITER_DAILY_PRUNE, "", 2000, 0, false, NULL };
+    assert_int_equal(writer_batch_add(b, &c), 0);
+    writer_batch_get(b, 1, &c);
+    assert_string_equal(c.unit, "tokens");
+    assert_string_equal(c.subject, "provider/groq");
+    writer_submit(w, b);
+    collect(w, &r);
+    assert_true(r.ok);
+    writer_batch_clear(b);
+    c = (struct writer_change){ WRITER_DAILY_RESET, "provider/groq", 0, 0,
+                                false, "requests" };
+    assert_int_equal(writer_batch_add(b, &c), 0);
+    writer_submit(w, b);
+    collect(w, &r);
+    assert_true(r.ok);
+    writer_stop(w);
+    writer_batch_free(b);
+    /* Pruned: the rows of slot 1000; reset: none of requests was left. */
+    assert_int_equal(raw_int(path, "SELECT count(*) FROM daily_usage"), 1);
+    assert_int_equal(raw_int(path, "SELECT count FROM daily_usage WHERE "
+                                   "unit = 'tokens'"), 70);
+    assert_int_equal(raw_int(path, "SELECT count(*) FROM quota_usage"), 0);
 }
 
 /*
@@ -328,6 +375,7 @@ main(void)
         cmocka_unit_test(test_batch),
         cmocka_unit_test(test_batches_in_turn),
         cmocka_unit_test(test_open_later),
+        cmocka_unit_test(test_daily_changes),
         cmocka_unit_test(test_failed_batch_rolls_back),
         cmocka_unit_test(test_prune),
         cmocka_unit_test(test_stop_finishes_the_batch),

@@ -1,0 +1,378 @@
+/*
+ * daily.c - per-day limits over the quota module's rolling window.
+ *
+ * The counters live in a quota table of their own (soft mode, so a charge
+ * always counts: the check is done before, by the caller): the requests of
+ * a name are its subject "workflow:<name>", its tokens "tenant:<name>".
+ * That mapping never leaves this file: the sink, the loader and the status
+ * speak of (name, unit).  The limits are kept here, in a hash by name, and
+ * not as quota overrides, so that a reload changes them without a write.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define HASH_NONFATAL_OOM 1     /* a failed add leaves hh.tbl NULL */
+#include <uthash.h>
+
+#include "daily.h"
+#include "quota.h"
+
+struct limit {
+    UT_hash_handle hh;
+    int64_t max[DAILY_UNITS];       /* 0: none */
+    char name[];
+};
+
+struct daily {
+    struct quota *q;
+    struct limit *limits;           /* uthash by name */
+};
+
+static const enum quota_kind unit_kind[DAILY_UNITS] = {
+    [DAILY_REQUESTS] = QUOTA_WORKFLOW,
+    [DAILY_TOKENS] = QUOTA_TENANT,
+};
+
+static const char *const unit_names[DAILY_UNITS] = {
+    [DAILY_REQUESTS] = "requests",
+    [DAILY_TOKENS] = "tokens",
+};
+
+/* Arguments that would go to the counter of unit: workflow or tenant. */
+#define WF(unit, name) ((unit) == DAILY_REQUESTS ? (name) : NULL)
+#define TN(unit, name) ((unit) == DAILY_TOKENS ? (name) : NULL)
+
+struct daily *
+daily_new(double window_s)
+{
+    struct daily *dl = calloc(1, sizeof(*dl));
+
+    if (dl == NULL || (dl->q = quota_new(window_s, 0, false)) == NULL) {
+        free(dl);
+        return NULL;
+    }
+    return dl;
+}
+
+static void
+clear(struct daily *dl)
+{
+    struct limit *l, *tmp;
+
+    HASH_ITER(hh, dl->limits, l, tmp) {
+        HASH_DEL(dl->limits, l);
+        free(l);
+    }
+}
+
+void
+daily_free(struct daily *dl)
+{
+    if (dl == NULL)
+        return;
+    clear(dl);
+    quota_free(dl->q);
+    free(dl);
+}
+
+static const struct limit *
+find(const struct daily *dl, const char *name)
+{
+    struct limit *l = NULL;
+
+    HASH_FIND_STR(dl->limits, name, l);
+    return l;
+}
+
+int
+daily_set_limit(struct daily *dl, const char *name, int64_t requests,
+                int64_t tokens)
+{
+    struct limit *l = (struct limit *)(uintptr_t)find(dl, name);
+    size_t len;
+
+    if (quota_id_valid(name) < 0 || requests < 0 || tokens < 0)
+        return -1;
+    if (l == NULL) {
+        len = strlen(name);
+        if ((l = calloc(1, sizeof(*l) + len + 1)) == NULL)
+            return -1;
+        memcpy(l->name, name, len + 1);
+        HASH_ADD_KEYPTR(hh, dl->limits, l->name, len, l);
+        if (l->hh.tbl == NULL) {
+            free(l);
+            return -1;
+        }
+    }
+    l->max[DAILY_REQUESTS] = requests;
+    l->max[DAILY_TOKENS] = tokens;
+    return 0;
+}
+
+void
+daily_clear_limits(struct daily *dl)
+{
+    clear(dl);
+}
+
+bool
+daily_limited(const struct daily *dl, const char *name)
+{
+    const struct limit *l = find(dl, name);
+
+    return l != NULL && (l->max[DAILY_REQUESTS] > 0 ||
+                         l->max[DAILY_TOKENS] > 0);
+}
+
+static bool
+time_ok(double t)
+{
+    return isfinite(t) && fabs(t) < 1e12;
+}
+
+int
+daily_check(const struct daily *dl, const char *name, int64_t requests,
+            int64_t tokens, double now_s, struct daily_verdict *v)
+{
+    const int64_t n[DAILY_UNITS] = { requests, tokens };
+    const struct limit *l = find(dl, name);
+    struct quota_status st;
+
+    memset(v, 0, sizeof(*v));
+    v->allowed = true;
+    if (requests < 0 || tokens < 0 || !time_ok(now_s))
+        return -1;
+    if (l == NULL)
+        return 0;
+    for (int u = 0; u < DAILY_UNITS; u++) {
+        if (l->max[u] == 0)
+            continue;
+        if (quota_status(dl->q, unit_kind[u], name, now_s, &st) < 0)
+            return -1;
+        /* Out when nothing is left, or when n does not fit. */
+        if (st.tokens_used < l->max[u] && n[u] <= l->max[u] - st.tokens_used)
+            continue;
+        v->allowed = false;
+        v->unit = (enum daily_unit)u;
+        v->used = st.tokens_used;
+        v->limit = l->max[u];
+        v->has_frees_at = st.has_reset_at;
+        v->frees_at_s = st.reset_at_s;
+        return 0;
+    }
+    return 0;
+}
+
+int
+daily_charge(struct daily *dl, const char *name, int64_t requests,
+             int64_t tokens, double now_s, int64_t *slot_start_ms)
+{
+    struct quota_decision d;
+
+    if (requests < 0 || tokens < 0 || !time_ok(now_s) ||
+        quota_id_valid(name) < 0)
+        return -1;
+    *slot_start_ms = (int64_t)floor(now_s * 1000 / (double)quota_slot_ms(
+                                        dl->q)) * quota_slot_ms(dl->q);
+    if (!daily_limited(dl, name))
+        return 0;
+    /* Both counters, so a limit added by a reload sees the real usage. */
+    if (quota_reserve(dl->q, name, NULL, requests, now_s, &d) < 0)
+        return -1;
+    *slot_start_ms = d.slot_start_ms;
+    if (quota_reserve(dl->q, NULL, name, tokens, now_s, &d) < 0) {
+        quota_commit(dl->q, name, NULL, *slot_start_ms, requests, 0, now_s);
+        return -1;
+    }
+    return 0;
+}
+
+int
+daily_reconcile(struct daily *dl, const char *name, enum daily_unit unit,
+                int64_t slot_start_ms, int64_t estimate, int64_t actual,
+                double now_s)
+{
+    if ((unsigned)unit >= DAILY_UNITS)
+        return -1;
+    if (estimate == actual)
+        return 0;
+    return quota_commit(dl->q, WF(unit, name), TN(unit, name), slot_start_ms,
+                        estimate, actual, now_s);
+}
+
+static int
+by_name(const struct limit *a, const struct limit *b)
+{
+    return strcmp(a->name, b->name);
+}
+
+size_t
+daily_list(struct daily *dl, double now_s, struct daily_status *out,
+           size_t max)
+{
+    const struct limit *l;
+    struct quota_status st;
+    size_t n = 0;
+
+    HASH_SORT(dl->limits, by_name);
+    for (l = dl->limits; l != NULL; l = l->hh.next) {
+        for (int u = 0; u < DAILY_UNITS; u++) {
+            if (l->max[u] == 0)
+                continue;
+            if (n < max &&
+                quota_status(dl->q, unit_kind[u], l->name, now_s, &st) == 0) {
+                struct daily_status *ds = &out[n];
+                ds->name = l->name;
+                ds->unit = (enum daily_unit)u;
+                ds->limit = l->max[u];
+                ds->used = st.tokens_used;
+                ds->remaining = st.tokens_used < l->max[u] ?
+                                l->max[u] - st.tokens_used : 0;
+                ds->has_frees_at = st.has_reset_at;
+                ds->frees_at_s = st.reset_at_s;
+            }
+            n++;
+        }
+    }
+    return n;
+}
+
+/* ---- persistence ------------------------------------------------------- */
+
+/* The unit and name of a subject of dl->q; -1 for one that is not ours. */
+static int
+split(const char *subject, enum daily_unit *unit, const char **name)
+{
+    static const char *const prefix[DAILY_UNITS] = {
+        [DAILY_REQUESTS] = "workflow:",
+        [DAILY_TOKENS] = "tenant:",
+    };
+
+    for (int u = 0; u < DAILY_UNITS; u++) {
+        size_t len = strlen(prefix[u]);
+        if (strncmp(subject, prefix[u], len) == 0) {
+            *unit = (enum daily_unit)u;
+            *name = subject + len;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+struct relay {
+    const struct daily_sink *sink;
+    void *arg;
+};
+
+static int
+relay_reset(void *arg, const char *subject)
+{
+    struct relay *r = arg;
+    enum daily_unit unit;
+    const char *name;
+
+    if (split(subject, &unit, &name) < 0)
+        return -1;
+    return r->sink->on_reset(r->arg, name, unit);
+}
+
+/* Limits are not stored: the configuration says them. */
+static int
+relay_limit(void *arg, const char *subject, bool has_limit, int64_t limit)
+{
+    (void)arg, (void)subject, (void)has_limit, (void)limit;
+    return 0;
+}
+
+static int
+relay_slot(void *arg, const char *subject, int64_t slot_start_ms,
+           int64_t count)
+{
+    struct relay *r = arg;
+    enum daily_unit unit;
+    const char *name;
+
+    if (split(subject, &unit, &name) < 0)
+        return -1;
+    return r->sink->on_slot(r->arg, name, unit, slot_start_ms, count);
+}
+
+int
+daily_flush(struct daily *dl, const struct daily_sink *sink, void *arg)
+{
+    static const struct quota_sink qs = {
+        NULL, relay_reset, relay_limit, relay_slot, NULL, NULL,
+    };
+    struct relay r = { sink, arg };
+
+    return quota_flush(dl->q, &qs, &r);
+}
+
+bool
+daily_flush_pending(const struct daily *dl)
+{
+    return quota_flush_pending(dl->q);
+}
+
+/* "workflow:<name>" or "tenant:<name>" into buf; -1 for a bad name. */
+static int
+subject(char *buf, size_t len, enum daily_unit unit, const char *name)
+{
+    if ((unsigned)unit >= DAILY_UNITS)
+        return -1;
+    return quota_subject(buf, len, unit_kind[unit], name) < 0 ? -1 : 0;
+}
+
+int
+daily_requeue(struct daily *dl, bool reset, const char *name,
+              enum daily_unit unit, int64_t slot_start_ms)
+{
+    char s[QUOTA_SUBJECT_MAX];
+
+    if (subject(s, sizeof(s), unit, name) < 0)
+        return -1;
+    return quota_requeue(dl->q, reset ? QUOTA_CHANGE_RESET : QUOTA_CHANGE_SLOT,
+                         s, slot_start_ms);
+}
+
+int
+daily_load_slot(struct daily *dl, const char *name, enum daily_unit unit,
+                int64_t slot_start_ms, int64_t count, double now_s)
+{
+    char s[QUOTA_SUBJECT_MAX];
+
+    if (subject(s, sizeof(s), unit, name) < 0)
+        return -1;
+    return quota_load_slot(dl->q, s, slot_start_ms, count, now_s);
+}
+
+int64_t
+daily_horizon_ms(const struct daily *dl, double now_s)
+{
+    return quota_horizon_ms(dl->q, now_s);
+}
+
+size_t
+daily_prune(struct daily *dl, double now_s)
+{
+    return quota_prune(dl->q, now_s);
+}
+
+const char *
+daily_unit_name(enum daily_unit unit)
+{
+    return (unsigned)unit < DAILY_UNITS ? unit_names[unit] : "?";
+}
+
+int
+daily_unit_parse(const char *s, enum daily_unit *unit)
+{
+    for (int u = 0; u < DAILY_UNITS; u++) {
+        if (strcmp(s, unit_names[u]) == 0) {
+            *unit = (enum daily_unit)u;
+            return 0;
+        }
+    }
+    return -1;
+}
