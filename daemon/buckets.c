@@ -24,14 +24,103 @@ struct conn_waiters {
     TAILQ_HEAD(, waiter) list;
 };
 
+/*
+ * A rate not configured and not learned yet: as good as none, but still a
+ * bucket, so that its grants are counted for the first answer's clamp.
+ */
+#define UNLIMITED 1e9
+
 static void
 limiter_config(const struct config *cfg, const struct provider_config *pc,
                struct limiter_config *lc)
 {
-    lc->rate_per_sec = pc->rate_per_sec;
-    lc->burst = pc->burst;
+    lc->rate_per_sec = pc->rate_per_sec > 0 ? pc->rate_per_sec : UNLIMITED;
+    lc->burst = pc->rate_per_sec > 0 || config_provider_given(pc, "BURST") ?
+                pc->burst : UNLIMITED;
     lc->tokens_per_min = pc->tokens_per_min;
     lc->enabled = cfg->rate_limit_enabled;
+}
+
+/* What prov's bucket runs on: its configuration, with what was learned
+ * where nothing is configured. */
+static void
+effective_config(const struct provider *prov, struct limiter_config *lc)
+{
+    *lc = prov->configured;
+    if (prov->learn_rate && prov->learned_rpm > 0) {
+        lc->rate_per_sec = prov->learned_rpm / 60.0;
+        if (!prov->burst_given)
+            lc->burst = prov->learned_rpm;
+    }
+    if (prov->learn_tpm && prov->learned_tpm > 0)
+        lc->tokens_per_min = prov->learned_tpm;
+}
+
+/* Take the configuration of pc into p (a new provider, or one a reload
+ * moved here from old, whose learned limits carry over). */
+static void
+provider_configure(struct provider *p, const struct config *cfg,
+                   const struct provider_config *pc, const struct provider *old)
+{
+    limiter_config(cfg, pc, &p->configured);
+    p->learn_rate = !(pc->rate_per_sec > 0);
+    p->learn_tpm = !config_provider_given(pc, "TOKENS_PER_MIN");
+    p->burst_given = config_provider_given(pc, "BURST");
+    p->learned_rpm = old != NULL ? old->learned_rpm : 0;
+    p->learned_tpm = old != NULL ? old->learned_tpm : 0;
+}
+
+bool
+buckets_learn(struct provider *prov, double rpm, double tpm)
+{
+    struct limiter_config lc;
+    bool changed = false;
+
+    if (prov->learn_rate && rpm > 0 && rpm != prov->learned_rpm) {
+        prov->learned_rpm = rpm;
+        changed = true;
+    }
+    if (prov->learn_tpm && tpm > 0 && tpm != prov->learned_tpm) {
+        prov->learned_tpm = tpm;
+        changed = true;
+    }
+    if (!changed)
+        return false;
+    effective_config(prov, &lc);
+    if (limiter_reconfigure(&prov->bucket, &lc, clock_mono()) < 0)
+        return false;       /* out of the limiter's range: not taken */
+    log_info("provider %s: learned %.0f requests and %.0f tokens a minute "
+             "from its headers", prov->name,
+             prov->learn_rate ? prov->learned_rpm : lc.rate_per_sec * 60,
+             lc.tokens_per_min);
+    buckets_kick(prov);
+    return true;
+}
+
+enum limit_source
+buckets_rate_source(const struct provider *prov)
+{
+    if (!prov->learn_rate)
+        return LIMIT_CONFIGURED;
+    return prov->learned_rpm > 0 ? LIMIT_LEARNED : LIMIT_NONE;
+}
+
+enum limit_source
+buckets_tpm_source(const struct provider *prov)
+{
+    if (!prov->learn_tpm)
+        return LIMIT_CONFIGURED;
+    return prov->learned_tpm > 0 ? LIMIT_LEARNED : LIMIT_NONE;
+}
+
+const char *
+buckets_source_name(enum limit_source s)
+{
+    static const char *const names[] = {
+        [LIMIT_NONE] = "none", [LIMIT_CONFIGURED] = "configured",
+        [LIMIT_LEARNED] = "learned",
+    };
+    return names[s];
 }
 
 static void
@@ -283,7 +372,8 @@ buckets_reconfigure(struct buckets *b, const struct config *cfg)
         struct provider *o = buckets_find(b, pc->name, strlen(pc->name));
         struct limiter_config lc;
 
-        limiter_config(cfg, pc, &lc);
+        provider_configure(p, cfg, pc, o);
+        effective_config(p, &lc);
         memcpy(p->name, pc->name, sizeof(p->name));
         if (o != NULL) {
             move_bucket(p, o);

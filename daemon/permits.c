@@ -12,10 +12,12 @@
 #include "buckets.h"
 #include "clock.h"
 #include "decisions.h"
+#include "feedback.h"
 #include "log.h"
 #include "permits.h"
 #include "persist.h"
 #include "quota.h"
+#include "ratehdr.h"
 #include "request.h"
 #include "router.h"
 #include "server.h"
@@ -31,6 +33,7 @@ struct permits {
     uint64_t next_id;
     int slot;                       /* connection slot: struct conn_permits */
     struct log_throttle refusals[PROTO_E__COUNT];   /* by error code */
+    struct log_throttle malformed;  /* providers' unreadable headers */
 };
 
 /* A connection's unreported permits and open calls, in its slot. */
@@ -78,6 +81,7 @@ struct permit {
     uint64_t estimate;
     double started_s;               /* monotonic, when routed */
     uint64_t decision;              /* its seq in the decisions; 0: none */
+    struct feedback_mark mark;      /* its bucket's grants, its own in */
 };
 
 /* A permit on its way: what the grant needs to finish it, while it is
@@ -521,6 +525,8 @@ permit_add(struct permits *p, struct conn *c, struct pending *pd,
     TAILQ_INSERT_TAIL(&pm->cp->permits, pm, conn_entry);
     memcpy(pm->provider_name, provider_name(p, pm->provider),
            sizeof(pm->provider_name));
+    feedback_mark(&buckets_at(p->d.buckets, (size_t)pm->provider)->bucket,
+                  &pm->mark);
     if (call->routed_to[0] != '\0' &&
         strcmp(call->routed_to, pm->provider_name) != 0) {
         log_debug("call '%s' fails over from %s to %s", call->id,
@@ -612,11 +618,13 @@ permit_wait_done(struct waiter *w, bool granted, double now_s)
 }
 
 /* The LLM tokens an attempt takes from provider prov's TOKENS_PER_MIN
- * bucket. */
+ * bucket: its estimate, also without one (the limiter ignores them then,
+ * but counts them, for a TPM learned later). */
 static uint64_t
 llm_tokens(const struct provider *prov, uint64_t estimate)
 {
-    return prov->bucket.cfg.tokens_per_min > 0 ? estimate : 0;
+    (void)prov;
+    return estimate;
 }
 
 /*
@@ -897,21 +905,70 @@ report_args(struct permits *p, struct conn *c, const struct proto_report_req *r,
     if (PROTO_HAS(r, PROTO_REPORT_REQ_TOKENS_USED) &&
         r->tokens_used > INT64_MAX)
         return proto_error_set(e, PROTO_E_BAD_REQUEST, "tokens_used too large");
+    if (PROTO_HAS(r, PROTO_REPORT_REQ_HEADERS) &&
+        r->headers.n > PERMITS_HEADERS_MAX)
+        return proto_error_set(e, PROTO_E_BAD_REQUEST, "headers: %u of them, "
+                               "at most %d", r->headers.n,
+                               PERMITS_HEADERS_MAX);
     *pmp = pm;
     return 0;
 }
 
+/*
+ * The provider's rate-limit headers of a report, read (llmguardd(8),
+ * "Header feedback"): what they say is learned where the provider has no
+ * configured limit, and fits its bucket.  Unreadable values are counted,
+ * logged (throttled) and otherwise ignored.  The Retry-After they carry,
+ * or 0.
+ */
+static double
+report_headers(struct permits *p, const struct permit *pm,
+               const struct proto_report_req *r, double now)
+{
+    struct ratehdr h;
+    struct provider *prov;
+    double rpm = 0, tpm = 0, wall = clock_wall();
+
+    if (!PROTO_HAS(r, PROTO_REPORT_REQ_HEADERS) || r->headers.n == 0)
+        return 0;
+    ratehdr_init(&h);
+    for (uint32_t i = 0; i < r->headers.n; i++) {
+        const struct proto_str *k = &r->headers.key[i];
+        const struct proto_str *v = &r->headers.value[i];
+        if (ratehdr_feed(&h, k->ptr, k->len, v->ptr, v->len, wall) < 0)
+            log_throttled(&p->malformed, now, LOG_LVL_WARN, "%s: header "
+                          "%.*s: cannot read '%.*s', ignored",
+                          pm->provider_name, (int)(k->len > 64 ? 64 : k->len),
+                          k->ptr, (int)(v->len > 64 ? 64 : v->len), v->ptr);
+    }
+    if (h.malformed > 0)
+        telemetry_headers_malformed(p->d.telemetry, pm->provider_name,
+                                    h.malformed);
+    prov = buckets_find(p->d.buckets, pm->provider_name,
+                        strlen(pm->provider_name));
+    if (prov != NULL) {     /* else a reload removed it */
+        if (feedback_learned(&h, &rpm, &tpm) > 0)
+            buckets_learn(prov, rpm, tpm);
+        if (feedback_clamp(&prov->bucket, &h, &pm->mark, now) != 0)
+            buckets_kick(prov);
+    }
+    /* A day at the most, as from the C library. */
+    return h.has_retry_after ? fmin(h.retry_after_s, 86400) : 0;
+}
+
 /* The outcome to the router (by name: a reload may have moved or removed
- * the provider) and the metrics; the provider's index, or -1. */
+ * the provider) and the metrics; the provider's index, or -1.  A
+ * Retry-After only in the headers (hdr_retry_after_s) counts as one. */
 static int
 report_outcome(struct permits *p, const struct permit *pm,
                const struct proto_report_req *r, enum router_outcome outcome,
-               double now)
+               double hdr_retry_after_s, double now)
 {
     int idx = router_find(p->router, pm->provider_name,
                           strlen(pm->provider_name));
     double retry_after_s =
-        PROTO_HAS(r, PROTO_REPORT_REQ_RETRY_AFTER_S) ? r->retry_after_s : 0;
+        PROTO_HAS(r, PROTO_REPORT_REQ_RETRY_AFTER_S) ? r->retry_after_s :
+        hdr_retry_after_s;
     double latency_ms =
         PROTO_HAS(r, PROTO_REPORT_REQ_LATENCY_MS) ? r->latency_ms : -1;
 
@@ -972,7 +1029,8 @@ permits_report(struct permits *p, struct conn *c, struct proto_req *req,
                      r->latency_ms : -1,
                      PROTO_HAS(r, PROTO_REPORT_REQ_RETRY_AFTER_S) ?
                      r->retry_after_s : 0);
-    idx = report_outcome(p, pm, r, outcome, now);
+    idx = report_outcome(p, pm, r, outcome, report_headers(p, pm, r, now),
+                         now);
     reconciled = report_reconcile(p, pm, r);
     call = pm->call;
     call->open_permits--;

@@ -238,7 +238,9 @@ struct proto_msgdef {
     X(m, cooldown_cause,       COOLDOWN_CAUSE,       PF_STR,    0)            \
     X(m, cooldown_since,       COOLDOWN_SINCE,       PF_DOUBLE, 0)            \
     X(m, retry_after_s,        RETRY_AFTER_S,        PF_DOUBLE, 0)            \
-    X(m, available_llm_tokens, AVAILABLE_LLM_TOKENS, PF_DOUBLE, 0)
+    X(m, available_llm_tokens, AVAILABLE_LLM_TOKENS, PF_DOUBLE, 0)            \
+    X(m, rate_source,          RATE_SOURCE,          PF_STR,    0)            \
+    X(m, tokens_per_min_source, TOKENS_PER_MIN_SOURCE, PF_STR,  0)
 #define PROTO_STATUS_REQ_FIELDS(X, m)
 #define PROTO_STATUS_REP_FIELDS(X, m)                                         \
     X(m, enabled,      ENABLED,      PF_BOOL,   PF_REQUIRED)                  \

@@ -506,7 +506,15 @@ test_prometheus_exact(void **state)
         "# TYPE llmguard_provider_degraded gauge\n"
         "# HELP provider_available_llm_tokens LLM tokens now available in "
         "the provider's TOKENS_PER_MIN bucket.\n"
-        "# TYPE provider_available_llm_tokens gauge\n");
+        "# TYPE provider_available_llm_tokens gauge\n"
+        "# HELP llmguard_provider_limit A provider's per-minute limit "
+        "(requests_per_min, tokens_per_min), configured or learned from its "
+        "headers.\n"
+        "# TYPE llmguard_provider_limit gauge\n"
+        "# HELP llmguard_provider_headers_malformed_total Rate-limit headers "
+        "of a provider reported with a value that could not be read "
+        "(ignored).\n"
+        "# TYPE llmguard_provider_headers_malformed_total counter\n");
     free(out);
     metrics_free(m);
 }
