@@ -19,7 +19,8 @@
  *
  * Beneath them writer.c, the thread that writes the store for persist.c,
  * the pure modules (limiter, quota, router, metrics, store, trace,
- * decisions, config, log) and proto/.
+ * decisions, config, log, ratehdr, feedback: the providers' rate-limit
+ * headers, read and applied to a bucket) and proto/.
  */
 #ifndef LLMGUARD_DAEMON_H
 #define LLMGUARD_DAEMON_H
