@@ -195,6 +195,11 @@ op_limiter_status(struct daemon *d, struct conn *c, struct proto_req *req,
     rep.available_tokens = limiter_available(&p->bucket, now);
     rep.rate_per_sec = p->bucket.cfg.rate_per_sec;
     rep.max_tokens = p->bucket.cfg.burst;
+    if (buckets_rate_source(p) == LIMIT_NONE) {  /* as status shows it */
+        rep.rate_per_sec = 0;
+        if (!p->burst_given)
+            rep.max_tokens = 0;
+    }
     rep.enabled = p->bucket.cfg.enabled;
     rep.waiters = limiter_waiters(&p->bucket);
     rep.tokens_per_min = p->bucket.cfg.tokens_per_min;

@@ -946,6 +946,9 @@ report_headers(struct permits *p, const struct permit *pm,
                                     h.malformed);
     prov = buckets_find(p->d.buckets, pm->provider_name,
                         strlen(pm->provider_name));
+    /* Only per-minute limits are a bucket's: one whose reset is over 60 s
+     * speaks of a per-day limit, which feedback_per_minute() tells apart
+     * for whoever keeps those. */
     if (prov != NULL) {     /* else a reload removed it */
         if (feedback_learned(&h, &rpm, &tpm) > 0)
             buckets_learn(prov, rpm, tpm);

@@ -93,6 +93,14 @@ expect_match "metrics show the learned limits" \
     'llmguard_provider_limit\{provider="learn",limit="requests_per_min",source="learned"\} 120' "$m"
 expect_match "metrics: learned TPM" \
     'llmguard_provider_limit\{provider="learn",limit="tokens_per_min",source="learned"\} 6000' "$m"
+# A reload keeps what was learned while nothing is configured instead;
+# a limit configured then replaces it.
+sed -i 's/^PROVIDER_CLAUDE_RATE_PER_SEC=learn$/PROVIDER_CLAUDE_RATE_PER_SEC=3/' "$TMP/c.env"
+"$LLMGUARDCTL" -s "$SOCK" reload >/dev/null
+st=$("$LLMGUARDCTL" -s "$SOCK" status)
+expect_match "after a reload: still learned" "^learn: rate learned, tokens_per_min learned$" "$st"
+expect_match "after a reload: a configured rate wins" "^claude .* 3 " "$st"
+expect_match "and says so" "^claude: rate configured, tokens_per_min configured$" "$st"
 
 # ---- bad headers: counted, logged once, the daemon keeps serving -----------
 res=$($PY - "$SOCK" <<'PYEOF'
