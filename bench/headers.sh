@@ -3,11 +3,12 @@
 # own, beside the same processes unguarded (bench/README.md, "Header
 # feedback").
 #
-#   bench/headers.sh [-s SECONDS] [-p PROCS] [BUILD_DIR]
+#   bench/headers.sh [-s SECONDS] [-p PROCS] [-S openai|anthropic] [BUILD_DIR]
 #
 # A mock provider (tests/mockprovider) enforces 60 requests and 6000
 # tokens a minute for the model it is asked for, sends OpenAI-style
-# rate-limit headers and answers 429 past them.  PROCS processes (8) loop
+# rate-limit headers (-S anthropic: Anthropic-style, resets as RFC 3339
+# times) and answers 429 past them.  PROCS processes (8) loop
 # on examples/ratelimit_demo (one chat completion of 80 tokens each, over
 # libcurl) for SECONDS (60) twice: through llmguardd, which is given no
 # rate for the provider (PROVIDER_MOCK_RATE_PER_SEC=learn: it learns the
@@ -15,12 +16,14 @@
 # It prints the answers, the 429s and the share of the provider's limit
 # reached (its burst plus its refill over the run) for each.
 set -eu
-secs=60 procs=8
-while getopts s:p: opt; do
+secs=60 procs=8 style=openai
+while getopts s:p:S: opt; do
     case $opt in
     s) secs=$OPTARG ;;
     p) procs=$OPTARG ;;
-    *) echo "usage: bench/headers.sh [-s SECONDS] [-p PROCS] [BUILD_DIR]" >&2
+    S) style=$OPTARG ;;
+    *) echo "usage: bench/headers.sh [-s SECONDS] [-p PROCS]" \
+            "[-S openai|anthropic] [BUILD_DIR]" >&2
        exit 2 ;;
     esac
 done
@@ -36,7 +39,7 @@ RPM=60 TPM=6000 TOKENS=80
 mock_start() {
     rm -f "$TMP/mock.port"
     "$MOCK" --name mock --port-file "$TMP/mock.port" --mode "ok:$TOKENS" \
-        --rpm $RPM --tpm $TPM &
+        --rpm $RPM --tpm $TPM --style "$style" &
     MOCK_PID=$!
     PIDS="$PIDS $MOCK_PID"
     for _ in $(seq 1 100); do
@@ -94,7 +97,7 @@ for _ in $(seq 1 100); do
     "$build/cli/llmguardctl" -s "$TMP/d.sock" ping >/dev/null 2>&1 && break
     sleep 0.05
 done
-echo "# mock: $RPM requests and $TPM tokens a minute, $TOKENS tokens a call"
+echo "# mock: $RPM requests and $TPM tokens a minute, $TOKENS tokens a call, $style headers"
 run guarded "$TMP/d.sock"
 "$build/cli/llmguardctl" -s "$TMP/d.sock" status | grep '^mock'
 stop_pid "$DPID"
