@@ -75,6 +75,9 @@ PROVIDER_LEARN_PRIORITY=1
 PROVIDER_CLAUDE_RATE_PER_SEC=learn
 PROVIDER_CLAUDE_PRIORITY=2
 PROVIDER_CLAUDE_TOKENS_PER_MIN=0
+PROVIDER_FAST_RATE_PER_SEC=50
+PROVIDER_FAST_BURST=50
+PROVIDER_FAST_PRIORITY=3
 ENV
 ENVFILE="$TMP/c.env" start_daemon
 st=$("$LLMGUARDCTL" -s "$SOCK" status)
@@ -101,6 +104,34 @@ st=$("$LLMGUARDCTL" -s "$SOCK" status)
 expect_match "after a reload: still learned" "^learn: rate learned, tokens_per_min learned$" "$st"
 expect_match "after a reload: a configured rate wins" "^claude .* 3 " "$st"
 expect_match "and says so" "^claude: rate configured, tokens_per_min configured$" "$st"
+
+# ---- exactly remaining 0 and reset 2s, no limit header ---------------------
+res=$($PY - "$SOCK" <<'PYEOF'
+import sys, time
+import llmguard
+c = llmguard.Client(sys.argv[1])
+def permit(timeout_ms):
+    return c.call("permit", {"preferred": "fast", "exclude": ["learn", "claude"],
+                             "timeout_ms": timeout_ms, "tokens_estimate": 1})
+pid = permit(0)["permit_id"]
+c.call("report", {"permit_id": pid, "outcome": "ok", "headers": {
+    "x-ratelimit-remaining-requests": "0",
+    "x-ratelimit-reset-requests": "2s"}})
+try:
+    permit(0)
+    print("granted at once")
+except llmguard.LlmguardError as e:
+    print("at once:", e.code)
+t0 = time.monotonic()
+rep = permit(10000)
+print("waited %.0f %.0f" % (rep["wait_ms"], (time.monotonic() - t0) * 1e3))
+c.call("report", {"permit_id": rep["permit_id"], "outcome": "ok"})
+PYEOF
+)
+expect_match "remaining 0, reset 2s: no token at once (of 50 a second)" "^at once: timeout$" "$res"
+w=$(echo "$res" | sed -n 's/^waited \([0-9]*\) .*/\1/p')
+check "the next permit waited about 2 s ($w ms)" \
+    awk -v w="$w" 'BEGIN { exit !(w >= 1700 && w <= 4000) }'
 
 # ---- bad headers: counted, logged once, the daemon keeps serving -----------
 res=$($PY - "$SOCK" <<'PYEOF'
