@@ -259,6 +259,11 @@ provider_json_extra(json_t *o, const struct proto_provider_status *p)
     if (PROTO_HAS(p, PROTO_PROVIDER_STATUS_AVAILABLE_LLM_TOKENS))
         json_object_set_new(o, "available_llm_tokens",
                             json_real(p->available_llm_tokens));
+    if (PROTO_HAS(p, PROTO_PROVIDER_STATUS_RATE_SOURCE))
+        json_object_set_new(o, "rate_source", jstr(p->rate_source));
+    if (PROTO_HAS(p, PROTO_PROVIDER_STATUS_TOKENS_PER_MIN_SOURCE))
+        json_object_set_new(o, "tokens_per_min_source",
+                            jstr(p->tokens_per_min_source));
 }
 
 /* The daemon's own fields, when it sent them (an older one does not). */
@@ -416,8 +421,21 @@ daemon_text(const struct proto_status_rep *st)
            (int)st->store_error.len, st->store_error.ptr);
 }
 
-/* Under the table: why each degraded provider is, and the LLM tokens of
- * each TOKENS_PER_MIN bucket. */
+/* Where a provider's limits come from: configured, learned from its
+ * headers, or none (yet). */
+static void
+limit_sources_text(const struct proto_provider_status *p)
+{
+    if (!PROTO_HAS(p, PROTO_PROVIDER_STATUS_RATE_SOURCE) ||
+        !PROTO_HAS(p, PROTO_PROVIDER_STATUS_TOKENS_PER_MIN_SOURCE))
+        return;
+    printf("%.*s: rate %.*s, tokens_per_min %.*s\n", (int)p->name.len,
+           p->name.ptr, (int)p->rate_source.len, p->rate_source.ptr,
+           (int)p->tokens_per_min_source.len, p->tokens_per_min_source.ptr);
+}
+
+/* Under the table: why each degraded provider is, the LLM tokens of each
+ * TOKENS_PER_MIN bucket, and where the limits come from. */
 static void
 provider_notes(const struct proto_status_rep *st)
 {
@@ -439,6 +457,7 @@ provider_notes(const struct proto_status_rep *st)
             printf("%.*s: %.0f of %.0f LLM tokens available\n",
                    (int)p->name.len, p->name.ptr, p->available_llm_tokens,
                    p->tokens_per_min);
+        limit_sources_text(p);
     }
 }
 

@@ -21,9 +21,11 @@ struct buckets {
     bool models;                    /* the model deployments' buckets */
 };
 
-/* What one bucket is set up with. */
+/* What one bucket is set up with: a provider's (pc, whose limits not
+ * configured may be learned) or a model deployment's (pc NULL). */
 struct bucket_spec {
     const char *name;
+    const struct provider_config *pc;
     struct limiter_config lc;
 };
 
@@ -36,8 +38,13 @@ static void
 limiter_config(const struct config *cfg, const struct provider_config *pc,
                struct limiter_config *lc)
 {
-    lc->rate_per_sec = pc->rate_per_sec;
-    lc->burst = pc->burst;
+    /* A rate not configured and not learned yet: as good as none, but
+     * still a bucket, so that its grants are counted for the first
+     * answer's clamp. */
+    lc->rate_per_sec = pc->rate_per_sec > 0 ? pc->rate_per_sec
+                                            : BUCKETS_UNLIMITED;
+    lc->burst = pc->rate_per_sec > 0 || config_provider_given(pc, "BURST") ?
+                pc->burst : BUCKETS_UNLIMITED;
     lc->tokens_per_min = pc->tokens_per_min;
     lc->enabled = cfg->rate_limit_enabled;
 }
@@ -67,15 +74,100 @@ bucket_specs(const struct buckets *b, const struct config *cfg,
     if (b->models) {
         for (size_t i = 0; i < cfg->nmodels; i++) {
             v[i].name = cfg->models[i].alias;
+            v[i].pc = NULL;
             model_limiter_config(cfg, &cfg->models[i], &v[i].lc);
         }
         return cfg->nmodels;
     }
     for (size_t i = 0; i < cfg->nproviders; i++) {
         v[i].name = cfg->providers[i].name;
+        v[i].pc = &cfg->providers[i];
         limiter_config(cfg, &cfg->providers[i], &v[i].lc);
     }
     return cfg->nproviders;
+}
+
+/* What prov's bucket runs on: its configuration, with what was learned
+ * where nothing is configured. */
+static void
+effective_config(const struct provider *prov, struct limiter_config *lc)
+{
+    *lc = prov->configured;
+    if (prov->learn_rate && prov->learned_rpm > 0) {
+        lc->rate_per_sec = prov->learned_rpm / 60.0;
+        if (!prov->burst_given)
+            lc->burst = prov->learned_rpm;
+    }
+    if (prov->learn_tpm && prov->learned_tpm > 0)
+        lc->tokens_per_min = prov->learned_tpm;
+}
+
+/* Take the configuration of pc into p (a new provider, or one a reload
+ * moved here from old, whose learned limits carry over). */
+static void
+provider_configure(struct provider *p, const struct config *cfg,
+                   const struct provider_config *pc, const struct provider *old)
+{
+    limiter_config(cfg, pc, &p->configured);
+    p->learn_rate = !(pc->rate_per_sec > 0);
+    p->learn_tpm = !config_provider_given(pc, "TOKENS_PER_MIN") &&
+                   !config_provider_given(pc, "TPM");
+    p->burst_given = config_provider_given(pc, "BURST");
+    p->learned_rpm = old != NULL ? old->learned_rpm : 0;
+    p->learned_tpm = old != NULL ? old->learned_tpm : 0;
+}
+
+bool
+buckets_learn(struct provider *prov, double rpm, double tpm)
+{
+    struct limiter_config lc;
+    bool changed = false;
+
+    if (prov->learn_rate && rpm > 0 && rpm != prov->learned_rpm) {
+        prov->learned_rpm = rpm;
+        changed = true;
+    }
+    if (prov->learn_tpm && tpm > 0 && tpm != prov->learned_tpm) {
+        prov->learned_tpm = tpm;
+        changed = true;
+    }
+    if (!changed)
+        return false;
+    effective_config(prov, &lc);
+    if (limiter_reconfigure(&prov->bucket, &lc, clock_mono()) < 0)
+        return false;       /* out of the limiter's range: not taken */
+    log_info("provider %s: learned %.0f requests and %.0f tokens a minute "
+             "from its headers", prov->name,
+             prov->learn_rate ? prov->learned_rpm : lc.rate_per_sec * 60,
+             lc.tokens_per_min);
+    buckets_kick(prov);
+    return true;
+}
+
+enum limit_source
+buckets_rate_source(const struct provider *prov)
+{
+    if (!prov->learn_rate)
+        return LIMIT_CONFIGURED;
+    return prov->learned_rpm > 0 ? LIMIT_LEARNED : LIMIT_NONE;
+}
+
+enum limit_source
+buckets_tpm_source(const struct provider *prov)
+{
+    if (!prov->learn_tpm)
+        return LIMIT_CONFIGURED;
+    return prov->learned_tpm > 0 ? LIMIT_LEARNED : LIMIT_NONE;
+}
+
+const char *
+buckets_source_name(enum limit_source s)
+{
+    static const char *const names[] = {
+        [LIMIT_NONE] = "none", [LIMIT_CONFIGURED] = "configured",
+        [LIMIT_LEARNED] = "learned",
+    };
+    return names[s];
 }
 
 static void
@@ -343,14 +435,21 @@ buckets_reconfigure(struct buckets *b, const struct config *cfg)
         const struct bucket_spec *sp = &specs[i];
         struct provider *p = &provs[i];
         struct provider *o = buckets_find(b, sp->name, strlen(sp->name));
+        struct limiter_config lc;
 
         snprintf(p->name, sizeof(p->name), "%s", sp->name);
+        if (sp->pc != NULL) {
+            provider_configure(p, cfg, sp->pc, o);
+        } else {                /* a model's: configured, never learned */
+            p->configured = sp->lc;
+        }
+        effective_config(p, &lc);
         if (o != NULL) {
             move_bucket(p, o);
-            if (limiter_reconfigure(&p->bucket, &sp->lc, now) < 0)
+            if (limiter_reconfigure(&p->bucket, &lc, now) < 0)
                 log_error("%s %s: limiter settings refused, kept the old "
                           "ones", b->models ? "model" : "provider", sp->name);
-        } else if (limiter_init(&p->bucket, &sp->lc, now) < 0) {
+        } else if (limiter_init(&p->bucket, &lc, now) < 0) {
             abort();    /* config_load let an invalid setting through */
         }
     }

@@ -29,9 +29,22 @@ struct buckets;
 struct conn;
 struct waiter;
 
+/* Where a limit of a provider comes from (status: "source"). */
+enum limit_source {
+    LIMIT_NONE,                 /* neither configured nor learned: none */
+    LIMIT_CONFIGURED,
+    LIMIT_LEARNED,              /* from the provider's headers */
+};
+
 struct provider {
     char name[CONFIG_NAME_MAX];
     struct limiter_bucket bucket;
+    struct limiter_config configured;   /* what the configuration says */
+    bool learn_rate;            /* RATE_PER_SEC=learn */
+    bool learn_tpm;             /* no TOKENS_PER_MIN given */
+    bool burst_given;           /* a BURST given stays the burst */
+    double learned_rpm;         /* per minute; 0: not learned (yet) */
+    double learned_tpm;
     int timer_fd;               /* timerfd: the head's instant, a deadline */
     struct event *timer;        /* read event on timer_fd */
     double armed_s;             /* what timer_fd is armed for; NAN: not */
@@ -92,6 +105,20 @@ struct provider *buckets_find(struct buckets *b, const char *name, size_t len);
  */
 int buckets_wait(struct provider *prov, struct waiter *w, uint32_t n,
                  uint64_t llm_tokens, double deadline_s);
+
+/*
+ * Limits learned from prov's headers, per minute (0: none this time): each
+ * taken where prov has no configured one, the bucket reconfigured (its
+ * fill kept, clamped).  Returns whether anything changed.  Learned limits
+ * survive a reload while the provider still has none configured.
+ */
+bool buckets_learn(struct provider *prov, double rpm, double tpm);
+
+/* Where prov's request rate and its TPM limit come from. */
+enum limit_source buckets_rate_source(const struct provider *prov);
+enum limit_source buckets_tpm_source(const struct provider *prov);
+/* "none", "configured", "learned". */
+const char *buckets_source_name(enum limit_source s);
 
 /* Grant what can be granted, expire what is due, re-arm the timer. */
 void buckets_kick(struct provider *prov);

@@ -605,6 +605,23 @@ provider_cmp(const void *a, const void *b)
     return strcmp(x->name, y->name);
 }
 
+/* PROVIDER_<NAME>_RATE_PER_SEC=learn: no configured rate, the provider's
+ * headers give it (llmguard.env(5)); stored as a rate of 0. */
+static bool
+rate_learned(size_t idx, const char *value)
+{
+    return idx == PROVIDER_KEY_RATE && strcmp(value, "learn") == 0;
+}
+
+bool
+config_provider_given(const struct provider_config *p, const char *suffix)
+{
+    for (size_t i = 0; i < NPROVIDER_OPTIONS; i++)
+        if (strcmp(provider_options[i].name, suffix) == 0)
+            return (p->set >> i & 1u) != 0;
+    return false;
+}
+
 /*
  * Apply PROVIDER_<NAME>_<SUFFIX>.  Declaring keys (RATE_PER_SEC) run first,
  * so a rate-less provider's other keys can be caught as likely typos.
@@ -645,7 +662,9 @@ apply_provider(struct config *cfg, const struct setting *st, bool declare,
         return fail(err, errlen, "%s (%s): provider '%.*s' has no "
                     "PROVIDER_%.*s_RATE_PER_SEC or _RPM", st->key, st->origin,
                     (int)namelen, lower, (int)namelen, name);
-    if (!apply_value(def, p, st->value))
+    if (rate_learned(idx, st->value))
+        p->rate_per_sec = 0;
+    else if (!apply_value(def, p, st->value))
         return bad_value(def, st->key, st, err, errlen);
     p->set |= 1u << idx;
     return 0;
@@ -1287,7 +1306,10 @@ config_print(const struct config *cfg, FILE *fp)
                 continue;
             snprintf(key, sizeof(key), "PROVIDER_%s_%s", upper,
                      provider_options[j].name);
-            print_value(fp, key, &provider_options[j], p);
+            if (j == PROVIDER_KEY_RATE && p->rate_per_sec == 0)
+                fprintf(fp, "%s=learn\n", key);
+            else
+                print_value(fp, key, &provider_options[j], p);
         }
     }
     print_models(cfg, fp);

@@ -26,7 +26,7 @@ enum config_fail_mode { FAIL_OPEN, FAIL_CLOSED };
 
 struct provider_config {
     char name[CONFIG_NAME_MAX];     /* lower-cased <NAME> */
-    double rate_per_sec;
+    double rate_per_sec;            /* 0: RATE_PER_SEC=learn */
     double burst;                   /* max_tokens */
     int64_t priority;
     double cost_per_1k_tokens;
@@ -122,6 +122,10 @@ const struct provider_config *config_provider(const struct config *cfg,
 /* The model deployment of alias (len bytes, lower case), or NULL. */
 const struct model_config *config_model(const struct config *cfg,
                                         const char *alias, size_t len);
+/* Whether PROVIDER_<NAME>_<suffix> was given for p (suffix: "BURST",
+ * "TOKENS_PER_MIN", ...): a limit not given may be learned. */
+bool config_provider_given(const struct provider_config *p,
+                           const char *suffix);
 
 /* Names of the enums, as written in the env file. */
 const char *config_policy_name(int64_t policy);

@@ -20,7 +20,8 @@
  *
  * Beneath them writer.c, the thread that writes the store for persist.c,
  * the pure modules (limiter, quota, daily, router, metrics, store,
- * trace, decisions, config, log) and proto/.
+ * trace, decisions, config, log, ratehdr, feedback: the providers'
+ * rate-limit headers, read and applied to a bucket) and proto/.
  */
 #ifndef LLMGUARD_DAEMON_H
 #define LLMGUARD_DAEMON_H

@@ -47,11 +47,24 @@ fits(const struct limiter_bucket *b, uint32_t n, uint64_t llm_tokens)
     return !has_tpm(b) || (double)llm_tokens <= b->cfg.tokens_per_min;
 }
 
+/* Since when the request tokens refill: the last refill or the hold. */
+static double
+refill_from(const struct limiter_bucket *b)
+{
+    return fmax(b->last_s, b->hold_s);
+}
+
+static double
+llm_refill_from(const struct limiter_bucket *b)
+{
+    return fmax(b->last_s, b->llm_hold_s);
+}
+
 /* Request tokens at time t, from the stored state. */
 static double
 tokens_at(const struct limiter_bucket *b, double t)
 {
-    double dt_s = t > b->last_s ? t - b->last_s : 0;
+    double from = refill_from(b), dt_s = t > from ? t - from : 0;
 
     return fmin(b->cfg.burst, b->tokens + b->cfg.rate_per_sec * dt_s);
 }
@@ -60,7 +73,7 @@ tokens_at(const struct limiter_bucket *b, double t)
 static double
 llm_tokens_at(const struct limiter_bucket *b, double t)
 {
-    double dt_s = t > b->last_s ? t - b->last_s : 0;
+    double from = llm_refill_from(b), dt_s = t > from ? t - from : 0;
     double cap = b->cfg.tokens_per_min;
 
     return fmin(cap, b->llm_tokens + cap / 60.0 * dt_s);
@@ -103,6 +116,8 @@ take(struct limiter_bucket *b, uint32_t n, uint64_t llm_tokens, double now_s)
     b->tokens -= n;
     if (has_tpm(b))
         b->llm_tokens -= (double)llm_tokens;
+    b->granted += n;
+    b->llm_granted += llm_tokens;
 }
 
 /* Remove w; when it was the head, the next one is the head from since_s
@@ -140,10 +155,11 @@ ready_time(const struct limiter_bucket *b, const struct limiter_waiter *w,
     if (can_take_at(b, t, w->n, w->llm_tokens))
         return t;
     deficit = w->n - b->tokens;
-    t = fmax(t, b->last_s + deficit / b->cfg.rate_per_sec);
+    t = fmax(t, refill_from(b) + deficit / b->cfg.rate_per_sec);
     if (has_tpm(b)) {
         deficit = (double)w->llm_tokens - b->llm_tokens;
-        t = fmax(t, b->last_s + deficit / (b->cfg.tokens_per_min / 60.0));
+        t = fmax(t, llm_refill_from(b) +
+                    deficit / (b->cfg.tokens_per_min / 60.0));
     }
     /* The fill is monotone in t and reaches the need, so this ends. */
     while (!can_take_at(b, t, w->n, w->llm_tokens))
@@ -178,6 +194,8 @@ limiter_init(struct limiter_bucket *b, const struct limiter_config *cfg,
     b->llm_tokens = cfg->tokens_per_min;
     b->last_s = now_s;
     b->head_s = now_s;
+    b->hold_s = b->llm_hold_s = -INFINITY;
+    b->granted = b->llm_granted = 0;
     b->nwaiters = 0;
     TAILQ_INIT(&b->waiters);
     return 0;
@@ -335,6 +353,23 @@ limiter_release(struct limiter_bucket *b, uint32_t n, uint64_t llm_tokens,
     if (has_tpm(b))
         b->llm_tokens =
             fmin(b->cfg.tokens_per_min, b->llm_tokens + (double)llm_tokens);
+}
+
+/* Cut a fill to `most` and hold its refill until hold_until_s. */
+void
+limiter_cap(struct limiter_bucket *b, bool llm, double most,
+            double hold_until_s, double now_s)
+{
+    if (isnan(most) || isnan(hold_until_s) || (llm && !has_tpm(b)))
+        return;
+    refill(b, now_s);
+    if (llm) {
+        b->llm_tokens = fmin(b->llm_tokens, most);
+        b->llm_hold_s = fmax(b->llm_hold_s, hold_until_s);
+    } else {
+        b->tokens = fmin(b->tokens, most);
+        b->hold_s = fmax(b->hold_s, hold_until_s);
+    }
 }
 
 double

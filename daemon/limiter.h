@@ -34,6 +34,11 @@
  * bucket (its first use) or while every timer fires on time.  The LLM
  * bucket alike, with tokens_per_min and tokens_per_min / 60.
  *
+ * Caps (limiter_cap: what the provider says remains) only ever take
+ * tokens away and holds only put a refill off, so the guarantee above
+ * holds as it is with them: a bucket that is capped or held grants no
+ * more, over any interval, than one that is not.
+ *
  * Event-loop use, one timer per bucket:
  *
  *     r = limiter_try_acquire(b, n, llm, now);
@@ -95,6 +100,11 @@ struct limiter_bucket {
     double llm_tokens; /* LLM tokens at last_s (if tokens_per_min > 0) */
     double last_s;     /* time of the last refill */
     double head_s;     /* since when the head waiter has been the head */
+    double hold_s;     /* no request-token refill before (limiter_cap) */
+    double llm_hold_s; /* no LLM-token refill before */
+    uint64_t granted;     /* request tokens granted since init */
+    uint64_t llm_granted; /* LLM tokens asked by the grants since init
+                             (counted with or without a TPM limit) */
     size_t nwaiters;
     struct limiter_waitq waiters;
 };
@@ -188,6 +198,18 @@ double limiter_next_wakeup(const struct limiter_bucket *b, double now_s);
  */
 void limiter_release(struct limiter_bucket *b, uint32_t n, uint64_t llm_tokens,
                      double now_s);
+
+/*
+ * What the provider says remains: the request bucket (llm false) or the
+ * LLM-token bucket (llm true, ignored without a TPM limit) holds at most
+ * `most` tokens from now_s on (it may go below 0: a debt that refills
+ * first), and does not refill before hold_until_s (a hold already set
+ * that ends later stays).  Only takes away: never adds a token, never
+ * brings a refill forward.  NaN arguments change nothing.  Call
+ * limiter_pop_* and limiter_next_wakeup afterwards, as after any change.
+ */
+void limiter_cap(struct limiter_bucket *b, bool llm, double most,
+                 double hold_until_s, double now_s);
 
 /* Request tokens available at now_s (refilled, >= 0); b is not changed. */
 double limiter_available(const struct limiter_bucket *b, double now_s);

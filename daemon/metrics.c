@@ -94,6 +94,19 @@ static const struct metrics_family_info families[METRIC__COUNT] = {
         "What a daily limit (RPD, TPD) has left over the last 24 hours.",
         METRIC_GAUGE, 2, { "limit", "unit" }, 0, NULL,
     },
+    [METRIC_PROVIDER_LIMIT] = {
+        METRIC_PROVIDER_LIMIT, "llmguard_provider_limit",
+        "A provider's per-minute limit (requests_per_min, tokens_per_min), "
+        "configured or learned from its headers.",
+        METRIC_GAUGE, 3, { "provider", "limit", "source" }, 0, NULL,
+    },
+    [METRIC_PROVIDER_HEADERS_MALFORMED_TOTAL] = {
+        METRIC_PROVIDER_HEADERS_MALFORMED_TOTAL,
+        "llmguard_provider_headers_malformed_total",
+        "Rate-limit headers of a provider reported with a value that could "
+        "not be read (ignored).",
+        METRIC_COUNTER, 1, { "provider" }, 0, NULL,
+    },
 };
 
 static const char *const other_values[METRICS_MAX_LABELS] = {

@@ -72,6 +72,8 @@ enum metric_id {
     METRIC_PROVIDER_DEGRADED,           /* gauge {provider} */
     METRIC_PROVIDER_AVAILABLE_LLM_TOKENS,   /* gauge {provider} */
     METRIC_DAILY_LIMIT_REMAINING,       /* gauge {limit, unit} */
+    METRIC_PROVIDER_LIMIT,              /* gauge {provider, limit, source} */
+    METRIC_PROVIDER_HEADERS_MALFORMED_TOTAL,    /* {provider} */
     METRIC__COUNT
 };
 

@@ -270,6 +270,11 @@ op_limiter_status(struct daemon *d, struct conn *c, struct proto_req *req,
     rep.available_tokens = limiter_available(&p->bucket, now);
     rep.rate_per_sec = p->bucket.cfg.rate_per_sec;
     rep.max_tokens = p->bucket.cfg.burst;
+    if (buckets_rate_source(p) == LIMIT_NONE) {  /* as status shows it */
+        rep.rate_per_sec = 0;
+        if (!p->burst_given)
+            rep.max_tokens = 0;
+    }
     rep.enabled = p->bucket.cfg.enabled;
     rep.waiters = limiter_waiters(&p->bucket);
     rep.tokens_per_min = p->bucket.cfg.tokens_per_min;
@@ -279,6 +284,25 @@ op_limiter_status(struct daemon *d, struct conn *c, struct proto_req *req,
     }
     conn_reply(c, PROTO_OP_LIMITER_STATUS, req->id, &rep);
     return 0;
+}
+
+/* Where p's limits come from; a rate neither configured nor learned yet
+ * is shown as none (0), not as the bucket that stands in for it. */
+static void
+limit_sources(const struct provider *p, struct proto_provider_status *ps)
+{
+    enum limit_source rate = buckets_rate_source(p);
+
+    ps->rate_source = request_str(buckets_source_name(rate));
+    ps->tokens_per_min_source =
+        request_str(buckets_source_name(buckets_tpm_source(p)));
+    ps->has |= PROTO_BIT(PROTO_PROVIDER_STATUS_RATE_SOURCE) |
+               PROTO_BIT(PROTO_PROVIDER_STATUS_TOKENS_PER_MIN_SOURCE);
+    if (rate == LIMIT_NONE) {
+        ps->rate_per_sec = 0;
+        if (!p->burst_given)
+            ps->max_tokens = 0;
+    }
 }
 
 /* Provider i as status shows it; now is monotonic, wall the same instant
@@ -317,6 +341,7 @@ provider_status(struct daemon *d, size_t i, double now, double wall,
         ps->available_llm_tokens = limiter_available_llm(&p->bucket, now);
         PROTO_SET(ps, PROTO_PROVIDER_STATUS_AVAILABLE_LLM_TOKENS);
     }
+    limit_sources(p, ps);
 }
 
 /* Model deployment i as status shows it (now and wall as above). */
@@ -458,6 +483,23 @@ daily_gauges(struct daemon *d, struct telemetry *t)
                         ds[i].remaining);
 }
 
+/* p's per-minute limits that exist, configured or learned. */
+static void
+limit_gauges(struct telemetry *t, const struct provider *p)
+{
+    enum limit_source rate = buckets_rate_source(p);
+    enum limit_source tpm = buckets_tpm_source(p);
+
+    if (rate != LIMIT_NONE)
+        telemetry_provider_limit(t, p->name, "requests_per_min",
+                                 buckets_source_name(rate),
+                                 p->bucket.cfg.rate_per_sec * 60);
+    if (tpm != LIMIT_NONE && p->bucket.cfg.tokens_per_min > 0)
+        telemetry_provider_limit(t, p->name, "tokens_per_min",
+                                 buckets_source_name(tpm),
+                                 p->bucket.cfg.tokens_per_min);
+}
+
 void
 ops_refresh_gauges(struct telemetry *t, void *arg)
 {
@@ -472,6 +514,7 @@ ops_refresh_gauges(struct telemetry *t, void *arg)
                            llm ? limiter_available_llm(&p->bucket, now) : NAN,
                            !router_is_healthy(permits_router(d->permits),
                                               (int)i, now));
+        limit_gauges(t, p);
     }
 }
 

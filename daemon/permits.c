@@ -13,11 +13,13 @@
 #include "clock.h"
 #include "daily.h"
 #include "decisions.h"
+#include "feedback.h"
 #include "log.h"
 #include "parking.h"
 #include "permits.h"
 #include "persist.h"
 #include "quota.h"
+#include "ratehdr.h"
 #include "request.h"
 #include "router.h"
 #include "server.h"
@@ -45,6 +47,7 @@ struct permits {
     uint64_t next_id;
     int slot;                       /* connection slot: struct conn_permits */
     struct log_throttle refusals[PROTO_E__COUNT];   /* by error code */
+    struct log_throttle malformed;  /* providers' unreadable headers */
 };
 
 /* A connection's unreported permits and open calls, in its slot. */
@@ -98,6 +101,8 @@ struct permit {
     bool daily_charged;             /* its daily counts are taken: */
     uint8_t ndaily;                 /* how many: daily[0..ndaily-1] */
     struct daily_count daily[PERMITS_DAILY_PER_ATTEMPT];
+    struct feedback_mark mark;      /* the grants of the bucket its
+                                       headers speak of, its own in */
 };
 
 /* A permit on its way: what the grant needs to finish it, while it is
@@ -807,11 +812,23 @@ decide(struct permits *p, struct pending *pd, const struct proto_error *e)
                          pd->pm.tenant);
 }
 
+/* The bucket a permit's provider headers speak of: its model deployment's
+ * when it named a model, else its provider's. */
+static struct provider *
+feedback_bucket(struct permits *p, const struct permit *pm)
+{
+    if (pm->model_alias[0] != '\0')
+        return buckets_find(p->d.models, pm->model_alias,
+                            strlen(pm->model_alias));
+    return buckets_at(p->d.buckets, (size_t)pm->provider);
+}
+
 /* Record the granted attempt pd on provider pd->pm.provider. */
 static struct permit *
 permit_add(struct permits *p, struct conn *c, struct pending *pd,
            double wait_ms, bool rate_limited)
 {
+    struct provider *fb;
     struct permit *pm = malloc(sizeof(*pm));
     struct call *call = pd->pm.call;
 
@@ -828,6 +845,8 @@ permit_add(struct permits *p, struct conn *c, struct pending *pd,
     TAILQ_INSERT_TAIL(&pm->cp->permits, pm, conn_entry);
     memcpy(pm->provider_name, provider_name(p, pm->provider),
            sizeof(pm->provider_name));
+    if ((fb = feedback_bucket(p, pm)) != NULL)
+        feedback_mark(&fb->bucket, &pm->mark);
     if (call->routed_to[0] != '\0' &&
         strcmp(call->routed_to, pm->provider_name) != 0) {
         log_debug("call '%s' fails over from %s to %s", call->id,
@@ -970,11 +989,13 @@ permit_wait_done(struct waiter *w, bool granted, double now_s)
 }
 
 /* The LLM tokens an attempt takes from provider prov's TOKENS_PER_MIN
- * bucket. */
+ * bucket: its estimate, also without one (the limiter ignores them then,
+ * but counts them, for a TPM learned later). */
 static uint64_t
 llm_tokens(const struct provider *prov, uint64_t estimate)
 {
-    return prov->bucket.cfg.tokens_per_min > 0 ? estimate : 0;
+    (void)prov;
+    return estimate;
 }
 
 /*
@@ -1731,6 +1752,11 @@ report_args(struct permits *p, struct conn *c, const struct proto_report_req *r,
     if (PROTO_HAS(r, PROTO_REPORT_REQ_TOKENS_USED) &&
         r->tokens_used > INT64_MAX)
         return proto_error_set(e, PROTO_E_BAD_REQUEST, "tokens_used too large");
+    if (PROTO_HAS(r, PROTO_REPORT_REQ_HEADERS) &&
+        r->headers.n > PERMITS_HEADERS_MAX)
+        return proto_error_set(e, PROTO_E_BAD_REQUEST, "headers: %u of them, "
+                               "at most %d", r->headers.n,
+                               PERMITS_HEADERS_MAX);
     *pmp = pm;
     return 0;
 }
@@ -1742,15 +1768,11 @@ report_args(struct permits *p, struct conn *c, const struct proto_report_req *r,
  */
 static int
 report_deployment(struct permits *p, const struct permit *pm,
-                  const struct proto_report_req *r,
-                  enum router_outcome outcome, double now)
+                  enum router_outcome outcome, double retry_after_s,
+                  double latency_ms, double now)
 {
     int idx = router_find(p->models, pm->model_alias,
                           strlen(pm->model_alias));
-    double retry_after_s =
-        PROTO_HAS(r, PROTO_REPORT_REQ_RETRY_AFTER_S) ? r->retry_after_s : 0;
-    double latency_ms =
-        PROTO_HAS(r, PROTO_REPORT_REQ_LATENCY_MS) ? r->latency_ms : -1;
 
     if (idx >= 0) {
         router_report(p->models, idx, outcome, latency_ms, retry_after_s,
@@ -1771,24 +1793,75 @@ report_deployment(struct permits *p, const struct permit *pm,
     return idx;
 }
 
+/*
+ * The provider's rate-limit headers of a report, read (llmguardd(8),
+ * "Header feedback"): what they say is learned where the provider has no
+ * configured limit, and fits its bucket.  Unreadable values are counted,
+ * logged (throttled) and otherwise ignored.  The Retry-After they carry,
+ * or 0.
+ */
+static double
+report_headers(struct permits *p, const struct permit *pm,
+               const struct proto_report_req *r, double now)
+{
+    struct ratehdr h;
+    struct provider *prov;
+    double rpm = 0, tpm = 0, wall = clock_wall();
+
+    if (!PROTO_HAS(r, PROTO_REPORT_REQ_HEADERS) || r->headers.n == 0)
+        return 0;
+    ratehdr_init(&h);
+    for (uint32_t i = 0; i < r->headers.n; i++) {
+        const struct proto_str *k = &r->headers.key[i];
+        const struct proto_str *v = &r->headers.value[i];
+        if (ratehdr_feed(&h, k->ptr, k->len, v->ptr, v->len, wall) < 0)
+            log_throttled(&p->malformed, now, LOG_LVL_WARN, "%s: header "
+                          "%.*s: cannot read '%.*s', ignored",
+                          pm->provider_name, (int)(k->len > 64 ? 64 : k->len),
+                          k->ptr, (int)(v->len > 64 ? 64 : v->len), v->ptr);
+    }
+    if (h.malformed > 0)
+        telemetry_headers_malformed(p->d.telemetry, pm->provider_name,
+                                    h.malformed);
+    /* The headers speak of the permit's model when it named one, else of
+     * its provider (only a provider's limits are learned).  Only
+     * per-minute limits are a bucket's: one whose reset is over 60 s
+     * speaks of a per-day limit, which feedback_per_minute() tells apart
+     * for whoever keeps those. */
+    prov = pm->model_alias[0] != '\0' ?
+           buckets_find(p->d.models, pm->model_alias, strlen(pm->model_alias)) :
+           buckets_find(p->d.buckets, pm->provider_name,
+                        strlen(pm->provider_name));
+    if (prov != NULL) {     /* else a reload removed it */
+        if (pm->model_alias[0] == '\0' && feedback_learned(&h, &rpm, &tpm) > 0)
+            buckets_learn(prov, rpm, tpm);
+        if (feedback_clamp(&prov->bucket, &h, &pm->mark, now) != 0)
+            buckets_kick(prov);
+    }
+    /* A day at the most, as from the C library. */
+    return h.has_retry_after ? fmin(h.retry_after_s, 86400) : 0;
+}
+
 /* The outcome to the router (by name: a reload may have moved or removed
- * the provider) and the metrics; the provider's index, or -1. */
+ * the provider) and the metrics; the provider's index, or -1.  A
+ * Retry-After only in the headers (hdr_retry_after_s) counts as one. */
 static int
 report_outcome(struct permits *p, const struct permit *pm,
                const struct proto_report_req *r, enum router_outcome outcome,
-               double now)
+               double hdr_retry_after_s, double now)
 {
+    double retry_after_s =
+        PROTO_HAS(r, PROTO_REPORT_REQ_RETRY_AFTER_S) ? r->retry_after_s :
+        hdr_retry_after_s;
+    double latency_ms =
+        PROTO_HAS(r, PROTO_REPORT_REQ_LATENCY_MS) ? r->latency_ms : -1;
     int idx;
 
     if (pm->model_alias[0] != '\0')
-        return report_deployment(p, pm, r, outcome, now);
+        return report_deployment(p, pm, outcome, retry_after_s, latency_ms,
+                                 now);
     idx = router_find(p->router, pm->provider_name,
                       strlen(pm->provider_name));
-    double retry_after_s =
-        PROTO_HAS(r, PROTO_REPORT_REQ_RETRY_AFTER_S) ? r->retry_after_s : 0;
-    double latency_ms =
-        PROTO_HAS(r, PROTO_REPORT_REQ_LATENCY_MS) ? r->latency_ms : -1;
-
     if (idx >= 0) {
         router_report(p->router, idx, outcome, latency_ms, retry_after_s,
                       pm->started_s, now);
@@ -1858,7 +1931,8 @@ permits_report(struct permits *p, struct conn *c, struct proto_req *req,
                      PROTO_HAS(r, PROTO_REPORT_REQ_RETRY_AFTER_S) ?
                      r->retry_after_s : 0);
     was_degraded = degraded(p, pm, now);
-    idx = report_outcome(p, pm, r, outcome, now);
+    idx = report_outcome(p, pm, r, outcome, report_headers(p, pm, r, now),
+                         now);
     rr = pm->model_alias[0] != '\0' ? p->models : p->router;
     /* A success ended a cooldown: the parked permits need not wait. */
     if (was_degraded && idx >= 0 && router_is_healthy(rr, idx, now))

@@ -18,6 +18,9 @@
 #include "config.h"
 #include "proto.h"
 
+/* The most rate-limit headers a report takes. */
+#define PERMITS_HEADERS_MAX 32
+
 /* The longest call_id a permit takes. */
 #define PERMITS_CALL_ID_MAX 128
 

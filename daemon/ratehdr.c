@@ -262,6 +262,12 @@ lookup(const char *name, size_t len)
     return NULL;
 }
 
+bool
+ratehdr_known(const char *name, size_t name_len)
+{
+    return lookup(name, name_len) != NULL;
+}
+
 /* Seconds from now_s until the time t, never below 0. */
 static double
 until(double t, double now_s)

@@ -62,6 +62,10 @@ void ratehdr_init(struct ratehdr *h);
 int ratehdr_feed(struct ratehdr *h, const char *name, size_t name_len,
                  const char *value, size_t value_len, double now_s);
 
+/* Whether name (any case) is one of the headers above: what a client
+ * passes on in a report. */
+bool ratehdr_known(const char *name, size_t name_len);
+
 /* The readers, each 0 with *out set, or -1. */
 int ratehdr_duration(const char *s, size_t len, double *out_s);
 int ratehdr_rfc3339(const char *s, size_t len, double *out_unix_s);

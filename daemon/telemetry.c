@@ -71,6 +71,26 @@ telemetry_daily(struct telemetry *t, const char *limit, const char *unit,
 }
 
 void
+telemetry_provider_limit(struct telemetry *t, const char *provider,
+                         const char *limit, const char *source,
+                         double per_min)
+{
+    const char *labels[] = { provider, limit, source };
+
+    metrics_set(t->metrics, METRIC_PROVIDER_LIMIT, labels, per_min);
+}
+
+void
+telemetry_headers_malformed(struct telemetry *t, const char *provider,
+                            unsigned n)
+{
+    const char *labels[] = { provider };
+
+    metrics_inc(t->metrics, METRIC_PROVIDER_HEADERS_MALFORMED_TOTAL, labels,
+                n);
+}
+
+void
 telemetry_start_tracing(struct telemetry *t)
 {
     const struct config *cfg = t->cfg;

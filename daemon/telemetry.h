@@ -55,6 +55,14 @@ void telemetry_span(struct telemetry *t, const struct trace_span *sp);
 void telemetry_request(struct telemetry *t, const char *provider,
                        const char *workflow, const char *outcome,
                        double latency_ms);
+/* A provider's per-minute limit (limit: "requests_per_min" or
+ * "tokens_per_min") and its source ("configured", "learned"). */
+void telemetry_provider_limit(struct telemetry *t, const char *provider,
+                              const char *limit, const char *source,
+                              double per_min);
+/* n rate-limit headers of provider's answer could not be read. */
+void telemetry_headers_malformed(struct telemetry *t, const char *provider,
+                                 unsigned n);
 /* A call met a rate limit on provider. */
 void telemetry_rate_limited(struct telemetry *t, const char *provider);
 /* The same for a permit that named a model: model is the model id the

@@ -80,14 +80,35 @@ on_body(char *p, size_t size, size_t n, void *arg)
     return size * n;
 }
 
-/* Retry-After: pass the provider's wish on to llmguard. */
+/*
+ * Each response header to llmguard: Retry-After as the provider's wish,
+ * and every "name: value" line to llmguard_provider_header(), which keeps
+ * the rate-limit headers (the daemon fits its buckets to them) and drops
+ * the rest.
+ */
 static size_t
 on_header(char *p, size_t size, size_t n, void *arg)
 {
-    size_t len = size * n;
+    size_t len = size * n, nlen, vlen;
+    char name[128], value[256];
+    const char *colon = memchr(p, ':', len), *v;
 
     if (len > 12 && strncasecmp(p, "Retry-After:", 12) == 0)
         llmguard_retry_after(atof(p + 12));
+    if (colon == NULL || (nlen = (size_t)(colon - p)) >= sizeof(name))
+        return len;
+    for (v = colon + 1; v < p + len && (*v == ' ' || *v == '\t'); v++)
+        ;
+    vlen = (size_t)(p + len - v);
+    while (vlen > 0 && isspace((unsigned char)v[vlen - 1]))
+        vlen--;
+    if (vlen >= sizeof(value))
+        return len;
+    memcpy(name, p, nlen);
+    name[nlen] = '\0';
+    memcpy(value, v, vlen);
+    value[vlen] = '\0';
+    llmguard_provider_header(name, value);
     return len;
 }
 

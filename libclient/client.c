@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "client_internal.h"
+#include "headers_internal.h"
 
 #define ERRMSG_MAX (PROTO_ERRMSG_MAX + 64)
 #define TIMEOUT_MS_DEFAULT 2000.0
@@ -868,6 +869,7 @@ call_provider(llmguard_call_fn fn, void *arg, const char *provider,
 
     retry_after_s = 0;
     attempt_model = model[0] != '\0' ? model : NULL;
+    headers_clear();
     outcome = fn(provider, arg, used);
     attempt_model = NULL;
     *latency_ms = mono_ms() - t0;
@@ -906,6 +908,9 @@ report_attempt(llmguard_t *g, uint64_t permit_id, llmguard_outcome outcome,
         rr.retry_after_s = retry_after_s;
         PROTO_SET(&rr, PROTO_REPORT_REQ_RETRY_AFTER_S);
     }
+    headers_fill(&rr.headers);
+    if (rr.headers.n > 0)
+        PROTO_SET(&rr, PROTO_REPORT_REQ_HEADERS);
     pthread_mutex_lock(&g->mu);
     call_locked(g, PROTO_OP_REPORT, &rr, &rep);
     pthread_mutex_unlock(&g->mu);

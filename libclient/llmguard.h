@@ -180,6 +180,14 @@ void llmguard_retry_after(double seconds);
  */
 const char *llmguard_model(void);
 
+/*
+ * From inside a llmguard_call_fn, once per response header: the provider's
+ * rate-limit headers (x-ratelimit-*, anthropic-ratelimit-*, retry-after,
+ * retry-after-ms; any case) go with the attempt's report, at most 32;
+ * other names are ignored.  The daemon fits its buckets to them.
+ */
+void llmguard_provider_header(const char *name, const char *value);
+
 struct llmguard_request {
     const char *workflow_id;        /* may be NULL */
     const char *tenant_id;          /* may be NULL */

@@ -66,6 +66,7 @@ proto_error_set(struct proto_error *e, enum proto_errcode code,
 #define FTYPE_PF_BOOL           .type = PF_BOOL
 #define FTYPE_PF_STRARR         .type = PF_STRARR
 #define FTYPE_PF_DBLARR         .type = PF_DBLARR
+#define FTYPE_PF_STRMAP         .type = PF_STRMAP
 #define FTYPE_PF_OBJARR(msg)    .type = PF_OBJARR, .sub = &msg##_def
 
 #define FIELD(msg, fld, FLD, ty, fl)                                    \
@@ -224,6 +225,17 @@ pack_field(msgpack_packer *pk, const struct proto_field *f, const void *msg,
         msgpack_pack_array(pk, a->n);
         for (uint32_t i = 0; i < a->n; i++)
             msgpack_pack_double(pk, a->v[i]);
+        break;
+    }
+    case PF_STRMAP: {
+        const struct proto_strmap *m =
+            (const struct proto_strmap *)(const void *)p;
+        msgpack_pack_map(pk, m->n);
+        for (uint32_t i = 0; i < m->n; i++) {
+            pack_str(pk, m->key[i].ptr ? m->key[i].ptr : "", m->key[i].len);
+            pack_str(pk, m->value[i].ptr ? m->value[i].ptr : "",
+                     m->value[i].len);
+        }
         break;
     }
     case PF_OBJARR: {
@@ -390,6 +402,7 @@ type_word(uint8_t type)
     case PF_STRARR: return "an array of strings";
     case PF_OBJARR: return "an array of maps";
     case PF_DBLARR: return "an array of numbers";
+    case PF_STRMAP: return "a map of strings to strings";
     }
     return "?";
 }
@@ -468,6 +481,34 @@ decode_dblarr(const msgpack_object *v, const struct proto_field *f,
         if (number_of(&v->via.array.ptr[i], &a->v[i]) < 0)
             return proto_error_set(e, PROTO_E_BAD_REQUEST,
                 "field '%s': expected an array of numbers", f->name);
+    return 0;
+}
+
+/* The pairs of map v, for field f, into m: every key and value a string. */
+static int
+decode_strmap(const msgpack_object *v, const struct proto_field *f,
+              struct proto_strmap *m, msgpack_zone *zone,
+              struct proto_error *e)
+{
+    m->n = v->via.map.size;
+    m->key = m->value = NULL;
+    if (m->n == 0)
+        return 0;
+    m->key = msgpack_zone_malloc(zone, sizeof(*m->key) * m->n);
+    m->value = msgpack_zone_malloc(zone, sizeof(*m->value) * m->n);
+    if (m->key == NULL || m->value == NULL)
+        return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
+    for (uint32_t i = 0; i < m->n; i++) {
+        const msgpack_object_kv *kv = &v->via.map.ptr[i];
+        if (kv->key.type != MSGPACK_OBJECT_STR ||
+            kv->val.type != MSGPACK_OBJECT_STR)
+            return proto_error_set(e, PROTO_E_BAD_REQUEST,
+                "field '%s': expected a map of strings to strings", f->name);
+        m->key[i].ptr = kv->key.via.str.ptr;
+        m->key[i].len = kv->key.via.str.size;
+        m->value[i].ptr = kv->val.via.str.ptr;
+        m->value[i].len = kv->val.via.str.size;
+    }
     return 0;
 }
 
@@ -551,6 +592,10 @@ decode_field(const msgpack_object *v, const struct proto_field *f, void *msg,
         if (!array)
             break;
         return decode_objarr(v, f, p, zone, e);
+    case PF_STRMAP:
+        if (v->type != MSGPACK_OBJECT_MAP)
+            break;
+        return decode_strmap(v, f, p, zone, e);
     }
     return proto_error_set(e, PROTO_E_BAD_REQUEST, "field '%s': expected %s",
                            f->name, type_word(f->type));

@@ -100,6 +100,7 @@ enum proto_ftype {
     PF_STRARR,  /* struct proto_strarr */
     PF_OBJARR,  /* struct proto_objarr of sub-messages */
     PF_DBLARR,  /* struct proto_dblarr */
+    PF_STRMAP,  /* struct proto_strmap: a map of string to string */
 };
 
 struct proto_strarr {
@@ -109,6 +110,14 @@ struct proto_strarr {
 
 struct proto_dblarr {
     double *v;
+    uint32_t n;
+};
+
+/* A map's pairs in wire order: key[i] -> value[i]; keys are not checked
+ * for repeats. */
+struct proto_strmap {
+    struct proto_str *key;
+    struct proto_str *value;
     uint32_t n;
 };
 
@@ -229,7 +238,9 @@ struct proto_msgdef {
     X(m, cooldown_cause,       COOLDOWN_CAUSE,       PF_STR,    0)            \
     X(m, cooldown_since,       COOLDOWN_SINCE,       PF_DOUBLE, 0)            \
     X(m, retry_after_s,        RETRY_AFTER_S,        PF_DOUBLE, 0)            \
-    X(m, available_llm_tokens, AVAILABLE_LLM_TOKENS, PF_DOUBLE, 0)
+    X(m, available_llm_tokens, AVAILABLE_LLM_TOKENS, PF_DOUBLE, 0)            \
+    X(m, rate_source,          RATE_SOURCE,          PF_STR,    0)            \
+    X(m, tokens_per_min_source, TOKENS_PER_MIN_SOURCE, PF_STR,  0)
 /* A model deployment in status: its alias, model id, provider and group;
  * its own bucket (rate_per_sec 0: no RPM, available_tokens and
  * max_tokens then absent; tokens_per_min 0: no TPM) and its own health,
@@ -386,7 +397,8 @@ struct proto_msgdef {
 
 /* report: the outcome (ok, rate_limited, ...) of a permitted attempt;
  * tokens_used is what it really used (else the estimate is charged), final
- * says the logical call is over.  The reply is the provider's state
+ * says the logical call is over, headers are the provider's rate-limit
+ * headers (lower-cased name -> value).  The reply is the provider's state
  * (healthy, degraded). */
 #define PROTO_REPORT_REQ_FIELDS(X, m)                                         \
     X(m, permit_id,     PERMIT_ID,     PF_UINT,   PF_REQUIRED)                \
@@ -394,7 +406,8 @@ struct proto_msgdef {
     X(m, latency_ms,    LATENCY_MS,    PF_DOUBLE, 0)                          \
     X(m, tokens_used,   TOKENS_USED,   PF_UINT,   0)                          \
     X(m, retry_after_s, RETRY_AFTER_S, PF_DOUBLE, 0)                          \
-    X(m, final,         FINAL,         PF_BOOL,   0)
+    X(m, final,         FINAL,         PF_BOOL,   0)                          \
+    X(m, headers,       HEADERS,       PF_STRMAP, 0)
 #define PROTO_REPORT_REP_FIELDS(X, m)                                         \
     X(m, state,                STATE,                PF_STR,    PF_REQUIRED)  \
     X(m, cooldown_remaining_s, COOLDOWN_REMAINING_S, PF_DOUBLE, PF_REQUIRED)
@@ -557,6 +570,7 @@ struct proto_msgdef {
 #define PROTO_CTYPE_PF_BOOL         bool
 #define PROTO_CTYPE_PF_STRARR       struct proto_strarr
 #define PROTO_CTYPE_PF_DBLARR       struct proto_dblarr
+#define PROTO_CTYPE_PF_STRMAP       struct proto_strmap
 #define PROTO_CTYPE_PF_OBJARR(msg)  struct proto_objarr
 
 /* Each message's struct, the names of its bits, and their count. */

@@ -15,15 +15,29 @@
  *       400           400
  *       hang          never answered
  *   POST /control?mode=MODE     sets the mode
- *   GET  /stats                 {"name", "mode", "requests", "auth", "model"}
+ *   GET  /stats                 {"name", "mode", "requests", "auth",
+ *                                "model", "rate_limited", "ok"}
  *                               (model: that of the last chat request)
+ *
+ * With --rpm N and/or --tpm N it also enforces limits of its own, as the
+ * real providers do, per model (the request's "model"): token buckets of
+ * N requests and N tokens (the answer's total_tokens) per --window
+ * seconds (default 60), full at first, refilled continuously.  A request
+ * that finds either short is answered 429 with a Retry-After of the
+ * time until it would fit; every answer in ok mode carries the rate-limit
+ * headers of --style openai (x-ratelimit-*, resets as "6m0s", "1s",
+ * "20ms") or anthropic (anthropic-ratelimit-*, resets as RFC 3339 times):
+ * limit, remaining, and the time until the bucket is full again.
  */
 #include <arpa/inet.h>
 #include <getopt.h>
+#include <math.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -37,6 +51,171 @@ static long requests;
 static char last_auth[256];
 static char last_model[256];
 static const char *traces_file;
+
+static void reply_json(struct evhttp_request *req, int code,
+                       const char *reason, json_t *obj);
+
+/* ---- limits of its own (--rpm, --tpm) ---------------------------------- */
+
+#define MODELS_MAX 64
+
+static struct {
+    double rpm, tpm;            /* per window; 0: none */
+    double window_s;
+    bool anthropic;             /* header style */
+    long rate_limited, ok;      /* answers, for /stats */
+    struct model_bucket {
+        char model[128];
+        double requests, tokens;    /* left at last_s */
+        double last_s;
+    } m[MODELS_MAX];
+    size_t n;
+} lim = { 0, 0, 60, false, 0, 0, { { "", 0, 0, 0 } }, 0 };
+
+static double
+mono_now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* The bucket of model, refilled to now; NULL when there are too many. */
+static struct model_bucket *
+model_bucket(const char *model, double now)
+{
+    struct model_bucket *b = NULL;
+
+    for (size_t i = 0; i < lim.n && b == NULL; i++)
+        if (strcmp(lim.m[i].model, model) == 0)
+            b = &lim.m[i];
+    if (b == NULL) {
+        if (lim.n == MODELS_MAX)
+            return NULL;
+        b = &lim.m[lim.n++];
+        snprintf(b->model, sizeof(b->model), "%s", model);
+        b->requests = lim.rpm;
+        b->tokens = lim.tpm;
+        b->last_s = now;
+    }
+    b->requests = fmin(lim.rpm, b->requests +
+                       lim.rpm / lim.window_s * (now - b->last_s));
+    b->tokens = fmin(lim.tpm, b->tokens +
+                     lim.tpm / lim.window_s * (now - b->last_s));
+    b->last_s = now;
+    return b;
+}
+
+/* A duration as OpenAI writes it: "20ms", "1s", "1.5s", "6m0s". */
+static void
+openai_duration(double s, char *buf, size_t len)
+{
+    long ms = lround(s * 1e3);
+
+    if (ms < 1000)
+        snprintf(buf, len, "%ldms", ms);
+    else if (ms < 60000)
+        snprintf(buf, len, "%gs", ms / 1e3);
+    else
+        snprintf(buf, len, "%ldm%gs", ms / 60000, (ms % 60000) / 1e3);
+}
+
+/* The time s seconds from now, as Anthropic writes it (RFC 3339, UTC). */
+static void
+rfc3339_in(double s, char *buf, size_t len)
+{
+    struct timespec ts;
+    struct tm tm;
+    time_t t;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    t = ts.tv_sec + (time_t)ceil(s + ts.tv_nsec / 1e9);
+    gmtime_r(&t, &tm);
+    strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* One limit's three headers: what, the limit, what is left, until full. */
+static void
+limit_headers(struct evkeyvalq *h, const char *what, double limit,
+              double left)
+{
+    char key[96], v[64];
+    double until_full = (limit - left) / (limit / lim.window_s);
+
+    snprintf(v, sizeof(v), "%.0f", limit);
+    snprintf(key, sizeof(key), lim.anthropic ? "anthropic-ratelimit-%s-limit"
+             : "x-ratelimit-limit-%s", what);
+    evhttp_add_header(h, key, v);
+    snprintf(v, sizeof(v), "%.0f", floor(fmax(0, left)));
+    snprintf(key, sizeof(key), lim.anthropic ?
+             "anthropic-ratelimit-%s-remaining" : "x-ratelimit-remaining-%s",
+             what);
+    evhttp_add_header(h, key, v);
+    if (lim.anthropic)
+        rfc3339_in(fmax(0, until_full), v, sizeof(v));
+    else
+        openai_duration(fmax(0, until_full), v, sizeof(v));
+    snprintf(key, sizeof(key), lim.anthropic ? "anthropic-ratelimit-%s-reset"
+             : "x-ratelimit-reset-%s", what);
+    evhttp_add_header(h, key, v);
+}
+
+/* The model a request names ("default" when it names none). */
+static void
+request_model(struct evhttp_request *req, char *buf, size_t len)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t n = evbuffer_get_length(in);
+    json_t *doc = json_loadb((const char *)evbuffer_pullup(in, (ev_ssize_t)n),
+                             n, 0, NULL);
+    const char *model = "default";
+
+    json_unpack(doc, "{s?:s}", "model", &model);
+    snprintf(buf, len, "%s", model);
+    json_decref(doc);
+}
+
+/*
+ * Enforce the limits on one request that will use `tokens`: true when it
+ * may go on (its share taken, the headers added), false when it was
+ * answered 429 here.
+ */
+static bool
+limits_admit(struct evhttp_request *req, long tokens)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    char model[128], secs[32];
+    double now = mono_now(), wait_s = 0;
+    struct model_bucket *b;
+
+    if (lim.rpm <= 0 && lim.tpm <= 0)
+        return true;
+    request_model(req, model, sizeof(model));
+    if ((b = model_bucket(model, now)) == NULL)
+        return true;
+    if (lim.rpm > 0 && b->requests < 1)
+        wait_s = (1 - b->requests) / (lim.rpm / lim.window_s);
+    if (lim.tpm > 0 && b->tokens < tokens)
+        wait_s = fmax(wait_s, (tokens - b->tokens) / (lim.tpm / lim.window_s));
+    if (wait_s == 0) {
+        b->requests -= 1;
+        b->tokens -= (double)tokens;
+    }
+    if (lim.rpm > 0)
+        limit_headers(h, "requests", lim.rpm, b->requests);
+    if (lim.tpm > 0)
+        limit_headers(h, "tokens", lim.tpm, b->tokens);
+    if (wait_s == 0)
+        return true;
+    lim.rate_limited++;
+    snprintf(secs, sizeof(secs), "%.0f", ceil(wait_s));
+    evhttp_add_header(h, "Retry-After", secs);
+    reply_json(req, 429, "Too Many Requests", json_pack(
+        "{s:{s:s, s:s}}", "error", "message", "rate limit reached for model",
+        "type", "rate_limit_exceeded"));
+    return false;
+}
 
 static void
 reply_json(struct evhttp_request *req, int code, const char *reason,
@@ -103,6 +282,9 @@ on_chat(struct evhttp_request *req, void *arg)
     snprintf(last_auth, sizeof(last_auth), "%s", auth ? auth : "");
     note_model(req);
     if (strncmp(mode, "ok", 2) == 0) {
+        if (!limits_admit(req, n >= 0 ? n : 42))
+            return;
+        lim.ok++;
         reply_json(req, 200, "OK", json_pack(
             "{s:s, s:s, s:[{s:i, s:{s:s, s:s}, s:s}], s:{s:i, s:i, s:i}}",
             "id", "chatcmpl-mock", "object", "chat.completion",
@@ -145,10 +327,12 @@ on_control(struct evhttp_request *req, void *arg)
 static void
 on_stats(struct evhttp_request *req, void *arg)
 {
-    reply_json(req, 200, "OK", json_pack("{s:s, s:s, s:i, s:s, s:s}", "name",
-                                         name, "mode", mode, "requests",
-                                         (int)requests, "auth", last_auth,
-                                         "model", last_model));
+    reply_json(req, 200, "OK", json_pack("{s:s, s:s, s:i, s:s, s:s, s:i, s:i}",
+                                         "name", name, "mode", mode,
+                                         "requests", (int)requests,
+                                         "auth", last_auth, "model", last_model,
+                                         "rate_limited", (int)lim.rate_limited,
+                                         "ok", (int)lim.ok));
 }
 
 static void
@@ -166,6 +350,10 @@ main(int argc, char **argv)
         { "mode", required_argument, NULL, 'm' },
         { "port", required_argument, NULL, 'P' },
         { "traces-file", required_argument, NULL, 't' },
+        { "rpm", required_argument, NULL, 'R' },
+        { "tpm", required_argument, NULL, 'K' },
+        { "window", required_argument, NULL, 'W' },
+        { "style", required_argument, NULL, 'S' },
         { NULL, 0, NULL, 0 },
     };
     const char *port_file = NULL;
@@ -176,7 +364,8 @@ main(int argc, char **argv)
     FILE *fp;
     int ch, port = 0;
 
-    while ((ch = getopt_long(argc, argv, "n:p:m:P:t:", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "n:p:m:P:t:R:K:W:S:", opts,
+                             NULL)) != -1) {
         if (ch == 'n')
             snprintf(name, sizeof(name), "%s", optarg);
         else if (ch == 'p')
@@ -187,8 +376,20 @@ main(int argc, char **argv)
             port = atoi(optarg);
         else if (ch == 't')
             traces_file = optarg;
+        else if (ch == 'R')
+            lim.rpm = atof(optarg);
+        else if (ch == 'K')
+            lim.tpm = atof(optarg);
+        else if (ch == 'W')
+            lim.window_s = atof(optarg);
+        else if (ch == 'S')
+            lim.anthropic = strcmp(optarg, "anthropic") == 0;
         else
             return 2;
+    }
+    if (lim.window_s <= 0 || lim.rpm < 0 || lim.tpm < 0) {
+        fprintf(stderr, "mockprovider: --window > 0, --rpm and --tpm >= 0\n");
+        return 2;
     }
     if (port_file == NULL) {
         fprintf(stderr, "usage: mockprovider --name NAME --port-file FILE\n");

@@ -39,7 +39,8 @@ _PROVIDER_KEYS = ("name", "available_tokens", "rate_per_sec", "max_tokens",
                   "state", "cooldown_remaining_s", "latency_ewma_ms",
                   "waiters", "tokens_per_min")
 _PROVIDER_EXTRA = ("cooldown_cause", "cooldown_since", "retry_after_s",
-                   "available_llm_tokens")
+                   "available_llm_tokens", "rate_source",
+                   "tokens_per_min_source")
 _MODEL_KEYS = ("alias", "model", "provider", "group", "rate_per_sec",
                "tokens_per_min", "waiters", "state", "cooldown_remaining_s",
                "latency_ewma_ms")
@@ -86,8 +87,8 @@ def _daemon_text(st: Dict[str, Any]) -> None:
 
 
 def _provider_notes(st: Dict[str, Any]) -> None:
-    """Why each degraded provider is, and the LLM tokens of each bucket
-    that has a TOKENS_PER_MIN."""
+    """Why each degraded provider is, the LLM tokens of each bucket that
+    has a TOKENS_PER_MIN, and where its limits come from."""
     for p in st["providers"]:
         if "cooldown_cause" in p:
             line = (f"{p['name']}: degraded by {p['cooldown_cause']} since "
@@ -98,6 +99,9 @@ def _provider_notes(st: Dict[str, Any]) -> None:
         if "available_llm_tokens" in p:
             print(f"{p['name']}: {p['available_llm_tokens']:.0f} of "
                   f"{p['tokens_per_min']:.0f} LLM tokens available")
+        if "rate_source" in p and "tokens_per_min_source" in p:
+            print(f"{p['name']}: rate {p['rate_source']}, tokens_per_min "
+                  f"{p['tokens_per_min_source']}")
 
 
 def _model_table(st: Dict[str, Any]) -> None:

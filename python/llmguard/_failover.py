@@ -169,6 +169,19 @@ def headers_of(obj: Any) -> Dict[str, str]:
     return out
 
 
+def report_headers(headers: Mapping[str, str]) -> Optional[Dict[str, str]]:
+    """What a report carries of headers: the known rate-limit names,
+    lower-cased, string values, at most 32; None when there are none."""
+    out: Dict[str, str] = {}
+    for k, v in headers.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            continue
+        k = k.lower()
+        if k in RATE_LIMIT_HEADERS and len(out) < MAX_HEADERS:
+            out[k] = v
+    return out or None
+
+
 def retry_after_s(headers: Mapping[str, str],
                   now: Optional[float] = None) -> Optional[float]:
     """Seconds from ``retry-after-ms``, else ``retry-after`` (seconds or an
@@ -315,16 +328,17 @@ class CallPlan:
         info = self.info
         info.outcome = outcome
         info.headers = headers
-        # Protocol 1's report carries Retry-After as retry_after_s; the
-        # other rate-limit headers stay in CallInfo.headers (PROTOCOL.md,
-        # report, has no field for them).
+        # Retry-After goes as retry_after_s too (the cooldown); the headers
+        # go as they are, for the daemon to fit its buckets to them
+        # (PROTOCOL.md, report): only the known names, lower-cased, at
+        # most 32 - headers_of() kept no others.
         if retry_after is None:
             retry_after = retry_after_s(headers)
         return {
             "permit_id": self.permit_id, "outcome": outcome,
             "latency_ms": (time.monotonic() - self.t0) * 1e3,
             "tokens_used": tokens_used, "retry_after_s": retry_after,
-            "final": final,
+            "final": final, "headers": report_headers(headers),
         }
 
     def failed(self, exc: BaseException) -> Tuple[Dict[str, Any], bool]:

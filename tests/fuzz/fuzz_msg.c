@@ -56,6 +56,16 @@ field_equal(const struct proto_field *f, const char *a, const char *b)
                (x->n == 0 ||
                 memcmp(x->v, y->v, sizeof(double) * x->n) == 0);
     }
+    case PF_STRMAP: {
+        const struct proto_strmap *x = (const void *)a, *y = (const void *)b;
+        if (x->n != y->n)
+            return false;
+        for (uint32_t i = 0; i < x->n; i++)
+            if (!str_equal(&x->key[i], &y->key[i]) ||
+                !str_equal(&x->value[i], &y->value[i]))
+                return false;
+        return true;
+    }
     case PF_OBJARR: {
         const struct proto_objarr *x = (const void *)a, *y = (const void *)b;
         if (x->n != y->n)

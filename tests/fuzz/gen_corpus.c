@@ -209,8 +209,22 @@ requests(void)
     rp.tokens_used = 760;
     rp.retry_after_s = 2;
     rp.final = true;
-    rp.has = ALL(REPORT_REQ);
-    request("report-full", PROTO_OP_REPORT, 24, &rp);
+    {
+        struct proto_str hk[] = {
+            SI("x-ratelimit-remaining-requests"),
+            SI("x-ratelimit-reset-tokens"),
+            SI("anthropic-ratelimit-tokens-reset"), SI("retry-after"),
+        };
+        struct proto_str hv[] = {
+            SI("0"), SI("6m0s"), SI("2026-12-01T10:00:30Z"),
+            SI("Tue, 01 Dec 2026 10:00:30 GMT"),
+        };
+        rp.headers.key = hk;
+        rp.headers.value = hv;
+        rp.headers.n = 4;
+        rp.has = ALL(REPORT_REQ);
+        request("report-full", PROTO_OP_REPORT, 24, &rp);
+    }
 
     request("metrics-min", PROTO_OP_METRICS, 25, &mt);
     mt.format = S("prometheus");

@@ -108,6 +108,9 @@ pack_valid(msgpack_packer *pk, const struct proto_field *f)
     case PF_BOOL:
         msgpack_pack_true(pk);
         break;
+    case PF_STRMAP:
+        msgpack_pack_map(pk, 0);
+        break;
     default:
         msgpack_pack_array(pk, 0);
         break;
@@ -124,6 +127,8 @@ pack_wrong(msgpack_packer *pk, const struct proto_field *f)
         msgpack_pack_str_with_body(pk, "x", 1);
     else if (f->type == PF_BOOL)
         msgpack_pack_str_with_body(pk, "yes", 3);
+    else if (f->type == PF_STRMAP)
+        msgpack_pack_array(pk, 0);
     else
         msgpack_pack_map(pk, 0);
 }

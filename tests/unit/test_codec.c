@@ -337,6 +337,95 @@ test_unknown_op_and_wrong_types(void **state)
     }
 }
 
+/* A report's headers: a map of strings both ways, in wire order. */
+static void
+test_strmap_roundtrip(void **state)
+{
+    struct fixture *fx = *state;
+    struct proto_str k[2] = { { "retry-after", 11 },
+                              { "x-ratelimit-reset-requests", 26 } };
+    struct proto_str v[2] = { { "2", 1 }, { "6m0s", 4 } };
+    struct proto_report_req rp = { .permit_id = 7, .outcome = { "ok", 2 } };
+    struct proto_req req;
+    struct proto_error e;
+
+    rp.headers.key = k;
+    rp.headers.value = v;
+    rp.headers.n = 2;
+    PROTO_SET(&rp, PROTO_REPORT_REQ_HEADERS);
+    fx->sb.size = 0;
+    assert_int_equal(proto_encode_request(&fx->sb, PROTO_OP_REPORT, 9, &rp),
+                     0);
+    msgpack_zone_clear(&fx->zone);
+    assert_int_equal(proto_decode_request((unsigned char *)fx->sb.data + 4,
+                                          (uint32_t)fx->sb.size - 4,
+                                          &fx->zone, &req, &e),
+                     PROTO_DECODE_OK);
+    assert_true(PROTO_HAS(&req.u.report, PROTO_REPORT_REQ_HEADERS));
+    assert_int_equal(req.u.report.headers.n, 2);
+    assert_memory_equal(req.u.report.headers.key[1].ptr,
+                        "x-ratelimit-reset-requests", 26);
+    assert_int_equal(req.u.report.headers.value[1].len, 4);
+    assert_memory_equal(req.u.report.headers.value[1].ptr, "6m0s", 4);
+    assert_memory_equal(req.u.report.headers.value[0].ptr, "2", 1);
+
+    /* An empty map is present and empty. */
+    rp.headers.n = 0;
+    fx->sb.size = 0;
+    assert_int_equal(proto_encode_request(&fx->sb, PROTO_OP_REPORT, 9, &rp),
+                     0);
+    msgpack_zone_clear(&fx->zone);
+    assert_int_equal(proto_decode_request((unsigned char *)fx->sb.data + 4,
+                                          (uint32_t)fx->sb.size - 4,
+                                          &fx->zone, &req, &e),
+                     PROTO_DECODE_OK);
+    assert_true(PROTO_HAS(&req.u.report, PROTO_REPORT_REQ_HEADERS));
+    assert_int_equal(req.u.report.headers.n, 0);
+}
+
+/* A header map with a value, or a key, that is not a string, or a map
+ * that is not a map, is a bad request naming the field. */
+static void
+test_strmap_wrong_types(void **state)
+{
+    struct fixture *fx = *state;
+    struct proto_req req;
+    struct proto_error e;
+
+    for (int round = 0; round < 3; round++) {
+        RAW(fx);
+        msgpack_pack_map(&pk, 5);
+        pstr(&pk, "op");
+        pstr(&pk, "report");
+        pstr(&pk, "id");
+        msgpack_pack_uint64(&pk, 1);
+        pstr(&pk, "permit_id");
+        msgpack_pack_uint64(&pk, 1);
+        pstr(&pk, "outcome");
+        pstr(&pk, "ok");
+        pstr(&pk, "headers");
+        if (round == 2) {
+            pstr(&pk, "retry-after: 2");
+        } else {
+            msgpack_pack_map(&pk, 2);
+            pstr(&pk, "retry-after");
+            pstr(&pk, "2");
+            if (round == 0)
+                msgpack_pack_int(&pk, 5);
+            else
+                pstr(&pk, "x-ratelimit-remaining-requests");
+            if (round == 0)
+                pstr(&pk, "five");
+            else
+                msgpack_pack_int(&pk, 0);
+        }
+        assert_int_equal(decode_raw(fx, &req, &e), PROTO_DECODE_BAD);
+        assert_int_equal(e.code, PROTO_E_BAD_REQUEST);
+        assert_string_equal(e.msg, "field 'headers': expected a map of "
+                                   "strings to strings");
+    }
+}
+
 /* Unknown keys are ignored, so newer clients can add fields. */
 static void
 test_unknown_fields_ignored(void **state)
@@ -419,6 +508,8 @@ main(void)
         cmocka_unit_test(test_missing_op_and_id),
         cmocka_unit_test(test_unknown_op_and_wrong_types),
         cmocka_unit_test(test_unknown_fields_ignored),
+        cmocka_unit_test(test_strmap_roundtrip),
+        cmocka_unit_test(test_strmap_wrong_types),
         cmocka_unit_test(test_errcode_names),
         cmocka_unit_test(test_field_bits),
     };

@@ -319,6 +319,43 @@ test_no_provider(void **state)
     assert_null(strstr(log, "no provider"));
 }
 
+/* RATE_PER_SEC=learn declares a provider with no configured rate; it
+ * prints back as learn, and which keys were given is known. */
+static void
+test_learned_rate(void **state)
+{
+    struct config cfg;
+    char err[512], *text = NULL;
+    size_t len = 0;
+    FILE *fp;
+
+    (void)state;
+    assert_int_equal(load(&cfg, "PROVIDER_GROQ_RATE_PER_SEC=learn\n"
+                                "PROVIDER_GROQ_PRIORITY=3\n"
+                                "PROVIDER_OAI_RATE_PER_SEC=5\n"
+                                "PROVIDER_OAI_TOKENS_PER_MIN=0\n", NULL, err),
+                     0);
+    assert_int_equal(cfg.nproviders, 2);
+    assert_string_equal(cfg.providers[0].name, "groq");
+    assert_true(cfg.providers[0].rate_per_sec == 0);
+    assert_true(cfg.providers[0].burst == 1);
+    assert_false(config_provider_given(&cfg.providers[0], "BURST"));
+    assert_false(config_provider_given(&cfg.providers[0], "TOKENS_PER_MIN"));
+    assert_true(config_provider_given(&cfg.providers[1], "TOKENS_PER_MIN"));
+    assert_false(config_provider_given(&cfg.providers[1], "NO_SUCH_KEY"));
+    fp = open_memstream(&text, &len);
+    config_print(&cfg, fp);
+    fclose(fp);
+    assert_non_null(strstr(text, "\nPROVIDER_GROQ_RATE_PER_SEC=learn\n"));
+    assert_non_null(strstr(text, "\nPROVIDER_OAI_RATE_PER_SEC=5\n"));
+    free(text);
+    /* Only the word: anything else is still a bad rate. */
+    assert_int_equal(load(&cfg, "PROVIDER_GROQ_RATE_PER_SEC=learned\n", NULL,
+                          err), -1);
+    assert_int_equal(load(&cfg, "PROVIDER_GROQ_RATE_PER_SEC=0\n", NULL, err),
+                     -1);
+}
+
 /* defaults < env file < environment < flags */
 static void
 test_precedence(void **state)
@@ -630,6 +667,7 @@ main(void)
         cmocka_unit_test(test_duplicate_key),
         cmocka_unit_test(test_typo_suggestions),
         cmocka_unit_test(test_no_provider),
+        cmocka_unit_test(test_learned_rate),
         cmocka_unit_test(test_precedence),
         cmocka_unit_test(test_bad_values),
         cmocka_unit_test(test_socket_path_too_long),

@@ -770,6 +770,114 @@ static void test_late_timer_head_since(void **state)
     assert_near(limiter_available(&b, 5.7), 4.7, TOL);
 }
 
+/* Grants are counted, request and LLM tokens, with or without a TPM. */
+static void test_grant_counters(void **state)
+{
+    struct limiter_bucket b;
+    struct limiter_waiter w = {0};
+
+    (void)state;
+    setup(&b, 1, 2, 0, 10);
+    assert_int_equal(limiter_try_acquire(&b, 1, 300, 10), LIMITER_GRANTED);
+    assert_int_equal(limiter_try_acquire(&b, 1, 200, 10), LIMITER_GRANTED);
+    assert_int_equal(limiter_try_acquire(&b, 1, 5, 10), LIMITER_WAIT);
+    assert_int_equal(b.granted, 2);
+    assert_int_equal(b.llm_granted, 500);
+    assert_int_equal(limiter_enqueue(&b, &w, 1, 7, INFINITY), 0);
+    assert_ptr_equal(limiter_pop_ready(&b, 11), &w);
+    assert_int_equal(b.granted, 3);
+    assert_int_equal(b.llm_granted, 507);
+}
+
+/* A cap takes the fill down, never up; a hold puts the refill off until
+ * its time, and the wake-up time of a waiter follows it exactly. */
+static void test_cap_and_hold(void **state)
+{
+    struct limiter_bucket b;
+    struct limiter_waiter w = {0};
+
+    (void)state;
+    setup(&b, 5, 10, 0, 100);
+    limiter_cap(&b, false, 20, -INFINITY, 100);     /* more than held */
+    assert_near(limiter_available(&b, 100), 10, TOL);
+    limiter_cap(&b, false, 0, 102, 100);            /* none until 102 */
+    assert_near(limiter_available(&b, 101.5), 0, TOL);
+    assert_near(limiter_available(&b, 102), 0, TOL);
+    assert_near(limiter_available(&b, 102.4), 2, TOL);
+    assert_int_equal(limiter_try_acquire(&b, 1, 0, 101), LIMITER_WAIT);
+    assert_int_equal(limiter_enqueue(&b, &w, 1, 0, INFINITY), 0);
+    /* Not before the hold ends plus one token's refill. */
+    assert_near(limiter_next_wakeup(&b, 101), 102.2, 1e-9);
+    assert_null(limiter_pop_ready(&b, 102.1));
+    assert_ptr_equal(limiter_pop_ready(&b, 102.2), &w);
+    /* A shorter hold does not shorten a longer one. */
+    limiter_cap(&b, false, 0, 110, 103);
+    limiter_cap(&b, false, 5, 104, 103);
+    assert_near(limiter_available(&b, 109), 0, TOL);
+    assert_near(limiter_available(&b, 111), 5, TOL);
+    /* NaN changes nothing. */
+    limiter_cap(&b, false, NAN, NAN, 111);
+    assert_near(limiter_available(&b, 111), 5, TOL);
+}
+
+/* A cap may leave a debt: it is refilled before anything is granted. */
+static void test_cap_debt(void **state)
+{
+    struct limiter_bucket b;
+
+    (void)state;
+    setup(&b, 1, 5, 0, 0);
+    limiter_cap(&b, false, -2, -INFINITY, 0);
+    assert_near(limiter_available(&b, 0), 0, TOL);
+    assert_near(limiter_available(&b, 2.5), 0.5, TOL);
+    assert_int_equal(limiter_try_acquire(&b, 1, 0, 2.5), LIMITER_WAIT);
+    assert_int_equal(limiter_try_acquire(&b, 1, 0, 3), LIMITER_GRANTED);
+}
+
+/* The LLM-token bucket has a cap and a hold of its own; without a TPM
+ * limit an LLM cap changes nothing. */
+static void test_cap_llm(void **state)
+{
+    struct limiter_bucket b;
+
+    (void)state;
+    setup(&b, 100, 100, 6000, 0);
+    limiter_cap(&b, true, 50, 3, 1);
+    assert_near(limiter_available_llm(&b, 2), 50, TOL);
+    assert_near(limiter_available(&b, 2), 100, TOL);
+    assert_near(limiter_available_llm(&b, 4), 150, TOL);   /* 100/s from 3 */
+    assert_int_equal(limiter_try_acquire(&b, 1, 200, 2), LIMITER_WAIT);
+    setup(&b, 100, 100, 0, 0);
+    limiter_cap(&b, true, 0, 100, 0);
+    assert_true(isinf(limiter_available_llm(&b, 1)));
+    assert_int_equal(limiter_try_acquire(&b, 1, 5000, 1), LIMITER_GRANTED);
+}
+
+/* Under caps and holds at random, the bound of any interval holds as
+ * without them: burst + rate * T. */
+static void test_cap_long_run_bound(void **state)
+{
+    struct limiter_bucket b;
+    struct grant_log g = {0};
+    uint64_t seed = 0x9e3779b97f4a7c15ULL;
+    double now = 0, total, excess;
+
+    (void)state;
+    setup(&b, 10, 20, 0, 0);
+    while (now < 500) {
+        if (rnd(&seed) % 512 == 0)
+            limiter_cap(&b, false, rnd_unit(&seed) * 30 - 5,
+                        now + rnd_unit(&seed) * 2, now);
+        if (limiter_try_acquire(&b, 1, 0, now) == LIMITER_GRANTED)
+            log_grant(&g, now, 1, 0);
+        now += rnd_unit(&seed) * 0.05;
+    }
+    excess = max_excess(g.t_s, g.n, g.count, 10, &total);
+    assert_true(g.count > 100);
+    assert_true(excess <= 20 + 1e-6);
+    free_log(&g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -793,6 +901,11 @@ int main(void)
         cmocka_unit_test(test_late_timer_stall),
         cmocka_unit_test(test_late_timer_deadlines),
         cmocka_unit_test(test_late_timer_head_since),
+        cmocka_unit_test(test_grant_counters),
+        cmocka_unit_test(test_cap_and_hold),
+        cmocka_unit_test(test_cap_debt),
+        cmocka_unit_test(test_cap_llm),
+        cmocka_unit_test(test_cap_long_run_bound),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

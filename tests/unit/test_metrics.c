@@ -517,7 +517,15 @@ test_prometheus_exact(void **state)
         "# TYPE provider_available_llm_tokens gauge\n"
         "# HELP llmguard_daily_limit_remaining What a daily limit (RPD, TPD) "
         "has left over the last 24 hours.\n"
-        "# TYPE llmguard_daily_limit_remaining gauge\n");
+        "# TYPE llmguard_daily_limit_remaining gauge\n"
+        "# HELP llmguard_provider_limit A provider's per-minute limit "
+        "(requests_per_min, tokens_per_min), configured or learned from its "
+        "headers.\n"
+        "# TYPE llmguard_provider_limit gauge\n"
+        "# HELP llmguard_provider_headers_malformed_total Rate-limit headers "
+        "of a provider reported with a value that could not be read "
+        "(ignored).\n"
+        "# TYPE llmguard_provider_headers_malformed_total counter\n");
     free(out);
     metrics_free(m);
 }
