@@ -148,3 +148,30 @@ def test_failover_to_another_model_of_the_same_provider(start_daemon,
     assert seen == [("groq", "llama-70b"), ("groq", "llama-8b")]
     st = models_status(d)
     assert st["big"]["state"] == st["small"]["state"] == "degraded"
+
+
+def test_asyncio_flavour(start_daemon, monkeypatch):
+    import asyncio
+
+    from llmguard import aio
+
+    d = start_daemon(MODELS_ENV)
+    monkeypatch.setenv("LLMGUARD_SOCKET", d.sock)
+    seen = []
+
+    @aio.rate_limit_middleware(max_attempts=2)
+    async def call(provider_name):
+        seen.append((provider_name, last_call().model))
+        if provider_name == "groq":
+            raise llmguard.ProviderError(429)
+        return "ok"
+
+    async def main():
+        try:
+            return await call(model="llama")
+        finally:
+            await aio.default_client().close()
+
+    assert asyncio.run(main()) == "ok"
+    assert seen == [("groq", "llama-3.3-70b-versatile"),
+                    ("together", "meta-llama/Llama-3.3-70B-Instruct-Turbo")]
