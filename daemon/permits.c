@@ -27,6 +27,7 @@
 #include "trace.h"
 
 #define CALL_ID_MAX PERMITS_CALL_ID_MAX
+#define CALL_TRIED_MAX 8        /* deployments a call remembers trying */
 
 /* The daily limits one attempt counts on: its provider's (and, where
  * models have them, its model's: see attempt_limits()). */
@@ -71,6 +72,10 @@ struct call {
     char workflow[QUOTA_ID_MAX + 1], tenant[QUOTA_ID_MAX + 1];
     char routed_to[CONFIG_NAME_MAX];    /* the last attempt's provider */
     char model[CONFIG_MODEL_MAX];       /* and its model id, "" for none */
+    /* The deployments its attempts went to (by alias): a model permit of
+     * the call is not routed to them again. */
+    char tried[CALL_TRIED_MAX][CONFIG_NAME_MAX];
+    unsigned ntried;
     uint64_t tokens_estimate;
     double wait_ms;                 /* waited for tokens, all attempts */
     bool quota_allowed, has_remaining;
@@ -823,6 +828,16 @@ feedback_bucket(struct permits *p, const struct permit *pm)
     return buckets_at(p->d.buckets, (size_t)pm->provider);
 }
 
+/* Whether an attempt of call went to the deployment alias. */
+static bool
+call_tried(const struct call *call, const char *alias)
+{
+    for (unsigned i = 0; i < call->ntried; i++)
+        if (strcmp(call->tried[i], alias) == 0)
+            return true;
+    return false;
+}
+
 /* Record the granted attempt pd on provider pd->pm.provider. */
 static struct permit *
 permit_add(struct permits *p, struct conn *c, struct pending *pd,
@@ -860,6 +875,10 @@ permit_add(struct permits *p, struct conn *c, struct pending *pd,
     call->wait_ms += wait_ms;
     memcpy(call->routed_to, pm->provider_name, sizeof(call->routed_to));
     memcpy(call->model, pm->model_name, sizeof(call->model));
+    if (pm->model_alias[0] != '\0' && call->id[0] != '\0' &&
+        !call_tried(call, pm->model_alias) && call->ntried < CALL_TRIED_MAX)
+        memcpy(call->tried[call->ntried++], pm->model_alias,
+               sizeof(call->tried[0]));
     return pm;
 }
 
@@ -1278,19 +1297,21 @@ model_provider(const struct permits *p, int i)
 }
 
 /*
- * The deployments a model permit may not use (not named, or on an
- * excluded provider) into excluded, and until when each is held by its
- * provider's cooldown into held.
+ * The deployments a model permit of call may not use (not named, on an
+ * excluded provider, or tried by the call already) into excluded, and
+ * until when each is held by its provider's cooldown into held.
  */
 static void
-model_candidates(struct permits *p, const struct route_args *ra, double now,
-                 bool *excluded, double *held)
+model_candidates(struct permits *p, const struct route_args *ra,
+                 const struct call *call, double now, bool *excluded,
+                 double *held)
 {
     struct router_status rs;
 
     for (size_t i = 0; i < p->d.cfg->nmodels; i++) {
         int pi = model_provider(p, (int)i);
-        excluded[i] = !ra->in_model[i] || pi < 0 || ra->excluded[pi];
+        excluded[i] = !ra->in_model[i] || pi < 0 || ra->excluded[pi] ||
+                      call_tried(call, p->d.cfg->models[i].alias);
         held[i] = -INFINITY;
         if (pi >= 0) {
             router_status(p->router, pi, now, &rs);
@@ -1474,7 +1495,7 @@ permit_route_model(struct permits *p, struct conn *c, uint64_t req_id,
     int d, alt;
 
     snprintf(pd->dr.model, sizeof(pd->dr.model), "%s", ra->model);
-    model_candidates(p, ra, now, excluded, held);
+    model_candidates(p, ra, pd->pm.call, now, excluded, held);
     nout = model_daily_out(p, pd->pm.estimate, excluded, &first);
     d = router_select_held(p->models, model_preferred(p, ra), excluded, held,
                            now, &pd->all_degraded);

@@ -815,8 +815,10 @@ permit_attempt(llmguard_t *g, const struct llmguard_request *req,
 
     SET_SUBJECTS(&pr, PERMIT_REQ, req->workflow_id, req->tenant_id);
     pr.tokens_estimate = req->tokens_estimate;
+    /* With a model the daemon keeps the call's tried deployments itself:
+     * excluding their providers would also leave their other models. */
     pr.exclude.v = tried;
-    pr.exclude.n = n;
+    pr.exclude.n = req->model != NULL ? 0 : n;
     pr.timeout_ms = req->timeout_s * 1e3;
     pr.call_id = pstr(call_id);
     pr.has |= PROTO_BIT(PROTO_PERMIT_REQ_TOKENS_ESTIMATE) |

@@ -360,7 +360,11 @@ class CallPlan:
         fields = self._report(outcome or CLIENT_ERROR, final,
                               usage_tokens(exc) or 0, headers_of(exc),
                               retry_after)
-        self.tried.append(self.info.provider)
+        # With a model the daemon keeps the call's tried deployments
+        # itself: excluding their providers would also leave the
+        # providers' other models.
+        if self.model is None:
+            self.tried.append(self.info.provider)
         self.attempt += 1
         return fields, final
 

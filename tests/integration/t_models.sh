@@ -30,6 +30,12 @@ MODEL_LLAMA_TOG_GROUP=llama
 MODEL_GEMMA_PROVIDER=groq
 MODEL_GEMMA_NAME=gemma2-9b-it
 MODEL_GEMMA_RPM=6
+MODEL_DUP_A_PROVIDER=groq
+MODEL_DUP_A_NAME=dup-a
+MODEL_DUP_A_GROUP=dup
+MODEL_DUP_B_PROVIDER=groq
+MODEL_DUP_B_NAME=dup-b
+MODEL_DUP_B_GROUP=dup
 ENV
 ENVFILE="$TMP/m.env" start_daemon
 demo() { "$DEMO" -s "$SOCK" "$@" 2>>"$TMP/demo.err"; }
@@ -84,6 +90,21 @@ before=$(mock_requests groq)
 out=$(demo -m llama hello | head -1)
 expect_match "llama while groq's deployment cools down: together first" "^provider=together success=1 failover_attempts=0 " "$out"
 expect_eq "and groq saw nothing" "$before" "$(mock_requests groq)"
+
+# A group of two models on one provider: the call fails over from one to
+# the other on the same provider (the daemon remembers the deployments a
+# call tried; the provider is not excluded), then has none left.
+mock_mode groq 429:1
+before=$(mock_requests groq)
+out=$(demo -m dup -a 3 hello)
+mock_mode groq ok
+expect_match "dup: two attempts, both on groq" "^provider=groq success=0 failover_attempts=1 rate_limited=1 " "$(echo "$out" | head -1)"
+expect_eq "dup: the second asked for the other model" "model=dup-b" "$(echo "$out" | sed -n 2p)"
+expect_eq "dup: groq saw two requests" $((before + 2)) "$(mock_requests groq)"
+cid=$(echo "$out" | head -1 | sed 's/.* call_id=\([^ ]*\) .*/\1/')
+ex=$("$LLMGUARDCTL" -s "$SOCK" explain "call:$cid")
+expect_match "dup: the third permit found every deployment tried" "every deployment of model 'dup' is excluded" "$ex"
+expect_match "dup: the provider stays healthy" "^groq .* healthy " "$("$LLMGUARDCTL" -s "$SOCK" status | grep '^groq ')"
 
 # Provider-wide cooldown: a report for a permit without a model.
 mock_mode groq 500
@@ -149,5 +170,17 @@ a=$(model_avail capped)
 "$LLMGUARDCTL" -s "$SOCK" reload >/dev/null
 b=$(model_avail capped)
 check "reload keeps the model's fill ($a, then $b, not 60)" awk "BEGIN { exit !($b < 10 && $b >= $a) }"
+# A reload adds a deployment; a bad one is refused and changes nothing.
+out=$("$RAWCLIENT" "$SOCK" req:permit:1:model=bee | head -1)
+expect_match "before the reload: model bee is unknown" "^err 1 bad_request unknown model 'bee'" "$out"
+printf 'MODEL_B_PROVIDER=groq\nMODEL_B_NAME=bee\n' >> "$TMP/b.env"
+"$LLMGUARDCTL" -s "$SOCK" reload >/dev/null
+expect_match "after it: granted on groq" "^ok 1$" "$("$RAWCLIENT" "$SOCK" req:permit:1:model=bee | head -1)"
+echo 'MODEL_C_PROVIDER=nope' >> "$TMP/b.env"
+out=$("$LLMGUARDCTL" -s "$SOCK" reload 2>&1)
+expect_match "a deployment on an undeclared provider: reload refused" "MODEL_C_PROVIDER=nope: expected a declared provider" "$out"
+expect_match "and bee still routes" "^ok 1$" "$("$RAWCLIENT" "$SOCK" req:permit:1:model=bee | head -1)"
 stop_daemon
+"$LLMGUARDD" --check-config --env-file "$TMP/b.env" >/dev/null 2>"$TMP/err"
+expect_eq "--check-config: exit 78" 78 $?
 finish

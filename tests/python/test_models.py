@@ -124,3 +124,54 @@ def test_status_lists_models_like_llmguardctl(start_daemon, monkeypatch):
     assert st["llama_groq"]["retry_after_s"] == 40
     assert "available_tokens" not in st["llama_groq"]
     assert st["gemma"]["max_tokens"] == 30
+
+
+def test_failover_to_another_model_of_the_same_provider(start_daemon,
+                                                         monkeypatch):
+    d = start_daemon("PROVIDER_GROQ_RPM=600\n"
+                     "MODEL_BIG_PROVIDER=groq\nMODEL_BIG_NAME=llama-70b\n"
+                     "MODEL_BIG_GROUP=chat\n"
+                     "MODEL_SMALL_PROVIDER=groq\nMODEL_SMALL_NAME=llama-8b\n"
+                     "MODEL_SMALL_GROUP=chat\n")
+    monkeypatch.setenv("LLMGUARD_SOCKET", d.sock)
+    seen = []
+
+    @rate_limit_middleware(max_attempts=3)
+    def call(provider_name):
+        seen.append((provider_name, last_call().model))
+        raise llmguard.ProviderError(429)
+
+    # Both deployments are on groq: the call tries each once, then none is
+    # left (the daemon remembers the call's deployments).
+    with pytest.raises(llmguard.ProviderError):
+        call(model="chat")
+    assert seen == [("groq", "llama-70b"), ("groq", "llama-8b")]
+    st = models_status(d)
+    assert st["big"]["state"] == st["small"]["state"] == "degraded"
+
+
+def test_asyncio_flavour(start_daemon, monkeypatch):
+    import asyncio
+
+    from llmguard import aio
+
+    d = start_daemon(MODELS_ENV)
+    monkeypatch.setenv("LLMGUARD_SOCKET", d.sock)
+    seen = []
+
+    @aio.rate_limit_middleware(max_attempts=2)
+    async def call(provider_name):
+        seen.append((provider_name, last_call().model))
+        if provider_name == "groq":
+            raise llmguard.ProviderError(429)
+        return "ok"
+
+    async def main():
+        try:
+            return await call(model="llama")
+        finally:
+            await aio.default_client().close()
+
+    assert asyncio.run(main()) == "ok"
+    assert seen == [("groq", "llama-3.3-70b-versatile"),
+                    ("together", "meta-llama/Llama-3.3-70B-Instruct-Turbo")]
