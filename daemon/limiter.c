@@ -337,6 +337,17 @@ limiter_release(struct limiter_bucket *b, uint32_t n, uint64_t llm_tokens,
             fmin(b->cfg.tokens_per_min, b->llm_tokens + (double)llm_tokens);
 }
 
+void
+limiter_charge_llm(struct limiter_bucket *b, double delta, double now_s)
+{
+    double cap = b->cfg.tokens_per_min;
+
+    if (!b->cfg.enabled || !has_tpm(b))
+        return;
+    refill(b, now_s);
+    b->llm_tokens = fmax(-cap, fmin(cap, b->llm_tokens - delta));
+}
+
 double
 limiter_available(const struct limiter_bucket *b, double now_s)
 {

@@ -76,6 +76,7 @@ struct permit {
     bool charged;                   /* a quota reservation to reconcile */
     int64_t reservation;
     uint64_t estimate;
+    uint64_t llm_taken;             /* from the LLM-token bucket, granted */
     double started_s;               /* monotonic, when routed */
     uint64_t decision;              /* its seq in the decisions; 0: none */
 };
@@ -500,6 +501,14 @@ decide(struct permits *p, struct pending *pd, const struct proto_error *e)
                          pd->pm.tenant);
 }
 
+/* The LLM tokens an attempt takes from provider prov's TOKENS_PER_MIN
+ * bucket. */
+static uint64_t
+llm_tokens(const struct provider *prov, uint64_t estimate)
+{
+    return prov->bucket.cfg.tokens_per_min > 0 ? estimate : 0;
+}
+
 /* Record the granted attempt pd on provider pd->pm.provider. */
 static struct permit *
 permit_add(struct permits *p, struct conn *c, struct pending *pd,
@@ -521,6 +530,8 @@ permit_add(struct permits *p, struct conn *c, struct pending *pd,
     TAILQ_INSERT_TAIL(&pm->cp->permits, pm, conn_entry);
     memcpy(pm->provider_name, provider_name(p, pm->provider),
            sizeof(pm->provider_name));
+    pm->llm_taken = llm_tokens(buckets_at(p->d.buckets,
+                                          (size_t)pm->provider), pm->estimate);
     if (call->routed_to[0] != '\0' &&
         strcmp(call->routed_to, pm->provider_name) != 0) {
         log_debug("call '%s' fails over from %s to %s", call->id,
@@ -609,14 +620,6 @@ permit_wait_done(struct waiter *w, bool granted, double now_s)
         call_refused(call);
     }
     free(pd);
-}
-
-/* The LLM tokens an attempt takes from provider prov's TOKENS_PER_MIN
- * bucket. */
-static uint64_t
-llm_tokens(const struct provider *prov, uint64_t estimate)
-{
-    return prov->bucket.cfg.tokens_per_min > 0 ? estimate : 0;
 }
 
 /*
@@ -931,6 +934,29 @@ report_outcome(struct permits *p, const struct permit *pm,
     return idx;
 }
 
+/*
+ * The provider's LLM-token bucket charged what the attempt really used
+ * instead of what its grant took (by name: a reload may have moved it).
+ */
+static void
+report_bucket(struct permits *p, const struct permit *pm,
+              const struct proto_report_req *r, double now)
+{
+    struct provider *prov;
+
+    if (!PROTO_HAS(r, PROTO_REPORT_REQ_TOKENS_USED) ||
+        r->tokens_used == pm->llm_taken)
+        return;
+    prov = buckets_find(p->d.buckets, pm->provider_name,
+                        strlen(pm->provider_name));
+    if (prov == NULL)
+        return;
+    limiter_charge_llm(&prov->bucket,
+                       (double)r->tokens_used - (double)pm->llm_taken, now);
+    if (r->tokens_used < pm->llm_taken)
+        buckets_kick(prov);     /* the refund may serve a waiter */
+}
+
 /* The estimate reconciled with the tokens used; whether a quota changed. */
 static bool
 report_reconcile(struct permits *p, const struct permit *pm,
@@ -973,6 +999,7 @@ permits_report(struct permits *p, struct conn *c, struct proto_req *req,
                      PROTO_HAS(r, PROTO_REPORT_REQ_RETRY_AFTER_S) ?
                      r->retry_after_s : 0);
     idx = report_outcome(p, pm, r, outcome, now);
+    report_bucket(p, pm, r, now);
     reconciled = report_reconcile(p, pm, r);
     call = pm->call;
     call->open_permits--;
