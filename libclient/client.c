@@ -908,26 +908,30 @@ llmguard_permit(llmguard_t *g, const struct llmguard_request *req,
                 struct llmguard_permit *p)
 {
     struct proto_str tried[CLIENT_MAX_EXCLUDE];
+    struct llmguard_permit out = { .quota_allowed = 1 };
     struct proto_permit_req pr;
     struct proto_rep rep;
     char msg[ERRMSG_MAX];
     int rc;
 
+    /* p is written last: req->call_id and exclude may point into it (the
+     * permit of the call's previous attempt). */
     if (p == NULL)
         return seterr(g, LLMGUARD_EINVAL, "p is required");
-    memset(p, 0, sizeof(*p));
-    p->quota_allowed = 1;
-    rc = client_permit_prepare(req, exclude, n_exclude, tried, p->call_id,
-                               sizeof(p->call_id), &pr, msg, sizeof(msg));
-    if (rc < 0)
+    rc = client_permit_prepare(req, exclude, n_exclude, tried, out.call_id,
+                               sizeof(out.call_id), &pr, msg, sizeof(msg));
+    if (rc < 0) {
+        memset(p, 0, sizeof(*p));
         return seterr(g, rc, "%s", msg);
+    }
     pthread_mutex_lock(&g->mu);
     rc = call_locked(g, PROTO_OP_PERMIT, &pr, &rep);
     if (rc == 0)
-        client_permit_copy(p, &rep.u.permit);
+        client_permit_copy(&out, &rep.u.permit);
     else if (rc == LLMGUARD_EQUOTA)
-        p->quota_allowed = 0;
+        out.quota_allowed = 0;
     pthread_mutex_unlock(&g->mu);
+    *p = out;
     return rc;
 }
 

@@ -234,7 +234,8 @@ struct llmguard_permit {
  * used): quota reserved, provider chosen, token taken, waiting up to
  * req->timeout_s.  exclude names the n_exclude (at most 64) providers the
  * call has already tried.  Attempts of one call pass the same call_id: the
- * first permit's p->call_id when req->call_id was NULL.  0 with p filled;
+ * first permit's p->call_id when req->call_id was NULL (req and exclude may
+ * point into p, which is written when the reply is in).  0 with p filled;
  * else LLMGUARD_EQUOTA (p->quota_allowed 0), LLMGUARD_ETIMEDOUT,
  * LLMGUARD_ENOPROVIDER, LLMGUARD_EUNAVAIL, ...  A permit is the
  * connection's: report it on the same handle, before it reconnects.

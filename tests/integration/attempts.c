@@ -62,6 +62,18 @@ failover(llmguard_t *g)
     check(llmguard_report(g, &r, &rr) == LLMGUARD_EINVAL &&
           strstr(llmguard_last_error(g), "unknown permit_id") != NULL,
           "a second report of it is refused", llmguard_last_error(g));
+    /* The next permit into the one its call id and exclusion point into. */
+    req.call_id = p2.call_id;
+    tried[0] = p2.provider;
+    check(llmguard_permit(g, &req, tried, 1, &p2) == 0 &&
+          strcmp(p2.provider, "a") == 0 && p2.all_degraded &&
+          strcmp(p2.call_id, p1.call_id) == 0,
+          "a permit may be written over the one it names", p2.call_id);
+    r = (struct llmguard_report){ .permit_id = p2.permit_id,
+                                  .outcome = LLMGUARD_OUTCOME_CLIENT_ERROR,
+                                  .latency_ms = 1, .final = 1 };
+    check(llmguard_report(g, &r, &rr) == 0 && !rr.try_again,
+          "a client error: no other attempt", llmguard_last_error(g));
 }
 
 /*
