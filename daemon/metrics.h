@@ -71,6 +71,7 @@ enum metric_id {
     METRIC_TRACE_SPANS_DROPPED_TOTAL,   /* no labels */
     METRIC_PROVIDER_DEGRADED,           /* gauge {provider} */
     METRIC_PROVIDER_AVAILABLE_LLM_TOKENS,   /* gauge {provider} */
+    METRIC_LLM_TOKENS_TOTAL,            /* {provider} */
     METRIC__COUNT
 };
 

@@ -929,6 +929,9 @@ report_outcome(struct permits *p, const struct permit *pm,
     }
     telemetry_request(p->d.telemetry, pm->provider_name, pm->workflow,
                       router_outcome_name(outcome), latency_ms);
+    telemetry_llm_tokens(p->d.telemetry, pm->provider_name,
+                         PROTO_HAS(r, PROTO_REPORT_REQ_TOKENS_USED) ?
+                         r->tokens_used : pm->estimate);
     if (outcome == ROUTER_OUTCOME_RATE_LIMITED)
         telemetry_rate_limited(p->d.telemetry, pm->provider_name);
     return idx;

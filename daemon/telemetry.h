@@ -53,6 +53,9 @@ void telemetry_request(struct telemetry *t, const char *provider,
                        double latency_ms);
 /* A call met a rate limit on provider. */
 void telemetry_rate_limited(struct telemetry *t, const char *provider);
+/* A report: the LLM tokens its attempt used on provider. */
+void telemetry_llm_tokens(struct telemetry *t, const char *provider,
+                          uint64_t tokens);
 /* A call moved from one provider to another. */
 void telemetry_failover(struct telemetry *t, const char *from, const char *to);
 /* A reservation went over a quota (hard: refused; soft: flagged). */

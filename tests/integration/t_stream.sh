@@ -3,8 +3,8 @@
 # streaming chat completions at once from one thread (libcurl multi, with
 # llmguard's descriptor in the same poll) against the mock provider, which
 # streams server-sent events.  Each stream reports the usage of its last
-# chunk, so the LLM-token bucket and the quota are charged the real usage,
-# not the estimates.  Then the non-blocking API's failures with a real
+# chunk, so the LLM-token bucket, llm_tokens_total and the quota are
+# charged the real usage, not the estimates.  Then the non-blocking API's failures with a real
 # daemon: killed mid-flight, stopped (the client timeout), none at all.
 . "${top_srcdir:-.}/tests/integration/lib.sh"
 STREAM="$top_builddir/examples/stream_chat"
@@ -51,7 +51,10 @@ expect_eq "the quota is charged exactly the real usage" "$sum" "$(used streams)"
 charged=$(awk "BEGIN { print 6000 - $avail }")
 check "the LLM-token bucket is charged the real usage: $charged of $sum, $elapsed s" \
     holds "$charged <= $sum + 0.5 && $charged >= $sum - 100 * $elapsed - 1"
-gauge=$("$LLMGUARDCTL" -s "$SOCK" metrics | awk '/^provider_available_llm_tokens .*provider=mock/ { print $3 }')
+"$LLMGUARDCTL" -s "$SOCK" metrics > "$TMP/metrics"
+expect_eq "llm_tokens_total counts exactly the real usage" "$sum" \
+    "$(awk '/^llm_tokens_total .*provider=mock/ { print $3 }' "$TMP/metrics")"
+gauge=$(awk '/^provider_available_llm_tokens .*provider=mock/ { print $3 }' "$TMP/metrics")
 check "the metrics show the same bucket ($gauge)" \
     holds "$gauge >= $avail - 0.5 && $gauge <= $avail + 100 * $elapsed + 1"
 

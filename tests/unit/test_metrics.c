@@ -506,7 +506,11 @@ test_prometheus_exact(void **state)
         "# TYPE llmguard_provider_degraded gauge\n"
         "# HELP provider_available_llm_tokens LLM tokens now available in "
         "the provider's TOKENS_PER_MIN bucket.\n"
-        "# TYPE provider_available_llm_tokens gauge\n");
+        "# TYPE provider_available_llm_tokens gauge\n"
+        "# HELP llm_tokens_total LLM tokens used by the attempts reported "
+        "on the provider: each report's tokens_used, else its permit's "
+        "estimate.\n"
+        "# TYPE llm_tokens_total counter\n");
     free(out);
     metrics_free(m);
 }
