@@ -355,13 +355,19 @@ send_all(int fd, const char *p, size_t len)
     return 0;
 }
 
-double
-client_mono_ms(void)
+static double
+mono_ms(void)
 {
     struct timespec ts;
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+double
+client_mono_ms(void)
+{
+    return mono_ms();
 }
 
 /*
@@ -375,7 +381,7 @@ bound_recv(llmguard_t *g, double deadline_ms)
 {
     double ms = 0;
 
-    if (deadline_ms > 0 && (ms = ceil(deadline_ms - client_mono_ms())) <= 0)
+    if (deadline_ms > 0 && (ms = ceil(deadline_ms - mono_ms())) <= 0)
         return -1;
     if (ms != g->rcvtimeo_ms) {
         if (set_timeo(g->fd, SO_RCVTIMEO, ms) < 0)
@@ -410,7 +416,7 @@ recv_reply(llmguard_t *g, enum proto_op op, uint64_t id, double bound_ms,
     const unsigned char *frame;
     uint32_t len;
     struct proto_error e;
-    double deadline_ms = bound_ms > 0 ? client_mono_ms() + bound_ms : 0;
+    double deadline_ms = bound_ms > 0 ? mono_ms() + bound_ms : 0;
 
     for (;;) {
         int r = proto_reader_next(&g->rd, &frame, &len, &e);
@@ -823,7 +829,7 @@ make_call_id(char *buf, size_t len)
 
     snprintf(buf, len, "%d-%lu-%lx", (int)getpid(),
              __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED),
-             (unsigned long)client_mono_ms());
+             (unsigned long)mono_ms());
 }
 
 /* A refused argument: msg says why; returns LLMGUARD_EINVAL. */
@@ -1039,12 +1045,12 @@ static llmguard_outcome
 call_provider(llmguard_call_fn fn, void *arg, const char *provider,
               uint64_t *used, double *latency_ms)
 {
-    double t0 = client_mono_ms();
+    double t0 = mono_ms();
     llmguard_outcome outcome;
 
     retry_after_s = 0;
     outcome = fn(provider, arg, used);
-    *latency_ms = client_mono_ms() - t0;
+    *latency_ms = mono_ms() - t0;
     if ((unsigned)outcome > LLMGUARD_OUTCOME_CLIENT_ERROR)
         outcome = LLMGUARD_OUTCOME_SERVER_ERROR;
     return outcome;
