@@ -1,11 +1,13 @@
 /*
  * llmguard.h - libllmguard, the client of llmguardd.
  *
- * A handle is opaque.  Calls are synchronous and return 0 or a negative
- * LLMGUARD_E* code; llmguard_strerror() names a code and
+ * A handle is opaque.  Calls on it are synchronous and return 0 or a
+ * negative LLMGUARD_E* code; llmguard_strerror() names a code and
  * llmguard_last_error() gives the message of the calling thread's last
  * failed call.  A handle may be shared by threads: calls on it are
- * serialised by a mutex.  The library never raises SIGPIPE in its host.
+ * serialised by a mutex.  A non-blocking context (llmguard_async_*, at the
+ * end) serves one-thread event loops instead.  The library never raises
+ * SIGPIPE in its host.
  */
 #ifndef LLMGUARD_H
 #define LLMGUARD_H
