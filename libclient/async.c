@@ -227,6 +227,8 @@ ensure_connected(llmguard_async_t *a)
     return LLMGUARD_EUNAVAIL;
 }
 
+static int send_some(llmguard_async_t *a);
+
 /* Queue q, whose request req of op may wait wait_ms in the daemon. */
 static int
 submit(llmguard_async_t *a, struct areq *q, enum proto_op op,
@@ -255,6 +257,12 @@ submit(llmguard_async_t *a, struct areq *q, enum proto_op op,
     TAILQ_INSERT_TAIL(&a->pending, q, entry);
     a->npending++;
     a->err[0] = '\0';
+    /* Outside the callbacks, send at once: no turn of the caller's loop
+     * just to learn that the socket is writable.  A failure waits for
+     * llmguard_async_handle(), which tells the callbacks (inside it,
+     * what they submit goes out in one write when they are done). */
+    if (a->depth == 0)
+        (void)send_some(a);
     return 0;
 }
 
@@ -372,9 +380,10 @@ finish_connect(llmguard_async_t *a)
     return 0;
 }
 
-/* Write what the socket takes now. */
-static void
-flush_out(llmguard_async_t *a)
+/* Write what the socket takes now: 0, or -1 with errno on a failure,
+ * which is left to flush_out() to tell. */
+static int
+send_some(llmguard_async_t *a)
 {
     while (a->fd >= 0 && !a->connecting && a->out_off < a->out.size) {
         ssize_t n = send(a->fd, a->out.data + a->out_off,
@@ -383,17 +392,24 @@ flush_out(llmguard_async_t *a)
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return;
-        if (n < 0) {
-            set_error(a, "send to llmguardd: %s", strerror(errno));
-            fail_all(a, LLMGUARD_EUNAVAIL);
-            return;
-        }
+            return 0;
+        if (n < 0)
+            return -1;
         a->out_off += (size_t)n;
     }
     if (a->out_off == a->out.size) {
         a->out.size = 0;
         a->out_off = 0;
+    }
+    return 0;
+}
+
+static void
+flush_out(llmguard_async_t *a)
+{
+    if (send_some(a) < 0) {
+        set_error(a, "send to llmguardd: %s", strerror(errno));
+        fail_all(a, LLMGUARD_EUNAVAIL);
     }
 }
 
