@@ -3,8 +3,9 @@
  * one-thread event loop (libllmguard(3), "Event loops").
  *
  * One connection carries every request of a context, pipelined: they are
- * queued in an output buffer, written when the socket is writable, and
- * each reply is matched to its request by id (the daemon answers a
+ * queued in an output buffer, written at once when the socket takes them
+ * (else when it is writable again), and each reply is matched to its
+ * request by id (the daemon answers a
  * waiting permit after later requests).  Nothing here blocks: the
  * socket is non-blocking and the caller's loop says when it is ready.
  * A lost connection, a reply that cannot be trusted or a request that
