@@ -17,6 +17,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -31,8 +32,8 @@
 #define ID_MAX 256
 #define PROG "loadgen"
 
-enum mode { M_THROUGHPUT, M_ACCURACY, M_QUOTA, M_FILL, M_PERMIT, M_LOCAL,
-            M_PING };
+enum mode { M_THROUGHPUT, M_ACCURACY, M_QUOTA, M_FILL, M_PERMIT, M_PIPELINE,
+            M_LOCAL, M_PING };
 
 /* How the quota, fill and permit modes pick workflow ids. */
 enum ids { IDS_SHARED, IDS_PROC, IDS_CALL, IDS_NONE };
@@ -54,6 +55,9 @@ static const struct mode_def {
     { "permit", M_PERMIT, true,
       "sequential execute_with_failover calls (one permit + one report\n"
       "              each) with a call that succeeds at once: calls/s, p50/p99" },
+    { "pipeline", M_PIPELINE, true,
+      "the same permit + report pairs through the non-blocking API,\n"
+      "              --depth of them in flight on one connection per process" },
     { "local", M_LOCAL, false,
       "no daemon: a token bucket in each process's memory (the usual\n"
       "              per-process limiter), granted vs burst + rate x elapsed" },
@@ -90,6 +94,7 @@ struct opts {
     double burst;
     uint32_t tokens;
     long count;                 /* fill: number of ids */
+    int depth;                  /* pipeline: pairs in flight per process */
     pid_t daemon_pid;           /* read its CPU time (and VmRSS); 0: don't */
     double settle_s;            /* fill: pause before the "after" reading */
     const char *until_file;     /* stop early once this file exists */
@@ -136,6 +141,8 @@ usage(FILE *fp)
 "                        permit)\n"
 "      --model NAME      permit: name this model group or id (routed among\n"
 "                        its deployments)\n"
+"      --depth N         pipeline: permit+report pairs in flight on each\n"
+"                        process's connection (default: 16)\n"
 "  -N, --count N         fill: number of distinct workflow ids\n"
 "                        (default: 1000000)\n"
 "      --daemon-pid PID  also report the daemon's CPU time (from\n"
@@ -160,6 +167,8 @@ usage(FILE *fp)
 "  fill        ids/s; with --daemon-pid, RSS before/after and bytes per id\n"
 "  permit      calls/s (each call is 2 round trips: permit and report),\n"
 "              p50/p99/p99.9 of the pair, denied (timeout or quota)\n"
+"  pipeline    as permit; a pair's latency runs from its permit's submit\n"
+"              to its report's callback\n"
 "  local       granted, bound, granted/bound as accuracy; expect about P\n"
 "  and in every mode the CPU of the workers (and with --daemon-pid of the\n"
 "  daemon) in the measured window: %% of one core and microseconds per op\n"
@@ -193,6 +202,7 @@ parse_args(int argc, char **argv, struct opts *o)
         { "tenant", required_argument, NULL, 'T' },
         { "model", required_argument, NULL, 'M' },
         { "count", required_argument, NULL, 'N' },
+        { "depth", required_argument, NULL, 'Q' },
         { "daemon-pid", required_argument, NULL, 'D' },
         { "settle", required_argument, NULL, 'S' },
         { "until-file", required_argument, NULL, 'U' },
@@ -217,6 +227,7 @@ parse_args(int argc, char **argv, struct opts *o)
     o->burst = 10;
     o->tokens = 1;
     o->count = 1000000;
+    o->depth = 16;
     o->settle_s = 1;
     while ((c = getopt_long(argc, argv, "s:p:P:d:w:t:n:r:b:N:l:jh", longopts,
                             NULL)) != -1) {
@@ -234,6 +245,7 @@ parse_args(int argc, char **argv, struct opts *o)
         case 'r': o->rate_per_sec = num("--rate", optarg, 1e-6, 1e12); break;
         case 'b': o->burst = num("--burst", optarg, 1, 1e12); break;
         case 'N': o->count = (long)num("--count", optarg, 1, 1e9); break;
+        case 'Q': o->depth = (int)num("--depth", optarg, 1, 4096); break;
         case 'D': o->daemon_pid = (pid_t)num("--daemon-pid", optarg, 1,
                                              4194304);
             break;
@@ -486,6 +498,125 @@ run_permit(const struct opts *o, struct hn_worker *w)
     }
 }
 
+/* One chain of the pipeline mode: a permit, its report, the next permit. */
+struct chain {
+    const struct opts *o;
+    struct hn_worker *w;
+    llmguard_async_t *a;
+    uint64_t t0;
+    bool counted;
+    char id[ID_MAX + 1];
+};
+static int chains_live;         /* chains of this worker still running */
+static uint64_t chain_calls;    /* permits submitted by this worker */
+
+static void chain_next(struct chain *c);
+
+static void
+chain_fail(struct chain *c, int rc)
+{
+    if (c->w->r.errors == 0)
+        hn_fail(c->w, rc, "%s: %s", llmguard_strerror(rc),
+                llmguard_async_last_error(c->a));
+    chains_live--;
+}
+
+static void
+on_chain_report(llmguard_async_t *a, int status,
+                const struct llmguard_report_reply *r, void *arg)
+{
+    struct chain *c = arg;
+
+    (void)a, (void)r;
+    if (status != 0) {
+        chain_fail(c, status);
+        return;
+    }
+    if (c->counted)
+        hn_ok(c->w, c->t0, hn_now_ns());
+    chain_next(c);
+}
+
+static void
+on_chain_permit(llmguard_async_t *a, int status,
+                const struct llmguard_permit *p, void *arg)
+{
+    struct chain *c = arg;
+    struct llmguard_report r = { .permit_id = p->permit_id,
+                                 .outcome = LLMGUARD_OUTCOME_OK,
+                                 .tokens_used = c->o->tokens,
+                                 .latency_ms = 0, .final = 1 };
+    int rc;
+
+    if (status == LLMGUARD_ETIMEDOUT || status == LLMGUARD_EQUOTA) {
+        c->w->r.denied += c->counted;
+        chain_next(c);
+    } else if (status != 0) {
+        chain_fail(c, status);
+    } else if ((rc = llmguard_async_report(a, &r, on_chain_report, c)) != 0) {
+        chain_fail(c, rc);
+    }
+}
+
+/* The chain's next pair, unless the run is over or failed. */
+static void
+chain_next(struct chain *c)
+{
+    const struct opts *o = c->o;
+    struct llmguard_request req = { 0 };
+    uint64_t t0 = hn_now_ns();
+    double start = (double)t0 / 1e9;
+    int rc;
+
+    if (start >= c->w->sc.end_s || told_to_stop(o, start) ||
+        c->w->r.errors > 0) {
+        chains_live--;
+        return;
+    }
+    c->t0 = t0;
+    c->counted = hn_measure(c->w, start);
+    req.workflow_id = workflow_id(o, c->w->index, chain_calls++, c->id,
+                                  sizeof(c->id));
+    req.tenant_id = o->tenant;
+    req.preferred_provider = o->provider;
+    req.tokens_estimate = o->tokens;
+    req.timeout_s = o->timeout_s < 0 ? 0 : o->timeout_s;
+    if ((rc = llmguard_async_permit(c->a, &req, NULL, 0, on_chain_permit,
+                                    c)) != 0)
+        chain_fail(c, rc);
+}
+
+/* --depth chains on one non-blocking context, driven by poll(2). */
+static void
+run_pipeline(const struct opts *o, struct hn_worker *w)
+{
+    llmguard_async_t *a = llmguard_async_open(o->socket);
+    struct chain *chains = calloc((size_t)o->depth, sizeof(*chains));
+
+    if (a == NULL || chains == NULL) {
+        hn_fail(w, LLMGUARD_ENOMEM, "out of memory");
+        return;
+    }
+    chains_live = o->depth;
+    for (int i = 0; i < o->depth; i++) {
+        chains[i] = (struct chain){ .o = o, .w = w, .a = a };
+        chain_next(&chains[i]);
+    }
+    while (chains_live > 0) {
+        int ev = llmguard_async_events(a);
+        struct pollfd pfd = { .fd = llmguard_async_fd(a),
+                              .events = (ev & LLMGUARD_READABLE ? POLLIN : 0) |
+                                        (ev & LLMGUARD_WRITABLE ? POLLOUT : 0) };
+        poll(&pfd, pfd.fd >= 0 ? 1 : 0, llmguard_async_timeout_ms(a));
+        llmguard_async_handle(a,
+            (pfd.revents & (POLLIN | POLLHUP | POLLERR) ? LLMGUARD_READABLE
+                                                        : 0) |
+            (pfd.revents & POLLOUT ? LLMGUARD_WRITABLE : 0));
+    }
+    llmguard_async_close(a);
+    free(chains);
+}
+
 /*
  * The per-process limiter: a token bucket in this process's memory,
  * continuous refill at rate up to burst, full at the start.  A worker
@@ -540,6 +671,9 @@ worker(struct hn_worker *w, void *arg)
     case M_PERMIT:
         run_permit(o, w);
         break;
+    case M_PIPELINE:
+        run_pipeline(o, w);
+        break;
     case M_LOCAL:
         run_local(o, w);
         break;
@@ -577,10 +711,12 @@ print_head(const struct opts *o)
 {
     hn_print_head(o->json, o->m->name, o->label, o->procs);
     if (o->json && (o->m->mode == M_THROUGHPUT || o->m->mode == M_ACCURACY ||
-                    o->m->mode == M_PERMIT)) {
+                    o->m->mode == M_PERMIT || o->m->mode == M_PIPELINE)) {
         printf(",\"provider\":");
         hn_print_json_string(stdout, o->provider);
     }
+    if (o->m->mode == M_PIPELINE)
+        printf(o->json ? ",\"depth\":%d" : " depth %d", o->depth);
 }
 
 static int
@@ -827,6 +963,7 @@ main(int argc, char **argv)
     case M_FILL:
         return mode_fill(&o);
     case M_PERMIT:
+    case M_PIPELINE:
         return mode_permit(&o);
     case M_LOCAL:
         return mode_local(&o);

@@ -372,6 +372,17 @@ limiter_cap(struct limiter_bucket *b, bool llm, double most,
     }
 }
 
+void
+limiter_charge_llm(struct limiter_bucket *b, double delta, double now_s)
+{
+    double cap = b->cfg.tokens_per_min;
+
+    if (!b->cfg.enabled || !has_tpm(b))
+        return;
+    refill(b, now_s);
+    b->llm_tokens = fmax(-cap, fmin(cap, b->llm_tokens - delta));
+}
+
 double
 limiter_available(const struct limiter_bucket *b, double now_s)
 {

@@ -193,6 +193,17 @@ struct limiter_waiter *limiter_drain(struct limiter_bucket *b);
 double limiter_next_wakeup(const struct limiter_bucket *b, double now_s);
 
 /*
+ * Charge delta more LLM tokens (negative: give back) once an attempt says
+ * what it really used instead of what its grant took.  The fill is capped
+ * at tokens_per_min and may go below 0, to at most -tokens_per_min: the
+ * provider counted those tokens, so later grants wait until they have
+ * refilled, but one wild report cannot close the bucket for long.  A
+ * refund may make the head servable.  Nothing without an LLM bucket, or
+ * while disabled (grants took nothing then).
+ */
+void limiter_charge_llm(struct limiter_bucket *b, double delta, double now_s);
+
+/*
  * Give back n request tokens and llm_tokens LLM tokens (an unused permit),
  * each capped at its capacity.  May make the head servable.
  */

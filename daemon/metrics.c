@@ -107,6 +107,12 @@ static const struct metrics_family_info families[METRIC__COUNT] = {
         "not be read (ignored).",
         METRIC_COUNTER, 1, { "provider" }, 0, NULL,
     },
+    [METRIC_LLM_TOKENS_TOTAL] = {
+        METRIC_LLM_TOKENS_TOTAL, "llm_tokens_total",
+        "LLM tokens used by the attempts reported on the provider: each "
+        "report's tokens_used, else its permit's estimate.",
+        METRIC_COUNTER, 1, { "provider" }, 0, NULL,
+    },
 };
 
 static const char *const other_values[METRICS_MAX_LABELS] = {

@@ -74,6 +74,7 @@ enum metric_id {
     METRIC_DAILY_LIMIT_REMAINING,       /* gauge {limit, unit} */
     METRIC_PROVIDER_LIMIT,              /* gauge {provider, limit, source} */
     METRIC_PROVIDER_HEADERS_MALFORMED_TOTAL,    /* {provider} */
+    METRIC_LLM_TOKENS_TOTAL,            /* {provider} */
     METRIC__COUNT
 };
 

@@ -101,6 +101,7 @@ struct permit {
     bool charged;                   /* a quota reservation to reconcile */
     int64_t reservation;
     uint64_t estimate;
+    uint64_t llm_taken;             /* from the LLM-token bucket, granted */
     double started_s;               /* monotonic, when routed */
     uint64_t decision;              /* its seq in the decisions; 0: none */
     bool daily_charged;             /* its daily counts are taken: */
@@ -862,6 +863,8 @@ permit_add(struct permits *p, struct conn *c, struct pending *pd,
            sizeof(pm->provider_name));
     if ((fb = feedback_bucket(p, pm)) != NULL)
         feedback_mark(&fb->bucket, &pm->mark);
+    /* What its grant took from the LLM-token buckets (llm_tokens()). */
+    pm->llm_taken = pm->estimate;
     if (call->routed_to[0] != '\0' &&
         strcmp(call->routed_to, pm->provider_name) != 0) {
         log_debug("call '%s' fails over from %s to %s", call->id,
@@ -1894,9 +1897,46 @@ report_outcome(struct permits *p, const struct permit *pm,
     }
     telemetry_request(p->d.telemetry, pm->provider_name, pm->workflow,
                       router_outcome_name(outcome), latency_ms);
+    telemetry_llm_tokens(p->d.telemetry, pm->provider_name,
+                         PROTO_HAS(r, PROTO_REPORT_REQ_TOKENS_USED) ?
+                         r->tokens_used : pm->estimate);
     if (outcome == ROUTER_OUTCOME_RATE_LIMITED)
         telemetry_rate_limited(p->d.telemetry, pm->provider_name);
     return idx;
+}
+
+/* Charge b's LLM-token bucket delta tokens more (less when below 0). */
+static void
+charge_llm(struct provider *b, double delta, double now)
+{
+    limiter_charge_llm(&b->bucket, delta, now);
+    if (delta < 0)
+        buckets_kick(b);        /* the refund may serve a waiter */
+}
+
+/*
+ * The LLM-token buckets of the attempt, its provider's and its model
+ * deployment's, charged what it really used instead of what its grant
+ * took (by name: a reload may have moved them).
+ */
+static void
+report_bucket(struct permits *p, const struct permit *pm,
+              const struct proto_report_req *r, double now)
+{
+    struct provider *b;
+    double delta;
+
+    if (!PROTO_HAS(r, PROTO_REPORT_REQ_TOKENS_USED) ||
+        r->tokens_used == pm->llm_taken)
+        return;
+    delta = (double)r->tokens_used - (double)pm->llm_taken;
+    if ((b = buckets_find(p->d.buckets, pm->provider_name,
+                          strlen(pm->provider_name))) != NULL)
+        charge_llm(b, delta, now);
+    if (pm->model_alias[0] != '\0' &&
+        (b = buckets_find(p->d.models, pm->model_alias,
+                          strlen(pm->model_alias))) != NULL)
+        charge_llm(b, delta, now);
 }
 
 /* The estimate reconciled with the tokens used; whether a quota changed. */
@@ -1958,6 +1998,7 @@ permits_report(struct permits *p, struct conn *c, struct proto_req *req,
     /* A success ended a cooldown: the parked permits need not wait. */
     if (was_degraded && idx >= 0 && router_is_healthy(rr, idx, now))
         parking_wake(p->d.parking);
+    report_bucket(p, pm, r, now);
     reconciled = report_reconcile(p, pm, r);
     reconciled |= daily_report(p, pm, r);
     call = pm->call;

@@ -178,6 +178,15 @@ telemetry_model_rate_limited(struct telemetry *t, const char *provider,
 }
 
 void
+telemetry_llm_tokens(struct telemetry *t, const char *provider,
+                     uint64_t tokens)
+{
+    const char *labels[] = { provider };
+
+    metrics_inc(t->metrics, METRIC_LLM_TOKENS_TOTAL, labels, (double)tokens);
+}
+
+void
 telemetry_failover(struct telemetry *t, const char *from, const char *to)
 {
     const char *labels[] = { from, to };

@@ -72,6 +72,9 @@ void telemetry_model_request(struct telemetry *t, const char *provider,
                              const char *outcome, double latency_ms);
 void telemetry_model_rate_limited(struct telemetry *t, const char *provider,
                                   const char *model);
+/* A report: the LLM tokens its attempt used on provider. */
+void telemetry_llm_tokens(struct telemetry *t, const char *provider,
+                          uint64_t tokens);
 /* A call moved from one provider to another. */
 void telemetry_failover(struct telemetry *t, const char *from, const char *to);
 /* A reservation went over a quota (hard: refused; soft: flagged). */

@@ -16,7 +16,7 @@
 #include "client_internal.h"
 #include "headers_internal.h"
 
-#define ERRMSG_MAX (PROTO_ERRMSG_MAX + 64)
+#define ERRMSG_MAX CLIENT_ERRMSG_MAX
 #define TIMEOUT_MS_DEFAULT 2000.0
 #define TIMEOUT_MS_MAX 86400000.0   /* a day */
 
@@ -163,27 +163,47 @@ parse_timeout_ms(const char *s)
     return ms;
 }
 
+double
+client_timeout_env(char *bad, size_t len)
+{
+    const char *env = getenv("LLMGUARD_CLIENT_TIMEOUT_MS");
+    double ms;
+
+    if (env == NULL || env[0] == '\0')
+        return TIMEOUT_MS_DEFAULT;
+    if ((ms = parse_timeout_ms(env)) < 0)
+        snprintf(bad, len, "LLMGUARD_CLIENT_TIMEOUT_MS=%.32s: expected "
+                 "milliseconds from 0 (no bound) to %.0f", env,
+                 TIMEOUT_MS_MAX);
+    return ms;
+}
+
 /* The handle's client timeout from the environment. */
 static void
 timeout_from_env(llmguard_t *g)
 {
-    const char *env = getenv("LLMGUARD_CLIENT_TIMEOUT_MS");
+    g->timeout_ms = client_timeout_env(g->bad_timeout,
+                                       sizeof(g->bad_timeout));
+}
 
-    g->timeout_ms = TIMEOUT_MS_DEFAULT;
-    if (env == NULL || env[0] == '\0')
-        return;
-    if ((g->timeout_ms = parse_timeout_ms(env)) < 0)
-        snprintf(g->bad_timeout, sizeof(g->bad_timeout),
-                 "LLMGUARD_CLIENT_TIMEOUT_MS=%.32s: expected milliseconds "
-                 "from 0 (no bound) to %.0f", env, TIMEOUT_MS_MAX);
+int
+client_timeout_check(double timeout_s, char *msg, size_t len)
+{
+    if (!(timeout_s >= 0) || timeout_s * 1e3 > TIMEOUT_MS_MAX) {
+        snprintf(msg, len, "timeout_s must be from 0 (no bound) to %.0f",
+                 TIMEOUT_MS_MAX / 1e3);
+        return -1;
+    }
+    return 0;
 }
 
 int
 llmguard_set_timeout(llmguard_t *g, double timeout_s)
 {
-    if (!(timeout_s >= 0) || timeout_s * 1e3 > TIMEOUT_MS_MAX)
-        return seterr(g, LLMGUARD_EINVAL, "timeout_s must be from 0 (no "
-                      "bound) to %.0f", TIMEOUT_MS_MAX / 1e3);
+    char msg[96];
+
+    if (client_timeout_check(timeout_s, msg, sizeof(msg)) < 0)
+        return seterr(g, LLMGUARD_EINVAL, "%s", msg);
     pthread_mutex_lock(&g->mu);
     g->timeout_ms = timeout_s * 1e3;
     g->bad_timeout[0] = '\0';
@@ -191,23 +211,27 @@ llmguard_set_timeout(llmguard_t *g, double timeout_s)
     return 0;
 }
 
+int
+client_socket_path(char *buf, size_t len, const char *socket_path)
+{
+    const char *env = getenv("LLMGUARD_SOCKET");
+
+    if (socket_path == NULL && env != NULL && env[0] != '\0')
+        socket_path = env;
+    if (socket_path != NULL)
+        return snprintf(buf, len, "%s", socket_path) < (int)len ? 0 : -1;
+    return proto_default_socket_path(buf, len);
+}
+
 llmguard_t *
 llmguard_open(const char *socket_path)
 {
     llmguard_t *g = calloc(1, sizeof(*g));
-    const char *env = getenv("LLMGUARD_SOCKET");
-    int n;
 
     if (g == NULL)
         return NULL;
-    if (socket_path == NULL && env != NULL && env[0] != '\0')
-        socket_path = env;
-    if (socket_path != NULL)
-        n = snprintf(g->path, sizeof(g->path), "%s", socket_path) <
-            (int)sizeof(g->path) ? 0 : -1;
-    else
-        n = proto_default_socket_path(g->path, sizeof(g->path));
-    if (n < 0 || !msgpack_zone_init(&g->zone, 2048)) {
+    if (client_socket_path(g->path, sizeof(g->path), socket_path) < 0 ||
+        !msgpack_zone_init(&g->zone, 2048)) {
         free(g);
         return NULL;
     }
@@ -341,6 +365,12 @@ mono_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
+double
+client_mono_ms(void)
+{
+    return mono_ms();
+}
+
 /*
  * Before a recv(2) of an exchange that must end by deadline_ms (0: no
  * bound): 0 with SO_RCVTIMEO set to what is left, in whole ms, or -1 when
@@ -431,9 +461,8 @@ recv_reply(llmguard_t *g, enum proto_op op, uint64_t id, double bound_ms,
     }
 }
 
-/* Map a wire error to a library code, keeping the daemon's message. */
-static int
-wire_error(llmguard_t *g, const struct proto_err *err)
+int
+client_wire_code(const struct proto_err *err)
 {
     static const int map[PROTO_E__COUNT] = {
         [PROTO_E_BAD_REQUEST] = LLMGUARD_EINVAL,
@@ -452,9 +481,16 @@ wire_error(llmguard_t *g, const struct proto_err *err)
                                                       err->code.len);
 
     /* A code this library does not know is a malformed reply to it. */
-    return seterr(g, code < PROTO_E__COUNT ? map[code] : LLMGUARD_EPROTO,
-                  "%.*s: %.*s", (int)err->code.len, err->code.ptr,
-                  (int)err->msg.len, err->msg.ptr);
+    return code < PROTO_E__COUNT ? map[code] : LLMGUARD_EPROTO;
+}
+
+/* Map a wire error to a library code, keeping the daemon's message. */
+static int
+wire_error(llmguard_t *g, const struct proto_err *err)
+{
+    return seterr(g, client_wire_code(err), "%.*s: %.*s",
+                  (int)err->code.len, err->code.ptr, (int)err->msg.len,
+                  err->msg.ptr);
 }
 
 /* How long the daemon may keep req of op waiting, in ms. */
@@ -799,63 +835,243 @@ fail_open(llmguard_t *g, const struct llmguard_request *req,
                   req->preferred_provider, why);
 }
 
-/*
- * The permit of one attempt: a provider for req, not one of the n already
- * tried, with what the daemon said added to res.  0 with *permit_id set, or
- * an LLMGUARD_E* code.
- */
-static int
-permit_attempt(llmguard_t *g, const struct llmguard_request *req,
-               const char *call_id, struct proto_str *tried, unsigned n,
-               struct llmguard_result *res, uint64_t *permit_id)
+/* A call id the caller did not give: unique enough within the daemon. */
+static void
+make_call_id(char *buf, size_t len)
 {
-    struct proto_permit_req pr = { 0 };
-    struct proto_rep rep;
-    int rc;
+    static unsigned long counter;
 
-    SET_SUBJECTS(&pr, PERMIT_REQ, req->workflow_id, req->tenant_id);
-    pr.tokens_estimate = req->tokens_estimate;
+    snprintf(buf, len, "%d-%lu-%lx", (int)getpid(),
+             __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED),
+             (unsigned long)mono_ms());
+}
+
+/* A refused argument: msg says why; returns LLMGUARD_EINVAL. */
+static int
+bad(char *msg, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int
+bad(char *msg, size_t len, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, len, fmt, ap);
+    va_end(ap);
+    return LLMGUARD_EINVAL;
+}
+
+int
+client_permit_prepare(const struct llmguard_request *req,
+                      const char *const *exclude, unsigned n_exclude,
+                      struct proto_str *tried, char *call_id,
+                      size_t call_id_len, struct proto_permit_req *pr,
+                      char *msg, size_t msg_len)
+{
+    memset(pr, 0, sizeof(*pr));
+    if (req == NULL || !(req->timeout_s >= 0) || !isfinite(req->timeout_s))
+        return bad(msg, msg_len, "req is required, timeout_s >= 0");
+    if (req->call_id != NULL && (req->call_id[0] == '\0' ||
+                                 strlen(req->call_id) >= call_id_len))
+        return bad(msg, msg_len, "call_id must be 1 to %zu bytes",
+                   call_id_len - 1);
+    if (n_exclude > CLIENT_MAX_EXCLUDE || (n_exclude > 0 && exclude == NULL))
+        return bad(msg, msg_len, "exclude: at most %d providers",
+                   CLIENT_MAX_EXCLUDE);
+    for (unsigned i = 0; i < n_exclude; i++) {
+        if (exclude[i] == NULL)
+            return bad(msg, msg_len, "exclude[%u] is NULL", i);
+        tried[i] = pstr(exclude[i]);
+    }
+    if (req->call_id != NULL)
+        snprintf(call_id, call_id_len, "%s", req->call_id);
+    else
+        make_call_id(call_id, call_id_len);
+    SET_SUBJECTS(pr, PERMIT_REQ, req->workflow_id, req->tenant_id);
+    pr->tokens_estimate = req->tokens_estimate;
     /* With a model the daemon keeps the call's tried deployments itself:
      * excluding their providers would also leave their other models. */
-    pr.exclude.v = tried;
-    pr.exclude.n = req->model != NULL ? 0 : n;
-    pr.timeout_ms = req->timeout_s * 1e3;
-    pr.call_id = pstr(call_id);
-    pr.has |= PROTO_BIT(PROTO_PERMIT_REQ_TOKENS_ESTIMATE) |
-              PROTO_BIT(PROTO_PERMIT_REQ_EXCLUDE) |
-              PROTO_BIT(PROTO_PERMIT_REQ_TIMEOUT_MS) |
-              PROTO_BIT(PROTO_PERMIT_REQ_CALL_ID);
+    pr->exclude.v = tried;
+    pr->exclude.n = req->model != NULL ? 0 : n_exclude;
+    pr->timeout_ms = req->timeout_s * 1e3;
+    pr->call_id = pstr(call_id);
+    pr->has |= PROTO_BIT(PROTO_PERMIT_REQ_TOKENS_ESTIMATE) |
+               PROTO_BIT(PROTO_PERMIT_REQ_EXCLUDE) |
+               PROTO_BIT(PROTO_PERMIT_REQ_TIMEOUT_MS) |
+               PROTO_BIT(PROTO_PERMIT_REQ_CALL_ID);
     if (req->preferred_provider != NULL) {
-        pr.preferred = pstr(req->preferred_provider);
-        PROTO_SET(&pr, PROTO_PERMIT_REQ_PREFERRED);
+        pr->preferred = pstr(req->preferred_provider);
+        PROTO_SET(pr, PROTO_PERMIT_REQ_PREFERRED);
     }
     if (req->traceparent != NULL) {
-        pr.traceparent = pstr(req->traceparent);
-        PROTO_SET(&pr, PROTO_PERMIT_REQ_TRACEPARENT);
+        pr->traceparent = pstr(req->traceparent);
+        PROTO_SET(pr, PROTO_PERMIT_REQ_TRACEPARENT);
     }
     if (req->model != NULL) {
-        pr.model = pstr(req->model);
-        PROTO_SET(&pr, PROTO_PERMIT_REQ_MODEL);
+        pr->model = pstr(req->model);
+        PROTO_SET(pr, PROTO_PERMIT_REQ_MODEL);
+    }
+    return 0;
+}
+
+void
+client_permit_copy(struct llmguard_permit *p, const struct proto_permit_rep *r)
+{
+    p->permit_id = r->permit_id;
+    copy_str(p->provider, sizeof(p->provider), r->provider);
+    p->model[0] = '\0';
+    if (PROTO_HAS(r, PROTO_PERMIT_REP_MODEL))
+        copy_str(p->model, sizeof(p->model), r->model);
+    p->wait_ms = r->wait_ms;
+    p->rate_limited = r->rate_limited;
+    p->all_degraded = r->all_degraded;
+    p->quota_allowed = r->quota_allowed;
+    p->has_quota_remaining = PROTO_HAS(r, PROTO_PERMIT_REP_QUOTA_REMAINING);
+    p->quota_remaining = r->quota_remaining;
+}
+
+int
+llmguard_permit(llmguard_t *g, const struct llmguard_request *req,
+                const char *const *exclude, unsigned n_exclude,
+                struct llmguard_permit *p)
+{
+    struct proto_str tried[CLIENT_MAX_EXCLUDE];
+    struct llmguard_permit out = { .quota_allowed = 1 };
+    struct proto_permit_req pr;
+    struct proto_rep rep;
+    char msg[ERRMSG_MAX];
+    int rc;
+
+    /* p is written last: req->call_id and exclude may point into it (the
+     * permit of the call's previous attempt). */
+    if (p == NULL)
+        return seterr(g, LLMGUARD_EINVAL, "p is required");
+    rc = client_permit_prepare(req, exclude, n_exclude, tried, out.call_id,
+                               sizeof(out.call_id), &pr, msg, sizeof(msg));
+    if (rc < 0) {
+        memset(p, 0, sizeof(*p));
+        return seterr(g, rc, "%s", msg);
     }
     pthread_mutex_lock(&g->mu);
     rc = call_locked(g, PROTO_OP_PERMIT, &pr, &rep);
-    if (rc == 0) {
-        const struct proto_permit_rep *p = &rep.u.permit;
-        *permit_id = p->permit_id;
-        copy_str(res->provider, sizeof(res->provider), p->provider);
-        res->model[0] = '\0';
-        if (PROTO_HAS(p, PROTO_PERMIT_REP_MODEL))
-            copy_str(res->model, sizeof(res->model), p->model);
-        res->rate_limited |= p->rate_limited;
-        res->ratelimit_wait_ms += p->wait_ms;
-        if (n == 0 || !p->quota_allowed)
-            res->quota_allowed = p->quota_allowed;
-        res->quota_remaining = p->quota_remaining;
-    } else if (rc == LLMGUARD_EQUOTA) {
-        res->quota_allowed = 0;
+    if (rc == 0)
+        client_permit_copy(&out, &rep.u.permit);
+    else if (rc == LLMGUARD_EQUOTA)
+        out.quota_allowed = 0;
+    pthread_mutex_unlock(&g->mu);
+    *p = out;
+    return rc;
+}
+
+int
+client_report_prepare(const struct llmguard_report *r,
+                      struct proto_report_req *rr, char *msg, size_t msg_len)
+{
+    memset(rr, 0, sizeof(*rr));
+    if (r == NULL || (unsigned)r->outcome > LLMGUARD_OUTCOME_CLIENT_ERROR)
+        return bad(msg, msg_len, "a report with a known outcome is "
+                   "required");
+    rr->permit_id = r->permit_id;
+    rr->outcome = pstr(outcome_names[r->outcome]);
+    rr->final = r->final != 0;
+    rr->has = PROTO_BIT(PROTO_REPORT_REQ_PERMIT_ID) |
+              PROTO_BIT(PROTO_REPORT_REQ_OUTCOME) |
+              PROTO_BIT(PROTO_REPORT_REQ_FINAL);
+    if (r->latency_ms >= 0 && isfinite(r->latency_ms)) {
+        rr->latency_ms = r->latency_ms;
+        PROTO_SET(rr, PROTO_REPORT_REQ_LATENCY_MS);
     }
+    /* The tokens really used; a failed attempt that does not say used
+     * none (a 429 is not charged its estimate), a success that does
+     * not say is charged the estimate. */
+    if (r->tokens_used > 0 || r->outcome != LLMGUARD_OUTCOME_OK) {
+        rr->tokens_used = r->tokens_used;
+        PROTO_SET(rr, PROTO_REPORT_REQ_TOKENS_USED);
+    }
+    /* A day at the most: the daemon refuses what is not finite. */
+    if (r->retry_after_s > 0) {
+        rr->retry_after_s = r->retry_after_s < 86400 ? r->retry_after_s
+                                                     : 86400;
+        PROTO_SET(rr, PROTO_REPORT_REQ_RETRY_AFTER_S);
+    }
+    /* The report's own headers, else those this thread passed on with
+     * llmguard_provider_header() since its last report. */
+    if (r->nheaders > 0 && r->headers == NULL)
+        return bad(msg, msg_len, "nheaders without headers");
+    if (r->nheaders > 0) {
+        headers_clear();
+        for (unsigned i = 0; i < r->nheaders; i++)
+            llmguard_provider_header(r->headers[2 * i], r->headers[2 * i + 1]);
+    }
+    headers_fill(&rr->headers);
+    if (rr->headers.n > 0)
+        PROTO_SET(rr, PROTO_REPORT_REQ_HEADERS);
+    return 0;
+}
+
+void
+client_report_reply(const struct llmguard_report *r,
+                    const struct proto_report_rep *rep,
+                    struct llmguard_report_reply *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->try_again = r != NULL && !r->final &&
+                     (r->outcome == LLMGUARD_OUTCOME_RATE_LIMITED ||
+                      r->outcome == LLMGUARD_OUTCOME_SERVER_ERROR ||
+                      r->outcome == LLMGUARD_OUTCOME_TIMEOUT);
+    if (rep == NULL)
+        return;
+    out->degraded = rep->state.len == 8 &&
+                    memcmp(rep->state.ptr, "degraded", 8) == 0;
+    out->cooldown_remaining_s = rep->cooldown_remaining_s;
+}
+
+int
+llmguard_report(llmguard_t *g, const struct llmguard_report *r,
+                struct llmguard_report_reply *out)
+{
+    struct llmguard_report_reply ignored;
+    struct proto_report_req rr;
+    struct proto_rep rep;
+    char msg[ERRMSG_MAX];
+    int rc;
+
+    if (out == NULL)
+        out = &ignored;
+    client_report_reply(r, NULL, out);
+    if ((rc = client_report_prepare(r, &rr, msg, sizeof(msg))) < 0)
+        return seterr(g, rc, "%s", msg);
+    pthread_mutex_lock(&g->mu);
+    rc = call_locked(g, PROTO_OP_REPORT, &rr, &rep);
+    headers_clear();            /* sent: the next report starts afresh */
+    if (rc == 0)
+        client_report_reply(r, &rep.u.report, out);
     pthread_mutex_unlock(&g->mu);
     return rc;
+}
+
+/* What the permit of attempt n (0: the first) adds to the call's result. */
+static void
+fold_permit(struct llmguard_result *res, const struct llmguard_permit *p,
+            int rc, unsigned n)
+{
+    if (rc == LLMGUARD_EQUOTA) {
+        res->quota_allowed = 0;
+        return;
+    }
+    if (rc < 0)
+        return;
+    snprintf(res->provider, sizeof(res->provider), "%s", p->provider);
+    snprintf(res->model, sizeof(res->model), "%s", p->model);
+    res->permit_id = p->permit_id;
+    res->rate_limited |= p->rate_limited;
+    res->ratelimit_wait_ms += p->wait_ms;
+    if (n == 0 || !p->quota_allowed)
+        res->quota_allowed = p->quota_allowed;
+    res->quota_remaining = p->quota_remaining;
+    if (n > 0)
+        res->failover_attempts++;
 }
 
 /*
@@ -880,58 +1096,11 @@ call_provider(llmguard_call_fn fn, void *arg, const char *provider,
     return outcome;
 }
 
-/*
- * Report how the attempt of permit_id went.  A lost report loses health
- * data, not the caller's answer: its failure is not the caller's.
- */
-static void
-report_attempt(llmguard_t *g, uint64_t permit_id, llmguard_outcome outcome,
-               double latency_ms, uint64_t used, bool final)
+/* The checks of llmguard_execute_with_failover() and res made ready. */
+static int
+call_begin(llmguard_t *g, const struct llmguard_request *req,
+           llmguard_call_fn fn, struct llmguard_result *res)
 {
-    struct proto_report_req rr = { 0 };
-    struct proto_rep rep;
-
-    rr.permit_id = permit_id;
-    rr.outcome = pstr(outcome_names[outcome]);
-    rr.latency_ms = latency_ms;
-    rr.final = final;
-    rr.has = PROTO_BIT(PROTO_REPORT_REQ_PERMIT_ID) |
-             PROTO_BIT(PROTO_REPORT_REQ_OUTCOME) |
-             PROTO_BIT(PROTO_REPORT_REQ_LATENCY_MS) |
-             PROTO_BIT(PROTO_REPORT_REQ_FINAL);
-    /* The tokens really used; a failed attempt that does not say used
-     * none (a 429 is not charged its estimate), a success that does
-     * not say is charged the estimate. */
-    if (used > 0 || outcome != LLMGUARD_OUTCOME_OK) {
-        rr.tokens_used = used;
-        PROTO_SET(&rr, PROTO_REPORT_REQ_TOKENS_USED);
-    }
-    if (retry_after_s > 0) {
-        rr.retry_after_s = retry_after_s;
-        PROTO_SET(&rr, PROTO_REPORT_REQ_RETRY_AFTER_S);
-    }
-    headers_fill(&rr.headers);
-    if (rr.headers.n > 0)
-        PROTO_SET(&rr, PROTO_REPORT_REQ_HEADERS);
-    pthread_mutex_lock(&g->mu);
-    call_locked(g, PROTO_OP_REPORT, &rr, &rep);
-    pthread_mutex_unlock(&g->mu);
-}
-
-int
-llmguard_execute_with_failover(llmguard_t *g,
-                               const struct llmguard_request *req,
-                               llmguard_call_fn fn, void *arg,
-                               struct llmguard_result *res)
-{
-    static unsigned long counter;
-    struct proto_str tried[64];
-    char names[64][64];
-    const char *call_id = res != NULL ? res->call_id : NULL;
-    unsigned max;
-    int rc = 0;
-    bool called = false;
-
     if (req == NULL || fn == NULL || res == NULL || !(req->timeout_s >= 0))
         return seterr(g, LLMGUARD_EINVAL, "req, fn and res are required, "
                       "timeout_s >= 0");
@@ -939,47 +1108,64 @@ llmguard_execute_with_failover(llmguard_t *g,
                                  strlen(req->call_id) >= sizeof(res->call_id)))
         return seterr(g, LLMGUARD_EINVAL, "call_id must be 1 to %zu bytes",
                       sizeof(res->call_id) - 1);
-    max = req->max_attempts ? req->max_attempts : 3;
     memset(res, 0, sizeof(*res));
     res->guarded = 1;
-    if (max > 64)
-        max = 64;
     if (req->call_id != NULL)
         snprintf(res->call_id, sizeof(res->call_id), "%s", req->call_id);
     else
-        snprintf(res->call_id, sizeof(res->call_id), "%d-%lu-%lx",
-                 (int)getpid(),
-                 __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED),
-                 (unsigned long)mono_ms());
+        make_call_id(res->call_id, sizeof(res->call_id));
+    return 0;
+}
 
+/*
+ * The call loop, made of the attempt's pieces: llmguard_permit(), fn,
+ * llmguard_report(), again while the report says to try elsewhere.
+ */
+int
+llmguard_execute_with_failover(llmguard_t *g,
+                               const struct llmguard_request *req,
+                               llmguard_call_fn fn, void *arg,
+                               struct llmguard_result *res)
+{
+    const char *tried[CLIENT_MAX_EXCLUDE];
+    char names[CLIENT_MAX_EXCLUDE][64];
+    struct llmguard_request attempt_req;
+    unsigned max;
+    int rc;
+    bool called = false;
+
+    if ((rc = call_begin(g, req, fn, res)) < 0)
+        return rc;
+    max = req->max_attempts ? req->max_attempts : 3;
+    if (max > CLIENT_MAX_EXCLUDE)
+        max = CLIENT_MAX_EXCLUDE;
+    attempt_req = *req;
+    attempt_req.call_id = res->call_id;
     for (unsigned attempt = 0; attempt < max; attempt++) {
-        llmguard_outcome outcome;
-        uint64_t used = 0, permit_id = 0;
-        double latency_ms;
-        bool final;
+        struct llmguard_permit pm;
+        struct llmguard_report rp = { 0 };
+        struct llmguard_report_reply rr;
 
-        rc = permit_attempt(g, req, call_id, tried, attempt, res,
-                            &permit_id);
+        rc = llmguard_permit(g, &attempt_req, tried, attempt, &pm);
         if (rc == LLMGUARD_EUNAVAIL && attempt == 0)
             return fail_open(g, req, fn, arg, res);
+        fold_permit(res, &pm, rc, attempt);
         if (rc < 0)
             break;
-        res->permit_id = permit_id;
-        if (attempt > 0)
-            res->failover_attempts++;
-
-        outcome = call_provider(fn, arg, res->provider, res->model, &used,
-                                &latency_ms);
+        rp.outcome = call_provider(fn, arg, res->provider, res->model,
+                                   &rp.tokens_used, &rp.latency_ms);
         called = true;
-        res->success = outcome == LLMGUARD_OUTCOME_OK;
-        res->rate_limited |= outcome == LLMGUARD_OUTCOME_RATE_LIMITED;
-        final = res->success || outcome == LLMGUARD_OUTCOME_CLIENT_ERROR ||
-                attempt + 1 == max;
-        report_attempt(g, permit_id, outcome, latency_ms, used, final);
-        if (final)
+        res->success = rp.outcome == LLMGUARD_OUTCOME_OK;
+        res->rate_limited |= rp.outcome == LLMGUARD_OUTCOME_RATE_LIMITED;
+        rp.permit_id = pm.permit_id;
+        rp.retry_after_s = retry_after_s;
+        rp.final = res->success || rp.outcome == LLMGUARD_OUTCOME_CLIENT_ERROR ||
+                   attempt + 1 == max;
+        llmguard_report(g, &rp, &rr);
+        if (!rr.try_again)
             break;
         snprintf(names[attempt], sizeof(names[attempt]), "%s", res->provider);
-        tried[attempt] = pstr(names[attempt]);
+        tried[attempt] = names[attempt];
     }
     if (res->success)
         return 0;

@@ -1,11 +1,13 @@
 /*
  * llmguard.h - libllmguard, the client of llmguardd.
  *
- * A handle is opaque.  Calls are synchronous and return 0 or a negative
- * LLMGUARD_E* code; llmguard_strerror() names a code and
+ * A handle is opaque.  Calls on it are synchronous and return 0 or a
+ * negative LLMGUARD_E* code; llmguard_strerror() names a code and
  * llmguard_last_error() gives the message of the calling thread's last
  * failed call.  A handle may be shared by threads: calls on it are
- * serialised by a mutex.  The library never raises SIGPIPE in its host.
+ * serialised by a mutex.  A non-blocking context (llmguard_async_*, at the
+ * end) serves one-thread event loops instead.  The library never raises
+ * SIGPIPE in its host.
  */
 #ifndef LLMGUARD_H
 #define LLMGUARD_H
@@ -237,6 +239,149 @@ int llmguard_execute_with_failover(llmguard_t *g,
                                    const struct llmguard_request *req,
                                    llmguard_call_fn fn, void *arg,
                                    struct llmguard_result *res);
+
+/* ---- One attempt at a time (libllmguard(3), "Attempts") ---------------- */
+
+/* What the daemon granted one attempt. */
+struct llmguard_permit {
+    uint64_t permit_id;             /* for llmguard_report() */
+    char provider[64];              /* the provider to call */
+    char model[128];                /* the model id to call when req->model
+                                       was set, else "" */
+    char call_id[129];              /* req->call_id, or the one made up */
+    double wait_ms;                 /* waited for the token */
+    int rate_limited;               /* waited, or moved off a provider */
+    int all_degraded;               /* every candidate was in cooldown */
+    int quota_allowed;              /* 0: over quota (soft) or refused */
+    int has_quota_remaining;        /* 0: no quota was checked */
+    uint64_t quota_remaining;
+};
+
+/*
+ * The permit of one attempt of the call req (its max_attempts is not
+ * used): quota reserved, provider chosen, token taken, waiting up to
+ * req->timeout_s.  exclude names the n_exclude (at most 64) providers the
+ * call has already tried.  Attempts of one call pass the same call_id: the
+ * first permit's p->call_id when req->call_id was NULL (req and exclude may
+ * point into p, which is written when the reply is in).  0 with p filled;
+ * else LLMGUARD_EQUOTA (p->quota_allowed 0), LLMGUARD_ETIMEDOUT,
+ * LLMGUARD_ENOPROVIDER, LLMGUARD_EUNAVAIL, ...  A permit is the
+ * connection's: report it on the same handle, before it reconnects.
+ */
+int llmguard_permit(llmguard_t *g, const struct llmguard_request *req,
+                    const char *const *exclude, unsigned n_exclude,
+                    struct llmguard_permit *p);
+
+/* How an attempt went, for llmguard_report(). */
+struct llmguard_report {
+    uint64_t permit_id;
+    llmguard_outcome outcome;
+    uint64_t tokens_used;           /* really used; 0: not known (an ok
+                                       attempt is charged its estimate,
+                                       a failed one nothing) */
+    double latency_ms;              /* < 0: not known */
+    double retry_after_s;           /* the provider's Retry-After; 0: none */
+    int final;                      /* no further attempt of the call */
+    /* The provider's response headers, nheaders name/value pairs:
+     * headers[2 * i] the name, headers[2 * i + 1] the value; only the
+     * rate-limit names the daemon reads are sent (as with
+     * llmguard_provider_header()).  NULL and 0: the headers this thread
+     * passed with llmguard_provider_header() since its last report. */
+    const char *const *headers;
+    unsigned nheaders;
+};
+
+/* What llmguard_report() says back. */
+struct llmguard_report_reply {
+    int try_again;                  /* 429, 5xx or timeout, not final:
+                                       permit again, excluding this
+                                       provider */
+    int degraded;                   /* the provider is in cooldown now */
+    double cooldown_remaining_s;
+};
+
+/*
+ * Report an attempt: the provider's health, the tokens it used (the
+ * LLM-token bucket and the quotas are charged those instead of the
+ * estimate), and whether the call ends.  rep (may be NULL) gets try_again
+ * whatever the daemon answered: a lost report loses health data, not the
+ * caller's decision.  0, or LLMGUARD_EINVAL (unknown permit_id or
+ * outcome), LLMGUARD_EUNAVAIL, ...
+ */
+int llmguard_report(llmguard_t *g, const struct llmguard_report *r,
+                    struct llmguard_report_reply *rep);
+
+/* ---- Non-blocking, for one-thread event loops (libllmguard(3), "Event
+ * loops") ------------------------------------------------------------------ */
+
+typedef struct llmguard_async llmguard_async_t;
+
+#define LLMGUARD_READABLE 1
+#define LLMGUARD_WRITABLE 2
+
+/*
+ * A non-blocking context for the daemon at socket_path (NULL as for
+ * llmguard_open()).  It connects on the first request and again after
+ * the connection was lost.  Not thread-safe: one thread drives it.
+ * NULL only when out of memory or the path does not fit.
+ */
+llmguard_async_t *llmguard_async_open(const char *socket_path);
+/*
+ * Free the context.  Every request still pending has its callback called
+ * once, with LLMGUARD_EUNAVAIL, before it returns; called from inside a
+ * callback, that happens when the callback returns.
+ */
+void llmguard_async_close(llmguard_async_t *a);
+/* Bound each request to timeout_s beyond its own wait, as
+ * llmguard_set_timeout() does; the same default. */
+int llmguard_async_set_timeout(llmguard_async_t *a, double timeout_s);
+
+/*
+ * Driving it, before each poll: the descriptor (-1: none, nothing to
+ * wait for), the events it waits for (LLMGUARD_READABLE|WRITABLE), and
+ * the milliseconds until the next request runs out (-1: none), all of
+ * which change from one call to the next.  After the poll (also when it
+ * timed out), llmguard_async_handle() with the events that came (0 for
+ * none): it reads, writes and expires without ever blocking, and calls
+ * the callbacks of the requests that are done.
+ */
+int llmguard_async_fd(const llmguard_async_t *a);
+int llmguard_async_events(const llmguard_async_t *a);
+int llmguard_async_timeout_ms(const llmguard_async_t *a);
+void llmguard_async_handle(llmguard_async_t *a, int events);
+/* Requests submitted whose callback has not run yet. */
+unsigned llmguard_async_pending(const llmguard_async_t *a);
+/* The message of the failure a callback is told of (valid inside it),
+ * or of the submit call that failed last; "" after a success. */
+const char *llmguard_async_last_error(const llmguard_async_t *a);
+
+/*
+ * Completion callbacks: status is 0 or an LLMGUARD_E* code; p and r are
+ * never NULL and live until the callback returns (p->call_id is set
+ * also on failure; on LLMGUARD_EQUOTA p->quota_allowed is 0).  A
+ * callback may submit requests and may close the context.
+ */
+typedef void (*llmguard_permit_cb)(llmguard_async_t *a, int status,
+                                   const struct llmguard_permit *p,
+                                   void *arg);
+typedef void (*llmguard_report_cb)(llmguard_async_t *a, int status,
+                                   const struct llmguard_report_reply *r,
+                                   void *arg);
+
+/*
+ * Submit a permit (arguments as for llmguard_permit()) or a report (cb
+ * may be NULL) without waiting: the request is queued on the one
+ * connection, where any number may be in flight, and cb is called
+ * exactly once from llmguard_async_handle() or llmguard_async_close().
+ * 0 when queued; else an LLMGUARD_E* code (LLMGUARD_EINVAL, or
+ * LLMGUARD_EUNAVAIL when no daemon listens) and cb is never called.
+ */
+int llmguard_async_permit(llmguard_async_t *a,
+                          const struct llmguard_request *req,
+                          const char *const *exclude, unsigned n_exclude,
+                          llmguard_permit_cb cb, void *arg);
+int llmguard_async_report(llmguard_async_t *a, const struct llmguard_report *r,
+                          llmguard_report_cb cb, void *arg);
 
 #ifdef __cplusplus
 }

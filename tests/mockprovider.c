@@ -28,6 +28,18 @@
  * headers of --style openai (x-ratelimit-*, resets as "6m0s", "1s",
  * "20ms") or anthropic (anthropic-ratelimit-*, resets as RFC 3339 times):
  * limit, remaining, and the time until the bucket is full again.
+ *
+ *   GET  /streams               {"streams", "completed", "tokens",
+ *                                "most_open"}
+ *
+ * In mode ok, a request whose body has "stream": true is answered as
+ * OpenAI streams: text/event-stream chunks `data: {...}` of one token
+ * each, every STREAM_CHUNK_MS, then a chunk with no choices and the
+ * usage, then `data: [DONE]`.  Its usage differs from stream to stream
+ * (prompt_tokens from the body's length, 4 to 8 completion tokens);
+ * /streams adds up the total_tokens of the usage chunks sent, and says
+ * how many streams were open at once at the most.  Streams are not held
+ * to --rpm and --tpm.
  */
 #include <arpa/inet.h>
 #include <getopt.h>
@@ -217,6 +229,20 @@ limits_admit(struct evhttp_request *req, long tokens)
     return false;
 }
 
+#define STREAM_CHUNK_MS 10
+
+/* A streamed answer on its way. */
+struct stream {
+    struct evhttp_request *req;
+    struct evhttp_connection *evcon;
+    struct event *timer;
+    int sent, chunks;
+    int prompt_tokens;
+};
+static long streams, streams_completed, stream_tokens;
+static long streams_open, streams_most_open;
+static struct event_base *base;
+
 static void
 reply_json(struct evhttp_request *req, int code, const char *reason,
            json_t *obj)
@@ -266,6 +292,115 @@ note_model(struct evhttp_request *req)
     json_decref(doc);
 }
 
+/* Whether the body of req asks for a stream ("stream": true). */
+static int
+wants_stream(struct evhttp_request *req)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    json_t *body = json_loadb((const char *)evbuffer_pullup(in, (ev_ssize_t)len),
+                              len, 0, NULL);
+    int yes = json_is_true(json_object_get(body, "stream"));
+
+    json_decref(body);
+    return yes;
+}
+
+static void
+stream_free(struct stream *st)
+{
+    evhttp_connection_set_closecb(st->evcon, NULL, NULL);
+    event_free(st->timer);
+    streams_open--;
+    free(st);
+}
+
+/* The client left before the end: the request is libevent's to free. */
+static void
+on_stream_closed(struct evhttp_connection *evcon, void *arg)
+{
+    (void)evcon;
+    stream_free(arg);
+}
+
+/* One event-stream chunk holding obj, which it takes. */
+static void
+stream_send(struct stream *st, json_t *obj)
+{
+    struct evbuffer *buf = evbuffer_new();
+    char *text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+
+    evbuffer_add_printf(buf, "data: %s\n\n", text ? text : "[DONE]");
+    evhttp_send_reply_chunk(st->req, buf);
+    evbuffer_free(buf);
+    free(text);
+    json_decref(obj);
+}
+
+/* The next chunk: a token, else the usage and the end. */
+static void
+on_stream_tick(evutil_socket_t fd, short what, void *arg)
+{
+    static const struct timeval every = { 0, STREAM_CHUNK_MS * 1000 };
+    struct stream *st = arg;
+    int total = st->prompt_tokens + st->chunks;
+
+    (void)fd, (void)what;
+    if (st->sent++ < st->chunks) {
+        stream_send(st, json_pack("{s:s, s:s, s:[{s:i, s:{s:s}, s:n}]}",
+            "id", "chatcmpl-mock", "object", "chat.completion.chunk",
+            "choices", "index", 0, "delta", "content", "word ",
+            "finish_reason"));
+        evtimer_add(st->timer, &every);
+        return;
+    }
+    stream_send(st, json_pack("{s:s, s:s, s:[], s:{s:i, s:i, s:i}}",
+        "id", "chatcmpl-mock", "object", "chat.completion.chunk", "choices",
+        "usage", "prompt_tokens", st->prompt_tokens, "completion_tokens",
+        st->chunks, "total_tokens", total));
+    stream_send(st, NULL);
+    evhttp_send_reply_end(st->req);
+    streams_completed++;
+    stream_tokens += total;
+    stream_free(st);
+}
+
+/* Answer req as a stream (mode ok, "stream": true). */
+static void
+stream_start(struct evhttp_request *req)
+{
+    struct stream *st = calloc(1, sizeof(*st));
+    size_t body = evbuffer_get_length(evhttp_request_get_input_buffer(req));
+
+    if (st == NULL) {
+        evhttp_send_error(req, 500, "out of memory");
+        return;
+    }
+    st->req = req;
+    st->evcon = evhttp_request_get_connection(req);
+    st->chunks = 4 + (int)(streams++ % 5);
+    st->prompt_tokens = 1 + (int)(body / 4);
+    st->timer = evtimer_new(base, on_stream_tick, st);
+    if (++streams_open > streams_most_open)
+        streams_most_open = streams_open;
+    evhttp_connection_set_closecb(st->evcon, on_stream_closed, st);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                      "text/event-stream");
+    evhttp_send_reply_start(req, 200, "OK");
+    on_stream_tick(-1, 0, st);
+}
+
+static void
+on_streams(struct evhttp_request *req, void *arg)
+{
+    (void)arg;
+    reply_json(req, 200, "OK", json_pack("{s:i, s:i, s:i, s:i}", "streams",
+                                         (int)streams, "completed",
+                                         (int)streams_completed, "tokens",
+                                         (int)stream_tokens, "most_open",
+                                         (int)streams_most_open));
+}
+
 static void
 on_chat(struct evhttp_request *req, void *arg)
 {
@@ -281,7 +416,9 @@ on_chat(struct evhttp_request *req, void *arg)
     requests++;
     snprintf(last_auth, sizeof(last_auth), "%s", auth ? auth : "");
     note_model(req);
-    if (strncmp(mode, "ok", 2) == 0) {
+    if (strncmp(mode, "ok", 2) == 0 && wants_stream(req)) {
+        stream_start(req);
+    } else if (strncmp(mode, "ok", 2) == 0) {
         if (!limits_admit(req, n >= 0 ? n : 42))
             return;
         lim.ok++;
@@ -357,7 +494,6 @@ main(int argc, char **argv)
         { NULL, 0, NULL, 0 },
     };
     const char *port_file = NULL;
-    struct event_base *base;
     struct evhttp *http;
     struct evhttp_bound_socket *bound;
     struct event *sig;
@@ -400,6 +536,7 @@ main(int argc, char **argv)
     evhttp_set_cb(http, "/v1/chat/completions", on_chat, NULL);
     evhttp_set_cb(http, "/control", on_control, NULL);
     evhttp_set_cb(http, "/stats", on_stats, NULL);
+    evhttp_set_cb(http, "/streams", on_streams, NULL);
     evhttp_set_cb(http, "/v1/traces", on_traces, NULL);
     bound = evhttp_bind_socket_with_handle(http, "127.0.0.1",
                                            (ev_uint16_t)port);

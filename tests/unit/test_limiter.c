@@ -322,6 +322,37 @@ static void test_tpm_both_limit(void **state)
     assert_near(limiter_available_llm(&b, 100.02), 580.2, TOL);
 }
 
+/* A report's real usage replaces the estimate its grant took: more is
+ * charged (down to a minute's debt, which later grants wait out), less is
+ * given back (up to the capacity, serving a waiter); nothing without TPM. */
+static void test_charge_llm(void **state)
+{
+    struct limiter_bucket b, plain;
+    struct limiter_waiter w = {0};
+
+    (void)state;
+    setup(&b, 100, 100, 600, 0); /* TPM refills 10 LLM tokens/s */
+    assert_int_equal(limiter_try_acquire(&b, 1, 100, 0), LIMITER_GRANTED);
+    limiter_charge_llm(&b, 250, 0);             /* used 350, not 100 */
+    assert_near(limiter_available_llm(&b, 0), 250, 0);
+    limiter_charge_llm(&b, -50, 1);             /* another used 50 less */
+    assert_near(limiter_available_llm(&b, 1), 310, TOL);
+    limiter_charge_llm(&b, -1000, 1);           /* capped */
+    assert_near(limiter_available_llm(&b, 1), 600, 0);
+    limiter_charge_llm(&b, 5000, 1);            /* a debt of one minute */
+    assert_near(b.llm_tokens, -600, 0);
+    assert_near(limiter_available_llm(&b, 1), 0, 0);
+    assert_int_equal(limiter_try_acquire(&b, 1, 10, 1), LIMITER_WAIT);
+    assert_int_equal(limiter_enqueue(&b, &w, 1, 10, 1000), 0);
+    assert_near(limiter_next_wakeup(&b, 1), 62, TOL);
+    limiter_charge_llm(&b, -610, 1);            /* refunds make it ready */
+    assert_ptr_equal(limiter_pop_ready(&b, 1), &w);
+
+    setup(&plain, 100, 100, 0, 0);
+    limiter_charge_llm(&plain, 500, 0);
+    assert_true(isinf(limiter_available_llm(&plain, 0)));
+}
+
 static void test_disabled(void **state)
 {
     struct limiter_bucket b;
@@ -891,6 +922,7 @@ int main(void)
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_release_capping),
         cmocka_unit_test(test_tpm_both_limit),
+        cmocka_unit_test(test_charge_llm),
         cmocka_unit_test(test_disabled),
         cmocka_unit_test(test_reconfigure_clamps),
         cmocka_unit_test(test_next_wakeup_exact),

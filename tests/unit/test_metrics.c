@@ -525,7 +525,11 @@ test_prometheus_exact(void **state)
         "# HELP llmguard_provider_headers_malformed_total Rate-limit headers "
         "of a provider reported with a value that could not be read "
         "(ignored).\n"
-        "# TYPE llmguard_provider_headers_malformed_total counter\n");
+        "# TYPE llmguard_provider_headers_malformed_total counter\n"
+        "# HELP llm_tokens_total LLM tokens used by the attempts reported "
+        "on the provider: each report's tokens_used, else its permit's "
+        "estimate.\n"
+        "# TYPE llm_tokens_total counter\n");
     free(out);
     metrics_free(m);
 }
