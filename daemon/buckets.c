@@ -17,6 +17,8 @@ struct buckets {
     struct provider *providers;     /* in config order */
     size_t n;
     int slot;                       /* connection slot: struct conn_waiters */
+    buckets_hook_fn hook;           /* after every kick */
+    void *hook_arg;
 };
 
 /* A connection's waiters, in its slot. */
@@ -32,6 +34,7 @@ limiter_config(const struct config *cfg, const struct provider_config *pc,
     lc->burst = pc->burst;
     lc->tokens_per_min = pc->tokens_per_min;
     lc->enabled = cfg->rate_limit_enabled;
+    lc->leased = false;     /* multi-host mode leases it (global.c) */
 }
 
 static void
@@ -110,6 +113,15 @@ buckets_kick(struct provider *prov)
     }
     next = limiter_next_wakeup(b, now);
     arm_timer(prov, next);
+    if (prov->owner->hook != NULL)
+        prov->owner->hook(prov, prov->owner->hook_arg);
+}
+
+void
+buckets_set_hook(struct buckets *b, buckets_hook_fn fn, void *arg)
+{
+    b->hook = fn;
+    b->hook_arg = arg;
 }
 
 int

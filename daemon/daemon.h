@@ -13,13 +13,16 @@
  *                              records each decision)
  *   request.c                  request ids and subjects, the quota gate
  *   persist.c  http.c          quotas to SQLite; the /metrics endpoint
+ *   global.c                   multi-host mode: the fleet, the leases of
+ *                              the global buckets (through buckets' hook)
  *   buckets.c                  a token bucket and its waiters per provider
  *   telemetry.c                metrics and spans
  *   server.c  clock.c          the transport; the clocks
  *
  * Beneath them writer.c, the thread that writes the store for persist.c,
- * the pure modules (limiter, quota, router, metrics, store, trace,
- * decisions, config, log) and proto/.
+ * redis.c (a Redis connection on the loop), the pure modules (limiter,
+ * lease, quota, router, metrics, store, trace, decisions, config,
+ * redisurl, log) and proto/.
  */
 #ifndef LLMGUARD_DAEMON_H
 #define LLMGUARD_DAEMON_H
@@ -43,6 +46,7 @@ struct daemon {
     double started_mono_s;
     struct server *server;          /* the control socket */
     struct buckets *buckets;        /* a token bucket per provider */
+    struct global *global;          /* REDIS_URL; NULL: single-host */
     struct quota *quota;            /* usage in memory: authoritative */
     struct persist *persist;        /* quota -> SQLite */
     struct permits *permits;        /* permit, report, routing */

@@ -51,7 +51,7 @@ fits(const struct limiter_bucket *b, uint32_t n, uint64_t llm_tokens)
 static double
 tokens_at(const struct limiter_bucket *b, double t)
 {
-    double dt_s = t > b->last_s ? t - b->last_s : 0;
+    double dt_s = t > b->last_s && !b->cfg.leased ? t - b->last_s : 0;
 
     return fmin(b->cfg.burst, b->tokens + b->cfg.rate_per_sec * dt_s);
 }
@@ -60,7 +60,7 @@ tokens_at(const struct limiter_bucket *b, double t)
 static double
 llm_tokens_at(const struct limiter_bucket *b, double t)
 {
-    double dt_s = t > b->last_s ? t - b->last_s : 0;
+    double dt_s = t > b->last_s && !b->cfg.leased ? t - b->last_s : 0;
     double cap = b->cfg.tokens_per_min;
 
     return fmin(cap, b->llm_tokens + cap / 60.0 * dt_s);
@@ -101,6 +101,7 @@ take(struct limiter_bucket *b, uint32_t n, uint64_t llm_tokens, double now_s)
 {
     refill(b, now_s);
     b->tokens -= n;
+    b->taken += n;
     if (has_tpm(b))
         b->llm_tokens -= (double)llm_tokens;
 }
@@ -139,6 +140,8 @@ ready_time(const struct limiter_bucket *b, const struct limiter_waiter *w,
 
     if (can_take_at(b, t, w->n, w->llm_tokens))
         return t;
+    if (b->cfg.leased)
+        return INFINITY;    /* until a lease adds tokens */
     deficit = w->n - b->tokens;
     t = fmax(t, b->last_s + deficit / b->cfg.rate_per_sec);
     if (has_tpm(b)) {
@@ -174,8 +177,10 @@ limiter_init(struct limiter_bucket *b, const struct limiter_config *cfg,
     if (!config_ok(cfg))
         return -1;
     b->cfg = *cfg;
-    b->tokens = cfg->burst;
-    b->llm_tokens = cfg->tokens_per_min;
+    b->tokens = cfg->leased ? 0 : cfg->burst;
+    b->llm_tokens = cfg->leased ? 0 : cfg->tokens_per_min;
+    b->taken = 0;
+    b->missed = 0;
     b->last_s = now_s;
     b->head_s = now_s;
     b->nwaiters = 0;
@@ -210,8 +215,10 @@ limiter_try_acquire(struct limiter_bucket *b, uint32_t n, uint64_t llm_tokens,
         return LIMITER_BAD_REQUEST;
     if (!b->cfg.enabled)
         return LIMITER_GRANTED;
-    if (!TAILQ_EMPTY(&b->waiters) || !can_take_at(b, now_s, n, llm_tokens))
+    if (!TAILQ_EMPTY(&b->waiters) || !can_take_at(b, now_s, n, llm_tokens)) {
+        b->missed += n;
         return LIMITER_WAIT;
+    }
     take(b, n, llm_tokens, now_s);
     return LIMITER_GRANTED;
 }
@@ -335,6 +342,26 @@ limiter_release(struct limiter_bucket *b, uint32_t n, uint64_t llm_tokens,
     if (has_tpm(b))
         b->llm_tokens =
             fmin(b->cfg.tokens_per_min, b->llm_tokens + (double)llm_tokens);
+}
+
+void
+limiter_add(struct limiter_bucket *b, double tokens, double llm, double now_s)
+{
+    refill(b, now_s);
+    b->tokens = fmin(b->cfg.burst, b->tokens + fmax(0, tokens));
+    if (has_tpm(b))
+        b->llm_tokens = fmin(b->cfg.tokens_per_min,
+                             b->llm_tokens + fmax(0, llm));
+}
+
+void
+limiter_take_back(struct limiter_bucket *b, double tokens, double llm,
+                  double now_s)
+{
+    refill(b, now_s);
+    b->tokens -= fmin(fmax(0, b->tokens), fmax(0, tokens));
+    if (has_tpm(b))
+        b->llm_tokens -= fmin(fmax(0, b->llm_tokens), fmax(0, llm));
 }
 
 double

@@ -18,6 +18,7 @@
 #include "config.h"
 #include "daemon.h"
 #include "decisions.h"
+#include "global.h"
 #include "http.h"
 #include "log.h"
 #include "permits.h"
@@ -196,6 +197,8 @@ start(struct daemon *d)
 
     if ((d->buckets = buckets_new(d->base, cfg, waiters_slot)) == NULL)
         fatalx(1, "cannot set up the token buckets");
+    /* Before the socket listens: the host id is claimed first. */
+    d->global = global_start(d->base, cfg, d->buckets);
     d->telemetry = telemetry_new(d->base, cfg);
     if ((fd = passed_socket()) >= 0)
         rc = server_listen_fd(d->server, fd);
@@ -232,6 +235,7 @@ stop(struct daemon *d)
     server_free(d->server);
     permits_free(d->permits);
     decisions_free(d->decisions);
+    global_free(d->global);
     buckets_free(d->buckets);
     persist_close(d->persist);
     quota_free(d->quota);

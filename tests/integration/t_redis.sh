@@ -1,0 +1,127 @@
+#!/bin/sh
+# Multi-host mode against a real redis-server of the test's own (a Unix
+# socket in $TMP): three daemons standing in for three hosts (each its own
+# socket, database and host id) share one bucket within
+# burst + rate x (T + lease), fairly; NOSCRIPT after SCRIPT FLUSH; a
+# duplicate host id refused; Redis killed: the fallback share, no acquire
+# held up; Redis back (empty): global again.
+. "${top_srcdir:-.}/tests/integration/lib.sh"
+ACQ="$top_builddir/tests/integration/acquirer"
+command -v redis-server >/dev/null || { echo "not ok - redis-server is not installed (Debian: redis-server)"; exit 1; }
+
+start_redis r
+RPID=$REDIS_PID
+RCLI="redis-cli -s $TMP/r.sock"
+
+# host_env N [LINES...]: the env file of daemon N.
+host_env() {
+    n=$1; shift
+    {
+        echo "PROVIDER_OPENAI_RATE_PER_SEC=100"
+        echo "PROVIDER_OPENAI_BURST=5"
+        echo "REDIS_URL=unix://$TMP/r.sock"
+        echo "LLMGUARD_HOST_ID=host$n"
+        echo "LLMGUARD_LEASE_MS=200"
+        for l in "$@"; do echo "$l"; done
+    } > "$TMP/h$n.env"
+}
+
+for n in 1 2 3; do
+    host_env $n
+    SOCK="$TMP/d$n.sock" DB_OVERRIDE="$TMP/d$n.db" ENVFILE="$TMP/h$n.env" \
+        start_daemon
+    eval "PID$n=\$DAEMON_PID"
+done
+check "each daemon says it is connected" \
+    test "$(grep -c 'redis: connected to unix://.* as host host[123]' "$TMP/daemon.log")" -eq 3
+expect_eq "three live hosts in Redis" 3 "$($RCLI hlen 'llmguard:{fleet}:hosts')"
+expect_eq "the schema version" 1 "$($RCLI get 'llmguard:{fleet}:schema')"
+
+# Accuracy: 3 daemons x 4 processes on one bucket (100/s, burst 5, lease
+# 200 ms) for 4 s.  The bucket starts full in Redis: let it refill first.
+sleep 0.3
+for n in 1 2 3; do
+    "$ACQ" span "$TMP/d$n.sock" openai 4 4 > "$TMP/span$n" &
+    eval "SPAN$n=\$!"
+done
+wait $SPAN1 $SPAN2 $SPAN3
+cat "$TMP"/span[123] | sed 's/^/# /'
+read -r total first last <<EOF2
+$(cat "$TMP"/span[123] | awk '{ g += $2; if (NR == 1 || $4 < f) f = $4;
+    if ($6 > l) l = $6 } END { printf "%d %.6f %.6f", g, f, l }')
+EOF2
+bound=$(awk -v f="$first" -v l="$last" 'BEGIN { printf "%d", 5 + 100 * (l - f + 0.2) }')
+low=$(awk 'BEGIN { printf "%d", 0.9 * (5 + 100 * 4) }')
+echo "# total $total over $(awk -v f="$first" -v l="$last" 'BEGIN { print l - f }') s, bound $bound, low $low"
+check "3 daemons: grants ($total) <= burst + rate x (T + lease) ($bound)" test "$total" -le "$bound"
+check "3 daemons: grants ($total) >= 90% of burst + rate x 4 s ($low)" test "$total" -ge "$low"
+for n in 1 2 3; do
+    g=$(awk '{ print $2 }' "$TMP/span$n")
+    share=$(awk -v g="$g" -v t="$total" 'BEGIN { printf "%.3f", g / t }')
+    check "daemon $n: a fair share ($share of the grants, 1/3 +- 10%)" \
+        awk -v s="$share" 'BEGIN { exit !(s >= 0.3 && s <= 0.3667) }'
+done
+
+# NOSCRIPT: the script cache flushed, the scripts are loaded again.
+$RCLI script flush >/dev/null
+out=$("$ACQ" race "$TMP/d1.sock" openai 2 1)
+grants=${out#grants }; grants=${grants%% *}
+check "after SCRIPT FLUSH the daemon still leases ($grants grants in 1 s)" test "$grants" -ge 60
+expect_match "it met NOSCRIPT" '^errorstat_NOSCRIPT:count=[1-9]' "$($RCLI info errorstats | tr -d '\r')"
+
+# A fourth daemon with host1's id: refused after waiting for it to lapse.
+host_env 4 "LLMGUARD_HOST_ID=host1"
+start=$(date +%s.%N)
+"$LLMGUARDD" --socket "$TMP/d4.sock" --db "$TMP/d4.db" --env-file "$TMP/h4.env" \
+    2>"$TMP/d4.err" &
+DUP=$!
+DAEMON_PIDS="$DAEMON_PIDS $DUP"
+wait $DUP
+rc=$?
+took=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
+expect_eq "a duplicate host id exits 78" 78 "$rc"
+expect_match "saying so" "host id host1 is in use" "$(cat "$TMP/d4.err")"
+check "after waiting up to 3 s for it to lapse (${took} s)" \
+    awk -v t="$took" 'BEGIN { exit !(t >= 2.5 && t < 6) }'
+
+# Redis killed: no acquire waits on it longer than the exchange timeout
+# (250 ms, + 100 ms); once the leases lapse each daemon grants its share
+# (rate and burst / 3 live hosts).
+kill_redis "$RPID"
+slow=0
+for i in 1 2 3 4 5 6; do
+    t0=$(date +%s%N)
+    "$ACQ" once "$TMP/d1.sock" openai 1 0.01 >/dev/null
+    t1=$(date +%s%N)
+    ms=$(( (t1 - t0) / 1000000 ))
+    echo "# acquire (timeout 10 ms) with Redis down: $ms ms"
+    [ "$ms" -le 350 ] || slow=$((slow + 1))
+done
+expect_eq "every acquire answered within 350 ms" 0 "$slow"
+check "the outage is logged" grep -q 'redis: unix://.* unreachable' "$TMP/daemon.log"
+sleep 0.3
+for n in 1 2 3; do
+    "$ACQ" span "$TMP/d$n.sock" openai 2 2 > "$TMP/fb$n" &
+    eval "FB$n=\$!"
+done
+wait $FB1 $FB2 $FB3
+for n in 1 2 3; do
+    read -r _ g _ f _ l < "$TMP/fb$n"
+    b=$(awk -v f="$f" -v l="$l" 'BEGIN { printf "%d", 5 / 3 + 100 / 3 * (l - f) + 1 }')
+    lo=$(awk 'BEGIN { printf "%d", 0.85 * 100 / 3 * 2 }')
+    check "daemon $n in fallback share: $g grants <= $b" test "$g" -le "$b"
+    check "daemon $n in fallback share: $g grants >= $lo" test "$g" -ge "$lo"
+done
+
+# Redis back, empty: connected again, global buckets again.
+start_redis r
+for _ in $(seq 1 60); do
+    [ "$(grep -c 'redis: connected to' "$TMP/daemon.log")" -ge 6 ] && break
+    sleep 0.1
+done
+check "all three connected again" test "$(grep -c 'redis: connected to' "$TMP/daemon.log")" -ge 6
+out=$("$ACQ" race "$TMP/d2.sock" openai 2 1)
+grants=${out#grants }; grants=${grants%% *}
+check "and leasing ($grants grants in 1 s)" test "$grants" -ge 60
+check "from Redis" test -n "$($RCLI hget 'llmguard:{bucket:openai}:tokens' ts)"
+finish
