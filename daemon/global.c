@@ -111,6 +111,7 @@ struct gprov {
     double next_poll_s;
     double fb_grants;           /* request tokens granted in fallback */
     double fb_seen;             /* the bucket's taken, last counted */
+    double fb_taken;            /* fb_grants, last given to the metrics */
     bool closed;
     char key_bucket[KEY_MAX], key_demand[KEY_MAX];
 };
@@ -134,6 +135,7 @@ struct global {
     size_t ngp;
     char key_hosts[KEY_MAX], key_schema[KEY_MAX];
     bool conflict_logged;
+    uint64_t errors_taken;      /* given to the metrics */
 };
 
 static void beat_now(struct global *g);
@@ -724,11 +726,24 @@ global_status(const struct global *g, struct global_status *st)
     st->errors = redis_errors(g->redis);
 }
 
-double
-global_fallback_grants(const struct global *g, const char *provider)
+uint64_t
+global_take_errors(struct global *g)
 {
-    for (size_t i = 0; i < g->ngp; i++)
-        if (strcmp(g->gp[i].name, provider) == 0)
-            return g->gp[i].fb_grants;
-    return 0;
+    uint64_t n = redis_errors(g->redis), d = n - g->errors_taken;
+
+    g->errors_taken = n;
+    return d;
+}
+
+double
+global_take_fallback_grants(struct global *g, const char *provider)
+{
+    struct gprov *gp = gprov_of(g, provider);
+    double d;
+
+    if (gp == NULL)
+        return 0;
+    d = gp->fb_grants - gp->fb_taken;
+    gp->fb_taken = gp->fb_grants;
+    return d;
 }

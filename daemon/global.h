@@ -50,7 +50,9 @@ struct global_status {
 };
 void global_status(const struct global *g, struct global_status *st);
 
-/* Request tokens granted in fallback so far by provider (0 when unknown). */
-double global_fallback_grants(const struct global *g, const char *provider);
+/* For the counters (each call gives what came since the one before):
+ * Redis errors, and request tokens provider granted in fallback. */
+uint64_t global_take_errors(struct global *g);
+double global_take_fallback_grants(struct global *g, const char *provider);
 
 #endif

@@ -86,6 +86,24 @@ static const struct metrics_family_info families[METRIC__COUNT] = {
         "LLM tokens now available in the provider's TOKENS_PER_MIN bucket.",
         METRIC_GAUGE, 1, { "provider" }, 0, NULL,
     },
+    [METRIC_REDIS_UP] = {
+        METRIC_REDIS_UP, "llmguard_redis_up",
+        "Multi-host mode: 1 while Redis is connected (the buckets are "
+        "global), else 0.",
+        METRIC_GAUGE, 0, { NULL }, 0, NULL,
+    },
+    [METRIC_REDIS_ERRORS_TOTAL] = {
+        METRIC_REDIS_ERRORS_TOTAL, "llmguard_redis_errors_total",
+        "Multi-host mode: failed connections, timeouts and error replies "
+        "of Redis.",
+        METRIC_COUNTER, 0, { NULL }, 0, NULL,
+    },
+    [METRIC_FALLBACK_GRANTS_TOTAL] = {
+        METRIC_FALLBACK_GRANTS_TOTAL, "llmguard_fallback_grants_total",
+        "Multi-host mode: request tokens granted by the fallback while "
+        "Redis was unreachable.",
+        METRIC_COUNTER, 1, { "provider" }, 0, NULL,
+    },
 };
 
 static const char *const other_values[METRICS_MAX_LABELS] = {

@@ -71,6 +71,9 @@ enum metric_id {
     METRIC_TRACE_SPANS_DROPPED_TOTAL,   /* no labels */
     METRIC_PROVIDER_DEGRADED,           /* gauge {provider} */
     METRIC_PROVIDER_AVAILABLE_LLM_TOKENS,   /* gauge {provider} */
+    METRIC_REDIS_UP,                    /* gauge, multi-host mode */
+    METRIC_REDIS_ERRORS_TOTAL,          /* no labels, multi-host mode */
+    METRIC_FALLBACK_GRANTS_TOTAL,       /* {provider}, multi-host mode */
     METRIC__COUNT
 };
 

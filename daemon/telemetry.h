@@ -35,6 +35,11 @@ void telemetry_on_refresh(struct telemetry *t, telemetry_refresh_fn fn,
 void telemetry_provider(struct telemetry *t, const char *provider,
                         double available, double available_llm,
                         bool degraded);
+/* Multi-host mode: Redis up or not, errors since the last call, and
+ * request tokens provider granted in fallback since the last call. */
+void telemetry_redis(struct telemetry *t, bool up, uint64_t new_errors);
+void telemetry_fallback_grants(struct telemetry *t, const char *provider,
+                               double new_grants);
 /* Start the OTLP exporter when an endpoint is configured (exits 78 when
  * it cannot be). */
 void telemetry_start_tracing(struct telemetry *t);

@@ -100,6 +100,7 @@ enum proto_ftype {
     PF_STRARR,  /* struct proto_strarr */
     PF_OBJARR,  /* struct proto_objarr of sub-messages */
     PF_DBLARR,  /* struct proto_dblarr */
+    PF_OBJ,     /* a pointer to one sub-message (NULL: absent) */
 };
 
 struct proto_strarr {
@@ -230,6 +231,14 @@ struct proto_msgdef {
     X(m, cooldown_since,       COOLDOWN_SINCE,       PF_DOUBLE, 0)            \
     X(m, retry_after_s,        RETRY_AFTER_S,        PF_DOUBLE, 0)            \
     X(m, available_llm_tokens, AVAILABLE_LLM_TOKENS, PF_DOUBLE, 0)
+/* status, multi-host mode (REDIS_URL): the URL with its password masked,
+ * connected or unreachable, the live hosts last seen (0: never seen),
+ * the last error ("" when none). */
+#define PROTO_REDIS_STATUS_FIELDS(X, m)                                       \
+    X(m, url,          URL,          PF_STR,    PF_REQUIRED)                  \
+    X(m, state,        STATE,        PF_STR,    PF_REQUIRED)                  \
+    X(m, hosts,        HOSTS,        PF_UINT,   PF_REQUIRED)                  \
+    X(m, last_error,   LAST_ERROR,   PF_STR,    PF_REQUIRED)
 #define PROTO_STATUS_REQ_FIELDS(X, m)
 #define PROTO_STATUS_REP_FIELDS(X, m)                                         \
     X(m, enabled,      ENABLED,      PF_BOOL,   PF_REQUIRED)                  \
@@ -245,7 +254,8 @@ struct proto_msgdef {
     X(m, open_permits, OPEN_PERMITS, PF_UINT,   0)                            \
     X(m, last_flush,   LAST_FLUSH,   PF_DOUBLE, PF_NULLABLE)                  \
     X(m, store,        STORE,        PF_STR,    0)                            \
-    X(m, store_error,  STORE_ERROR,  PF_STR,    0)
+    X(m, store_error,  STORE_ERROR,  PF_STR,    0)                            \
+    X(m, redis,        REDIS,        PF_OBJ(redis_status), 0)
 
 /* quota_reserve: atomic check-and-reserve on a workflow and/or a tenant.
  * The reply's subject is the tightest one, over_quota says allowed but
@@ -472,6 +482,7 @@ struct proto_msgdef {
     X(limiter_status_req, LIMITER_STATUS_REQ)                                 \
     X(limiter_status_rep, LIMITER_STATUS_REP)                                 \
     X(provider_status, PROVIDER_STATUS)                                       \
+    X(redis_status, REDIS_STATUS)                                             \
     X(status_req, STATUS_REQ)                                                 \
     X(status_rep, STATUS_REP)                                                 \
     X(quota_reserve_req, QUOTA_RESERVE_REQ)                                   \
@@ -514,6 +525,7 @@ struct proto_msgdef {
 #define PROTO_CTYPE_PF_STRARR       struct proto_strarr
 #define PROTO_CTYPE_PF_DBLARR       struct proto_dblarr
 #define PROTO_CTYPE_PF_OBJARR(msg)  struct proto_objarr
+#define PROTO_CTYPE_PF_OBJ(msg)     struct proto_##msg *
 
 /* Each message's struct, the names of its bits, and their count. */
 #define PROTO_GEN_MEMBER(m, name, NAME, type, flags) PROTO_CTYPE_##type name;

@@ -36,6 +36,15 @@ check "each daemon says it is connected" \
     test "$(grep -c 'redis: connected to unix://.* as host host[123]' "$TMP/daemon.log")" -eq 3
 expect_eq "three live hosts in Redis" 3 "$($RCLI hlen 'llmguard:{fleet}:hosts')"
 expect_eq "the schema version" 1 "$($RCLI get 'llmguard:{fleet}:schema')"
+sleep 1.1     # every daemon's heartbeat has seen the three
+st=$("$LLMGUARDCTL" -s "$TMP/d1.sock" --json status)
+expect_eq "status --json: the redis block" \
+    "unix://$TMP/r.sock connected 3 " \
+    "$(echo "$st" | jq -r '.redis | "\(.url) \(.state) \(.hosts) \(.last_error)"')"
+expect_match "status: the redis line" "^redis +unix://$TMP/r.sock connected, 3 host\(s\)$" \
+    "$("$LLMGUARDCTL" -s "$TMP/d1.sock" status)"
+expect_match "llmguard_redis_up 1" '^llmguard_redis_up 1$' \
+    "$("$LLMGUARDCTL" -s "$TMP/d1.sock" metrics --prometheus)"
 
 # Accuracy: 3 daemons x 4 processes on one bucket (100/s, burst 5, lease
 # 200 ms) for 4 s.  The bucket starts full in Redis: let it refill first.
@@ -113,6 +122,18 @@ for n in 1 2 3; do
     check "daemon $n in fallback share: $g grants >= $lo" test "$g" -ge "$lo"
 done
 
+st=$("$LLMGUARDCTL" -s "$TMP/d1.sock" --json status)
+expect_eq "status --json during the outage: unreachable, 3 hosts last seen" \
+    "unreachable 3" "$(echo "$st" | jq -r '.redis | "\(.state) \(.hosts)"')"
+check "with the last error" test -n "$(echo "$st" | jq -r .redis.last_error)"
+prom=$("$LLMGUARDCTL" -s "$TMP/d1.sock" metrics --prometheus)
+expect_match "llmguard_redis_up 0" '^llmguard_redis_up 0$' "$prom"
+expect_match "llmguard_redis_errors_total counted" '^llmguard_redis_errors_total [1-9]' "$prom"
+expect_match "llmguard_fallback_grants_total counted" \
+    '^llmguard_fallback_grants_total\{provider="openai"\} [1-9]' "$prom"
+expect_eq "the outage logged once by each daemon" 3 \
+    "$(grep -c 'redis: unix://.* unreachable' "$TMP/daemon.log")"
+
 # Redis back, empty: connected again, global buckets again.
 start_redis r
 for _ in $(seq 1 60); do
@@ -124,4 +145,59 @@ out=$("$ACQ" race "$TMP/d2.sock" openai 2 1)
 grants=${out#grants }; grants=${grants%% *}
 check "and leasing ($grants grants in 1 s)" test "$grants" -ge 60
 check "from Redis" test -n "$($RCLI hget 'llmguard:{bucket:openai}:tokens' ts)"
+
+# AUTH: a Redis with a password (user default); the right one connects,
+# a wrong one is a log line and last_error, and the daemon serves in
+# fallback.
+start_redis auth --requirepass 's3cr3t pw'
+for n in 1 2 3; do kill -TERM "$(eval echo \$PID$n)"; done
+: > "$TMP/daemon.log"
+host_env 5 "REDIS_URL=unix://default:s3cr3t%20pw@$TMP/auth.sock?db=2"
+SOCK="$TMP/d5.sock" DB_OVERRIDE="$TMP/d5.db" ENVFILE="$TMP/h5.env" start_daemon
+check "AUTH user + password, SELECT 2: connected" \
+    grep -q "redis: connected to unix://default:\*\*\*@$TMP/auth.sock?db=2" "$TMP/daemon.log"
+expect_eq "its keys in db 2" 1 \
+    "$(redis-cli -s "$TMP/auth.sock" -a 's3cr3t pw' -n 2 --no-auth-warning exists 'llmguard:{fleet}:hosts')"
+host_env 6 "REDIS_URL=unix://:wrong@$TMP/auth.sock"
+SOCK="$TMP/d6.sock" DB_OVERRIDE="$TMP/d6.db" ENVFILE="$TMP/h6.env" start_daemon
+st=$("$LLMGUARDCTL" -s "$TMP/d6.sock" --json status)
+expect_eq "a wrong password: unreachable" unreachable "$(echo "$st" | jq -r .redis.state)"
+expect_match "last_error says why" "WRONGPASS|invalid" "$(echo "$st" | jq -r .redis.last_error)"
+check "logged, never the password" sh -c "grep -q 'unreachable at start (WRONGPASS' '$TMP/daemon.log' && ! grep -q wrong@ '$TMP/daemon.log'"
+out=$("$ACQ" once "$TMP/d6.sock" openai 1 1)
+expect_match "and it serves in fallback" '^granted' "$out"
+
+# Fallback closed: nothing granted while Redis is away, and the answer is
+# busy, not a timeout.
+host_env 9 "REDIS_URL=unix://$TMP/nothing-here.sock" "LLMGUARD_REDIS_FALLBACK=closed"
+SOCK="$TMP/d9.sock" DB_OVERRIDE="$TMP/d9.db" ENVFILE="$TMP/h9.env" start_daemon
+check "a daemon starts while its Redis is down, saying so" \
+    grep -q "nothing-here.sock unreachable at start (.*): serving in fallback closed" "$TMP/daemon.log"
+expect_match "fallback closed: acquire answers busy" '^error .*busy' \
+    "$("$ACQ" once "$TMP/d9.sock" openai 1 0.2)"
+
+# TLS: rediss:// to a redis-server with a throwaway CA and certificate.
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=test-ca \
+    -keyout "$TMP/ca.key" -out "$TMP/ca.crt" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 \
+    -keyout "$TMP/srv.key" -out "$TMP/srv.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\n' > "$TMP/san.ext"
+openssl x509 -req -in "$TMP/srv.csr" -CA "$TMP/ca.crt" -CAkey "$TMP/ca.key" \
+    -CAcreateserial -days 1 -extfile "$TMP/san.ext" -out "$TMP/srv.crt" 2>/dev/null
+port=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+start_redis tls --tls-port "$port" --bind 127.0.0.1 --tls-cert-file "$TMP/srv.crt" \
+    --tls-key-file "$TMP/srv.key" --tls-ca-cert-file "$TMP/ca.crt" \
+    --tls-auth-clients no
+host_env 7 "REDIS_URL=rediss://127.0.0.1:$port" "LLMGUARD_REDIS_CA_FILE=$TMP/ca.crt"
+SOCK="$TMP/d7.sock" DB_OVERRIDE="$TMP/d7.db" ENVFILE="$TMP/h7.env" start_daemon
+expect_eq "rediss:// with the CA: connected" connected \
+    "$("$LLMGUARDCTL" -s "$TMP/d7.sock" --json status | jq -r .redis.state)"
+out=$("$ACQ" race "$TMP/d7.sock" openai 2 1)
+grants=${out#grants }; grants=${grants%% *}
+check "and leasing over TLS ($grants grants in 1 s)" test "$grants" -ge 60
+host_env 8 "REDIS_URL=rediss://127.0.0.1:$port" "LLMGUARD_HOST_ID=host8"
+SOCK="$TMP/d8.sock" DB_OVERRIDE="$TMP/d8.db" ENVFILE="$TMP/h8.env" start_daemon
+expect_match "without it the server is not trusted" "TLS: .*certificate verify failed" \
+    "$("$LLMGUARDCTL" -s "$TMP/d8.sock" --json status | jq -r .redis.last_error)"
+check "no password in any log line" sh -c "! grep -q 's3cr3t' '$TMP/daemon.log'"
 finish
