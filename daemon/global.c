@@ -57,7 +57,9 @@ static const char beat_lua[] =
 /*
  * A lease: KEYS bucket, demand; ARGV rate, burst, tpm, host, want,
  * want_llm, fresh_ms.  Refills by Redis' clock, notes this host's demand,
- * and grants at most this host's share of the demand still fresh.
+ * and grants at most this host's share of the demand still fresh.  Also
+ * returns the settings the bucket was last asked with (another host's,
+ * maybe).
  */
 static const char take_lua[] =
     "local t = redis.call('TIME')\n"
@@ -90,12 +92,14 @@ static const char take_lua[] =
     "  if totall > llm and totall > 0 then\n"
     "    gl = math.max(0, llm) * wantl / totall end\n"
     "end\n"
+    "local cfg = ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. ARGV[3]\n"
+    "local prev = redis.call('HGET', KEYS[1], 'cfg') or cfg\n"
     "redis.call('HSET', KEYS[1], 'tokens', tokens - g, 'llm', llm - gl,\n"
-    "           'ts', now)\n"
+    "           'ts', now, 'cfg', cfg)\n"
     "local full = math.max(burst / rate, tpm > 0 and 60 or 0)\n"
     "redis.call('PEXPIRE', KEYS[1], math.ceil(full * 1000) + 1000)\n"
     "redis.call('PEXPIRE', KEYS[2], math.ceil(fresh) + 1000)\n"
-    "return {tostring(g), tostring(gl)}\n";
+    "return {tostring(g), tostring(gl), prev}\n";
 
 enum gstate { G_CLAIMING, G_CONNECTED, G_UNREACHABLE };
 enum mode { M_LEASED, M_SHARE, M_LOCAL, M_CLOSED };
@@ -113,6 +117,8 @@ struct gprov {
     double fb_seen;             /* the bucket's taken, last counted */
     double fb_taken;            /* fb_grants, last given to the metrics */
     bool closed;
+    char warned[160];           /* the other settings last warned of */
+    char sent[160];             /* this daemon's, as last asked with */
     char key_bucket[KEY_MAX], key_demand[KEY_MAX];
 };
 
@@ -129,6 +135,8 @@ struct global {
     char last_error[256];
     int64_t hosts;              /* live hosts last seen (0: never) */
     int64_t saved_hosts;        /* in the local database */
+    int64_t peak_hosts;         /* the most seen within one host expiry */
+    double peak_s;
     bool save_failed;           /* logged */
     struct event *beat;
     struct gprov gp[CONFIG_MAX_PROVIDERS];
@@ -198,7 +206,7 @@ share_hosts(const struct global *g)
 {
     if (g->cfg->redis_fallback_hosts > 0)
         return g->cfg->redis_fallback_hosts;
-    return g->hosts > 0 ? g->hosts : 1;
+    return g->peak_hosts > 0 ? g->peak_hosts : 1;
 }
 
 static enum mode
@@ -300,6 +308,41 @@ queued_demand(const struct provider *prov, double *n, double *llm)
     }
 }
 
+/* The settings this daemon asks with, as the take script writes them. */
+static void
+settings_text(const struct global *g, const char *name, char *buf,
+              size_t len)
+{
+    const struct provider_config *pc =
+        config_provider(g->cfg, name, strlen(name));
+
+    if (pc == NULL)
+        buf[0] = '\0';
+    else
+        snprintf(buf, len, "%.17g %.17g %.17g", pc->rate_per_sec, pc->burst,
+                 pc->tokens_per_min);
+}
+
+/* Another host asked for this bucket with other settings: say so, once
+ * per difference. */
+static void
+check_settings(struct gprov *gp, const char *prev)
+{
+    char mine[160];
+
+    settings_text(gp->g, gp->name, mine, sizeof(mine));
+    /* What this daemon asked with before a reload is its own. */
+    bool own = strcmp(prev, mine) == 0 || strcmp(prev, gp->sent) == 0;
+    snprintf(gp->sent, sizeof(gp->sent), "%s", mine);
+    if (own || strcmp(prev, gp->warned) == 0)
+        return;
+    log_warn("redis: provider %s: another host leases with rate, burst and "
+             "tokens per minute '%.100s', this one with '%s': the bucket "
+             "refills at the rate of whichever asks; keep the providers' "
+             "settings equal on every host", gp->name, prev, mine);
+    snprintf(gp->warned, sizeof(gp->warned), "%s", prev);
+}
+
 static void
 take_reply(const redisReply *r, const char *err, void *arg)
 {
@@ -309,14 +352,17 @@ take_reply(const redisReply *r, const char *err, void *arg)
     double now = clock_mono(), got, got_llm, poll_s;
 
     gp->inflight = false;
-    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-        r->element[0]->type != REDIS_REPLY_STRING) {
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+        r->element[0]->type != REDIS_REPLY_STRING ||
+        r->element[1]->type != REDIS_REPLY_STRING ||
+        r->element[2]->type != REDIS_REPLY_STRING) {
         if (r != NULL && r->type == REDIS_REPLY_ERROR)
             snprintf(g->last_error, sizeof(g->last_error), "%.200s", r->str);
         return;
     }
     got = strtod(r->element[0]->str, NULL);
     got_llm = strtod(r->element[1]->str, NULL);
+    check_settings(gp, r->element[2]->str);
     prov = buckets_find(g->b, gp->name, strlen(gp->name));
     if (prov == NULL || !prov->bucket.cfg.leased)
         return;     /* gone, or in fallback: these lapse unused */
@@ -453,6 +499,9 @@ on_kick(struct provider *prov, void *arg)
         lease_sync(&gp->lease, limiter_available(b, now),
                    limiter_available_llm(b, now), b->taken, b->missed, now);
         lease_expire(&gp->lease, now, &t, &l);
+        /* Tokens released with no lease to hold them lapse at once. */
+        if (gp->lease.n == 0)
+            t = l = INFINITY;
         if (t > 0 || l > 0)
             limiter_take_back(b, t, l, now);
     } else {
@@ -570,9 +619,16 @@ beat_reply(const redisReply *r, const char *err, void *arg)
             log_info("redis: %lld live host(s), were %lld", (long long)n,
                      (long long)g->hosts);
         g->hosts = n;
+        /* A Redis that restarted empty counts the hosts again as their
+         * heartbeats come: the share divides by the most seen lately. */
+        if (n >= g->peak_hosts ||
+            clock_mono() - g->peak_s > HOST_TTL_MS / 1e3) {
+            g->peak_hosts = n;
+            g->peak_s = clock_mono();
+        }
         /* Not while claiming: the database may not exist yet. */
-        if (n != g->saved_hosts && g->state == G_CONNECTED)
-            remember_hosts(g, n);
+        if (g->peak_hosts != g->saved_hosts && g->state == G_CONNECTED)
+            remember_hosts(g, g->peak_hosts);
         set_connected(g);
     }
 }
@@ -665,7 +721,8 @@ global_start(struct event_base *base, const struct config *cfg,
     g->b = b;
     g->state = G_CLAIMING;
     g->claim_since_s = NAN;
-    g->hosts = g->saved_hosts = recall_hosts(g);
+    g->hosts = g->saved_hosts = g->peak_hosts = recall_hosts(g);
+    g->peak_s = clock_mono();
     make_nonce(g->nonce);
     redisurl_mask(cfg->redis_url, g->url, sizeof(g->url));
     snprintf(g->key_hosts, sizeof(g->key_hosts), "%s{fleet}:hosts",

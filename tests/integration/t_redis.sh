@@ -81,6 +81,8 @@ grants=${out#grants }; grants=${grants%% *}
 check "after SCRIPT FLUSH the daemon still leases ($grants grants in 1 s)" test "$grants" -ge 60
 expect_match "it met NOSCRIPT" '^errorstat_NOSCRIPT:count=[1-9]' "$($RCLI info errorstats | tr -d '\r')"
 
+check "no settings warning while the hosts agree" sh -c "! grep -q 'another host leases' '$TMP/daemon.log'"
+
 # A fourth daemon with host1's id: refused after waiting for it to lapse.
 host_env 4 "LLMGUARD_HOST_ID=host1"
 start=$(date +%s.%N)
@@ -163,6 +165,16 @@ check "AUTH user + password, SELECT 2: connected" \
     grep -q "redis: connected to unix://default:\*\*\*@$TMP/auth.sock?db=2" "$TMP/daemon.log"
 expect_eq "its keys in db 2" 1 \
     "$(redis-cli -s "$TMP/auth.sock" -a 's3cr3t pw' -n 2 --no-auth-warning exists 'llmguard:{fleet}:hosts')"
+# A host whose provider settings differ from another's: both say so.
+host_env 10 "REDIS_URL=unix://default:s3cr3t%20pw@$TMP/auth.sock?db=2" \
+    "LLMGUARD_HOST_ID=host10" "PROVIDER_OPENAI_RATE_PER_SEC=50"
+SOCK="$TMP/d10.sock" DB_OVERRIDE="$TMP/d10.db" ENVFILE="$TMP/h10.env" start_daemon
+"$ACQ" race "$TMP/d5.sock" openai 2 1 >/dev/null &
+R5=$!
+"$ACQ" race "$TMP/d10.sock" openai 2 1 >/dev/null
+wait $R5
+check "settings that differ between hosts are logged" \
+    grep -q "provider openai: another host leases with rate, burst and tokens per minute '100 5 0', this one with '50 5 0'" "$TMP/daemon.log"
 host_env 6 "REDIS_URL=unix://:wrong@$TMP/auth.sock"
 SOCK="$TMP/d6.sock" DB_OVERRIDE="$TMP/d6.db" ENVFILE="$TMP/h6.env" start_daemon
 st=$("$LLMGUARDCTL" -s "$TMP/d6.sock" --json status)
