@@ -24,6 +24,7 @@
 #define CLAIM_WAIT_S 3.0
 #define CLAIM_RETRY_S 0.25
 #define KEY_MAX (CONFIG_NAME_MAX * 2 + 32)
+#define QUEUE_COUNTED 1024
 
 /* The heartbeat: KEYS hosts, schema; ARGV host, nonce, ttl_ms, schema. */
 static const char beat_lua[] =
@@ -56,42 +57,69 @@ static const char beat_lua[] =
 
 /*
  * A lease: KEYS bucket, demand; ARGV rate, burst, tpm, host, want,
- * want_llm, fresh_ms.  Refills by Redis' clock, notes this host's demand,
- * and grants at most this host's share of the demand still fresh.  Also
- * returns the settings the bucket was last asked with (another host's,
- * maybe).
+ * want_llm, fresh_ms, need, need_llm, weight.  Refills by Redis' clock,
+ * notes this host's demand, and grants this host's share of what is there
+ * in proportion to its weight (its queue) among the fresh demand of all
+ * hosts.  A share smaller than need
+ * (what this host's head waiter lacks) is worthless - it would lapse
+ * unused, and a large request would never see the bucket fill up for it -
+ * so then the host gets need if it is there and the host is first in
+ * line, else nothing.  The line is stride scheduling: each host's pass
+ * grows by what it was granted over what it wanted, the lowest pass is
+ * first, so hosts are served in proportion to their weights.  Also returns
+ * the settings the bucket was last asked with (another host's, maybe).
  */
 static const char take_lua[] =
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000\n"
     "local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
-    "local tpm = tonumber(ARGV[3])\n"
+    "local tpm, me = tonumber(ARGV[3]), ARGV[4]\n"
     "local want, wantl = tonumber(ARGV[5]), tonumber(ARGV[6])\n"
     "local fresh = tonumber(ARGV[7])\n"
+    "local need, needl = tonumber(ARGV[8]), tonumber(ARGV[9])\n"
+    "local wt = tonumber(ARGV[10])\n"
     "local b = redis.call('HMGET', KEYS[1], 'tokens', 'llm', 'ts')\n"
     "local tokens = tonumber(b[1]) or burst\n"
     "local llm = tonumber(b[2]) or tpm\n"
     "local dt = math.max(0, now - (tonumber(b[3]) or now)) / 1000\n"
-    "tokens = math.min(burst, tokens + rate * dt)\n"
-    "if tpm > 0 then llm = math.min(tpm, llm + tpm / 60 * dt) end\n"
-    "redis.call('HSET', KEYS[2], ARGV[4], want .. ' ' .. wantl .. ' ' .. now)\n"
-    "local total, totall = 0, 0\n"
+    "tokens = math.max(0, math.min(burst, tokens + rate * dt))\n"
+    "if tpm > 0 then llm = math.max(0, math.min(tpm, llm + tpm / 60 * dt))\n"
+    "else llm = 0 end\n"
+    "local total, totalw, totall = want, wt, wantl\n"
+    "local minpass, mypass = nil, nil\n"
     "local all = redis.call('HGETALL', KEYS[2])\n"
     "for i = 1, #all, 2 do\n"
-    "  local w, wl, at = string.match(all[i + 1], '^(%S+) (%S+) (%S+)$')\n"
-    "  if not at or tonumber(at) + fresh < now then\n"
+    "  local w, ww, wl, at, pass =\n"
+    "    string.match(all[i + 1], '^(%S+) (%S+) (%S+) (%S+) (%S+)$')\n"
+    "  if not pass or tonumber(at) + fresh < now then\n"
     "    redis.call('HDEL', KEYS[2], all[i])\n"
-    "  else total = total + tonumber(w); totall = totall + tonumber(wl) end\n"
+    "  elseif all[i] == me then mypass = tonumber(pass)\n"
+    "  else\n"
+    "    total, totall = total + tonumber(w), totall + tonumber(wl)\n"
+    "    totalw = totalw + tonumber(ww)\n"
+    "    if not minpass or tonumber(pass) < minpass then\n"
+    "      minpass = tonumber(pass) end\n"
+    "  end\n"
     "end\n"
-    "local g = math.min(want, math.max(0, tokens))\n"
-    "if total > tokens and total > 0 then\n"
-    "  g = math.max(0, tokens) * want / total end\n"
-    "local gl = 0\n"
-    "if tpm > 0 then\n"
-    "  gl = math.min(wantl, math.max(0, llm))\n"
-    "  if totall > llm and totall > 0 then\n"
-    "    gl = math.max(0, llm) * wantl / totall end\n"
-    "end\n"
+    "mypass = mypass or minpass or 0\n"
+    "if minpass and mypass < minpass - 1 then mypass = minpass - 1 end\n"
+    "local g = math.min(want, tokens)\n"
+    "if total > tokens and totalw > 0 then\n"
+    "  g = math.min(want, tokens * wt / totalw) end\n"
+    "local gl = math.min(wantl, llm)\n"
+    "if totall > llm and totall > 0 then\n"
+    "  gl = math.min(wantl, llm * wantl / totall) end\n"
+    "local first, ok = not minpass or mypass <= minpass, true\n"
+    "if g < need then\n"
+    "  if first and tokens >= need then g = need else ok = false end end\n"
+    "if tpm > 0 and gl < needl then\n"
+    "  if first and llm >= needl then gl = needl else ok = false end end\n"
+    "if not ok then g, gl = 0, 0 end\n"
+    "mypass = mypass + math.max(g / math.max(wt, 1e-9),\n"
+    "                           gl / math.max(wantl, 1e-9))\n"
+    "redis.call('HSET', KEYS[2], me,\n"
+    "           want .. ' ' .. wt .. ' ' .. wantl .. ' ' .. now .. ' ' ..\n"
+    "           mypass)\n"
     "local cfg = ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. ARGV[3]\n"
     "local prev = redis.call('HGET', KEYS[1], 'cfg') or cfg\n"
     "redis.call('HSET', KEYS[1], 'tokens', tokens - g, 'llm', llm - gl,\n"
@@ -289,22 +317,21 @@ gprov_of(struct global *g, const char *name)
     return NULL;
 }
 
-/* The request and LLM tokens prov's queue waits for, counted up to what
- * the bucket can hold (more is not asked for anyway). */
+/* The request and LLM tokens prov's queue waits for, counted over its
+ * first QUEUE_COUNTED waiters (a weight; more is not asked for anyway). */
 static void
 queued_demand(const struct provider *prov, double *n, double *llm)
 {
-    const struct limiter_bucket *b = &prov->bucket;
     const struct limiter_waiter *w;
+    size_t k = 0;
 
     *n = 0;
     *llm = 0;
-    TAILQ_FOREACH(w, &b->waiters, entry) {
+    TAILQ_FOREACH(w, &prov->bucket.waiters, entry) {
+        if (k++ == QUEUE_COUNTED)
+            break;
         *n += w->n;
         *llm += (double)w->llm_tokens;
-        if (*n >= b->cfg.burst &&
-            (b->cfg.tokens_per_min <= 0 || *llm >= b->cfg.tokens_per_min))
-            break;
     }
 }
 
@@ -381,6 +408,22 @@ take_reply(const redisReply *r, const char *err, void *arg)
     buckets_kick(prov);
 }
 
+/* What the head waiter lacks of what the bucket holds (prefetch, with no
+ * waiter: one request token), within want. */
+static void
+head_need(const struct provider *prov, double now, double want,
+          double *need, double *need_llm)
+{
+    const struct limiter_bucket *b = &prov->bucket;
+    const struct limiter_waiter *w = TAILQ_FIRST(&b->waiters);
+    double have_llm = limiter_available_llm(b, now);
+
+    *need = fmin(want, w != NULL ? fmax(0, w->n - limiter_available(b, now))
+                                 : 1);
+    *need_llm = w != NULL && !isinf(have_llm)
+                ? fmax(0, (double)w->llm_tokens - have_llm) : 0;
+}
+
 /* Ask Redis for a lease when the demand wants one. */
 static void
 consider(struct global *g, struct gprov *gp, struct provider *prov,
@@ -388,8 +431,9 @@ consider(struct global *g, struct gprov *gp, struct provider *prov,
 {
     const struct limiter_bucket *b = &prov->bucket;
     double q, ql, want, want_llm, lease_s = (double)g->cfg->lease_ms / 1e3;
-    char a[7][48];
-    const char *argv[9];
+    double need, need_llm;
+    char a[10][48];
+    const char *argv[12];
 
     if (g->state != G_CONNECTED || gp->inflight || now < gp->next_poll_s)
         return;
@@ -398,6 +442,7 @@ consider(struct global *g, struct gprov *gp, struct provider *prov,
                b->cfg.tokens_per_min, &want, &want_llm);
     if (want <= 0 && want_llm <= 0)
         return;
+    head_need(prov, now, want, &need, &need_llm);
     const struct provider_config *pc =
         config_provider(g->cfg, prov->name, strlen(prov->name));
     if (pc == NULL)
@@ -408,6 +453,10 @@ consider(struct global *g, struct gprov *gp, struct provider *prov,
     snprintf(a[4], sizeof(a[4]), "%.17g", want);
     snprintf(a[5], sizeof(a[5]), "%.17g", want_llm);
     snprintf(a[6], sizeof(a[6]), "%lld", (long long)g->cfg->lease_ms);
+    snprintf(a[7], sizeof(a[7]), "%.17g", need);
+    snprintf(a[8], sizeof(a[8]), "%.17g", need_llm);
+    /* The weight of this host's demand: its queue, else what it wants. */
+    snprintf(a[9], sizeof(a[9]), "%.17g", q > 0 ? q : want);
     argv[0] = gp->key_bucket;
     argv[1] = gp->key_demand;
     argv[2] = a[0];
@@ -417,7 +466,10 @@ consider(struct global *g, struct gprov *gp, struct provider *prov,
     argv[6] = a[4];
     argv[7] = a[5];
     argv[8] = a[6];
-    if (redis_eval(g->redis, g->s_take, 2, 9, argv, NULL, take_reply,
+    argv[9] = a[7];
+    argv[10] = a[8];
+    argv[11] = a[9];
+    if (redis_eval(g->redis, g->s_take, 2, 12, argv, NULL, take_reply,
                    gp) == 0) {
         gp->inflight = true;
         gp->asked_s = now;

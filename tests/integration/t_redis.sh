@@ -19,6 +19,10 @@ host_env() {
     {
         echo "PROVIDER_OPENAI_RATE_PER_SEC=100"
         echo "PROVIDER_OPENAI_BURST=5"
+        echo "PROVIDER_TPM_RATE_PER_SEC=100"
+        echo "PROVIDER_SLOW_RATE_PER_SEC=2"
+        echo "PROVIDER_SLOW_BURST=1"
+        echo "PROVIDER_TPM_TOKENS_PER_MIN=600"
         echo "REDIS_URL=unix://$TMP/r.sock"
         echo "LLMGUARD_HOST_ID=host$n"
         echo "LLMGUARD_LEASE_MS=200"
@@ -73,6 +77,39 @@ for n in 1 2 3; do
     check "daemon $n: a fair share ($share of the grants, 1/3 +- 10%)" \
         awk -v s="$share" 'BEGIN { exit !(s >= 0.3 && s <= 0.3667) }'
 done
+
+# Busy and quiet hosts: 2, 4 and 6 processes get 1/6, 2/6 and 3/6 of the
+# grants (+-10 % of their share of the demand).
+"$ACQ" span "$TMP/d1.sock" openai 2 3 > "$TMP/w1" &
+W1=$!
+"$ACQ" span "$TMP/d2.sock" openai 4 3 > "$TMP/w2" &
+W2=$!
+"$ACQ" span "$TMP/d3.sock" openai 6 3 > "$TMP/w3"
+wait $W1 $W2
+cat "$TMP"/w[123] | sed 's/^/# /'
+total=$(cat "$TMP"/w[123] | awk '{ g += $2 } END { print g }')
+for n in 1 2 3; do
+    g=$(awk '{ print $2 }' "$TMP/w$n")
+    share=$(awk -v g="$g" -v t="$total" 'BEGIN { printf "%.3f", g / t }')
+    check "daemon $n with $((2 * n)) processes: $share of the grants ($n/6 +- 10%)" \
+        awk -v s="$share" -v n="$n" 'BEGIN { exit !(s >= 0.9 * n / 6 && s <= 1.1 * n / 6) }'
+done
+
+# A slow bucket (2/s, burst 1): shares smaller than a token are not
+# handed out to lapse; the token is leased whole when it is there.
+out=$("$ACQ" race "$TMP/d1.sock" slow 1 3)
+grants=${out#grants }; grants=${grants%% *}
+check "2/s for 3 s through leases of 200 ms: $grants grants (5 to 7)" \
+    test "$grants" -ge 5 -a "$grants" -le 7
+
+# The LLM-token bucket is global too: 600 a minute (10 a second) for the
+# fleet.  host1 takes 500; host2's 500 cannot come within a second; its
+# 80, queued behind, comes from what is left once the 500 gave up.
+out=$("$RAWCLIENT" "$TMP/d1.sock" req:acquire:1:provider=tpm,llm_tokens=500,timeout_ms=1000)
+expect_match "host1: 500 LLM tokens of 600" '^ok 1' "$out"
+out=$("$RAWCLIENT" "$TMP/d2.sock" req:acquire:2:provider=tpm,llm_tokens=500,timeout_ms=1000 \
+    req:acquire:3:provider=tpm,llm_tokens=80,timeout_ms=3000 | tr '\n' ' ')
+expect_match "host2: not another 500 within 1 s, but 80" '^err 2 timeout .*ok 3' "$out"
 
 # NOSCRIPT: the script cache flushed, the scripts are loaded again.
 $RCLI script flush >/dev/null
