@@ -79,7 +79,9 @@ for n in 1 2 3; do
 done
 
 # Busy and quiet hosts: 2, 4 and 6 processes get 1/6, 2/6 and 3/6 of the
-# grants (+-10 % of their share of the demand).
+# grants (+-10 % of their share of the demand).  After a reload of each
+# daemon: its buckets stay global (the bound holds).
+for n in 1 2 3; do "$LLMGUARDCTL" -s "$TMP/d$n.sock" reload >/dev/null; done
 "$ACQ" span "$TMP/d1.sock" openai 2 3 > "$TMP/w1" &
 W1=$!
 "$ACQ" span "$TMP/d2.sock" openai 4 3 > "$TMP/w2" &
@@ -87,7 +89,12 @@ W2=$!
 "$ACQ" span "$TMP/d3.sock" openai 6 3 > "$TMP/w3"
 wait $W1 $W2
 cat "$TMP"/w[123] | sed 's/^/# /'
-total=$(cat "$TMP"/w[123] | awk '{ g += $2 } END { print g }')
+read -r total first last <<EOF2
+$(cat "$TMP"/w[123] | awk '{ g += $2; if (NR == 1 || $4 < f) f = $4;
+    if ($6 > l) l = $6 } END { printf "%d %.6f %.6f", g, f, l }')
+EOF2
+bound=$(awk -v f="$first" -v l="$last" 'BEGIN { printf "%d", 5 + 100 * (l - f + 0.2) }')
+check "after a reload: grants ($total) <= burst + rate x (T + lease) ($bound)" test "$total" -le "$bound"
 for n in 1 2 3; do
     g=$(awk '{ print $2 }' "$TMP/w$n")
     share=$(awk -v g="$g" -v t="$total" 'BEGIN { printf "%.3f", g / t }')
