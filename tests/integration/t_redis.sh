@@ -127,6 +127,23 @@ expect_match "it met NOSCRIPT" '^errorstat_NOSCRIPT:count=[1-9]' "$($RCLI info e
 
 check "no settings warning while the hosts agree" sh -c "! grep -q 'another host leases' '$TMP/daemon.log'"
 
+# Redis paused (CLIENT PAUSE): the exchange in flight times out after
+# 250 ms and the daemon goes on in fallback; an acquire that waits is
+# granted from the fallback share well within its own timeout, not held
+# for the pause (2 s).
+sleep 0.3
+$RCLI client pause 2000 all >/dev/null
+sleep 0.05
+t0=$(date +%s%N)
+out=$("$ACQ" once "$TMP/d2.sock" openai 1 3)
+t1=$(date +%s%N)
+ms=$(( (t1 - t0) / 1000000 ))
+expect_match "Redis paused: an acquire is granted ($ms ms)" '^granted' "$out"
+check "within the exchange timeout + 100 ms and the share's first token ($ms ms <= 450)" test "$ms" -le 450
+sleep 2.5
+st=$("$LLMGUARDCTL" -s "$TMP/d2.sock" --json status)
+expect_eq "and connected again after the pause" connected "$(echo "$st" | jq -r .redis.state)"
+
 # A fourth daemon with host1's id: refused after waiting for it to lapse.
 host_env 4 "LLMGUARD_HOST_ID=host1"
 start=$(date +%s.%N)
@@ -145,6 +162,9 @@ check "after waiting up to 3 s for it to lapse (${took} s)" \
 # Redis killed: no acquire waits on it longer than the exchange timeout
 # (250 ms, + 100 ms); once the leases lapse each daemon grants its share
 # (rate and burst / 3 live hosts).
+lines() { grep -o "$1" "$TMP/daemon.log" | wc -l; }
+down0=$(lines 'r.sock unreachable (')
+up0=$(lines 'redis: connected to')
 kill_redis "$RPID"
 slow=0
 for i in 1 2 3 4 5 6; do
@@ -183,15 +203,15 @@ expect_match "llmguard_fallback_grants_total counted" \
 # (Counted with -o: three daemons logging in the same instant to one file
 # may share a line.)
 expect_eq "the outage logged once by each daemon" 3 \
-    "$(grep -o 'r.sock unreachable (' "$TMP/daemon.log" | wc -l)"
+    "$(( $(lines 'r.sock unreachable (') - down0 ))"
 
 # Redis back, empty: connected again, global buckets again.
 start_redis r
 for _ in $(seq 1 60); do
-    [ "$(grep -o 'redis: connected to' "$TMP/daemon.log" | wc -l)" -ge 6 ] && break
+    [ "$(( $(lines 'redis: connected to') - up0 ))" -ge 3 ] && break
     sleep 0.1
 done
-check "all three connected again" test "$(grep -o 'redis: connected to' "$TMP/daemon.log" | wc -l)" -ge 6
+check "all three connected again" test "$(( $(lines 'redis: connected to') - up0 ))" -eq 3
 out=$("$ACQ" race "$TMP/d2.sock" openai 2 1)
 grants=${out#grants }; grants=${grants%% *}
 check "and leasing ($grants grants in 1 s)" test "$grants" -ge 60
