@@ -199,7 +199,9 @@ recall_hosts(const struct global *g)
 }
 
 /* Remember n live hosts (a change, so rare): a table of its own beside the
- * quota tables, written on a connection of its own. */
+ * quota tables, written on a connection of its own.  On the loop, so it
+ * waits at most 5 ms for the writer thread's lock; busy, it is tried
+ * again at the next heartbeat. */
 static void
 remember_hosts(struct global *g, int64_t n)
 {
@@ -210,14 +212,18 @@ remember_hosts(struct global *g, int64_t n)
              "CREATE TABLE IF NOT EXISTS redis_fleet (id INTEGER PRIMARY KEY, "
              "hosts INTEGER NOT NULL); INSERT OR REPLACE INTO redis_fleet "
              "VALUES (1, %lld)", (long long)n);
-    if (sqlite3_open_v2(g->cfg->db_path, &db, SQLITE_OPEN_READWRITE, NULL) !=
-        SQLITE_OK || sqlite3_busy_timeout(db, 100) != SQLITE_OK ||
-        sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK) {
-        if (!g->save_failed)
+    int rc = sqlite3_open_v2(g->cfg->db_path, &db, SQLITE_OPEN_READWRITE,
+                             NULL);
+
+    if (rc == SQLITE_OK && (rc = sqlite3_busy_timeout(db, 5)) == SQLITE_OK)
+        rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        if (rc != SQLITE_BUSY && !g->save_failed) {
             log_warn("redis: cannot remember %lld live host(s) in %s: %s",
                      (long long)n, g->cfg->db_path,
                      db ? sqlite3_errmsg(db) : "out of memory");
-        g->save_failed = true;
+            g->save_failed = true;
+        }
     } else {
         g->saved_hosts = n;
     }

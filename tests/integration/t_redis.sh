@@ -177,6 +177,15 @@ for i in 1 2 3 4 5 6; do
 done
 expect_eq "every acquire answered within 350 ms" 0 "$slow"
 check "the outage is logged" grep -q 'redis: unix://.* unreachable' "$TMP/daemon.log"
+expect_eq "the live hosts are remembered in the database" 3 \
+    "$(sqlite3 "$TMP/d3.db" 'SELECT hosts FROM redis_fleet')"
+# A daemon restarted while Redis is down divides by the hosts it remembers.
+kill -TERM "$PID3"; wait "$PID3" 2>/dev/null
+DAEMON_PIDS=$(echo "$DAEMON_PIDS" | sed "s/ $PID3\b//")
+SOCK="$TMP/d3.sock" DB_OVERRIDE="$TMP/d3.db" ENVFILE="$TMP/h3.env" start_daemon
+PID3=$DAEMON_PID
+expect_eq "restarted with Redis down: unreachable, 3 hosts remembered" "unreachable 3" \
+    "$("$LLMGUARDCTL" -s "$TMP/d3.sock" --json status | jq -r '.redis | "\(.state) \(.hosts)"')"
 sleep 0.3
 for n in 1 2 3; do
     "$ACQ" span "$TMP/d$n.sock" openai 2 2 > "$TMP/fb$n" &
