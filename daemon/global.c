@@ -140,6 +140,7 @@ struct gprov {
     bool inflight;
     double asked_s;             /* when the lease in flight was asked */
     double asked_want;          /* and how many tokens */
+    double missed_asked;        /* the bucket's missed at that ask */
     double next_poll_s;
     double fb_grants;           /* request tokens granted in fallback */
     double fb_seen;             /* the bucket's taken, last counted */
@@ -444,6 +445,8 @@ consider(struct global *g, struct gprov *gp, struct provider *prov,
     if (g->state != G_CONNECTED || gp->inflight || now < gp->next_poll_s)
         return;
     queued_demand(prov, &q, &ql);
+    /* What was refused at once since the last ask is wanted too. */
+    q += fmax(0, b->missed - gp->missed_asked);
     lease_want(&gp->lease, q, ql, lease_s, b->cfg.burst,
                b->cfg.tokens_per_min, &want, &want_llm);
     if (want <= 0 && want_llm <= 0)
@@ -480,6 +483,7 @@ consider(struct global *g, struct gprov *gp, struct provider *prov,
         gp->inflight = true;
         gp->asked_s = now;
         gp->asked_want = want;
+        gp->missed_asked = b->missed;
     }
 }
 

@@ -149,9 +149,11 @@ op_acquire(struct daemon *d, struct conn *c, struct proto_req *req,
     case LIMITER_WAIT:
         break;
     }
-    if (a->timeout_ms == 0)
+    if (a->timeout_ms == 0) {
+        buckets_kick(p);    /* multi-host mode: a miss is demand */
         return proto_error_set(e, PROTO_E_TIMEOUT, "no token from %s now",
                                p->name);
+    }
     if ((w = calloc(1, sizeof(*w))) == NULL)
         return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
     w->conn = c;

@@ -827,6 +827,7 @@ permit_route(struct permits *p, struct conn *c, struct proto_req *req,
     }
     no_token[idx] = true;
     if (r->timeout_ms == 0) {
+        buckets_kick(prov);     /* multi-host mode: a miss is demand */
         draft_route(p, pd, ra->excluded, -1, no_token, now);
         telemetry_rate_limited(p->d.telemetry, prov->name);
         pd->pm.call->rate_limited = true;
