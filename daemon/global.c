@@ -400,13 +400,12 @@ take_reply(const redisReply *r, const char *err, void *arg)
     prov = buckets_find(g->b, gp->name, strlen(gp->name));
     if (prov == NULL || !prov->bucket.cfg.leased)
         return;     /* gone, or in fallback: these lapse unused */
-    if (got > 0 || got_llm > 0) {
-        /* From when it was asked: it ends no later than lease ms after
-         * Redis handed it out. */
+    /* From when it was asked: it ends no later than lease ms after Redis
+     * handed it out.  (A slot is free: none is asked for without one.) */
+    if ((got > 0 || got_llm > 0) &&
         lease_add(&gp->lease, got, got_llm,
-                  gp->asked_s + (double)g->cfg->lease_ms / 1e3);
+                  gp->asked_s + (double)g->cfg->lease_ms / 1e3) == 0)
         limiter_add(&prov->bucket, got, got_llm, now);
-    }
     /* Short of what was wanted: the bucket is dry, ask again once about a
      * token has refilled (within a quarter lease). */
     poll_s = fmin(fmax(1.0 / prov->bucket.cfg.rate_per_sec, 0.002),
