@@ -286,6 +286,12 @@ daemon_json(json_t *o, const struct proto_status_rep *st)
     json_object_set_new(o, "store", jstr(st->store));
     if (PROTO_HAS(st, PROTO_STATUS_REP_STORE_ERROR))
         json_object_set_new(o, "store_error", jstr(st->store_error));
+    if (PROTO_HAS(st, PROTO_STATUS_REP_REDIS))
+        json_object_set_new(o, "redis", json_pack(
+            "{s:o, s:o, s:I, s:o}", "url", jstr(st->redis->url),
+            "state", jstr(st->redis->state),
+            "hosts", (json_int_t)st->redis->hosts,
+            "last_error", jstr(st->redis->last_error)));
 }
 
 /* The models of status as a JSON array. */
@@ -419,6 +425,13 @@ daemon_text(const struct proto_status_rep *st)
     printf("store        %.*s%s%.*s\n", (int)st->store.len, st->store.ptr,
            PROTO_HAS(st, PROTO_STATUS_REP_STORE_ERROR) ? ": " : "",
            (int)st->store_error.len, st->store_error.ptr);
+    if (PROTO_HAS(st, PROTO_STATUS_REP_REDIS)) {
+        const struct proto_redis_status *r = st->redis;
+        printf("redis        %.*s %.*s, %llu host(s)%s%.*s\n",
+               (int)r->url.len, r->url.ptr, (int)r->state.len, r->state.ptr,
+               (unsigned long long)r->hosts, r->last_error.len ? ": " : "",
+               (int)r->last_error.len, r->last_error.ptr);
+    }
 }
 
 /* Where a provider's limits come from: configured, learned from its

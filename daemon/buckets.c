@@ -19,6 +19,8 @@ struct buckets {
     size_t n;
     int slot;                       /* connection slot: struct conn_waiters */
     bool models;                    /* the model deployments' buckets */
+    buckets_hook_fn hook;           /* after every kick */
+    void *hook_arg;
 };
 
 /* What one bucket is set up with: a provider's (pc, whose limits not
@@ -47,6 +49,7 @@ limiter_config(const struct config *cfg, const struct provider_config *pc,
                 pc->burst : BUCKETS_UNLIMITED;
     lc->tokens_per_min = pc->tokens_per_min;
     lc->enabled = cfg->rate_limit_enabled;
+    lc->leased = false;     /* multi-host mode leases it (global.c) */
 }
 
 /*
@@ -63,6 +66,7 @@ model_limiter_config(const struct config *cfg, const struct model_config *mc,
     lc->burst = mc->rpm > 0 ? fmax(1, mc->rpm) : BUCKETS_UNLIMITED;
     lc->tokens_per_min = mc->tpm;
     lc->enabled = cfg->rate_limit_enabled;
+    lc->leased = false;     /* a deployment's bucket is this host's own */
 }
 
 /* The buckets cfg asks b for, into v (CONFIG_MAX_PROVIDERS or
@@ -246,6 +250,15 @@ buckets_kick(struct provider *prov)
     }
     next = limiter_next_wakeup(b, now);
     arm_timer(prov, next);
+    if (prov->owner->hook != NULL)
+        prov->owner->hook(prov, prov->owner->hook_arg);
+}
+
+void
+buckets_set_hook(struct buckets *b, buckets_hook_fn fn, void *arg)
+{
+    b->hook = fn;
+    b->hook_arg = arg;
 }
 
 int

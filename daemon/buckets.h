@@ -48,6 +48,7 @@ struct provider {
     int timer_fd;               /* timerfd: the head's instant, a deadline */
     struct event *timer;        /* read event on timer_fd */
     double armed_s;             /* what timer_fd is armed for; NAN: not */
+    bool closed;                /* multi-host fallback "closed": busy */
     struct buckets *owner;
 };
 
@@ -122,6 +123,14 @@ const char *buckets_source_name(enum limit_source s);
 
 /* Grant what can be granted, expire what is due, re-arm the timer. */
 void buckets_kick(struct provider *prov);
+
+/*
+ * Called at the end of every buckets_kick(), with the provider kicked:
+ * the multi-host layer (global.c) follows the demand and feeds the bucket
+ * its leases from there.  One hook; NULL to remove it.
+ */
+typedef void (*buckets_hook_fn)(struct provider *prov, void *arg);
+void buckets_set_hook(struct buckets *b, buckets_hook_fn fn, void *arg);
 
 /* Close hook: every waiter of the connection leaves its queue, is
  * answered "not granted" with no connection, and is freed. */

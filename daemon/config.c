@@ -14,10 +14,11 @@
 #include "config.h"
 #include "log.h"
 #include "proto.h"
+#include "redisurl.h"
 
 enum opt_type {
     OPT_BOOL, OPT_INT, OPT_DOUBLE, OPT_ENUM, OPT_STR, OPT_MODE,
-    OPT_HOSTPORT, OPT_URL, OPT_PATH, OPT_GROUP, OPT_UNSUPPORTED,
+    OPT_HOSTPORT, OPT_URL, OPT_PATH, OPT_GROUP, OPT_REDIS,
 };
 
 /* Option flags. */
@@ -41,6 +42,9 @@ static const char *const policy_words[] = {
     "primary", "cost_weighted", "latency_weighted", NULL
 };
 static const char *const fail_words[] = { "open", "closed", NULL };
+static const char *const fallback_words[] = {
+    "share", "local", "closed", NULL
+};
 static const char *const level_words[] = {
     "error", "warn", "info", "debug", NULL
 };
@@ -91,7 +95,20 @@ static const struct option_def options[] = {
     WORD("LLMGUARD_LOG_LEVEL", log_level, "info", level_words),
     NUM("LLMGUARD_DECISIONS", OPT_INT, decisions, "10000", 0, 10000000,
         OPT_RESTART),
-    STR("REDIS_URL", OPT_UNSUPPORTED, redis_url, "", 0),
+    STR("REDIS_URL", OPT_REDIS, redis_url, "", OPT_RESTART),
+    STR("LLMGUARD_REDIS_CA_FILE", OPT_STR, redis_ca_file, "", OPT_RESTART),
+    STR("LLMGUARD_REDIS_CERT_FILE", OPT_STR, redis_cert_file, "",
+        OPT_RESTART),
+    STR("LLMGUARD_REDIS_KEY_FILE", OPT_STR, redis_key_file, "", OPT_RESTART),
+    STR("LLMGUARD_REDIS_PREFIX", OPT_STR, redis_prefix, "llmguard:",
+        OPT_RESTART),
+    NUM("LLMGUARD_REDIS_TIMEOUT_MS", OPT_INT, redis_timeout_ms, "250", 1,
+        60000, OPT_RESTART),
+    STR("LLMGUARD_HOST_ID", OPT_STR, host_id, "", OPT_RESTART),
+    NUM("LLMGUARD_LEASE_MS", OPT_INT, lease_ms, "200", 1, 60000, OPT_RESTART),
+    WORD("LLMGUARD_REDIS_FALLBACK", redis_fallback, "share", fallback_words),
+    NUM("LLMGUARD_REDIS_FALLBACK_HOSTS", OPT_INT, redis_fallback_hosts, "0",
+        0, 1000000, 0),
 };
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
 
@@ -443,9 +460,9 @@ expectation(const struct option_def *def, char *buf, size_t len)
     case OPT_GROUP:
         snprintf(buf, len, "an existing group name or gid");
         break;
-    case OPT_UNSUPPORTED:
-        snprintf(buf, len, "unset: multi-host mode on Redis is a later "
-                 "milestone, not in this version");
+    case OPT_REDIS:
+        snprintf(buf, len, "redis://[user:pass@]host[:port][/db], "
+                 "rediss://... or unix://[user:pass@]/path[?db=N]");
         break;
     }
 }
@@ -513,8 +530,16 @@ apply_value(const struct option_def *def, void *base, const char *value)
         *(int64_t *)(void *)p = m;
         return true;
     }
-    case OPT_UNSUPPORTED:
-        return value[0] == '\0';
+    case OPT_REDIS: {
+        struct redisurl u;
+        char why[128];
+        if (strlen(value) >= def->size ||
+            (value[0] != '\0' && redisurl_parse(value, &u, why,
+                                                sizeof(why)) < 0))
+            return false;
+        memcpy(p, value, strlen(value) + 1);
+        return true;
+    }
     case OPT_HOSTPORT:
     case OPT_URL:
     case OPT_PATH:
@@ -549,10 +574,20 @@ static int
 bad_value(const struct option_def *def, const char *key,
           const struct setting *st, char *err, size_t errlen)
 {
-    char want[256];
+    char want[256], masked[CONFIG_STR_MAX];
+    const char *v = st->value;
 
     expectation(def, want, sizeof(want));
-    return fail(err, errlen, "%s=%s (%s): expected %s", key, st->value,
+    if (def->type == OPT_REDIS) {
+        struct redisurl u;
+        char why[128];
+        /* The password is never printed; say what is wrong instead. */
+        v = redisurl_mask(st->value, masked, sizeof(masked));
+        if (redisurl_parse(st->value, &u, why, sizeof(why)) < 0)
+            return fail(err, errlen, "%s=%s (%s): %s; expected %s", key, v,
+                        st->origin, why, want);
+    }
+    return fail(err, errlen, "%s=%s (%s): expected %s", key, v,
                 st->origin, want);
 }
 
@@ -1100,6 +1135,20 @@ apply_settings(struct config *cfg, const struct settings *s, char *err,
     return apply_models(cfg, s, err, errlen);
 }
 
+/* LLMGUARD_HOST_ID: the host name by default; printable, no spaces. */
+static int
+host_id_default(struct config *cfg, char *err, size_t errlen)
+{
+    if (cfg->host_id[0] == '\0' &&
+        gethostname(cfg->host_id, sizeof(cfg->host_id) - 1) < 0)
+        snprintf(cfg->host_id, sizeof(cfg->host_id), "localhost");
+    for (const char *p = cfg->host_id; *p != '\0'; p++)
+        if (!isgraph((unsigned char)*p))
+            return fail(err, errlen, "LLMGUARD_HOST_ID=%s: expected "
+                        "printable characters without spaces", cfg->host_id);
+    return 0;
+}
+
 int
 config_load(struct config *cfg, const struct config_args *args, char *err,
             size_t errlen)
@@ -1134,6 +1183,8 @@ config_load(struct config *cfg, const struct config_args *args, char *err,
         fail(err, errlen, "default database path is too long");
         goto out;
     }
+    if (host_id_default(cfg, err, errlen) < 0)
+        goto out;
     if (cfg->nproviders == 0)
         log_warn("no provider is configured (set PROVIDER_<NAME>_RATE_PER_SEC):"
                  " every acquire and permit will be refused");
@@ -1154,7 +1205,7 @@ needs_quotes(const char *p)
 }
 
 /* The value of def in base as text: a string option's own buffer, else
- * buf (at least 32 bytes). */
+ * buf (at least 32 bytes; REDIS_URL, masked, needs CONFIG_STR_MAX). */
 static const char *
 value_text(const struct option_def *def, const void *base, char *buf,
            size_t len)
@@ -1177,6 +1228,8 @@ value_text(const struct option_def *def, const void *base, char *buf,
         snprintf(buf, len, "%04llo",
                  (long long)*(const int64_t *)(const void *)p);
         return buf;
+    case OPT_REDIS:
+        return redisurl_mask(p, buf, len);
     default:
         return p;
     }
@@ -1205,7 +1258,7 @@ static void
 print_value(FILE *fp, const char *key, const struct option_def *def,
             const void *base)
 {
-    char buf[64];
+    char buf[CONFIG_STR_MAX];
     const char *p = value_text(def, base, buf, sizeof(buf));
 
     fprintf(fp, "%s=", key);
@@ -1227,7 +1280,7 @@ print_value(FILE *fp, const char *key, const struct option_def *def,
 void
 config_keep_restart(struct config *next, const struct config *cur)
 {
-    char a[64], b[64];
+    char a[CONFIG_STR_MAX], b[CONFIG_STR_MAX];
 
     for (size_t i = 0; i < NOPTIONS; i++) {
         const struct option_def *def = &options[i];
@@ -1236,7 +1289,10 @@ config_keep_restart(struct config *next, const struct config *cur)
 
         if (!(def->flags & OPT_RESTART))
             continue;
-        if (strcmp(was, now) != 0)
+        /* REDIS_URL is shown masked: compare what it really says. */
+        if (def->type == OPT_REDIS
+            ? strcmp(cur->redis_url, next->redis_url) != 0
+            : strcmp(was, now) != 0)
             log_warn("reload: %s changed to '%s': takes effect at the next "
                      "start; still '%s'", def->name, now, was);
         memcpy((char *)next + def->offset,

@@ -23,6 +23,8 @@
 enum config_enforcement { ENFORCE_SOFT, ENFORCE_HARD };
 enum config_policy { POLICY_PRIMARY, POLICY_COST_WEIGHTED, POLICY_LATENCY_WEIGHTED };
 enum config_fail_mode { FAIL_OPEN, FAIL_CLOSED };
+/* LLMGUARD_REDIS_FALLBACK: what a daemon grants while Redis is away. */
+enum config_redis_fallback { FALLBACK_SHARE, FALLBACK_LOCAL, FALLBACK_CLOSED };
 
 struct provider_config {
     char name[CONFIG_NAME_MAX];     /* lower-cased <NAME> */
@@ -76,7 +78,16 @@ struct config {
     char socket_group[CONFIG_NAME_MAX];
     int64_t fail_mode;              /* enum config_fail_mode */
     double client_timeout_ms;       /* clients': checked, not used */
-    char redis_url[CONFIG_STR_MAX];
+    char redis_url[CONFIG_STR_MAX]; /* "": single-host mode */
+    char redis_ca_file[CONFIG_PATH_MAX];
+    char redis_cert_file[CONFIG_PATH_MAX];
+    char redis_key_file[CONFIG_PATH_MAX];
+    char redis_prefix[CONFIG_NAME_MAX];
+    int64_t redis_timeout_ms;
+    char host_id[CONFIG_NAME_MAX];  /* default: the host name */
+    int64_t lease_ms;
+    int64_t redis_fallback;         /* enum config_redis_fallback */
+    int64_t redis_fallback_hosts;   /* 0: the hosts last seen alive */
     int64_t log_level;              /* enum log_level */
     int64_t decisions;              /* kept for explain; 0: none */
     char env_file[CONFIG_PATH_MAX]; /* the file read, "" when none */

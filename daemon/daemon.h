@@ -13,15 +13,18 @@
  *                              records each decision)
  *   request.c                  request ids and subjects, the quota gate
  *   persist.c  http.c          quotas to SQLite; the /metrics endpoint
+ *   global.c                   multi-host mode: the fleet, the leases of
+ *                              the global buckets (through buckets' hook)
  *   buckets.c  parking.c       a token bucket and its waiters per provider;
  *                              permits parked while all providers cool
  *   telemetry.c                metrics and spans
  *   server.c  clock.c          the transport; the clocks
  *
  * Beneath them writer.c, the thread that writes the store for persist.c,
- * the pure modules (limiter, quota, daily, router, metrics, store,
- * trace, decisions, config, log, ratehdr, feedback: the providers'
- * rate-limit headers, read and applied to a bucket) and proto/.
+ * redis.c (a Redis connection on the loop), the pure modules (limiter,
+ * lease, quota, daily, router, metrics, store, trace, decisions, config,
+ * redisurl, log, ratehdr, feedback: the providers' rate-limit headers,
+ * read and applied to a bucket) and proto/.
  */
 #ifndef LLMGUARD_DAEMON_H
 #define LLMGUARD_DAEMON_H
@@ -48,6 +51,7 @@ struct daemon {
     struct server *server;          /* the control socket */
     struct buckets *buckets;        /* a token bucket per provider */
     struct buckets *models;         /* and per model deployment */
+    struct global *global;          /* REDIS_URL; NULL: single-host */
     struct quota *quota;            /* usage in memory: authoritative */
     struct daily *daily;            /* RPD/TPD counters, persisted too */
     struct parking *parking;        /* permits waiting out a cooldown */

@@ -64,7 +64,8 @@ llm_refill_from(const struct limiter_bucket *b)
 static double
 tokens_at(const struct limiter_bucket *b, double t)
 {
-    double from = refill_from(b), dt_s = t > from ? t - from : 0;
+    double from = refill_from(b);
+    double dt_s = t > from && !b->cfg.leased ? t - from : 0;
 
     return fmin(b->cfg.burst, b->tokens + b->cfg.rate_per_sec * dt_s);
 }
@@ -73,7 +74,8 @@ tokens_at(const struct limiter_bucket *b, double t)
 static double
 llm_tokens_at(const struct limiter_bucket *b, double t)
 {
-    double from = llm_refill_from(b), dt_s = t > from ? t - from : 0;
+    double from = llm_refill_from(b);
+    double dt_s = t > from && !b->cfg.leased ? t - from : 0;
     double cap = b->cfg.tokens_per_min;
 
     return fmin(cap, b->llm_tokens + cap / 60.0 * dt_s);
@@ -114,6 +116,7 @@ take(struct limiter_bucket *b, uint32_t n, uint64_t llm_tokens, double now_s)
 {
     refill(b, now_s);
     b->tokens -= n;
+    b->taken += n;
     if (has_tpm(b))
         b->llm_tokens -= (double)llm_tokens;
     b->granted += n;
@@ -154,6 +157,8 @@ ready_time(const struct limiter_bucket *b, const struct limiter_waiter *w,
 
     if (can_take_at(b, t, w->n, w->llm_tokens))
         return t;
+    if (b->cfg.leased)
+        return INFINITY;    /* until a lease adds tokens */
     deficit = w->n - b->tokens;
     t = fmax(t, refill_from(b) + deficit / b->cfg.rate_per_sec);
     if (has_tpm(b)) {
@@ -190,8 +195,10 @@ limiter_init(struct limiter_bucket *b, const struct limiter_config *cfg,
     if (!config_ok(cfg))
         return -1;
     b->cfg = *cfg;
-    b->tokens = cfg->burst;
-    b->llm_tokens = cfg->tokens_per_min;
+    b->tokens = cfg->leased ? 0 : cfg->burst;
+    b->llm_tokens = cfg->leased ? 0 : cfg->tokens_per_min;
+    b->taken = 0;
+    b->missed = 0;
     b->last_s = now_s;
     b->head_s = now_s;
     b->hold_s = b->llm_hold_s = -INFINITY;
@@ -228,8 +235,10 @@ limiter_try_acquire(struct limiter_bucket *b, uint32_t n, uint64_t llm_tokens,
         return LIMITER_BAD_REQUEST;
     if (!b->cfg.enabled)
         return LIMITER_GRANTED;
-    if (!TAILQ_EMPTY(&b->waiters) || !can_take_at(b, now_s, n, llm_tokens))
+    if (!TAILQ_EMPTY(&b->waiters) || !can_take_at(b, now_s, n, llm_tokens)) {
+        b->missed += n;
         return LIMITER_WAIT;
+    }
     take(b, n, llm_tokens, now_s);
     return LIMITER_GRANTED;
 }
@@ -381,6 +390,26 @@ limiter_charge_llm(struct limiter_bucket *b, double delta, double now_s)
         return;
     refill(b, now_s);
     b->llm_tokens = fmax(-cap, fmin(cap, b->llm_tokens - delta));
+}
+
+void
+limiter_add(struct limiter_bucket *b, double tokens, double llm, double now_s)
+{
+    refill(b, now_s);
+    b->tokens = fmin(b->cfg.burst, b->tokens + fmax(0, tokens));
+    if (has_tpm(b))
+        b->llm_tokens = fmin(b->cfg.tokens_per_min,
+                             b->llm_tokens + fmax(0, llm));
+}
+
+void
+limiter_take_back(struct limiter_bucket *b, double tokens, double llm,
+                  double now_s)
+{
+    refill(b, now_s);
+    b->tokens -= fmin(fmax(0, b->tokens), fmax(0, tokens));
+    if (has_tpm(b))
+        b->llm_tokens -= fmin(fmax(0, b->llm_tokens), fmax(0, llm));
 }
 
 double

@@ -75,6 +75,9 @@ struct limiter_config {
     double burst;          /* >= 1: capacity ("max_tokens") */
     double tokens_per_min; /* >= 0: LLM-token bucket; 0 = unlimited */
     bool enabled;          /* false: every acquire granted, none consumed */
+    bool leased;           /* no refill: tokens come by limiter_add (leases
+                              of a global bucket, llmguardd(8)); starts
+                              empty */
 };
 
 /*
@@ -107,6 +110,8 @@ struct limiter_bucket {
                              (counted with or without a TPM limit) */
     size_t nwaiters;
     struct limiter_waitq waiters;
+    double taken;      /* request tokens granted, ever */
+    double missed;     /* request tokens refused by limiter_try_acquire */
 };
 
 /* Result of limiter_try_acquire. */
@@ -221,6 +226,16 @@ void limiter_release(struct limiter_bucket *b, uint32_t n, uint64_t llm_tokens,
  */
 void limiter_cap(struct limiter_bucket *b, bool llm, double most,
                  double hold_until_s, double now_s);
+
+/*
+ * Add tokens and llm LLM tokens (a lease), each capped at its capacity;
+ * limiter_take_back takes up to that many away (a lease that lapsed).
+ * Both may make the head servable or not: kick the bucket afterwards.
+ */
+void limiter_add(struct limiter_bucket *b, double tokens, double llm,
+                 double now_s);
+void limiter_take_back(struct limiter_bucket *b, double tokens, double llm,
+                       double now_s);
 
 /* Request tokens available at now_s (refilled, >= 0); b is not changed. */
 double limiter_available(const struct limiter_bucket *b, double now_s);

@@ -19,6 +19,7 @@
 #include "daemon.h"
 #include "daily.h"
 #include "decisions.h"
+#include "global.h"
 #include "http.h"
 #include "log.h"
 #include "parking.h"
@@ -201,6 +202,8 @@ start(struct daemon *d)
     if ((d->buckets = buckets_new(d->base, cfg, waiters_slot)) == NULL ||
         (d->models = buckets_new_models(d->base, cfg, waiters_slot)) == NULL)
         fatalx(1, "cannot set up the token buckets");
+    /* Before the socket listens: the host id is claimed first. */
+    d->global = global_start(d->base, cfg, d->buckets);
     d->telemetry = telemetry_new(d->base, cfg);
     if ((fd = passed_socket()) >= 0)
         rc = server_listen_fd(d->server, fd);
@@ -245,6 +248,7 @@ stop(struct daemon *d)
     parking_free(d->parking);
     decisions_free(d->decisions);
     buckets_free(d->models);
+    global_free(d->global);
     buckets_free(d->buckets);
     persist_close(d->persist);
     quota_free(d->quota);

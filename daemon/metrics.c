@@ -113,6 +113,24 @@ static const struct metrics_family_info families[METRIC__COUNT] = {
         "report's tokens_used, else its permit's estimate.",
         METRIC_COUNTER, 1, { "provider" }, 0, NULL,
     },
+    [METRIC_REDIS_UP] = {
+        METRIC_REDIS_UP, "llmguard_redis_up",
+        "Multi-host mode: 1 while Redis is connected (the buckets are "
+        "global), else 0.",
+        METRIC_GAUGE, 0, { NULL }, 0, NULL,
+    },
+    [METRIC_REDIS_ERRORS_TOTAL] = {
+        METRIC_REDIS_ERRORS_TOTAL, "llmguard_redis_errors_total",
+        "Multi-host mode: failed connections, timeouts and error replies "
+        "of Redis.",
+        METRIC_COUNTER, 0, { NULL }, 0, NULL,
+    },
+    [METRIC_FALLBACK_GRANTS_TOTAL] = {
+        METRIC_FALLBACK_GRANTS_TOTAL, "llmguard_fallback_grants_total",
+        "Multi-host mode: request tokens granted by the fallback while "
+        "Redis was unreachable.",
+        METRIC_COUNTER, 1, { "provider" }, 0, NULL,
+    },
 };
 
 static const char *const other_values[METRICS_MAX_LABELS] = {

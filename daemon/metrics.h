@@ -75,6 +75,9 @@ enum metric_id {
     METRIC_PROVIDER_LIMIT,              /* gauge {provider, limit, source} */
     METRIC_PROVIDER_HEADERS_MALFORMED_TOTAL,    /* {provider} */
     METRIC_LLM_TOKENS_TOTAL,            /* {provider} */
+    METRIC_REDIS_UP,                    /* gauge, multi-host mode */
+    METRIC_REDIS_ERRORS_TOTAL,          /* no labels, multi-host mode */
+    METRIC_FALLBACK_GRANTS_TOTAL,       /* {provider}, multi-host mode */
     METRIC__COUNT
 };
 

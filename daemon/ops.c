@@ -8,6 +8,7 @@
 #include "daemon.h"
 #include "daily.h"
 #include "explain.h"
+#include "global.h"
 #include "log.h"
 #include "permits.h"
 #include "persist.h"
@@ -195,6 +196,10 @@ op_acquire(struct daemon *d, struct conn *c, struct proto_req *req,
     if (a->timeout_ms < 0)
         return proto_error_set(e, PROTO_E_BAD_REQUEST,
                                "timeout_ms must not be negative");
+    if (p->closed)      /* multi-host mode, fallback closed */
+        return proto_error_set(e, PROTO_E_BUSY, "%s: Redis is unreachable "
+                               "and LLMGUARD_REDIS_FALLBACK is closed",
+                               p->name);
     if (n > UINT32_MAX)
         return bad_amount(p, n, a->llm_tokens, e);
     if (acquire_count(d, p, a->llm_tokens, &ac, e) < 0)
@@ -213,13 +218,17 @@ op_acquire(struct daemon *d, struct conn *c, struct proto_req *req,
     case LIMITER_WAIT:
         break;
     }
-    if (a->timeout_ms == 0 || (w = calloc(1, sizeof(*w))) == NULL) {
+    if (a->timeout_ms == 0) {
         acquire_undo(ac);
         free(ac);
-        if (a->timeout_ms != 0)
-            return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
+        buckets_kick(p);    /* multi-host mode: a miss is demand */
         return proto_error_set(e, PROTO_E_TIMEOUT, "no token from %s now",
                                p->name);
+    }
+    if ((w = calloc(1, sizeof(*w))) == NULL) {
+        acquire_undo(ac);
+        free(ac);
+        return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
     }
     w->conn = c;
     w->id = req->id;
@@ -500,6 +509,23 @@ limit_gauges(struct telemetry *t, const struct provider *p)
                                  p->bucket.cfg.tokens_per_min);
 }
 
+/* Multi-host mode: llmguard_redis_up, _errors_total, the fallback's
+ * grants. */
+static void
+redis_gauges(struct daemon *d, struct telemetry *t)
+{
+    struct global_status gs;
+
+    global_status(d->global, &gs);
+    telemetry_redis(t, gs.connected, global_take_errors(d->global));
+    for (size_t i = 0; i < buckets_count(d->buckets); i++) {
+        const char *name = buckets_at(d->buckets, i)->name;
+        telemetry_fallback_grants(t, name,
+                                  global_take_fallback_grants(d->global,
+                                                              name));
+    }
+}
+
 void
 ops_refresh_gauges(struct telemetry *t, void *arg)
 {
@@ -516,6 +542,32 @@ ops_refresh_gauges(struct telemetry *t, void *arg)
                                               (int)i, now));
         limit_gauges(t, p);
     }
+    if (d->global != NULL)
+        redis_gauges(d, t);
+}
+
+/* Multi-host mode: the redis block of status, in the reply's zone. */
+static int
+redis_status(struct daemon *d, struct conn *c, struct proto_status_rep *rep)
+{
+    struct proto_redis_status *rs;
+    struct global_status gs;
+    char *url, *last;
+
+    global_status(d->global, &gs);
+    rs = msgpack_zone_malloc(conn_zone(c), sizeof(*rs));
+    url = msgpack_zone_malloc(conn_zone(c), strlen(gs.url) + 1);
+    last = msgpack_zone_malloc(conn_zone(c), strlen(gs.last_error) + 1);
+    if (rs == NULL || url == NULL || last == NULL)
+        return -1;
+    memset(rs, 0, sizeof(*rs));
+    rs->url = request_str(strcpy(url, gs.url));
+    rs->state = request_str(gs.connected ? "connected" : "unreachable");
+    rs->hosts = (uint64_t)gs.hosts;
+    rs->last_error = request_str(strcpy(last, gs.last_error));
+    rep->redis = rs;
+    PROTO_SET(rep, PROTO_STATUS_REP_REDIS);
+    return 0;
 }
 
 static int
@@ -542,7 +594,8 @@ op_status(struct daemon *d, struct conn *c, struct proto_req *req,
     if (models_status(d, c, now, wall, &rep) < 0)
         return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
     daemon_status(d, now, &rep);
-    if (daily_status(d, conn_zone(c), &rep) < 0)
+    if (daily_status(d, conn_zone(c), &rep) < 0 ||
+        (d->global != NULL && redis_status(d, c, &rep) < 0))
         return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
     conn_reply(c, PROTO_OP_STATUS, req->id, &rep);
     return 0;

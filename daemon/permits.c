@@ -1053,6 +1053,15 @@ failover_now(struct permits *p, int chosen, const bool *excluded,
     }
 }
 
+/* Multi-host mode with Redis unreachable and LLMGUARD_REDIS_FALLBACK
+ * closed: nothing is granted, and the reply says why (not a timeout). */
+static int
+closed_busy(const struct provider *prov, struct proto_error *e)
+{
+    return proto_error_set(e, PROTO_E_BUSY, "%s: Redis is unreachable and "
+                           "LLMGUARD_REDIS_FALLBACK is closed", prov->name);
+}
+
 /* Where a permit may go: the preferred provider (-1: none) and those
  * excluded. */
 struct route_args {
@@ -1671,6 +1680,8 @@ permit_route(struct permits *p, struct conn *c, uint64_t req_id,
     pd->pm.provider = idx;
 
     /* 3. token */
+    if (prov->closed)
+        return closed_busy(prov, e);
     llm = llm_tokens(prov, pd->pm.estimate);
     switch (limiter_try_acquire(&prov->bucket, 1, llm, now)) {
     case LIMITER_BAD_REQUEST:
@@ -1694,6 +1705,7 @@ permit_route(struct permits *p, struct conn *c, uint64_t req_id,
     }
     no_token[idx] = true;
     if (timeout_ms <= 0) {
+        buckets_kick(prov);     /* multi-host mode: a miss is demand */
         draft_route(p, pd, ra->excluded, -1, no_token, now);
         telemetry_rate_limited(p->d.telemetry, prov->name);
         pd->pm.call->rate_limited = true;

@@ -91,6 +91,24 @@ telemetry_headers_malformed(struct telemetry *t, const char *provider,
 }
 
 void
+telemetry_redis(struct telemetry *t, bool up, uint64_t new_errors)
+{
+    metrics_set(t->metrics, METRIC_REDIS_UP, NULL, up);
+    metrics_inc(t->metrics, METRIC_REDIS_ERRORS_TOTAL, NULL,
+                (double)new_errors);
+}
+
+void
+telemetry_fallback_grants(struct telemetry *t, const char *provider,
+                          double new_grants)
+{
+    const char *labels[] = { provider };
+
+    metrics_inc(t->metrics, METRIC_FALLBACK_GRANTS_TOTAL, labels,
+                new_grants);
+}
+
+void
 telemetry_start_tracing(struct telemetry *t)
 {
     const struct config *cfg = t->cfg;

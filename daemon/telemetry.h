@@ -39,6 +39,11 @@ void telemetry_provider(struct telemetry *t, const char *provider,
  * limit ("provider/<name>") has left. */
 void telemetry_daily(struct telemetry *t, const char *limit, const char *unit,
                      int64_t remaining);
+/* Multi-host mode: Redis up or not, errors since the last call, and
+ * request tokens provider granted in fallback since the last call. */
+void telemetry_redis(struct telemetry *t, bool up, uint64_t new_errors);
+void telemetry_fallback_grants(struct telemetry *t, const char *provider,
+                               double new_grants);
 /* Start the OTLP exporter when an endpoint is configured (exits 78 when
  * it cannot be). */
 void telemetry_start_tracing(struct telemetry *t);

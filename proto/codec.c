@@ -68,6 +68,7 @@ proto_error_set(struct proto_error *e, enum proto_errcode code,
 #define FTYPE_PF_DBLARR         .type = PF_DBLARR
 #define FTYPE_PF_STRMAP         .type = PF_STRMAP
 #define FTYPE_PF_OBJARR(msg)    .type = PF_OBJARR, .sub = &msg##_def
+#define FTYPE_PF_OBJ(msg)       .type = PF_OBJ, .sub = &msg##_def
 
 #define FIELD(msg, fld, FLD, ty, fl)                                    \
     { .name = #fld, .name_len = sizeof(#fld) - 1, FTYPE_##ty,           \
@@ -238,6 +239,9 @@ pack_field(msgpack_packer *pk, const struct proto_field *f, const void *msg,
         }
         break;
     }
+    case PF_OBJ:
+        pack_msg(pk, f->sub, *(const void *const *)(const void *)p, 0);
+        break;
     case PF_OBJARR: {
         const struct proto_objarr *a =
             (const struct proto_objarr *)(const void *)p;
@@ -401,6 +405,7 @@ type_word(uint8_t type)
     case PF_BOOL: return "a boolean";
     case PF_STRARR: return "an array of strings";
     case PF_OBJARR: return "an array of maps";
+    case PF_OBJ: return "a map";
     case PF_DBLARR: return "an array of numbers";
     case PF_STRMAP: return "a map of strings to strings";
     }
@@ -596,6 +601,16 @@ decode_field(const msgpack_object *v, const struct proto_field *f, void *msg,
         if (v->type != MSGPACK_OBJECT_MAP)
             break;
         return decode_strmap(v, f, p, zone, e);
+    case PF_OBJ: {
+        void *sub;
+        if (v->type != MSGPACK_OBJECT_MAP)
+            break;
+        if ((sub = msgpack_zone_malloc(zone, f->sub->size)) == NULL)
+            return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
+        memset(sub, 0, f->sub->size);
+        *(void **)p = sub;
+        return decode_msg(v, f->sub, sub, zone, e);
+    }
     }
     return proto_error_set(e, PROTO_E_BAD_REQUEST, "field '%s': expected %s",
                            f->name, type_word(f->type));

@@ -101,6 +101,7 @@ enum proto_ftype {
     PF_OBJARR,  /* struct proto_objarr of sub-messages */
     PF_DBLARR,  /* struct proto_dblarr */
     PF_STRMAP,  /* struct proto_strmap: a map of string to string */
+    PF_OBJ,     /* a pointer to one sub-message (NULL: absent) */
 };
 
 struct proto_strarr {
@@ -270,6 +271,14 @@ struct proto_msgdef {
     X(m, used,      USED,      PF_UINT,   PF_REQUIRED)                        \
     X(m, remaining, REMAINING, PF_UINT,   PF_REQUIRED)                        \
     X(m, frees_at,  FREES_AT,  PF_DOUBLE, PF_NULLABLE)
+/* status, multi-host mode (REDIS_URL): the URL with its password masked,
+ * connected or unreachable, the live hosts last seen (0: never seen),
+ * the last error ("" when none). */
+#define PROTO_REDIS_STATUS_FIELDS(X, m)                                       \
+    X(m, url,          URL,          PF_STR,    PF_REQUIRED)                  \
+    X(m, state,        STATE,        PF_STR,    PF_REQUIRED)                  \
+    X(m, hosts,        HOSTS,        PF_UINT,   PF_REQUIRED)                  \
+    X(m, last_error,   LAST_ERROR,   PF_STR,    PF_REQUIRED)
 #define PROTO_STATUS_REQ_FIELDS(X, m)
 #define PROTO_STATUS_REP_FIELDS(X, m)                                         \
     X(m, enabled,      ENABLED,      PF_BOOL,   PF_REQUIRED)                  \
@@ -287,7 +296,8 @@ struct proto_msgdef {
     X(m, store,        STORE,        PF_STR,    0)                            \
     X(m, store_error,  STORE_ERROR,  PF_STR,    0)                            \
     X(m, models,       MODELS,       PF_OBJARR(model_status), 0)            \
-    X(m, daily_limits, DAILY_LIMITS, PF_OBJARR(daily_limit), 0)
+    X(m, daily_limits, DAILY_LIMITS, PF_OBJARR(daily_limit), 0)            \
+    X(m, redis,        REDIS,        PF_OBJ(redis_status), 0)
 
 /* quota_reserve: atomic check-and-reserve on a workflow and/or a tenant.
  * The reply's subject is the tightest one, over_quota says allowed but
@@ -529,6 +539,7 @@ struct proto_msgdef {
     X(provider_status, PROVIDER_STATUS)                                       \
     X(model_status, MODEL_STATUS)                                             \
     X(daily_limit, DAILY_LIMIT)                                               \
+    X(redis_status, REDIS_STATUS)                                             \
     X(status_req, STATUS_REQ)                                                 \
     X(status_rep, STATUS_REP)                                                 \
     X(quota_reserve_req, QUOTA_RESERVE_REQ)                                   \
@@ -572,6 +583,7 @@ struct proto_msgdef {
 #define PROTO_CTYPE_PF_DBLARR       struct proto_dblarr
 #define PROTO_CTYPE_PF_STRMAP       struct proto_strmap
 #define PROTO_CTYPE_PF_OBJARR(msg)  struct proto_objarr
+#define PROTO_CTYPE_PF_OBJ(msg)     struct proto_##msg *
 
 /* Each message's struct, the names of its bits, and their count. */
 #define PROTO_GEN_MEMBER(m, name, NAME, type, flags) PROTO_CTYPE_##type name;

@@ -68,6 +68,8 @@ def _status_json(st: Dict[str, Any]) -> None:
         doc.update((k, st[k]) for k in _DAEMON_KEYS)
         if "store_error" in st:
             doc["store_error"] = st["store_error"]
+        if "redis" in st:           # multi-host mode
+            doc["redis"] = st["redis"]
     _print_json(doc)
 
 
@@ -84,6 +86,11 @@ def _daemon_text(st: Dict[str, Any]) -> None:
     print(f"last_flush   {'-' if flush is None else _iso(flush)}")
     err = st.get("store_error")
     print(f"store        {st['store']}{': ' + err if err else ''}")
+    r = st.get("redis")
+    if isinstance(r, dict):         # multi-host mode
+        last = r.get("last_error")
+        print(f"redis        {r.get('url')} {r.get('state')}, "
+              f"{r.get('hosts')} host(s){': ' + last if last else ''}")
 
 
 def _provider_notes(st: Dict[str, Any]) -> None:

@@ -6,6 +6,9 @@
  *   acquirer race SOCKET PROVIDER PROCS SECONDS
  *       PROCS processes acquire one token at a time for SECONDS; prints
  *       "grants N elapsed_s T" (T: from the start to the last grant)
+ *   acquirer span SOCKET PROVIDER PROCS SECONDS
+ *       as race; prints "grants N first F last L", the monotonic times of
+ *       the first and the last grant (several daemons: one interval)
  *   acquirer status SOCKET PROVIDER
  *       prints "available A rate R max M enabled E waiters W"
  *   acquirer reserve SOCKET WORKFLOW TENANT TOKENS   ("-": no such id)
@@ -22,9 +25,10 @@
  *       PROCS processes reserve TOKENS for SECONDS or until the daemon goes
  *       away; prints "acked T" (tokens of acknowledged reservations)
  *   acquirer reconnect SOCKET SECONDS
- *       one handle pings every 50 ms for SECONDS; prints "ok N failed M
- *       last ok|failed" (a daemon restart in between: the same handle
- *       recovers by itself)
+ *       one handle pings every 50 ms for SECONDS, and on while its last
+ *       ping failed, for SECONDS more at most; prints "ok N failed M last
+ *       ok|failed" (a daemon restart in between: the same handle recovers
+ *       by itself)
  *   acquirer tcp-idle HOST PORT N SECONDS
  *       holds N TCP connections to HOST:PORT, each with half a request
  *   acquirer fill SOCKET PREFIX N
@@ -42,7 +46,9 @@
  *       max_ms M total_ms T" (each call timed by the client)
  */
 #include <arpa/inet.h>
+#include <math.h>
 #include <netinet/in.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,7 +90,7 @@ racer(const char *sock, const char *prov, double end_s, int fd)
 {
     llmguard_t *g = llmguard_open(sock);
     long grants = 0;
-    double last = 0;
+    double last = 0, first = 0;
 
     while (now_s() < end_s) {
         double left = end_s - now_s();
@@ -92,21 +98,24 @@ racer(const char *sock, const char *prov, double end_s, int fd)
         if (rc == 0) {
             grants++;
             last = now_s();
+            if (first == 0)
+                first = last;
         } else if (rc != LLMGUARD_ETIMEDOUT) {
             fprintf(stderr, "acquire: %s\n", llmguard_last_error(g));
             _exit(1);
         }
     }
-    dprintf(fd, "%ld %.9f\n", grants, last);
+    dprintf(fd, "%ld %.9f %.9f\n", grants, last, first);
     llmguard_close(g);
     _exit(0);
 }
 
 static int
-cmd_race(const char *sock, const char *prov, int procs, double seconds)
+cmd_race(const char *sock, const char *prov, int procs, double seconds,
+         bool span)
 {
     int fds[2];
-    double start, end, last = 0;
+    double start, end, last = 0, first = INFINITY;
     long total = 0;
     FILE *fp;
 
@@ -123,12 +132,14 @@ cmd_race(const char *sock, const char *prov, int procs, double seconds)
     fp = fdopen(fds[0], "r");
     for (int i = 0; i < procs; i++) {
         long n;
-        double t;
-        if (fscanf(fp, "%ld %lf", &n, &t) != 2)
+        double t, f;
+        if (fscanf(fp, "%ld %lf %lf", &n, &t, &f) != 3)
             break;
         total += n;
         if (t > last)
             last = t;
+        if (n > 0 && f < first)
+            first = f;
     }
     fclose(fp);
     int failed = 0;
@@ -138,7 +149,12 @@ cmd_race(const char *sock, const char *prov, int procs, double seconds)
         if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
             failed++;
     }
-    printf("grants %ld elapsed_s %.6f\n", total, (last > 0 ? last : end) - start);
+    if (span)
+        printf("grants %ld first %.6f last %.6f\n", total,
+               isinf(first) ? start : first, last > 0 ? last : end);
+    else
+        printf("grants %ld elapsed_s %.6f\n", total,
+               (last > 0 ? last : end) - start);
     return failed ? 1 : 0;
 }
 
@@ -331,7 +347,9 @@ cmd_reconnect(const char *sock, double seconds)
     long ok = 0, failed = 0;
     int last = -1;
 
-    while (now_s() < end) {
+    /* For seconds, then (a restart slowed by a loaded machine) while the
+     * last ping failed, for as long again at most. */
+    while (now_s() < end || (last != 0 && now_s() < end + seconds)) {
         last = llmguard_ping(g);
         if (last == 0)
             ok++;
@@ -472,7 +490,11 @@ main(int argc, char **argv)
         return cmd_once(argv[2], argv[3], (uint32_t)atol(argv[4]),
                         atof(argv[5]));
     if (argc == 6 && strcmp(argv[1], "race") == 0)
-        return cmd_race(argv[2], argv[3], atoi(argv[4]), atof(argv[5]));
+        return cmd_race(argv[2], argv[3], atoi(argv[4]), atof(argv[5]),
+                        false);
+    if (argc == 6 && strcmp(argv[1], "span") == 0)
+        return cmd_race(argv[2], argv[3], atoi(argv[4]), atof(argv[5]),
+                        true);
     if (argc == 4 && strcmp(argv[1], "status") == 0)
         return cmd_status(argv[2], argv[3]);
     if (argc == 5 && strcmp(argv[1], "waits") == 0)

@@ -17,6 +17,7 @@ SOCK="$TMP/llmguardd.sock"
 DB="$TMP/llmguard.db"
 DAEMON_PIDS=""
 MOCK_PIDS=""
+REDIS_PIDS=""
 : > "$TMP/empty.env"
 FAILS=0
 # Keep the developer's own settings out of the tests.
@@ -24,7 +25,7 @@ unset LLMGUARD_SOCKET LLMGUARD_DB REDIS_URL XDG_RUNTIME_DIR
 for v in $(env | sed -n 's/^\(PROVIDER_[A-Z0-9_]*\)=.*/\1/p'); do unset "$v"; done
 
 cleanup() {
-    for pid in $MOCK_PIDS; do kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
+    for pid in $MOCK_PIDS $REDIS_PIDS; do kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
     for pid in $DAEMON_PIDS; do
         kill -TERM "$pid" 2>/dev/null
         for _ in 1 2 3 4 5 6 7 8 9 10; do
@@ -81,6 +82,30 @@ mock_mode() {
 mock_requests() {
     curl -sf "http://127.0.0.1:$(cat "$TMP/$1.port")/stats" |
         sed 's/.*"requests": *\([0-9]*\).*/\1/'
+}
+
+# start_redis NAME [ARGS...]: a redis-server of the test's own on the Unix
+# socket $TMP/NAME.sock (no TCP unless ARGS say --port/--tls-port), no
+# persistence; waits until it answers.  REDIS_PID is its pid.
+start_redis() {
+    rname=$1; shift
+    redis-server --port 0 --unixsocket "$TMP/$rname.sock" --save '' \
+        --appendonly no --dir "$TMP" --logfile "$TMP/$rname.log" "$@" &
+    REDIS_PID=$!
+    REDIS_PIDS="$REDIS_PIDS $REDIS_PID"
+    for _ in $(seq 1 100); do
+        [ -S "$TMP/$rname.sock" ] && return 0
+        sleep 0.05
+    done
+    echo "redis-server did not start; its log:" >&2
+    cat "$TMP/$rname.log" >&2
+    exit 1
+}
+
+# kill_redis PID: SIGKILL it (and forget it).
+kill_redis() {
+    kill -KILL "$1"; wait "$1" 2>/dev/null
+    REDIS_PIDS=$(echo "$REDIS_PIDS" | sed "s/ $1\b//")
 }
 
 stop_daemon() {

@@ -7,7 +7,8 @@ CONF="$top_srcdir/tests/integration/conf"
 # NAME.warn, when there is one, holds the warnings expected on stderr
 # (without their time stamps).
 for name in seed full warnings; do
-    env -i PATH="$PATH" HOME=/nonexistent "$LLMGUARDD" --check-config \
+    env -i PATH="$PATH" HOME=/nonexistent LLMGUARD_HOST_ID=test-host \
+        "$LLMGUARDD" --check-config \
         --env-file "$CONF/$name.in" 2>"$TMP/$name.err" |
         sed "s|$CONF/||" > "$TMP/$name.out"
     if diff -u "$CONF/$name.ok" "$TMP/$name.out"; then
@@ -36,9 +37,14 @@ QUOTA_WINDOW_DAYS=-3 "$LLMGUARDD" --check-config --env-file "$TMP/empty.env" >/d
 expect_eq "bad value from the environment exits 78" 78 $?
 expect_match "and names the environment" "QUOTA_WINDOW_DAYS=-3 \(environment\): expected a number greater than 0" "$(cat "$TMP/err")"
 
-REDIS_URL=redis://localhost:6379 "$LLMGUARDD" --check-config --env-file "$TMP/empty.env" >/dev/null 2>"$TMP/err"
-expect_eq "REDIS_URL exits 78" 78 $?
-expect_match "saying multi-host mode is not here yet" "REDIS_URL=redis://localhost:6379 \(environment\): expected unset: multi-host mode" "$(cat "$TMP/err")"
+REDIS_URL=memcached://u:s3cret@localhost:6379 "$LLMGUARDD" --check-config --env-file "$TMP/empty.env" >/dev/null 2>"$TMP/err"
+expect_eq "REDIS_URL of another scheme exits 78" 78 $?
+expect_match "saying which schemes" "REDIS_URL=memcached://u:\*\*\*@localhost:6379 \(environment\): expected redis://, rediss:// or unix://" "$(cat "$TMP/err")"
+expect_eq "without the password" "" "$(grep s3cret "$TMP/err")"
+# --check-config does not connect (nothing listens there) and masks it.
+REDIS_URL='rediss://app:p%40ss@127.0.0.1:1/2' "$LLMGUARDD" --check-config --env-file "$TMP/empty.env" >"$TMP/out" 2>"$TMP/err"
+expect_eq "a good REDIS_URL checks out without connecting" 0 $?
+expect_eq "printed with the password masked" "REDIS_URL=rediss://app:***@127.0.0.1:1/2" "$(grep '^REDIS_URL=' "$TMP/out")"
 
 # The daemon itself refuses to start half-configured.
 LLMGUARD_QUOTA_FLUSH_MS=fast "$LLMGUARDD" --socket "$SOCK" --env-file "$TMP/empty.env" 2>"$TMP/err"

@@ -25,7 +25,7 @@ static void
 bucket(struct limiter_bucket *b, double rate, double burst, double tpm,
        double now_s)
 {
-    struct limiter_config cfg = { rate, burst, tpm, true };
+    struct limiter_config cfg = { rate, burst, tpm, true, false };
 
     assert_int_equal(limiter_init(b, &cfg, now_s), 0);
 }

@@ -529,7 +529,18 @@ test_prometheus_exact(void **state)
         "# HELP llm_tokens_total LLM tokens used by the attempts reported "
         "on the provider: each report's tokens_used, else its permit's "
         "estimate.\n"
-        "# TYPE llm_tokens_total counter\n");
+        "# TYPE llm_tokens_total counter\n"
+        "# HELP llmguard_redis_up Multi-host mode: 1 while Redis is "
+        "connected (the buckets are global), else 0.\n"
+        "# TYPE llmguard_redis_up gauge\n"
+        "llmguard_redis_up 0\n"
+        "# HELP llmguard_redis_errors_total Multi-host mode: failed "
+        "connections, timeouts and error replies of Redis.\n"
+        "# TYPE llmguard_redis_errors_total counter\n"
+        "llmguard_redis_errors_total 0\n"
+        "# HELP llmguard_fallback_grants_total Multi-host mode: request "
+        "tokens granted by the fallback while Redis was unreachable.\n"
+        "# TYPE llmguard_fallback_grants_total counter\n");
     free(out);
     metrics_free(m);
 }

@@ -1,0 +1,867 @@
+/*
+ * global.c - multi-host mode: the fleet's heartbeat and the leases of the
+ * global buckets, glued to the local buckets through their hook; see
+ * global.h, and proto/REDIS.md for the keys and the scripts.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include <sqlite3.h>
+
+#include "clock.h"
+#include "global.h"
+#include "lease.h"
+#include "log.h"
+#include "redis.h"
+#include "redisurl.h"
+
+#define SCHEMA "1"
+#define HEARTBEAT_S 1.0
+#define HOST_TTL_MS 3000
+#define CLAIM_WAIT_S 3.0
+#define CLAIM_RETRY_S 0.25
+#define KEY_MAX (CONFIG_NAME_MAX * 2 + 32)
+#define QUEUE_COUNTED 1024
+
+/* The heartbeat: KEYS hosts, schema; ARGV host, nonce, ttl_ms, schema. */
+static const char beat_lua[] =
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "local v = redis.call('GET', KEYS[2])\n"
+    "if v and v ~= ARGV[4] then return {'schema', v} end\n"
+    "if not v then redis.call('SET', KEYS[2], ARGV[4]) end\n"
+    "local cur = redis.call('HGET', KEYS[1], ARGV[1])\n"
+    "if cur then\n"
+    "  local nonce, exp = string.match(cur, '^(%S+) (%d+)$')\n"
+    "  if nonce ~= ARGV[2] and tonumber(exp) > now then\n"
+    "    return {'taken', tostring(tonumber(exp) - now)}\n"
+    "  end\n"
+    "end\n"
+    "if tonumber(ARGV[3]) == 0 then\n"
+    "  redis.call('HDEL', KEYS[1], ARGV[1])\n"
+    "  return {'left', '0'}\n"
+    "end\n"
+    "redis.call('HSET', KEYS[1], ARGV[1],\n"
+    "           ARGV[2] .. ' ' .. (now + tonumber(ARGV[3])))\n"
+    "local live = 0\n"
+    "local all = redis.call('HGETALL', KEYS[1])\n"
+    "for i = 1, #all, 2 do\n"
+    "  local exp = tonumber(string.match(all[i + 1], ' (%d+)$'))\n"
+    "  if exp and exp > now then live = live + 1\n"
+    "  else redis.call('HDEL', KEYS[1], all[i]) end\n"
+    "end\n"
+    "return {'ok', tostring(live)}\n";
+
+/*
+ * A lease: KEYS bucket, demand; ARGV rate, burst, tpm, host, want,
+ * want_llm, fresh_ms, need, need_llm, weight.  Refills by Redis' clock,
+ * notes this host's demand, and grants this host's share of what is there
+ * in proportion to its weight (its queue) among the fresh demand of all
+ * hosts.  A share smaller than need
+ * (what this host's head waiter lacks) is worthless - it would lapse
+ * unused, and a large request would never see the bucket fill up for it -
+ * so then the host gets need if it is there and the host is first in
+ * line, else nothing.  The line is stride scheduling: each host's pass
+ * grows by what it was granted over what it wanted, the lowest pass is
+ * first, so hosts are served in proportion to their weights.  Also returns
+ * the settings the bucket was last asked with (another host's, maybe).
+ */
+static const char take_lua[] =
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000\n"
+    "local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
+    "local tpm, me = tonumber(ARGV[3]), ARGV[4]\n"
+    "local want, wantl = tonumber(ARGV[5]), tonumber(ARGV[6])\n"
+    "local fresh = tonumber(ARGV[7])\n"
+    "local need, needl = tonumber(ARGV[8]), tonumber(ARGV[9])\n"
+    "local wt = tonumber(ARGV[10])\n"
+    "local b = redis.call('HMGET', KEYS[1], 'tokens', 'llm', 'ts')\n"
+    "local tokens = tonumber(b[1]) or burst\n"
+    "local llm = tonumber(b[2]) or tpm\n"
+    "local dt = math.max(0, now - (tonumber(b[3]) or now)) / 1000\n"
+    "tokens = math.max(0, math.min(burst, tokens + rate * dt))\n"
+    "if tpm > 0 then llm = math.max(0, math.min(tpm, llm + tpm / 60 * dt))\n"
+    "else llm = 0 end\n"
+    "local total, totalw, totall = want, wt, wantl\n"
+    "local minpass, mypass = nil, nil\n"
+    "local all = redis.call('HGETALL', KEYS[2])\n"
+    "for i = 1, #all, 2 do\n"
+    "  local w, ww, wl, at, pass =\n"
+    "    string.match(all[i + 1], '^(%S+) (%S+) (%S+) (%S+) (%S+)$')\n"
+    "  if not pass or tonumber(at) + fresh < now then\n"
+    "    redis.call('HDEL', KEYS[2], all[i])\n"
+    "  elseif all[i] == me then mypass = tonumber(pass)\n"
+    "  else\n"
+    "    total, totall = total + tonumber(w), totall + tonumber(wl)\n"
+    "    totalw = totalw + tonumber(ww)\n"
+    "    if not minpass or tonumber(pass) < minpass then\n"
+    "      minpass = tonumber(pass) end\n"
+    "  end\n"
+    "end\n"
+    "mypass = mypass or minpass or 0\n"
+    "if minpass and mypass < minpass - 1 then mypass = minpass - 1 end\n"
+    "local g = math.min(want, tokens)\n"
+    "if total > tokens and totalw > 0 then\n"
+    "  g = math.min(want, tokens * wt / totalw) end\n"
+    "local gl = math.min(wantl, llm)\n"
+    "if totall > llm and totall > 0 then\n"
+    "  gl = math.min(wantl, llm * wantl / totall) end\n"
+    "local first, ok = not minpass or mypass <= minpass, true\n"
+    "if g < need then\n"
+    "  if first and tokens >= need then g = need else ok = false end end\n"
+    "if tpm > 0 and gl < needl then\n"
+    "  if first and llm >= needl then gl = needl else ok = false end end\n"
+    "if not ok then g, gl = 0, 0 end\n"
+    "mypass = mypass + math.max(g / math.max(wt, 1e-9),\n"
+    "                           gl / math.max(wantl, 1e-9))\n"
+    "redis.call('HSET', KEYS[2], me,\n"
+    "           want .. ' ' .. wt .. ' ' .. wantl .. ' ' .. now .. ' ' ..\n"
+    "           mypass)\n"
+    "local cfg = ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. ARGV[3]\n"
+    "local prev = redis.call('HGET', KEYS[1], 'cfg') or cfg\n"
+    "redis.call('HSET', KEYS[1], 'tokens', tokens - g, 'llm', llm - gl,\n"
+    "           'ts', now, 'cfg', cfg)\n"
+    "local full = math.max(burst / rate, tpm > 0 and 60 or 0)\n"
+    "redis.call('PEXPIRE', KEYS[1], math.ceil(full * 1000) + 1000)\n"
+    "redis.call('PEXPIRE', KEYS[2], math.ceil(fresh) + 1000)\n"
+    "return {tostring(g), tostring(gl), prev}\n";
+
+enum gstate { G_CLAIMING, G_CONNECTED, G_UNREACHABLE };
+enum mode { M_LEASED, M_SHARE, M_LOCAL, M_CLOSED };
+
+struct gprov {
+    char name[CONFIG_NAME_MAX];
+    struct global *g;
+    struct lease lease;
+    struct event *timer;
+    bool inflight;
+    double asked_s;             /* when the lease in flight was asked */
+    double asked_want;          /* and how many tokens */
+    double missed_asked;        /* the bucket's missed at that ask */
+    double next_poll_s;
+    double fb_grants;           /* request tokens granted in fallback */
+    double fb_seen;             /* the bucket's taken, last counted */
+    double fb_taken;            /* fb_grants, last given to the metrics */
+    bool closed;
+    char warned[160];           /* the other settings last warned of */
+    char sent[160];             /* this daemon's, as last asked with */
+    char key_bucket[KEY_MAX], key_demand[KEY_MAX];
+};
+
+struct global {
+    struct event_base *base;
+    const struct config *cfg;
+    struct buckets *b;
+    struct redis *redis;
+    int s_take, s_beat;
+    enum gstate state;
+    double claim_since_s;       /* first told the id is taken; NAN */
+    char nonce[33];
+    char url[1024];             /* masked */
+    char last_error[256];
+    int64_t hosts;              /* live hosts last seen (0: never) */
+    int64_t saved_hosts;        /* in the local database */
+    int64_t peak_hosts;         /* the most seen within one host expiry */
+    double peak_s;
+    bool save_failed;           /* logged */
+    struct event *beat;
+    struct gprov gp[CONFIG_MAX_PROVIDERS];
+    size_t ngp;
+    char key_hosts[KEY_MAX], key_schema[KEY_MAX];
+    bool conflict_logged;
+    uint64_t errors_taken;      /* given to the metrics */
+};
+
+static void beat_now(struct global *g);
+
+/* ---- the local database: the hosts last seen, for a start without Redis */
+
+/* The fleet size remembered by an earlier run, 0 when none (the database
+ * may not exist yet: it is never created here). */
+static int64_t
+recall_hosts(const struct global *g)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    int64_t n = 0;
+
+    if (sqlite3_open_v2(g->cfg->db_path, &db, SQLITE_OPEN_READONLY, NULL) ==
+        SQLITE_OK &&
+        sqlite3_prepare_v2(db, "SELECT hosts FROM redis_fleet WHERE id = 1",
+                           -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+/* Remember n live hosts (a change, so rare): a table of its own beside the
+ * quota tables, written on a connection of its own.  On the loop, so it
+ * waits at most 5 ms for the writer thread's lock; busy, it is tried
+ * again at the next heartbeat. */
+static void
+remember_hosts(struct global *g, int64_t n)
+{
+    sqlite3 *db = NULL;
+    char sql[160];
+
+    snprintf(sql, sizeof(sql),
+             "CREATE TABLE IF NOT EXISTS redis_fleet (id INTEGER PRIMARY KEY, "
+             "hosts INTEGER NOT NULL); INSERT OR REPLACE INTO redis_fleet "
+             "VALUES (1, %lld)", (long long)n);
+    int rc = sqlite3_open_v2(g->cfg->db_path, &db, SQLITE_OPEN_READWRITE,
+                             NULL);
+
+    if (rc == SQLITE_OK && (rc = sqlite3_busy_timeout(db, 5)) == SQLITE_OK)
+        rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        if (rc != SQLITE_BUSY && !g->save_failed) {
+            log_warn("redis: cannot remember %lld live host(s) in %s: %s",
+                     (long long)n, g->cfg->db_path,
+                     db ? sqlite3_errmsg(db) : "out of memory");
+            g->save_failed = true;
+        }
+    } else {
+        g->saved_hosts = n;
+    }
+    sqlite3_close(db);
+}
+
+/* ---- modes ------------------------------------------------------------ */
+
+static const char *const fallback_names[] = { "share", "local", "closed" };
+
+/* The hosts the share fallback divides by. */
+static int64_t
+share_hosts(const struct global *g)
+{
+    if (g->cfg->redis_fallback_hosts > 0)
+        return g->cfg->redis_fallback_hosts;
+    return g->peak_hosts > 0 ? g->peak_hosts : 1;
+}
+
+static enum mode
+mode_of(const struct global *g, const struct gprov *gp)
+{
+    if (g->state == G_CONNECTED || gp->lease.n > 0)
+        return M_LEASED;
+    switch (g->cfg->redis_fallback) {
+    case FALLBACK_LOCAL:
+        return M_LOCAL;
+    case FALLBACK_CLOSED:
+        return M_CLOSED;
+    default:
+        return M_SHARE;
+    }
+}
+
+/* The limiter settings of mode for provider pc. */
+static void
+mode_config(const struct global *g, const struct provider_config *pc,
+            enum mode m, struct limiter_config *lc)
+{
+    double k = m == M_SHARE ? (double)share_hosts(g) : 1.0;
+
+    lc->rate_per_sec = pc->rate_per_sec / k;
+    lc->burst = fmax(1, pc->burst / k);
+    lc->tokens_per_min = pc->tokens_per_min / k;
+    lc->enabled = g->cfg->rate_limit_enabled;
+    lc->leased = m == M_LEASED || m == M_CLOSED;
+}
+
+static bool
+same_config(const struct limiter_config *a, const struct limiter_config *b)
+{
+    return a->rate_per_sec == b->rate_per_sec && a->burst == b->burst &&
+           a->tokens_per_min == b->tokens_per_min &&
+           a->enabled == b->enabled && a->leased == b->leased;
+}
+
+/* Put prov's bucket in the mode it should be in.  Returns true when that
+ * changed it (the caller kicks it again). */
+static bool
+apply_mode(struct global *g, struct gprov *gp, struct provider *prov,
+           double now)
+{
+    const struct provider_config *pc =
+        config_provider(g->cfg, prov->name, strlen(prov->name));
+    struct limiter_bucket *b = &prov->bucket;
+    struct limiter_config lc;
+    enum mode m;
+    bool was_leased = b->cfg.leased;
+
+    if (pc == NULL)
+        return false;
+    m = mode_of(g, gp);
+    gp->closed = m == M_CLOSED;
+    prov->closed = gp->closed;
+    mode_config(g, pc, m, &lc);
+    if (same_config(&b->cfg, &lc) || limiter_reconfigure(b, &lc, now) < 0)
+        return false;
+    if (lc.leased && !was_leased) {
+        /* What the fallback refilled is not leased: out with it. */
+        limiter_take_back(b, INFINITY, INFINITY, now);
+        lease_init(&gp->lease, now);
+        gp->lease.seen_taken = b->taken;
+        gp->lease.seen_missed = b->missed;
+    }
+    gp->fb_seen = b->taken;
+    return true;
+}
+
+/* ---- leases ------------------------------------------------------------ */
+
+static struct gprov *
+gprov_of(struct global *g, const char *name)
+{
+    for (size_t i = 0; i < g->ngp; i++)
+        if (strcmp(g->gp[i].name, name) == 0)
+            return &g->gp[i];
+    return NULL;
+}
+
+/* The request and LLM tokens prov's queue waits for, counted over its
+ * first QUEUE_COUNTED waiters (a weight; more is not asked for anyway). */
+static void
+queued_demand(const struct provider *prov, double *n, double *llm)
+{
+    const struct limiter_waiter *w;
+    size_t k = 0;
+
+    *n = 0;
+    *llm = 0;
+    TAILQ_FOREACH(w, &prov->bucket.waiters, entry) {
+        if (k++ == QUEUE_COUNTED)
+            break;
+        *n += w->n;
+        *llm += (double)w->llm_tokens;
+    }
+}
+
+/* The settings this daemon asks with, as the take script writes them. */
+static void
+settings_text(const struct global *g, const char *name, char *buf,
+              size_t len)
+{
+    const struct provider_config *pc =
+        config_provider(g->cfg, name, strlen(name));
+
+    if (pc == NULL)
+        buf[0] = '\0';
+    else
+        snprintf(buf, len, "%.17g %.17g %.17g", pc->rate_per_sec, pc->burst,
+                 pc->tokens_per_min);
+}
+
+/* Another host asked for this bucket with other settings: say so, once
+ * per difference. */
+static void
+check_settings(struct gprov *gp, const char *prev)
+{
+    char mine[160];
+
+    settings_text(gp->g, gp->name, mine, sizeof(mine));
+    /* What this daemon asked with before a reload is its own. */
+    bool own = strcmp(prev, mine) == 0 || strcmp(prev, gp->sent) == 0;
+    snprintf(gp->sent, sizeof(gp->sent), "%s", mine);
+    if (own || strcmp(prev, gp->warned) == 0)
+        return;
+    log_warn("redis: provider %s: another host leases with rate, burst and "
+             "tokens per minute '%.100s', this one with '%s': the bucket "
+             "refills at the rate of whichever asks; keep the providers' "
+             "settings equal on every host", gp->name, prev, mine);
+    snprintf(gp->warned, sizeof(gp->warned), "%s", prev);
+}
+
+static void
+take_reply(const redisReply *r, const char *err, void *arg)
+{
+    struct gprov *gp = arg;
+    struct global *g = gp->g;
+    struct provider *prov;
+    double now = clock_mono(), got, got_llm, poll_s;
+
+    gp->inflight = false;
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+        r->element[0]->type != REDIS_REPLY_STRING ||
+        r->element[1]->type != REDIS_REPLY_STRING ||
+        r->element[2]->type != REDIS_REPLY_STRING) {
+        if (r != NULL && r->type == REDIS_REPLY_ERROR)
+            snprintf(g->last_error, sizeof(g->last_error), "%.200s", r->str);
+        return;
+    }
+    got = strtod(r->element[0]->str, NULL);
+    got_llm = strtod(r->element[1]->str, NULL);
+    check_settings(gp, r->element[2]->str);
+    prov = buckets_find(g->b, gp->name, strlen(gp->name));
+    if (prov == NULL || !prov->bucket.cfg.leased)
+        return;     /* gone, or in fallback: these lapse unused */
+    /* From when it was asked: it ends no later than lease ms after Redis
+     * handed it out.  (A slot is free: none is asked for without one.) */
+    if ((got > 0 || got_llm > 0) &&
+        lease_add(&gp->lease, got, got_llm,
+                  gp->asked_s + (double)g->cfg->lease_ms / 1e3) == 0)
+        limiter_add(&prov->bucket, got, got_llm, now);
+    /* Short of what was wanted: the bucket is dry, ask again once about a
+     * token has refilled (within a quarter lease). */
+    poll_s = fmin(fmax(1.0 / prov->bucket.cfg.rate_per_sec, 0.002),
+                  (double)g->cfg->lease_ms / 4e3);
+    gp->next_poll_s = got >= 0.9 * gp->asked_want ? now : now + poll_s;
+    buckets_kick(prov);
+}
+
+/* What the head waiter lacks of what the bucket holds (prefetch, with no
+ * waiter: one request token), within want. */
+static void
+head_need(const struct provider *prov, double now, double want,
+          double *need, double *need_llm)
+{
+    const struct limiter_bucket *b = &prov->bucket;
+    const struct limiter_waiter *w = TAILQ_FIRST(&b->waiters);
+    double have_llm = limiter_available_llm(b, now);
+
+    *need = fmin(want, w != NULL ? fmax(0, w->n - limiter_available(b, now))
+                                 : 1);
+    *need_llm = w != NULL && !isinf(have_llm)
+                ? fmax(0, (double)w->llm_tokens - have_llm) : 0;
+}
+
+/* Ask Redis for a lease when the demand wants one. */
+static void
+consider(struct global *g, struct gprov *gp, struct provider *prov,
+         double now)
+{
+    const struct limiter_bucket *b = &prov->bucket;
+    double q, ql, want, want_llm, lease_s = (double)g->cfg->lease_ms / 1e3;
+    double need, need_llm;
+    char a[10][48];
+    const char *argv[12];
+
+    if (g->state != G_CONNECTED || gp->inflight || now < gp->next_poll_s)
+        return;
+    queued_demand(prov, &q, &ql);
+    /* What was refused at once since the last ask is wanted too. */
+    q += fmax(0, b->missed - gp->missed_asked);
+    lease_want(&gp->lease, q, ql, lease_s, b->cfg.burst,
+               b->cfg.tokens_per_min, &want, &want_llm);
+    if (want <= 0 && want_llm <= 0)
+        return;
+    head_need(prov, now, want, &need, &need_llm);
+    const struct provider_config *pc =
+        config_provider(g->cfg, prov->name, strlen(prov->name));
+    if (pc == NULL)
+        return;
+    snprintf(a[0], sizeof(a[0]), "%.17g", pc->rate_per_sec);
+    snprintf(a[1], sizeof(a[1]), "%.17g", pc->burst);
+    snprintf(a[2], sizeof(a[2]), "%.17g", pc->tokens_per_min);
+    snprintf(a[4], sizeof(a[4]), "%.17g", want);
+    snprintf(a[5], sizeof(a[5]), "%.17g", want_llm);
+    snprintf(a[6], sizeof(a[6]), "%lld", (long long)g->cfg->lease_ms);
+    snprintf(a[7], sizeof(a[7]), "%.17g", need);
+    snprintf(a[8], sizeof(a[8]), "%.17g", need_llm);
+    /* The weight of this host's demand: its queue, else what it wants. */
+    snprintf(a[9], sizeof(a[9]), "%.17g", q > 0 ? q : want);
+    argv[0] = gp->key_bucket;
+    argv[1] = gp->key_demand;
+    argv[2] = a[0];
+    argv[3] = a[1];
+    argv[4] = a[2];
+    argv[5] = g->cfg->host_id;
+    argv[6] = a[4];
+    argv[7] = a[5];
+    argv[8] = a[6];
+    argv[9] = a[7];
+    argv[10] = a[8];
+    argv[11] = a[9];
+    if (redis_eval(g->redis, g->s_take, 2, 12, argv, NULL, take_reply,
+                   gp) == 0) {
+        gp->inflight = true;
+        gp->asked_s = now;
+        gp->asked_want = want;
+        gp->missed_asked = b->missed;
+    }
+}
+
+/* When prov's timer should fire: the oldest lease's end, the next poll
+ * while there is demand, a refresh every half lease while there is use. */
+static void
+arm_gprov(struct global *g, struct gprov *gp, const struct provider *prov,
+          double now)
+{
+    double at = lease_next_end(&gp->lease), half = g->cfg->lease_ms / 2e3;
+    struct timeval tv;
+
+    if (prov->bucket.cfg.leased && !gp->inflight && g->state == G_CONNECTED) {
+        if (prov->bucket.nwaiters > 0)
+            at = fmin(at, fmax(gp->next_poll_s, now));
+        if (gp->lease.rate > 0.05)
+            at = fmin(at, now + half);
+    }
+    if (isinf(at)) {
+        evtimer_del(gp->timer);
+        return;
+    }
+    at = fmax(0, at - now);
+    tv.tv_sec = (time_t)at;
+    tv.tv_usec = (suseconds_t)((at - (double)tv.tv_sec) * 1e6) + 1;
+    evtimer_add(gp->timer, &tv);
+}
+
+static void
+gprov_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct gprov *gp = arg;
+    struct provider *prov = buckets_find(gp->g->b, gp->name,
+                                         strlen(gp->name));
+
+    if (prov != NULL)
+        buckets_kick(prov);     /* the hook does the rest */
+}
+
+static struct gprov *
+gprov_add(struct global *g, const char *name)
+{
+    struct gprov *gp;
+
+    if (g->ngp == CONFIG_MAX_PROVIDERS)
+        return NULL;
+    gp = &g->gp[g->ngp];
+    memset(gp, 0, sizeof(*gp));
+    snprintf(gp->name, sizeof(gp->name), "%s", name);
+    gp->g = g;
+    lease_init(&gp->lease, clock_mono());
+    if ((gp->timer = evtimer_new(g->base, gprov_timer, gp)) == NULL)
+        return NULL;
+    /* One hash tag per provider: a script's two keys share a slot. */
+    snprintf(gp->key_bucket, sizeof(gp->key_bucket), "%s{bucket:%s}:tokens",
+             g->cfg->redis_prefix, name);
+    snprintf(gp->key_demand, sizeof(gp->key_demand), "%s{bucket:%s}:demand",
+             g->cfg->redis_prefix, name);
+    g->ngp++;
+    return gp;
+}
+
+/* The buckets' hook: after every kick of prov. */
+static void
+on_kick(struct provider *prov, void *arg)
+{
+    struct global *g = arg;
+    struct gprov *gp = gprov_of(g, prov->name);
+    struct limiter_bucket *b = &prov->bucket;
+    double now = clock_mono(), t, l;
+
+    if (gp == NULL && (gp = gprov_add(g, prov->name)) == NULL)
+        return;
+    if (b->cfg.leased) {
+        lease_sync(&gp->lease, limiter_available(b, now),
+                   limiter_available_llm(b, now), b->taken, b->missed, now);
+        lease_expire(&gp->lease, now, &t, &l);
+        /* Tokens released with no lease to hold them lapse at once. */
+        if (gp->lease.n == 0)
+            t = l = INFINITY;
+        if (t > 0 || l > 0)
+            limiter_take_back(b, t, l, now);
+    } else {
+        gp->fb_grants += b->taken - gp->fb_seen;
+        gp->fb_seen = b->taken;
+    }
+    if (apply_mode(g, gp, prov, now)) {
+        buckets_kick(prov);     /* this hook again, in the new mode */
+        return;
+    }
+    if (b->cfg.leased)
+        consider(g, gp, prov, now);
+    arm_gprov(g, gp, prov, now);
+}
+
+static void
+kick_all(struct global *g)
+{
+    for (size_t i = 0; i < buckets_count(g->b); i++)
+        buckets_kick(buckets_at(g->b, i));
+}
+
+/* ---- the fleet --------------------------------------------------------- */
+
+static void
+set_connected(struct global *g)
+{
+    if (g->state == G_CONNECTED)
+        return;
+    g->state = G_CONNECTED;
+    g->conflict_logged = false;
+    g->last_error[0] = '\0';
+    log_info("redis: connected to %s as host %s (%lld live host(s)): "
+             "buckets are global", g->url, g->cfg->host_id,
+             (long long)g->hosts);
+    kick_all(g);    /* into leased mode */
+}
+
+/* Redis is unreachable (or refuses us): logged once per change. */
+static void
+set_unreachable(struct global *g, const char *why)
+{
+    snprintf(g->last_error, sizeof(g->last_error), "%s", why);
+    if (g->state == G_UNREACHABLE)
+        return;
+    if (g->state == G_CLAIMING)
+        log_warn("redis: %s unreachable at start (%s): serving in fallback "
+                 "%s until it answers", g->url, why,
+                 fallback_names[g->cfg->redis_fallback]);
+    else
+        log_warn("redis: %s unreachable (%s): leases lapse within %lld ms, "
+                 "then fallback %s", g->url, why, (long long)g->cfg->lease_ms,
+                 fallback_names[g->cfg->redis_fallback]);
+    g->state = G_UNREACHABLE;
+    kick_all(g);
+}
+
+/* A live instance holds our id. */
+static void
+id_taken(struct global *g, double left_ms)
+{
+    double now = clock_mono();
+    char why[CONFIG_NAME_MAX + 64];
+
+    snprintf(why, sizeof(why), "host id %s is in use", g->cfg->host_id);
+    if (g->state != G_CLAIMING) {
+        /* Another daemon took it while we were away: we stay out. */
+        if (!g->conflict_logged)
+            log_error("redis: %s by another live daemon: staying in "
+                      "fallback", why);
+        g->conflict_logged = true;
+        set_unreachable(g, why);
+        return;
+    }
+    if (isnan(g->claim_since_s))
+        g->claim_since_s = now;
+    if (now - g->claim_since_s >= CLAIM_WAIT_S)
+        fatalx(CONFIG_EXIT, "%s (a live daemon renewed it for %.1f s: give "
+               "each daemon its own LLMGUARD_HOST_ID)", why, CLAIM_WAIT_S);
+    log_info("redis: %s, for %.0f ms more unless renewed: waiting",
+             why, left_ms);
+}
+
+static void
+beat_reply(const redisReply *r, const char *err, void *arg)
+{
+    struct global *g = arg;
+    const char *what;
+    int64_t n;
+
+    if (r == NULL)
+        return;     /* the connection's state says it */
+    if (r->type == REDIS_REPLY_ERROR) {
+        set_unreachable(g, r->str);
+        return;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_STRING ||
+        r->element[1]->type != REDIS_REPLY_STRING) {
+        set_unreachable(g, "the heartbeat got an unexpected reply");
+        return;
+    }
+    what = r->element[0]->str;
+    if (strcmp(what, "taken") == 0) {
+        id_taken(g, strtod(r->element[1]->str, NULL));
+    } else if (strcmp(what, "schema") == 0) {
+        char why[160];
+        snprintf(why, sizeof(why), "the keys under %s are of schema %.20s, "
+                 "this daemon speaks %s", g->cfg->redis_prefix,
+                 r->element[1]->str, SCHEMA);
+        set_unreachable(g, why);
+    } else if (strcmp(what, "ok") == 0) {
+        n = strtoll(r->element[1]->str, NULL, 10);
+        if (n != g->hosts && g->state == G_CONNECTED)
+            log_info("redis: %lld live host(s), were %lld", (long long)n,
+                     (long long)g->hosts);
+        g->hosts = n;
+        /* A Redis that restarted empty counts the hosts again as their
+         * heartbeats come: the share divides by the most seen lately. */
+        if (n >= g->peak_hosts ||
+            clock_mono() - g->peak_s > HOST_TTL_MS / 1e3) {
+            g->peak_hosts = n;
+            g->peak_s = clock_mono();
+        }
+        /* Not while claiming: the database may not exist yet. */
+        if (g->peak_hosts != g->saved_hosts && g->state == G_CONNECTED)
+            remember_hosts(g, g->peak_hosts);
+        set_connected(g);
+    }
+}
+
+static void
+send_beat(struct global *g, const char *ttl_ms, redis_reply_fn fn)
+{
+    const char *argv[] = { g->key_hosts, g->key_schema, g->cfg->host_id,
+                           g->nonce, ttl_ms, SCHEMA };
+
+    redis_eval(g->redis, g->s_beat, 2, 6, argv, NULL, fn, g);
+}
+
+static void
+beat_cb(evutil_socket_t fd, short what, void *arg)
+{
+    beat_now(arg);
+}
+
+/* A heartbeat now (when connected), the next in a second, or sooner
+ * while the id is being claimed. */
+static void
+beat_now(struct global *g)
+{
+    char ttl[16];
+    double next = g->state == G_CLAIMING ? CLAIM_RETRY_S : HEARTBEAT_S;
+    struct timeval tv = { (time_t)next,
+                          (suseconds_t)((next - floor(next)) * 1e6) };
+
+    snprintf(ttl, sizeof(ttl), "%d", HOST_TTL_MS);
+    if (redis_up(g->redis))
+        send_beat(g, ttl, beat_reply);
+    evtimer_add(g->beat, &tv);
+}
+
+static void
+on_state(bool up, const char *why, void *arg)
+{
+    struct global *g = arg;
+
+    if (up)
+        beat_now(g);    /* connected once the heartbeat answers */
+    else
+        set_unreachable(g, why);
+}
+
+/* ---- start, stop, status ------------------------------------------------ */
+
+static void
+make_nonce(char out[33])
+{
+    unsigned char r[16];
+
+    if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
+        fatalx(1, "getrandom: cannot make an instance nonce");
+    for (int i = 0; i < 16; i++)
+        snprintf(out + 2 * i, 3, "%02x", r[i]);
+}
+
+static struct redis *
+connect_redis(struct global *g)
+{
+    const struct config *cfg = g->cfg;
+    struct redis_opts o = { cfg->redis_url, cfg->redis_ca_file,
+                            cfg->redis_cert_file, cfg->redis_key_file,
+                            (double)cfg->redis_timeout_ms / 1e3 };
+    char err[512];
+    struct redis *r = redis_new(g->base, &o, on_state, g, err, sizeof(err));
+
+    if (r == NULL)
+        fatalx(CONFIG_EXIT, "REDIS_URL=%s: %s", g->url, err);
+    if ((g->s_beat = redis_script(r, beat_lua)) < 0 ||
+        (g->s_take = redis_script(r, take_lua)) < 0)
+        fatalx(1, "out of memory");
+    return r;
+}
+
+struct global *
+global_start(struct event_base *base, const struct config *cfg,
+             struct buckets *b)
+{
+    struct global *g;
+
+    if (cfg->redis_url[0] == '\0')
+        return NULL;
+    if ((g = calloc(1, sizeof(*g))) == NULL)
+        fatalx(1, "out of memory");
+    g->base = base;
+    g->cfg = cfg;
+    g->b = b;
+    g->state = G_CLAIMING;
+    g->claim_since_s = NAN;
+    g->hosts = g->saved_hosts = g->peak_hosts = recall_hosts(g);
+    g->peak_s = clock_mono();
+    make_nonce(g->nonce);
+    redisurl_mask(cfg->redis_url, g->url, sizeof(g->url));
+    snprintf(g->key_hosts, sizeof(g->key_hosts), "%s{fleet}:hosts",
+             cfg->redis_prefix);
+    snprintf(g->key_schema, sizeof(g->key_schema), "%s{fleet}:schema",
+             cfg->redis_prefix);
+    if ((g->beat = evtimer_new(base, beat_cb, g)) == NULL)
+        fatalx(1, "out of memory");
+    g->redis = connect_redis(g);
+    /* Claim the host id before serving: the heartbeat's answer, a timeout
+     * or a refused connection ends the wait (id_taken's 3 s at most). */
+    while (g->state == G_CLAIMING)
+        event_base_loop(base, EVLOOP_ONCE);
+    buckets_set_hook(b, on_kick, g);
+    kick_all(g);
+    return g;
+}
+
+static void
+left(const redisReply *r, const char *err, void *arg)
+{
+    *(bool *)arg = true;
+}
+
+void
+global_free(struct global *g)
+{
+    bool done = false;
+
+    if (g == NULL)
+        return;
+    buckets_set_hook(g->b, NULL, NULL);
+    /* Leave the fleet, so that a restart need not wait for the entry to
+     * lapse; bounded by the exchange timeout. */
+    if (g->state == G_CONNECTED) {
+        const char *argv[] = { g->key_hosts, g->key_schema, g->cfg->host_id,
+                               g->nonce, "0", SCHEMA };
+        if (redis_eval(g->redis, g->s_beat, 2, 6, argv, NULL, left,
+                       &done) == 0)
+            while (!done)
+                event_base_loop(g->base, EVLOOP_ONCE);
+    }
+    redis_free(g->redis);
+    for (size_t i = 0; i < g->ngp; i++)
+        event_free(g->gp[i].timer);
+    event_free(g->beat);
+    free(g);
+}
+
+void
+global_status(const struct global *g, struct global_status *st)
+{
+    memset(st, 0, sizeof(*st));
+    snprintf(st->url, sizeof(st->url), "%s", g->url);
+    st->connected = g->state == G_CONNECTED;
+    st->hosts = g->hosts;
+    snprintf(st->last_error, sizeof(st->last_error), "%s", g->last_error);
+    st->errors = redis_errors(g->redis);
+}
+
+uint64_t
+global_take_errors(struct global *g)
+{
+    uint64_t n = redis_errors(g->redis), d = n - g->errors_taken;
+
+    g->errors_taken = n;
+    return d;
+}
+
+double
+global_take_fallback_grants(struct global *g, const char *provider)
+{
+    struct gprov *gp = gprov_of(g, provider);
+    double d;
+
+    if (gp == NULL)
+        return 0;
+    d = gp->fb_grants - gp->fb_taken;
+    gp->fb_taken = gp->fb_grants;
+    return d;
+}
