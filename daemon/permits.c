@@ -269,36 +269,52 @@ call_start(struct call *call, const char *workflow, const char *tenant,
 
 /* ---- routing ----------------------------------------------------------- */
 
+/* A router over confs with cfg's policy and cooldown; NULL (logged). */
+static struct router *
+router_make(const struct router_provider_conf *confs, size_t n,
+            const struct config *cfg)
+{
+    struct router *r = router_new(confs, n,
+                                  (enum router_policy)cfg->routing_policy,
+                                  cfg->provider_cooldown_s);
+
+    if (r == NULL)
+        log_error("router: out of memory");
+    return r;
+}
+
+/* r replaces *slot, keeping the health of what stays; its entries are
+ * b's buckets, in the same order. */
+static void
+router_swap(struct router **slot, struct router *r, struct buckets *b)
+{
+    if (*slot != NULL)
+        router_copy_state(r, *slot);
+    router_free(*slot);
+    *slot = r;
+    assert(router_count(r) == buckets_count(b));
+    for (size_t i = 0; i < router_count(r); i++)
+        assert(strcmp(router_name(r, (int)i),
+                      buckets_at(b, i)->name) == 0);
+}
+
 struct router *
 permits_router_new(const struct config *cfg)
 {
     struct router_provider_conf confs[CONFIG_MAX_PROVIDERS];
-    struct router *r;
 
     for (size_t i = 0; i < cfg->nproviders; i++) {
         confs[i].name = cfg->providers[i].name;
         confs[i].priority = (int)cfg->providers[i].priority;
         confs[i].cost_per_1k_tokens = cfg->providers[i].cost_per_1k_tokens;
     }
-    r = router_new(confs, cfg->nproviders,
-                   (enum router_policy)cfg->routing_policy,
-                   cfg->provider_cooldown_s);
-    if (r == NULL)
-        log_error("%s: out of memory", __func__);
-    return r;
+    return router_make(confs, cfg->nproviders, cfg);
 }
 
 void
 permits_reconfigure(struct permits *p, struct router *r)
 {
-    if (p->router != NULL)
-        router_copy_state(r, p->router);
-    router_free(p->router);
-    p->router = r;
-    assert(router_count(r) == buckets_count(p->d.buckets));
-    for (size_t i = 0; i < router_count(r); i++)
-        assert(strcmp(router_name(r, (int)i),
-                      buckets_at(p->d.buckets, i)->name) == 0);
+    router_swap(&p->router, r, p->d.buckets);
 }
 
 const struct router *
@@ -1232,7 +1248,6 @@ struct router *
 permits_model_router_new(const struct config *cfg)
 {
     struct router_provider_conf confs[CONFIG_MAX_MODELS];
-    struct router *r;
 
     for (size_t i = 0; i < cfg->nmodels; i++) {
         const struct model_config *m = &cfg->models[i];
@@ -1242,25 +1257,13 @@ permits_model_router_new(const struct config *cfg)
         confs[i].priority = (int)m->priority;
         confs[i].cost_per_1k_tokens = pc != NULL ? pc->cost_per_1k_tokens : 1;
     }
-    r = router_new(confs, cfg->nmodels,
-                   (enum router_policy)cfg->routing_policy,
-                   cfg->provider_cooldown_s);
-    if (r == NULL)
-        log_error("%s: out of memory", __func__);
-    return r;
+    return router_make(confs, cfg->nmodels, cfg);
 }
 
 void
 permits_reconfigure_models(struct permits *p, struct router *r)
 {
-    if (p->models != NULL)
-        router_copy_state(r, p->models);
-    router_free(p->models);
-    p->models = r;
-    assert(router_count(r) == buckets_count(p->d.models));
-    for (size_t i = 0; i < router_count(r); i++)
-        assert(strcmp(router_name(r, (int)i),
-                      buckets_at(p->d.models, i)->name) == 0);
+    router_swap(&p->models, r, p->d.models);
 }
 
 const struct router *
