@@ -193,26 +193,10 @@ timer_cb(evutil_socket_t fd, short what, void *arg)
 static void
 arm_timer(struct provider *prov, double at_s)
 {
-    struct itimerspec its = { { 0, 0 }, { 0, 0 } };
-
-    if (at_s == prov->armed_s || (isinf(at_s) && isnan(prov->armed_s)))
-        return;
-    if (!isinf(at_s)) {
-        /* Rounded up: a waiter is never served before its instant. */
-        double sec = floor(at_s);
-        long nsec = (long)ceil((at_s - sec) * 1e9);
-
-        its.it_value.tv_sec = (time_t)sec + nsec / 1000000000;
-        its.it_value.tv_nsec = nsec % 1000000000;
-        if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
-            its.it_value.tv_nsec = 1;   /* all zero would disarm it */
-    }
-    if (timerfd_settime(prov->timer_fd, TFD_TIMER_ABSTIME, &its, NULL) < 0) {
+    /* Rounded up: a waiter is never served before its instant. */
+    if (clock_arm_timerfd(prov->timer_fd, &prov->armed_s, at_s) < 0)
         log_error("%s: timer of %s: %s", __func__, prov->name,
                   strerror(errno));
-        return;
-    }
-    prov->armed_s = isinf(at_s) ? NAN : at_s;
 }
 
 /* The waiters list of w's connection. */

@@ -13,4 +13,12 @@ double clock_mono(void);
 /* CLOCK_REALTIME: Unix seconds. */
 double clock_wall(void);
 
+/*
+ * Arm the CLOCK_MONOTONIC timerfd fd for the monotonic instant at_s,
+ * rounded up to the nanosecond so that it never fires early (INFINITY:
+ * disarm), with a system call only when that differs from *armed_s (NAN:
+ * disarmed), which it then becomes.  0, or -1 with errno (*armed_s kept).
+ */
+int clock_arm_timerfd(int fd, double *armed_s, double at_s);
+
 #endif

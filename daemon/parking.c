@@ -33,25 +33,9 @@ struct conn_parked {
 static void
 arm(struct parking *pk, double at_s)
 {
-    struct itimerspec its = { { 0, 0 }, { 0, 0 } };
-
-    if (at_s == pk->armed_s || (isinf(at_s) && isnan(pk->armed_s)))
-        return;
-    if (!isinf(at_s)) {
-        /* Rounded up: never woken before the cooldown has ended. */
-        double sec = floor(at_s);
-        long nsec = (long)ceil((at_s - sec) * 1e9);
-
-        its.it_value.tv_sec = (time_t)sec + nsec / 1000000000;
-        its.it_value.tv_nsec = nsec % 1000000000;
-        if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
-            its.it_value.tv_nsec = 1;   /* all zero would disarm it */
-    }
-    if (timerfd_settime(pk->timer_fd, TFD_TIMER_ABSTIME, &its, NULL) < 0) {
+    /* Rounded up: never woken before the cooldown has ended. */
+    if (clock_arm_timerfd(pk->timer_fd, &pk->armed_s, at_s) < 0)
         log_error("%s: %s", __func__, strerror(errno));
-        return;
-    }
-    pk->armed_s = isinf(at_s) ? NAN : at_s;
 }
 
 /* The timer for the earliest wake_s of the queue. */
