@@ -550,6 +550,18 @@ batch_run(struct store *st, sqlite3_stmt *s, const char *op)
     return 0;
 }
 
+/* s, bound (rc: how the binds went), run in the batch; a failed bind
+ * fails the batch. */
+static int
+batch_bound(struct store *st, sqlite3_stmt *s, const char *what, int rc)
+{
+    if (rc != SQLITE_OK) {
+        st->batch_failed = true;
+        return bind_failed(st, s, what, rc);
+    }
+    return batch_run(st, s, what);
+}
+
 int
 store_put_usage(struct store *st, const char *subject, int64_t slot_start_ms,
                 uint64_t tokens)
@@ -568,11 +580,7 @@ store_put_usage(struct store *st, const char *subject, int64_t slot_start_ms,
         rc = sqlite3_bind_int64(s, 2, slot_start_ms);
     if (rc == SQLITE_OK && tokens > 0)
         rc = sqlite3_bind_int64(s, 3, (int64_t)tokens);
-    if (rc != SQLITE_OK) {
-        st->batch_failed = true;
-        return bind_failed(st, s, "put usage", rc);
-    }
-    return batch_run(st, s, "put usage");
+    return batch_bound(st, s, "put usage", rc);
 }
 
 int
@@ -591,11 +599,7 @@ store_put_limit(struct store *st, const char *subject, bool has_limit,
     rc = sqlite3_bind_text(s, 1, subject, -1, SQLITE_STATIC);
     if (rc == SQLITE_OK && has_limit)
         rc = sqlite3_bind_int64(s, 2, (int64_t)limit_tokens);
-    if (rc != SQLITE_OK) {
-        st->batch_failed = true;
-        return bind_failed(st, s, "put limit", rc);
-    }
-    return batch_run(st, s, "put limit");
+    return batch_bound(st, s, "put limit", rc);
 }
 
 int
@@ -609,11 +613,7 @@ store_reset_subject(struct store *st, const char *subject)
     if (st->batch_failed)
         return -1;
     rc = sqlite3_bind_text(s, 1, subject, -1, SQLITE_STATIC);
-    if (rc != SQLITE_OK) {
-        st->batch_failed = true;
-        return bind_failed(st, s, "reset subject", rc);
-    }
-    return batch_run(st, s, "reset subject");
+    return batch_bound(st, s, "reset subject", rc);
 }
 
 int
@@ -636,11 +636,7 @@ store_put_daily(struct store *st, const char *name, const char *unit,
         rc = sqlite3_bind_int64(s, 3, slot_start_ms);
     if (rc == SQLITE_OK && count > 0)
         rc = sqlite3_bind_int64(s, 4, (int64_t)count);
-    if (rc != SQLITE_OK) {
-        st->batch_failed = true;
-        return bind_failed(st, s, "put daily", rc);
-    }
-    return batch_run(st, s, "put daily");
+    return batch_bound(st, s, "put daily", rc);
 }
 
 int
@@ -656,11 +652,7 @@ store_reset_daily(struct store *st, const char *name, const char *unit)
     rc = sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
     if (rc == SQLITE_OK)
         rc = sqlite3_bind_text(s, 2, unit, -1, SQLITE_STATIC);
-    if (rc != SQLITE_OK) {
-        st->batch_failed = true;
-        return bind_failed(st, s, "reset daily", rc);
-    }
-    return batch_run(st, s, "reset daily");
+    return batch_bound(st, s, "reset daily", rc);
 }
 
 int
