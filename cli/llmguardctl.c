@@ -259,6 +259,8 @@ provider_json_extra(json_t *o, const struct proto_provider_status *p)
     if (PROTO_HAS(p, PROTO_PROVIDER_STATUS_AVAILABLE_LLM_TOKENS))
         json_object_set_new(o, "available_llm_tokens",
                             json_real(p->available_llm_tokens));
+    if (PROTO_HAS(p, PROTO_PROVIDER_STATUS_COOLDOWN_HOST))
+        json_object_set_new(o, "cooldown_host", jstr(p->cooldown_host));
 }
 
 /* The daemon's own fields, when it sent them (an older one does not). */
@@ -366,6 +368,9 @@ provider_notes(const struct proto_status_rep *st)
                    iso8601(p->cooldown_since, when, sizeof(when)));
             if (PROTO_HAS(p, PROTO_PROVIDER_STATUS_RETRY_AFTER_S))
                 printf(", Retry-After %g s", p->retry_after_s);
+            if (PROTO_HAS(p, PROTO_PROVIDER_STATUS_COOLDOWN_HOST))
+                printf(", from host %.*s", (int)p->cooldown_host.len,
+                       p->cooldown_host.ptr);
             printf("\n");
         }
         if (PROTO_HAS(p, PROTO_PROVIDER_STATUS_AVAILABLE_LLM_TOKENS))

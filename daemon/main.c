@@ -19,6 +19,7 @@
 #include "daemon.h"
 #include "decisions.h"
 #include "global.h"
+#include "health.h"
 #include "http.h"
 #include "log.h"
 #include "permits.h"
@@ -172,6 +173,15 @@ notify(const char *state)
 #endif
 }
 
+/* Multi-host mode: the fleet's health goes to the router in force. */
+static struct router *
+health_router(void *arg)
+{
+    struct daemon *d = arg;
+
+    return d->permits != NULL ? permits_router_rw(d->permits) : NULL;
+}
+
 /*
  * The subsystems, each handed what it depends on.  When a connection ends
  * its state is dropped slot by slot, in this order: waiters first (a
@@ -216,8 +226,9 @@ start(struct daemon *d)
     if ((d->decisions = decisions_new((size_t)cfg->decisions)) == NULL)
         fatalx(1, "cannot keep %lld decisions: out of memory",
                (long long)cfg->decisions);
+    d->health = health_start(d->base, cfg, d->global, health_router, d);
     struct permits_deps deps = { cfg, d->buckets, d->quota, d->persist,
-                                 d->telemetry, d->decisions };
+                                 d->telemetry, d->decisions, d->health };
     if ((d->permits = permits_new(&deps, permits_slot)) == NULL)
         fatalx(1, "cannot set up routing");
     telemetry_on_refresh(d->telemetry, ops_refresh_gauges, d);
@@ -233,7 +244,9 @@ stop(struct daemon *d)
 {
     http_stop(d->http);
     server_free(d->server);
+    health_free(d->health);
     permits_free(d->permits);
+    d->permits = NULL;
     decisions_free(d->decisions);
     global_free(d->global);
     buckets_free(d->buckets);

@@ -12,6 +12,7 @@
 #include "buckets.h"
 #include "clock.h"
 #include "decisions.h"
+#include "health.h"
 #include "log.h"
 #include "permits.h"
 #include "persist.h"
@@ -262,6 +263,12 @@ permits_reconfigure(struct permits *p, struct router *r)
 
 const struct router *
 permits_router(const struct permits *p)
+{
+    return p->router;
+}
+
+struct router *
+permits_router_rw(struct permits *p)
 {
     return p->router;
 }
@@ -930,6 +937,8 @@ report_outcome(struct permits *p, const struct permit *pm,
     if (idx >= 0) {
         router_report(p->router, idx, outcome, latency_ms, retry_after_s,
                       pm->started_s, now);
+        health_reported(p->d.health, p->router, idx, outcome, retry_after_s,
+                        pm->started_s, now);
         if (outcome != ROUTER_OUTCOME_OK &&
             outcome != ROUTER_OUTCOME_CLIENT_ERROR)
             log_info("%s answered %s: degraded for %.1f s",

@@ -22,6 +22,7 @@
 struct buckets;
 struct conn;
 struct decisions;
+struct health;
 struct permits;
 struct persist;
 struct quota;
@@ -36,6 +37,7 @@ struct permits_deps {
     struct persist *persist;
     struct telemetry *telemetry;
     struct decisions *decisions;    /* each permit's, for explain */
+    struct health *health;          /* multi-host mode, else NULL */
 };
 
 /* Permits over deps, with the router of deps->cfg; their per-connection
@@ -54,6 +56,8 @@ void permits_reconfigure(struct permits *p, struct router *r);
 /* For status: the router, index i being buckets_at(i); how many permits
  * are granted and not yet reported. */
 const struct router *permits_router(const struct permits *p);
+/* The router, to apply the fleet's health to (health.h). */
+struct router *permits_router_rw(struct permits *p);
 size_t permits_open(const struct permits *p);
 
 /* The ops; each answers now or later, or fills e and returns -1. */

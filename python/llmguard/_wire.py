@@ -63,7 +63,7 @@ _PROVIDER_STATUS: List[Row] = [
     ("state", _is_str, R), ("cooldown_remaining_s", _is_double, R),
     ("latency_ewma_ms", _is_double, N), ("cooldown_cause", _is_str, O),
     ("cooldown_since", _is_double, O), ("retry_after_s", _is_double, O),
-    ("available_llm_tokens", _is_double, O),
+    ("available_llm_tokens", _is_double, O), ("cooldown_host", _is_str, O),
 ]
 _METRIC_SERIES: List[Row] = [
     ("labels", _is_strs, R), ("value", _is_double, O), ("count", _is_uint, O),
