@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include <hiredis/hiredis.h>
 
@@ -30,38 +31,40 @@
 
 /*
  * KEYS health; ARGV provider, op ("fault" or "clear"), ms, cause,
- * retry_after_s, host.  fault: the cooldown ends ms from now unless it
- * already ends later (the later end wins, and its cause, Retry-After and
- * host with it); the fault's time is now either way.  clear: the attempt
- * started ms ago; it clears a cooldown still running unless a fault came
- * after the attempt started.  A field is "<end_ms> <at_ms> <cause>
- * <retry_after_s> <host> <seq>", at_ms the last fault's time (a clear's:
- * its attempt's start), seq counting the writes.
+ * retry_after_s, host, instance.  fault: the cooldown ends ms from now
+ * unless it already ends later (the later end wins, and its cause,
+ * Retry-After, host and instance with it); the fault's time is now either
+ * way.  clear: the attempt started ms ago; it clears a cooldown still
+ * running unless a fault came after the attempt started.  A field is
+ * "<end_ms> <at_ms> <cause> <retry_after_s> <host> <instance> <seq>",
+ * at_ms the last fault's time (a clear's: its attempt's start), seq
+ * counting the writes.
  */
 static const char publish_lua[] =
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-    "local e, at, cause, ra, host, seq = 0, 0, 'ok', '0', '-', 0\n"
+    "local e, at, cause, ra, host, inst, seq = 0, 0, 'ok', '0', '-', '-', 0\n"
     "local cur = redis.call('HGET', KEYS[1], ARGV[1])\n"
     "if cur then\n"
-    "  local a, b, c, d, h, s = string.match(cur,\n"
-    "    '^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+)$')\n"
-    "  if s then e, at, cause, ra, host, seq =\n"
-    "    tonumber(a), tonumber(b), c, d, h, tonumber(s) end\n"
+    "  local a, b, c, d, h, i, s = string.match(cur,\n"
+    "    '^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+)$')\n"
+    "  if s then e, at, cause, ra, host, inst, seq =\n"
+    "    tonumber(a), tonumber(b), c, d, h, i, tonumber(s) end\n"
     "end\n"
     "local ms = tonumber(ARGV[3])\n"
     "if ARGV[2] == 'fault' then\n"
-    "  if now + ms > e then\n"
-    "    e, cause, ra, host = now + ms, ARGV[4], ARGV[5], ARGV[6] end\n"
+    "  if now + ms > e then e, cause, ra, host, inst =\n"
+    "    now + ms, ARGV[4], ARGV[5], ARGV[6], ARGV[7] end\n"
     "  at = math.max(at, now)\n"
     "else\n"
     "  local started = now - ms\n"
     "  if started < at or e <= now then return {'kept', tostring(seq)} end\n"
-    "  e, at, cause, ra, host = now, started, 'ok', '0', ARGV[6]\n"
+    "  e, at, cause, ra, host, inst = now, started, 'ok', '0', ARGV[6],\n"
+    "    ARGV[7]\n"
     "end\n"
     "seq = seq + 1\n"
     "redis.call('HSET', KEYS[1], ARGV[1], e .. ' ' .. at .. ' ' .. cause ..\n"
-    "           ' ' .. ra .. ' ' .. host .. ' ' .. seq)\n"
+    "           ' ' .. ra .. ' ' .. host .. ' ' .. inst .. ' ' .. seq)\n"
     "redis.call('PEXPIRE', KEYS[1], 86400000)\n"
     "return {'set', tostring(seq)}\n";
 
@@ -99,6 +102,7 @@ struct health {
     int s_publish, s_read;
     struct event *poll;
     char key[KEY_MAX];
+    char instance[17];          /* random at each start */
     unsigned pending;           /* exchanges in flight */
     bool dead;                  /* freed once they are done */
     bool reading;
@@ -186,8 +190,8 @@ flush(struct hprov *hp, double now)
     snprintf(ra, sizeof(ra), "%.17g", hp->retry_after_s);
     const char *argv[] = { h->key, hp->name, op, ms,
                            router_outcome_name(hp->cause), ra,
-                           h->cfg->host_id };
-    if (redis_eval(h->redis, h->s_publish, 1, 7, argv, NULL, publish_reply,
+                           h->cfg->host_id, h->instance };
+    if (redis_eval(h->redis, h->s_publish, 1, 8, argv, NULL, publish_reply,
                    hp) == 0) {
         h->pending++;
         hp->inflight = true;
@@ -240,7 +244,7 @@ apply(struct health *h, struct router *r, const char *name,
       const char *value, double rnow_ms, double now)
 {
     double end_ms, at_ms, ra;
-    char cause[CAUSE_MAX], host[CONFIG_NAME_MAX];
+    char cause[CAUSE_MAX], host[CONFIG_NAME_MAX], inst[sizeof(h->instance)];
     unsigned long long seq;
     enum router_outcome o;
     struct hprov *hp;
@@ -251,10 +255,10 @@ apply(struct health *h, struct router *r, const char *name,
         strcmp(hp->seen, value) == 0)
         return;
     snprintf(hp->seen, sizeof(hp->seen), "%s", value);
-    if (sscanf(value, "%lf %lf %15s %lf %63s %llu", &end_ms, &at_ms, cause,
-               &ra, host, &seq) != 6 ||
-        strcmp(host, h->cfg->host_id) == 0)
-        return;     /* not ours to read, or this host's own news */
+    if (sscanf(value, "%lf %lf %15s %lf %63s %16s %llu", &end_ms, &at_ms,
+               cause, &ra, host, inst, &seq) != 7 ||
+        strcmp(inst, h->instance) == 0)
+        return;     /* not ours to read, or this daemon's own news */
     double until = now + (end_ms - rnow_ms) / 1e3;
     double at = now - (rnow_ms - at_ms) / 1e3;
     bool was_healthy = router_is_healthy(r, idx, now);
@@ -317,6 +321,19 @@ poll_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- start, stop, status ------------------------------------------------- */
 
+/* Its own news are skipped by instance, not host id: a daemon restarted on
+ * the same host learns back the cooldowns its predecessor wrote. */
+static void
+make_instance(char out[17])
+{
+    unsigned char r[8];
+
+    if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
+        fatalx(1, "getrandom: cannot make an instance id");
+    for (int i = 0; i < 8; i++)
+        snprintf(out + 2 * i, 3, "%02x", r[i]);
+}
+
 struct health *
 health_start(struct event_base *base, const struct config *cfg,
              struct global *g, health_router_fn router_fn, void *arg)
@@ -334,6 +351,7 @@ health_start(struct event_base *base, const struct config *cfg,
     h->router_fn = router_fn;
     h->arg = arg;
     snprintf(h->key, sizeof(h->key), "%s{fleet}:health", cfg->redis_prefix);
+    make_instance(h->instance);
     if ((h->s_publish = redis_script(h->redis, publish_lua)) < 0 ||
         (h->s_read = redis_script(h->redis, read_lua)) < 0 ||
         (h->poll = event_new(base, -1, EV_PERSIST, poll_cb, h)) == NULL ||

@@ -4,7 +4,8 @@
 # provider in cooldown on b within 1.5 s (b's next permit goes elsewhere,
 # status says from host a); the longer of two cooldowns wins on both; a
 # success on a clears b; Redis killed: both keep serving on their own
-# health, and what a learned meanwhile reaches b once Redis is back.
+# health, and what a learned meanwhile reaches b once Redis is back; a
+# daemon restarted learns back the cooldowns it wrote.
 . "${top_srcdir:-.}/tests/integration/lib.sh"
 command -v redis-server >/dev/null || { echo "not ok - redis-server is not installed (Debian: redis-server)"; exit 1; }
 PY="${PYTHON:-/usr/bin/python3}"
@@ -26,6 +27,7 @@ LLMGUARD_HOST_ID=$h
 ENV
     SOCK="$TMP/$h.sock" DB_OVERRIDE="$TMP/$h.db" ENVFILE="$TMP/$h.env" \
         start_daemon
+    eval "PID_$h=\$DAEMON_PID"
 done
 
 # call HOST OUTCOME [RETRY_AFTER [EXCLUDE]]: one permit on HOST's daemon
@@ -96,7 +98,7 @@ expect_eq "b: the next permit goes to groq" "groq healthy" "$(call b ok)"
 check "b: the log says it learned it from a" \
     grep -q "openai answered rate_limited on host a: degraded here too" \
     "$TMP/daemon.log"
-expect_match "Redis holds the fleet's entry" "^[0-9]+ [0-9]+ rate_limited 0 a [0-9]+$" \
+expect_match "Redis holds the fleet's entry" "^[0-9]+ [0-9]+ rate_limited 0 a [0-9a-f]{16} [0-9]+$" \
     "$($RCLI hget 'llmguard:{fleet}:health' openai)"
 
 # The longer wins: a Retry-After of 20 s on b reaches a; a's own shorter
@@ -143,4 +145,11 @@ expect_match "Redis back: b learns a's cooldown ($took s)" \
     "^degraded [0-9.]+ rate_limited a$" "$(state b)"
 check "Redis back: about the 30 s a had left ($(left b) s)" \
     awk -v l="$(left b)" 'BEGIN { exit !(l > 20 && l <= 30) }'
+
+# a restarted learns back the cooldown it had written before.
+DAEMON_PID=$PID_a stop_daemon
+SOCK="$TMP/a.sock" DB_OVERRIDE="$TMP/a.db" ENVFILE="$TMP/a.env" start_daemon
+took=$(wait_state a degraded)
+expect_match "a restarted: degraded again from the fleet's health ($took s)" \
+    "^degraded [0-9.]+ rate_limited a$" "$(state a)"
 finish
