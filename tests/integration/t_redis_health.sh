@@ -129,6 +129,35 @@ check "b: the log says a cleared it" \
     grep -q "openai: cooldown cleared by a success on host a" "$TMP/daemon.log"
 expect_eq "b: openai takes its permits again" "openai healthy" "$(call b ok)"
 
+# A success whose attempt was in flight when b's 429 came clears nothing,
+# on a or in the fleet: a call cannot cancel a fresh 429 from another host.
+cat > "$TMP/inflight.py" <<'PY'
+import sys, time
+from llmguard.client import Client
+a, b = Client(sys.argv[1]), Client(sys.argv[2])
+f = {"workflow_id": "wf", "tokens_estimate": 1, "timeout_ms": 2000}
+pa = a.call("permit", f)                    # in flight on a
+pb = b.call("permit", f)
+b.call("report", {"permit_id": pb["permit_id"], "outcome": "rate_limited",
+                  "final": True})
+time.sleep(1.0)                             # a has learned it
+r = a.call("report", {"permit_id": pa["permit_id"], "outcome": "ok",
+                      "final": True})
+print(pa["provider"], pb["provider"], r["state"])
+PY
+expect_eq "a: an ok in flight before b's 429 leaves a degraded" \
+    "openai openai degraded" \
+    "$("$PY" "$TMP/inflight.py" "$TMP/a.sock" "$TMP/b.sock")"
+sleep 0.6
+expect_match "b: still degraded, its own cooldown" "^degraded [0-9.]+ rate_limited -$" \
+    "$(state b)"
+expect_match "a: degraded from host b" "^degraded [0-9.]+ rate_limited b$" \
+    "$(state a)"
+expect_eq "a success routed after the 429 clears both" "openai healthy" \
+    "$(call a ok 0 groq)"
+took=$(wait_state b healthy)
+expect_eq "b: healthy again ($took s)" healthy "$(state b | cut -d' ' -f1)"
+
 # Redis killed: health is each daemon's own, both keep serving.
 kill_redis "$RPID"
 sleep 0.3
