@@ -327,8 +327,10 @@ router_report(struct router *r, int idx, enum router_outcome outcome,
                 p->latency_ewma_ms += ROUTER_LATENCY_ALPHA *
                                       (latency_ms - p->latency_ewma_ms);
         }
-        if (started_s >= p->last_fault_s && p->degraded_until_s > now_s)
+        if (started_s >= p->last_fault_s && p->degraded_until_s > now_s) {
             p->degraded_until_s = now_s;
+            p->remote = false;
+        }
         break;
     case ROUTER_OUTCOME_RATE_LIMITED:
     case ROUTER_OUTCOME_SERVER_ERROR:
@@ -336,8 +338,12 @@ router_report(struct router *r, int idx, enum router_outcome outcome,
         if (!isfinite(retry_after_s))
             retry_after_s = 0;
         until = now_s + fmax(r->cooldown_s, retry_after_s);
-        p->degraded_until_s = fmax(p->degraded_until_s, until);
         p->last_fault_s = now_s;
+        /* Another host's longer cooldown stays the one in force, and the
+         * status keeps saying whose it is. */
+        if (p->remote && until <= p->degraded_until_s)
+            break;
+        p->degraded_until_s = fmax(p->degraded_until_s, until);
         p->last_fault = outcome;
         p->last_retry_after_s = fmax(retry_after_s, 0);
         p->remote = false;

@@ -154,7 +154,7 @@ void router_report(struct router *r, int idx, enum router_outcome outcome,
  * this router's clock): the cooldown becomes the later of its own end and
  * until_s (a host never shortens a cooldown it has); when until_s is the
  * later, cause and retry_after_s become the status' and it is marked
- * remote.  The last fault's time becomes the later of the two either way,
+ * remote; a local fault whose cooldown ends no later leaves them so.  The last fault's time becomes the later of the two either way,
  * so an ok already in flight does not cancel the other host's fresh
  * fault.  Returns whether the cooldown was extended.  A cause that is not
  * a fault (ok, client_error), or non-finite times, change nothing.

@@ -116,6 +116,8 @@ expect_eq "a: a shorter 429 of its own" "openai degraded" \
 sleep 1.1
 check "a: still the longer ($(left a) s)" \
     awk -v l="$(left a)" 'BEGIN { exit !(l > 14) }'
+expect_match "a: and still says it is b's" "^degraded [0-9.]+ rate_limited b$" \
+    "$(state a)"
 check "b: still the longer ($(left b) s)" \
     awk -v l="$(left b)" 'BEGIN { exit !(l > 14) }'
 

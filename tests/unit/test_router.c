@@ -470,7 +470,7 @@ test_remote_cooldown_later_wins(void **state)
     router_status(r, a, 21, &st);
     assert_int_equal(st.cause, ROUTER_OUTCOME_RATE_LIMITED);
     assert_near(st.fault_s, 21);
-    /* A local fault that ends earlier keeps the later end, and is local. */
+    /* A local fault that ends later takes over, and is local. */
     fault(r, "a", 22);      /* 22 + 60 = 82: later, and its own */
     router_status(r, a, 22, &st);
     assert_false(st.remote);
@@ -490,6 +490,37 @@ test_remote_cooldown_later_wins(void **state)
     assert_false(router_remote_cooldown(r, idx(r, "b"), NAN,
                                         ROUTER_OUTCOME_TIMEOUT, 0, 19, 23));
     assert_true(router_is_healthy(r, idx(r, "b"), 23));
+    router_free(r);
+}
+
+/* A local fault whose cooldown ends no later than another host's leaves
+ * that one in force, and the status saying so; its time still counts. */
+static void
+test_local_fault_under_remote(void **state)
+{
+    struct router *r = make(ROUTER_POLICY_PRIMARY, 1, 1, 0, 0);
+    int a = idx(r, "a");
+    struct router_status st;
+
+    (void)state;
+    assert_true(router_remote_cooldown(r, a, 200, ROUTER_OUTCOME_RATE_LIMITED,
+                                       190, 10, 10));
+    fault(r, "a", 20);                  /* 20 + 60 = 80 < 200 */
+    router_status(r, a, 20, &st);
+    assert_true(st.remote);
+    assert_int_equal(st.cause, ROUTER_OUTCOME_RATE_LIMITED);
+    assert_near(st.retry_after_s, 190);
+    assert_near(st.cooldown_remaining_s, 180);
+    /* An ok in flight before the local fault does not clear it. */
+    router_report(r, a, ROUTER_OUTCOME_OK, 5, 0, 15, 21);
+    assert_false(router_is_healthy(r, a, 21));
+    router_report(r, a, ROUTER_OUTCOME_OK, 5, 0, 20, 22);
+    assert_true(router_is_healthy(r, a, 22));
+    /* A local fault after the remote one ended is local again. */
+    fault(r, "a", 23);
+    router_status(r, a, 23, &st);
+    assert_false(st.remote);
+    assert_int_equal(st.cause, ROUTER_OUTCOME_SERVER_ERROR);
     router_free(r);
 }
 
@@ -597,6 +628,7 @@ main(void)
         cmocka_unit_test(test_copy_state),
         cmocka_unit_test(test_remote_cooldown_later_wins),
         cmocka_unit_test(test_remote_fault_time_capped),
+        cmocka_unit_test(test_local_fault_under_remote),
         cmocka_unit_test(test_remote_clear),
         cmocka_unit_test(test_copy_state_remote),
         cmocka_unit_test(test_names),
