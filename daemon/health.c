@@ -106,6 +106,7 @@ struct health {
     unsigned pending;           /* exchanges in flight */
     bool dead;                  /* freed once they are done */
     bool reading;
+    bool refused;               /* an error reply, logged */
     struct hprov hp[CONFIG_MAX_PROVIDERS];
     size_t nhp;
 };
@@ -149,6 +150,19 @@ done(struct health *h)
 
 static void flush(struct hprov *hp, double now);
 
+/* Redis answered a script with an error (a key of another type, say):
+ * logged once until an exchange succeeds again. */
+static void
+refused(struct health *h, const char *what, const char *name,
+        const redisReply *r)
+{
+    if (h->refused)
+        return;
+    h->refused = true;
+    log_warn("redis: cannot %s the health of %s: %.200s", what, name,
+             r->type == REDIS_REPLY_ERROR ? r->str : "an unexpected reply");
+}
+
 static void
 publish_reply(const redisReply *r, const char *err, void *arg)
 {
@@ -157,8 +171,11 @@ publish_reply(const redisReply *r, const char *err, void *arg)
     if (!done(hp->h))
         return;
     hp->inflight = false;
-    if (r == NULL || r->type != REDIS_REPLY_ARRAY)
-        return;     /* still owed: written at the next poll */
+    if (r == NULL)
+        return;     /* still owed: written once Redis answers */
+    /* An error reply would answer the same again: this one stays local. */
+    if (r->type != REDIS_REPLY_ARRAY)
+        refused(hp->h, "write", hp->name, r);
     if (hp->gen == hp->sent_gen)
         hp->owed = OWED_NONE;
     else
@@ -290,12 +307,18 @@ read_reply(const redisReply *r, const char *err, void *arg)
     if (!done(h))
         return;
     h->reading = false;
-    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements % 2 != 1 ||
-        (rt = h->router_fn(h->arg)) == NULL)
+    if (r == NULL)
         return;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements % 2 != 1) {
+        refused(h, "read", "the fleet", r);
+        return;
+    }
     for (size_t i = 0; i < r->elements; i++)
         if (r->element[i]->type != REDIS_REPLY_STRING)
             return;
+    h->refused = false;
+    if ((rt = h->router_fn(h->arg)) == NULL)
+        return;
     rnow = strtod(r->element[0]->str, NULL);
     for (size_t i = 1; i + 1 < r->elements; i += 2)
         apply(h, rt, r->element[i]->str, r->element[i + 1]->str, rnow, now);

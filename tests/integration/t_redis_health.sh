@@ -183,4 +183,19 @@ SOCK="$TMP/a.sock" DB_OVERRIDE="$TMP/a.db" ENVFILE="$TMP/a.env" start_daemon
 took=$(wait_state a degraded)
 expect_match "a restarted: degraded again from the fleet's health ($took s)" \
     "^degraded [0-9.]+ rate_limited a$" "$(state a)"
+
+# The key of another type: said once, health stays local, serving goes on.
+$RCLI del 'llmguard:{fleet}:health' >/dev/null
+$RCLI set 'llmguard:{fleet}:health' garbage >/dev/null
+expect_eq "a bad key: a's 429 on groq still degrades groq on a" \
+    "groq degraded" "$(call a rate_limited 0 openai)"
+sleep 1.1
+check "the write refused, logged" \
+    grep -q "redis: cannot write the health of groq: WRONGTYPE" "$TMP/daemon.log"
+check "the read refused, logged" \
+    grep -q "redis: cannot read the health of the fleet: WRONGTYPE" "$TMP/daemon.log"
+check "logged once per daemon" \
+    test "$(grep -c 'cannot read the health of the fleet' "$TMP/daemon.log")" -le 2
+expect_eq "b keeps serving (groq: openai is in a's cooldown)" "groq healthy" \
+    "$(call b ok)"
 finish
