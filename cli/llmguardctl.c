@@ -264,6 +264,8 @@ provider_json_extra(json_t *o, const struct proto_provider_status *p)
     if (PROTO_HAS(p, PROTO_PROVIDER_STATUS_TOKENS_PER_MIN_SOURCE))
         json_object_set_new(o, "tokens_per_min_source",
                             jstr(p->tokens_per_min_source));
+    if (PROTO_HAS(p, PROTO_PROVIDER_STATUS_COOLDOWN_HOST))
+        json_object_set_new(o, "cooldown_host", jstr(p->cooldown_host));
 }
 
 /* The daemon's own fields, when it sent them (an older one does not). */
@@ -464,6 +466,9 @@ provider_notes(const struct proto_status_rep *st)
                    iso8601(p->cooldown_since, when, sizeof(when)));
             if (PROTO_HAS(p, PROTO_PROVIDER_STATUS_RETRY_AFTER_S))
                 printf(", Retry-After %g s", p->retry_after_s);
+            if (PROTO_HAS(p, PROTO_PROVIDER_STATUS_COOLDOWN_HOST))
+                printf(", from host %.*s", (int)p->cooldown_host.len,
+                       p->cooldown_host.ptr);
             printf("\n");
         }
         if (PROTO_HAS(p, PROTO_PROVIDER_STATUS_AVAILABLE_LLM_TOKENS))

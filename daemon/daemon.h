@@ -13,6 +13,9 @@
  *                              records each decision)
  *   request.c                  request ids and subjects, the quota gate
  *   persist.c  http.c          quotas to SQLite; the /metrics endpoint
+ *   health.c                   multi-host mode: provider health shared
+ *                              (permits report to it; it applies the
+ *                              fleet's to the router)
  *   global.c                   multi-host mode: the fleet, the leases of
  *                              the global buckets (through buckets' hook)
  *   buckets.c  parking.c       a token bucket and its waiters per provider;
@@ -52,6 +55,7 @@ struct daemon {
     struct buckets *buckets;        /* a token bucket per provider */
     struct buckets *models;         /* and per model deployment */
     struct global *global;          /* REDIS_URL; NULL: single-host */
+    struct health *health;          /* REDIS_URL: provider health shared */
     struct quota *quota;            /* usage in memory: authoritative */
     struct daily *daily;            /* RPD/TPD counters, persisted too */
     struct parking *parking;        /* permits waiting out a cooldown */

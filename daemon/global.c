@@ -844,6 +844,12 @@ global_status(const struct global *g, struct global_status *st)
     st->errors = redis_errors(g->redis);
 }
 
+struct redis *
+global_redis(struct global *g)
+{
+    return g->redis;
+}
+
 uint64_t
 global_take_errors(struct global *g)
 {

@@ -53,6 +53,9 @@ void global_status(const struct global *g, struct global_status *st);
 /* For the counters (each call gives what came since the one before):
  * Redis errors, and request tokens provider granted in fallback. */
 uint64_t global_take_errors(struct global *g);
+
+/* The connection, for health.c's scripts beside these. */
+struct redis *global_redis(struct global *g);
 double global_take_fallback_grants(struct global *g, const char *provider);
 
 #endif

@@ -20,6 +20,7 @@
 #include "daily.h"
 #include "decisions.h"
 #include "global.h"
+#include "health.h"
 #include "http.h"
 #include "log.h"
 #include "parking.h"
@@ -174,6 +175,15 @@ notify(const char *state)
 #endif
 }
 
+/* Multi-host mode: the fleet's health goes to the router in force. */
+static struct router *
+health_router(void *arg)
+{
+    struct daemon *d = arg;
+
+    return d->permits != NULL ? permits_router_rw(d->permits) : NULL;
+}
+
 /*
  * The subsystems, each handed what it depends on.  When a connection ends
  * its state is dropped slot by slot, in this order: waiters first (a
@@ -226,9 +236,10 @@ start(struct daemon *d)
                (long long)cfg->decisions);
     if ((d->parking = parking_new(d->base, parking_slot)) == NULL)
         fatalx(1, "cannot set up parking");
+    d->health = health_start(d->base, cfg, d->global, health_router, d);
     struct permits_deps deps = { cfg, d->buckets, d->quota, d->persist,
                                  d->telemetry, d->decisions, d->models,
-                                 d->daily, d->parking };
+                                 d->daily, d->parking, d->health };
     if ((d->permits = permits_new(&deps, permits_slot)) == NULL)
         fatalx(1, "cannot set up routing");
     telemetry_on_refresh(d->telemetry, ops_refresh_gauges, d);
@@ -244,7 +255,9 @@ stop(struct daemon *d)
 {
     http_stop(d->http);
     server_free(d->server);
+    health_free(d->health);
     permits_free(d->permits);
+    d->permits = NULL;          /* health_router may be asked no more */
     parking_free(d->parking);
     decisions_free(d->decisions);
     buckets_free(d->models);

@@ -9,6 +9,7 @@
 #include "daily.h"
 #include "explain.h"
 #include "global.h"
+#include "health.h"
 #include "log.h"
 #include "permits.h"
 #include "persist.h"
@@ -344,6 +345,11 @@ provider_status(struct daemon *d, size_t i, double now, double wall,
         if (rs.retry_after_s > 0) {
             ps->retry_after_s = rs.retry_after_s;
             PROTO_SET(ps, PROTO_PROVIDER_STATUS_RETRY_AFTER_S);
+        }
+        if (rs.remote && d->health != NULL) {
+            ps->cooldown_host = request_str(health_origin(d->health,
+                                                          p->name));
+            PROTO_SET(ps, PROTO_PROVIDER_STATUS_COOLDOWN_HOST);
         }
     }
     if (p->bucket.cfg.tokens_per_min > 0) {

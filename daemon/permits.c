@@ -14,6 +14,7 @@
 #include "daily.h"
 #include "decisions.h"
 #include "feedback.h"
+#include "health.h"
 #include "log.h"
 #include "parking.h"
 #include "permits.h"
@@ -319,6 +320,12 @@ permits_reconfigure(struct permits *p, struct router *r)
 
 const struct router *
 permits_router(const struct permits *p)
+{
+    return p->router;
+}
+
+struct router *
+permits_router_rw(struct permits *p)
 {
     return p->router;
 }
@@ -1904,6 +1911,8 @@ report_outcome(struct permits *p, const struct permit *pm,
     if (idx >= 0) {
         router_report(p->router, idx, outcome, latency_ms, retry_after_s,
                       pm->started_s, now);
+        health_reported(p->d.health, p->router, idx, outcome, retry_after_s,
+                        pm->started_s, now);
         if (outcome != ROUTER_OUTCOME_OK &&
             outcome != ROUTER_OUTCOME_CLIENT_ERROR)
             log_info("%s answered %s: degraded for %.1f s",

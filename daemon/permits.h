@@ -29,6 +29,7 @@ struct conn;
 struct daily;
 struct decisions;
 struct parking;
+struct health;
 struct permits;
 struct persist;
 struct quota;
@@ -46,6 +47,7 @@ struct permits_deps {
     struct buckets *models;         /* a bucket per model deployment */
     struct daily *daily;            /* the providers' RPD and TPD */
     struct parking *parking;        /* permits waiting out a cooldown */
+    struct health *health;          /* multi-host mode, else NULL */
 };
 
 /* Permits over deps, with the router of deps->cfg; their per-connection
@@ -70,6 +72,8 @@ void permits_reconfigure_models(struct permits *p, struct router *r);
 const struct router *permits_router(const struct permits *p);
 /* The deployments' router, index i being model bucket i. */
 const struct router *permits_model_router(const struct permits *p);
+/* The router, to apply the fleet's health to (health.h). */
+struct router *permits_router_rw(struct permits *p);
 size_t permits_open(const struct permits *p);
 
 /*

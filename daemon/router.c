@@ -22,6 +22,7 @@ struct provider {
     double    last_fault_s;         /* report time of the latest fault */
     enum router_outcome last_fault; /* and its outcome */
     double    last_retry_after_s;   /* and its Retry-After, 0 for none */
+    bool      remote;               /* that fault was another host's */
     double    latency_ewma_ms;
     uint64_t  latency_samples;
     double    current_weight;       /* smooth weighted round-robin */
@@ -137,6 +138,7 @@ router_copy_state(struct router *dst, const struct router *src)
         d->last_fault_s = src->p[j].last_fault_s;
         d->last_fault = src->p[j].last_fault;
         d->last_retry_after_s = src->p[j].last_retry_after_s;
+        d->remote = src->p[j].remote;
         d->latency_ewma_ms = src->p[j].latency_ewma_ms;
         d->latency_samples = src->p[j].latency_samples;
     }
@@ -346,8 +348,10 @@ router_report(struct router *r, int idx, enum router_outcome outcome,
                 p->latency_ewma_ms += ROUTER_LATENCY_ALPHA *
                                       (latency_ms - p->latency_ewma_ms);
         }
-        if (started_s >= p->last_fault_s && p->degraded_until_s > now_s)
+        if (started_s >= p->last_fault_s && p->degraded_until_s > now_s) {
             p->degraded_until_s = now_s;
+            p->remote = false;
+        }
         break;
     case ROUTER_OUTCOME_RATE_LIMITED:
     case ROUTER_OUTCOME_SERVER_ERROR:
@@ -355,14 +359,66 @@ router_report(struct router *r, int idx, enum router_outcome outcome,
         if (!isfinite(retry_after_s))
             retry_after_s = 0;
         until = now_s + fmax(r->cooldown_s, retry_after_s);
-        p->degraded_until_s = fmax(p->degraded_until_s, until);
         p->last_fault_s = now_s;
+        /* Another host's longer cooldown stays the one in force, and the
+         * status keeps saying whose it is. */
+        if (p->remote && until <= p->degraded_until_s)
+            break;
+        p->degraded_until_s = fmax(p->degraded_until_s, until);
         p->last_fault = outcome;
         p->last_retry_after_s = fmax(retry_after_s, 0);
+        p->remote = false;
         break;
     case ROUTER_OUTCOME_CLIENT_ERROR:
         break;
     }
+}
+
+static bool
+is_fault(enum router_outcome o)
+{
+    return o == ROUTER_OUTCOME_RATE_LIMITED ||
+           o == ROUTER_OUTCOME_SERVER_ERROR || o == ROUTER_OUTCOME_TIMEOUT;
+}
+
+bool
+router_remote_cooldown(struct router *r, int idx, double until_s,
+                       enum router_outcome cause, double retry_after_s,
+                       double fault_s, double now_s)
+{
+    struct provider *p;
+
+    assert(idx >= 0 && (size_t)idx < r->n);
+    p = &r->p[idx];
+    if (!is_fault(cause) || !isfinite(until_s) || !isfinite(fault_s))
+        return false;
+    /* Never in the future: the two clocks are only as close as the trip. */
+    fault_s = fmin(fault_s, now_s);
+    p->last_fault_s = fmax(p->last_fault_s, fault_s);
+    if (until_s <= now_s || until_s <= p->degraded_until_s)
+        return false;
+    p->degraded_until_s = until_s;
+    p->last_fault = cause;
+    p->last_retry_after_s = isfinite(retry_after_s) ?
+                            fmax(retry_after_s, 0) : 0;
+    p->remote = true;
+    return true;
+}
+
+bool
+router_remote_clear(struct router *r, int idx, double started_s,
+                    double now_s)
+{
+    struct provider *p;
+
+    assert(idx >= 0 && (size_t)idx < r->n);
+    p = &r->p[idx];
+    if (!isfinite(started_s) || started_s < p->last_fault_s ||
+        p->degraded_until_s <= now_s)
+        return false;
+    p->degraded_until_s = now_s;
+    p->remote = false;
+    return true;
 }
 
 void
@@ -381,6 +437,7 @@ router_status(const struct router *r, int idx, double now_s,
     st->cause = p->last_fault;
     st->fault_s = p->last_fault_s;
     st->retry_after_s = p->last_retry_after_s;
+    st->remote = p->remote;
 }
 
 /* Index of s[0..len-1] in a table of names, or -1. */

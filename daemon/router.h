@@ -92,6 +92,8 @@ struct router_status {
                                            timeout */
     double      fault_s;                /* when it was reported */
     double      retry_after_s;          /* its Retry-After; 0: none */
+    bool        remote;                 /* that fault was another host's
+                                           (router_remote_cooldown) */
 };
 
 /*
@@ -155,6 +157,30 @@ int router_select_held(struct router *r, int preferred, const bool *excluded,
 void router_report(struct router *r, int idx, enum router_outcome outcome,
                    double latency_ms, double retry_after_s, double started_s,
                    double now_s);
+
+/*
+ * Health learned from another host (multi-host mode).  A remote cooldown
+ * of provider idx until until_s, for a fault reported at fault_s (both on
+ * this router's clock): the cooldown becomes the later of its own end and
+ * until_s (a host never shortens a cooldown it has); when until_s is the
+ * later, cause and retry_after_s become the status' and it is marked
+ * remote; a local fault whose cooldown ends no later leaves them so.  The last fault's time becomes the later of the two either way,
+ * so an ok already in flight does not cancel the other host's fresh
+ * fault.  Returns whether the cooldown was extended.  A cause that is not
+ * a fault (ok, client_error), or non-finite times, change nothing.
+ */
+bool router_remote_cooldown(struct router *r, int idx, double until_s,
+                            enum router_outcome cause, double retry_after_s,
+                            double fault_s, double now_s);
+/*
+ * A success on another host, for an attempt started at started_s, cleared
+ * the provider's cooldown: it is healthy again at once, by the rule of an
+ * ok outcome (only when started_s >= the last fault known here, so a
+ * fault reported since keeps its cooldown).  No latency sample.  Returns
+ * whether a cooldown was cleared.
+ */
+bool router_remote_clear(struct router *r, int idx, double started_s,
+                         double now_s);
 
 bool router_is_healthy(const struct router *r, int idx, double now_s);
 void router_status(const struct router *r, int idx, double now_s,

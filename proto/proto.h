@@ -222,9 +222,10 @@ struct proto_msgdef {
  * degraded, its latency_ewma_ms nil before the first sample; while it is
  * degraded, cooldown_cause (rate_limited, server_error, timeout),
  * cooldown_since (unix seconds) and retry_after_s are the fault's that
- * last extended its cooldown.  available_llm_tokens comes with a
- * tokens_per_min.  The daemon's last_flush is the unix time of its last
- * successful write of quotas (nil before the first), store "ok" or
+ * last extended its cooldown, and cooldown_host the host it was reported
+ * on when that was another (multi-host mode).  available_llm_tokens comes
+ * with a tokens_per_min.  The daemon's last_flush is the unix time of its
+ * last successful write of quotas (nil before the first), store "ok" or
  * "failing" (with store_error). */
 #define PROTO_PROVIDER_STATUS_FIELDS(X, m)                                    \
     X(m, name,                 NAME,                 PF_STR,    PF_REQUIRED)  \
@@ -241,7 +242,8 @@ struct proto_msgdef {
     X(m, retry_after_s,        RETRY_AFTER_S,        PF_DOUBLE, 0)            \
     X(m, available_llm_tokens, AVAILABLE_LLM_TOKENS, PF_DOUBLE, 0)            \
     X(m, rate_source,          RATE_SOURCE,          PF_STR,    0)            \
-    X(m, tokens_per_min_source, TOKENS_PER_MIN_SOURCE, PF_STR,  0)
+    X(m, tokens_per_min_source, TOKENS_PER_MIN_SOURCE, PF_STR,  0)          \
+    X(m, cooldown_host,        COOLDOWN_HOST,        PF_STR,    0)
 /* A model deployment in status: its alias, model id, provider and group;
  * its own bucket (rate_per_sec 0: no RPM, available_tokens and
  * max_tokens then absent; tokens_per_min 0: no TPM) and its own health,

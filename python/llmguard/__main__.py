@@ -40,7 +40,7 @@ _PROVIDER_KEYS = ("name", "available_tokens", "rate_per_sec", "max_tokens",
                   "waiters", "tokens_per_min")
 _PROVIDER_EXTRA = ("cooldown_cause", "cooldown_since", "retry_after_s",
                    "available_llm_tokens", "rate_source",
-                   "tokens_per_min_source")
+                   "tokens_per_min_source", "cooldown_host")
 _MODEL_KEYS = ("alias", "model", "provider", "group", "rate_per_sec",
                "tokens_per_min", "waiters", "state", "cooldown_remaining_s",
                "latency_ewma_ms")
@@ -102,6 +102,8 @@ def _provider_notes(st: Dict[str, Any]) -> None:
                     f"{_iso(p['cooldown_since'])}")
             if "retry_after_s" in p:
                 line += f", Retry-After {p['retry_after_s']:g} s"
+            if "cooldown_host" in p:
+                line += f", from host {p['cooldown_host']}"
             print(line)
         if "available_llm_tokens" in p:
             print(f"{p['name']}: {p['available_llm_tokens']:.0f} of "

@@ -64,7 +64,7 @@ _PROVIDER_STATUS: List[Row] = [
     ("latency_ewma_ms", _is_double, N), ("cooldown_cause", _is_str, O),
     ("cooldown_since", _is_double, O), ("retry_after_s", _is_double, O),
     ("available_llm_tokens", _is_double, O), ("rate_source", _is_str, O),
-    ("tokens_per_min_source", _is_str, O),
+    ("tokens_per_min_source", _is_str, O), ("cooldown_host", _is_str, O),
 ]
 _MODEL_STATUS: List[Row] = [
     ("alias", _is_str, R), ("model", _is_str, R), ("provider", _is_str, R),

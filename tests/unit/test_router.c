@@ -444,6 +444,149 @@ test_copy_state(void **state)
     router_free(r);
 }
 
+/* A cooldown learned from another host: the later end wins, never the
+ * shorter; the status says it is remote and why. */
+static void
+test_remote_cooldown_later_wins(void **state)
+{
+    struct router *r = make(ROUTER_POLICY_PRIMARY, 2, 1, 1, 0);
+    int a = idx(r, "a");
+    struct router_status st;
+
+    (void)state;
+    assert_true(router_remote_cooldown(r, a, 40, ROUTER_OUTCOME_RATE_LIMITED,
+                                       30, 9, 10));
+    assert_false(router_is_healthy(r, a, 39));
+    assert_int_equal(router_select(r, -1, NULL, 20, NULL), idx(r, "b"));
+    router_status(r, a, 20, &st);
+    assert_true(st.remote);
+    assert_int_equal(st.cause, ROUTER_OUTCOME_RATE_LIMITED);
+    assert_near(st.retry_after_s, 30);
+    assert_near(st.fault_s, 9);
+    /* A shorter remote one changes nothing but the fault's time. */
+    assert_false(router_remote_cooldown(r, a, 30, ROUTER_OUTCOME_TIMEOUT, 0,
+                                        21, 21));
+    assert_near(cooldown_left(r, "a", 21), 19);
+    router_status(r, a, 21, &st);
+    assert_int_equal(st.cause, ROUTER_OUTCOME_RATE_LIMITED);
+    assert_near(st.fault_s, 21);
+    /* A local fault that ends later takes over, and is local. */
+    fault(r, "a", 22);      /* 22 + 60 = 82: later, and its own */
+    router_status(r, a, 22, &st);
+    assert_false(st.remote);
+    assert_near(st.cooldown_remaining_s, 60);
+    /* A remote one shorter than the local one never shortens it. */
+    assert_false(router_remote_cooldown(r, a, 50, ROUTER_OUTCOME_RATE_LIMITED,
+                                        0, 23, 23));
+    assert_near(cooldown_left(r, "a", 23), 59);
+    /* Not faults, ends in the past, non-finite times: nothing. */
+    assert_false(router_remote_cooldown(r, idx(r, "b"), 90,
+                                        ROUTER_OUTCOME_OK, 0, 23, 23));
+    assert_false(router_remote_cooldown(r, idx(r, "b"), 90,
+                                        ROUTER_OUTCOME_CLIENT_ERROR, 0, 23,
+                                        23));
+    assert_false(router_remote_cooldown(r, idx(r, "b"), 20,
+                                        ROUTER_OUTCOME_TIMEOUT, 0, 19, 23));
+    assert_false(router_remote_cooldown(r, idx(r, "b"), NAN,
+                                        ROUTER_OUTCOME_TIMEOUT, 0, 19, 23));
+    assert_true(router_is_healthy(r, idx(r, "b"), 23));
+    router_free(r);
+}
+
+/* A local fault whose cooldown ends no later than another host's leaves
+ * that one in force, and the status saying so; its time still counts. */
+static void
+test_local_fault_under_remote(void **state)
+{
+    struct router *r = make(ROUTER_POLICY_PRIMARY, 1, 1, 0, 0);
+    int a = idx(r, "a");
+    struct router_status st;
+
+    (void)state;
+    assert_true(router_remote_cooldown(r, a, 200, ROUTER_OUTCOME_RATE_LIMITED,
+                                       190, 10, 10));
+    fault(r, "a", 20);                  /* 20 + 60 = 80 < 200 */
+    router_status(r, a, 20, &st);
+    assert_true(st.remote);
+    assert_int_equal(st.cause, ROUTER_OUTCOME_RATE_LIMITED);
+    assert_near(st.retry_after_s, 190);
+    assert_near(st.cooldown_remaining_s, 180);
+    /* An ok in flight before the local fault does not clear it. */
+    router_report(r, a, ROUTER_OUTCOME_OK, 5, 0, 15, 21);
+    assert_false(router_is_healthy(r, a, 21));
+    router_report(r, a, ROUTER_OUTCOME_OK, 5, 0, 20, 22);
+    assert_true(router_is_healthy(r, a, 22));
+    /* A local fault after the remote one ended is local again. */
+    fault(r, "a", 23);
+    router_status(r, a, 23, &st);
+    assert_false(st.remote);
+    assert_int_equal(st.cause, ROUTER_OUTCOME_SERVER_ERROR);
+    router_free(r);
+}
+
+/* A fault time from another host's clock is never taken as later than
+ * now: an ok routed here just after still clears. */
+static void
+test_remote_fault_time_capped(void **state)
+{
+    struct router *r = make(ROUTER_POLICY_PRIMARY, 1, 1, 0, 0);
+    int a = idx(r, "a");
+
+    (void)state;
+    assert_true(router_remote_cooldown(r, a, 70, ROUTER_OUTCOME_SERVER_ERROR,
+                                       0, 10.5, 10));
+    router_report(r, a, ROUTER_OUTCOME_OK, 5, 0, 10.2, 11);
+    assert_true(router_is_healthy(r, a, 11));
+    router_free(r);
+}
+
+/* A success on another host clears the cooldown, unless a fault came after
+ * its attempt started; it takes no latency sample. */
+static void
+test_remote_clear(void **state)
+{
+    struct router *r = make(ROUTER_POLICY_PRIMARY, 1, 1, 0, 0);
+    int a = idx(r, "a");
+    struct router_status st;
+
+    (void)state;
+    assert_false(router_remote_clear(r, a, 5, 5));      /* healthy */
+    fault(r, "a", 10);
+    assert_false(router_remote_clear(r, a, 9, 11));     /* in flight */
+    assert_near(cooldown_left(r, "a", 11), 59);
+    assert_true(router_remote_clear(r, a, 10, 12));
+    assert_true(router_is_healthy(r, a, 12));
+    router_status(r, a, 12, &st);
+    assert_int_equal(st.latency_samples, 0);
+    assert_false(st.remote);
+    /* A remote cooldown is cleared the same way. */
+    assert_true(router_remote_cooldown(r, a, 50, ROUTER_OUTCOME_RATE_LIMITED,
+                                       0, 13, 13));
+    assert_false(router_remote_clear(r, a, 12.5, 14));
+    assert_true(router_remote_clear(r, a, 13.5, 14));
+    assert_true(router_is_healthy(r, a, 14));
+    assert_false(router_remote_clear(r, a, NAN, 14));
+    router_free(r);
+}
+
+/* A reload keeps where a cooldown came from. */
+static void
+test_copy_state_remote(void **state)
+{
+    struct router *old = make(ROUTER_POLICY_PRIMARY, 1, 1, 0, 0);
+    struct router *r = make(ROUTER_POLICY_PRIMARY, 1, 1, 0, 0);
+    struct router_status st;
+
+    (void)state;
+    router_remote_cooldown(old, 0, 30, ROUTER_OUTCOME_TIMEOUT, 0, 1, 1);
+    router_copy_state(r, old);
+    router_status(r, 0, 2, &st);
+    assert_true(st.remote);
+    assert_near(st.cooldown_remaining_s, 28);
+    router_free(old);
+    router_free(r);
+}
+
 static void
 test_names(void **state)
 {
@@ -526,6 +669,11 @@ main(void)
         cmocka_unit_test(test_client_error_does_not_degrade),
         cmocka_unit_test(test_all_excluded),
         cmocka_unit_test(test_copy_state),
+        cmocka_unit_test(test_remote_cooldown_later_wins),
+        cmocka_unit_test(test_remote_fault_time_capped),
+        cmocka_unit_test(test_local_fault_under_remote),
+        cmocka_unit_test(test_remote_clear),
+        cmocka_unit_test(test_copy_state_remote),
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_held),
     };
