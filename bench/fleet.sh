@@ -273,8 +273,18 @@ m() {
         echo "  $label: $(ops "$f") ops/s, p50 $(get p50_us "$f")" \
             "p99 $(get p99_us "$f") us; CPU clients" \
             "$(get clients_cpu_us_per_op "$f") us/op, daemon" \
-            "$(get daemon_cpu_us_per_op "$f") us/op, redis $rcpu%" ;;
+            "$(get daemon_cpu_us_per_op "$f") us/op, redis $rcpu%;" \
+            "refused $(refused "$f")%" ;;
     esac
+}
+
+# refused FILE: the calls refused at once (timeout 0: no token there), in
+# % of the calls made in the window.
+refused() {
+    n=$(get permits "$1")
+    [ -n "$n" ] || n=$(get calls "$1")
+    awk -v n="$n" -v d="$(get denied "$1")" \
+        'BEGIN { printf "%.2f\n", (n + d > 0) ? 100 * d / (n + d) : 0 }'
 }
 
 # ops FILE: the operations per second of a result, whatever its mode.
@@ -347,7 +357,11 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 col() {
     grep "\"label\":\"$1\"" "$TMP/results.jsonl" | while IFS= read -r l; do
         printf '%s\n' "$l" > "$TMP/one"
-        if [ "$2" = ops ]; then ops "$TMP/one"; else get "$2" "$TMP/one"; fi
+        case $2 in
+        ops) ops "$TMP/one" ;;
+        refused) refused "$TMP/one" ;;
+        *) get "$2" "$TMP/one" ;;
+        esac
     done
 }
 
@@ -382,8 +396,9 @@ row() {
     label=$1 what=$2
     shift 2
     grep -q "\"label\":\"$label\"" "$TMP/results.jsonl" || return 0
-    printf '| %s | %s | %s | %s | %s | %s | %s |' "$what" \
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s |' "$what" \
         "$(col "$label" ops | median | int)" "$(col "$label" ops | range)" \
+        "$(col "$label" refused | median)" \
         "$(col "$label" p50_us | median)" "$(col "$label" p99_us | median)" \
         "$(col "$label" daemon_cpu_us_per_op | median)" \
         "$(col "$label" redis_cpu_pct | median)"
@@ -394,8 +409,8 @@ row() {
 echo
 echo "## Summary (medians over the rounds; latencies in µs)"
 echo
-echo "| acquire, timeout 0 | ops/s | range | p50 | p99 | daemon µs/op | Redis CPU % | vs single-host | vs EVALSHA | p50 vs single-host |"
-echo "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"
+echo "| acquire, timeout 0 | ops/s | range | refused % | p50 | p99 | daemon µs/op | Redis CPU % | vs single-host | vs EVALSHA | p50 vs single-host |"
+echo "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 for P in 1 8; do
     row "a-s-$P" "$P proc: (a) single-host" "1" "**$(ratio "a-s-$P" "a-rd-$P")**" "1"
     for d in r1 r3; do
@@ -415,8 +430,8 @@ for P in 1 8; do
 done
 
 echo
-echo "| permit+report, no workflow | calls/s | range | p50 | p99 | daemon µs/call | Redis CPU % | vs single-host | p50 vs single-host |"
-echo "|---|---:|---|---:|---:|---:|---:|---:|---:|"
+echo "| permit+report, no workflow | calls/s | range | refused % | p50 | p99 | daemon µs/call | Redis CPU % | vs single-host | p50 vs single-host |"
+echo "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"
 for P in 1 8; do
     row "p-s-$P" "$P proc: (a) single-host" "1" "1"
     row "p-r1-$P" "$P proc: (b) Redis mode, 1 daemon" \
