@@ -1,6 +1,6 @@
 #!/bin/sh
 # fleet.sh - multi-host mode (REDIS_URL) beside single-host mode and beside
-# one EVALSHA per acquire, in one run of about two and a half minutes.
+# one EVALSHA per acquire, in one run of about three minutes.
 #
 #   bench/fleet.sh [-q] [-r ROUNDS] [-o RESULTS.jsonl] [LLMGUARDD]
 #
@@ -27,16 +27,18 @@
 #      burst 500) that 24 processes still exhaust;
 # and prints every measurement, then the tables (Markdown).  It always
 # stops what it started (also on Ctrl-C); every program run is bounded by
-# `timeout`.  Alongside each measurement it gives redis-server's CPU over
-# the whole program run (connect and warm-up included), % of one core.
+# `timeout`.  Alongside each measurement it gives the share of calls
+# refused at once (timeout 0, no token held), the daemon's CPU per call
+# (for the three daemons: from /proc over the whole program run), and
+# redis-server's CPU over the whole program run, % of one core.
 #
 # LLMGUARDD defaults to $LLMGUARDD, else _build/default/daemon/llmguardd.
 # loadgen, redisgen and pingpong are taken from $LOADGEN, $REDISGEN and
-# $PINGPONG, else from
-# bench/ of that daemon's build tree when they know the options used here,
-# else compiled into the temporary directory (as bench/compare.sh does).
+# $PINGPONG, else from bench/ of that daemon's build tree when they know
+# the options used here, else compiled into the temporary directory (as
+# bench/compare.sh does).
 # Needs redis-server ($REDIS_SERVER) and hiredis.
-# -q: a quick smoke run (0.5 s per measurement, 1 round, ~30 s).
+# -q: a quick smoke run (0.5 s per measurement, 1 round, ~20 s).
 # -o FILE: also keep the JSON lines (one per measurement) in FILE.
 
 # shellcheck disable=SC2154 # PID_* are set by eval
