@@ -2,7 +2,7 @@
 # fleet.sh - multi-host mode (REDIS_URL) beside single-host mode and beside
 # one EVALSHA per acquire, in one run of about three minutes.
 #
-#   bench/fleet.sh [-q] [-r ROUNDS] [-o RESULTS.jsonl] [LLMGUARDD]
+#   bench/fleet.sh [-q] [-r ROUNDS] [-l LEASE_MS] [-o RESULTS.jsonl] [LLMGUARDD]
 #
 # Starts, in a temporary directory, a private redis-server (Unix socket
 # only: port 0, no RDB, no AOF) and five private llmguardd, each with its
@@ -11,7 +11,8 @@
 #   r1        Redis mode, a fleet of one (its own key prefix, fleet1:);
 #   h1 h2 h3  Redis mode, a fleet of three (host ids h1..h3, prefix fleet3:),
 #             standing in for three hosts;
-# all with LLMGUARD_LEASE_MS=200.  Then it measures, interleaved:
+# all with LLMGUARD_LEASE_MS=LEASE_MS (default 200).  Then it measures,
+# interleaved:
 #   1. acquire (timeout 0) throughput and p50/p99 from 1 and 8 client
 #      processes: (a) single-host, (b) Redis mode with 1 daemon, (c) Redis
 #      mode with 3 daemons (client w on daemon w mod 3), (d) the per-call
@@ -58,10 +59,12 @@ srcdir=$(dirname "$here")
 quick=0
 rounds=
 results_out=
-while getopts qr:o:h opt; do
+LEASE_MS=200
+while getopts qr:l:o:h opt; do
     case $opt in
     q) quick=1 ;;
     r) rounds=$OPTARG ;;
+    l) LEASE_MS=$OPTARG ;;
     o) results_out=$OPTARG ;;
     h) usage 0 ;;
     *) usage ;;
@@ -79,7 +82,10 @@ if [ "$quick" = 1 ]; then
 else
     T=2; WARM=0.5; T_ACC=4; ROUNDS=${rounds:-3}
 fi
-LEASE_MS=200
+case $LEASE_MS in
+'' | *[!0-9]*) echo "fleet.sh: -l wants milliseconds, not '$LEASE_MS'" >&2
+    exit 2 ;;
+esac
 LIMIT=$(awk -v t="$T" -v a="$T_ACC" 'BEGIN { print int((t > a ? t : a) + 30) }')
 
 # shellcheck disable=SC2034 # read by lib.sh
