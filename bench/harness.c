@@ -275,6 +275,7 @@ merge_one(int k, int fd, struct hn_result *res)
         res->sum.first_s = r.first_s;
     if (r.last_s > res->sum.last_s)
         res->sum.last_s = r.last_s;
+    res->ok_of[k] = r.ok;
     if (r.ok < res->min_ok)
         res->min_ok = r.ok;
     if (r.ok > res->max_ok)

@@ -66,6 +66,7 @@ struct hn_result {
     struct hn_report sum;       /* ok, denied, errors, cpu summed */
     struct hn_samples lat;      /* all workers' latencies, sorted */
     uint64_t min_ok, max_ok;    /* per worker, for fairness */
+    uint64_t ok_of[HN_MAX_PROCS]; /* each worker's ok, by index */
     double go_s;
     double window_s;            /* the measured window */
     double server_cpu_s;        /* -1: not measured */

@@ -3,7 +3,8 @@
  *
  *   loadgen MODE [OPTIONS]      (loadgen --help for the list)
  *
- * It starts no daemon: it talks to the one on --socket.  A run forks
+ * It starts no daemon: it talks to the one on --socket (or, given several
+ * times, to several: worker w uses socket w mod n).  A run forks
  * --procs worker processes, each with its own handle (one connection),
  * lines them up on a barrier (every worker has connected and answered a
  * ping), then lets them go at one instant of CLOCK_MONOTONIC (harness.c).
@@ -30,6 +31,7 @@
 #include "llmguard.h"
 
 #define ID_MAX 256
+#define MAX_SOCKETS 16
 #define PROG "loadgen"
 
 enum mode { M_THROUGHPUT, M_ACCURACY, M_QUOTA, M_FILL, M_PERMIT, M_PIPELINE,
@@ -80,6 +82,8 @@ static const struct ids_def {
 struct opts {
     const struct mode_def *m;
     const char *socket;         /* NULL: $LLMGUARD_SOCKET, else the default */
+    const char *sockets[MAX_SOCKETS]; /* every --socket; workers spread */
+    int nsockets;
     const char *provider;
     const char *label;          /* echoed in the output, for scripts */
     const char *prefix;         /* workflow id prefix (quota, fill, permit) */
@@ -92,6 +96,7 @@ struct opts {
     double timeout_s;           /* acquire timeout; < 0: mode's default */
     double rate_per_sec;        /* local: each process's bucket */
     double burst;
+    double lease_s;             /* accuracy: added to elapsed in the bound */
     uint32_t tokens;
     long count;                 /* fill: number of ids */
     int depth;                  /* pipeline: pairs in flight per process */
@@ -118,7 +123,10 @@ usage(FILE *fp)
 "\n"
 "Options:\n"
 "  -s, --socket PATH     daemon socket (default: $LLMGUARD_SOCKET, else the\n"
-"                        per-user default)\n"
+"                        per-user default); given up to %d times, worker w\n"
+"                        connects to the (w mod n)th (clients spread over\n"
+"                        several daemons); the first answers accuracy's\n"
+"                        limiter status, fill and ping\n"
 "  -p, --provider NAME   provider to acquire from; permit: the preferred one\n"
 "                        (default: bench)\n"
 "  -P, --procs N         worker processes (default: 1)\n"
@@ -133,6 +141,9 @@ usage(FILE *fp)
 "  -r, --rate R          local: each process's bucket rate per second\n"
 "                        (default: 200)\n"
 "  -b, --burst B         local: each process's bucket size (default: 10)\n"
+"      --lease-ms L      accuracy: the bound is burst + rate x (elapsed + L ms),\n"
+"                        that of daemons sharing a bucket through leases of\n"
+"                        L ms (default: 0)\n"
 "      --ids WORD        workflow ids: shared (one id for all), per-proc\n"
 "                        (default), per-call (a new id per call), or none\n"
 "                        (permit: no quota reservation at all)\n"
@@ -160,9 +171,10 @@ usage(FILE *fp)
 "\n"
 "Output (text; --json has the same fields):\n"
 "  throughput  permits/s, p50/p99/p99.9 latency in microseconds, denied\n"
-"  accuracy    granted, bound = burst + rate x elapsed (burst and rate read\n"
-"              from the daemon), granted/bound; elapsed runs from the start\n"
-"              to the last grant\n"
+"  accuracy    granted, bound = burst + rate x (elapsed + --lease-ms) (burst\n"
+"              and rate read from the daemon), granted/bound; elapsed runs\n"
+"              from the start to the last grant; with several --socket, the\n"
+"              grants through each (per_socket)\n"
 "  quota       reservations/s, p50/p99/p99.9 in microseconds\n"
 "  fill        ids/s; with --daemon-pid, RSS before/after and bytes per id\n"
 "  permit      calls/s (each call is 2 round trips: permit and report),\n"
@@ -175,7 +187,7 @@ usage(FILE *fp)
 "\n"
 "Exit: 0 ok; 1 a call failed (other than a timeout or a quota refusal),\n"
 "the daemon did not answer, or (accuracy) granted exceeded the bound;\n"
-"2 usage.\n");
+"2 usage.\n", MAX_SOCKETS);
 }
 
 static double
@@ -197,6 +209,7 @@ parse_args(int argc, char **argv, struct opts *o)
         { "tokens", required_argument, NULL, 'n' },
         { "rate", required_argument, NULL, 'r' },
         { "burst", required_argument, NULL, 'b' },
+        { "lease-ms", required_argument, NULL, 'L' },
         { "ids", required_argument, NULL, 'I' },
         { "prefix", required_argument, NULL, 'X' },
         { "tenant", required_argument, NULL, 'T' },
@@ -232,7 +245,14 @@ parse_args(int argc, char **argv, struct opts *o)
     while ((c = getopt_long(argc, argv, "s:p:P:d:w:t:n:r:b:N:l:jh", longopts,
                             NULL)) != -1) {
         switch (c) {
-        case 's': o->socket = optarg; break;
+        case 's':
+            if (o->nsockets == MAX_SOCKETS)
+                hn_die(PROG, "--socket: at most %d", MAX_SOCKETS);
+            o->sockets[o->nsockets++] = optarg;
+            o->socket = o->sockets[0];
+            break;
+        case 'L': o->lease_s = num("--lease-ms", optarg, 0, 3.6e6) / 1000;
+            break;
         case 'p': o->provider = optarg; break;
         case 'P': o->procs = (int)num("--procs", optarg, 1, HN_MAX_PROCS);
             break;
@@ -318,7 +338,8 @@ connect_worker(const struct opts *o, struct hn_worker *w)
 {
     int rc;
 
-    handle = llmguard_open(o->socket);
+    handle = llmguard_open(o->nsockets > 1 ?
+                           o->sockets[w->index % o->nsockets] : o->socket);
     if (handle == NULL)
         hn_fail(w, LLMGUARD_ENOMEM, "llmguard_open failed");
     else if ((rc = llmguard_ping(handle)) != 0)
@@ -742,6 +763,24 @@ mode_throughput(const struct opts *o)
     return rc < 0 ? 1 : 0;
 }
 
+/* With several --socket: the grants through each daemon (worker w used
+ * socket w mod n), to see that each got its share. */
+static void
+print_per_socket(const struct opts *o, const struct hn_result *res)
+{
+    if (o->nsockets < 2)
+        return;
+    printf(o->json ? ",\"per_socket\":\"" : "; per socket");
+    for (int i = 0; i < o->nsockets; i++) {
+        uint64_t n = 0;
+        for (int w = i; w < o->procs; w += o->nsockets)
+            n += res->ok_of[w] * o->tokens;
+        printf(o->json && i == 0 ? "%" PRIu64 : " %" PRIu64, n);
+    }
+    if (o->json)
+        putchar('"');
+}
+
 /* granted / (burst + rate x elapsed) of an accuracy or local run. */
 static int
 print_accuracy(const struct opts *o, const struct hn_result *res,
@@ -751,29 +790,30 @@ print_accuracy(const struct opts *o, const struct hn_result *res,
     double granted = (double)res->sum.ok * o->tokens;
     double elapsed = (res->sum.last_s > 0 ? res->sum.last_s : res->go_s) -
                      res->go_s;
-    double bound = burst + rate_per_sec * elapsed;
+    double bound = burst + rate_per_sec * (elapsed + o->lease_s);
     double ratio = bound > 0 ? granted / bound : 0;
     bool exceeded = granted > bound + 1e-9;
 
     /* A grant's latency is mostly time spent waiting for a token. */
     print_head(o);
     if (o->json)
-        printf(",\"rate_per_sec\":%g,\"burst\":%g,\"seconds\":%.3f,"
-               "\"elapsed_s\":%.6f,\"granted\":%.0f,\"bound\":%.1f,"
+        printf(",\"rate_per_sec\":%g,\"burst\":%g,\"lease_ms\":%g,"
+               "\"seconds\":%.3f,\"elapsed_s\":%.6f,\"granted\":%.0f,\"bound\":%.1f,"
                "\"ratio\":%.5f,\"timeouts\":%" PRIu64 ",\"errors\":%" PRIu64
                ",\"per_proc_min\":%" PRIu64 ",\"per_proc_max\":%" PRIu64
                ",\"wait_p50_us\":%.1f,\"wait_p99_us\":%.1f", rate_per_sec,
-               burst, o->seconds, elapsed, granted, bound, ratio,
+               burst, o->lease_s * 1000, o->seconds, elapsed, granted, bound, ratio,
                res->sum.denied, res->sum.errors, res->min_ok, res->max_ok,
                hn_quantile_us(&res->lat, 0.5), hn_quantile_us(&res->lat, 0.99));
     else
         printf(", rate %g burst %g, %.3f s: granted %.0f, bound (burst + "
-               "rate x elapsed) %.1f, granted/bound %.4f%s; per proc %"
+               "rate x (elapsed + %g ms lease)) %.1f, granted/bound %.4f%s; per proc %"
                PRIu64 "..%" PRIu64 ", wait p50 %.0f us, p99 %.0f us",
-               rate_per_sec, burst, elapsed, granted, bound, ratio,
-               exceeded && must_hold ? " EXCEEDS THE BOUND" : "", res->min_ok,
+               rate_per_sec, burst, elapsed, granted, o->lease_s * 1000,
+               bound, ratio, exceeded && must_hold ? " EXCEEDS THE BOUND" : "", res->min_ok,
                res->max_ok, hn_quantile_us(&res->lat, 0.5),
                hn_quantile_us(&res->lat, 0.99));
+    print_per_socket(o, res);
     hn_print_cpu_and_end(o->json, res);
     return exceeded && must_hold ? 1 : 0;
 }
@@ -792,7 +832,9 @@ mode_accuracy(const struct opts *o)
         hn_die(PROG, "limiter_status %s: %s", o->provider,
                llmguard_last_error(g));
     llmguard_close(g);
-    if (st.available_tokens < st.max_tokens - 1e-6)
+    /* With leases (--lease-ms) the daemon holds only its lease: the
+     * bucket the bound is about is in Redis, full while untouched. */
+    if (o->lease_s == 0 && st.available_tokens < st.max_tokens - 1e-6)
         fprintf(stderr, "loadgen: note: bucket %s holds %.2f of %.0f tokens "
                 "at the start; the bound still assumes a full one\n",
                 o->provider, st.available_tokens, st.max_tokens);

@@ -506,21 +506,23 @@ mode_ping(const struct opts *o)
     unsigned char *req = make_frame(o->req_bytes);
     unsigned char *buf = malloc(o->rep_bytes);
     double end = hn_now_s() + o->seconds;
+    int rc;
 
     for (;;) {
         int fd = connect_to(o->socket);
-        int rc = fd >= 0 && buf != NULL ?
-                 round_trip(fd, req, o->req_bytes, buf, o->rep_bytes) : -1;
+        rc = fd >= 0 && buf != NULL ?
+             round_trip(fd, req, o->req_bytes, buf, o->rep_bytes) : -1;
         if (fd >= 0)
             close(fd);
-        if (rc == 0)
-            return 0;
-        if (hn_now_s() >= end) {
-            fprintf(stderr, "pingpong: no answer on %s\n", o->socket);
-            return 1;
-        }
+        if (rc == 0 || hn_now_s() >= end)
+            break;
         hn_sleep_s(0.02);
     }
+    if (rc != 0)
+        fprintf(stderr, "pingpong: no answer on %s\n", o->socket);
+    free(req);
+    free(buf);
+    return rc == 0 ? 0 : 1;
 }
 
 int
