@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "redisurl.h"
 #include "fuzz_msg.h"
 #include "log.h"
 
@@ -103,7 +104,10 @@ check_models(const struct config *cfg)
         FUZZ_CHECK(pc != NULL && pc->priority == m->priority);
         FUZZ_CHECK(config_model(cfg, m->alias, strlen(m->alias)) == m);
         FUZZ_CHECK(in_range(m->rpm, 0, 1e9) && in_range(m->tpm, 0, 1e12));
-        FUZZ_CHECK(in_range(m->rpd, 0, 1e12) && in_range(m->tpd, 0, 1e15));
+        FUZZ_CHECK(m->requests_per_day >= 0 &&
+                   m->requests_per_day <= (int64_t)1e15 &&
+                   m->tokens_per_day >= 0 &&
+                   m->tokens_per_day <= (int64_t)1e15);
         if (i > 0) {
             const struct model_config *q = &cfg->models[i - 1];
             FUZZ_CHECK(q->priority < m->priority ||
@@ -147,7 +151,11 @@ check_config(const struct config *cfg, const char *env_file)
                    sizeof(((struct sockaddr_un *)0)->sun_path));
     FUZZ_CHECK(cfg->db_path[0] != '\0');
     FUZZ_CHECK(cfg->service_name[0] != '\0');
-    FUZZ_CHECK(cfg->redis_url[0] == '\0');
+    if (cfg->redis_url[0] != '\0') {   /* only a URL that parses is taken */
+        struct redisurl u;
+        char why[256];
+        FUZZ_CHECK(redisurl_parse(cfg->redis_url, &u, why, sizeof(why)) == 0);
+    }
     FUZZ_CHECK(strcmp(cfg->env_file, env_file) == 0);
     FUZZ_CHECK(config_policy_name(cfg->routing_policy) != NULL);
     FUZZ_CHECK(config_enforcement_name(cfg->quota_enforcement) != NULL);
@@ -171,6 +179,10 @@ check_config(const struct config *cfg, const char *env_file)
         FUZZ_CHECK(in_range(p->cost_per_1k_tokens, 0, 1e9) &&
                    p->cost_per_1k_tokens > 0);
         FUZZ_CHECK(in_range(p->tokens_per_min, 0, 1e12));
+        FUZZ_CHECK(p->requests_per_day >= 0 &&
+                   p->requests_per_day <= (int64_t)1e15 &&
+                   p->tokens_per_day >= 0 &&
+                   p->tokens_per_day <= (int64_t)1e15);
         FUZZ_CHECK(config_provider(cfg, p->name, len) == p);
         if (i > 0) {
             const struct provider_config *q = &cfg->providers[i - 1];
@@ -222,6 +234,8 @@ check_same(const struct config *a, const struct config *b)
         FUZZ_CHECK(p->priority == q->priority);
         FUZZ_CHECK(close_to(p->cost_per_1k_tokens, q->cost_per_1k_tokens));
         FUZZ_CHECK(close_to(p->tokens_per_min, q->tokens_per_min));
+        FUZZ_CHECK(p->requests_per_day == q->requests_per_day &&
+                   p->tokens_per_day == q->tokens_per_day);
     }
     FUZZ_CHECK(a->nmodels == b->nmodels);
     for (size_t i = 0; i < a->nmodels; i++) {
@@ -232,7 +246,8 @@ check_same(const struct config *a, const struct config *b)
         FUZZ_CHECK(strcmp(m->name, n->name) == 0);
         FUZZ_CHECK(strcmp(m->group, n->group) == 0);
         FUZZ_CHECK(close_to(m->rpm, n->rpm) && close_to(m->tpm, n->tpm));
-        FUZZ_CHECK(close_to(m->rpd, n->rpd) && close_to(m->tpd, n->tpd));
+        FUZZ_CHECK(m->requests_per_day == n->requests_per_day &&
+                   m->tokens_per_day == n->tokens_per_day);
     }
 }
 
