@@ -77,56 +77,14 @@ QPROCS=8
 PIN=
 LIMIT=$(awk -v t="$T" -v a="$T_ACC" 'BEGIN { print int((t > a ? t : a) + 30) }')
 
+# shellcheck disable=SC2034 # read by lib.sh
 TMP_PREFIX=llmguard-compare
+# shellcheck source=bench/lib.sh
 . "$here/lib.sh"
 
-msgpack_pkg() {
-    if pkg-config --exists msgpack-c 2>/dev/null; then echo msgpack-c
-    else echo msgpack; fi
-}
-
-# tool NAME MODE: the path of bench program NAME, one that knows MODE;
-# compiled into $TMP when the build tree has none (or an older one).
-# Prints nothing when it cannot be had.
-tool() {
-    name=$1 mode=$2
-    eval "given=\${$(echo "$name" | tr '[:lower:]' '[:upper:]'):-}"
-    if [ -n "$given" ]; then echo "$given"; return; fi
-    if [ -x "$builddir/bench/$name" ] &&
-        "$builddir/bench/$name" --help 2>/dev/null | grep -q "^  $mode "; then
-        echo "$builddir/bench/$name"
-        return
-    fi
-    cc=${CC:-cc}
-    flags="-O2 -g -std=gnu11 -D_GNU_SOURCE"
-    out=$TMP/$name
-    # Flags from pkg-config are word lists: split on purpose.
-    # shellcheck disable=SC2086,SC2046
-    case $name in
-    loadgen)
-        lib=$builddir/libclient/.libs/libllmguard.a
-        [ -f "$lib" ] || return 0
-        $cc $flags -I"$srcdir/libclient" -o "$out" "$here/loadgen.c" \
-            "$here/harness.c" "$lib" $(pkg-config --libs "$(msgpack_pkg)") \
-            -lm -lpthread ;;
-    pingpong)
-        lib=$builddir/proto/.libs/libproto.a
-        [ -f "$lib" ] || return 0
-        $cc $flags -I"$srcdir/proto" $(pkg-config --cflags "$(msgpack_pkg)") \
-            -o "$out" "$here/pingpong.c" "$here/harness.c" "$lib" \
-            $(pkg-config --libs "$(msgpack_pkg)") -lm ;;
-    redisgen)
-        pkg-config --exists hiredis 2>/dev/null || return 0
-        $cc $flags $(pkg-config --cflags hiredis) -o "$out" \
-            "$here/redisgen.c" "$here/harness.c" \
-            $(pkg-config --libs hiredis) -lm ;;
-    esac
-    [ -x "$out" ] && echo "$out"
-}
-
-LOADGEN=$(tool loadgen permit)
-PINGPONG=$(tool pingpong serve)
-REDISGEN=$(tool redisgen accuracy)
+LOADGEN=$(tool loadgen '^  permit ')
+PINGPONG=$(tool pingpong '^  serve ')
+REDISGEN=$(tool redisgen '^  accuracy ')
 [ -n "$LOADGEN" ] || { echo "compare.sh: no loadgen, and no" \
     "$builddir/libclient/.libs/libllmguard.a to build one" >&2; exit 1; }
 [ -n "$PINGPONG" ] || { echo "compare.sh: no pingpong, and no" \

@@ -93,53 +93,9 @@ TMP_PREFIX=llmguard-fleet
 # shellcheck source=bench/lib.sh
 . "$here/lib.sh"
 
-msgpack_pkg() {
-    if pkg-config --exists msgpack-c 2>/dev/null; then echo msgpack-c
-    else echo msgpack; fi
-}
-
-# tool NAME OPTION: the path of bench program NAME, one whose --help
-# knows OPTION; compiled into $TMP when the build tree has none (or an
-# older one).  Prints nothing when it cannot be had.
-tool() {
-    name=$1 opt=$2
-    eval "given=\${$(echo "$name" | tr '[:lower:]' '[:upper:]'):-}"
-    if [ -n "$given" ]; then echo "$given"; return; fi
-    if [ -x "$builddir/bench/$name" ] &&
-        "$builddir/bench/$name" --help 2>/dev/null | grep -q -- "$opt"; then
-        echo "$builddir/bench/$name"
-        return
-    fi
-    cc=${CC:-cc}
-    flags="-O2 -g -std=gnu11 -D_GNU_SOURCE"
-    out=$TMP/$name
-    # Flags from pkg-config are word lists: split on purpose.
-    # shellcheck disable=SC2086,SC2046
-    case $name in
-    loadgen)
-        lib=$builddir/libclient/.libs/libllmguard.a
-        [ -f "$lib" ] || return 0
-        $cc $flags -I"$srcdir/libclient" -o "$out" "$here/loadgen.c" \
-            "$here/harness.c" "$lib" $(pkg-config --libs "$(msgpack_pkg)") \
-            -lm -lpthread ;;
-    pingpong)
-        lib=$builddir/proto/.libs/libproto.a
-        [ -f "$lib" ] || return 0
-        $cc $flags -I"$srcdir/proto" $(pkg-config --cflags "$(msgpack_pkg)") \
-            -o "$out" "$here/pingpong.c" "$here/harness.c" "$lib" \
-            $(pkg-config --libs "$(msgpack_pkg)") -lm ;;
-    redisgen)
-        pkg-config --exists hiredis 2>/dev/null || return 0
-        $cc $flags $(pkg-config --cflags hiredis) -o "$out" \
-            "$here/redisgen.c" "$here/harness.c" \
-            $(pkg-config --libs hiredis) -lm ;;
-    esac
-    [ -x "$out" ] && echo "$out"
-}
-
-LOADGEN=$(tool loadgen --lease-ms)
-REDISGEN=$(tool redisgen --daemon-pid)
-PINGPONG=$(tool pingpong --daemon-pid)
+LOADGEN=$(tool loadgen -- --lease-ms)
+REDISGEN=$(tool redisgen -- --daemon-pid)
+PINGPONG=$(tool pingpong -- --daemon-pid)
 REDIS_SERVER=${REDIS_SERVER:-$(command -v redis-server || true)}
 [ -n "$LOADGEN" ] || { echo "fleet.sh: no loadgen, and no" \
     "$builddir/libclient/.libs/libllmguard.a to build one" >&2; exit 1; }
