@@ -2019,8 +2019,10 @@ permits_report(struct permits *p, struct conn *c, struct proto_req *req,
     idx = report_outcome(p, pm, r, outcome, report_headers(p, pm, r, now),
                          now);
     rr = pm->model_alias[0] != '\0' ? p->models : p->router;
-    /* A success ended a cooldown: the parked permits need not wait. */
-    if (was_degraded && idx >= 0 && router_is_healthy(rr, idx, now))
+    /* A success ended a provider's cooldown: the parked permits need not
+     * wait (a deployment's health is not the provider's). */
+    if (rr == p->router && was_degraded && idx >= 0 &&
+        router_is_healthy(rr, idx, now))
         parking_wake(p->d.parking);
     report_bucket(p, pm, r, now);
     reconciled = report_reconcile(p, pm, r);
