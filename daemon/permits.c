@@ -1500,6 +1500,22 @@ model_wait(struct permits *p, struct conn *c, uint64_t req_id,
     return 0;
 }
 
+static int park(struct permits *p, struct conn *c, uint64_t req_id,
+                double timeout_ms, struct pending *pd,
+                const struct route_args *ra, double remaining_s,
+                const char *what);
+
+/* The cooldown left to deployment d at now, its own or its provider's
+ * (held[d]), whichever ends later, in seconds. */
+static double
+deployment_cooldown(struct permits *p, int d, const double *held, double now)
+{
+    struct router_status rs;
+
+    router_status(p->models, d, now, &rs);
+    return fmax(rs.cooldown_remaining_s, held[d] - now);
+}
+
 /*
  * Steps 2 to 4 for a permit that names a model: route among its
  * deployments (each healthy and its provider too), take both tokens, or
@@ -1532,6 +1548,12 @@ permit_route_model(struct permits *p, struct conn *c, uint64_t req_id,
     if (d < 0)
         return proto_error_set(e, PROTO_E_NO_PROVIDER, "every deployment of "
                                "model '%.64s' is excluded", ra->model);
+    if (pd->all_degraded &&
+        (alt = park(p, c, req_id, timeout_ms, pd, ra,
+                    deployment_cooldown(p, d, held, now),
+                    pd->pm.model_alias)) != 0)
+        return alt > 0 ? 0 : proto_error_set(e, PROTO_E_INTERNAL,
+                                             "out of memory");
     if (pd->all_degraded)
         log_warn("every deployment of model %s is degraded: routing to %s, "
                  "whose cooldown ends first", ra->model, pd->pm.model_alias);
@@ -1620,21 +1642,21 @@ park_done(struct parked *pkd, double now_s)
 }
 
 /*
- * Every candidate is in its cooldown and idx's ends first: when that is
- * within the permit's timeout, park it until then instead of calling a
- * degraded provider.  1 parked, 0 not (the all-degraded rule applies),
- * -1 out of memory.
+ * Every candidate is in its cooldown and what's (a provider's, or a model
+ * deployment's) ends first, in remaining_s: when that is within the
+ * permit's timeout, park it until then instead of calling a degraded
+ * provider.  1 parked, 0 not (the all-degraded rule applies), -1 out of
+ * memory.
  */
 static int
 park(struct permits *p, struct conn *c, uint64_t req_id, double timeout_ms,
-     struct pending *pd, const struct route_args *ra, int idx)
+     struct pending *pd, const struct route_args *ra, double remaining_s,
+     const char *what)
 {
     double now = pd->pm.started_s;
-    struct router_status rs;
     struct park *pk;
 
-    router_status(p->router, idx, now, &rs);
-    if (timeout_ms <= 0 || rs.cooldown_remaining_s * 1e3 > timeout_ms)
+    if (timeout_ms <= 0 || remaining_s * 1e3 > timeout_ms)
         return 0;
     if ((pk = malloc(sizeof(*pk))) == NULL)
         return -1;
@@ -1645,15 +1667,23 @@ park(struct permits *p, struct conn *c, uint64_t req_id, double timeout_ms,
     pk->pk.conn = c;
     pk->pk.done = park_done;
     pk->pk.arg = p;
-    if (parking_add(p->d.parking, &pk->pk, now,
-                    now + rs.cooldown_remaining_s) < 0) {
+    if (parking_add(p->d.parking, &pk->pk, now, now + remaining_s) < 0) {
         free(pk);
         return -1;
     }
-    log_debug("every provider is degraded: parked for %.3f s, until the "
-              "cooldown of %s ends", rs.cooldown_remaining_s,
-              provider_name(p, idx));
+    log_debug("every candidate is degraded: parked for %.3f s, until the "
+              "cooldown of %s ends", remaining_s, what);
     return 1;
+}
+
+/* The cooldown left to provider idx at now, in seconds. */
+static double
+provider_cooldown(struct permits *p, int idx, double now)
+{
+    struct router_status rs;
+
+    router_status(p->router, idx, now, &rs);
+    return rs.cooldown_remaining_s;
 }
 
 /*
@@ -1680,7 +1710,8 @@ permit_route(struct permits *p, struct conn *c, uint64_t req_id,
     if ((idx = route_pick(p, pd, ra, now, skip, e)) < 0)
         return -1;
     if (pd->all_degraded &&
-        (alt = park(p, c, req_id, timeout_ms, pd, ra, idx)) != 0)
+        (alt = park(p, c, req_id, timeout_ms, pd, ra,
+                    provider_cooldown(p, idx, now), provider_name(p, idx))) != 0)
         return alt > 0 ? 0 : proto_error_set(e, PROTO_E_INTERNAL,
                                              "out of memory");
     prov = buckets_at(p->d.buckets, (size_t)idx);
@@ -1981,14 +2012,17 @@ report_reconcile(struct permits *p, const struct permit *pm,
     return true;
 }
 
-/* Whether pm's provider is in its cooldown (false when it is gone). */
+/* Whether pm's deployment, or its provider when it named no model, is in
+ * its cooldown (false when it is gone). */
 static bool
 degraded(struct permits *p, const struct permit *pm, double now)
 {
-    int idx = router_find(p->router, pm->provider_name,
-                          strlen(pm->provider_name));
+    bool model = pm->model_alias[0] != '\0';
+    struct router *r = model ? p->models : p->router;
+    const char *name = model ? pm->model_alias : pm->provider_name;
+    int idx = router_find(r, name, strlen(name));
 
-    return idx >= 0 && !router_is_healthy(p->router, idx, now);
+    return idx >= 0 && !router_is_healthy(r, idx, now);
 }
 
 int
@@ -2019,10 +2053,9 @@ permits_report(struct permits *p, struct conn *c, struct proto_req *req,
     idx = report_outcome(p, pm, r, outcome, report_headers(p, pm, r, now),
                          now);
     rr = pm->model_alias[0] != '\0' ? p->models : p->router;
-    /* A success ended a provider's cooldown: the parked permits need not
-     * wait (a deployment's health is not the provider's). */
-    if (rr == p->router && was_degraded && idx >= 0 &&
-        router_is_healthy(rr, idx, now))
+    /* A success ended a cooldown (a provider's, or a deployment's): the
+     * parked permits need not wait. */
+    if (was_degraded && idx >= 0 && router_is_healthy(rr, idx, now))
         parking_wake(p->d.parking);
     report_bucket(p, pm, r, now);
     reconciled = report_reconcile(p, pm, r);

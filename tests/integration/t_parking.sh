@@ -166,4 +166,43 @@ expect_eq "y: granted" True "$(field "$res" '["y"]["ok"]')"
 y_wait=$(field "$res" '["y"]["wait_ms"]')
 check "y: woken by x's success, not after the 4 s cooldown ($y_wait ms)" \
     /usr/bin/python3 -c "import sys; sys.exit(0 if 300 < $y_wait < 3000 else 1)"
+
+# ---- a permit that names a model parks as well ------------------------------
+stop_daemon
+cat > "$TMP/m.env" <<'ENV'
+PROVIDER_GROQ_RATE_PER_SEC=50
+PROVIDER_GROQ_PRIORITY=1
+PROVIDER_OPENAI_RATE_PER_SEC=50
+PROVIDER_OPENAI_PRIORITY=2
+PROVIDER_COOLDOWN_SEC=1
+MODEL_LL_GROQ_PROVIDER=groq
+MODEL_LL_GROQ_NAME=ll-groq
+MODEL_LL_GROQ_GROUP=ll
+MODEL_LL_OAI_PROVIDER=openai
+MODEL_LL_OAI_NAME=ll-oai
+MODEL_LL_OAI_GROUP=ll
+ENV
+ENVFILE="$TMP/m.env" start_daemon
+# Both deployments answer 429: ll_groq for 3 s, ll_oai for 1.5 s; then a
+# permit that may wait 6 s parks until ll_oai's cooldown ends, and one
+# that may wait 0.2 s is routed as before, to the one that ends first.
+out=$($WIRE "$SOCK" <<'REQ'
+{"op":"permit","model":"ll","call_id":"m1"}
+{"op":"report","permit_id":"@1.permit_id","outcome":"rate_limited","retry_after_s":3,"final":true}
+{"op":"permit","model":"ll","call_id":"m2"}
+{"op":"report","permit_id":"@3.permit_id","outcome":"rate_limited","retry_after_s":1.5,"final":true}
+{"op":"permit","model":"ll","call_id":"m3","timeout_ms":200}
+{"op":"permit","model":"ll","call_id":"m4","timeout_ms":6000}
+REQ
+)
+l() { echo "$out" | sed -n "${1}p"; }
+expect_eq "model: the first goes to ll_groq" ll-groq "$(field "$(l 1)" '["model"]')"
+expect_eq "model: the second to ll_oai" ll-oai "$(field "$(l 3)" '["model"]')"
+expect_eq "model, timeout 0.2 s: all_degraded, at once" True "$(field "$(l 5)" '["all_degraded"]')"
+expect_eq "model, timeout 6 s: parked, then granted" True "$(field "$(l 6)" '["ok"]')"
+expect_eq "it went to ll_oai, whose cooldown ended first" ll-oai "$(field "$(l 6)" '["model"]')"
+w=$(field "$(l 6)" '["wait_ms"]')
+check "it waited about ll_oai's 1.5 s cooldown ($w ms)" \
+    /usr/bin/python3 -c "import sys; sys.exit(0 if 1000 < $w < 4000 else 1)"
+expect_eq "and not as all_degraded" False "$(field "$(l 6)" '["all_degraded"]')"
 finish
