@@ -157,12 +157,21 @@ st=$("$LLMGUARDCTL" -s "$TMP/d2.sock" --json status)
 expect_eq "and connected again after the pause" connected "$(echo "$st" | jq -r .redis.state)"
 
 # A fourth daemon with host1's id: refused after waiting for it to lapse.
+# First host1 must be back in the fleet after the pause (its heartbeat
+# renews its entry every second); the fourth is given 15 s to exit.
+for _ in $(seq 1 100); do
+    $RCLI --scan --pattern '*{fleet}:hosts' | while read -r k; do
+        $RCLI hexists "$k" host1; done | grep -q 1 && break
+    sleep 0.1
+done
 host_env 4 "LLMGUARD_HOST_ID=host1"
 start=$(date +%s.%N)
 "$LLMGUARDD" --socket "$TMP/d4.sock" --db "$TMP/d4.db" --env-file "$TMP/h4.env" \
     2>"$TMP/d4.err" &
 DUP=$!
 DAEMON_PIDS="$DAEMON_PIDS $DUP"
+for _ in $(seq 1 150); do kill -0 "$DUP" 2>/dev/null || break; sleep 0.1; done
+kill -KILL "$DUP" 2>/dev/null        # still up: it took the id (fails below)
 wait $DUP
 rc=$?
 took=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
