@@ -5,6 +5,13 @@
 #include "lease.h"
 
 #define DEMAND_TAU_S 1.0
+/* Demand that returns after a pause this long starts afresh: every lease
+ * of the default length has lapsed, and the count has decayed by a fifth
+ * at least. */
+#define DEMAND_GAP_S 0.25
+/* A start seen in fewer calls than this is not yet a rate (one request of
+ * 500 LLM tokens is no 500 a second to lease ahead of). */
+#define DEMAND_MIN_CALLS 8
 
 void
 lease_init(struct lease *l, double now_s)
@@ -47,6 +54,18 @@ lease_sync(struct lease *l, double avail, double avail_llm, double taken,
      * once. */
     double asked = fmax(taken - l->seen_taken, missed - l->seen_missed);
 
+    /* Demand starting afresh (a load begins, or returns after a pause):
+     * the count holds a fraction of it, see lease_rates(). */
+    if (asked > 0 && now_s - l->asked_s >= DEMAND_GAP_S) {
+        l->since_s = now_s;
+        l->rate0 = l->rate * decay;
+        l->rate0_llm = l->rate_llm * decay;
+        l->calls = 0;
+    }
+    if (asked > 0) {
+        l->asked_s = fmax(l->asked_s, now_s);
+        l->calls++;
+    }
     if (used > 0)
         charge(l, used, offsetof(struct lease_slot, tokens));
     else if (used < 0 && l->n > 0)
@@ -106,12 +125,34 @@ lease_next_end(const struct lease *l)
 }
 
 void
+lease_rates(const struct lease *l, double lease_s, double *rate,
+            double *rate_llm)
+{
+    /* The count of a rate R that began age ago holds R tau (1 -
+     * e^(-age/tau)) beside what is left of the demand before it: divide
+     * that factor out of the new part.  Over less than a quarter lease, or
+     * fewer than a few calls, the count is noise: take a quarter lease at
+     * least, and the count as it is until those calls were seen. */
+    double age = fmax(0, l->last_s - l->since_s);
+    double left = exp(-age / DEMAND_TAU_S);
+    double g = l->calls < DEMAND_MIN_CALLS
+               ? 1 : 1 / -expm1(-fmax(age, lease_s / 4) / DEMAND_TAU_S);
+
+    *rate = l->rate0 * left + g * fmax(0, l->rate - l->rate0 * left);
+    *rate_llm = l->rate0_llm * left +
+                g * fmax(0, l->rate_llm - l->rate0_llm * left);
+}
+
+void
 lease_want(const struct lease *l, double queued, double queued_llm,
            double lease_s, double burst, double tpm, double *want,
            double *want_llm)
 {
-    double w = queued + l->rate * lease_s - l->held;
-    double wl = queued_llm + l->rate_llm * lease_s - l->held_llm;
+    double r, rl, w, wl;
+
+    lease_rates(l, lease_s, &r, &rl);
+    w = queued + r * lease_s - l->held;
+    wl = queued_llm + rl * lease_s - l->held_llm;
 
     *want = 0;
     *want_llm = 0;

@@ -13,7 +13,12 @@
  * Demand: a decaying count (time constant 1 s) of the tokens taken and
  * refused at the bucket, the recent rate; a daemon asks for what its queue
  * waits for plus that rate over one lease, less what it holds, within the
- * bucket's capacity.
+ * bucket's capacity.  While demand climbs from nothing (a load begins, or
+ * returns after a pause of 0.25 s or more) the count holds only part of
+ * the rate, and a lease sized to it runs dry before the next one arrives:
+ * the new part of the rate is scaled up by what the count's age leaves out
+ * (lease_rates), so from its first quarter lease (and 8 calls) a new load
+ * is leased its whole rate.
  *
  * Pure module: no I/O, no clock (times are monotonic seconds passed in).
  */
@@ -37,6 +42,10 @@ struct lease {
     double rate, rate_llm;      /* recent use, per second */
     double seen_taken, seen_missed;     /* the bucket's counters, last seen */
     double last_s;
+    double since_s;     /* when demand last started afresh */
+    double rate0, rate0_llm;    /* the rates then, of the demand before */
+    double asked_s;     /* when demand was last seen */
+    unsigned calls;     /* syncs that saw demand since since_s */
 };
 
 void lease_init(struct lease *l, double now_s);
@@ -63,10 +72,20 @@ void lease_expire(struct lease *l, double now_s, double *tokens,
 double lease_next_end(const struct lease *l);
 
 /*
+ * The rates a lease is sized to (request and LLM tokens per second): what
+ * is left of the demand before l->since_s, plus the count since then over
+ * 1 - e^(-age/tau) (age: since l->since_s, a quarter of lease_s at least),
+ * the share of a steady rate the count holds after that age; the count as
+ * it is until demand was seen in 8 syncs (calls) since l->since_s.
+ */
+void lease_rates(const struct lease *l, double lease_s, double *rate,
+                 double *rate_llm);
+
+/*
  * What to ask for: queued request tokens (and queued_llm LLM tokens) plus
- * the recent rate over lease_s, less what is held, within burst (and tpm;
- * 0: no LLM bucket).  0 when that is less than one token and nothing is
- * queued, or when every slot is in use.
+ * the rate of lease_rates() over lease_s, less what is held, within burst
+ * (and tpm; 0: no LLM bucket).  0 when that is less than one token and
+ * nothing is queued, or when every slot is in use.
  */
 void lease_want(const struct lease *l, double queued, double queued_llm,
                 double lease_s, double burst, double tpm, double *want,

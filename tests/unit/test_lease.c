@@ -201,6 +201,60 @@ test_lease_want(void **state)
     assert_near(wl, 3000, 1e-9);
 }
 
+/* A load that begins (or returns after a pause) is leased its whole rate,
+ * not the part of it the decaying count holds yet; a steady one its rate. */
+static void
+test_lease_growth(void **state)
+{
+    struct lease l;
+    double want, wl, r, rl, t = 100;
+
+    lease_init(&l, 0);
+    /* 1000 tokens a second from t = 100, synced every millisecond. */
+    for (int i = 1; i <= 100; i++)
+        lease_sync(&l, 0, INFINITY, i, 0, t + 0.001 * i);
+    assert_near(l.rate, 95, 1);     /* the count: a tenth of the rate */
+    lease_want(&l, 0, 0, 0.2, 1000, 0, &want, &wl);
+    assert_near(want, 200, 4);      /* 1000/s over 0.2 s, not 19 */
+    /* One request of 500 LLM tokens is no rate to lease ahead of. */
+    lease_init(&l, 0);
+    lease_add(&l, 1, 600, 1000);
+    lease_sync(&l, 0, 100, 1, 0, t);
+    lease_rates(&l, 0.2, &r, &rl);
+    assert_near(r, 1, 1e-9);
+    assert_near(rl, 500, 1e-9);
+    lease_want(&l, 0, 0, 0.2, 5, 600, &want, &wl);
+    assert_near(want, 0, 0);
+    assert_near(wl, 0, 0);
+    /* Before a quarter lease the count is a few tokens: over 0.05 s. */
+    lease_init(&l, 0);
+    for (int i = 1; i <= 10; i++)
+        lease_sync(&l, 0, INFINITY, i, 0, t + 0.001 * i);
+    lease_rates(&l, 0.2, &r, &rl);
+    assert_near(r, 10 / 0.05, 5);
+    /* Steady for 10 s: the count is the rate. */
+    lease_init(&l, 0);
+    for (int i = 1; i <= 10000; i++)
+        lease_sync(&l, 0, INFINITY, i, 0, t + 0.001 * i);
+    lease_rates(&l, 0.2, &r, &rl);
+    assert_near(r, 1000, 1);
+    /* A pause of 2 s, then 100/s: the rate left of before (about 135/s)
+     * plus 100/s, not the count (about 145/s). */
+    t += 12;
+    for (int i = 1; i <= 100; i++)
+        lease_sync(&l, 0, INFINITY, 10000 + 0.1 * i, 0, t + 0.001 * i);
+    lease_rates(&l, 0.2, &r, &rl);
+    assert_near(r, 1000 * exp(-2.1) + 100, 3);
+    assert_true(l.rate < 150);
+    assert_near(l.since_s, t + 0.001, 1e-9);
+    /* A pause of 0.2 s is no new start; one of 0.3 s is. */
+    lease_sync(&l, 0, INFINITY, 10020, 0, t + 0.3);
+    assert_near(l.since_s, t + 0.001, 1e-9);
+    lease_sync(&l, 0, INFINITY, 10020, 0, t + 0.55);    /* no demand */
+    lease_sync(&l, 0, INFINITY, 10021, 0, t + 0.6);
+    assert_near(l.since_s, t + 0.6, 1e-9);
+}
+
 /* A leased bucket never refills by itself; its waiters are served, in
  * order, from what is added. */
 static void
@@ -242,6 +296,7 @@ main(void)
         cmocka_unit_test(test_lease_accounting),
         cmocka_unit_test(test_lease_full),
         cmocka_unit_test(test_lease_want),
+        cmocka_unit_test(test_lease_growth),
         cmocka_unit_test(test_leased_bucket),
     };
 
