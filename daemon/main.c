@@ -213,7 +213,7 @@ start(struct daemon *d)
         (d->models = buckets_new_models(d->base, cfg, waiters_slot)) == NULL)
         fatalx(1, "cannot set up the token buckets");
     /* Before the socket listens: the host id is claimed first. */
-    d->global = global_start(d->base, cfg, d->buckets);
+    d->global = global_start(d->base, cfg, d->buckets, d->models);
     d->telemetry = telemetry_new(d->base, cfg);
     if ((fd = passed_socket()) >= 0)
         rc = server_listen_fd(d->server, fd);

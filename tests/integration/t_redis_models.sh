@@ -1,0 +1,80 @@
+#!/bin/sh
+# Model deployments in multi-host mode, against a real redis-server of the
+# test's own: three daemons standing in for three hosts share each
+# deployment's bucket (MODEL_<ALIAS>_RPM) within burst + rate x (T + lease)
+# as they share the providers'; a deployment without RPM or TPM stays each
+# host's own (nothing to share, no key in Redis).
+. "${top_srcdir:-.}/tests/integration/lib.sh"
+ACQ="$top_builddir/tests/integration/acquirer"
+command -v redis-server >/dev/null || { echo "not ok - redis-server is not installed (Debian: redis-server)"; exit 1; }
+
+start_redis r
+RCLI="redis-cli -s $TMP/r.sock"
+
+# GEMMA: 600 a minute (10/s, burst 600) on a provider that does not limit
+# it (1000/s); the burst is spent before the measured interval.
+for n in 1 2 3; do
+    cat > "$TMP/h$n.env" <<ENV
+PROVIDER_GROQ_RATE_PER_SEC=1000
+PROVIDER_GROQ_BURST=1000
+PROVIDER_GROQ_PRIORITY=1
+PROVIDER_TOGETHER_RATE_PER_SEC=1000
+PROVIDER_TOGETHER_BURST=1000
+PROVIDER_TOGETHER_PRIORITY=2
+MODEL_GEMMA_PROVIDER=groq
+MODEL_GEMMA_NAME=gemma
+MODEL_GEMMA_RPM=600
+MODEL_FREE_PROVIDER=groq
+MODEL_FREE_NAME=free
+REDIS_URL=unix://$TMP/r.sock
+LLMGUARD_HOST_ID=host$n
+LLMGUARD_LEASE_MS=200
+ENV
+    SOCK="$TMP/d$n.sock" DB_OVERRIDE="$TMP/d$n.db" ENVFILE="$TMP/h$n.env" \
+        start_daemon
+done
+check "each daemon says it is connected" \
+    test "$(grep -c 'redis: connected to unix://.* as host host[123]' "$TMP/daemon.log")" -eq 3
+
+# Spend the burst (600) through host 1, so that what follows is the rate.
+out=$("$ACQ" race "$TMP/d1.sock" model:gemma 4 2)
+echo "# burst: $out"
+grants=${out#grants }; grants=${grants%% *}
+check "the deployment's burst of 600 is global: host 1 alone gets it ($grants in 2 s, 600 + 10/s)" \
+    test "$grants" -ge 540 -a "$grants" -le 630
+check "its bucket is in Redis under model/" \
+    test -n "$($RCLI hget 'llmguard:{bucket:model/gemma}:tokens' ts)"
+
+# 3 daemons x 3 processes naming the model for 4 s: 10/s for the fleet.
+for n in 1 2 3; do
+    "$ACQ" span "$TMP/d$n.sock" model:gemma 3 4 > "$TMP/span$n" &
+    eval "SPAN$n=\$!"
+done
+wait $SPAN1 $SPAN2 $SPAN3
+cat "$TMP"/span[123] | sed 's/^/# /'
+read -r total first last <<EOF2
+$(cat "$TMP"/span[123] | awk '{ g += $2; if (NR == 1 || $4 < f) f = $4;
+    if ($6 > l) l = $6 } END { printf "%d %.6f %.6f", g, f, l }')
+EOF2
+# What the burst left (at most one second's refill, 10) counts as burst.
+bound=$(awk -v f="$first" -v l="$last" 'BEGIN { printf "%d", 10 + 10 * (l - f + 0.2) }')
+low=$(awk 'BEGIN { printf "%d", 0.9 * 10 * 4 }')
+echo "# total $total over $(awk -v f="$first" -v l="$last" 'BEGIN { print l - f }') s, bound $bound, low $low"
+check "3 daemons on one deployment: grants ($total) <= burst left + rate x (T + lease) ($bound)" \
+    test "$total" -le "$bound"
+check "3 daemons on one deployment: grants ($total) >= 90% of rate x 4 s ($low)" \
+    test "$total" -ge "$low"
+for n in 1 2 3; do
+    g=$(awk '{ print $2 }' "$TMP/span$n")
+    check "daemon $n got some of them ($g)" test "$g" -ge 3
+done
+
+# A deployment with neither RPM nor TPM: not leased, no key.
+out=$("$ACQ" race "$TMP/d2.sock" model:free 2 1)
+grants=${out#grants }; grants=${grants%% *}
+check "a deployment without limits is not held up ($grants permits in 1 s)" \
+    test "$grants" -ge 100
+expect_eq "and has no bucket in Redis" 0 \
+    "$($RCLI exists 'llmguard:{bucket:model/free}:tokens')"
+check "no settings warning while the hosts agree" sh -c "! grep -q 'another host leases' '$TMP/daemon.log'"
+finish
