@@ -175,13 +175,17 @@ notify(const char *state)
 #endif
 }
 
-/* Multi-host mode: the fleet's health goes to the router in force. */
+/* Multi-host mode: the fleet's health goes to the router in force, the
+ * providers' or the deployments'. */
 static struct router *
-health_router(void *arg)
+health_router(void *arg, bool models)
 {
     struct daemon *d = arg;
 
-    return d->permits != NULL ? permits_router_rw(d->permits) : NULL;
+    if (d->permits == NULL)
+        return NULL;
+    return models ? permits_model_router_rw(d->permits)
+                  : permits_router_rw(d->permits);
 }
 
 /*

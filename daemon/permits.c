@@ -330,6 +330,12 @@ permits_router_rw(struct permits *p)
     return p->router;
 }
 
+struct router *
+permits_model_router_rw(struct permits *p)
+{
+    return p->models;
+}
+
 size_t
 permits_open(const struct permits *p)
 {
@@ -1823,6 +1829,8 @@ report_deployment(struct permits *p, const struct permit *pm,
     if (idx >= 0) {
         router_report(p->models, idx, outcome, latency_ms, retry_after_s,
                       pm->started_s, now);
+        health_reported_model(p->d.health, p->models, idx, outcome,
+                              retry_after_s, pm->started_s, now);
         if (outcome != ROUTER_OUTCOME_OK &&
             outcome != ROUTER_OUTCOME_CLIENT_ERROR)
             log_info("model %s of %s answered %s: degraded for %.1f s",

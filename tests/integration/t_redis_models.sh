@@ -3,7 +3,9 @@
 # test's own: three daemons standing in for three hosts share each
 # deployment's bucket (MODEL_<ALIAS>_RPM) within burst + rate x (T + lease)
 # as they share the providers'; a deployment without RPM or TPM stays each
-# host's own (nothing to share, no key in Redis).
+# host's own (nothing to share, no key in Redis).  A 429 on a deployment
+# via host 1 cools that deployment down on host 2 within a second, not
+# its provider nor the provider's other models.
 . "${top_srcdir:-.}/tests/integration/lib.sh"
 ACQ="$top_builddir/tests/integration/acquirer"
 command -v redis-server >/dev/null || { echo "not ok - redis-server is not installed (Debian: redis-server)"; exit 1; }
@@ -26,6 +28,13 @@ MODEL_GEMMA_NAME=gemma
 MODEL_GEMMA_RPM=600
 MODEL_FREE_PROVIDER=groq
 MODEL_FREE_NAME=free
+MODEL_LLAMA_GROQ_PROVIDER=groq
+MODEL_LLAMA_GROQ_NAME=llama-groq
+MODEL_LLAMA_GROQ_GROUP=llama
+MODEL_LLAMA_TOG_PROVIDER=together
+MODEL_LLAMA_TOG_NAME=llama-tog
+MODEL_LLAMA_TOG_GROUP=llama
+PROVIDER_COOLDOWN_SEC=8
 REDIS_URL=unix://$TMP/r.sock
 LLMGUARD_HOST_ID=host$n
 LLMGUARD_LEASE_MS=200
@@ -77,4 +86,50 @@ check "a deployment without limits is not held up ($grants permits in 1 s)" \
 expect_eq "and has no bucket in Redis" 0 \
     "$($RCLI exists 'llmguard:{bucket:model/free}:tokens')"
 check "no settings warning while the hosts agree" sh -c "! grep -q 'another host leases' '$TMP/daemon.log'"
+
+# Deployment health.  call HOST MODEL OUTCOME: one permit naming MODEL on
+# HOST's daemon, reported with OUTCOME; prints the deployment's provider.
+export PYTHONPATH="$top_srcdir/python"
+cat > "$TMP/call.py" <<'PY'
+import sys
+from llmguard.client import Client
+c = Client(sys.argv[1])
+p = c.call("permit", {"model": sys.argv[2], "timeout_ms": 2000})
+c.call("report", {"permit_id": p["permit_id"], "outcome": sys.argv[3],
+                  "final": True})
+print(p["provider"])
+PY
+call() { ${PYTHON:-/usr/bin/python3} "$TMP/call.py" "$TMP/d$1.sock" "$2" "$3"; }
+# mstate HOST ALIAS: the deployment's state in status; pstate: a provider's.
+mstate() {
+    "$LLMGUARDCTL" -s "$TMP/d$1.sock" --json status |
+        jq -r --arg a "$2" '.models[] | select(.alias == $a) | .state'
+}
+pstate() {
+    "$LLMGUARDCTL" -s "$TMP/d$1.sock" --json status |
+        jq -r --arg a "$2" '.providers[] | select(.name == $a) | .state'
+}
+expect_eq "host 2: llama goes to groq's deployment first" groq "$(call 2 llama ok)"
+expect_eq "host 1: a 429 on groq's llama" groq "$(call 1 llama rate_limited)"
+expect_eq "degraded on host 1" degraded "$(mstate 1 llama_groq)"
+t0=$(date +%s.%N)
+for _ in $(seq 1 40); do
+    [ "$(mstate 2 llama_groq)" = degraded ] && break
+    sleep 0.05
+done
+took=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
+expect_eq "and on host 2 (${took} s after the report answered)" degraded "$(mstate 2 llama_groq)"
+check "within a second (${took} s)" awk -v t="$took" 'BEGIN { exit !(t <= 1.0) }'
+expect_eq "host 3 too" degraded "$(mstate 3 llama_groq)"
+expect_eq "host 2: llama goes to together's deployment now" together "$(call 2 llama ok)"
+expect_eq "host 2: groq itself stays healthy" healthy "$(pstate 2 groq)"
+expect_eq "host 2: and so do groq's other models" "healthy healthy" \
+    "$(mstate 2 gemma) $(mstate 2 free)"
+expect_eq "host 2: together's deployment too" healthy "$(mstate 2 llama_tog)"
+check "logged on host 2 as the fleet's" \
+    grep -q 'model/llama_groq answered rate_limited on host host1: degraded here too' "$TMP/daemon.log"
+expect_match "the fault is in Redis under model/" '^[0-9]+ [0-9]+ rate_limited ' \
+    "$($RCLI hget 'llmguard:{fleet}:health' model/llama_groq)"
+expect_eq "and the provider has no field" "" \
+    "$($RCLI hget 'llmguard:{fleet}:health' groq)"
 finish
