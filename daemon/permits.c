@@ -1492,6 +1492,9 @@ model_wait(struct permits *p, struct conn *c, uint64_t req_id,
     struct provider *pb = buckets_at(p->d.buckets, (size_t)pd->pm.provider);
     uint64_t ml = llm_tokens(mb, pd->pm.estimate);
 
+    /* Multi-host fallback closed: no lease will come for either. */
+    if (mb->closed || pb->closed)
+        return closed_busy(mb->closed ? mb : pb, e);
     pd->wait_start_s = now;
     pd->deadline_s = now + timeout_ms / 1e3;
     if (limiter_try_acquire(&mb->bucket, 1, ml, now) != LIMITER_GRANTED)

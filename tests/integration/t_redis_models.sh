@@ -5,7 +5,8 @@
 # as they share the providers'; a deployment without RPM or TPM stays each
 # host's own (nothing to share, no key in Redis).  A 429 on a deployment
 # via host 1 cools that deployment down on host 2 within a second, not
-# its provider nor the provider's other models.
+# its provider nor the provider's other models.  Fallback closed: a
+# permit naming a model answers busy at once.
 . "${top_srcdir:-.}/tests/integration/lib.sh"
 ACQ="$top_builddir/tests/integration/acquirer"
 command -v redis-server >/dev/null || { echo "not ok - redis-server is not installed (Debian: redis-server)"; exit 1; }
@@ -132,4 +133,16 @@ expect_match "the fault is in Redis under model/" '^[0-9]+ [0-9]+ rate_limited '
     "$($RCLI hget 'llmguard:{fleet}:health' model/llama_groq)"
 expect_eq "and the provider has no field" "" \
     "$($RCLI hget 'llmguard:{fleet}:health' groq)"
+
+# Fallback closed with Redis away: busy, not a wait for a lease.
+sed -e "s|^REDIS_URL=.*|REDIS_URL=unix://$TMP/nothing-here.sock|" \
+    -e 's/^LLMGUARD_HOST_ID=.*/LLMGUARD_HOST_ID=host9/' "$TMP/h1.env" > "$TMP/h9.env"
+echo "LLMGUARD_REDIS_FALLBACK=closed" >> "$TMP/h9.env"
+SOCK="$TMP/d9.sock" DB_OVERRIDE="$TMP/d9.db" ENVFILE="$TMP/h9.env" start_daemon
+t0=$(date +%s%N)
+out=$("$RAWCLIENT" "$TMP/d9.sock" req:permit:1:model=gemma,timeout_ms=3000 | head -1)
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+expect_match "fallback closed: a permit naming a model is busy" \
+    "^err 1 busy gemma: Redis is unreachable and LLMGUARD_REDIS_FALLBACK is closed" "$out"
+check "at once, not after its 3 s timeout ($ms ms)" test "$ms" -lt 2000
 finish
