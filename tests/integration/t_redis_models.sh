@@ -113,14 +113,19 @@ pstate() {
 expect_eq "host 2: llama goes to groq's deployment first" groq "$(call 2 llama ok)"
 expect_eq "host 1: a 429 on groq's llama" groq "$(call 1 llama rate_limited)"
 expect_eq "degraded on host 1" degraded "$(mstate 1 llama_groq)"
+# wait_degraded HOST ALIAS: poll for up to 2 s.
+wait_degraded() {
+    for _ in $(seq 1 40); do
+        [ "$(mstate "$1" "$2")" = degraded ] && break
+        sleep 0.05
+    done
+}
 t0=$(date +%s.%N)
-for _ in $(seq 1 40); do
-    [ "$(mstate 2 llama_groq)" = degraded ] && break
-    sleep 0.05
-done
+wait_degraded 2 llama_groq
 took=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
 expect_eq "and on host 2 (${took} s after the report answered)" degraded "$(mstate 2 llama_groq)"
 check "within a second (${took} s)" awk -v t="$took" 'BEGIN { exit !(t <= 1.0) }'
+wait_degraded 3 llama_groq
 expect_eq "host 3 too" degraded "$(mstate 3 llama_groq)"
 expect_eq "host 2: llama goes to together's deployment now" together "$(call 2 llama ok)"
 expect_eq "host 2: groq itself stays healthy" healthy "$(pstate 2 groq)"
