@@ -2,7 +2,7 @@
 # Model deployments in multi-host mode, against a real redis-server of the
 # test's own: three daemons standing in for three hosts share each
 # deployment's bucket (MODEL_<ALIAS>_RPM) within burst + rate x (T + lease)
-# as they share the providers'; a deployment without RPM or TPM stays each
+# as they share the providers', reloads included; a deployment without RPM or TPM stays each
 # host's own (nothing to share, no key in Redis).  A 429 on a deployment
 # via host 1 cools that deployment down on host 2 within a second, not
 # its provider nor the provider's other models.  Fallback closed: a
@@ -78,6 +78,21 @@ for n in 1 2 3; do
     g=$(awk '{ print $2 }' "$TMP/span$n")
     check "daemon $n got some of them ($g)" test "$g" -ge 3
 done
+
+# After a reload of each daemon the deployment's bucket stays global.
+for n in 1 2 3; do "$LLMGUARDCTL" -s "$TMP/d$n.sock" reload >/dev/null; done
+for n in 1 2 3; do
+    "$ACQ" span "$TMP/d$n.sock" model:gemma 2 2 > "$TMP/re$n" &
+    eval "RE$n=\$!"
+done
+wait $RE1 $RE2 $RE3
+read -r total first last <<EOF2
+$(cat "$TMP"/re[123] | awk '{ g += $2; if (NR == 1 || $4 < f) f = $4;
+    if ($6 > l) l = $6 } END { printf "%d %.6f %.6f", g, f, l }')
+EOF2
+bound=$(awk -v f="$first" -v l="$last" 'BEGIN { printf "%d", 10 + 10 * (l - f + 0.2) }')
+check "after a reload: grants ($total) <= burst left + rate x (T + lease) ($bound)" \
+    test "$total" -le "$bound"
 
 # A deployment with neither RPM nor TPM: not leased, no key.
 out=$("$ACQ" race "$TMP/d2.sock" model:free 2 1)
