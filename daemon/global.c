@@ -134,6 +134,7 @@ enum mode { M_LEASED, M_SHARE, M_LOCAL, M_CLOSED };
 
 struct gprov {
     char name[CONFIG_NAME_MAX];
+    bool model;                 /* a deployment's bucket, not a provider's */
     struct global *g;
     struct lease lease;
     struct event *timer;
@@ -155,6 +156,7 @@ struct global {
     struct event_base *base;
     const struct config *cfg;
     struct buckets *b;
+    struct buckets *models;     /* the deployments' */
     struct redis *redis;
     int s_take, s_beat;
     enum gstate state;
@@ -168,7 +170,7 @@ struct global {
     double peak_s;
     bool save_failed;           /* logged */
     struct event *beat;
-    struct gprov gp[CONFIG_MAX_PROVIDERS];
+    struct gprov gp[CONFIG_MAX_PROVIDERS + CONFIG_MAX_MODELS];
     size_t ngp;
     char key_hosts[KEY_MAX], key_schema[KEY_MAX];
     bool conflict_logged;
@@ -259,16 +261,51 @@ mode_of(const struct global *g, const struct gprov *gp)
     }
 }
 
-/* The limiter settings of mode for provider pc. */
+/* The limits of a global bucket, as configured. */
+struct glimits {
+    double rate_per_sec, burst, tokens_per_min;
+};
+
+/*
+ * The configured limits of gp's bucket into *gl: a provider's, or a
+ * deployment's (RPM as rate RPM / 60 and burst RPM, as buckets.c sets
+ * them up; no RPM: requests not limited).  Returns -1 when the
+ * configuration has it no more, 0 for a deployment with neither RPM nor
+ * TPM (nothing to share: its bucket stays this host's own), 1 otherwise.
+ */
+static int
+gprov_limits(const struct global *g, const struct gprov *gp,
+             struct glimits *gl)
+{
+    const struct provider_config *pc;
+    const struct model_config *mc;
+
+    if (gp->model) {
+        if ((mc = config_model(g->cfg, gp->name, strlen(gp->name))) == NULL)
+            return -1;
+        gl->rate_per_sec = mc->rpm > 0 ? mc->rpm / 60.0 : BUCKETS_UNLIMITED;
+        gl->burst = mc->rpm > 0 ? fmax(1, mc->rpm) : BUCKETS_UNLIMITED;
+        gl->tokens_per_min = mc->tpm;
+        return mc->rpm > 0 || mc->tpm > 0;
+    }
+    if ((pc = config_provider(g->cfg, gp->name, strlen(gp->name))) == NULL)
+        return -1;
+    gl->rate_per_sec = pc->rate_per_sec;
+    gl->burst = pc->burst;
+    gl->tokens_per_min = pc->tokens_per_min;
+    return 1;
+}
+
+/* The limiter settings of mode for limits gl. */
 static void
-mode_config(const struct global *g, const struct provider_config *pc,
+mode_config(const struct global *g, const struct glimits *gl,
             enum mode m, struct limiter_config *lc)
 {
     double k = m == M_SHARE ? (double)share_hosts(g) : 1.0;
 
-    lc->rate_per_sec = pc->rate_per_sec / k;
-    lc->burst = fmax(1, pc->burst / k);
-    lc->tokens_per_min = pc->tokens_per_min / k;
+    lc->rate_per_sec = gl->rate_per_sec / k;
+    lc->burst = fmax(1, gl->burst / k);
+    lc->tokens_per_min = gl->tokens_per_min / k;
     lc->enabled = g->cfg->rate_limit_enabled;
     lc->leased = m == M_LEASED || m == M_CLOSED;
 }
@@ -287,19 +324,19 @@ static bool
 apply_mode(struct global *g, struct gprov *gp, struct provider *prov,
            double now)
 {
-    const struct provider_config *pc =
-        config_provider(g->cfg, prov->name, strlen(prov->name));
     struct limiter_bucket *b = &prov->bucket;
     struct limiter_config lc;
+    struct glimits gl;
     enum mode m;
     bool was_leased = b->cfg.leased;
+    int global = gprov_limits(g, gp, &gl);
 
-    if (pc == NULL)
+    if (global < 0)
         return false;
-    m = mode_of(g, gp);
+    m = global ? mode_of(g, gp) : M_LOCAL;
     gp->closed = m == M_CLOSED;
     prov->closed = gp->closed;
-    mode_config(g, pc, m, &lc);
+    mode_config(g, &gl, m, &lc);
     if (same_config(&b->cfg, &lc) || limiter_reconfigure(b, &lc, now) < 0)
         return false;
     if (lc.leased && !was_leased) {
@@ -316,12 +353,20 @@ apply_mode(struct global *g, struct gprov *gp, struct provider *prov,
 /* ---- leases ------------------------------------------------------------ */
 
 static struct gprov *
-gprov_of(struct global *g, const char *name)
+gprov_of(struct global *g, bool model, const char *name)
 {
     for (size_t i = 0; i < g->ngp; i++)
-        if (strcmp(g->gp[i].name, name) == 0)
+        if (g->gp[i].model == model && strcmp(g->gp[i].name, name) == 0)
             return &g->gp[i];
     return NULL;
+}
+
+/* gp's local bucket, or NULL when it is gone. */
+static struct provider *
+gprov_bucket(struct global *g, const struct gprov *gp)
+{
+    return buckets_find(gp->model ? g->models : g->b, gp->name,
+                        strlen(gp->name));
 }
 
 /* The request and LLM tokens prov's queue waits for, counted over its
@@ -344,17 +389,16 @@ queued_demand(const struct provider *prov, double *n, double *llm)
 
 /* The settings this daemon asks with, as the take script writes them. */
 static void
-settings_text(const struct global *g, const char *name, char *buf,
+settings_text(const struct global *g, const struct gprov *gp, char *buf,
               size_t len)
 {
-    const struct provider_config *pc =
-        config_provider(g->cfg, name, strlen(name));
+    struct glimits gl;
 
-    if (pc == NULL)
+    if (gprov_limits(g, gp, &gl) < 0)
         buf[0] = '\0';
     else
-        snprintf(buf, len, "%.17g %.17g %.17g", pc->rate_per_sec, pc->burst,
-                 pc->tokens_per_min);
+        snprintf(buf, len, "%.17g %.17g %.17g", gl.rate_per_sec, gl.burst,
+                 gl.tokens_per_min);
 }
 
 /* Another host asked for this bucket with other settings: say so, once
@@ -364,16 +408,18 @@ check_settings(struct gprov *gp, const char *prev)
 {
     char mine[160];
 
-    settings_text(gp->g, gp->name, mine, sizeof(mine));
+    settings_text(gp->g, gp, mine, sizeof(mine));
     /* What this daemon asked with before a reload is its own. */
     bool own = strcmp(prev, mine) == 0 || strcmp(prev, gp->sent) == 0;
     snprintf(gp->sent, sizeof(gp->sent), "%s", mine);
     if (own || strcmp(prev, gp->warned) == 0)
         return;
-    log_warn("redis: provider %s: another host leases with rate, burst and "
+    log_warn("redis: %s %s: another host leases with rate, burst and "
              "tokens per minute '%.100s', this one with '%s': the bucket "
-             "refills at the rate of whichever asks; keep the providers' "
-             "settings equal on every host", gp->name, prev, mine);
+             "refills at the rate of whichever asks; keep the %s' "
+             "settings equal on every host",
+             gp->model ? "deployment" : "provider", gp->name, prev, mine,
+             gp->model ? "deployments" : "providers");
     snprintf(gp->warned, sizeof(gp->warned), "%s", prev);
 }
 
@@ -397,7 +443,7 @@ take_reply(const redisReply *r, const char *err, void *arg)
     got = strtod(r->element[0]->str, NULL);
     got_llm = strtod(r->element[1]->str, NULL);
     check_settings(gp, r->element[2]->str);
-    prov = buckets_find(g->b, gp->name, strlen(gp->name));
+    prov = gprov_bucket(g, gp);
     if (prov == NULL || !prov->bucket.cfg.leased)
         return;     /* gone, or in fallback: these lapse unused */
     /* From when it was asked: it ends no later than lease ms after Redis
@@ -438,6 +484,7 @@ consider(struct global *g, struct gprov *gp, struct provider *prov,
     const struct limiter_bucket *b = &prov->bucket;
     double q, ql, want, want_llm, lease_s = (double)g->cfg->lease_ms / 1e3;
     double need, need_llm;
+    struct glimits gl;
     char a[10][48];
     const char *argv[12];
 
@@ -451,13 +498,11 @@ consider(struct global *g, struct gprov *gp, struct provider *prov,
     if (want <= 0 && want_llm <= 0)
         return;
     head_need(prov, now, want, &need, &need_llm);
-    const struct provider_config *pc =
-        config_provider(g->cfg, prov->name, strlen(prov->name));
-    if (pc == NULL)
+    if (gprov_limits(g, gp, &gl) <= 0)
         return;
-    snprintf(a[0], sizeof(a[0]), "%.17g", pc->rate_per_sec);
-    snprintf(a[1], sizeof(a[1]), "%.17g", pc->burst);
-    snprintf(a[2], sizeof(a[2]), "%.17g", pc->tokens_per_min);
+    snprintf(a[0], sizeof(a[0]), "%.17g", gl.rate_per_sec);
+    snprintf(a[1], sizeof(a[1]), "%.17g", gl.burst);
+    snprintf(a[2], sizeof(a[2]), "%.17g", gl.tokens_per_min);
     snprintf(a[4], sizeof(a[4]), "%.17g", want);
     snprintf(a[5], sizeof(a[5]), "%.17g", want_llm);
     snprintf(a[6], sizeof(a[6]), "%lld", (long long)g->cfg->lease_ms);
@@ -515,32 +560,34 @@ static void
 gprov_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct gprov *gp = arg;
-    struct provider *prov = buckets_find(gp->g->b, gp->name,
-                                         strlen(gp->name));
+    struct provider *prov = gprov_bucket(gp->g, gp);
 
     if (prov != NULL)
         buckets_kick(prov);     /* the hook does the rest */
 }
 
 static struct gprov *
-gprov_add(struct global *g, const char *name)
+gprov_add(struct global *g, bool model, const char *name)
 {
     struct gprov *gp;
 
-    if (g->ngp == CONFIG_MAX_PROVIDERS)
+    if (g->ngp == sizeof(g->gp) / sizeof(g->gp[0]))
         return NULL;
     gp = &g->gp[g->ngp];
     memset(gp, 0, sizeof(*gp));
     snprintf(gp->name, sizeof(gp->name), "%s", name);
+    gp->model = model;
     gp->g = g;
     lease_init(&gp->lease, clock_mono());
     if ((gp->timer = evtimer_new(g->base, gprov_timer, gp)) == NULL)
         return NULL;
-    /* One hash tag per provider: a script's two keys share a slot. */
-    snprintf(gp->key_bucket, sizeof(gp->key_bucket), "%s{bucket:%s}:tokens",
-             g->cfg->redis_prefix, name);
-    snprintf(gp->key_demand, sizeof(gp->key_demand), "%s{bucket:%s}:demand",
-             g->cfg->redis_prefix, name);
+    /* One hash tag per bucket: a script's two keys share a slot.  A
+     * deployment's alias, under model/, cannot meet a provider's name
+     * (neither has a '/'). */
+    snprintf(gp->key_bucket, sizeof(gp->key_bucket), "%s{bucket:%s%s}:tokens",
+             g->cfg->redis_prefix, model ? "model/" : "", name);
+    snprintf(gp->key_demand, sizeof(gp->key_demand), "%s{bucket:%s%s}:demand",
+             g->cfg->redis_prefix, model ? "model/" : "", name);
     g->ngp++;
     return gp;
 }
@@ -550,11 +597,12 @@ static void
 on_kick(struct provider *prov, void *arg)
 {
     struct global *g = arg;
-    struct gprov *gp = gprov_of(g, prov->name);
+    bool model = prov->owner == g->models;
+    struct gprov *gp = gprov_of(g, model, prov->name);
     struct limiter_bucket *b = &prov->bucket;
     double now = clock_mono(), t, l;
 
-    if (gp == NULL && (gp = gprov_add(g, prov->name)) == NULL)
+    if (gp == NULL && (gp = gprov_add(g, model, prov->name)) == NULL)
         return;
     if (b->cfg.leased) {
         lease_sync(&gp->lease, limiter_available(b, now),
@@ -583,6 +631,8 @@ kick_all(struct global *g)
 {
     for (size_t i = 0; i < buckets_count(g->b); i++)
         buckets_kick(buckets_at(g->b, i));
+    for (size_t i = 0; i < buckets_count(g->models); i++)
+        buckets_kick(buckets_at(g->models, i));
 }
 
 /* ---- the fleet --------------------------------------------------------- */
@@ -769,7 +819,7 @@ connect_redis(struct global *g)
 
 struct global *
 global_start(struct event_base *base, const struct config *cfg,
-             struct buckets *b)
+             struct buckets *b, struct buckets *models)
 {
     struct global *g;
 
@@ -780,6 +830,7 @@ global_start(struct event_base *base, const struct config *cfg,
     g->base = base;
     g->cfg = cfg;
     g->b = b;
+    g->models = models;
     g->state = G_CLAIMING;
     g->claim_since_s = NAN;
     g->hosts = g->saved_hosts = g->peak_hosts = recall_hosts(g);
@@ -798,6 +849,7 @@ global_start(struct event_base *base, const struct config *cfg,
     while (g->state == G_CLAIMING)
         event_base_loop(base, EVLOOP_ONCE);
     buckets_set_hook(b, on_kick, g);
+    buckets_set_hook(models, on_kick, g);
     kick_all(g);
     return g;
 }
@@ -816,6 +868,7 @@ global_free(struct global *g)
     if (g == NULL)
         return;
     buckets_set_hook(g->b, NULL, NULL);
+    buckets_set_hook(g->models, NULL, NULL);
     /* Leave the fleet, so that a restart need not wait for the entry to
      * lapse; bounded by the exchange timeout. */
     if (g->state == G_CONNECTED) {
@@ -862,7 +915,7 @@ global_take_errors(struct global *g)
 double
 global_take_fallback_grants(struct global *g, const char *provider)
 {
-    struct gprov *gp = gprov_of(g, provider);
+    struct gprov *gp = gprov_of(g, false, provider);
     double d;
 
     if (gp == NULL)

@@ -8,6 +8,7 @@
  * database) for the share fallback.
  *
  * Buckets: each provider's request and LLM-token buckets live in Redis,
+ * and so do those of each model deployment with an RPM or a TPM,
  * refilled by Redis' own clock; this daemon's local buckets run leased
  * (limiter.h) and are fed by leases (lease.h) through the buckets' hook.
  * While Redis is unreachable, once the leases have lapsed, each local
@@ -30,14 +31,15 @@ struct global;
 
 /*
  * Multi-host mode for cfg (kept: it is the daemon's configuration in
- * force, reloads included) over buckets b.  Connects and claims the host
+ * force, reloads included) over the providers' buckets b and the
+ * deployments' buckets models.  Connects and claims the host
  * id before it returns: waits up to 3 s for a live holder of the same id
  * to lapse, else exits 78.  A Redis that cannot be reached is no reason
  * not to start: the daemon starts in fallback and says so.  Exits 78 (the
  * reason on stderr) when the URL or the TLS files are wrong.
  */
 struct global *global_start(struct event_base *base, const struct config *cfg,
-                            struct buckets *b);
+                            struct buckets *b, struct buckets *models);
 /* Leave the fleet (a bounded last exchange) and free. */
 void global_free(struct global *g);
 

@@ -26,6 +26,10 @@
 #include "redis.h"
 
 #define KEY_MAX (CONFIG_NAME_MAX + 32)
+/* A deployment's field: its alias under this prefix, which no provider's
+ * name has (a name has no '/'). */
+#define MODEL_PREFIX "model/"
+#define FIELD_MAX (CONFIG_NAME_MAX + sizeof(MODEL_PREFIX))
 #define VALUE_MAX 256
 #define CAUSE_MAX 16
 
@@ -79,7 +83,7 @@ static const char read_lua[] =
 enum owed { OWED_NONE, OWED_FAULT, OWED_CLEAR };
 
 struct hprov {
-    char name[CONFIG_NAME_MAX];
+    char name[FIELD_MAX];       /* the field: a provider, or model/<alias> */
     struct health *h;
     double known_until_s;       /* the latest cooldown end known here */
     enum owed owed;             /* a local change Redis has not taken */
@@ -107,7 +111,7 @@ struct health {
     bool dead;                  /* freed once they are done */
     bool reading;
     bool refused;               /* an error reply, logged */
-    struct hprov hp[CONFIG_MAX_PROVIDERS];
+    struct hprov hp[CONFIG_MAX_PROVIDERS + CONFIG_MAX_MODELS];
     size_t nhp;
 };
 
@@ -117,7 +121,7 @@ hprov_of(struct health *h, const char *name, bool add)
     for (size_t i = 0; i < h->nhp; i++)
         if (strcmp(h->hp[i].name, name) == 0)
             return &h->hp[i];
-    if (!add || h->nhp == CONFIG_MAX_PROVIDERS)
+    if (!add || h->nhp == sizeof(h->hp) / sizeof(h->hp[0]))
         return NULL;
     struct hprov *hp = &h->hp[h->nhp++];
     memset(hp, 0, sizeof(*hp));
@@ -216,15 +220,15 @@ flush(struct hprov *hp, double now)
     }
 }
 
-void
-health_reported(struct health *h, const struct router *r, int idx,
-                enum router_outcome outcome, double retry_after_s,
-                double started_s, double now)
+/* After router_report() on idx of r, whose field in the hash is field. */
+static void
+reported(struct health *h, const char *field, const struct router *r,
+         int idx, enum router_outcome outcome, double retry_after_s,
+         double started_s, double now)
 {
     struct hprov *hp;
 
-    if (h == NULL || idx < 0 ||
-        (hp = hprov_of(h, router_name(r, idx), true)) == NULL)
+    if ((hp = hprov_of(h, field, true)) == NULL)
         return;
     if (outcome == ROUTER_OUTCOME_OK) {
         /* Only a success that cleared a cooldown is news. */
@@ -252,10 +256,33 @@ health_reported(struct health *h, const struct router *r, int idx,
     flush(hp, now);
 }
 
+void
+health_reported(struct health *h, const struct router *r, int idx,
+                enum router_outcome outcome, double retry_after_s,
+                double started_s, double now)
+{
+    if (h != NULL && idx >= 0)
+        reported(h, router_name(r, idx), r, idx, outcome, retry_after_s,
+                 started_s, now);
+}
+
+void
+health_reported_model(struct health *h, const struct router *r, int idx,
+                      enum router_outcome outcome, double retry_after_s,
+                      double started_s, double now)
+{
+    char field[FIELD_MAX];
+
+    if (h == NULL || idx < 0)
+        return;
+    snprintf(field, sizeof(field), MODEL_PREFIX "%s", router_name(r, idx));
+    reported(h, field, r, idx, outcome, retry_after_s, started_s, now);
+}
+
 /* ---- reading the fleet's health ------------------------------------------ */
 
-/* Apply one field (provider name, its value) read at Redis time rnow_ms,
- * now here. */
+/* Apply one field (a provider's name, or model/<alias> for router r,
+ * the deployments'; its value) read at Redis time rnow_ms, now here. */
 static void
 apply(struct health *h, struct router *r, const char *name,
       const char *value, double rnow_ms, double now)
@@ -265,7 +292,9 @@ apply(struct health *h, struct router *r, const char *name,
     unsigned long long seq;
     enum router_outcome o;
     struct hprov *hp;
-    int idx = router_find(r, name, strlen(name));
+    bool model = strncmp(name, MODEL_PREFIX, strlen(MODEL_PREFIX)) == 0;
+    const char *in_r = model ? name + strlen(MODEL_PREFIX) : name;
+    int idx = r != NULL ? router_find(r, in_r, strlen(in_r)) : -1;
 
     if (idx < 0 || strlen(value) >= VALUE_MAX ||
         (hp = hprov_of(h, name, true)) == NULL ||
@@ -301,7 +330,7 @@ static void
 read_reply(const redisReply *r, const char *err, void *arg)
 {
     struct health *h = arg;
-    struct router *rt;
+    struct router *rt, *rm;
     double now = clock_mono(), rnow;
 
     if (!done(h))
@@ -317,11 +346,15 @@ read_reply(const redisReply *r, const char *err, void *arg)
         if (r->element[i]->type != REDIS_REPLY_STRING)
             return;
     h->refused = false;
-    if ((rt = h->router_fn(h->arg)) == NULL)
+    if ((rt = h->router_fn(h->arg, false)) == NULL)
         return;
+    rm = h->router_fn(h->arg, true);
     rnow = strtod(r->element[0]->str, NULL);
-    for (size_t i = 1; i + 1 < r->elements; i += 2)
-        apply(h, rt, r->element[i]->str, r->element[i + 1]->str, rnow, now);
+    for (size_t i = 1; i + 1 < r->elements; i += 2) {
+        const char *field = r->element[i]->str;
+        bool model = strncmp(field, MODEL_PREFIX, strlen(MODEL_PREFIX)) == 0;
+        apply(h, model ? rm : rt, field, r->element[i + 1]->str, rnow, now);
+    }
 }
 
 /* Every poll: write what is owed (Redis may be back), read the fleet's. */

@@ -1,6 +1,8 @@
 /*
  * health.h - multi-host mode: provider health shared through Redis
- * (llmguardd(8), "Several hosts"; proto/REDIS.md, "Provider health").
+ * (llmguardd(8), "Several hosts"; proto/REDIS.md, "Provider health"), and
+ * the health of model deployments alike (each its own, as in one daemon:
+ * field model/<alias>, applied to the deployments' router).
  *
  * A fault that puts a provider in cooldown here is written to the fleet's
  * health hash in Redis by a script that keeps the later cooldown end (in
@@ -18,6 +20,8 @@
 #ifndef LLMGUARD_HEALTH_H
 #define LLMGUARD_HEALTH_H
 
+#include <stdbool.h>
+
 #include <event2/event.h>
 
 #include "config.h"
@@ -28,8 +32,9 @@
 struct global;
 struct health;
 
-/* The router in force (a reload replaces it); arg as given. */
-typedef struct router *(*health_router_fn)(void *arg);
+/* The router in force (a reload replaces it): the providers', or with
+ * models the deployments'; arg as given. */
+typedef struct router *(*health_router_fn)(void *arg, bool models);
 
 /*
  * Shared health over g's Redis connection for the providers of cfg (the
@@ -51,6 +56,10 @@ void health_free(struct health *h);
 void health_reported(struct health *h, const struct router *r, int idx,
                      enum router_outcome outcome, double retry_after_s,
                      double started_s, double now);
+/* The same for deployment idx of the deployments' router r. */
+void health_reported_model(struct health *h, const struct router *r, int idx,
+                           enum router_outcome outcome, double retry_after_s,
+                           double started_s, double now);
 
 /* The host whose cooldown of provider is the one in force here, as last
  * learned ("" when none); for status, while the router says remote. */

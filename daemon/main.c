@@ -175,13 +175,17 @@ notify(const char *state)
 #endif
 }
 
-/* Multi-host mode: the fleet's health goes to the router in force. */
+/* Multi-host mode: the fleet's health goes to the router in force, the
+ * providers' or the deployments'. */
 static struct router *
-health_router(void *arg)
+health_router(void *arg, bool models)
 {
     struct daemon *d = arg;
 
-    return d->permits != NULL ? permits_router_rw(d->permits) : NULL;
+    if (d->permits == NULL)
+        return NULL;
+    return models ? permits_model_router_rw(d->permits)
+                  : permits_router_rw(d->permits);
 }
 
 /*
@@ -213,7 +217,7 @@ start(struct daemon *d)
         (d->models = buckets_new_models(d->base, cfg, waiters_slot)) == NULL)
         fatalx(1, "cannot set up the token buckets");
     /* Before the socket listens: the host id is claimed first. */
-    d->global = global_start(d->base, cfg, d->buckets);
+    d->global = global_start(d->base, cfg, d->buckets, d->models);
     d->telemetry = telemetry_new(d->base, cfg);
     if ((fd = passed_socket()) >= 0)
         rc = server_listen_fd(d->server, fd);

@@ -330,6 +330,12 @@ permits_router_rw(struct permits *p)
     return p->router;
 }
 
+struct router *
+permits_model_router_rw(struct permits *p)
+{
+    return p->models;
+}
+
 size_t
 permits_open(const struct permits *p)
 {
@@ -1486,6 +1492,9 @@ model_wait(struct permits *p, struct conn *c, uint64_t req_id,
     struct provider *pb = buckets_at(p->d.buckets, (size_t)pd->pm.provider);
     uint64_t ml = llm_tokens(mb, pd->pm.estimate);
 
+    /* Multi-host fallback closed: no lease will come for either. */
+    if (mb->closed || pb->closed)
+        return closed_busy(mb->closed ? mb : pb, e);
     pd->wait_start_s = now;
     pd->deadline_s = now + timeout_ms / 1e3;
     if (limiter_try_acquire(&mb->bucket, 1, ml, now) != LIMITER_GRANTED)
@@ -1854,6 +1863,8 @@ report_deployment(struct permits *p, const struct permit *pm,
     if (idx >= 0) {
         router_report(p->models, idx, outcome, latency_ms, retry_after_s,
                       pm->started_s, now);
+        health_reported_model(p->d.health, p->models, idx, outcome,
+                              retry_after_s, pm->started_s, now);
         if (outcome != ROUTER_OUTCOME_OK &&
             outcome != ROUTER_OUTCOME_CLIENT_ERROR)
             log_info("model %s of %s answered %s: degraded for %.1f s",

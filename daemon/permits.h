@@ -74,6 +74,8 @@ const struct router *permits_router(const struct permits *p);
 const struct router *permits_model_router(const struct permits *p);
 /* The router, to apply the fleet's health to (health.h). */
 struct router *permits_router_rw(struct permits *p);
+/* The deployments' router, likewise. */
+struct router *permits_model_router_rw(struct permits *p);
 size_t permits_open(const struct permits *p);
 
 /*

@@ -9,6 +9,8 @@
  *   acquirer span SOCKET PROVIDER PROCS SECONDS
  *       as race; prints "grants N first F last L", the monotonic times of
  *       the first and the last grant (several daemons: one interval)
+ *   (race and span: PROVIDER "model:ALIAS" takes permits naming model
+ *   ALIAS instead, each reported a success at once)
  *   acquirer status SOCKET PROVIDER
  *       prints "available A rate R max M enabled E waiters W"
  *   acquirer reserve SOCKET WORKFLOW TENANT TOKENS   ("-": no such id)
@@ -84,6 +86,27 @@ cmd_once(const char *sock, const char *prov, uint32_t tokens, double timeout)
     return rc == 0 ? 0 : 1;
 }
 
+/* One token of prov within timeout_s; prov "model:ALIAS": one permit
+ * naming that model (its deployment's bucket and its provider's), reported
+ * a success at once. */
+static int
+take_one(llmguard_t *g, const char *prov, double timeout_s)
+{
+    struct llmguard_request req = { .timeout_s = timeout_s };
+    struct llmguard_permit p;
+    struct llmguard_report r = { .outcome = LLMGUARD_OUTCOME_OK,
+                                 .latency_ms = -1, .final = 1 };
+    int rc;
+
+    if (strncmp(prov, "model:", 6) != 0)
+        return llmguard_acquire(g, prov, 1, timeout_s, NULL);
+    req.model = prov + 6;
+    if ((rc = llmguard_permit(g, &req, NULL, 0, &p)) != 0)
+        return rc;
+    r.permit_id = p.permit_id;
+    return llmguard_report(g, &r, NULL);
+}
+
 /* One racer: acquire until end_s; report grants and the last grant time. */
 static void
 racer(const char *sock, const char *prov, double end_s, int fd)
@@ -94,7 +117,7 @@ racer(const char *sock, const char *prov, double end_s, int fd)
 
     while (now_s() < end_s) {
         double left = end_s - now_s();
-        int rc = llmguard_acquire(g, prov, 1, left > 0 ? left : 0, NULL);
+        int rc = take_one(g, prov, left > 0 ? left : 0);
         if (rc == 0) {
             grants++;
             last = now_s();
