@@ -329,22 +329,6 @@ col() {
     done
 }
 
-median() {
-    sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-";
-        else if (NR % 2) print v[(NR + 1) / 2];
-        else printf "%.6g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-
-range() {
-    sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 }
-        END { if (NR == 0) print "-"; else if (NR == 1) printf "%.0f\n", lo;
-              else printf "%.0f–%.0f\n", lo, hi }'
-}
-
-int() {
-    awk '{ if ($1 == "-") print "-"; else printf "%.0f\n", $1 }'
-}
-
 # ratio LABEL_A LABEL_B [FIELD]: the median of the per-round ratios of
 # FIELD (default ops/s).
 ratio() {

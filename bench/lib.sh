@@ -71,3 +71,21 @@ tool() {
     esac
     [ -x "$out" ] && echo "$out"
 }
+
+# median, range, int: a column of numbers on stdin summed up in one line:
+# its median, "lo–hi", each rounded ("-" for none).
+median() {
+    sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-";
+        else if (NR % 2) print v[(NR + 1) / 2];
+        else printf "%.6g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+range() {
+    sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 }
+        END { if (NR == 0) print "-"; else if (NR == 1) printf "%.0f\n", lo;
+              else printf "%.0f–%.0f\n", lo, hi }'
+}
+
+int() {
+    awk '{ if ($1 == "-") print "-"; else printf "%.0f\n", $1 }'
+}

@@ -127,12 +127,6 @@ pick() {
     done
 }
 
-median() {
-    sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-";
-        else if (NR % 2) print v[(NR + 1) / 2];
-        else printf "%.6g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-
 started=$(date +%s)
 echo "llmguard pycompare: $(nproc) CPUs, kernel $(uname -r), $($PYTHON -V 2>&1)"
 echo "daemon $LLMGUARDD; $(date -u +%Y-%m-%dT%H:%M:%SZ)"

@@ -159,12 +159,7 @@ pick() {
     done
 }
 
-median() {
-    sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-";
-        else if (NR % 2) print v[(NR + 1) / 2];
-        else printf "%.6g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-
+# run.sh's own range and int (lib.sh's, as its README tables print them).
 range() {
     sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 }
         END { printf "%.0f..%.0f\n", lo, hi }'
