@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include <sqlite3.h>
 
@@ -788,17 +787,6 @@ on_state(bool up, const char *why, void *arg)
 
 /* ---- start, stop, status ------------------------------------------------ */
 
-static void
-make_nonce(char out[33])
-{
-    unsigned char r[16];
-
-    if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
-        fatalx(1, "getrandom: cannot make an instance nonce");
-    for (int i = 0; i < 16; i++)
-        snprintf(out + 2 * i, 3, "%02x", r[i]);
-}
-
 static struct redis *
 connect_redis(struct global *g)
 {
@@ -835,7 +823,7 @@ global_start(struct event_base *base, const struct config *cfg,
     g->claim_since_s = NAN;
     g->hosts = g->saved_hosts = g->peak_hosts = recall_hosts(g);
     g->peak_s = clock_mono();
-    make_nonce(g->nonce);
+    redis_random_hex(g->nonce, (sizeof(g->nonce) - 1) / 2);
     redisurl_mask(cfg->redis_url, g->url, sizeof(g->url));
     snprintf(g->key_hosts, sizeof(g->key_hosts), "%s{fleet}:hosts",
              cfg->redis_prefix);

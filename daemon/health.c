@@ -15,7 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include <hiredis/hiredis.h>
 
@@ -377,19 +376,6 @@ poll_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- start, stop, status ------------------------------------------------- */
 
-/* Its own news are skipped by instance, not host id: a daemon restarted on
- * the same host learns back the cooldowns its predecessor wrote. */
-static void
-make_instance(char out[17])
-{
-    unsigned char r[8];
-
-    if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
-        fatalx(1, "getrandom: cannot make an instance id");
-    for (int i = 0; i < 8; i++)
-        snprintf(out + 2 * i, 3, "%02x", r[i]);
-}
-
 struct health *
 health_start(struct event_base *base, const struct config *cfg,
              struct global *g, health_router_fn router_fn, void *arg)
@@ -407,7 +393,10 @@ health_start(struct event_base *base, const struct config *cfg,
     h->router_fn = router_fn;
     h->arg = arg;
     snprintf(h->key, sizeof(h->key), "%s{fleet}:health", cfg->redis_prefix);
-    make_instance(h->instance);
+    /* Its own news are skipped by instance, not host id: a daemon
+     * restarted on the same host learns back the cooldowns its
+     * predecessor wrote. */
+    redis_random_hex(h->instance, (sizeof(h->instance) - 1) / 2);
     if ((h->s_publish = redis_script(h->redis, publish_lua)) < 0 ||
         (h->s_read = redis_script(h->redis, read_lua)) < 0 ||
         (h->poll = event_new(base, -1, EV_PERSIST, poll_cb, h)) == NULL ||

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -25,6 +26,7 @@
 #include <openssl/x509v3.h>
 
 #include "clock.h"
+#include "log.h"
 #include "redis.h"
 #include "redisurl.h"
 
@@ -600,4 +602,16 @@ uint64_t
 redis_errors(const struct redis *r)
 {
     return r->errors;
+}
+
+void
+redis_random_hex(char *out, size_t nbytes)
+{
+    unsigned char r[64];
+
+    if (nbytes > sizeof(r) ||
+        getrandom(r, nbytes, 0) != (ssize_t)nbytes)
+        fatalx(1, "getrandom: cannot make a random instance id");
+    for (size_t i = 0; i < nbytes; i++)
+        snprintf(out + 2 * i, 3, "%02x", r[i]);
 }

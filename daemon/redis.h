@@ -86,4 +86,9 @@ const char *redis_last_error(const struct redis *r);
 /* Errors so far: failed connections, timeouts, error replies. */
 uint64_t redis_errors(const struct redis *r);
 
+/* nbytes random bytes (getrandom(2)) as lower-case hex in out, which
+ * holds 2 * nbytes + 1: an instance's id among the fleet's.  Exits when
+ * the kernel gives none. */
+void redis_random_hex(char *out, size_t nbytes);
+
 #endif
