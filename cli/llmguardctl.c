@@ -479,6 +479,18 @@ provider_notes(const struct proto_status_rep *st)
     }
 }
 
+/* A provider's AVAILABLE column: "-" while its rate is neither configured
+ * nor learned (the bucket standing in for it holds 1e15, not a limit). */
+static void
+available_text(const struct proto_provider_status *p, char *buf, size_t len)
+{
+    if (PROTO_HAS(p, PROTO_PROVIDER_STATUS_RATE_SOURCE) &&
+        p->rate_source.len == 4 && memcmp(p->rate_source.ptr, "none", 4) == 0)
+        snprintf(buf, len, "-");
+    else
+        snprintf(buf, len, "%.2f", p->available_tokens);
+}
+
 /* The provider table of the text status. */
 static void
 provider_table(const struct proto_status_rep *st)
@@ -489,7 +501,7 @@ provider_table(const struct proto_status_rep *st)
            "AVAILABLE", "RATE/S", "MAX", "STATE", "COOLDOWN", "LATENCY_MS",
            "WAITERS", "TOKENS/MIN");
     for (uint32_t i = 0; i < st->providers.n; i++) {
-        char tpm[32], cool[32], lat[32];
+        char tpm[32], cool[32], lat[32], avail[32];
         if (ps[i].tokens_per_min > 0)
             snprintf(tpm, sizeof(tpm), "%.0f", ps[i].tokens_per_min);
         else
@@ -502,8 +514,9 @@ provider_table(const struct proto_status_rep *st)
             snprintf(lat, sizeof(lat), "%.1f", ps[i].latency_ewma_ms);
         else
             snprintf(lat, sizeof(lat), "-");
-        printf("%-16.*s %10.2f %8g %8g %-10.*s %9s %11s %7llu %10s\n",
-               (int)ps[i].name.len, ps[i].name.ptr, ps[i].available_tokens,
+        available_text(&ps[i], avail, sizeof(avail));
+        printf("%-16.*s %10s %8g %8g %-10.*s %9s %11s %7llu %10s\n",
+               (int)ps[i].name.len, ps[i].name.ptr, avail,
                ps[i].rate_per_sec, ps[i].max_tokens, (int)ps[i].state.len,
                ps[i].state.ptr, cool, lat, (unsigned long long)ps[i].waiters,
                tpm);

@@ -158,8 +158,12 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
             if p["cooldown_remaining_s"] > 0 else "-"
         lat = "-" if p["latency_ewma_ms"] is None \
             else f"{p['latency_ewma_ms']:.1f}"
-        print("%-16s %10.2f %8g %8g %-10s %9s %11s %7d %10s" % (
-            p["name"], p["available_tokens"], p["rate_per_sec"],
+        # "-" while the rate is neither configured nor learned: the bucket
+        # standing in for it holds 1e15, not a limit.
+        avail = "-" if p.get("rate_source") == "none" \
+            else f"{p['available_tokens']:.2f}"
+        print("%-16s %10s %8g %8g %-10s %9s %11s %7d %10s" % (
+            p["name"], avail, p["rate_per_sec"],
             p["max_tokens"], p["state"], cool, lat, p["waiters"], tpm))
     _provider_notes(st)
     _model_table(st)

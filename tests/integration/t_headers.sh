@@ -82,6 +82,7 @@ ENV
 ENVFILE="$TMP/c.env" start_daemon
 st=$("$LLMGUARDCTL" -s "$SOCK" status)
 expect_match "before any answer: no limit yet" "^learn: rate none, tokens_per_min none$" "$st"
+expect_match "before any answer: nothing AVAILABLE to show, no rate, no MAX" "^learn +- +0 +0 " "$st"
 demo -p learn -a 1 hello >/dev/null
 demo -p claude -a 1 hello >/dev/null
 st=$("$LLMGUARDCTL" -s "$SOCK" status)

@@ -103,6 +103,18 @@ def test_status_notes_match_llmguardctl(start_daemon, monkeypatch):
     assert groq["retry_after_s"] == 30.0
 
 
+def test_unlearned_rate_matches_llmguardctl(start_daemon):
+    """A rate to learn shows no AVAILABLE until learned, in both."""
+    d = start_daemon("PROVIDER_LEARN_RATE_PER_SEC=learn\n"
+                     "PROVIDER_FIXED_RATE_PER_SEC=5\n")
+    row = re.compile(r"^(learn|fixed) .*$", re.M)
+    ours = row.findall(pyctl("status", sock=d.sock).stdout)
+    text = d.ctl("status").stdout
+    assert ours == row.findall(text)
+    assert re.search(r"^learn +- +0 +0 ", text, re.M)
+    assert re.search(r"^fixed +5\.00 +5 +5 ", text, re.M)
+
+
 def test_json_after_the_command(busy):
     for args in (["status", "--json"], ["quota", "beta", "--json",
                                         "--tenant"]):
