@@ -61,13 +61,12 @@ feedback_clamp(struct limiter_bucket *b, const struct ratehdr *h,
 
     if (!b->cfg.enabled)
         return 0;
-    if (rq->has_remaining && feedback_per_minute(rq)) {
+    if (rq->has_remaining && rq->has_reset) {
         clamp_one(b, false, rq, since(b->granted, m->granted),
                   b->cfg.rate_per_sec, now_s);
         did |= FEEDBACK_CAPPED;
     }
-    if (tk->has_remaining && feedback_per_minute(tk) &&
-        b->cfg.tokens_per_min > 0) {
+    if (tk->has_remaining && tk->has_reset && b->cfg.tokens_per_min > 0) {
         clamp_one(b, true, tk, since(b->llm_granted, m->llm_granted),
                   b->cfg.tokens_per_min / 60.0, now_s);
         did |= FEEDBACK_LLM_CAPPED;

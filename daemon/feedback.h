@@ -10,9 +10,12 @@
  * tokens headers the LLM-token bucket (Anthropic's input- and
  * output-tokens headers are read but not applied: the bucket counts all
  * tokens).  A reset of 60 s or less speaks of a per-minute limit, the
- * only kind a bucket is; a longer reset (or none) speaks of a per-day
- * limit, and feedback_clamp() leaves it to the caller
- * (feedback_per_minute()).
+ * kind a bucket is; a longer one of a longer window (Groq's requests
+ * headers are per day).  Whatever its window, what the provider says is
+ * left is all the bucket may grant before its reset, so feedback_clamp()
+ * applies both; only a per-minute limit is learned as a bucket's
+ * (feedback_per_minute()).  A remainder without a reset says nothing
+ * of when it ends: it is not applied.
  *
  * The clamp: the provider says that `remaining` were left when it
  * answered, and that its limit is whole again `reset` seconds later.  The
@@ -48,9 +51,8 @@ struct feedback_mark {
 
 void feedback_mark(const struct limiter_bucket *b, struct feedback_mark *m);
 
-/* Whether l speaks of a per-minute limit: a reset of 60 s or less.  A
- * per-day limit is not a bucket's (the place a per-day limit would take
- * the answer). */
+/* Whether l speaks of a per-minute limit: a reset of 60 s or less, the
+ * only kind learned as a bucket's rate. */
 bool feedback_per_minute(const struct ratehdr_limit *l);
 
 /* What feedback_clamp did, as bits. */
@@ -58,7 +60,7 @@ bool feedback_per_minute(const struct ratehdr_limit *l);
 #define FEEDBACK_LLM_CAPPED 0x2     /* the LLM-token bucket was */
 
 /*
- * Fit b to what h says of the per-minute limits, for the permit granted at
+ * Fit b to what h says of the limits, for the permit granted at
  * mark m, at now_s (the answer's arrival, on b's clock).  Returns the
  * FEEDBACK_* bits of what it capped (the LLM bucket only with a TPM
  * limit).  Call limiter_pop_* / limiter_next_wakeup afterwards.

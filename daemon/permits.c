@@ -1912,10 +1912,7 @@ report_headers(struct permits *p, const struct permit *pm,
         telemetry_headers_malformed(p->d.telemetry, pm->provider_name,
                                     h.malformed);
     /* The headers speak of the permit's model when it named one, else of
-     * its provider (only a provider's limits are learned).  Only
-     * per-minute limits are a bucket's: one whose reset is over 60 s
-     * speaks of a per-day limit, which feedback_per_minute() tells apart
-     * for whoever keeps those. */
+     * its provider (only a provider's per-minute limits are learned). */
     prov = pm->model_alias[0] != '\0' ?
            buckets_find(p->d.models, pm->model_alias, strlen(pm->model_alias)) :
            buckets_find(p->d.buckets, pm->provider_name,

@@ -134,6 +134,39 @@ w=$(echo "$res" | sed -n 's/^waited \([0-9]*\) .*/\1/p')
 check "the next permit waited about 2 s ($w ms)" \
     awk -v w="$w" 'BEGIN { exit !(w >= 1700 && w <= 4000) }'
 
+# ---- a longer window (Groq's requests per day): applied all the same ------
+res=$($PY - "$SOCK" <<'PYEOF'
+import sys, time
+import llmguard
+c = llmguard.Client(sys.argv[1])
+def permit(timeout_ms):
+    return c.call("permit", {"preferred": "fast", "exclude": ["learn", "claude"],
+                             "timeout_ms": timeout_ms, "tokens_estimate": 1})
+def exhausted(headers):
+    c.call("report", {"permit_id": permit(5000)["permit_id"], "outcome": "ok",
+                      "headers": headers})
+    t0 = time.monotonic()
+    try:
+        rep = permit(1500)
+        c.call("report", {"permit_id": rep["permit_id"], "outcome": "ok"})
+        return "waited %.0f" % ((time.monotonic() - t0) * 1e3)
+    except llmguard.LlmguardError as e:
+        return "refused %s after %.0f" % (e.code, (time.monotonic() - t0) * 1e3)
+# 600 a window refilled by its reset 2 minutes away: one token 200 ms on.
+print("linear", exhausted({"x-ratelimit-limit-requests": "600",
+                           "x-ratelimit-remaining-requests": "0",
+                           "x-ratelimit-reset-requests": "2m0s"}))
+# No limit header: nothing before the reset, 5 minutes away (the last use
+# of this provider here).
+print("none", exhausted({"x-ratelimit-remaining-requests": "0",
+                         "x-ratelimit-reset-requests": "5m0s"}))
+PYEOF
+)
+expect_match "remaining 0 of a 5-minute reset: nothing within 1.5 s" "^none refused timeout after 1[45][0-9][0-9]$" "$res"
+w=$(echo "$res" | sed -n 's/^linear waited \([0-9]*\)$/\1/p')
+check "600 by a reset 2 min away: the next token about 200 ms on ($w ms)" \
+    awk -v w="$w" 'BEGIN { exit !(w >= 120 && w <= 1000) }'
+
 # ---- bad headers: counted, logged once, the daemon keeps serving -----------
 res=$($PY - "$SOCK" <<'PYEOF'
 import sys

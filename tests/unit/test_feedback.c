@@ -174,9 +174,10 @@ test_anthropic_tokens(void **state)
     assert_near(limiter_available_llm(&b, 1), 100, 1e-6);
 }
 
-/* Resets over 60 s speak of a per-day limit: not a bucket's. */
+/* Resets over 60 s speak of a longer window (a per-day limit): applied
+ * all the same, never learned. */
 static void
-test_per_day_left_alone(void **state)
+test_per_day_applied(void **state)
 {
     static const char *const lines[] = {
         "x-ratelimit-limit-requests: 1000",
@@ -193,8 +194,12 @@ test_per_day_left_alone(void **state)
     feedback_mark(&b, &m);
     read_headers(&h, lines);
     assert_false(feedback_per_minute(&h.kind[RATEHDR_REQUESTS]));
-    assert_int_equal(feedback_clamp(&b, &h, &m, 0), 0);
-    assert_near(limiter_available(&b, 0), 5, 1e-9);
+    assert_int_equal(feedback_clamp(&b, &h, &m, 0), FEEDBACK_CAPPED);
+    /* Nothing left: the provider's next token is 6 h / 1000 = 21.6 s on,
+     * and the bucket's own refill (1 s a token) ends there. */
+    assert_near(limiter_available(&b, 0), 0, 1e-9);
+    assert_near(limiter_available(&b, 20.5), 0, 1e-9);
+    assert_near(limiter_available(&b, 21.6), 1, 1e-6);
     assert_int_equal(feedback_learned(&h, &rpm, &tpm), 0);
 }
 
@@ -256,7 +261,7 @@ main(void)
         cmocka_unit_test(test_more_remaining_adds_nothing),
         cmocka_unit_test(test_debt),
         cmocka_unit_test(test_anthropic_tokens),
-        cmocka_unit_test(test_per_day_left_alone),
+        cmocka_unit_test(test_per_day_applied),
         cmocka_unit_test(test_learned),
         cmocka_unit_test(test_malformed_ignored),
     };
