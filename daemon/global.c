@@ -724,16 +724,22 @@ take_fleet(struct global *g, const redisReply *r)
     struct fleetcfg *f;
     char err[128];
 
-    if (g->have_fleet && strcmp(hash, g->fleet_hash) == 0)
+    if (g->have_fleet && strcmp(hash, g->fleet_hash) == 0) {
+        /* The same; after a Redis restarted empty maybe republished by
+         * another host, which the status names. */
+        snprintf(g->fleet_host, sizeof(g->fleet_host), "%s",
+                 r->element[1]->str);
+        g->fleet_loaded_at = strtod(r->element[2]->str, NULL) / 1e3;
         return;
+    }
     if ((f = malloc(sizeof(*f))) == NULL) {
         config_error(g, "out of memory");
         return;
     }
     if (fleetcfg_parse(f, text, err, sizeof(err)) < 0) {
         char why[200];
-        snprintf(why, sizeof(why), "host %.64s's: %.100s", r->element[1]->str,
-                 err);
+        snprintf(why, sizeof(why), "host %.64s's: %.100s",
+                 r->element[1]->str, err);
         config_error(g, why);
         free(f);
         return;

@@ -74,8 +74,9 @@ uint64_t global_take_errors(struct global *g);
  * holds the new one): publish it when its fleet-relevant part changed. */
 void global_reconfigure(struct global *g);
 
-/* The fleet's quota settings: the newest configuration's while Redis is
- * reachable and it has been read, else this host's file's. */
+/* The fleet's quota settings (multi-host mode: g is not NULL): the
+ * newest configuration's while Redis is reachable and it has been read,
+ * else this host's file's. */
 struct global_quota {
     double window_days;         /* QUOTA_WINDOW_DAYS */
     int64_t default_tokens;     /* DEFAULT_DAILY_QUOTA_TOKENS */
