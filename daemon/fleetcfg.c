@@ -215,14 +215,15 @@ fleetcfg_model(const struct fleetcfg *f, const char *alias)
     return NULL;
 }
 
-/* A differing value: "<what> <fleet's> (here <mine>)". */
+/* A differing value: "<what> <fleet's> (here <mine>)", to 15 digits
+ * (the text has all 17; this is for people). */
 static void
 differ(char *buf, size_t len, size_t *at, size_t *n, const char *what,
        double fleet, double mine)
 {
     if (fleet == mine)
         return;
-    append(buf, len, at, "%s%s %.17g (here %.17g)", *n ? ", " : "", what,
+    append(buf, len, at, "%s%s %.15g (here %.15g)", *n ? ", " : "", what,
            fleet, mine);
     (*n)++;
 }

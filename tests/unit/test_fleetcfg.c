@@ -152,7 +152,7 @@ test_diff(void **state)
     assert_int_equal(fleetcfg_diff(&mine, &fleet, buf, sizeof(buf)), 6);
     assert_string_equal(buf, "provider local not in the fleet's (its own "
                         "settings kept), provider openai rate_per_sec 2 "
-                        "(here 0.10000000000000001), provider groq only in "
+                        "(here 0.1), provider groq only in "
                         "the fleet's (not configured here), model gpt tpm "
                         "9000 (here 0), QUOTA_WINDOW_DAYS 7 (here 1), "
                         "QUOTA_ENFORCEMENT hard (here soft)");
