@@ -2,8 +2,9 @@
 # Multi-host mode: the fleet's configuration is the newest host's, against
 # a real redis-server of the test's own.  Two daemons with different rates:
 # the newer one's rate governs both (grants within burst + its rate x
-# (T + lease)); the other says in its log and status that its file
-# differs, and which settings; a provider the fleet lacks keeps its own.
+# (T + lease)), and its deployments' RPM; the other says in its log and
+# status that its file differs, and which settings; a provider the fleet
+# lacks keeps its own.
 # A reload of one daemon with a new rate: both follow within ~1 s.  A
 # reload that changes nothing fleet-relevant publishes nothing; a daemon
 # restarted with an older file wins (its load is newest).  Redis gone:
@@ -32,8 +33,10 @@ host_env() {
         for l in "$@"; do echo "$l"; done
     } > "$TMP/h$n.env"
 }
-# rate N PROVIDER: the rate daemon N's bucket goes by.
+# rate N PROVIDER: the rate daemon N's bucket goes by; mrate N ALIAS: a
+# deployment's.
 rate() { "$ACQ" status "$TMP/d$1.sock" "$2" | awk '{ print $4 }'; }
+mrate() { "$LLMGUARDCTL" -s "$TMP/d$1.sock" --json status | jq ".models[] | select(.alias == \"$2\") | .rate_per_sec"; }
 # cfg N FIELD: a field of daemon N's redis.config in status --json.
 cfg() { "$LLMGUARDCTL" -s "$TMP/d$1.sock" --json status | jq -r ".redis.config.$2"; }
 # wait_for WHAT CODE: up to 3 s for the shell code CODE to succeed.
@@ -84,6 +87,7 @@ check "host1's log says its file differs, and in what" grep -q \
     "redis: following host host2's configuration (loaded .*): this host's file differs: provider local not in the fleet's (its own settings kept), provider openai rate_per_sec 10 (here 40), model gpt rpm 120 (here 600), QUOTA_ENFORCEMENT hard (here soft)" \
     "$TMP/daemon.log"
 expect_eq "a provider the fleet lacks keeps host1's own settings" 7 "$(rate 1 local)"
+expect_eq "host1's deployment follows host2's RPM (120 a minute)" 2 "$(mrate 1 gpt)"
 expect_eq "host1's status: the fleet's configuration, host2's, differs" \
     "host2 true $($RCLI hget "$KEY" hash)" \
     "$(cfg 1 host) $(cfg 1 differs) $(cfg 1 hash)"
@@ -107,6 +111,7 @@ host_env 1 5 "PROVIDER_LOCAL_RATE_PER_SEC=7" "MODEL_GPT_RPM=600"
 wait_for "host1's reload is the fleet's at once" 'test "$($RCLI hget "$KEY" host)" = host1'
 wait_for "host2 follows host1's new rate within ~1 s" 'test "$(rate 2 openai)" = 5'
 wait_for "and so does host1" 'test "$(rate 1 openai)" = 5'
+expect_eq "host2's deployment follows host1's RPM (600 a minute)" 10 "$(mrate 2 gpt)"
 expect_eq "host2's status: host1's configuration, which differs" "host1 true" "$(cfg 2 host) $(cfg 2 differs)"
 expect_eq "host1's status: its own" "host1 false" "$(cfg 1 host) $(cfg 1 differs)"
 check "host2's log says it follows host1 now, and what differs" grep -q \
