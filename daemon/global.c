@@ -299,12 +299,22 @@ struct glimits {
     double rate_per_sec, burst, tokens_per_min;
 };
 
-/* The fleet's configuration, while it is in force: Redis reachable and
- * the configuration read.  (Unreachable, each host has its own file.) */
+/*
+ * The fleet's configuration, when it is in force: connected, the newest
+ * as Redis keeps it; unreachable, still the newest this host knows of -
+ * the fleet's last read, unless this host loaded its own since (which it
+ * publishes when Redis answers).  NULL: this host's own file (the fleet's
+ * never read since the start).
+ */
 static const struct fleetcfg *
 fleet_in_force(const struct global *g)
 {
-    return g->state == G_CONNECTED && g->have_fleet ? &g->fleet : NULL;
+    if (!g->have_fleet)
+        return NULL;
+    if (g->state == G_CONNECTED ||
+        g->fleet_loaded_at >= floor(g->own_loaded_at * 1e3) / 1e3)
+        return &g->fleet;
+    return NULL;
 }
 
 /*
@@ -1081,6 +1091,8 @@ global_reconfigure(struct global *g)
                  "publishing it as the fleet's", g->own_hash);
         publish_config(g);
     }
+    /* The buckets were reconfigured before cfg held the new file. */
+    kick_all(g);
 }
 
 void

@@ -22,7 +22,9 @@
  * with its load time by its wall clock; the newest load wins, and every
  * daemon reads it with each heartbeat and leases with its settings, for
  * the buckets it has (one the fleet's lacks keeps this host's).  While
- * Redis is unreachable each daemon goes by its own file.
+ * Redis is unreachable each daemon keeps the newest it knows of: the
+ * fleet's last read, or its own file when it loaded it since (or never
+ * read the fleet's); the share fallback divides that.
  */
 #ifndef LLMGUARD_GLOBAL_H
 #define LLMGUARD_GLOBAL_H
@@ -74,9 +76,9 @@ uint64_t global_take_errors(struct global *g);
  * holds the new one): publish it when its fleet-relevant part changed. */
 void global_reconfigure(struct global *g);
 
-/* The fleet's quota settings (multi-host mode: g is not NULL): the
- * newest configuration's while Redis is reachable and it has been read,
- * else this host's file's. */
+/* The fleet's quota settings (multi-host mode: g is not NULL): those of
+ * the newest configuration this daemon knows of, as the buckets' (see
+ * above), else this host's file's. */
 struct global_quota {
     double window_days;         /* QUOTA_WINDOW_DAYS */
     int64_t default_tokens;     /* DEFAULT_DAILY_QUOTA_TOKENS */

@@ -8,7 +8,9 @@
 # A reload of one daemon with a new rate: both follow within ~1 s.  A
 # reload that changes nothing fleet-relevant publishes nothing; a daemon
 # restarted with an older file wins (its load is newest).  Redis gone:
-# each daemon goes by its own file (the share fallback of its own rate).
+# each daemon keeps the newest configuration it knows of (the fleet's
+# last read, or its own reloaded since) and shares it; Redis back empty:
+# the newest load is the fleet's again.
 . "${top_srcdir:-.}/tests/integration/lib.sh"
 ACQ="$top_builddir/tests/integration/acquirer"
 command -v redis-server >/dev/null || { echo "not ok - redis-server is not installed (Debian: redis-server)"; exit 1; }
@@ -39,9 +41,10 @@ rate() { "$ACQ" status "$TMP/d$1.sock" "$2" | awk '{ print $4 }'; }
 mrate() { "$LLMGUARDCTL" -s "$TMP/d$1.sock" --json status | jq ".models[] | select(.alias == \"$2\") | .rate_per_sec"; }
 # cfg N FIELD: a field of daemon N's redis.config in status --json.
 cfg() { "$LLMGUARDCTL" -s "$TMP/d$1.sock" --json status | jq -r ".redis.config.$2"; }
-# wait_for WHAT CODE: up to 3 s for the shell code CODE to succeed.
+# wait_for WHAT CODE: up to 3 s (WAIT tenths) for the shell code CODE to
+# succeed.
 wait_for() {
-    for _ in $(seq 1 30); do eval "$2" && break; sleep 0.1; done
+    for _ in $(seq 1 "${WAIT:-30}"); do eval "$2" && break; sleep 0.1; done
     check "$1" eval "$2"
 }
 # grants_within RATE: both daemons race for 2 s, 2 processes each; checks
@@ -139,9 +142,21 @@ wait_for "host1 follows it within a heartbeat" 'test "$(rate 1 openai)" = 10'
 check "and says it follows host2 again" test \
     "$(grep -c "redis: following host host2's configuration" "$TMP/daemon.log")" -eq 2
 
-# Redis gone: each daemon by its own file, its share (rate / 2 hosts).
+# Redis gone: each daemon by the newest configuration it knows of,
+# divided among the 2 hosts (the share fallback): the fleet's last read...
 kill_redis "$RPID"
-wait_for "unreachable: host1 goes by its own rate, halved (5 / 2)" 'test "$(rate 1 openai)" = 2.5'
-expect_eq "and host2 by its own (10 / 2)" 5 "$(rate 2 openai)"
+wait_for "unreachable: host1 shares the fleet's last rate (10 / 2)" \
+    'test "$(grep -c "r.sock unreachable" "$TMP/daemon.log")" -eq 2 && test "$(rate 1 openai)" = 5'
+expect_eq "and so does host2 (10 / 2)" 5 "$(rate 2 openai)"
+# ...or its own, loaded since: host1 reloaded during the outage.
+host_env 1 8 "PROVIDER_LOCAL_RATE_PER_SEC=7" "MODEL_GPT_RPM=600"
+"$LLMGUARDCTL" -s "$TMP/d1.sock" reload >/dev/null
+expect_eq "a reload during the outage: host1 shares its new rate (8 / 2)" 4 "$(rate 1 openai)"
+expect_eq "host2 cannot know of it" 5 "$(rate 2 openai)"
+# Redis back, empty: host1's load is the newest, both follow it.
+start_redis r
+WAIT=60 wait_for "Redis back: host1's reload is the fleet's" 'test "$($RCLI hget "$KEY" host)" = host1'
+wait_for "and host2 follows it" 'test "$(rate 2 openai)" = 8'
+expect_eq "and host1" 8 "$(rate 1 openai)"
 
 finish
