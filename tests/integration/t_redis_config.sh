@@ -146,7 +146,7 @@ check "and says it follows host2 again" test \
 # divided among the 2 hosts (the share fallback): the fleet's last read...
 kill_redis "$RPID"
 wait_for "unreachable: host1 shares the fleet's last rate (10 / 2)" \
-    'test "$(grep -c "r.sock unreachable" "$TMP/daemon.log")" -eq 2 && test "$(rate 1 openai)" = 5'
+    'test "$(rate 1 openai)" = 5'
 expect_eq "and so does host2 (10 / 2)" 5 "$(rate 2 openai)"
 # ...or its own, loaded since: host1 reloaded during the outage.
 host_env 1 8 "PROVIDER_LOCAL_RATE_PER_SEC=7" "MODEL_GPT_RPM=600"
