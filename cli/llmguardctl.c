@@ -246,6 +246,24 @@ iso8601(double t, char *buf, size_t len)
     return buf;
 }
 
+/* The fleet's configuration: whose, loaded when, and whether this host's
+ * file is the same. */
+static void
+fleet_config_text(const struct proto_redis_config *c)
+{
+    char when[32];
+    int h = c->hash.len < 12 ? (int)c->hash.len : 12;
+    int own = c->own_hash.len < 12 ? (int)c->own_hash.len : 12;
+
+    printf("fleet_config host %.*s's, loaded %s, hash %.*s; this host's "
+           "file %s", (int)c->host.len, c->host.ptr,
+           iso8601(c->loaded_at, when, sizeof(when)), h, c->hash.ptr,
+           c->differs ? "differs" : "is the same");
+    if (c->differs)
+        printf(" (hash %.*s)", own, c->own_hash.ptr);
+    printf("\n");
+}
+
 /* The optional fields of a provider, set into o when present. */
 static void
 provider_json_extra(json_t *o, const struct proto_provider_status *p)
@@ -266,6 +284,26 @@ provider_json_extra(json_t *o, const struct proto_provider_status *p)
                             jstr(p->tokens_per_min_source));
     if (PROTO_HAS(p, PROTO_PROVIDER_STATUS_COOLDOWN_HOST))
         json_object_set_new(o, "cooldown_host", jstr(p->cooldown_host));
+}
+
+/* The redis block of status, with the fleet's configuration once the
+ * daemon has read it. */
+static json_t *
+redis_json(const struct proto_redis_status *r)
+{
+    json_t *o = json_pack("{s:o, s:o, s:I, s:o}", "url", jstr(r->url),
+                          "state", jstr(r->state),
+                          "hosts", (json_int_t)r->hosts,
+                          "last_error", jstr(r->last_error));
+
+    if (o != NULL && PROTO_HAS(r, PROTO_REDIS_STATUS_CONFIG))
+        json_object_set_new(o, "config", json_pack(
+            "{s:o, s:o, s:f, s:b, s:o}", "hash", jstr(r->config->hash),
+            "host", jstr(r->config->host),
+            "loaded_at", r->config->loaded_at,
+            "differs", r->config->differs,
+            "own_hash", jstr(r->config->own_hash)));
+    return o;
 }
 
 /* The daemon's own fields, when it sent them (an older one does not). */
@@ -289,11 +327,7 @@ daemon_json(json_t *o, const struct proto_status_rep *st)
     if (PROTO_HAS(st, PROTO_STATUS_REP_STORE_ERROR))
         json_object_set_new(o, "store_error", jstr(st->store_error));
     if (PROTO_HAS(st, PROTO_STATUS_REP_REDIS))
-        json_object_set_new(o, "redis", json_pack(
-            "{s:o, s:o, s:I, s:o}", "url", jstr(st->redis->url),
-            "state", jstr(st->redis->state),
-            "hosts", (json_int_t)st->redis->hosts,
-            "last_error", jstr(st->redis->last_error)));
+        json_object_set_new(o, "redis", redis_json(st->redis));
 }
 
 /* The models of status as a JSON array. */
@@ -433,6 +467,8 @@ daemon_text(const struct proto_status_rep *st)
                (int)r->url.len, r->url.ptr, (int)r->state.len, r->state.ptr,
                (unsigned long long)r->hosts, r->last_error.len ? ": " : "",
                (int)r->last_error.len, r->last_error.ptr);
+        if (PROTO_HAS(r, PROTO_REDIS_STATUS_CONFIG))
+            fleet_config_text(r->config);
     }
 }
 

@@ -7,10 +7,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <sqlite3.h>
 
 #include "clock.h"
+#include "fleetcfg.h"
 #include "global.h"
 #include "lease.h"
 #include "log.h"
@@ -65,8 +67,9 @@ static const char beat_lua[] =
  * so then the host gets need if it is there and the host is first in
  * line, else nothing.  The line is stride scheduling: each host's pass
  * grows by what it was granted over what it wanted, the lowest pass is
- * first, so hosts are served in proportion to their weights.  Also returns
- * the settings the bucket was last asked with (another host's, maybe).
+ * first, so hosts are served in proportion to their weights.  The
+ * settings are the fleet's configuration's (the newest), so every host
+ * asks with the same ones.
  */
 static const char take_lua[] =
     "local t = redis.call('TIME')\n"
@@ -119,14 +122,34 @@ static const char take_lua[] =
     "redis.call('HSET', KEYS[2], me,\n"
     "           want .. ' ' .. wt .. ' ' .. wantl .. ' ' .. now .. ' ' ..\n"
     "           mypass)\n"
-    "local cfg = ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. ARGV[3]\n"
-    "local prev = redis.call('HGET', KEYS[1], 'cfg') or cfg\n"
     "redis.call('HSET', KEYS[1], 'tokens', tokens - g, 'llm', llm - gl,\n"
-    "           'ts', now, 'cfg', cfg)\n"
+    "           'ts', now)\n"
     "local full = math.max(burst / rate, tpm > 0 and 60 or 0)\n"
     "redis.call('PEXPIRE', KEYS[1], math.ceil(full * 1000) + 1000)\n"
     "redis.call('PEXPIRE', KEYS[2], math.ceil(fresh) + 1000)\n"
-    "return {tostring(g), tostring(gl), prev}\n";
+    "return {tostring(g), tostring(gl)}\n";
+
+/*
+ * The fleet's configuration: KEYS config; ARGV hash, host, loaded_at_ms,
+ * text, known (the hash the caller holds, "" for none).  Keeps the newest
+ * load (the later host id on a tie); a configuration equal to the one
+ * there changes nothing, so a reload that changes nothing fleet-relevant
+ * publishes nothing new.  Returns {hash, host, loaded_at_ms, text}, the
+ * text "" when it is the one the caller knows.
+ */
+static const char config_lua[] =
+    "local c = redis.call('HMGET', KEYS[1], 'hash', 'host', 'loaded_at',\n"
+    "                     'text')\n"
+    "local at, cat = tonumber(ARGV[3]), tonumber(c[3])\n"
+    "if not c[1] or not c[2] or not c[4] or not cat or\n"
+    "   (c[1] ~= ARGV[1] and (at > cat or (at == cat and ARGV[2] > c[2])))\n"
+    "then\n"
+    "  redis.call('HSET', KEYS[1], 'hash', ARGV[1], 'host', ARGV[2],\n"
+    "             'loaded_at', ARGV[3], 'text', ARGV[4])\n"
+    "  c = {ARGV[1], ARGV[2], ARGV[3], ARGV[4]}\n"
+    "end\n"
+    "if c[1] == ARGV[5] then c[4] = '' end\n"
+    "return c\n";
 
 enum gstate { G_CLAIMING, G_CONNECTED, G_UNREACHABLE };
 enum mode { M_LEASED, M_SHARE, M_LOCAL, M_CLOSED };
@@ -146,8 +169,6 @@ struct gprov {
     double fb_seen;             /* the bucket's taken, last counted */
     double fb_taken;            /* fb_grants, last given to the metrics */
     bool closed;
-    char warned[160];           /* the other settings last warned of */
-    char sent[160];             /* this daemon's, as last asked with */
     char key_bucket[KEY_MAX], key_demand[KEY_MAX];
 };
 
@@ -157,7 +178,7 @@ struct global {
     struct buckets *b;
     struct buckets *models;     /* the deployments' */
     struct redis *redis;
-    int s_take, s_beat;
+    int s_take, s_beat, s_config;
     enum gstate state;
     double claim_since_s;       /* first told the id is taken; NAN */
     char nonce[33];
@@ -171,8 +192,21 @@ struct global {
     struct event *beat;
     struct gprov gp[CONFIG_MAX_PROVIDERS + CONFIG_MAX_MODELS];
     size_t ngp;
-    char key_hosts[KEY_MAX], key_schema[KEY_MAX];
+    char key_hosts[KEY_MAX], key_schema[KEY_MAX], key_config[KEY_MAX];
     bool conflict_logged;
+    /* The fleet's configuration: this host's, published with its load
+     * time (the wall clock), and the newest one's, read every second. */
+    struct fleetcfg own, fleet;
+    char own_text[FLEETCFG_TEXT_MAX];
+    char own_hash[41];
+    double own_loaded_at;           /* wall, s */
+    bool have_fleet;
+    char fleet_hash[41];
+    char fleet_host[CONFIG_NAME_MAX];
+    double fleet_loaded_at;         /* wall, s */
+    bool config_inflight, config_owed;
+    char config_logged[84];         /* fleet's and own hash, last logged */
+    bool config_error_logged;
     uint64_t errors_taken;      /* given to the metrics */
 };
 
@@ -266,32 +300,60 @@ struct glimits {
 };
 
 /*
- * The configured limits of gp's bucket into *gl: a provider's, or a
- * deployment's (RPM as rate RPM / 60 and burst RPM, as buckets.c sets
- * them up; no RPM: requests not limited).  Returns -1 when the
- * configuration has it no more, 0 for a deployment with neither RPM nor
- * TPM (nothing to share: its bucket stays this host's own), 1 otherwise.
+ * The fleet's configuration, when it is in force: connected, the newest
+ * as Redis keeps it; unreachable, still the newest this host knows of -
+ * the fleet's last read, unless this host loaded its own since (which it
+ * publishes when Redis answers).  NULL: this host's own file (the fleet's
+ * never read since the start).
+ */
+static const struct fleetcfg *
+fleet_in_force(const struct global *g)
+{
+    if (!g->have_fleet)
+        return NULL;
+    if (g->state == G_CONNECTED ||
+        g->fleet_loaded_at >= floor(g->own_loaded_at * 1e3) / 1e3)
+        return &g->fleet;
+    return NULL;
+}
+
+/*
+ * The limits of gp's bucket into *gl: the fleet's configuration's when it
+ * has the bucket, else this host's: a provider's, or a deployment's (RPM
+ * as rate RPM / 60 and burst RPM, as buckets.c sets them up; no RPM:
+ * requests not limited).  Returns -1 when this host's configuration has
+ * it no more, 0 for a deployment with neither RPM nor TPM (nothing to
+ * share: its bucket stays this host's own), 1 otherwise.
  */
 static int
 gprov_limits(const struct global *g, const struct gprov *gp,
              struct glimits *gl)
 {
+    const struct fleetcfg *f = fleet_in_force(g);
+    const struct fleetcfg_provider *fp;
+    const struct fleetcfg_model *fm;
     const struct provider_config *pc;
     const struct model_config *mc;
+    double rpm, tpm;
 
     if (gp->model) {
         if ((mc = config_model(g->cfg, gp->name, strlen(gp->name))) == NULL)
             return -1;
-        gl->rate_per_sec = mc->rpm > 0 ? mc->rpm / 60.0 : BUCKETS_UNLIMITED;
-        gl->burst = mc->rpm > 0 ? fmax(1, mc->rpm) : BUCKETS_UNLIMITED;
-        gl->tokens_per_min = mc->tpm;
-        return mc->rpm > 0 || mc->tpm > 0;
+        fm = f != NULL ? fleetcfg_model(f, gp->name) : NULL;
+        rpm = fm != NULL ? fm->rpm : mc->rpm;
+        tpm = fm != NULL ? fm->tpm : mc->tpm;
+        gl->rate_per_sec = rpm > 0 ? rpm / 60.0 : BUCKETS_UNLIMITED;
+        gl->burst = rpm > 0 ? fmax(1, rpm) : BUCKETS_UNLIMITED;
+        gl->tokens_per_min = tpm;
+        return rpm > 0 || tpm > 0;
     }
     if ((pc = config_provider(g->cfg, gp->name, strlen(gp->name))) == NULL)
         return -1;
-    gl->rate_per_sec = pc->rate_per_sec;
-    gl->burst = pc->burst;
-    gl->tokens_per_min = pc->tokens_per_min;
+    fp = f != NULL ? fleetcfg_provider(f, gp->name) : NULL;
+    gl->rate_per_sec = fp != NULL ? fp->rate_per_sec : pc->rate_per_sec;
+    gl->burst = fp != NULL ? fp->burst : pc->burst;
+    gl->tokens_per_min = fp != NULL ? fp->tokens_per_min
+                                    : pc->tokens_per_min;
     return 1;
 }
 
@@ -386,42 +448,6 @@ queued_demand(const struct provider *prov, double *n, double *llm)
     }
 }
 
-/* The settings this daemon asks with, as the take script writes them. */
-static void
-settings_text(const struct global *g, const struct gprov *gp, char *buf,
-              size_t len)
-{
-    struct glimits gl;
-
-    if (gprov_limits(g, gp, &gl) < 0)
-        buf[0] = '\0';
-    else
-        snprintf(buf, len, "%.17g %.17g %.17g", gl.rate_per_sec, gl.burst,
-                 gl.tokens_per_min);
-}
-
-/* Another host asked for this bucket with other settings: say so, once
- * per difference. */
-static void
-check_settings(struct gprov *gp, const char *prev)
-{
-    char mine[160];
-
-    settings_text(gp->g, gp, mine, sizeof(mine));
-    /* What this daemon asked with before a reload is its own. */
-    bool own = strcmp(prev, mine) == 0 || strcmp(prev, gp->sent) == 0;
-    snprintf(gp->sent, sizeof(gp->sent), "%s", mine);
-    if (own || strcmp(prev, gp->warned) == 0)
-        return;
-    log_warn("redis: %s %s: another host leases with rate, burst and "
-             "tokens per minute '%.100s', this one with '%s': the bucket "
-             "refills at the rate of whichever asks; keep the %s' "
-             "settings equal on every host",
-             gp->model ? "deployment" : "provider", gp->name, prev, mine,
-             gp->model ? "deployments" : "providers");
-    snprintf(gp->warned, sizeof(gp->warned), "%s", prev);
-}
-
 static void
 take_reply(const redisReply *r, const char *err, void *arg)
 {
@@ -431,17 +457,15 @@ take_reply(const redisReply *r, const char *err, void *arg)
     double now = clock_mono(), got, got_llm, poll_s;
 
     gp->inflight = false;
-    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
         r->element[0]->type != REDIS_REPLY_STRING ||
-        r->element[1]->type != REDIS_REPLY_STRING ||
-        r->element[2]->type != REDIS_REPLY_STRING) {
+        r->element[1]->type != REDIS_REPLY_STRING) {
         if (r != NULL && r->type == REDIS_REPLY_ERROR)
             snprintf(g->last_error, sizeof(g->last_error), "%.200s", r->str);
         return;
     }
     got = strtod(r->element[0]->str, NULL);
     got_llm = strtod(r->element[1]->str, NULL);
-    check_settings(gp, r->element[2]->str);
     prov = gprov_bucket(g, gp);
     if (prov == NULL || !prov->bucket.cfg.leased)
         return;     /* gone, or in fallback: these lapse unused */
@@ -634,6 +658,165 @@ kick_all(struct global *g)
         buckets_kick(buckets_at(g->models, i));
 }
 
+/* ---- the fleet's configuration ---------------------------------------- */
+
+/* This host's part of the fleet's configuration, from its file; a new
+ * load time when it changed (or at start).  Returns whether it changed. */
+static bool
+own_config(struct global *g)
+{
+    char text[FLEETCFG_TEXT_MAX];
+
+    fleetcfg_of(&g->own, g->cfg);
+    fleetcfg_text(&g->own, text, sizeof(text));
+    if (g->own_loaded_at > 0 && strcmp(text, g->own_text) == 0)
+        return false;
+    memcpy(g->own_text, text, sizeof(text));
+    fleetcfg_hash(g->own_text, g->own_hash);
+    g->own_loaded_at = clock_wall();
+    return true;
+}
+
+static void
+iso_utc(double t, char *buf, size_t len)
+{
+    time_t s = (time_t)t;
+    struct tm tm;
+
+    if (gmtime_r(&s, &tm) == NULL ||
+        strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        snprintf(buf, len, "%.3f", t);
+}
+
+/* Say which configuration this host follows, once per change of the
+ * fleet's or of its own. */
+static void
+report_config(struct global *g)
+{
+    char key[sizeof(g->config_logged)], when[32], diff[2048];
+
+    snprintf(key, sizeof(key), "%s %s", g->fleet_hash, g->own_hash);
+    if (strcmp(key, g->config_logged) == 0)
+        return;
+    snprintf(g->config_logged, sizeof(g->config_logged), "%s", key);
+    iso_utc(g->fleet_loaded_at, when, sizeof(when));
+    if (strcmp(g->fleet_hash, g->own_hash) != 0) {
+        fleetcfg_diff(&g->own, &g->fleet, diff, sizeof(diff));
+        log_warn("redis: following host %s's configuration (loaded %s, hash "
+                 "%.12s): this host's file differs: %s", g->fleet_host, when,
+                 g->fleet_hash, diff);
+    } else if (strcmp(g->fleet_host, g->cfg->host_id) == 0) {
+        log_info("redis: the fleet follows this host's configuration "
+                 "(loaded %s, hash %.12s)", when, g->fleet_hash);
+    } else {
+        log_info("redis: following host %s's configuration (loaded %s, hash "
+                 "%.12s), the same as this host's file", g->fleet_host, when,
+                 g->fleet_hash);
+    }
+}
+
+/* The configuration script refused (say, the key holds another type):
+ * logged once; this host keeps its own settings meanwhile. */
+static void
+config_error(struct global *g, const char *why)
+{
+    snprintf(g->last_error, sizeof(g->last_error), "%.200s", why);
+    if (!g->config_error_logged)
+        log_warn("redis: cannot read the fleet's configuration: %s", why);
+    g->config_error_logged = true;
+}
+
+/* The newest configuration read: take it when it is new. */
+static void
+take_fleet(struct global *g, const redisReply *r)
+{
+    const char *hash = r->element[0]->str, *text = r->element[3]->str;
+    struct fleetcfg *f;
+    char err[128];
+
+    if (g->have_fleet && strcmp(hash, g->fleet_hash) == 0) {
+        /* The same; after a Redis restarted empty maybe republished by
+         * another host, which the status names. */
+        snprintf(g->fleet_host, sizeof(g->fleet_host), "%s",
+                 r->element[1]->str);
+        g->fleet_loaded_at = strtod(r->element[2]->str, NULL) / 1e3;
+        return;
+    }
+    if ((f = malloc(sizeof(*f))) == NULL) {
+        config_error(g, "out of memory");
+        return;
+    }
+    if (fleetcfg_parse(f, text, err, sizeof(err)) < 0) {
+        char why[200];
+        snprintf(why, sizeof(why), "host %.64s's: %.100s",
+                 r->element[1]->str, err);
+        config_error(g, why);
+        free(f);
+        return;
+    }
+    g->fleet = *f;
+    free(f);
+    snprintf(g->fleet_hash, sizeof(g->fleet_hash), "%s", hash);
+    snprintf(g->fleet_host, sizeof(g->fleet_host), "%s", r->element[1]->str);
+    g->fleet_loaded_at = strtod(r->element[2]->str, NULL) / 1e3;
+    g->have_fleet = true;
+    g->config_error_logged = false;
+    kick_all(g);    /* every bucket to the fleet's settings */
+}
+
+static void publish_config(struct global *g);
+
+static void
+config_reply(const redisReply *r, const char *err, void *arg)
+{
+    struct global *g = arg;
+
+    g->config_inflight = false;
+    if (r == NULL)
+        return;     /* the connection's state says it */
+    if (r->type == REDIS_REPLY_ERROR) {
+        config_error(g, r->str);
+    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 4 ||
+               r->element[0]->type != REDIS_REPLY_STRING ||
+               r->element[1]->type != REDIS_REPLY_STRING ||
+               r->element[2]->type != REDIS_REPLY_STRING ||
+               r->element[3]->type != REDIS_REPLY_STRING) {
+        config_error(g, "the configuration script got an unexpected reply");
+    } else {
+        take_fleet(g, r);
+        if (g->have_fleet)
+            report_config(g);
+    }
+    if (g->config_owed)
+        publish_config(g);
+}
+
+/* Publish this host's configuration (kept only when it is the newest)
+ * and read the fleet's: every heartbeat, and at once after a reload. */
+static void
+publish_config(struct global *g)
+{
+    char at[32];
+    const char *argv[6];
+
+    if (g->config_inflight) {
+        g->config_owed = true;
+        return;
+    }
+    g->config_owed = false;
+    snprintf(at, sizeof(at), "%.0f", floor(g->own_loaded_at * 1e3));
+    argv[0] = g->key_config;
+    argv[1] = g->own_hash;
+    argv[2] = g->cfg->host_id;
+    argv[3] = at;
+    argv[4] = g->own_text;
+    argv[5] = g->have_fleet ? g->fleet_hash : "";
+    if (redis_up(g->redis) &&
+        redis_eval(g->redis, g->s_config, 1, 6, argv, NULL, config_reply,
+                   g) == 0)
+        g->config_inflight = true;
+}
+
 /* ---- the fleet --------------------------------------------------------- */
 
 static void
@@ -740,6 +923,7 @@ beat_reply(const redisReply *r, const char *err, void *arg)
         if (g->peak_hosts != g->saved_hosts && g->state == G_CONNECTED)
             remember_hosts(g, g->peak_hosts);
         set_connected(g);
+        publish_config(g);
     }
 }
 
@@ -800,7 +984,8 @@ connect_redis(struct global *g)
     if (r == NULL)
         fatalx(CONFIG_EXIT, "REDIS_URL=%s: %s", g->url, err);
     if ((g->s_beat = redis_script(r, beat_lua)) < 0 ||
-        (g->s_take = redis_script(r, take_lua)) < 0)
+        (g->s_take = redis_script(r, take_lua)) < 0 ||
+        (g->s_config = redis_script(r, config_lua)) < 0)
         fatalx(1, "out of memory");
     return r;
 }
@@ -829,12 +1014,18 @@ global_start(struct event_base *base, const struct config *cfg,
              cfg->redis_prefix);
     snprintf(g->key_schema, sizeof(g->key_schema), "%s{fleet}:schema",
              cfg->redis_prefix);
+    snprintf(g->key_config, sizeof(g->key_config), "%s{fleet}:config",
+             cfg->redis_prefix);
+    own_config(g);
     if ((g->beat = evtimer_new(base, beat_cb, g)) == NULL)
         fatalx(1, "out of memory");
     g->redis = connect_redis(g);
     /* Claim the host id before serving: the heartbeat's answer, a timeout
      * or a refused connection ends the wait (id_taken's 3 s at most). */
     while (g->state == G_CLAIMING)
+        event_base_loop(base, EVLOOP_ONCE);
+    /* And lease with the fleet's settings from the first lease on. */
+    while (g->state == G_CONNECTED && g->config_inflight)
         event_base_loop(base, EVLOOP_ONCE);
     buckets_set_hook(b, on_kick, g);
     buckets_set_hook(models, on_kick, g);
@@ -883,6 +1074,38 @@ global_status(const struct global *g, struct global_status *st)
     st->hosts = g->hosts;
     snprintf(st->last_error, sizeof(st->last_error), "%s", g->last_error);
     st->errors = redis_errors(g->redis);
+    st->have_config = g->have_fleet;
+    snprintf(st->config_hash, sizeof(st->config_hash), "%s", g->fleet_hash);
+    snprintf(st->config_host, sizeof(st->config_host), "%s", g->fleet_host);
+    st->config_loaded_at = g->fleet_loaded_at;
+    st->config_differs = g->have_fleet &&
+                         strcmp(g->fleet_hash, g->own_hash) != 0;
+    snprintf(st->own_hash, sizeof(st->own_hash), "%s", g->own_hash);
+}
+
+void
+global_reconfigure(struct global *g)
+{
+    if (own_config(g)) {
+        log_info("redis: this host's configuration changed (hash %.12s): "
+                 "publishing it as the fleet's", g->own_hash);
+        publish_config(g);
+    }
+    /* The buckets were reconfigured before cfg held the new file. */
+    kick_all(g);
+}
+
+void
+global_fleet_quota(const struct global *g, struct global_quota *q)
+{
+    const struct fleetcfg *f = fleet_in_force(g);
+
+    q->window_days = f != NULL ? f->quota_window_days
+                               : g->cfg->quota_window_days;
+    q->default_tokens = f != NULL ? f->default_quota_tokens
+                                  : g->cfg->default_quota_tokens;
+    q->enforcement = f != NULL ? f->quota_enforcement
+                               : g->cfg->quota_enforcement;
 }
 
 struct redis *

@@ -15,6 +15,16 @@
  * bucket applies LLMGUARD_REDIS_FALLBACK: share (rate and burst divided by
  * the hosts last seen alive), local (the configured rate) or closed
  * (nothing granted: acquire and permit answer busy).
+ *
+ * Configuration: the rates, bursts, tokens per minute, deployments' RPM
+ * and TPM and the quota window, default limit and enforcement are the
+ * fleet's.  Each daemon publishes its own (a canonical text, fleetcfg.h)
+ * with its load time by its wall clock; the newest load wins, and every
+ * daemon reads it with each heartbeat and leases with its settings, for
+ * the buckets it has (one the fleet's lacks keeps this host's).  While
+ * Redis is unreachable each daemon keeps the newest it knows of: the
+ * fleet's last read, or its own file when it loaded it since (or never
+ * read the fleet's); the share fallback divides that.
  */
 #ifndef LLMGUARD_GLOBAL_H
 #define LLMGUARD_GLOBAL_H
@@ -49,12 +59,33 @@ struct global_status {
     int64_t hosts;          /* live hosts last seen; 0: never seen */
     char last_error[256];   /* "" when none */
     uint64_t errors;        /* llmguard_redis_errors_total */
+    bool have_config;       /* the fleet's configuration was read: */
+    char config_hash[41];   /* its hash, */
+    char config_host[CONFIG_NAME_MAX];  /* the host that loaded it, */
+    double config_loaded_at;    /* when (unix s, that host's clock), */
+    bool config_differs;    /* this host's file differs from it */
+    char own_hash[41];      /* this host's */
 };
 void global_status(const struct global *g, struct global_status *st);
 
 /* For the counters (each call gives what came since the one before):
  * Redis errors, and request tokens provider granted in fallback. */
 uint64_t global_take_errors(struct global *g);
+
+/* The configuration in force was reloaded (cfg given to global_start
+ * holds the new one): publish it when its fleet-relevant part changed. */
+void global_reconfigure(struct global *g);
+
+/* The fleet's quota settings (multi-host mode: g is not NULL): those of
+ * the newest configuration this daemon knows of, as the buckets' (see
+ * above), else this host's file's. */
+struct global_quota {
+    double window_days;         /* QUOTA_WINDOW_DAYS */
+    int64_t default_tokens;     /* DEFAULT_DAILY_QUOTA_TOKENS */
+    int64_t enforcement;        /* QUOTA_ENFORCEMENT, enum
+                                   config_enforcement */
+};
+void global_fleet_quota(const struct global *g, struct global_quota *q);
 
 /* The connection, for health.c's scripts beside these. */
 struct redis *global_redis(struct global *g);

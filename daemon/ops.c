@@ -552,6 +552,42 @@ ops_refresh_gauges(struct telemetry *t, void *arg)
         redis_gauges(d, t);
 }
 
+/* A copy of s in the reply's zone, NULL when out of memory. */
+static char *
+zone_strdup(struct conn *c, const char *s)
+{
+    char *p = msgpack_zone_malloc(conn_zone(c), strlen(s) + 1);
+
+    return p != NULL ? strcpy(p, s) : NULL;
+}
+
+/* The fleet's configuration in the redis block, once it has been read. */
+static int
+redis_config_status(struct conn *c, const struct global_status *gs,
+                    struct proto_redis_status *rs)
+{
+    struct proto_redis_config *rc;
+    char *hash, *host, *own;
+
+    if (!gs->have_config)
+        return 0;
+    rc = msgpack_zone_malloc(conn_zone(c), sizeof(*rc));
+    hash = zone_strdup(c, gs->config_hash);
+    host = zone_strdup(c, gs->config_host);
+    own = zone_strdup(c, gs->own_hash);
+    if (rc == NULL || hash == NULL || host == NULL || own == NULL)
+        return -1;
+    memset(rc, 0, sizeof(*rc));
+    rc->hash = request_str(hash);
+    rc->host = request_str(host);
+    rc->loaded_at = gs->config_loaded_at;
+    rc->differs = gs->config_differs;
+    rc->own_hash = request_str(own);
+    rs->config = rc;
+    PROTO_SET(rs, PROTO_REDIS_STATUS_CONFIG);
+    return 0;
+}
+
 /* Multi-host mode: the redis block of status, in the reply's zone. */
 static int
 redis_status(struct daemon *d, struct conn *c, struct proto_status_rep *rep)
@@ -571,6 +607,8 @@ redis_status(struct daemon *d, struct conn *c, struct proto_status_rep *rep)
     rs->state = request_str(gs.connected ? "connected" : "unreachable");
     rs->hosts = (uint64_t)gs.hosts;
     rs->last_error = request_str(strcpy(last, gs.last_error));
+    if (redis_config_status(c, &gs, rs) < 0)
+        return -1;
     rep->redis = rs;
     PROTO_SET(rep, PROTO_STATUS_REP_REDIS);
     return 0;

@@ -5,6 +5,7 @@
 
 #include "buckets.h"
 #include "daemon.h"
+#include "global.h"
 #include "log.h"
 #include "permits.h"
 #include "persist.h"
@@ -69,6 +70,8 @@ reload_apply(struct daemon *d, char *err, size_t errlen)
     d->cfg = *next;
     free(next);
     log_set_level((enum log_level)d->cfg.log_level);
+    if (d->global != NULL)
+        global_reconfigure(d->global);   /* the fleet's, when it changed */
     persist_changed(d->persist);    /* a new window may move slots */
     log_info("configuration reloaded from %s: %zu provider(s), policy %s, "
              "enforcement %s", d->cfg.env_file[0] ? d->cfg.env_file : "the "

@@ -273,14 +273,24 @@ struct proto_msgdef {
     X(m, used,      USED,      PF_UINT,   PF_REQUIRED)                        \
     X(m, remaining, REMAINING, PF_UINT,   PF_REQUIRED)                        \
     X(m, frees_at,  FREES_AT,  PF_DOUBLE, PF_NULLABLE)
+/* status, multi-host mode: the fleet's configuration last read (the
+ * newest host's): its hash, host and load time (unix seconds), whether
+ * this host's file differs, and this host's own hash. */
+#define PROTO_REDIS_CONFIG_FIELDS(X, m)                                       \
+    X(m, hash,         HASH,         PF_STR,    PF_REQUIRED)                  \
+    X(m, host,         HOST,         PF_STR,    PF_REQUIRED)                  \
+    X(m, loaded_at,    LOADED_AT,    PF_DOUBLE, PF_REQUIRED)                  \
+    X(m, differs,      DIFFERS,      PF_BOOL,   PF_REQUIRED)                  \
+    X(m, own_hash,     OWN_HASH,     PF_STR,    PF_REQUIRED)
 /* status, multi-host mode (REDIS_URL): the URL with its password masked,
  * connected or unreachable, the live hosts last seen (0: never seen),
- * the last error ("" when none). */
+ * the last error ("" when none), the fleet's configuration once read. */
 #define PROTO_REDIS_STATUS_FIELDS(X, m)                                       \
     X(m, url,          URL,          PF_STR,    PF_REQUIRED)                  \
     X(m, state,        STATE,        PF_STR,    PF_REQUIRED)                  \
     X(m, hosts,        HOSTS,        PF_UINT,   PF_REQUIRED)                  \
-    X(m, last_error,   LAST_ERROR,   PF_STR,    PF_REQUIRED)
+    X(m, last_error,   LAST_ERROR,   PF_STR,    PF_REQUIRED)                  \
+    X(m, config,       CONFIG,       PF_OBJ(redis_config), 0)
 #define PROTO_STATUS_REQ_FIELDS(X, m)
 #define PROTO_STATUS_REP_FIELDS(X, m)                                         \
     X(m, enabled,      ENABLED,      PF_BOOL,   PF_REQUIRED)                  \
@@ -541,6 +551,7 @@ struct proto_msgdef {
     X(provider_status, PROVIDER_STATUS)                                       \
     X(model_status, MODEL_STATUS)                                             \
     X(daily_limit, DAILY_LIMIT)                                               \
+    X(redis_config, REDIS_CONFIG)                                             \
     X(redis_status, REDIS_STATUS)                                             \
     X(status_req, STATUS_REQ)                                                 \
     X(status_rep, STATUS_REP)                                                 \

@@ -91,6 +91,13 @@ def _daemon_text(st: Dict[str, Any]) -> None:
         last = r.get("last_error")
         print(f"redis        {r.get('url')} {r.get('state')}, "
               f"{r.get('hosts')} host(s){': ' + last if last else ''}")
+        c = r.get("config")
+        if isinstance(c, dict):     # the fleet's configuration, once read
+            print(f"fleet_config host {c['host']}'s, loaded "
+                  f"{_iso(c['loaded_at'])}, hash {c['hash'][:12]}; this "
+                  f"host's file "
+                  + (f"differs (hash {c['own_hash'][:12]})" if c["differs"]
+                     else "is the same"))
 
 
 def _provider_notes(st: Dict[str, Any]) -> None:

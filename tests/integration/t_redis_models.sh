@@ -101,7 +101,7 @@ check "a deployment without limits is not held up ($grants permits in 1 s)" \
     test "$grants" -ge 100
 expect_eq "and has no bucket in Redis" 0 \
     "$($RCLI exists 'llmguard:{bucket:model/free}:tokens')"
-check "no settings warning while the hosts agree" sh -c "! grep -q 'another host leases' '$TMP/daemon.log'"
+check "no settings warning while the hosts agree" sh -c "! grep -q 'file differs' '$TMP/daemon.log'"
 
 # Deployment health.  call HOST MODEL OUTCOME: one permit naming MODEL on
 # HOST's daemon, reported with OUTCOME; prints the deployment's provider.
