@@ -109,7 +109,8 @@ struct health {
     unsigned pending;           /* exchanges in flight */
     bool dead;                  /* freed once they are done */
     bool reading;
-    bool refused;               /* an error reply, logged */
+    bool refused[2];            /* an error reply to a read [0], a write
+                                   [1]: logged */
     struct hprov hp[CONFIG_MAX_PROVIDERS + CONFIG_MAX_MODELS];
     size_t nhp;
 };
@@ -154,14 +155,16 @@ done(struct health *h)
 static void flush(struct hprov *hp, double now);
 
 /* Redis answered a script with an error (a key of another type, say):
- * logged once until an exchange succeeds again. */
+ * logged once until an exchange of the same kind (read, write) succeeds
+ * again, each kind on its own, so that one never hides the other. */
 static void
-refused(struct health *h, const char *what, const char *name,
-        const redisReply *r)
+refused(struct health *h, bool write, const char *name, const redisReply *r)
 {
-    if (h->refused)
+    const char *what = write ? "write" : "read";
+
+    if (h->refused[write])
         return;
-    h->refused = true;
+    h->refused[write] = true;
     log_warn("redis: cannot %s the health of %s: %.200s", what, name,
              r->type == REDIS_REPLY_ERROR ? r->str : "an unexpected reply");
 }
@@ -178,7 +181,9 @@ publish_reply(const redisReply *r, const char *err, void *arg)
         return;     /* still owed: written once Redis answers */
     /* An error reply would answer the same again: this one stays local. */
     if (r->type != REDIS_REPLY_ARRAY)
-        refused(hp->h, "write", hp->name, r);
+        refused(hp->h, true, hp->name, r);
+    else
+        hp->h->refused[true] = false;
     if (hp->gen == hp->sent_gen)
         hp->owed = OWED_NONE;
     else
@@ -338,13 +343,13 @@ read_reply(const redisReply *r, const char *err, void *arg)
     if (r == NULL)
         return;
     if (r->type != REDIS_REPLY_ARRAY || r->elements % 2 != 1) {
-        refused(h, "read", "the fleet", r);
+        refused(h, false, "the fleet", r);
         return;
     }
     for (size_t i = 0; i < r->elements; i++)
         if (r->element[i]->type != REDIS_REPLY_STRING)
             return;
-    h->refused = false;
+    h->refused[false] = false;
     if ((rt = h->router_fn(h->arg, false)) == NULL)
         return;
     rm = h->router_fn(h->arg, true);
