@@ -35,6 +35,7 @@ struct slot {
     int64_t idx;
     int64_t tokens;
     bool dirty; /* changed since the last flush */
+    bool owed;  /* changed since the last write to the fleet (Redis) */
 };
 
 struct subject {
@@ -51,6 +52,9 @@ struct subject {
     bool limit_dirty;   /* override changed since flush */
     bool reset_pending; /* stored rows void; slots dirty */
     bool queued;        /* on quota.queue */
+    bool owed_queued;   /* on quota.owed (multi-host mode) */
+    TAILQ_ENTRY(subject) owed_link;
+    int64_t others;     /* the fleet's usage minus this host's, last read */
     char key[];         /* the subject string */
 };
 
@@ -74,6 +78,8 @@ struct quota {
     struct subject *prune_next; /* where the prune sweep goes on */
     bool prune_running;
     struct subject_queue queue; /* subjects with pending changes */
+    struct subject_queue owed;  /* and with slots the fleet has not seen */
+    bool track_owed;            /* multi-host mode: keep quota.owed */
     size_t bytes;               /* subjects and slot arrays */
 };
 
@@ -365,7 +371,7 @@ subject_unlink(struct quota *q, struct subject *s)
 static void
 subject_release(struct quota *q, struct subject *s)
 {
-    if (s->n_slots > 0 || s->has_limit || s->queued)
+    if (s->n_slots > 0 || s->has_limit || s->queued || s->owed_queued)
         return;
     assert(!s->limit_dirty && !s->reset_pending);
     subject_unlink(q, s);
@@ -381,6 +387,19 @@ subject_enqueue(struct quota *q, struct subject *s)
     if (!s->queued) {
         TAILQ_INSERT_TAIL(&q->queue, s, queue_link);
         s->queued = true;
+    }
+}
+
+/* Multi-host mode: the fleet is owed slot sl of s. */
+static void
+subject_owe(struct quota *q, struct subject *s, struct slot *sl)
+{
+    if (!q->track_owed)
+        return;
+    sl->owed = true;
+    if (!s->owed_queued) {
+        TAILQ_INSERT_TAIL(&q->owed, s, owed_link);
+        s->owed_queued = true;
     }
 }
 
@@ -505,6 +524,7 @@ subject_usage(const struct quota *q, const struct subject *s, double now_s,
         return;
     if (s->has_limit)
         u->limit = s->limit;
+    u->used = s->others;
     for (uint32_t i = slots_first_counted(q, s, now_s); i < s->n_slots; i++) {
         const struct slot *sl = &s->slots[i];
 
@@ -581,6 +601,7 @@ charge(struct quota *q, char keys[][QUOTA_SUBJECT_MAX], int n, int64_t idx,
             continue;
         sl->tokens = add_clamped(sl->tokens, delta);
         sl->dirty = true;
+        subject_owe(q, subj[i], sl);
         subject_enqueue(q, subj[i]);
     }
     return 0;
@@ -826,6 +847,16 @@ quota_reset(struct quota *q, enum quota_kind kind, const char *id)
         return -1;
     if ((s = subject_find(q, key)) == NULL)
         return 0;
+    s->others = 0;
+    if (q->track_owed) {
+        /* The fleet is told this host's share is 0 now, slot by slot. */
+        for (uint32_t i = 0; i < s->n_slots; i++) {
+            s->slots[i].tokens = 0;
+            subject_owe(q, s, &s->slots[i]);
+        }
+        subject_mark_rewrite(q, s);
+        return 0;
+    }
     s->n_slots = 0;
     (void)slots_resize(q, s, 0);
     s->reset_pending = true;
@@ -1067,7 +1098,127 @@ quota_new(double window_s, int64_t default_limit, bool hard)
     q->rehash_next = HTAB_NOT_REHASHING;
     TAILQ_INIT(&q->all);
     TAILQ_INIT(&q->queue);
+    TAILQ_INIT(&q->owed);
     return q;
+}
+
+/* ---- multi-host mode: what the fleet is owed ---------------------------- */
+
+void
+quota_track_owed(struct quota *q)
+{
+    q->track_owed = true;
+}
+
+bool
+quota_owed_pending(const struct quota *q)
+{
+    return !TAILQ_EMPTY(&q->owed);
+}
+
+/* Owes the fleet every counted slot of s (after a failed write, a
+ * rebuild). */
+static void
+subject_owe_all(struct quota *q, struct subject *s)
+{
+    for (uint32_t i = 0; i < s->n_slots; i++)
+        subject_owe(q, s, &s->slots[i]);
+}
+
+int
+quota_owe_subject(struct quota *q, const char *subject)
+{
+    struct subject *s;
+
+    if (subject == NULL || subject_valid(subject) < 0)
+        return -1;
+    if (q->track_owed && (s = subject_find(q, subject)) != NULL)
+        subject_owe_all(q, s);
+    return 0;
+}
+
+void
+quota_owe_all(struct quota *q)
+{
+    struct subject *s;
+
+    if (!q->track_owed)
+        return;
+    TAILQ_FOREACH(s, &q->all, all_link)
+        subject_owe_all(q, s);
+}
+
+/* Hands one owed subject to the sink; -1 when a callback refuses. */
+static int
+owed_subject(struct quota *q, struct subject *s, double now_s,
+             const struct quota_owed_sink *sink, void *arg)
+{
+    struct usage u;
+    int64_t own;
+
+    slots_trim(q, s, now_s);
+    subject_usage(q, s, now_s, &u);
+    own = u.used - s->others;
+    if (sink->on_subject(arg, s->key, own < 0 ? 0 : own) < 0)
+        return -1;
+    for (uint32_t i = 0; i < s->n_slots; i++)
+        if (s->slots[i].owed &&
+            sink->on_slot(arg, s->slots[i].idx * q->slot_ms,
+                          s->slots[i].tokens) < 0)
+            return -1;
+    return 0;
+}
+
+int
+quota_owed_take(struct quota *q, double now_s, size_t max_subjects,
+                const struct quota_owed_sink *sink, void *arg)
+{
+    struct subject *s;
+    int n = 0;
+
+    if (!time_ok(now_s))
+        return -1;
+    while ((size_t)n < max_subjects && (s = TAILQ_FIRST(&q->owed)) != NULL) {
+        if (owed_subject(q, s, now_s, sink, arg) < 0)
+            return n;
+        TAILQ_REMOVE(&q->owed, s, owed_link);
+        s->owed_queued = false;
+        for (uint32_t i = 0; i < s->n_slots; i++)
+            s->slots[i].owed = false;
+        subject_release(q, s);
+        n++;
+    }
+    return n;
+}
+
+int
+quota_set_others(struct quota *q, const char *subject, int64_t others)
+{
+    struct subject *s;
+
+    if (subject == NULL || subject_valid(subject) < 0 || others < 0)
+        return -1;
+    if ((s = subject_find(q, subject)) == NULL) {
+        if (others == 0)
+            return 0;
+        if ((s = subject_get(q, subject)) == NULL)
+            return -1;
+    }
+    s->others = others;
+    return 0;
+}
+
+int64_t
+quota_own_used(const struct quota *q, const char *subject, double now_s)
+{
+    const struct subject *s;
+    struct usage u;
+
+    if (subject == NULL || !time_ok(now_s) ||
+        (s = subject_find(q, subject)) == NULL)
+        return 0;
+    subject_usage(q, s, now_s, &u);
+    return u.used > s->others ? u.used - s->others : 0;
 }
 
 void
