@@ -276,9 +276,22 @@ int quota_owed_take(struct quota *q, double now_s, size_t max_subjects,
  * (Redis lost them: a rebuild).  -1 for a bad subject. */
 int quota_owe_subject(struct quota *q, const char *subject);
 void quota_owe_all(struct quota *q);
-/* Sets the subject's `others` (>= 0); the subject is created if needed
- * and freed by pruning once it holds nothing of its own. */
-int quota_set_others(struct quota *q, const char *subject, int64_t others);
+/* Sets the subject's `others` (>= 0), read when this host's own usage
+ * was own_read; the subject is created if needed and freed by pruning
+ * once it holds nothing of its own. */
+int quota_set_others(struct quota *q, const char *subject, int64_t others,
+                     int64_t own_read);
+/*
+ * Hard mode on a share of the headroom (Redis unreachable, or no script
+ * per call): each subject given must keep
+ *     own - own_read + tokens <= (limit - others - own_read) / hosts
+ * (a subject never read: own + tokens <= limit / hosts), so hosts that
+ * each keep to their share cannot together overshoot the limit.  Else as
+ * quota_reserve() in hard mode: nothing reserved, d->allowed false.
+ */
+int quota_reserve_share(struct quota *q, const char *workflow_id,
+                        const char *tenant_id, int64_t tokens, int64_t hosts,
+                        double now_s, struct quota_decision *d);
 /* This host's own usage of subject in the window at now_s. */
 int64_t quota_own_used(const struct quota *q, const char *subject,
                        double now_s);

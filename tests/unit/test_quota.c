@@ -999,8 +999,8 @@ static void test_others(void **state)
     (void)state;
     quota_track_owed(q);
     assert_int_equal(quota_reserve(q, "w", NULL, 10, 100.0, &d), 0);
-    assert_int_equal(quota_set_others(q, "workflow:w", 80), 0);
-    assert_int_equal(quota_set_others(q, "workflow:w", -1), -1);
+    assert_int_equal(quota_set_others(q, "workflow:w", 80, 10), 0);
+    assert_int_equal(quota_set_others(q, "workflow:w", -1, 0), -1);
     assert_int_equal(quota_status(q, QUOTA_WORKFLOW, "w", 101.0, &st), 0);
     assert_int_equal(st.tokens_used, 90);
     assert_int_equal(st.tokens_remaining, 10);
@@ -1016,9 +1016,9 @@ static void test_others(void **state)
     assert_string_equal(r.ev[0], "workflow:w own 20");
     assert_string_equal(r.ev[1], "slot 100000 20");
     /* Others alone: a subject this host never used. */
-    assert_int_equal(quota_set_others(q, "tenant:x", 0), 0);
+    assert_int_equal(quota_set_others(q, "tenant:x", 0, 0), 0);
     assert_int_equal(quota_count(q), 1);
-    assert_int_equal(quota_set_others(q, "tenant:x", 30), 0);
+    assert_int_equal(quota_set_others(q, "tenant:x", 30, 0), 0);
     assert_int_equal(quota_status(q, QUOTA_TENANT, "x", 101.0, &st), 0);
     assert_int_equal(st.tokens_used, 30);
     assert_int_equal(quota_own_used(q, "tenant:x", 101.0), 0);
@@ -1041,7 +1041,7 @@ static void test_owed_reset(void **state)
     (void)state;
     quota_track_owed(q);
     assert_int_equal(quota_reserve(q, "w", NULL, 10, 100.0, &d), 0);
-    assert_int_equal(quota_set_others(q, "workflow:w", 50), 0);
+    assert_int_equal(quota_set_others(q, "workflow:w", 50, 10), 0);
     assert_int_equal(quota_flush(q, &rec_sink, &sr), 1);
     assert_int_equal(quota_owed_take(q, 100.0, 10, &owed_sink, &r), 1);
     memset(&r, 0, sizeof(r));
@@ -1055,6 +1055,42 @@ static void test_owed_reset(void **state)
     assert_string_equal(r.ev[1], "slot 100000 0");
     assert_int_equal(quota_flush(q, &rec_sink, &sr), 2);
     assert_string_equal(sr.ev[1], "reset workflow:w");
+    quota_free(q);
+}
+
+/* The share of the headroom: hosts keeping to theirs cannot overshoot. */
+static void test_share(void **state)
+{
+    struct quota *q = quota_new(W_S, 100, true);
+    struct quota_decision d;
+
+    (void)state;
+    quota_track_owed(q);
+    /* Never read: limit / hosts = 33 of 100. */
+    assert_int_equal(quota_reserve_share(q, "w", NULL, 34, 3, 100.0, &d), 0);
+    assert_false(d.allowed);
+    assert_int_equal(quota_reserve_share(q, "w", NULL, 33, 3, 100.0, &d), 0);
+    assert_true(d.allowed);
+    assert_int_equal(quota_reserve_share(q, "w", NULL, 1, 3, 100.0, &d), 0);
+    assert_false(d.allowed);
+    assert_int_equal(quota_reserve_share(q, "w", NULL, 1, 0, 100.0, &d), -1);
+    /* Read: others 40 and own 33 then; headroom 27, a third is 9. */
+    assert_int_equal(quota_set_others(q, "workflow:w", 40, 33), 0);
+    assert_int_equal(quota_reserve_share(q, "w", "t", 9, 3, 101.0, &d), 0);
+    assert_true(d.allowed);
+    assert_int_equal(quota_reserve_share(q, "w", NULL, 1, 3, 101.0, &d), 0);
+    assert_false(d.allowed);
+    assert_string_equal(d.subject, "workflow:w");
+    assert_int_equal(d.used, 82);
+    /* The tenant, never read: 9 of its 33. */
+    assert_int_equal(quota_reserve_share(q, NULL, "t", 24, 3, 101.0, &d), 0);
+    assert_true(d.allowed);
+    assert_int_equal(quota_reserve_share(q, NULL, "t", 1, 3, 101.0, &d), 0);
+    assert_false(d.allowed);
+    /* Headroom used up elsewhere: nothing. */
+    assert_int_equal(quota_set_others(q, "workflow:w", 70, 42), 0);
+    assert_int_equal(quota_reserve_share(q, "w", NULL, 1, 1, 101.0, &d), 0);
+    assert_false(d.allowed);
     quota_free(q);
 }
 
@@ -1081,6 +1117,7 @@ int main(void)
         cmocka_unit_test(test_owed_slots),
         cmocka_unit_test(test_others),
         cmocka_unit_test(test_owed_reset),
+        cmocka_unit_test(test_share),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
