@@ -20,6 +20,7 @@
 #include "daily.h"
 #include "decisions.h"
 #include "global.h"
+#include "gquota.h"
 #include "health.h"
 #include "http.h"
 #include "log.h"
@@ -203,7 +204,8 @@ start(struct daemon *d)
     struct server_socket sock = { cfg->socket_path, cfg->socket_is_default,
                                   (unsigned)cfg->socket_mode,
                                   cfg->socket_group };
-    int waiters_slot, parking_slot, permits_slot, held_slot, rc, fd;
+    int waiters_slot, parking_slot, permits_slot, held_slot, gquota_slot;
+    int rc, fd;
 
     if ((d->server = server_new(d->base, ops_dispatch, d)) == NULL)
         fatalx(1, "out of memory");
@@ -212,6 +214,7 @@ start(struct daemon *d)
     parking_slot = server_add_slot(d->server, parking_drop_conn);
     permits_slot = server_add_slot(d->server, permits_drop_conn);
     held_slot = server_add_slot(d->server, persist_drop_conn);
+    gquota_slot = server_add_slot(d->server, gquota_drop_conn);
 
     if ((d->buckets = buckets_new(d->base, cfg, waiters_slot)) == NULL ||
         (d->models = buckets_new_models(d->base, cfg, waiters_slot)) == NULL)
@@ -241,6 +244,10 @@ start(struct daemon *d)
     if ((d->parking = parking_new(d->base, parking_slot)) == NULL)
         fatalx(1, "cannot set up parking");
     d->health = health_start(d->base, cfg, d->global, health_router, d);
+    d->gquota = gquota_start(d->base, cfg, d->global, d->quota, d->persist,
+                             gquota_slot, ops_quota_done, d);
+    if (d->gquota != NULL)
+        persist_watch(d->persist, gquota_changed, d->gquota);
     struct permits_deps deps = { cfg, d->buckets, d->quota, d->persist,
                                  d->telemetry, d->decisions, d->models,
                                  d->daily, d->parking, d->health };
@@ -259,6 +266,8 @@ stop(struct daemon *d)
 {
     http_stop(d->http);
     server_free(d->server);
+    persist_watch(d->persist, NULL, NULL);
+    gquota_free(d->gquota);
     health_free(d->health);
     permits_free(d->permits);
     d->permits = NULL;          /* health_router may be asked no more */

@@ -754,6 +754,19 @@ quota_reserve_share(struct quota *q, const char *workflow_id,
     return 0;
 }
 
+int
+quota_charge(struct quota *q, const char *workflow_id, const char *tenant_id,
+             int64_t tokens, double now_s, struct quota_decision *d)
+{
+    bool hard = q->hard;
+    int rc;
+
+    q->hard = false;
+    rc = quota_reserve(q, workflow_id, tenant_id, tokens, now_s, d);
+    q->hard = hard;
+    return rc;
+}
+
 /* Moves a reservation from its estimate to the actual tokens. */
 int
 quota_commit(struct quota *q, const char *workflow_id, const char *tenant_id,

@@ -292,6 +292,11 @@ int quota_set_others(struct quota *q, const char *subject, int64_t others,
 int quota_reserve_share(struct quota *q, const char *workflow_id,
                         const char *tenant_id, int64_t tokens, int64_t hosts,
                         double now_s, struct quota_decision *d);
+/* quota_reserve() as in soft mode whatever the mode: charged even over
+ * the limit (hard mode's check is then Redis'). */
+int quota_charge(struct quota *q, const char *workflow_id,
+                 const char *tenant_id, int64_t tokens, double now_s,
+                 struct quota_decision *d);
 /* This host's own usage of subject in the window at now_s. */
 int64_t quota_own_used(const struct quota *q, const char *subject,
                        double now_s);
