@@ -39,6 +39,7 @@
 #define POLL_S 1.0
 #define POLL_MAX "1000"
 #define RETRY_S 1.0
+#define DOWN_RETRY_S 0.1
 #define KEY_MAX (2 * (CONFIG_NAME_MAX + QUOTA_SUBJECT_MAX) + 64)
 #define EPOCH_HEX 8             /* bytes: 16 hex digits */
 
@@ -112,37 +113,41 @@ static const char read_lua[] =
     "return {tostring(sum), tostring(own)}\n";
 
 /*
- * Hard mode's check and reserve: KEYS used and by of each subject (one or
- * two); ARGV host, horizon_ms, slot, tokens, ttl_ms, then each subject's
- * limit.  Refuses, changing nothing, when a subject's fleet usage with the
- * tokens would exceed its limit; else adds them to this host's field and
- * the slot's total.  An increment, not an absolute value: a batch this
- * host sent before it holds its own value without these tokens, one sent
- * after it holds them (they are charged here when the script is sent).
+ * Hard mode's check and reserve: KEYS limits, then used and by of each
+ * subject (one or two); ARGV host, horizon_ms, slot, tokens, ttl_ms, then
+ * each subject and its limit here (used when the fleet has no override
+ * for it).  Refuses, changing nothing, when a subject's fleet usage with
+ * the tokens would exceed its limit; else adds them to this host's field
+ * and the slot's total.  An increment, not an absolute value: a batch
+ * this host sent before it holds its own value without these tokens, one
+ * sent after it holds them (they are charged here when it is sent).
  */
 static const char reserve_lua[] =
     "local horizon, tokens = tonumber(ARGV[2]), tonumber(ARGV[4])\n"
-    "local f, after = ARGV[3] .. '@' .. ARGV[1], {}\n"
-    "for k = 1, #KEYS / 2 do\n"
+    "local f, after, limit = ARGV[3] .. '@' .. ARGV[1], {}, {}\n"
+    "for k = 1, (#KEYS - 1) / 2 do\n"
     "  local sum = 0\n"
-    "  local all = redis.call('HGETALL', KEYS[2 * k - 1])\n"
+    "  local all = redis.call('HGETALL', KEYS[2 * k])\n"
     "  for i = 1, #all, 2 do\n"
     "    if tonumber(all[i]) >= horizon then\n"
     "      sum = sum + tonumber(all[i + 1]) end\n"
     "  end\n"
+    "  limit[k] = tonumber(redis.call('HGET', KEYS[1], ARGV[4 + 2 * k]) or\n"
+    "                      ARGV[5 + 2 * k])\n"
     "  after[k] = sum + tokens\n"
-    "  if tokens > 0 and after[k] > tonumber(ARGV[5 + k]) then\n"
-    "    return {'over', tostring(k), tostring(sum)} end\n"
+    "  if tokens > 0 and after[k] > limit[k] then\n"
+    "    return {'over', tostring(k), tostring(sum), tostring(limit[k])} end\n"
     "end\n"
-    "for k = 1, #KEYS / 2 do\n"
+    "for k = 1, (#KEYS - 1) / 2 do\n"
     "  if tokens > 0 then\n"
-    "    redis.call('HINCRBY', KEYS[2 * k], f, tokens)\n"
-    "    redis.call('HINCRBY', KEYS[2 * k - 1], ARGV[3], tokens)\n"
+    "    redis.call('HINCRBY', KEYS[2 * k + 1], f, tokens)\n"
+    "    redis.call('HINCRBY', KEYS[2 * k], ARGV[3], tokens)\n"
     "  end\n"
-    "  redis.call('PEXPIRE', KEYS[2 * k - 1], ARGV[5])\n"
     "  redis.call('PEXPIRE', KEYS[2 * k], ARGV[5])\n"
+    "  redis.call('PEXPIRE', KEYS[2 * k + 1], ARGV[5])\n"
     "end\n"
-    "return {'ok', tostring(after[1]), tostring(after[2] or 0)}\n";
+    "return {'ok', tostring(after[1]), tostring(after[2] or 0),\n"
+    "        tostring(limit[1]), tostring(limit[2] or 0)}\n";
 
 /*
  * An admin change: KEYS limits, log, ops, seq, used, by; ARGV op (set,
@@ -232,6 +237,8 @@ struct batch {
     size_t nsub;
     size_t count_at;            /* the open subject's count in args */
     int64_t count;
+    bool drained;               /* it took all that was owed */
+    uint64_t seq;               /* gquota.bseq when it was built */
     char subject[BATCH_SUBJECTS][QUOTA_SUBJECT_MAX];
     int64_t own[BATCH_SUBJECTS];
 };
@@ -250,6 +257,9 @@ struct gquota {
     struct event *flush_ev, *poll_ev;
     struct batch *inflight;
     bool polling, local_only, refused, was_up;
+    bool behind;                /* usage Redis may lack: hard mode keeps
+                                   to its share until it is written */
+    uint64_t bseq;              /* times it fell behind */
     char epoch[2 * EPOCH_HEX + 1];      /* the one last written into */
     char candidate[2 * EPOCH_HEX + 1];  /* if Redis has none */
     char instance[2 * EPOCH_HEX + 1];
@@ -431,6 +441,15 @@ remember_cursor(struct gquota *gq)
     sqlite3_close(db);
 }
 
+/* Redis may lack some of this host's usage (a write failed, a grant went
+ * around it, it lost its data). */
+static void
+fall_behind(struct gquota *gq)
+{
+    gq->behind = true;
+    gq->bseq++;
+}
+
 /* ---- batches ------------------------------------------------------------ */
 
 static void schedule(struct gquota *gq, double delay_s);
@@ -526,6 +545,7 @@ batch_epoch(struct gquota *gq, const redisReply *r)
         log_warn("redis: the fleet's quota data is new (epoch %s, was %s): "
                  "writing this host's usage again", ep, gq->epoch);
         quota_owe_all(gq->q);
+        fall_behind(gq);
     }
     snprintf(gq->epoch, sizeof(gq->epoch), "%s", ep);
     if (strcmp(ep, gq->candidate) == 0)
@@ -545,6 +565,7 @@ write_reply(const redisReply *r, const char *err, void *arg)
     }
     gq->inflight = NULL;
     if (r == NULL || !reply_strings(r, 2)) {
+        fall_behind(gq);
         batch_reowe(gq, b);
         if (r != NULL)
             refused(gq, "write", r);
@@ -561,11 +582,16 @@ write_reply(const redisReply *r, const char *err, void *arg)
         return;
     }
     gq->refused = false;
+    /* Redis holds all this host had when b was built, and nothing went
+     * around it since. */
+    if (b->drained && b->seq == gq->bseq)
+        gq->behind = false;
     batch_epoch(gq, r);
     batch_apply(gq, b, r);
     batch_free(b);
     if (quota_owed_pending(gq->q))
-        schedule(gq, full ? 0 : gq->cfg->quota_flush_ms / 1e3);
+        schedule(gq, full || gq->behind ? 0 :
+                     gq->cfg->quota_flush_ms / 1e3);
 }
 
 /* The header of a write: keys epoch, window; the fixed ARGV. */
@@ -592,9 +618,13 @@ write_batch(struct gquota *gq)
     const char **argv;
     size_t n;
 
-    if (gq->inflight != NULL || gq->local_only || !gquota_connected(gq) ||
-        !quota_owed_pending(gq->q))
+    if (gq->inflight != NULL || gq->local_only || !quota_owed_pending(gq->q))
         return;
+    if (!gquota_connected(gq)) {
+        /* Looked at again soon: written as soon as Redis is back. */
+        schedule(gq, DOWN_RETRY_S);
+        return;
+    }
     if ((b = calloc(1, sizeof(*b))) == NULL)
         goto oom;
     b->gq = gq;
@@ -602,6 +632,8 @@ write_batch(struct gquota *gq)
     if (quota_owed_take(gq->q, now, BATCH_SUBJECTS, &sink, b) < 0 ||
         (batch_close_subject(b), b->keys.oom || b->args.oom))
         goto oom;
+    b->drained = !quota_owed_pending(gq->q);
+    b->seq = gq->bseq;
     n = b->keys.n + b->args.n;
     if ((argv = malloc(n * sizeof(*argv))) == NULL)
         goto oom;
@@ -903,10 +935,16 @@ share_hosts(const struct gquota *gq)
 int
 gquota_reserve_share(struct gquota *gq, const char *workflow,
                      const char *tenant, int64_t tokens, double now_s,
-                     struct quota_decision *d)
+                     bool fallback, struct quota_decision *d)
 {
-    return quota_reserve_share(gq->q, workflow, tenant, tokens,
-                               share_hosts(gq), now_s, d);
+    int rc = quota_reserve_share(gq->q, workflow, tenant, tokens,
+                                 share_hosts(gq), now_s, d);
+
+    /* What it granted reaches Redis with a batch: until then scripts
+     * would check against a total without it. */
+    if (fallback && rc == 0 && d->allowed && tokens > 0)
+        fall_behind(gq);
+    return rc;
 }
 
 /* The subjects of a reservation: 1 or 2, into subj. */
@@ -938,10 +976,12 @@ call_unreserve(struct gcall *k)
                  k->r.d.slot_start_ms, k->r.tokens, 0, clock_wall());
 }
 
-/* The decision of an answered reservation: used (after it) of each
- * subject from Redis; over: the subject refused (0-based), else -1. */
+/* The decision of an answered reservation: used (after it) and the
+ * limit of each subject from Redis (a limit < 0: as known here); over:
+ * the subject refused (0-based), else -1. */
 static void
-call_decide(struct gcall *k, const int64_t used[2], int n, int over)
+call_decide(struct gcall *k, const int64_t used[2], const int64_t lim[2],
+            int n, int over)
 {
     char subj[2][QUOTA_SUBJECT_MAX];
     struct quota_decision *d = &k->r.d;
@@ -955,11 +995,12 @@ call_decide(struct gcall *k, const int64_t used[2], int n, int over)
                                QUOTA_TENANT;
         quota_status(k->gq->q, kind, kind == QUOTA_WORKFLOW ? k->r.wf :
                      k->r.tn, clock_wall(), &st);
-        rem[i] = used[i] < st.tokens_limit ? st.tokens_limit - used[i] : 0;
+        int64_t limit = lim[i] >= 0 ? lim[i] : st.tokens_limit;
+        rem[i] = used[i] < limit ? limit - used[i] : 0;
         if (pick < 0 || (over < 0 && rem[i] < rem[pick]))
             pick = i;
         if (i == pick) {
-            d->limit = st.tokens_limit;
+            d->limit = limit;
             d->has_reset_at = st.has_reset_at;
             d->reset_at_s = st.reset_at_s;
         }
@@ -970,6 +1011,22 @@ call_decide(struct gcall *k, const int64_t used[2], int n, int over)
     d->used = used[pick];
     d->remaining = rem[pick];
     d->workflow_remaining = k->r.has_wf ? rem[0] : 0;
+}
+
+/* The fleet's usage a script answered (after the reservation): what
+ * this host holds now is its own, the rest the others'. */
+static void
+call_refresh(struct gcall *k, char subj[2][QUOTA_SUBJECT_MAX],
+             const int64_t used[2], int n)
+{
+    double now = clock_wall();
+
+    for (int i = 0; i < n; i++) {
+        int64_t own = quota_own_used(k->gq->q, subj[i], now);
+
+        quota_set_others(k->gq->q, subj[i], used[i] > own ? used[i] - own : 0,
+                         own);
+    }
 }
 
 static void
@@ -986,19 +1043,25 @@ reserve_reply(const redisReply *r, const char *err, void *arg)
         free(k);
         return;
     }
-    if (reply_strings(r, 3) && strcmp(r->element[0]->str, "ok") == 0) {
-        used[0] = strtoll(r->element[1]->str, NULL, 10);
-        used[1] = strtoll(r->element[2]->str, NULL, 10);
-        call_decide(k, used, n, -1);
+    if (reply_strings(r, 5) && strcmp(r->element[0]->str, "ok") == 0) {
+        int64_t lim[2];
+        for (int i = 0; i < 2; i++) {
+            used[i] = strtoll(r->element[1 + i]->str, NULL, 10);
+            lim[i] = strtoll(r->element[3 + i]->str, NULL, 10);
+        }
+        call_decide(k, used, lim, n, -1);
+        call_refresh(k, subj, used, n);
         k->r.answered = true;
         if (k->c == NULL)
             call_unreserve(k);  /* the next batch corrects Redis */
-    } else if (reply_strings(r, 3) && strcmp(r->element[0]->str, "over") == 0) {
+    } else if (reply_strings(r, 4) && strcmp(r->element[0]->str, "over") == 0) {
         int over = (int)strtol(r->element[1]->str, NULL, 10) - 1;
+        int64_t lim[2] = { -1, -1 };
+        over = over < 0 || over >= n ? 0 : over;
         call_unreserve(k);
-        used[over < 0 || over > 1 ? 0 : over] =
-            strtoll(r->element[2]->str, NULL, 10);
-        call_decide(k, used, n, over < 0 || over >= n ? 0 : over);
+        used[over] = strtoll(r->element[2]->str, NULL, 10);
+        lim[over] = strtoll(r->element[3]->str, NULL, 10);
+        call_decide(k, used, lim, n, over);
         k->r.answered = true;
     } else {
         if (r != NULL)
@@ -1016,11 +1079,13 @@ send_reserve(struct gquota *gq, struct gcall *k)
     char horizon[32], slot[32], tokens[32], ttl[32], lim[2][32];
     int n = call_subjects(k, subj), argc = 0, nk = 0;
     double now = clock_wall();
-    const char *argv[4 + 5 + 2];
+    const char *argv[1 + 4 + 5 + 4];
 
     if (quota_charge(gq->q, or_null(k, true), or_null(k, false), k->r.tokens,
                      now, &k->r.d) < 0)
         return -1;
+    argv[argc++] = gq->key_limits;
+    nk++;
     for (int i = 0; i < n; i++) {
         key_of(gq, used[i], "used", subj[i]);
         key_of(gq, by[i], "by", subj[i]);
@@ -1045,6 +1110,7 @@ send_reserve(struct gquota *gq, struct gcall *k)
         quota_status(gq->q, kind, kind == QUOTA_WORKFLOW ? k->r.wf : k->r.tn,
                      now, &st);
         snprintf(lim[i], sizeof(lim[i]), "%lld", (long long)st.tokens_limit);
+        argv[argc++] = subj[i];
         argv[argc++] = lim[i];
     }
     if (redis_eval(gq->redis, gq->s_reserve, nk, argc, argv, NULL,
@@ -1062,6 +1128,7 @@ gquota_submit(struct gquota *gq, struct conn *c, const struct gquota_req *r)
     int rc;
 
     if (!gquota_active(gq) || !gquota_connected(gq) ||
+        (r->op == GQ_RESERVE && gq->behind) ||
         (gc = gconn_of(gq, c)) == NULL || (k = calloc(1, sizeof(*k))) == NULL)
         return -1;
     k->gq = gq;
@@ -1134,6 +1201,7 @@ gquota_start(struct event_base *base, const struct config *cfg,
      * its write to Redis. */
     quota_track_owed(q);
     quota_owe_all(q);
+    fall_behind(gq);
     if ((gq->s_write = redis_script(gq->redis, write_lua)) < 0 ||
         (gq->s_read = redis_script(gq->redis, read_lua)) < 0 ||
         (gq->s_reserve = redis_script(gq->redis, reserve_lua)) < 0 ||

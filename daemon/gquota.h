@@ -95,11 +95,13 @@ int gquota_submit(struct gquota *gq, struct conn *c, const struct gquota_req *r)
 
 /*
  * Hard mode without a Redis script (a permit; quota_reserve while Redis
- * is unreachable): reserve on the share of the headroom last seen (see
- * above).  As quota_reserve() in hard mode otherwise.
+ * is unreachable, fallback true): reserve on the share of the headroom
+ * last seen (see above).  As quota_reserve() in hard mode otherwise.  A
+ * fallback grant makes quota_reserve keep to the share until Redis holds
+ * it (a script would check against a total without it).
  */
 int gquota_reserve_share(struct gquota *gq, const char *workflow,
                          const char *tenant, int64_t tokens, double now_s,
-                         struct quota_decision *d);
+                         bool fallback, struct quota_decision *d);
 
 #endif

@@ -250,7 +250,8 @@ start(struct daemon *d)
         persist_watch(d->persist, gquota_changed, d->gquota);
     struct permits_deps deps = { cfg, d->buckets, d->quota, d->persist,
                                  d->telemetry, d->decisions, d->models,
-                                 d->daily, d->parking, d->health };
+                                 d->daily, d->parking, d->health,
+                                 d->gquota };
     if ((d->permits = permits_new(&deps, permits_slot)) == NULL)
         fatalx(1, "cannot set up routing");
     telemetry_on_refresh(d->telemetry, ops_refresh_gauges, d);

@@ -647,7 +647,7 @@ reserve_fleet(struct daemon *d, struct conn *c, uint64_t id,
     if (gquota_submit(d->gquota, c, &r) == 0)
         return 1;
     if (gquota_reserve_share(d->gquota, s->workflow, s->tenant, tokens,
-                             clock_wall(), qd) < 0)
+                             clock_wall(), true, qd) < 0)
         return proto_error_set(e, PROTO_E_INTERNAL, "quota_reserve failed");
     return request_quota_decided(d->telemetry, s->workflow, s->tenant,
                                  tokens, qd, e);
@@ -900,7 +900,7 @@ ops_quota_done(struct conn *c, struct gquota_req *r, void *arg)
             struct subjects s = { .workflow = r->has_wf ? r->wf : NULL,
                                   .tenant = r->has_tn ? r->tn : NULL };
             rc = gquota_reserve_share(d->gquota, s.workflow, s.tenant,
-                                      r->tokens, clock_wall(), &r->d);
+                                      r->tokens, clock_wall(), true, &r->d);
             rc = rc < 0 ? proto_error_set(&e, PROTO_E_INTERNAL,
                                           "quota_reserve failed") :
                  request_quota_decided(d->telemetry, s.workflow, s.tenant,
