@@ -45,8 +45,10 @@
 
 /*
  * The batch write.  KEYS epoch, window, then used and by of each subject;
- * ARGV host, epoch known, candidate, slot_ms, horizon_ms, ttl_ms, then
- * per subject its count of slots and the (slot, tokens) pairs.
+ * ARGV host, epoch known, candidate, slot_ms, horizon_ms, ttl_ms, seq,
+ * then per subject its count of slots and the (slot, tokens) pairs.  The
+ * by hash keeps the host's last seq (field seq@<host>): a write older
+ * than it (sent on a connection since dropped, run late) changes nothing.
  */
 static const char write_lua[] =
     "local status, ep = 'ok', redis.call('GET', KEYS[1])\n"
@@ -58,10 +60,14 @@ static const char write_lua[] =
     "if not w then redis.call('SET', KEYS[2], ARGV[4])\n"
     "elseif w ~= ARGV[4] then return {'window', w} end\n"
     "local host, horizon = ARGV[1], tonumber(ARGV[5])\n"
-    "local out, a = {status, ep}, 7\n"
+    "local out, a, sf = {status, ep}, 8, 'seq@' .. ARGV[1]\n"
     "for k = 3, #KEYS, 2 do\n"
     "  local used, by = KEYS[k], KEYS[k + 1]\n"
-    "  for i = 1, tonumber(ARGV[a]) do\n"
+    "  local n = tonumber(ARGV[a])\n"
+    "  local last = tonumber(redis.call('HGET', by, sf) or '0')\n"
+    "  if tonumber(ARGV[7]) < last then n = 0\n"
+    "  else redis.call('HSET', by, sf, ARGV[7]) end\n"
+    "  for i = 1, n do\n"
     "    local slot, v = ARGV[a + 2 * i - 1], tonumber(ARGV[a + 2 * i])\n"
     "    local f = slot .. '@' .. host\n"
     "    local old = tonumber(redis.call('HGET', by, f) or '0')\n"
@@ -114,9 +120,12 @@ static const char read_lua[] =
 
 /*
  * Hard mode's check and reserve: KEYS limits, then used and by of each
- * subject (one or two); ARGV host, horizon_ms, slot, tokens, ttl_ms, then
- * each subject and its limit here (used when the fleet has no override
- * for it).  Refuses, changing nothing, when a subject's fleet usage with
+ * subject (one or two); ARGV host, horizon_ms, slot, tokens, ttl_ms, seq
+ * (of this host's last batch), then each subject and its limit here (used
+ * when the fleet has no override for it).  A batch built after it (one
+ * with a later seq) ran first only if this one runs late on a dropped
+ * connection: that batch holds what this host made of it, so it adds
+ * nothing then.  Refuses, changing nothing, when a subject's fleet usage with
  * the tokens would exceed its limit; else adds them to this host's field
  * and the slot's total.  An increment, not an absolute value: a batch
  * this host sent before it holds its own value without these tokens, one
@@ -132,14 +141,16 @@ static const char reserve_lua[] =
     "    if tonumber(all[i]) >= horizon then\n"
     "      sum = sum + tonumber(all[i + 1]) end\n"
     "  end\n"
-    "  limit[k] = tonumber(redis.call('HGET', KEYS[1], ARGV[4 + 2 * k]) or\n"
-    "                      ARGV[5 + 2 * k])\n"
+    "  limit[k] = tonumber(redis.call('HGET', KEYS[1], ARGV[5 + 2 * k]) or\n"
+    "                      ARGV[6 + 2 * k])\n"
     "  after[k] = sum + tokens\n"
     "  if tokens > 0 and after[k] > limit[k] then\n"
     "    return {'over', tostring(k), tostring(sum), tostring(limit[k])} end\n"
     "end\n"
     "for k = 1, (#KEYS - 1) / 2 do\n"
-    "  if tokens > 0 then\n"
+    "  local last = tonumber(redis.call('HGET', KEYS[2 * k + 1],\n"
+    "                                   'seq@' .. ARGV[1]) or '0')\n"
+    "  if tokens > 0 and tonumber(ARGV[6]) >= last then\n"
     "    redis.call('HINCRBY', KEYS[2 * k + 1], f, tokens)\n"
     "    redis.call('HINCRBY', KEYS[2 * k], ARGV[3], tokens)\n"
     "  end\n"
@@ -260,6 +271,9 @@ struct gquota {
     bool behind;                /* usage Redis may lack: hard mode keeps
                                    to its share until it is written */
     uint64_t bseq;              /* times it fell behind */
+    uint64_t wseq;              /* the last batch's seq: only grows, also
+                                   across restarts (it starts at the
+                                   wall clock in us) */
     char epoch[2 * EPOCH_HEX + 1];      /* the one last written into */
     char candidate[2 * EPOCH_HEX + 1];  /* if Redis has none */
     char instance[2 * EPOCH_HEX + 1];
@@ -606,6 +620,7 @@ batch_header(struct gquota *gq, struct batch *b, double now)
     strv_addf(&b->args, "%lld", (long long)slot_ms(gq));
     strv_addf(&b->args, "%lld", (long long)quota_horizon_ms(gq->q, now));
     strv_addf(&b->args, "%lld", (long long)ttl_ms(gq));
+    strv_addf(&b->args, "%llu", (unsigned long long)++gq->wseq);
 }
 
 /* Send one batch of what is owed, if Redis is up and none is in flight. */
@@ -1076,10 +1091,10 @@ static int
 send_reserve(struct gquota *gq, struct gcall *k)
 {
     char subj[2][QUOTA_SUBJECT_MAX], used[2][KEY_MAX], by[2][KEY_MAX];
-    char horizon[32], slot[32], tokens[32], ttl[32], lim[2][32];
+    char horizon[32], slot[32], tokens[32], ttl[32], seq[32], lim[2][32];
     int n = call_subjects(k, subj), argc = 0, nk = 0;
     double now = clock_wall();
-    const char *argv[1 + 4 + 5 + 4];
+    const char *argv[1 + 4 + 6 + 4];
 
     if (quota_charge(gq->q, or_null(k, true), or_null(k, false), k->r.tokens,
                      now, &k->r.d) < 0)
@@ -1103,6 +1118,8 @@ send_reserve(struct gquota *gq, struct gcall *k)
     argv[argc++] = slot;
     argv[argc++] = tokens;
     argv[argc++] = ttl;
+    snprintf(seq, sizeof(seq), "%llu", (unsigned long long)gq->wseq);
+    argv[argc++] = seq;
     for (int i = 0; i < n; i++) {
         struct quota_status st;
         enum quota_kind kind = i == 0 && k->r.has_wf ? QUOTA_WORKFLOW :
@@ -1196,6 +1213,7 @@ gquota_start(struct event_base *base, const struct config *cfg,
     keys_init(gq);
     redis_random_hex(gq->candidate, EPOCH_HEX);
     redis_random_hex(gq->instance, EPOCH_HEX);
+    gq->wseq = (uint64_t)(clock_wall() * 1e6);
     recall_cursor(gq);
     /* All of it once: this daemon may have died between its commit and
      * its write to Redis. */

@@ -274,8 +274,8 @@ stop(struct daemon *d)
     d->permits = NULL;          /* health_router may be asked no more */
     parking_free(d->parking);
     decisions_free(d->decisions);
+    global_free(d->global);     /* it unhooks both kinds of bucket */
     buckets_free(d->models);
-    global_free(d->global);
     buckets_free(d->buckets);
     persist_close(d->persist);
     quota_free(d->quota);

@@ -122,7 +122,7 @@ for n in 1 2 3; do
 done
 expect_eq "soft: host1's contribution in Redis is what its clients got" \
     "$(sum "$TMP"/s1?)" "$($RCLI hgetall 'llmguard:{quota}:by:workflow:soft' |
-        awk 'NR % 2 == 1 { k = $1 } NR % 2 == 0 && k ~ /@host1$/ { s += $1 } END { print s + 0 }')"
+        awk 'NR % 2 == 1 { k = $1 } NR % 2 == 0 && k ~ /^[0-9]+@host1$/ { s += $1 } END { print s + 0 }')"
 
 # ---- hard: 3 daemons x 4 clients on one limit ------------------------------
 # (A generous exchange timeout: this checks the bound while Redis is
@@ -217,9 +217,10 @@ start_host 3
 wait_up 3
 settle
 got=$(fleet workflow:crash)
-# At most what one flush interval (200 ms) acknowledged, with a margin
-# for the slowest commit: 400 ms of the rate seen.
-lost_max=$(awk -v a="$acked" 'BEGIN { printf "%d", a / 1.2 * 0.4 }')
+# At most what one flush interval (200 ms) acknowledged and the
+# transaction being written (llmguardd(8), "What a crash can lose"), with
+# a margin for a loaded machine: 500 ms of the rate seen.
+lost_max=$(awk -v a="$acked" 'BEGIN { printf "%d", a / 1.2 * 0.5 }')
 echo "# crash: $acked acknowledged, $got in the fleet after the restart"
 # (The reserve in flight at the kill may be counted: its reply was lost.)
 check "daemon SIGKILLed: nothing counted twice ($got <= $acked + 3)" test "$got" -le $((acked + 3))
