@@ -42,6 +42,10 @@
 #define DOWN_RETRY_S 0.1
 #define KEY_MAX (2 * (CONFIG_NAME_MAX + QUOTA_SUBJECT_MAX) + 64)
 #define EPOCH_HEX 8             /* bytes: 16 hex digits */
+/* How long after Redis lost the quota data every host keeps hard mode to
+ * its share: each live host learns of it within a poll and writes all it
+ * holds with its next batch. */
+#define REBUILD_MS "3000"
 
 /*
  * The batch write.  KEYS epoch, window, then used and by of each subject;
@@ -55,6 +59,7 @@ static const char write_lua[] =
     "if not ep then\n"
     "  ep, status = ARGV[3], 'rebuild'\n"
     "  redis.call('SET', KEYS[1], ep)\n"
+    "  redis.call('SET', KEYS[1] .. ':rebuilding', '1', 'PX', " REBUILD_MS ")\n"
     "elseif ep ~= ARGV[2] then status = 'rebuild' end\n"
     "local w = redis.call('GET', KEYS[2])\n"
     "if not w then redis.call('SET', KEYS[2], ARGV[4])\n"
@@ -132,6 +137,8 @@ static const char read_lua[] =
  * sent after it holds them (they are charged here when it is sent).
  */
 static const char reserve_lua[] =
+    "if redis.call('EXISTS', string.gsub(KEYS[1], 'limits$', 'epoch') ..\n"
+    "              ':rebuilding') == 1 then return {'rebuilding'} end\n"
     "local horizon, tokens = tonumber(ARGV[2]), tonumber(ARGV[4])\n"
     "local f, after, limit = ARGV[3] .. '@' .. ARGV[1], {}, {}\n"
     "for k = 1, (#KEYS - 1) / 2 do\n"
@@ -189,13 +196,23 @@ static const char admin_lua[] =
     "return tostring(ms)\n";
 
 /*
- * The admin log since a cursor: KEYS limits, log, ops; ARGV cursor, max.
- * Returns the new cursor, then per change its member, its entry ("<ms>
- * <op> <limit> <instance> <host>") and the subject's override now ("" for
- * none); with cursor 0 (a host new to this Redis) also every override.
+ * The admin log since a cursor: KEYS limits, log, ops, epoch, rebuilding;
+ * ARGV cursor, max, candidate epoch.  Returns the new cursor, the epoch
+ * (made from the candidate when missing: Redis lost the quota data, and
+ * the fleet is rebuilding for REBUILD_MS), then per change its member,
+ * its entry ("<ms> <op> <limit> <instance> <host>") and the subject's
+ * override now ("" for none); with cursor 0 (a host new to this Redis)
+ * also every override.  So a host with nothing to write learns of a new
+ * epoch within a second too.
  */
 static const char poll_lua[] =
-    "local out, cur, seen = {ARGV[1]}, ARGV[1], {}\n"
+    "local ep = redis.call('GET', KEYS[4])\n"
+    "if not ep then\n"
+    "  ep = ARGV[3]\n"
+    "  redis.call('SET', KEYS[4], ep)\n"
+    "  redis.call('SET', KEYS[5], '1', 'PX', " REBUILD_MS ")\n"
+    "end\n"
+    "local out, cur, seen = {ARGV[1], ep}, ARGV[1], {}\n"
     "local ms = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. cur, '+inf',\n"
     "                      'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[2]))\n"
     "for i = 1, #ms, 2 do\n"
@@ -283,6 +300,7 @@ struct gquota {
     bool dead;
     char key_epoch[KEY_MAX], key_window[KEY_MAX], key_limits[KEY_MAX];
     char key_log[KEY_MAX], key_ops[KEY_MAX], key_seq[KEY_MAX];
+    char key_rebuilding[KEY_MAX];
 };
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -551,11 +569,9 @@ batch_apply(struct gquota *gq, struct batch *b, const redisReply *r)
 /* The epoch the write found: a new one means Redis lost what this host
  * wrote before (restarted empty, flushed, a replica without it). */
 static void
-batch_epoch(struct gquota *gq, const redisReply *r)
+epoch_seen(struct gquota *gq, const char *ep, bool rebuild)
 {
-    const char *ep = r->element[1]->str;
-
-    if (strcmp(r->element[0]->str, "rebuild") == 0 && gq->epoch[0] != '\0') {
+    if (rebuild && gq->epoch[0] != '\0') {
         log_warn("redis: the fleet's quota data is new (epoch %s, was %s): "
                  "writing this host's usage again", ep, gq->epoch);
         quota_owe_all(gq->q);
@@ -567,11 +583,17 @@ batch_epoch(struct gquota *gq, const redisReply *r)
 }
 
 static void
+batch_epoch(struct gquota *gq, const redisReply *r)
+{
+    epoch_seen(gq, r->element[1]->str,
+               strcmp(r->element[0]->str, "rebuild") == 0);
+}
+
+static void
 write_reply(const redisReply *r, const char *err, void *arg)
 {
     struct batch *b = arg;
     struct gquota *gq = b->gq;
-    bool full = b->nsub == BATCH_SUBJECTS;
 
     if (!done_one(gq)) {
         batch_free(b);
@@ -598,13 +620,14 @@ write_reply(const redisReply *r, const char *err, void *arg)
     gq->refused = false;
     /* Redis holds all this host had when b was built, and nothing went
      * around it since. */
+    bool more = !b->drained;
     if (b->drained && b->seq == gq->bseq)
         gq->behind = false;
     batch_epoch(gq, r);
     batch_apply(gq, b, r);
     batch_free(b);
     if (quota_owed_pending(gq->q))
-        schedule(gq, full || gq->behind ? 0 :
+        schedule(gq, more || gq->behind ? 0 :
                      gq->cfg->quota_flush_ms / 1e3);
 }
 
@@ -764,11 +787,15 @@ poll_reply(const redisReply *r, const char *err, void *arg)
     gq->polling = false;
     if (r == NULL)
         return;
-    if (!reply_strings(r, 1) || (r->elements - 1) % 3 != 0) {
+    if (!reply_strings(r, 2) || (r->elements - 2) % 3 != 0) {
         refused(gq, "read the admin log of", r);
         return;
     }
-    for (size_t i = 1; i + 2 < r->elements; i += 3)
+    if (strcmp(r->element[1]->str, gq->epoch) != 0) {
+        epoch_seen(gq, r->element[1]->str, true);
+        gquota_changed(gq);
+    }
+    for (size_t i = 2; i + 2 < r->elements; i += 3)
         changed |= apply_admin(gq, r->element[i]->str,
                                r->element[i + 1]->str,
                                r->element[i + 2]->str);
@@ -791,7 +818,8 @@ poll_cb(evutil_socket_t fd, short what, void *arg)
     struct gquota *gq = arg;
     bool up = gquota_connected(gq);
     const char *argv[] = { gq->key_limits, gq->key_log, gq->key_ops,
-                           gq->cursor, POLL_MAX };
+                           gq->key_epoch, gq->key_rebuilding, gq->cursor,
+                           POLL_MAX, gq->candidate };
 
     (void)fd;
     (void)what;
@@ -800,7 +828,7 @@ poll_cb(evutil_socket_t fd, short what, void *arg)
     gq->was_up = up;
     if (!up || gq->local_only || gq->polling)
         return;
-    if (redis_eval(gq->redis, gq->s_poll, 3, 5, argv, NULL, poll_reply,
+    if (redis_eval(gq->redis, gq->s_poll, 5, 8, argv, NULL, poll_reply,
                    gq) == 0) {
         gq->pending++;
         gq->polling = true;
@@ -897,6 +925,20 @@ send_status(struct gquota *gq, struct gcall *k)
                       k);
 }
 
+/* Apply r, an admin change Redis took, to this host's table. */
+static void
+admin_here(struct gquota *gq, const struct gquota_req *r)
+{
+    int rc = r->op == GQ_SET ? quota_set(gq->q, r->kind, r->ident, r->limit) :
+             r->op == GQ_UNSET ? quota_unset(gq->q, r->kind, r->ident) :
+             quota_reset(gq->q, r->kind, r->ident);
+
+    if (rc < 0)
+        log_error("%s: out of memory: %s is not changed here", __func__,
+                  r->subject);
+    persist_changed(gq->persist);
+}
+
 /* quota_set, quota_unset, quota_reset: Redis took it (or not). */
 static void
 admin_reply(const redisReply *r, const char *err, void *arg)
@@ -912,6 +954,10 @@ admin_reply(const redisReply *r, const char *err, void *arg)
         k->r.answered = true;
     else if (r != NULL)
         refused(k->gq, "change", r);
+    /* The fleet has it: this host too, even when nobody waits for the
+     * reply any more (the admin log skips this host's own changes). */
+    if (k->r.answered && k->c == NULL)
+        admin_here(k->gq, &k->r);
     call_finish(k);
 }
 
@@ -1079,9 +1125,13 @@ reserve_reply(const redisReply *r, const char *err, void *arg)
         call_decide(k, used, lim, n, over);
         k->r.answered = true;
     } else {
-        if (r != NULL)
+        /* Rebuilding (Redis lost the quota data: some hosts may not have
+         * written theirs yet), or no answer: done() falls back to the
+         * share. */
+        if (r != NULL && !(reply_strings(r, 1) &&
+                           strcmp(r->element[0]->str, "rebuilding") == 0))
             refused(gq, "reserve", r);
-        call_unreserve(k);      /* done() falls back to the share */
+        call_unreserve(k);
     }
     call_finish(k);
 }
@@ -1182,6 +1232,7 @@ keys_init(struct gquota *gq)
     const char *p = gq->cfg->redis_prefix;
 
     snprintf(gq->key_epoch, KEY_MAX, "%s{quota}:epoch", p);
+    snprintf(gq->key_rebuilding, KEY_MAX, "%s{quota}:epoch:rebuilding", p);
     snprintf(gq->key_window, KEY_MAX, "%s{quota}:slot_ms", p);
     snprintf(gq->key_limits, KEY_MAX, "%s{quota}:limits", p);
     snprintf(gq->key_log, KEY_MAX, "%s{quota}:admin", p);
