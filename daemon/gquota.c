@@ -242,7 +242,6 @@ struct gcall {
     struct gconn *gc;
     TAILQ_ENTRY(gcall) link;
     struct gquota_req r;
-    double sent_s;              /* wall clock, when charged */
 };
 TAILQ_HEAD(gcall_list, gcall);
 
@@ -374,7 +373,8 @@ ttl_ms(const struct gquota *gq)
     return llround(gq->cfg->quota_window_days * 86400e3) + 2 * slot_ms(gq);
 }
 
-bool
+/* Whether Redis is reachable now. */
+static bool
 gquota_connected(const struct gquota *gq)
 {
     struct global_status st;
@@ -1203,7 +1203,6 @@ gquota_submit(struct gquota *gq, struct conn *c, const struct gquota_req *r)
     k->gc = gc;
     k->r = *r;
     k->r.answered = false;
-    k->sent_s = clock_wall();
     switch (r->op) {
     case GQ_STATUS:
         rc = send_status(gq, k);

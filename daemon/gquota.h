@@ -82,8 +82,6 @@ void gquota_changed(void *arg);
 /* Whether the fleet's quotas are in force (gq set, and the window agrees
  * with the fleet's); false: quotas are this host's own. */
 bool gquota_active(const struct gquota *gq);
-/* Whether Redis is reachable now. */
-bool gquota_connected(const struct gquota *gq);
 
 /*
  * Send r for c to Redis; done() is called later (not when c closes
