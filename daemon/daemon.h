@@ -13,6 +13,9 @@
  *                              records each decision)
  *   request.c                  request ids and subjects, the quota gate
  *   persist.c  http.c          quotas to SQLite; the /metrics endpoint
+ *   gquota.c                   multi-host mode: quotas shared (persist
+ *                              tells it of changes; the quota ops wait
+ *                              for its scripts)
  *   health.c                   multi-host mode: provider health shared
  *                              (permits report to it; it applies the
  *                              fleet's to the router)
@@ -56,6 +59,7 @@ struct daemon {
     struct buckets *models;         /* and per model deployment */
     struct global *global;          /* REDIS_URL; NULL: single-host */
     struct health *health;          /* REDIS_URL: provider health shared */
+    struct gquota *gquota;          /* REDIS_URL: quotas shared */
     struct quota *quota;            /* usage in memory: authoritative */
     struct daily *daily;            /* RPD/TPD counters, persisted too */
     struct parking *parking;        /* permits waiting out a cooldown */
@@ -73,6 +77,10 @@ void ops_dispatch(struct conn *c, struct proto_req *req, void *arg);
 /* ops.c: the providers' gauges (telemetry's refresh hook; arg is the
  * struct daemon). */
 void ops_refresh_gauges(struct telemetry *t, void *arg);
+/* ops.c: finish a quota op that waited for Redis (gquota's done hook;
+ * arg is the struct daemon). */
+struct gquota_req;
+void ops_quota_done(struct conn *c, struct gquota_req *r, void *arg);
 
 /*
  * reload.c: read the configuration again (SIGHUP, the reload op) and apply

@@ -20,6 +20,7 @@
 #include "daily.h"
 #include "decisions.h"
 #include "global.h"
+#include "gquota.h"
 #include "health.h"
 #include "http.h"
 #include "log.h"
@@ -203,7 +204,8 @@ start(struct daemon *d)
     struct server_socket sock = { cfg->socket_path, cfg->socket_is_default,
                                   (unsigned)cfg->socket_mode,
                                   cfg->socket_group };
-    int waiters_slot, parking_slot, permits_slot, held_slot, rc, fd;
+    int waiters_slot, parking_slot, permits_slot, held_slot, gquota_slot;
+    int rc, fd;
 
     if ((d->server = server_new(d->base, ops_dispatch, d)) == NULL)
         fatalx(1, "out of memory");
@@ -212,6 +214,7 @@ start(struct daemon *d)
     parking_slot = server_add_slot(d->server, parking_drop_conn);
     permits_slot = server_add_slot(d->server, permits_drop_conn);
     held_slot = server_add_slot(d->server, persist_drop_conn);
+    gquota_slot = server_add_slot(d->server, gquota_drop_conn);
 
     if ((d->buckets = buckets_new(d->base, cfg, waiters_slot)) == NULL ||
         (d->models = buckets_new_models(d->base, cfg, waiters_slot)) == NULL)
@@ -241,9 +244,14 @@ start(struct daemon *d)
     if ((d->parking = parking_new(d->base, parking_slot)) == NULL)
         fatalx(1, "cannot set up parking");
     d->health = health_start(d->base, cfg, d->global, health_router, d);
+    d->gquota = gquota_start(d->base, cfg, d->global, d->quota, d->persist,
+                             gquota_slot, ops_quota_done, d);
+    if (d->gquota != NULL)
+        persist_watch(d->persist, gquota_changed, d->gquota);
     struct permits_deps deps = { cfg, d->buckets, d->quota, d->persist,
                                  d->telemetry, d->decisions, d->models,
-                                 d->daily, d->parking, d->health };
+                                 d->daily, d->parking, d->health,
+                                 d->gquota };
     if ((d->permits = permits_new(&deps, permits_slot)) == NULL)
         fatalx(1, "cannot set up routing");
     telemetry_on_refresh(d->telemetry, ops_refresh_gauges, d);
@@ -259,13 +267,15 @@ stop(struct daemon *d)
 {
     http_stop(d->http);
     server_free(d->server);
+    persist_watch(d->persist, NULL, NULL);
+    gquota_free(d->gquota);
     health_free(d->health);
     permits_free(d->permits);
     d->permits = NULL;          /* health_router may be asked no more */
     parking_free(d->parking);
     decisions_free(d->decisions);
+    global_free(d->global);     /* it unhooks both kinds of bucket */
     buckets_free(d->models);
-    global_free(d->global);
     buckets_free(d->buckets);
     persist_close(d->persist);
     quota_free(d->quota);

@@ -9,6 +9,7 @@
 #include "daily.h"
 #include "explain.h"
 #include "global.h"
+#include "gquota.h"
 #include "health.h"
 #include "log.h"
 #include "permits.h"
@@ -647,15 +648,58 @@ op_status(struct daemon *d, struct conn *c, struct proto_req *req,
 
 /* ---- quotas ------------------------------------------------------------ */
 
+/* The reply to a quota_reserve decided (qd allowed). */
+static void
+reserve_reply(struct daemon *d, struct conn *c, uint64_t id,
+              const struct quota_decision *qd, bool changed)
+{
+    struct proto_quota_reserve_rep rep = { 0 };
+
+    rep.allowed = true;
+    rep.over_quota = qd->over_quota;
+    rep.subject = request_str(qd->subject);
+    rep.tokens_used = (uint64_t)qd->used;
+    rep.tokens_limit = (uint64_t)qd->limit;
+    rep.tokens_remaining = (uint64_t)qd->remaining;
+    rep.reset_at = qd->reset_at_s;
+    if (qd->has_reset_at)
+        PROTO_SET(&rep, PROTO_QUOTA_RESERVE_REP_RESET_AT);
+    rep.reservation = qd->slot_start_ms;
+    persist_reply(d->persist, c, PROTO_OP_QUOTA_RESERVE, id, &rep, changed);
+}
+
+/* Multi-host mode, hard: the check is Redis' (one script per call), or
+ * while it is unreachable this host's share of the headroom.  Returns 1
+ * when the reply comes later. */
+static int
+reserve_fleet(struct daemon *d, struct conn *c, uint64_t id,
+              const struct subjects *s, int64_t tokens,
+              struct quota_decision *qd, struct proto_error *e)
+{
+    struct gquota_req r = { .op = GQ_RESERVE, .id = id, .tokens = tokens };
+
+    r.has_wf = s->workflow != NULL;
+    r.has_tn = s->tenant != NULL;
+    snprintf(r.wf, sizeof(r.wf), "%s", r.has_wf ? s->workflow : "");
+    snprintf(r.tn, sizeof(r.tn), "%s", r.has_tn ? s->tenant : "");
+    if (gquota_submit(d->gquota, c, &r) == 0)
+        return 1;
+    if (gquota_reserve_share(d->gquota, s->workflow, s->tenant, tokens,
+                             clock_wall(), true, qd) < 0)
+        return proto_error_set(e, PROTO_E_INTERNAL, "quota_reserve failed");
+    return request_quota_decided(d->telemetry, s->workflow, s->tenant,
+                                 tokens, qd, e);
+}
+
 static int
 op_quota_reserve(struct daemon *d, struct conn *c, struct proto_req *req,
                  struct proto_error *e)
 {
     const struct proto_quota_reserve_req *r = &req->u.quota_reserve;
-    struct proto_quota_reserve_rep rep = { 0 };
     bool enabled = d->cfg.rate_limit_enabled;
     struct quota_decision qd;
     struct subjects s;
+    int rc;
 
     if (request_subjects(&r->workflow_id,
                          PROTO_HAS(r, PROTO_QUOTA_RESERVE_REQ_WORKFLOW_ID),
@@ -665,7 +709,12 @@ op_quota_reserve(struct daemon *d, struct conn *c, struct proto_req *req,
         return -1;
     if (r->tokens > INT64_MAX)
         return proto_error_set(e, PROTO_E_BAD_REQUEST, "tokens too large");
-    if (enabled) {
+    if (enabled && gquota_active(d->gquota) &&
+        d->cfg.quota_enforcement == ENFORCE_HARD) {
+        if ((rc = reserve_fleet(d, c, req->id, &s, (int64_t)r->tokens, &qd,
+                                e)) != 0)
+            return rc > 0 ? 0 : -1;
+    } else if (enabled) {
         if (request_quota_gate(d->quota, d->telemetry, s.workflow, s.tenant,
                                (int64_t)r->tokens, clock_wall(), &qd, e) < 0)
             return -1;
@@ -680,18 +729,7 @@ op_quota_reserve(struct daemon *d, struct conn *c, struct proto_req *req,
         qd.over_quota = false;
         telemetry_quota_remaining(d->telemetry, d->quota, s.workflow);
     }
-    rep.allowed = true;
-    rep.over_quota = qd.over_quota;
-    rep.subject = request_str(qd.subject);
-    rep.tokens_used = (uint64_t)qd.used;
-    rep.tokens_limit = (uint64_t)qd.limit;
-    rep.tokens_remaining = (uint64_t)qd.remaining;
-    rep.reset_at = qd.reset_at_s;
-    if (qd.has_reset_at)
-        PROTO_SET(&rep, PROTO_QUOTA_RESERVE_REP_RESET_AT);
-    rep.reservation = qd.slot_start_ms;
-    persist_reply(d->persist, c, PROTO_OP_QUOTA_RESERVE, req->id, &rep,
-                  enabled && r->tokens > 0);
+    reserve_reply(d, c, req->id, &qd, enabled && r->tokens > 0);
     return 0;
 }
 
@@ -729,19 +767,18 @@ op_quota_commit(struct daemon *d, struct conn *c, struct proto_req *req,
     return 0;
 }
 
+/* The status of one subject as this daemon holds it (multi-host mode:
+ * with the fleet's usage last read). */
 static int
-op_quota_status(struct daemon *d, struct conn *c, struct proto_req *req,
-                struct proto_error *e)
+status_reply(struct daemon *d, struct conn *c, uint64_t id,
+             enum quota_kind kind, const char *ident, const char *subject)
 {
     struct proto_quota_status_rep rep = { 0 };
     struct quota_status st;
-    struct one_subject o;
 
-    if (request_one_subject(&req->u.quota_subject, &o, e) < 0)
+    if (quota_status(d->quota, kind, ident, clock_wall(), &st) < 0)
         return -1;
-    if (quota_status(d->quota, o.kind, o.id, clock_wall(), &st) < 0)
-        return proto_error_set(e, PROTO_E_INTERNAL, "quota_status failed");
-    rep.subject = request_str(o.subject);
+    rep.subject = request_str(subject);
     rep.tokens_used = (uint64_t)st.tokens_used;
     rep.tokens_remaining = (uint64_t)st.tokens_remaining;
     rep.tokens_limit = (uint64_t)st.tokens_limit;
@@ -752,7 +789,114 @@ op_quota_status(struct daemon *d, struct conn *c, struct proto_req *req,
         PROTO_SET(&rep, PROTO_QUOTA_STATUS_REP_RESET_AT);
     rep.known = st.known;
     PROTO_SET(&rep, PROTO_QUOTA_STATUS_REP_KNOWN);
-    conn_reply(c, PROTO_OP_QUOTA_STATUS, req->id, &rep);
+    conn_reply(c, PROTO_OP_QUOTA_STATUS, id, &rep);
+    return 0;
+}
+
+/* A request for one subject, to wait for Redis with. */
+static void
+one_req(struct gquota_req *r, enum gquota_op op, uint64_t id,
+        const struct one_subject *o, int64_t limit)
+{
+    memset(r, 0, sizeof(*r));
+    r->op = op;
+    r->id = id;
+    r->kind = o->kind;
+    r->limit = limit;
+    snprintf(r->ident, sizeof(r->ident), "%s", o->id);
+    snprintf(r->subject, sizeof(r->subject), "%s", o->subject);
+}
+
+static int
+op_quota_status(struct daemon *d, struct conn *c, struct proto_req *req,
+                struct proto_error *e)
+{
+    struct gquota_req r;
+    struct one_subject o;
+
+    if (request_one_subject(&req->u.quota_subject, &o, e) < 0)
+        return -1;
+    /* Multi-host mode reads the fleet's usage (the local view while
+     * Redis is unreachable). */
+    one_req(&r, GQ_STATUS, req->id, &o, 0);
+    if (gquota_active(d->gquota) && gquota_submit(d->gquota, c, &r) == 0)
+        return 0;
+    if (status_reply(d, c, req->id, o.kind, o.id, o.subject) < 0)
+        return proto_error_set(e, PROTO_E_INTERNAL, "quota_status failed");
+    return 0;
+}
+
+/* quota_set, quota_unset, quota_reset applied here (after Redis took
+ * them, in multi-host mode); r holds the subject.  -1 with e filled. */
+static int
+admin_apply(struct daemon *d, struct conn *c, const struct gquota_req *r,
+            struct proto_error *e)
+{
+    struct proto_quota_set_rep set = { 0 };
+    struct proto_quota_unset_rep unset = { 0 };
+    struct proto_quota_reset_rep reset = { 0 };
+    struct quota_status st;
+    uid_t uid = conn_uid(c);
+
+    switch (r->op) {
+    case GQ_SET:
+        if (quota_set(d->quota, r->kind, r->ident, r->limit) < 0)
+            return proto_error_set(e, PROTO_E_INTERNAL, "quota_set failed");
+        log_info("uid %u set the quota of %s to %lld tokens", (unsigned)uid,
+                 r->subject, (long long)r->limit);
+        set.subject = request_str(r->subject);
+        set.tokens_limit = (uint64_t)r->limit;
+        persist_reply(d->persist, c, PROTO_OP_QUOTA_SET, r->id, &set, true);
+        return 0;
+    case GQ_RESET:
+        if (quota_reset(d->quota, r->kind, r->ident) < 0)
+            return proto_error_set(e, PROTO_E_INTERNAL, "quota_reset failed");
+        log_info("uid %u reset the usage of %s", (unsigned)uid, r->subject);
+        reset.subject = request_str(r->subject);
+        persist_reply(d->persist, c, PROTO_OP_QUOTA_RESET, r->id, &reset,
+                      true);
+        return 0;
+    default:
+        if (quota_unset(d->quota, r->kind, r->ident) < 0 ||
+            quota_status(d->quota, r->kind, r->ident, clock_wall(), &st) < 0)
+            return proto_error_set(e, PROTO_E_INTERNAL, "quota_unset failed");
+        log_info("uid %u dropped the quota override of %s", (unsigned)uid,
+                 r->subject);
+        unset.subject = request_str(r->subject);
+        unset.tokens_limit = (uint64_t)st.tokens_limit;
+        persist_reply(d->persist, c, PROTO_OP_QUOTA_UNSET, r->id, &unset,
+                      true);
+        return 0;
+    }
+}
+
+static int
+admin_busy(struct proto_error *e)
+{
+    return proto_error_set(e, PROTO_E_BUSY, "Redis is unreachable: quota "
+                           "changes are the fleet's and wait for it "
+                           "(nothing changed)");
+}
+
+/* An admin op: in multi-host mode through Redis first (busy while it is
+ * unreachable), then here. */
+static int
+admin_op(struct daemon *d, struct conn *c, struct proto_req *req,
+         enum gquota_op op, struct proto_error *e)
+{
+    const struct proto_quota_subject_req *q = &req->u.quota_subject;
+    struct gquota_req r;
+    struct one_subject o;
+
+    if (request_one_subject(q, &o, e) < 0)
+        return -1;
+    if (op == GQ_SET && q->limit > INT64_MAX)
+        return proto_error_set(e, PROTO_E_BAD_REQUEST, "limit too large");
+    one_req(&r, op, req->id, &o, op == GQ_SET ? (int64_t)q->limit : 0);
+    if (!gquota_active(d->gquota))
+        return admin_apply(d, c, &r, e);
+    if (gquota_submit(d->gquota, c, &r) < 0)
+        return admin_busy(e);
     return 0;
 }
 
@@ -760,61 +904,61 @@ static int
 op_quota_set(struct daemon *d, struct conn *c, struct proto_req *req,
              struct proto_error *e)
 {
-    const struct proto_quota_subject_req *r = &req->u.quota_subject;
-    struct proto_quota_set_rep rep = { 0 };
-    struct one_subject o;
-
-    if (request_one_subject(r, &o, e) < 0)
-        return -1;
-    if (r->limit > INT64_MAX)
-        return proto_error_set(e, PROTO_E_BAD_REQUEST, "limit too large");
-    if (quota_set(d->quota, o.kind, o.id, (int64_t)r->limit) < 0)
-        return proto_error_set(e, PROTO_E_INTERNAL, "quota_set failed");
-    log_info("uid %u set the quota of %s to %llu tokens",
-             (unsigned)conn_uid(c), o.subject, (unsigned long long)r->limit);
-    rep.subject = request_str(o.subject);
-    rep.tokens_limit = r->limit;
-    persist_reply(d->persist, c, PROTO_OP_QUOTA_SET, req->id, &rep, true);
-    return 0;
+    return admin_op(d, c, req, GQ_SET, e);
 }
 
 static int
 op_quota_reset(struct daemon *d, struct conn *c, struct proto_req *req,
                struct proto_error *e)
 {
-    struct proto_quota_reset_rep rep = { 0 };
-    struct one_subject o;
-
-    if (request_one_subject(&req->u.quota_subject, &o, e) < 0)
-        return -1;
-    if (quota_reset(d->quota, o.kind, o.id) < 0)
-        return proto_error_set(e, PROTO_E_INTERNAL, "quota_reset failed");
-    log_info("uid %u reset the usage of %s", (unsigned)conn_uid(c),
-             o.subject);
-    rep.subject = request_str(o.subject);
-    persist_reply(d->persist, c, PROTO_OP_QUOTA_RESET, req->id, &rep, true);
-    return 0;
+    return admin_op(d, c, req, GQ_RESET, e);
 }
 
 static int
 op_quota_unset(struct daemon *d, struct conn *c, struct proto_req *req,
                struct proto_error *e)
 {
-    struct proto_quota_unset_rep rep = { 0 };
-    struct quota_status st;
-    struct one_subject o;
+    return admin_op(d, c, req, GQ_UNSET, e);
+}
 
-    if (request_one_subject(&req->u.quota_subject, &o, e) < 0)
-        return -1;
-    if (quota_unset(d->quota, o.kind, o.id) < 0 ||
-        quota_status(d->quota, o.kind, o.id, clock_wall(), &st) < 0)
-        return proto_error_set(e, PROTO_E_INTERNAL, "quota_unset failed");
-    log_info("uid %u dropped the quota override of %s", (unsigned)conn_uid(c),
-             o.subject);
-    rep.subject = request_str(o.subject);
-    rep.tokens_limit = (uint64_t)st.tokens_limit;
-    persist_reply(d->persist, c, PROTO_OP_QUOTA_UNSET, req->id, &rep, true);
-    return 0;
+void
+ops_quota_done(struct conn *c, struct gquota_req *r, void *arg)
+{
+    struct daemon *d = arg;
+    struct proto_error e;
+    int rc = 0;
+
+    switch (r->op) {
+    case GQ_STATUS:
+        if (status_reply(d, c, r->id, r->kind, r->ident, r->subject) < 0)
+            rc = proto_error_set(&e, PROTO_E_INTERNAL, "quota_status failed");
+        break;
+    case GQ_RESERVE:
+        if (!r->answered) {     /* Redis did not answer: the share */
+            struct subjects s = { .workflow = r->has_wf ? r->wf : NULL,
+                                  .tenant = r->has_tn ? r->tn : NULL };
+            rc = gquota_reserve_share(d->gquota, s.workflow, s.tenant,
+                                      r->tokens, clock_wall(), true, &r->d);
+            rc = rc < 0 ? proto_error_set(&e, PROTO_E_INTERNAL,
+                                          "quota_reserve failed") :
+                 request_quota_decided(d->telemetry, s.workflow, s.tenant,
+                                       r->tokens, &r->d, &e);
+        } else {
+            rc = request_quota_decided(d->telemetry,
+                                       r->has_wf ? r->wf : NULL,
+                                       r->has_tn ? r->tn : NULL, r->tokens,
+                                       &r->d, &e);
+        }
+        if (rc == 0)
+            reserve_reply(d, c, r->id, &r->d, r->tokens > 0);
+        break;
+    default:
+        rc = r->answered ? admin_apply(d, c, r, &e) : admin_busy(&e);
+        break;
+    }
+    if (rc < 0)
+        conn_error(c, r->id, &e);
+    conn_flush(c);
 }
 
 #define QUOTA_LIST_DEFAULT 20

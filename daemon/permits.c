@@ -14,6 +14,7 @@
 #include "daily.h"
 #include "decisions.h"
 #include "feedback.h"
+#include "gquota.h"
 #include "health.h"
 #include "log.h"
 #include "parking.h"
@@ -1178,6 +1179,25 @@ permit_args(struct permits *p, struct conn *c, const struct proto_permit_req *r,
     return 0;
 }
 
+/* The gate: multi-host mode's hard quotas keep to this host's share of
+ * the headroom last seen (no Redis round trip for a permit). */
+static int
+permit_quota_gate(struct permits *p, const struct permit *pm, double now_s,
+                  struct quota_decision *d, struct proto_error *e)
+{
+    const char *wf = or_null(pm->workflow), *tn = or_null(pm->tenant);
+
+    if (!gquota_active(p->d.gquota) ||
+        p->d.cfg->quota_enforcement != ENFORCE_HARD)
+        return request_quota_gate(p->d.quota, p->d.telemetry, wf, tn,
+                                  (int64_t)pm->estimate, now_s, d, e);
+    if (gquota_reserve_share(p->d.gquota, wf, tn, (int64_t)pm->estimate,
+                             now_s, false, d) < 0)
+        return proto_error_set(e, PROTO_E_INTERNAL, "quota_reserve failed");
+    return request_quota_decided(p->d.telemetry, wf, tn,
+                                 (int64_t)pm->estimate, d, e);
+}
+
 /* Step 1: reserve the estimate for the call's workflow and tenant. */
 static int
 permit_quota(struct permits *p, struct pending *pd, struct proto_error *e)
@@ -1188,9 +1208,7 @@ permit_quota(struct permits *p, struct pending *pd, struct proto_error *e)
 
     if (!p->d.cfg->rate_limit_enabled || (!pm->workflow[0] && !pm->tenant[0]))
         return 0;
-    if (request_quota_gate(p->d.quota, p->d.telemetry, or_null(pm->workflow),
-                           or_null(pm->tenant), (int64_t)pm->estimate,
-                           now_s, &d, e) < 0) {
+    if (permit_quota_gate(p, pm, now_s, &d, e) < 0) {
         if (e->code == PROTO_E_QUOTA_EXCEEDED) {
             pm->call->quota_allowed = false;
             pm->call->quota_remaining = (uint64_t)d.remaining;

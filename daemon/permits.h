@@ -29,6 +29,7 @@ struct conn;
 struct daily;
 struct decisions;
 struct parking;
+struct gquota;
 struct health;
 struct permits;
 struct persist;
@@ -48,6 +49,7 @@ struct permits_deps {
     struct daily *daily;            /* the providers' RPD and TPD */
     struct parking *parking;        /* permits waiting out a cooldown */
     struct health *health;          /* multi-host mode, else NULL */
+    struct gquota *gquota;          /* multi-host mode, else NULL */
 };
 
 /* Permits over deps, with the router of deps->cfg; their per-connection

@@ -70,6 +70,8 @@ struct persist {
     bool failing;                   /* the last write failed */
     char error[WRITER_ERR_MAX];     /* and why */
     double last_flush_s;            /* wall time of the last good write */
+    void (*watch)(void *);          /* persist_watch() */
+    void *watch_arg;
 };
 
 /* ---- the quota -> batch sink ------------------------------------------- */
@@ -328,10 +330,20 @@ hold(struct persist *p, struct conn *c, uint64_t id, size_t mark)
 /* ---- group commit ------------------------------------------------------ */
 
 void
+persist_watch(struct persist *p, void (*fn)(void *arg), void *arg)
+{
+    p->watch = fn;
+    p->watch_arg = arg;
+}
+
+void
 persist_changed(struct persist *p)
 {
     int64_t ms = p->cfg->quota_flush_ms;
     struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+
+    if (p->watch != NULL)
+        p->watch(p->watch_arg);
 
     if (evtimer_pending(p->flush_ev, NULL))
         return;

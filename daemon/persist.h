@@ -39,6 +39,9 @@ struct persist *persist_open(struct event_base *base, const struct config *cfg,
                              struct telemetry *t, int conn_slot);
 /* A quota changed: make sure a flush is coming. */
 void persist_changed(struct persist *p);
+/* Multi-host mode: fn(arg) is called at every persist_changed() too, so
+ * that the change goes to Redis as well. */
+void persist_watch(struct persist *p, void (*fn)(void *arg), void *arg);
 /* Final flush, waited for; then stop the writer, close the store and free
  * p (not the quota table). */
 void persist_close(struct persist *p);

@@ -35,6 +35,7 @@ struct slot {
     int64_t idx;
     int64_t tokens;
     bool dirty; /* changed since the last flush */
+    bool owed;  /* changed since the last write to the fleet (Redis) */
 };
 
 struct subject {
@@ -51,10 +52,23 @@ struct subject {
     bool limit_dirty;   /* override changed since flush */
     bool reset_pending; /* stored rows void; slots dirty */
     bool queued;        /* on quota.queue */
+    struct fleet *fleet; /* multi-host mode only, else NULL */
     char key[];         /* the subject string */
 };
 
 TAILQ_HEAD(subject_queue, subject);
+
+/* A subject's multi-host state, apart so that single-host mode pays one
+ * pointer for it. */
+struct fleet {
+    TAILQ_ENTRY(fleet) owed_link;
+    struct subject *s;
+    int64_t others;     /* the fleet's usage minus this host's, last read */
+    int64_t own_read;   /* this host's own usage at that read */
+    bool read;          /* others was read at least once */
+    bool owed_queued;   /* on quota.owed */
+};
+TAILQ_HEAD(fleet_queue, fleet);
 
 /* One table of chains; size is 0 or a power of 2. */
 struct htab {
@@ -74,6 +88,8 @@ struct quota {
     struct subject *prune_next; /* where the prune sweep goes on */
     bool prune_running;
     struct subject_queue queue; /* subjects with pending changes */
+    struct fleet_queue owed;    /* and with slots the fleet has not seen */
+    bool track_owed;            /* multi-host mode: keep quota.owed */
     size_t bytes;               /* subjects and slot arrays */
 };
 
@@ -365,12 +381,16 @@ subject_unlink(struct quota *q, struct subject *s)
 static void
 subject_release(struct quota *q, struct subject *s)
 {
-    if (s->n_slots > 0 || s->has_limit || s->queued)
+    if (s->n_slots > 0 || s->has_limit || s->queued ||
+        (s->fleet != NULL && s->fleet->owed_queued))
         return;
     assert(!s->limit_dirty && !s->reset_pending);
     subject_unlink(q, s);
     q->bytes -= sizeof(*s) + s->keylen + 1 +
                 (size_t)s->cap_slots * sizeof(struct slot);
+    if (s->fleet != NULL)
+        q->bytes -= sizeof(*s->fleet);
+    free(s->fleet);
     free(s->slots);
     free(s);
 }
@@ -382,6 +402,42 @@ subject_enqueue(struct quota *q, struct subject *s)
         TAILQ_INSERT_TAIL(&q->queue, s, queue_link);
         s->queued = true;
     }
+}
+
+/* s's multi-host state, made if needed; NULL when out of memory. */
+static struct fleet *
+subject_fleet(struct quota *q, struct subject *s)
+{
+    if (s->fleet != NULL)
+        return s->fleet;
+    if ((s->fleet = calloc(1, sizeof(*s->fleet))) != NULL) {
+        s->fleet->s = s;
+        q->bytes += sizeof(*s->fleet);
+    }
+    return s->fleet;
+}
+
+/* Multi-host mode: the fleet is owed slot sl of s.  Out of memory, the
+ * slot goes with the next write of s, or the rebuild of a restart. */
+static void
+subject_owe(struct quota *q, struct subject *s, struct slot *sl)
+{
+    struct fleet *f;
+
+    if (!q->track_owed)
+        return;
+    sl->owed = true;
+    if ((f = subject_fleet(q, s)) != NULL && !f->owed_queued) {
+        TAILQ_INSERT_TAIL(&q->owed, f, owed_link);
+        f->owed_queued = true;
+    }
+}
+
+/* The fleet's usage beside s's own (0 in single-host mode). */
+static int64_t
+subject_others(const struct subject *s)
+{
+    return s->fleet != NULL ? s->fleet->others : 0;
 }
 
 /* Queues every slot of s and the deletion of its stored rows. */
@@ -505,6 +561,7 @@ subject_usage(const struct quota *q, const struct subject *s, double now_s,
         return;
     if (s->has_limit)
         u->limit = s->limit;
+    u->used = subject_others(s);
     for (uint32_t i = slots_first_counted(q, s, now_s); i < s->n_slots; i++) {
         const struct slot *sl = &s->slots[i];
 
@@ -581,6 +638,7 @@ charge(struct quota *q, char keys[][QUOTA_SUBJECT_MAX], int n, int64_t idx,
             continue;
         sl->tokens = add_clamped(sl->tokens, delta);
         sl->dirty = true;
+        subject_owe(q, subj[i], sl);
         subject_enqueue(q, subj[i]);
     }
     return 0;
@@ -646,6 +704,67 @@ quota_reserve(struct quota *q, const char *workflow_id, const char *tenant_id,
     }
     d->workflow_remaining = workflow_id != NULL ? usage_remaining(&u[0]) : 0;
     return 0;
+}
+
+/* Whether tokens more fit in s's share of the headroom last seen. */
+static bool
+share_fits(const struct quota *q, const struct subject *s, int64_t tokens,
+           int64_t hosts, double now_s, struct usage *u)
+{
+    int64_t own, head;
+
+    subject_usage(q, s, now_s, u);
+    if (s == NULL)
+        return tokens <= u->limit / hosts;
+    own = u->used - subject_others(s);
+    if (s->fleet == NULL || !s->fleet->read)
+        return own + tokens <= u->limit / hosts;
+    head = u->limit - s->fleet->others - s->fleet->own_read;
+    return own - s->fleet->own_read + tokens <=
+           (head < 0 ? 0 : head) / hosts;
+}
+
+int
+quota_reserve_share(struct quota *q, const char *workflow_id,
+                    const char *tenant_id, int64_t tokens, int64_t hosts,
+                    double now_s, struct quota_decision *d)
+{
+    char keys[2][QUOTA_SUBJECT_MAX];
+    struct usage u[2];
+    int n, over = -1;
+    int64_t idx;
+
+    if (tokens < 0 || hosts < 1 || !time_ok(now_s))
+        return -1;
+    if ((n = request_keys(workflow_id, tenant_id, keys)) < 0)
+        return -1;
+    idx = slot_of(q, now_s);
+    for (int i = 0; i < n; i++)
+        if (!share_fits(q, subject_find(q, keys[i]), tokens, hosts, now_s,
+                        &u[i]) && over < 0)
+            over = i;
+    if (over < 0 && tokens > 0) {
+        if (charge(q, keys, n, idx, tokens, now_s) < 0)
+            return -1;
+        for (int i = 0; i < n; i++)
+            subject_usage(q, subject_find(q, keys[i]), now_s, &u[i]);
+    }
+    decide(d, keys, u, n, over, over < 0, idx * q->slot_ms);
+    d->workflow_remaining = workflow_id != NULL ? usage_remaining(&u[0]) : 0;
+    return 0;
+}
+
+int
+quota_charge(struct quota *q, const char *workflow_id, const char *tenant_id,
+             int64_t tokens, double now_s, struct quota_decision *d)
+{
+    bool hard = q->hard;
+    int rc;
+
+    q->hard = false;
+    rc = quota_reserve(q, workflow_id, tenant_id, tokens, now_s, d);
+    q->hard = hard;
+    return rc;
 }
 
 /* Moves a reservation from its estimate to the actual tokens. */
@@ -826,6 +945,17 @@ quota_reset(struct quota *q, enum quota_kind kind, const char *id)
         return -1;
     if ((s = subject_find(q, key)) == NULL)
         return 0;
+    if (s->fleet != NULL)
+        s->fleet->others = s->fleet->own_read = 0;
+    if (q->track_owed) {
+        /* The fleet is told this host's share is 0 now, slot by slot. */
+        for (uint32_t i = 0; i < s->n_slots; i++) {
+            s->slots[i].tokens = 0;
+            subject_owe(q, s, &s->slots[i]);
+        }
+        subject_mark_rewrite(q, s);
+        return 0;
+    }
     s->n_slots = 0;
     (void)slots_resize(q, s, 0);
     s->reset_pending = true;
@@ -1067,7 +1197,137 @@ quota_new(double window_s, int64_t default_limit, bool hard)
     q->rehash_next = HTAB_NOT_REHASHING;
     TAILQ_INIT(&q->all);
     TAILQ_INIT(&q->queue);
+    TAILQ_INIT(&q->owed);
     return q;
+}
+
+/* ---- multi-host mode: what the fleet is owed ---------------------------- */
+
+void
+quota_track_owed(struct quota *q)
+{
+    q->track_owed = true;
+}
+
+bool
+quota_owed_pending(const struct quota *q)
+{
+    return !TAILQ_EMPTY(&q->owed);
+}
+
+/* Owes the fleet every counted slot of s (after a failed write, a
+ * rebuild). */
+static void
+subject_owe_all(struct quota *q, struct subject *s)
+{
+    for (uint32_t i = 0; i < s->n_slots; i++)
+        subject_owe(q, s, &s->slots[i]);
+}
+
+int
+quota_owe_subject(struct quota *q, const char *subject)
+{
+    struct subject *s;
+
+    if (subject == NULL || subject_valid(subject) < 0)
+        return -1;
+    if (q->track_owed && (s = subject_find(q, subject)) != NULL)
+        subject_owe_all(q, s);
+    return 0;
+}
+
+void
+quota_owe_all(struct quota *q)
+{
+    struct subject *s;
+
+    if (!q->track_owed)
+        return;
+    TAILQ_FOREACH(s, &q->all, all_link)
+        subject_owe_all(q, s);
+}
+
+/* Hands one owed subject to the sink; -1 when a callback refuses. */
+static int
+owed_subject(struct quota *q, struct subject *s, double now_s,
+             const struct quota_owed_sink *sink, void *arg)
+{
+    struct usage u;
+    int64_t own;
+
+    slots_trim(q, s, now_s);
+    subject_usage(q, s, now_s, &u);
+    own = u.used - subject_others(s);
+    if (sink->on_subject(arg, s->key, own < 0 ? 0 : own) < 0)
+        return -1;
+    for (uint32_t i = 0; i < s->n_slots; i++)
+        if (s->slots[i].owed &&
+            sink->on_slot(arg, s->slots[i].idx * q->slot_ms,
+                          s->slots[i].tokens) < 0)
+            return -1;
+    return 0;
+}
+
+int
+quota_owed_take(struct quota *q, double now_s, size_t max_subjects,
+                const struct quota_owed_sink *sink, void *arg)
+{
+    struct fleet *f;
+    int n = 0;
+
+    if (!time_ok(now_s))
+        return -1;
+    while ((size_t)n < max_subjects && (f = TAILQ_FIRST(&q->owed)) != NULL) {
+        struct subject *s = f->s;
+
+        if (owed_subject(q, s, now_s, sink, arg) < 0)
+            return n;
+        TAILQ_REMOVE(&q->owed, f, owed_link);
+        f->owed_queued = false;
+        for (uint32_t i = 0; i < s->n_slots; i++)
+            s->slots[i].owed = false;
+        subject_release(q, s);
+        n++;
+    }
+    return n;
+}
+
+int
+quota_set_others(struct quota *q, const char *subject, int64_t others,
+                 int64_t own_read)
+{
+    struct subject *s;
+
+    if (subject == NULL || subject_valid(subject) < 0 || others < 0 ||
+        own_read < 0)
+        return -1;
+    if ((s = subject_find(q, subject)) == NULL) {
+        if (others == 0)
+            return 0;
+        if ((s = subject_get(q, subject)) == NULL)
+            return -1;
+    }
+    if (subject_fleet(q, s) == NULL) {
+        subject_release(q, s);
+        return -1;
+    }
+    s->fleet->others = others;
+    s->fleet->own_read = own_read;
+    s->fleet->read = true;
+    return 0;
+}
+
+int64_t
+quota_own_used(const struct quota *q, const char *subject, double now_s)
+{
+    const struct subject *s;
+    struct usage u;
+
+    if (subject == NULL || !time_ok(now_s) ||
+        (s = subject_find(q, subject)) == NULL)
+        return 0;
+    subject_usage(q, s, now_s, &u);
+    return u.used - subject_others(s);
 }
 
 void
@@ -1079,6 +1339,7 @@ quota_free(struct quota *q)
         return;
     while ((s = TAILQ_FIRST(&q->all)) != NULL) {
         TAILQ_REMOVE(&q->all, s, all_link);
+        free(s->fleet);
         free(s->slots);
         free(s);
     }

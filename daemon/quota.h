@@ -243,6 +243,64 @@ size_t quota_prune(struct quota *q, double now_s);
 size_t quota_prune_step(struct quota *q, double now_s, size_t max_subjects,
                         bool *done);
 
+/*
+ * Multi-host mode (llmguardd(8), "Several hosts").  The table keeps only
+ * this host's own contributions (what it acknowledged), plus, per subject,
+ * `others`: the fleet's usage in the window minus this host's, as last
+ * read from Redis, which decisions and status add to the own usage.  Once
+ * quota_track_owed() is called, every slot a reservation, a commit or a
+ * reset changes is also owed to the fleet, queued apart from the store's
+ * queue, and quota_owed_take() hands it over.  A slot's value is always
+ * the absolute total, so handing one over twice is harmless.
+ *
+ * In this mode quota_reset() zeroes the subject's slots (owed: the fleet
+ * learns this host's share is 0) instead of dropping them at once; they
+ * leave with the window as any slot.
+ */
+void quota_track_owed(struct quota *q);
+bool quota_owed_pending(const struct quota *q);
+
+/* What quota_owed_take() hands over: a subject with this host's own usage
+ * in the window, then each of its owed slots (absolute tokens, 0 too).
+ * on_subject returning -1 stops before that subject (a full batch). */
+struct quota_owed_sink {
+    int (*on_subject)(void *arg, const char *subject, int64_t own_used);
+    int (*on_slot)(void *arg, int64_t slot_start_ms, int64_t tokens);
+};
+
+/* Hands over up to max_subjects owed subjects, oldest first, and marks
+ * them no longer owed; returns how many, or -1 for a bad time. */
+int quota_owed_take(struct quota *q, double now_s, size_t max_subjects,
+                    const struct quota_owed_sink *sink, void *arg);
+/* Owe every slot of subject again (its write failed), or of every subject
+ * (Redis lost them: a rebuild).  -1 for a bad subject. */
+int quota_owe_subject(struct quota *q, const char *subject);
+void quota_owe_all(struct quota *q);
+/* Sets the subject's `others` (>= 0), read when this host's own usage
+ * was own_read; the subject is created if needed and freed by pruning
+ * once it holds nothing of its own. */
+int quota_set_others(struct quota *q, const char *subject, int64_t others,
+                     int64_t own_read);
+/*
+ * Hard mode on a share of the headroom (Redis unreachable, or no script
+ * per call): each subject given must keep
+ *     own - own_read + tokens <= (limit - others - own_read) / hosts
+ * (a subject never read: own + tokens <= limit / hosts), so hosts that
+ * each keep to their share cannot together overshoot the limit.  Else as
+ * quota_reserve() in hard mode: nothing reserved, d->allowed false.
+ */
+int quota_reserve_share(struct quota *q, const char *workflow_id,
+                        const char *tenant_id, int64_t tokens, int64_t hosts,
+                        double now_s, struct quota_decision *d);
+/* quota_reserve() as in soft mode whatever the mode: charged even over
+ * the limit (hard mode's check is then Redis'). */
+int quota_charge(struct quota *q, const char *workflow_id,
+                 const char *tenant_id, int64_t tokens, double now_s,
+                 struct quota_decision *d);
+/* This host's own usage of subject in the window at now_s. */
+int64_t quota_own_used(const struct quota *q, const char *subject,
+                       double now_s);
+
 /* Subjects held, and approximate heap bytes (the table, subjects, slot
  * arrays and hash chains; allocator overhead not included). */
 size_t quota_count(const struct quota *q);

@@ -565,13 +565,20 @@ redis_eval(struct redis *r, int script, int nkeys, int argc,
            const char **argv, const size_t *lens, redis_reply_fn fn,
            void *arg)
 {
-    const char *v[32];
-    size_t l[32];
+    const char *sv[32], **v = sv;
+    size_t sl[32], *l = sl;
     char nk[16];
+    int rc;
 
-    if (r->state != UP || script < 0 || script >= r->nscripts ||
-        argc + 3 > 32)
+    if (r->state != UP || script < 0 || script >= r->nscripts || argc < 0)
         return -1;
+    /* A long command (a batch of quotas) on the heap. */
+    if (argc + 3 > 32 &&
+        ((v = malloc((size_t)(argc + 3) * sizeof(*v))) == NULL ||
+         (l = malloc((size_t)(argc + 3) * sizeof(*l))) == NULL)) {
+        free(v);
+        return -1;
+    }
     snprintf(nk, sizeof(nk), "%d", nkeys);
     v[0] = "EVALSHA";
     v[1] = r->scripts[script].sha;
@@ -583,7 +590,12 @@ redis_eval(struct redis *r, int script, int nkeys, int argc,
         v[i + 3] = argv[i];
         l[i + 3] = lens != NULL ? lens[i] : strlen(argv[i]);
     }
-    return send_argv(r, argc + 3, v, l, fn, arg, script);
+    rc = send_argv(r, argc + 3, v, l, fn, arg, script);
+    if (v != sv) {
+        free(v);
+        free(l);
+    }
+    return rc;
 }
 
 bool

@@ -149,6 +149,14 @@ request_quota_gate(struct quota *q, struct telemetry *t, const char *workflow,
 {
     if (quota_reserve(q, workflow, tenant, tokens, now_s, d) < 0)
         return proto_error_set(e, PROTO_E_INTERNAL, "quota_reserve failed");
+    return request_quota_decided(t, workflow, tenant, tokens, d, e);
+}
+
+int
+request_quota_decided(struct telemetry *t, const char *workflow,
+                      const char *tenant, int64_t tokens,
+                      const struct quota_decision *d, struct proto_error *e)
+{
     if (d->over_quota)
         telemetry_quota_exceeded(t, workflow, tenant);
     if (!d->allowed)

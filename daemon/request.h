@@ -74,4 +74,11 @@ int request_quota_gate(struct quota *q, struct telemetry *t,
                        int64_t tokens, double now_s, struct quota_decision *d,
                        struct proto_error *e);
 
+/* The end of the gate for a decision d made elsewhere (multi-host mode:
+ * by Redis, or on this host's share): counted, logged, refused. */
+int request_quota_decided(struct telemetry *t, const char *workflow,
+                          const char *tenant, int64_t tokens,
+                          const struct quota_decision *d,
+                          struct proto_error *e);
+
 #endif

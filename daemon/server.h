@@ -25,7 +25,7 @@
 
 #include "proto.h"
 
-#define SERVER_MAX_SLOTS 4
+#define SERVER_MAX_SLOTS 5
 
 struct conn;
 struct server;

@@ -899,6 +899,201 @@ static void test_hash_growth(void **state)
     quota_free(q);
 }
 
+
+/* ---- multi-host mode: owed slots and the fleet's usage ------------------ */
+
+struct owed_rec {
+    char ev[MAX_EVENTS][96];
+    int n;
+    int max_subjects;   /* refuse the subject past this many */
+    int subjects;
+};
+
+static int owed_subject_cb(void *arg, const char *subject, int64_t own)
+{
+    struct owed_rec *r = arg;
+
+    if (r->max_subjects > 0 && r->subjects == r->max_subjects)
+        return -1;
+    r->subjects++;
+    if (r->n < MAX_EVENTS)
+        snprintf(r->ev[r->n], sizeof(r->ev[0]), "%s own %lld", subject,
+                 (long long)own);
+    r->n++;
+    return 0;
+}
+
+static int owed_slot_cb(void *arg, int64_t slot_ms, int64_t tokens)
+{
+    struct owed_rec *r = arg;
+
+    if (r->n < MAX_EVENTS)
+        snprintf(r->ev[r->n], sizeof(r->ev[0]), "slot %lld %lld",
+                 (long long)slot_ms, (long long)tokens);
+    r->n++;
+    return 0;
+}
+
+static const struct quota_owed_sink owed_sink = { owed_subject_cb,
+                                                  owed_slot_cb };
+
+/* Single-host mode owes nothing; multi-host mode owes what changed, as
+ * absolute values, once, and again when asked. */
+static void test_owed_slots(void **state)
+{
+    struct quota *q = quota_new(W_S, 1000, false);
+    struct quota_decision d;
+    struct owed_rec r = { 0 };
+
+    (void)state;
+    assert_int_equal(quota_reserve(q, "w", NULL, 5, 100.0, &d), 0);
+    assert_false(quota_owed_pending(q));
+    quota_track_owed(q);
+    assert_int_equal(quota_reserve(q, "w", "t", 7, 101.0, &d), 0);
+    assert_int_equal(quota_reserve(q, "w", NULL, 3, 115.0, &d), 0);
+    assert_true(quota_owed_pending(q));
+    assert_int_equal(quota_owed_take(q, 116.0, 10, &owed_sink, &r), 2);
+    assert_int_equal(r.n, 5);
+    assert_string_equal(r.ev[0], "workflow:w own 15");
+    assert_string_equal(r.ev[1], "slot 100000 12");  /* absolute: 5 + 7 */
+    assert_string_equal(r.ev[2], "slot 110000 3");
+    assert_string_equal(r.ev[3], "tenant:t own 7");
+    assert_string_equal(r.ev[4], "slot 100000 7");
+    assert_false(quota_owed_pending(q));
+    assert_int_equal(quota_owed_take(q, 116.0, 10, &owed_sink, &r), 0);
+
+    /* A cancel owes the slot at its new value, 0 included. */
+    memset(&r, 0, sizeof(r));
+    assert_int_equal(quota_commit(q, NULL, "t", 100000, 7, 0, 117.0), 0);
+    assert_int_equal(quota_owed_take(q, 117.0, 10, &owed_sink, &r), 1);
+    assert_string_equal(r.ev[0], "tenant:t own 0");
+    assert_string_equal(r.ev[1], "slot 100000 0");
+
+    /* A failed write owes the subject's every slot again; a rebuild owes
+     * everything. */
+    memset(&r, 0, sizeof(r));
+    assert_int_equal(quota_owe_subject(q, "workflow:w"), 0);
+    assert_int_equal(quota_owe_subject(q, "bogus"), -1);
+    assert_int_equal(quota_owed_take(q, 117.0, 10, &owed_sink, &r), 1);
+    assert_int_equal(r.n, 3);
+    memset(&r, 0, sizeof(r));
+    quota_owe_all(q);
+    r.max_subjects = 1;     /* a full batch stops before the second */
+    assert_int_equal(quota_owed_take(q, 117.0, 10, &owed_sink, &r), 1);
+    assert_true(quota_owed_pending(q));
+    r.max_subjects = 0;
+    assert_int_equal(quota_owed_take(q, 117.0, 10, &owed_sink, &r), 1);
+    assert_false(quota_owed_pending(q));
+    quota_free(q);
+}
+
+/* Decisions and status count the fleet's others beside the own usage;
+ * the store and the fleet are told only the own. */
+static void test_others(void **state)
+{
+    struct quota *q = quota_new(W_S, 100, true);
+    struct quota_decision d;
+    struct quota_status st;
+    struct owed_rec r = { 0 };
+
+    (void)state;
+    quota_track_owed(q);
+    assert_int_equal(quota_reserve(q, "w", NULL, 10, 100.0, &d), 0);
+    assert_int_equal(quota_set_others(q, "workflow:w", 80, 10), 0);
+    assert_int_equal(quota_set_others(q, "workflow:w", -1, 0), -1);
+    assert_int_equal(quota_status(q, QUOTA_WORKFLOW, "w", 101.0, &st), 0);
+    assert_int_equal(st.tokens_used, 90);
+    assert_int_equal(st.tokens_remaining, 10);
+    assert_int_equal(quota_own_used(q, "workflow:w", 101.0), 10);
+    /* Hard: 90 + 11 > 100 is refused, 90 + 10 is not. */
+    assert_int_equal(quota_reserve(q, "w", NULL, 11, 101.0, &d), 0);
+    assert_false(d.allowed);
+    assert_int_equal(d.used, 90);
+    assert_int_equal(quota_reserve(q, "w", NULL, 10, 101.0, &d), 0);
+    assert_true(d.allowed);
+    assert_int_equal(d.remaining, 0);
+    assert_int_equal(quota_owed_take(q, 101.0, 10, &owed_sink, &r), 1);
+    assert_string_equal(r.ev[0], "workflow:w own 20");
+    assert_string_equal(r.ev[1], "slot 100000 20");
+    /* Others alone: a subject this host never used. */
+    assert_int_equal(quota_set_others(q, "tenant:x", 0, 0), 0);
+    assert_int_equal(quota_count(q), 1);
+    assert_int_equal(quota_set_others(q, "tenant:x", 30, 0), 0);
+    assert_int_equal(quota_status(q, QUOTA_TENANT, "x", 101.0, &st), 0);
+    assert_int_equal(st.tokens_used, 30);
+    assert_int_equal(quota_own_used(q, "tenant:x", 101.0), 0);
+    /* Pruning frees it: nothing of its own. */
+    quota_prune(q, 101.0);
+    assert_int_equal(quota_count(q), 1);
+    quota_free(q);
+}
+
+/* In multi-host mode a reset zeroes the own slots and owes them: the
+ * fleet learns this host's share is 0; the store deletes the rows. */
+static void test_owed_reset(void **state)
+{
+    struct quota *q = quota_new(W_S, 100, false);
+    struct quota_decision d;
+    struct quota_status st;
+    struct owed_rec r = { 0 };
+    struct rec sr = { 0 };
+
+    (void)state;
+    quota_track_owed(q);
+    assert_int_equal(quota_reserve(q, "w", NULL, 10, 100.0, &d), 0);
+    assert_int_equal(quota_set_others(q, "workflow:w", 50, 10), 0);
+    assert_int_equal(quota_flush(q, &rec_sink, &sr), 1);
+    assert_int_equal(quota_owed_take(q, 100.0, 10, &owed_sink, &r), 1);
+    memset(&r, 0, sizeof(r));
+    memset(&sr, 0, sizeof(sr));
+    assert_int_equal(quota_reset(q, QUOTA_WORKFLOW, "w"), 0);
+    assert_int_equal(quota_status(q, QUOTA_WORKFLOW, "w", 101.0, &st), 0);
+    assert_int_equal(st.tokens_used, 0);
+    assert_false(st.has_reset_at);
+    assert_int_equal(quota_owed_take(q, 101.0, 10, &owed_sink, &r), 1);
+    assert_string_equal(r.ev[0], "workflow:w own 0");
+    assert_string_equal(r.ev[1], "slot 100000 0");
+    assert_int_equal(quota_flush(q, &rec_sink, &sr), 2);
+    assert_string_equal(sr.ev[1], "reset workflow:w");
+    quota_free(q);
+}
+
+/* The share of the headroom: hosts keeping to theirs cannot overshoot. */
+static void test_share(void **state)
+{
+    struct quota *q = quota_new(W_S, 100, true);
+    struct quota_decision d;
+
+    (void)state;
+    quota_track_owed(q);
+    /* Never read: limit / hosts = 33 of 100. */
+    assert_int_equal(quota_reserve_share(q, "w", NULL, 34, 3, 100.0, &d), 0);
+    assert_false(d.allowed);
+    assert_int_equal(quota_reserve_share(q, "w", NULL, 33, 3, 100.0, &d), 0);
+    assert_true(d.allowed);
+    assert_int_equal(quota_reserve_share(q, "w", NULL, 1, 3, 100.0, &d), 0);
+    assert_false(d.allowed);
+    assert_int_equal(quota_reserve_share(q, "w", NULL, 1, 0, 100.0, &d), -1);
+    /* Read: others 40 and own 33 then; headroom 27, a third is 9. */
+    assert_int_equal(quota_set_others(q, "workflow:w", 40, 33), 0);
+    assert_int_equal(quota_reserve_share(q, "w", "t", 9, 3, 101.0, &d), 0);
+    assert_true(d.allowed);
+    assert_int_equal(quota_reserve_share(q, "w", NULL, 1, 3, 101.0, &d), 0);
+    assert_false(d.allowed);
+    assert_string_equal(d.subject, "workflow:w");
+    assert_int_equal(d.used, 82);
+    /* The tenant, never read: 9 of its 33. */
+    assert_int_equal(quota_reserve_share(q, NULL, "t", 24, 3, 101.0, &d), 0);
+    assert_true(d.allowed);
+    assert_int_equal(quota_reserve_share(q, NULL, "t", 1, 3, 101.0, &d), 0);
+    assert_false(d.allowed);
+    /* Headroom used up elsewhere: nothing. */
+    assert_int_equal(quota_set_others(q, "workflow:w", 70, 42), 0);
+    assert_int_equal(quota_reserve_share(q, "w", NULL, 1, 1, 101.0, &d), 0);
+    assert_false(d.allowed);
+    quota_free(q);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -919,6 +1114,10 @@ int main(void)
         cmocka_unit_test(test_requeue),
         cmocka_unit_test(test_prune_steps),
         cmocka_unit_test(test_hash_growth),
+        cmocka_unit_test(test_owed_slots),
+        cmocka_unit_test(test_others),
+        cmocka_unit_test(test_owed_reset),
+        cmocka_unit_test(test_share),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

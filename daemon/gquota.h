@@ -1,0 +1,105 @@
+/*
+ * gquota.h - multi-host mode: quotas shared by the fleet through Redis
+ * (llmguardd(8), "Several hosts"; proto/REDIS.md, "Quotas").
+ *
+ * The quota table keeps this host's own contributions, journalled in its
+ * SQLite database as in single-host mode.  Redis holds, per subject, the
+ * fleet's usage per slot and each host's contribution per slot; a host
+ * writes its contributions as absolute values, so a write sent twice, a
+ * rebuild or a restart that writes everything again counts nothing twice.
+ *
+ * Soft mode: decisions stay local, against the own usage plus the
+ * fleet's others as of the last read; what changed is written in batches
+ * every LLMGUARD_QUOTA_FLUSH_MS, and each batch's reply refreshes the
+ * others of the subjects it carried.  Hard mode: quota_reserve is one
+ * Redis script per call (check and reserve over workflow and tenant);
+ * while Redis is unreachable, and for permits, a host may use its share
+ * of the headroom last seen: (limit - usage at the last read) / hosts.
+ *
+ * quota_set, quota_unset and quota_reset go through one script each
+ * (refused with busy while Redis is unreachable); the other hosts read
+ * the admin log every second and apply them.  quota_status reads the
+ * fleet's usage from Redis (the local view while it is unreachable).
+ */
+#ifndef LLMGUARD_GQUOTA_H
+#define LLMGUARD_GQUOTA_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+
+#include "config.h"
+#include "quota.h"
+
+struct conn;
+struct global;
+struct gquota;
+struct persist;
+
+enum gquota_op { GQ_STATUS, GQ_SET, GQ_UNSET, GQ_RESET, GQ_RESERVE };
+
+/* A request that waits for Redis: what the op handler needs to finish it
+ * (copied; ids are C strings). */
+struct gquota_req {
+    enum gquota_op op;
+    uint64_t id;                        /* the request's, echoed */
+    enum quota_kind kind;               /* GQ_STATUS, SET, UNSET, RESET */
+    char ident[QUOTA_ID_MAX + 1];
+    char subject[QUOTA_SUBJECT_MAX];
+    int64_t limit;                      /* GQ_SET */
+    bool has_wf, has_tn;                /* GQ_RESERVE */
+    char wf[QUOTA_ID_MAX + 1], tn[QUOTA_ID_MAX + 1];
+    int64_t tokens;
+    /* The outcome, for done(): */
+    bool answered;                      /* false: Redis did not answer */
+    struct quota_decision d;            /* GQ_RESERVE */
+};
+
+/* The op handler's end of a request that waited: r->answered says
+ * whether Redis took it.  c is live.  arg as given to gquota_start. */
+typedef void (*gquota_done_fn)(struct conn *c, struct gquota_req *r,
+                               void *arg);
+
+/*
+ * Global quotas over g's connection for q (its SQLite rows loaded: all of
+ * them are written once, the daemon may have died between a commit and
+ * a write).  NULL when g is NULL.  persist is told of changes applied
+ * from other hosts; requests that wait are kept in conn_slot.
+ */
+struct gquota *gquota_start(struct event_base *base, const struct config *cfg,
+                            struct global *g, struct quota *q,
+                            struct persist *persist, int conn_slot,
+                            gquota_done_fn done, void *arg);
+/* Stop; before g is freed. */
+void gquota_free(struct gquota *gq);
+/* Close hook for conn_slot: its requests in flight are forgotten. */
+void gquota_drop_conn(void *state);
+
+/* The quota table changed: a batch is due (persist's watch hook). */
+void gquota_changed(void *arg);
+
+/* Whether the fleet's quotas are in force (gq set, and the window agrees
+ * with the fleet's); false: quotas are this host's own. */
+bool gquota_active(const struct gquota *gq);
+
+/*
+ * Send r for c to Redis; done() is called later (not when c closes
+ * first).  Returns 0, or -1 when Redis is unreachable (nothing sent).  A
+ * GQ_RESERVE is charged here first (d filled) and taken back if Redis
+ * refuses it.
+ */
+int gquota_submit(struct gquota *gq, struct conn *c, const struct gquota_req *r);
+
+/*
+ * Hard mode without a Redis script (a permit; quota_reserve while Redis
+ * is unreachable, fallback true): reserve on the share of the headroom
+ * last seen (see above).  As quota_reserve() in hard mode otherwise.  A
+ * fallback grant makes quota_reserve keep to the share until Redis holds
+ * it (a script would check against a total without it).
+ */
+int gquota_reserve_share(struct gquota *gq, const char *workflow,
+                         const char *tenant, int64_t tokens, double now_s,
+                         bool fallback, struct quota_decision *d);
+
+#endif
