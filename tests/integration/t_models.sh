@@ -121,7 +121,7 @@ demo -m gpt-5 hello >/dev/null
 expect_eq "unknown model: exit 1" 1 $?
 expect_match "unknown model: said" "unknown model 'gpt-5'" "$(cat "$TMP/demo.err")"
 expect_eq "unknown model: no request" "$before" $(($(mock_requests groq) + $(mock_requests together)))
-out=$("$RAWCLIENT" "$SOCK" req:permit:1:model=gpt-5 | head -1)
+out=$("$RAWCLIENT" -n 1 "$SOCK" req:permit:1:model=gpt-5)
 expect_match "unknown model on the wire: bad_request" "^err 1 bad_request unknown model 'gpt-5'" "$out"
 
 # Per-model RPM: gemma has 6 a minute (a burst of 6, one every 10 s), of
@@ -171,15 +171,15 @@ a=$(model_avail capped)
 b=$(model_avail capped)
 check "reload keeps the model's fill ($a, then $b, not 60)" awk "BEGIN { exit !($b < 10 && $b >= $a) }"
 # A reload adds a deployment; a bad one is refused and changes nothing.
-out=$("$RAWCLIENT" "$SOCK" req:permit:1:model=bee | head -1)
+out=$("$RAWCLIENT" -n 1 "$SOCK" req:permit:1:model=bee)
 expect_match "before the reload: model bee is unknown" "^err 1 bad_request unknown model 'bee'" "$out"
 printf 'MODEL_B_PROVIDER=groq\nMODEL_B_NAME=bee\n' >> "$TMP/b.env"
 "$LLMGUARDCTL" -s "$SOCK" reload >/dev/null
-expect_match "after it: granted on groq" "^ok 1$" "$("$RAWCLIENT" "$SOCK" req:permit:1:model=bee | head -1)"
+expect_match "after it: granted on groq" "^ok 1$" "$("$RAWCLIENT" -n 1 "$SOCK" req:permit:1:model=bee)"
 echo 'MODEL_C_PROVIDER=nope' >> "$TMP/b.env"
 out=$("$LLMGUARDCTL" -s "$SOCK" reload 2>&1)
 expect_match "a deployment on an undeclared provider: reload refused" "MODEL_C_PROVIDER=nope: expected a declared provider" "$out"
-expect_match "and bee still routes" "^ok 1$" "$("$RAWCLIENT" "$SOCK" req:permit:1:model=bee | head -1)"
+expect_match "and bee still routes" "^ok 1$" "$("$RAWCLIENT" -n 1 "$SOCK" req:permit:1:model=bee)"
 stop_daemon
 "$LLMGUARDD" --check-config --env-file "$TMP/b.env" >/dev/null 2>"$TMP/err"
 expect_eq "--check-config: exit 78" 78 $?
