@@ -171,15 +171,15 @@ a=$(model_avail capped)
 b=$(model_avail capped)
 check "reload keeps the model's fill ($a, then $b, not 60)" awk "BEGIN { exit !($b < 10 && $b >= $a) }"
 # A reload adds a deployment; a bad one is refused and changes nothing.
-out=$("$RAWCLIENT" -n 1 "$SOCK" req:permit:1:model=bee)
+out=$("$RAWCLIENT" "$SOCK" req:permit:1:model=bee | head -1)
 expect_match "before the reload: model bee is unknown" "^err 1 bad_request unknown model 'bee'" "$out"
 printf 'MODEL_B_PROVIDER=groq\nMODEL_B_NAME=bee\n' >> "$TMP/b.env"
 "$LLMGUARDCTL" -s "$SOCK" reload >/dev/null
-expect_match "after it: granted on groq" "^ok 1$" "$("$RAWCLIENT" -n 1 "$SOCK" req:permit:1:model=bee)"
+expect_match "after it: granted on groq" "^ok 1$" "$("$RAWCLIENT" "$SOCK" req:permit:1:model=bee | head -1)"
 echo 'MODEL_C_PROVIDER=nope' >> "$TMP/b.env"
 out=$("$LLMGUARDCTL" -s "$SOCK" reload 2>&1)
 expect_match "a deployment on an undeclared provider: reload refused" "MODEL_C_PROVIDER=nope: expected a declared provider" "$out"
-expect_match "and bee still routes" "^ok 1$" "$("$RAWCLIENT" -n 1 "$SOCK" req:permit:1:model=bee)"
+expect_match "and bee still routes" "^ok 1$" "$("$RAWCLIENT" "$SOCK" req:permit:1:model=bee | head -1)"
 stop_daemon
 "$LLMGUARDD" --check-config --env-file "$TMP/b.env" >/dev/null 2>"$TMP/err"
 expect_eq "--check-config: exit 78" 78 $?
