@@ -1,7 +1,7 @@
 /*
  * rawclient - send hand-made bytes to llmguardd and print what comes back.
  *
- *   rawclient SOCKET ITEM...
+ *   rawclient [-n N] SOCKET ITEM...
  *
  * ITEM is raw:HEX (bytes as they are), req:OP:ID (a frame with only op and
  * id), req:OP:ID:K=V,K=V... (with fields: digits are an unsigned integer,
@@ -11,6 +11,8 @@
  * there so far, then pause MS milliseconds before the rest).  After sending, it prints one line per reply frame,
  * "ok ID" or "err ID CODE MSG", then "closed" if the daemon closed the
  * connection or "open" if it was still open after a second of silence.
+ * With -n N it exits after the Nth reply instead, printing neither: for a
+ * test that reads only the replies, not that second of silence.
  */
 #include <errno.h>
 #include <poll.h>
@@ -152,9 +154,15 @@ main(int argc, char **argv)
     msgpack_sbuffer sb;
     struct proto_reader rd;
     int fd;
+    long replies = 0, want = -1; /* -1: until closed or silent */
 
+    if (argc > 2 && strcmp(argv[1], "-n") == 0) {
+        want = strtol(argv[2], NULL, 10);
+        argv += 2;
+        argc -= 2;
+    }
     if (argc < 3) {
-        fprintf(stderr, "usage: rawclient SOCKET ITEM...\n");
+        fprintf(stderr, "usage: rawclient [-n N] SOCKET ITEM...\n");
         return 2;
     }
     snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", argv[1]);
@@ -200,7 +208,7 @@ main(int argc, char **argv)
         return 1;
     }
     proto_reader_init(&rd);
-    for (;;) {
+    while (replies != want) {
         struct pollfd pfd = { .fd = fd, .events = POLLIN };
         unsigned char buf[65536];
         const unsigned char *frame;
@@ -217,8 +225,11 @@ main(int argc, char **argv)
             break;
         }
         proto_reader_feed(&rd, buf, (size_t)n);
-        while (proto_reader_next(&rd, &frame, &len, &e) == 1)
+        while (replies != want &&
+               proto_reader_next(&rd, &frame, &len, &e) == 1) {
             print_reply(frame, len);
+            replies++;
+        }
     }
     proto_reader_free(&rd);
     msgpack_sbuffer_destroy(&sb);

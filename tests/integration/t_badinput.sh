@@ -12,8 +12,8 @@ PROVIDER_GROQ_BURST=5
 ENV
 ENVFILE="$TMP/b.env" start_daemon
 
-# raw ITEM: one request through the raw client, its first line.
-raw() { "$RAWCLIENT" "$SOCK" "$1" | head -n 1; }
+# raw ITEM: one request through the raw client, its reply.
+raw() { "$RAWCLIENT" -n 1 "$SOCK" "$1"; }
 level() { "$LLMGUARDCTL" -s "$SOCK" --json status | jq '.providers[0].available_tokens | floor'; }
 
 expect_eq "workflow_id with a byte that is not UTF-8" \

@@ -121,7 +121,7 @@ demo -m gpt-5 hello >/dev/null
 expect_eq "unknown model: exit 1" 1 $?
 expect_match "unknown model: said" "unknown model 'gpt-5'" "$(cat "$TMP/demo.err")"
 expect_eq "unknown model: no request" "$before" $(($(mock_requests groq) + $(mock_requests together)))
-out=$("$RAWCLIENT" "$SOCK" req:permit:1:model=gpt-5 | head -1)
+out=$("$RAWCLIENT" -n 1 "$SOCK" req:permit:1:model=gpt-5)
 expect_match "unknown model on the wire: bad_request" "^err 1 bad_request unknown model 'gpt-5'" "$out"
 
 # Per-model RPM: gemma has 6 a minute (a burst of 6, one every 10 s), of

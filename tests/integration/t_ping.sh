@@ -30,9 +30,9 @@ out=$("$LLMGUARDCTL" --help)
 expect_match "help is generated from the command table" "ping +check that llmguardd answers" "$out"
 
 # A hello with the right and a wrong version.
-out=$("$RAWCLIENT" "$SOCK" raw:00000017$(printf '83a26f70a568656c6c6fa2696401a776657273696f6e01' ) )
+out=$("$RAWCLIENT" -n 1 "$SOCK" raw:00000017$(printf '83a26f70a568656c6c6fa2696401a776657273696f6e01' ) )
 expect_match "hello version 1" "^ok 1" "$out"
-out=$("$RAWCLIENT" "$SOCK" raw:00000017$(printf '83a26f70a568656c6c6fa2696402a776657273696f6e09'))
+out=$("$RAWCLIENT" -n 1 "$SOCK" raw:00000017$(printf '83a26f70a568656c6c6fa2696402a776657273696f6e09'))
 expect_match "hello version 9 is refused" "^err 2 version " "$out"
 
 stop_daemon

@@ -52,17 +52,17 @@ expect_match "and logged" "workflow:soft went over its quota \(soft\)" "$(cat "$
 # used 25.
 out=$("$ACQ" reserve "$SOCK" - rec 80)
 res=$(echo "$out" | awk '{ print $NF }')
-out=$("$RAWCLIENT" "$SOCK" req:quota_commit:1:tenant_id=rec,reservation=$res,estimate=80,actual=30)
+out=$("$RAWCLIENT" -n 1 "$SOCK" req:quota_commit:1:tenant_id=rec,reservation=$res,estimate=80,actual=30)
 expect_match "commit down" "^ok 1" "$out"
 out=$("$LLMGUARDCTL" -s "$SOCK" quota rec --tenant)
 expect_match "80 reserved, 30 used: 30 counted" "tokens_used +30$" "$out"
-out=$("$RAWCLIENT" "$SOCK" req:quota_commit:2:tenant_id=rec,reservation=$res,estimate=10,actual=25)
+out=$("$RAWCLIENT" -n 1 "$SOCK" req:quota_commit:2:tenant_id=rec,reservation=$res,estimate=10,actual=25)
 out=$("$LLMGUARDCTL" -s "$SOCK" quota show rec --tenant)
 expect_match "10 reserved, 25 used: 15 more" "tokens_used +45$" "$out"
 
 # A reservation handle from the future (it would never leave the window)
 # or off the slot grid is refused.
-out=$("$RAWCLIENT" "$SOCK" req:quota_commit:3:tenant_id=rec,reservation=32503680000000,estimate=0,actual=1000 \
+out=$("$RAWCLIENT" -n 2 "$SOCK" req:quota_commit:3:tenant_id=rec,reservation=32503680000000,estimate=0,actual=1000 \
     req:quota_commit:4:tenant_id=rec,reservation=1001,estimate=0,actual=1000 | tr '\n' '|')
 expect_match "forged reservations are refused" "^err 3 bad_request reservation 32503680000000 is not one quota_reserve gave\|err 4 bad_request reservation 1001 is not one" "$out"
 out=$("$LLMGUARDCTL" -s "$SOCK" quota show rec --tenant)

@@ -59,7 +59,7 @@ printf 'PROVIDER_STAYS_RATE_PER_SEC=10\n' > "$TMP/r.env"
 "$LLMGUARDCTL" -s "$SOCK" reload >/dev/null
 wait $RC
 expect_eq "permit before, report after the provider's removal" "ok 1|ok 2|open|" "$(tr '\n' '|' < "$TMP/permit.out")"
-out=$("$RAWCLIENT" "$SOCK" req:status:3 | head -1)
+out=$("$RAWCLIENT" -n 1 "$SOCK" req:status:3)
 check "the daemon lives on" "$LLMGUARDCTL" -s "$SOCK" ping
 expect_match "the quota was reconciled to 20" "tokens_used +20$" "$("$LLMGUARDCTL" -s "$SOCK" quota w)"
 
