@@ -24,6 +24,18 @@ FAILS=0
 unset LLMGUARD_SOCKET LLMGUARD_DB REDIS_URL XDG_RUNTIME_DIR
 for v in $(env | sed -n 's/^\(PROVIDER_[A-Z0-9_]*\)=.*/\1/p'); do unset "$v"; done
 
+# Tests that measure rates, shares or waits call timing_test first, and
+# the pytest suite takes the same lock: `make -j2 check` then never runs
+# two of them side by side, where on a 2-vCPU machine one would take the
+# CPU the other's clients and daemons need.  The lock is the build tree's
+# (CLEANFILES), held until cleanup lets it go (the daemons and mocks a
+# test starts inherit it; unlocking frees it for them all), waited for
+# at most 10 minutes.
+timing_test() {
+    exec 9>"$top_builddir/tests/timing.lock"
+    flock -w 600 9
+}
+
 cleanup() {
     for pid in $MOCK_PIDS $REDIS_PIDS; do kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
     for pid in $DAEMON_PIDS; do
@@ -36,6 +48,7 @@ cleanup() {
         wait "$pid" 2>/dev/null
     done
     rm -rf "$TMP"
+    flock -u 9 2>/dev/null || :
 }
 trap cleanup EXIT
 trap 'exit 1' INT TERM

@@ -3,6 +3,7 @@
 # and acquires over the socket, the counters in the SQLite file across a
 # SIGKILL, the TPD reconciled by a report, reload, status and metrics.
 . "${top_srcdir:-.}/tests/integration/lib.sh"
+timing_test
 
 WIRE="/usr/bin/python3 $top_srcdir/tests/integration/wire.py"
 wire() { $WIRE "$SOCK"; }

@@ -6,6 +6,7 @@
 # not in the ring (unknown, evicted, decisions off); the caller's own
 # call_id; and the rate-limited log of refusals.
 . "${top_srcdir:-.}/tests/integration/lib.sh"
+timing_test
 ACQ="$top_builddir/tests/integration/acquirer"
 ctl() { "$LLMGUARDCTL" -s "$SOCK" "$@"; }
 demo() { "$DEMO" -s "$SOCK" "$@" 2>>"$TMP/demo.err" | head -1; }

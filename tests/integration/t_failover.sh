@@ -2,6 +2,7 @@
 # Failover end to end: examples/ratelimit_demo makes real HTTP calls with
 # libcurl to two mock OpenAI-compatible providers through llmguardd.
 . "${top_srcdir:-.}/tests/integration/lib.sh"
+timing_test
 
 start_mock groq
 start_mock openai

@@ -5,6 +5,7 @@
 # llmguardd fits its buckets to them and learns the limits it was not
 # given.  Bad headers are counted and the daemon keeps serving.
 . "${top_srcdir:-.}/tests/integration/lib.sh"
+timing_test
 
 PY=/usr/bin/python3
 export PYTHONPATH="$top_srcdir/python"

@@ -2,6 +2,7 @@
 # Token buckets across processes: the bound holds and is reached; waiters
 # are served in arrival order; a waiter that disconnects consumes nothing.
 . "${top_srcdir:-.}/tests/integration/lib.sh"
+timing_test
 ACQ="$top_builddir/tests/integration/acquirer"
 
 cat > "$TMP/limits.env" <<'ENV'

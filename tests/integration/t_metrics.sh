@@ -2,6 +2,7 @@
 # Metrics: exact counts after known traffic, the Prometheus text (CLI and
 # HTTP) through promtool, the label cap, /healthz and 404.
 . "${top_srcdir:-.}/tests/integration/lib.sh"
+timing_test
 ACQ="$top_builddir/tests/integration/acquirer"
 
 start_mock groq

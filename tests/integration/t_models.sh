@@ -5,6 +5,7 @@
 # provider leaves its other model usable; per-model RPM holds, and a
 # permit takes the model's and the provider's tokens both or neither.
 . "${top_srcdir:-.}/tests/integration/lib.sh"
+timing_test
 
 start_mock groq
 start_mock together

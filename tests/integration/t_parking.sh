@@ -6,6 +6,7 @@
 # all_degraded rule as before.  Parked permits go in FIFO order, a success
 # wakes them at once, and one whose client leaves consumes nothing.
 . "${top_srcdir:-.}/tests/integration/lib.sh"
+timing_test
 
 WIRE="/usr/bin/python3 $top_srcdir/tests/integration/wire.py"
 field() { printf '%s' "$1" | /usr/bin/python3 -c "import json, sys; v = json.load(sys.stdin)$2; print(json.dumps(v) if isinstance(v, (dict, list)) else v)"; }

@@ -6,6 +6,7 @@
 # duplicate host id refused; Redis killed: the fallback share, no acquire
 # held up; Redis back (empty): global again.
 . "${top_srcdir:-.}/tests/integration/lib.sh"
+timing_test
 ACQ="$top_builddir/tests/integration/acquirer"
 command -v redis-server >/dev/null || { echo "not ok - redis-server is not installed (Debian: redis-server)"; exit 1; }
 

@@ -12,6 +12,7 @@
 # last read, or its own reloaded since) and shares it; Redis back empty:
 # the newest load is the fleet's again.
 . "${top_srcdir:-.}/tests/integration/lib.sh"
+timing_test
 ACQ="$top_builddir/tests/integration/acquirer"
 command -v redis-server >/dev/null || { echo "not ok - redis-server is not installed (Debian: redis-server)"; exit 1; }
 

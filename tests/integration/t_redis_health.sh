@@ -7,6 +7,7 @@
 # health, and what a learned meanwhile reaches b once Redis is back; a
 # daemon restarted learns back the cooldowns it wrote.
 . "${top_srcdir:-.}/tests/integration/lib.sh"
+timing_test
 command -v redis-server >/dev/null || { echo "not ok - redis-server is not installed (Debian: redis-server)"; exit 1; }
 PY="${PYTHON:-/usr/bin/python3}"
 export PYTHONPATH="$top_srcdir/python"

@@ -8,6 +8,7 @@
 # its provider nor the provider's other models.  Fallback closed: a
 # permit naming a model answers busy at once.
 . "${top_srcdir:-.}/tests/integration/lib.sh"
+timing_test
 ACQ="$top_builddir/tests/integration/acquirer"
 command -v redis-server >/dev/null || { echo "not ok - redis-server is not installed (Debian: redis-server)"; exit 1; }
 

@@ -8,6 +8,7 @@
 # SCRIPT FLUSH and CLIENT PAUSE count nothing twice; admin ops are seen by
 # the other hosts within about a second and refused while Redis is down.
 . "${top_srcdir:-.}/tests/integration/lib.sh"
+timing_test
 PY=${PYTHON:-/usr/bin/python3}
 command -v redis-server >/dev/null || { echo "not ok - redis-server is not installed (Debian: redis-server)"; exit 1; }
 

@@ -4,6 +4,7 @@
 # The bounds are generous (the exact figures are in bench/README.md): on a
 # loaded machine a timer may still fire late, by more than a token's refill.
 . "${top_srcdir:-.}/tests/integration/lib.sh"
+timing_test
 ACQ="$top_builddir/tests/integration/acquirer"
 
 cat > "$TMP/timers.env" <<'ENV'
