@@ -404,10 +404,10 @@ apply_mode(struct global *g, struct gprov *gp, struct provider *prov,
         /* What the fallback refilled is not leased: out with it. */
         limiter_take_back(b, INFINITY, INFINITY, now);
         lease_init(&gp->lease, now);
-        gp->lease.seen_taken = b->taken;
+        gp->lease.seen_taken = (double)b->granted;
         gp->lease.seen_missed = b->missed;
     }
-    gp->fb_seen = b->taken;
+    gp->fb_seen = (double)b->granted;
     return true;
 }
 
@@ -629,7 +629,8 @@ on_kick(struct provider *prov, void *arg)
         return;
     if (b->cfg.leased) {
         lease_sync(&gp->lease, limiter_available(b, now),
-                   limiter_available_llm(b, now), b->taken, b->missed, now);
+                   limiter_available_llm(b, now), (double)b->granted, b->missed,
+                   now);
         lease_expire(&gp->lease, now, &t, &l);
         /* Tokens released with no lease to hold them lapse at once. */
         if (gp->lease.n == 0)
@@ -637,8 +638,8 @@ on_kick(struct provider *prov, void *arg)
         if (t > 0 || l > 0)
             limiter_take_back(b, t, l, now);
     } else {
-        gp->fb_grants += b->taken - gp->fb_seen;
-        gp->fb_seen = b->taken;
+        gp->fb_grants += (double)b->granted - gp->fb_seen;
+        gp->fb_seen = (double)b->granted;
     }
     if (apply_mode(g, gp, prov, now)) {
         buckets_kick(prov);     /* this hook again, in the new mode */

@@ -116,7 +116,6 @@ take(struct limiter_bucket *b, uint32_t n, uint64_t llm_tokens, double now_s)
 {
     refill(b, now_s);
     b->tokens -= n;
-    b->taken += n;
     if (has_tpm(b))
         b->llm_tokens -= (double)llm_tokens;
     b->granted += n;
@@ -197,7 +196,6 @@ limiter_init(struct limiter_bucket *b, const struct limiter_config *cfg,
     b->cfg = *cfg;
     b->tokens = cfg->leased ? 0 : cfg->burst;
     b->llm_tokens = cfg->leased ? 0 : cfg->tokens_per_min;
-    b->taken = 0;
     b->missed = 0;
     b->last_s = now_s;
     b->head_s = now_s;

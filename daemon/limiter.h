@@ -105,12 +105,12 @@ struct limiter_bucket {
     double head_s;     /* since when the head waiter has been the head */
     double hold_s;     /* no request-token refill before (limiter_cap) */
     double llm_hold_s; /* no LLM-token refill before */
-    uint64_t granted;     /* request tokens granted since init */
+    uint64_t granted;     /* request tokens granted since init (what a
+                             lease's tokens went to, too) */
     uint64_t llm_granted; /* LLM tokens asked by the grants since init
                              (counted with or without a TPM limit) */
     size_t nwaiters;
     struct limiter_waitq waiters;
-    double taken;      /* request tokens granted, ever */
     double missed;     /* request tokens refused by limiter_try_acquire */
 };
 
