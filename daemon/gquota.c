@@ -875,13 +875,16 @@ call_detach(struct gcall *k)
     return k->c;
 }
 
-/* Hand k's outcome to the op handler, unless its connection is gone. */
+/* Hand k's outcome to its own done, else the op handler, unless its
+ * connection is gone. */
 static void
 call_finish(struct gcall *k)
 {
     struct conn *c = call_detach(k);
 
-    if (c != NULL)
+    if (c != NULL && k->r.done != NULL)
+        k->r.done(c, &k->r, k->r.done_arg);
+    else if (c != NULL)
         k->gq->done(c, &k->r, k->gq->arg);
     free(k);
 }
@@ -1113,8 +1116,12 @@ reserve_reply(const redisReply *r, const char *err, void *arg)
         call_decide(k, used, lim, n, -1);
         call_refresh(k, subj, used, n);
         k->r.answered = true;
-        if (k->c == NULL)
-            call_unreserve(k);  /* the next batch corrects Redis */
+        if (k->c == NULL) {
+            /* Nobody takes it: given back here, and the next batch
+             * (which the change brings) corrects Redis. */
+            call_unreserve(k);
+            persist_changed(gq->persist);
+        }
     } else if (reply_strings(r, 4) && strcmp(r->element[0]->str, "over") == 0) {
         int over = (int)strtol(r->element[1]->str, NULL, 10) - 1;
         int64_t lim[2] = { -1, -1 };
@@ -1123,6 +1130,9 @@ reserve_reply(const redisReply *r, const char *err, void *arg)
         used[over] = strtoll(r->element[2]->str, NULL, 10);
         lim[over] = strtoll(r->element[3]->str, NULL, 10);
         call_decide(k, used, lim, n, over);
+        /* What the fleet has used of the subject that refused it, as
+         * this host's status and explain say it. */
+        call_refresh(k, &subj[over], &used[over], 1);
         k->r.answered = true;
     } else {
         /* Rebuilding (Redis lost the quota data: some hosts may not have

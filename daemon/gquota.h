@@ -39,6 +39,14 @@ struct persist;
 
 enum gquota_op { GQ_STATUS, GQ_SET, GQ_UNSET, GQ_RESET, GQ_RESERVE };
 
+struct gquota_req;
+
+/* The op handler's end of a request that waited: r->answered says
+ * whether Redis took it.  c is live.  arg as given to gquota_start, or
+ * the request's own done_arg. */
+typedef void (*gquota_done_fn)(struct conn *c, struct gquota_req *r,
+                               void *arg);
+
 /* A request that waits for Redis: what the op handler needs to finish it
  * (copied; ids are C strings). */
 struct gquota_req {
@@ -51,15 +59,14 @@ struct gquota_req {
     bool has_wf, has_tn;                /* GQ_RESERVE */
     char wf[QUOTA_ID_MAX + 1], tn[QUOTA_ID_MAX + 1];
     int64_t tokens;
+    /* Who finishes it: done(c, r, done_arg) when set (a permit's quota
+     * stage), else the handler gquota_start was given. */
+    gquota_done_fn done;
+    void *done_arg;
     /* The outcome, for done(): */
     bool answered;                      /* false: Redis did not answer */
     struct quota_decision d;            /* GQ_RESERVE */
 };
-
-/* The op handler's end of a request that waited: r->answered says
- * whether Redis took it.  c is live.  arg as given to gquota_start. */
-typedef void (*gquota_done_fn)(struct conn *c, struct gquota_req *r,
-                               void *arg);
 
 /*
  * Global quotas over g's connection for q (its SQLite rows loaded: all of
