@@ -11,10 +11,12 @@
  * Soft mode: decisions stay local, against the own usage plus the
  * fleet's others as of the last read; what changed is written in batches
  * every LLMGUARD_QUOTA_FLUSH_MS, and each batch's reply refreshes the
- * others of the subjects it carried.  Hard mode: quota_reserve is one
- * Redis script per call (check and reserve over workflow and tenant);
- * while Redis is unreachable, and for permits, a host may use its share
- * of the headroom last seen: (limit - usage at the last read) / hosts.
+ * others of the subjects it carried.  Hard mode: quota_reserve and a
+ * permit's quota stage are one Redis script per call (check and reserve
+ * over workflow and tenant; the permit is called back through the
+ * request's own done); while Redis is unreachable a host may use its
+ * share of the headroom last seen: (limit - usage at the last read) /
+ * hosts.
  *
  * quota_set, quota_unset and quota_reset go through one script each
  * (refused with busy while Redis is unreachable); the other hosts read
@@ -99,11 +101,12 @@ bool gquota_active(const struct gquota *gq);
 int gquota_submit(struct gquota *gq, struct conn *c, const struct gquota_req *r);
 
 /*
- * Hard mode without a Redis script (a permit; quota_reserve while Redis
- * is unreachable, fallback true): reserve on the share of the headroom
- * last seen (see above).  As quota_reserve() in hard mode otherwise.  A
- * fallback grant makes quota_reserve keep to the share until Redis holds
- * it (a script would check against a total without it).
+ * Hard mode without a Redis script (quota_reserve or a permit when
+ * gquota_submit could not send it, fallback true): reserve on the share
+ * of the headroom last seen (see above).  As quota_reserve() in hard mode
+ * otherwise.  A fallback grant makes gquota_submit refuse reservations,
+ * which then keep to the share, until Redis holds it (a script would
+ * check against a total without it).
  */
 int gquota_reserve_share(struct gquota *gq, const char *workflow,
                          const char *tenant, int64_t tokens, double now_s,
