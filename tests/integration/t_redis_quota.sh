@@ -269,6 +269,9 @@ settle
 expect_eq "client gone: nothing charged here" 0 "$(via 1 left)"
 expect_eq "client gone: nothing in Redis" 0 "$(fleet workflow:left)"
 check "client gone: the daemon still serves" "$LLMGUARDCTL" -s "$TMP/d1.sock" ping
+stop_host 1     # (under the sanitizers: nothing freed twice, nothing leaked)
+expect_eq "client gone: the daemon stops cleanly" 0 "$STOP_STATUS"
+start_host 1
 
 # ---- Redis SIGKILLed and restarted empty under load ------------------------
 restart_hosts QUOTA_ENFORCEMENT=hard LLMGUARD_REDIS_TIMEOUT_MS=250
