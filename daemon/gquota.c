@@ -241,6 +241,7 @@ struct gcall {
     struct conn *c;             /* NULL once it closed */
     struct gconn *gc;
     TAILQ_ENTRY(gcall) link;
+    TAILQ_ENTRY(gcall) held_link;       /* in gquota.held, while held */
     struct gquota_req r;
 };
 TAILQ_HEAD(gcall_list, gcall);
@@ -287,6 +288,9 @@ struct gquota {
     bool behind;                /* usage Redis may lack: hard mode keeps
                                    to its share until it is written */
     uint64_t bseq;              /* times it fell behind */
+    struct gcall_list held;     /* reservations that wait, while behind
+                                   and Redis is reachable, for the batch
+                                   that catches up */
     uint64_t wseq;              /* the last batch's seq: only grows, also
                                    across restarts (it starts at the
                                    wall clock in us) */
@@ -485,6 +489,17 @@ fall_behind(struct gquota *gq)
 /* ---- batches ------------------------------------------------------------ */
 
 static void schedule(struct gquota *gq, double delay_s);
+static void release_held(struct gquota *gq, bool send);
+
+/* Nothing owed and no batch in flight: Redis holds all this host has. */
+static void
+caught_up(struct gquota *gq)
+{
+    if (gq->behind && gq->inflight == NULL && !quota_owed_pending(gq->q))
+        gq->behind = false;
+    if (!gq->behind)
+        release_held(gq, true);
+}
 
 /* Close the open subject: its count of slots goes in its place. */
 static void
@@ -606,6 +621,7 @@ write_reply(const redisReply *r, const char *err, void *arg)
         if (r != NULL)
             refused(gq, "write", r);
         batch_free(b);
+        release_held(gq, false);
         schedule(gq, RETRY_S);  /* or at once when Redis is back */
         return;
     }
@@ -615,6 +631,7 @@ write_reply(const redisReply *r, const char *err, void *arg)
                   r->element[1]->str, (long long)slot_ms(gq));
         gq->local_only = true;
         batch_free(b);
+        release_held(gq, false);
         return;
     }
     gq->refused = false;
@@ -626,6 +643,7 @@ write_reply(const redisReply *r, const char *err, void *arg)
     batch_epoch(gq, r);
     batch_apply(gq, b, r);
     batch_free(b);
+    caught_up(gq);
     if (quota_owed_pending(gq->q))
         schedule(gq, more || gq->behind ? 0 :
                      gq->cfg->quota_flush_ms / 1e3);
@@ -660,6 +678,7 @@ write_batch(struct gquota *gq)
         return;
     if (!gquota_connected(gq)) {
         /* Looked at again soon: written as soon as Redis is back. */
+        release_held(gq, false);
         schedule(gq, DOWN_RETRY_S);
         return;
     }
@@ -1197,6 +1216,45 @@ send_reserve(struct gquota *gq, struct gcall *k)
     return -1;
 }
 
+/*
+ * This host is behind (Redis may lack usage it granted without a script):
+ * k waits for the batch that writes it, so that its script checks against
+ * all of it (a share decided while Redis is reachable could overshoot by
+ * what other hosts took since the last read).  False when there is
+ * nothing to wait for.
+ */
+static bool
+hold(struct gquota *gq, struct gcall *k)
+{
+    caught_up(gq);
+    if (!gq->behind)
+        return false;
+    TAILQ_INSERT_TAIL(&gq->held, k, held_link);
+    if (gq->inflight == NULL) {     /* the batch goes now */
+        evtimer_del(gq->flush_ev);
+        schedule(gq, 0);
+    }
+    return true;
+}
+
+/* The reservations held while this host caught up: sent now (send), else
+ * (Redis unreachable) handed back unanswered: done() takes the share. */
+static void
+release_held(struct gquota *gq, bool send)
+{
+    struct gcall *k;
+
+    while ((k = TAILQ_FIRST(&gq->held)) != NULL) {
+        TAILQ_REMOVE(&gq->held, k, held_link);
+        if (k->c == NULL)           /* its connection closed: off its list */
+            free(k);
+        else if (send && send_reserve(gq, k) == 0)
+            gq->pending++;
+        else
+            call_finish(k);
+    }
+}
+
 int
 gquota_submit(struct gquota *gq, struct conn *c, const struct gquota_req *r)
 {
@@ -1205,7 +1263,6 @@ gquota_submit(struct gquota *gq, struct conn *c, const struct gquota_req *r)
     int rc;
 
     if (!gquota_active(gq) || !gquota_connected(gq) ||
-        (r->op == GQ_RESERVE && gq->behind) ||
         (gc = gconn_of(gq, c)) == NULL || (k = calloc(1, sizeof(*k))) == NULL)
         return -1;
     k->gq = gq;
@@ -1213,6 +1270,10 @@ gquota_submit(struct gquota *gq, struct conn *c, const struct gquota_req *r)
     k->gc = gc;
     k->r = *r;
     k->r.answered = false;
+    if (r->op == GQ_RESERVE && hold(gq, k)) {
+        TAILQ_INSERT_TAIL(&gc->calls, k, link);
+        return 0;
+    }
     switch (r->op) {
     case GQ_STATUS:
         rc = send_status(gq, k);
@@ -1270,6 +1331,7 @@ gquota_start(struct event_base *base, const struct config *cfg,
     gq->done = done;
     gq->arg = arg;
     gq->slot = conn_slot;
+    TAILQ_INIT(&gq->held);
     keys_init(gq);
     redis_random_hex(gq->candidate, EPOCH_HEX);
     redis_random_hex(gq->instance, EPOCH_HEX);
@@ -1296,8 +1358,15 @@ gquota_start(struct event_base *base, const struct config *cfg,
 void
 gquota_free(struct gquota *gq)
 {
+    struct gcall *k;
+
     if (gq == NULL)
         return;
+    /* Every connection closed first: nobody waits for these. */
+    while ((k = TAILQ_FIRST(&gq->held)) != NULL) {
+        TAILQ_REMOVE(&gq->held, k, held_link);
+        free(k);
+    }
     event_free(gq->flush_ev);
     event_free(gq->poll_ev);
     gq->dead = true;

@@ -95,8 +95,10 @@ bool gquota_active(const struct gquota *gq);
 /*
  * Send r for c to Redis; done() is called later (not when c closes
  * first).  Returns 0, or -1 when Redis is unreachable (nothing sent).  A
- * GQ_RESERVE is charged here first (d filled) and taken back if Redis
- * refuses it.
+ * GQ_RESERVE is charged when it is sent (d filled) and taken back if
+ * Redis refuses it; while this host is behind (Redis may lack usage it
+ * granted on its share) it is held until the batch that writes that
+ * usage lands (done() unanswered if that batch fails).
  */
 int gquota_submit(struct gquota *gq, struct conn *c, const struct gquota_req *r);
 
@@ -104,9 +106,9 @@ int gquota_submit(struct gquota *gq, struct conn *c, const struct gquota_req *r)
  * Hard mode without a Redis script (quota_reserve or a permit when
  * gquota_submit could not send it, fallback true): reserve on the share
  * of the headroom last seen (see above).  As quota_reserve() in hard mode
- * otherwise.  A fallback grant makes gquota_submit refuse reservations,
- * which then keep to the share, until Redis holds it (a script would
- * check against a total without it).
+ * otherwise.  A fallback grant makes gquota_submit hold reservations
+ * until Redis holds it (a script would check against a total without
+ * it).
  */
 int gquota_reserve_share(struct gquota *gq, const char *workflow,
                          const char *tenant, int64_t tokens, double now_s,
