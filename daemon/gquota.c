@@ -283,6 +283,7 @@ struct gquota {
     int slot;
     int s_write, s_read, s_reserve, s_admin, s_poll;
     struct event *flush_ev, *poll_ev;
+    struct event *held_ev;      /* the longest the held ones wait */
     struct batch *inflight;
     bool polling, local_only, refused, was_up;
     bool behind;                /* usage Redis may lack: hard mode keeps
@@ -1229,6 +1230,14 @@ hold(struct gquota *gq, struct gcall *k)
     caught_up(gq);
     if (!gq->behind)
         return false;
+    if (TAILQ_EMPTY(&gq->held)) {
+        /* At most one exchange's time: then the share, as while Redis is
+         * unreachable (a rebuild of many subjects takes many batches). */
+        int64_t ms = gq->cfg->redis_timeout_ms;
+        struct timeval tv = { (time_t)(ms / 1000),
+                              (suseconds_t)(ms % 1000 * 1000) };
+        evtimer_add(gq->held_ev, &tv);
+    }
     TAILQ_INSERT_TAIL(&gq->held, k, held_link);
     if (gq->inflight == NULL) {     /* the batch goes now */
         evtimer_del(gq->flush_ev);
@@ -1244,6 +1253,7 @@ release_held(struct gquota *gq, bool send)
 {
     struct gcall *k;
 
+    evtimer_del(gq->held_ev);
     while ((k = TAILQ_FIRST(&gq->held)) != NULL) {
         TAILQ_REMOVE(&gq->held, k, held_link);
         if (k->c == NULL)           /* its connection closed: off its list */
@@ -1253,6 +1263,15 @@ release_held(struct gquota *gq, bool send)
         else
             call_finish(k);
     }
+}
+
+/* The held ones waited their longest. */
+static void
+held_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    release_held(arg, false);
 }
 
 int
@@ -1348,6 +1367,7 @@ gquota_start(struct event_base *base, const struct config *cfg,
         (gq->s_admin = redis_script(gq->redis, admin_lua)) < 0 ||
         (gq->s_poll = redis_script(gq->redis, poll_lua)) < 0 ||
         (gq->flush_ev = evtimer_new(base, flush_cb, gq)) == NULL ||
+        (gq->held_ev = evtimer_new(base, held_cb, gq)) == NULL ||
         (gq->poll_ev = event_new(base, -1, EV_PERSIST, poll_cb, gq)) == NULL ||
         event_add(gq->poll_ev, &tv) < 0)
         fatalx(1, "out of memory");
@@ -1369,6 +1389,7 @@ gquota_free(struct gquota *gq)
     }
     event_free(gq->flush_ev);
     event_free(gq->poll_ev);
+    event_free(gq->held_ev);
     gq->dead = true;
     if (gq->pending == 0)
         free(gq);

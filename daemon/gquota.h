@@ -98,7 +98,8 @@ bool gquota_active(const struct gquota *gq);
  * GQ_RESERVE is charged when it is sent (d filled) and taken back if
  * Redis refuses it; while this host is behind (Redis may lack usage it
  * granted on its share) it is held until the batch that writes that
- * usage lands (done() unanswered if that batch fails).
+ * usage lands (done() unanswered if that batch fails or takes longer
+ * than LLMGUARD_REDIS_TIMEOUT_MS).
  */
 int gquota_submit(struct gquota *gq, struct conn *c, const struct gquota_req *r);
 
