@@ -241,6 +241,7 @@ struct gcall {
     struct conn *c;             /* NULL once it closed */
     struct gconn *gc;
     TAILQ_ENTRY(gcall) link;
+    TAILQ_ENTRY(gcall) held_link;       /* in gquota.held, while held */
     struct gquota_req r;
 };
 TAILQ_HEAD(gcall_list, gcall);
@@ -282,11 +283,15 @@ struct gquota {
     int slot;
     int s_write, s_read, s_reserve, s_admin, s_poll;
     struct event *flush_ev, *poll_ev;
+    struct event *held_ev;      /* the longest the held ones wait */
     struct batch *inflight;
     bool polling, local_only, refused, was_up;
     bool behind;                /* usage Redis may lack: hard mode keeps
                                    to its share until it is written */
     uint64_t bseq;              /* times it fell behind */
+    struct gcall_list held;     /* reservations that wait, while behind
+                                   and Redis is reachable, for the batch
+                                   that catches up */
     uint64_t wseq;              /* the last batch's seq: only grows, also
                                    across restarts (it starts at the
                                    wall clock in us) */
@@ -485,6 +490,17 @@ fall_behind(struct gquota *gq)
 /* ---- batches ------------------------------------------------------------ */
 
 static void schedule(struct gquota *gq, double delay_s);
+static void release_held(struct gquota *gq, bool send);
+
+/* Nothing owed and no batch in flight: Redis holds all this host has. */
+static void
+caught_up(struct gquota *gq)
+{
+    if (gq->behind && gq->inflight == NULL && !quota_owed_pending(gq->q))
+        gq->behind = false;
+    if (!gq->behind)
+        release_held(gq, true);
+}
 
 /* Close the open subject: its count of slots goes in its place. */
 static void
@@ -606,6 +622,7 @@ write_reply(const redisReply *r, const char *err, void *arg)
         if (r != NULL)
             refused(gq, "write", r);
         batch_free(b);
+        release_held(gq, false);
         schedule(gq, RETRY_S);  /* or at once when Redis is back */
         return;
     }
@@ -615,6 +632,7 @@ write_reply(const redisReply *r, const char *err, void *arg)
                   r->element[1]->str, (long long)slot_ms(gq));
         gq->local_only = true;
         batch_free(b);
+        release_held(gq, false);
         return;
     }
     gq->refused = false;
@@ -626,6 +644,7 @@ write_reply(const redisReply *r, const char *err, void *arg)
     batch_epoch(gq, r);
     batch_apply(gq, b, r);
     batch_free(b);
+    caught_up(gq);
     if (quota_owed_pending(gq->q))
         schedule(gq, more || gq->behind ? 0 :
                      gq->cfg->quota_flush_ms / 1e3);
@@ -660,6 +679,7 @@ write_batch(struct gquota *gq)
         return;
     if (!gquota_connected(gq)) {
         /* Looked at again soon: written as soon as Redis is back. */
+        release_held(gq, false);
         schedule(gq, DOWN_RETRY_S);
         return;
     }
@@ -875,13 +895,16 @@ call_detach(struct gcall *k)
     return k->c;
 }
 
-/* Hand k's outcome to the op handler, unless its connection is gone. */
+/* Hand k's outcome to its own done, else the op handler, unless its
+ * connection is gone. */
 static void
 call_finish(struct gcall *k)
 {
     struct conn *c = call_detach(k);
 
-    if (c != NULL)
+    if (c != NULL && k->r.done != NULL)
+        k->r.done(c, &k->r, k->r.done_arg);
+    else if (c != NULL)
         k->gq->done(c, &k->r, k->gq->arg);
     free(k);
 }
@@ -1113,8 +1136,12 @@ reserve_reply(const redisReply *r, const char *err, void *arg)
         call_decide(k, used, lim, n, -1);
         call_refresh(k, subj, used, n);
         k->r.answered = true;
-        if (k->c == NULL)
-            call_unreserve(k);  /* the next batch corrects Redis */
+        if (k->c == NULL) {
+            /* Nobody takes it: given back here, and the next batch
+             * (which the change brings) corrects Redis. */
+            call_unreserve(k);
+            persist_changed(gq->persist);
+        }
     } else if (reply_strings(r, 4) && strcmp(r->element[0]->str, "over") == 0) {
         int over = (int)strtol(r->element[1]->str, NULL, 10) - 1;
         int64_t lim[2] = { -1, -1 };
@@ -1123,6 +1150,9 @@ reserve_reply(const redisReply *r, const char *err, void *arg)
         used[over] = strtoll(r->element[2]->str, NULL, 10);
         lim[over] = strtoll(r->element[3]->str, NULL, 10);
         call_decide(k, used, lim, n, over);
+        /* What the fleet has used of the subject that refused it, as
+         * this host's status and explain say it. */
+        call_refresh(k, &subj[over], &used[over], 1);
         k->r.answered = true;
     } else {
         /* Rebuilding (Redis lost the quota data: some hosts may not have
@@ -1187,6 +1217,63 @@ send_reserve(struct gquota *gq, struct gcall *k)
     return -1;
 }
 
+/*
+ * This host is behind (Redis may lack usage it granted without a script):
+ * k waits for the batch that writes it, so that its script checks against
+ * all of it (a share decided while Redis is reachable could overshoot by
+ * what other hosts took since the last read).  False when there is
+ * nothing to wait for.
+ */
+static bool
+hold(struct gquota *gq, struct gcall *k)
+{
+    caught_up(gq);
+    if (!gq->behind)
+        return false;
+    if (TAILQ_EMPTY(&gq->held)) {
+        /* At most one exchange's time: then the share, as while Redis is
+         * unreachable (a rebuild of many subjects takes many batches). */
+        int64_t ms = gq->cfg->redis_timeout_ms;
+        struct timeval tv = { (time_t)(ms / 1000),
+                              (suseconds_t)(ms % 1000 * 1000) };
+        evtimer_add(gq->held_ev, &tv);
+    }
+    TAILQ_INSERT_TAIL(&gq->held, k, held_link);
+    if (gq->inflight == NULL) {     /* the batch goes now */
+        evtimer_del(gq->flush_ev);
+        schedule(gq, 0);
+    }
+    return true;
+}
+
+/* The reservations held while this host caught up: sent now (send), else
+ * (Redis unreachable) handed back unanswered: done() takes the share. */
+static void
+release_held(struct gquota *gq, bool send)
+{
+    struct gcall *k;
+
+    evtimer_del(gq->held_ev);
+    while ((k = TAILQ_FIRST(&gq->held)) != NULL) {
+        TAILQ_REMOVE(&gq->held, k, held_link);
+        if (k->c == NULL)           /* its connection closed: off its list */
+            free(k);
+        else if (send && send_reserve(gq, k) == 0)
+            gq->pending++;
+        else
+            call_finish(k);
+    }
+}
+
+/* The held ones waited their longest. */
+static void
+held_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    release_held(arg, false);
+}
+
 int
 gquota_submit(struct gquota *gq, struct conn *c, const struct gquota_req *r)
 {
@@ -1195,7 +1282,6 @@ gquota_submit(struct gquota *gq, struct conn *c, const struct gquota_req *r)
     int rc;
 
     if (!gquota_active(gq) || !gquota_connected(gq) ||
-        (r->op == GQ_RESERVE && gq->behind) ||
         (gc = gconn_of(gq, c)) == NULL || (k = calloc(1, sizeof(*k))) == NULL)
         return -1;
     k->gq = gq;
@@ -1203,6 +1289,10 @@ gquota_submit(struct gquota *gq, struct conn *c, const struct gquota_req *r)
     k->gc = gc;
     k->r = *r;
     k->r.answered = false;
+    if (r->op == GQ_RESERVE && hold(gq, k)) {
+        TAILQ_INSERT_TAIL(&gc->calls, k, link);
+        return 0;
+    }
     switch (r->op) {
     case GQ_STATUS:
         rc = send_status(gq, k);
@@ -1260,6 +1350,7 @@ gquota_start(struct event_base *base, const struct config *cfg,
     gq->done = done;
     gq->arg = arg;
     gq->slot = conn_slot;
+    TAILQ_INIT(&gq->held);
     keys_init(gq);
     redis_random_hex(gq->candidate, EPOCH_HEX);
     redis_random_hex(gq->instance, EPOCH_HEX);
@@ -1276,6 +1367,7 @@ gquota_start(struct event_base *base, const struct config *cfg,
         (gq->s_admin = redis_script(gq->redis, admin_lua)) < 0 ||
         (gq->s_poll = redis_script(gq->redis, poll_lua)) < 0 ||
         (gq->flush_ev = evtimer_new(base, flush_cb, gq)) == NULL ||
+        (gq->held_ev = evtimer_new(base, held_cb, gq)) == NULL ||
         (gq->poll_ev = event_new(base, -1, EV_PERSIST, poll_cb, gq)) == NULL ||
         event_add(gq->poll_ev, &tv) < 0)
         fatalx(1, "out of memory");
@@ -1286,10 +1378,18 @@ gquota_start(struct event_base *base, const struct config *cfg,
 void
 gquota_free(struct gquota *gq)
 {
+    struct gcall *k;
+
     if (gq == NULL)
         return;
+    /* Every connection closed first: nobody waits for these. */
+    while ((k = TAILQ_FIRST(&gq->held)) != NULL) {
+        TAILQ_REMOVE(&gq->held, k, held_link);
+        free(k);
+    }
     event_free(gq->flush_ev);
     event_free(gq->poll_ev);
+    event_free(gq->held_ev);
     gq->dead = true;
     if (gq->pending == 0)
         free(gq);

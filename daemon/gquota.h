@@ -11,10 +11,12 @@
  * Soft mode: decisions stay local, against the own usage plus the
  * fleet's others as of the last read; what changed is written in batches
  * every LLMGUARD_QUOTA_FLUSH_MS, and each batch's reply refreshes the
- * others of the subjects it carried.  Hard mode: quota_reserve is one
- * Redis script per call (check and reserve over workflow and tenant);
- * while Redis is unreachable, and for permits, a host may use its share
- * of the headroom last seen: (limit - usage at the last read) / hosts.
+ * others of the subjects it carried.  Hard mode: quota_reserve and a
+ * permit's quota stage are one Redis script per call (check and reserve
+ * over workflow and tenant; the permit is called back through the
+ * request's own done); while Redis is unreachable a host may use its
+ * share of the headroom last seen: (limit - usage at the last read) /
+ * hosts.
  *
  * quota_set, quota_unset and quota_reset go through one script each
  * (refused with busy while Redis is unreachable); the other hosts read
@@ -39,6 +41,14 @@ struct persist;
 
 enum gquota_op { GQ_STATUS, GQ_SET, GQ_UNSET, GQ_RESET, GQ_RESERVE };
 
+struct gquota_req;
+
+/* The op handler's end of a request that waited: r->answered says
+ * whether Redis took it.  c is live.  arg as given to gquota_start, or
+ * the request's own done_arg. */
+typedef void (*gquota_done_fn)(struct conn *c, struct gquota_req *r,
+                               void *arg);
+
 /* A request that waits for Redis: what the op handler needs to finish it
  * (copied; ids are C strings). */
 struct gquota_req {
@@ -51,15 +61,14 @@ struct gquota_req {
     bool has_wf, has_tn;                /* GQ_RESERVE */
     char wf[QUOTA_ID_MAX + 1], tn[QUOTA_ID_MAX + 1];
     int64_t tokens;
+    /* Who finishes it: done(c, r, done_arg) when set (a permit's quota
+     * stage), else the handler gquota_start was given. */
+    gquota_done_fn done;
+    void *done_arg;
     /* The outcome, for done(): */
     bool answered;                      /* false: Redis did not answer */
     struct quota_decision d;            /* GQ_RESERVE */
 };
-
-/* The op handler's end of a request that waited: r->answered says
- * whether Redis took it.  c is live.  arg as given to gquota_start. */
-typedef void (*gquota_done_fn)(struct conn *c, struct gquota_req *r,
-                               void *arg);
 
 /*
  * Global quotas over g's connection for q (its SQLite rows loaded: all of
@@ -86,17 +95,21 @@ bool gquota_active(const struct gquota *gq);
 /*
  * Send r for c to Redis; done() is called later (not when c closes
  * first).  Returns 0, or -1 when Redis is unreachable (nothing sent).  A
- * GQ_RESERVE is charged here first (d filled) and taken back if Redis
- * refuses it.
+ * GQ_RESERVE is charged when it is sent (d filled) and taken back if
+ * Redis refuses it; while this host is behind (Redis may lack usage it
+ * granted on its share) it is held until the batch that writes that
+ * usage lands (done() unanswered if that batch fails or takes longer
+ * than LLMGUARD_REDIS_TIMEOUT_MS).
  */
 int gquota_submit(struct gquota *gq, struct conn *c, const struct gquota_req *r);
 
 /*
- * Hard mode without a Redis script (a permit; quota_reserve while Redis
- * is unreachable, fallback true): reserve on the share of the headroom
- * last seen (see above).  As quota_reserve() in hard mode otherwise.  A
- * fallback grant makes quota_reserve keep to the share until Redis holds
- * it (a script would check against a total without it).
+ * Hard mode without a Redis script (quota_reserve or a permit when
+ * gquota_submit could not send it, fallback true): reserve on the share
+ * of the headroom last seen (see above).  As quota_reserve() in hard mode
+ * otherwise.  A fallback grant makes gquota_submit hold reservations
+ * until Redis holds it (a script would check against a total without
+ * it).
  */
 int gquota_reserve_share(struct gquota *gq, const char *workflow,
                          const char *tenant, int64_t tokens, double now_s,

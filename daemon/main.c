@@ -194,8 +194,10 @@ health_router(void *arg, bool models)
  * its state is dropped slot by slot, in this order: waiters first (a
  * cancelled waiting permit returns its reservation and may end its call,
  * so the permits' calls must still be there), then permits (unreported
- * ones stay charged; their calls end and send their spans), then held
- * replies (nothing after them can queue one).
+ * ones stay charged; their calls end and send their spans; one waiting
+ * for the fleet's quota check is freed), then held replies (nothing after
+ * them can queue one), then the requests waiting for Redis (last: each
+ * one's answer, when it comes, tells nobody and gives a reservation back).
  */
 static void
 start(struct daemon *d)

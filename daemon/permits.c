@@ -53,9 +53,12 @@ struct permits {
     struct log_throttle malformed;  /* providers' unreadable headers */
 };
 
+struct quota_wait;
+
 /* A connection's unreported permits and open calls, in its slot. */
 struct conn_permits {
     TAILQ_HEAD(, permit) permits;
+    TAILQ_HEAD(, quota_wait) quota_waits;   /* for the fleet's quota */
     struct call *calls;             /* uthash by call_id */
     struct permits *owner;
 };
@@ -68,6 +71,8 @@ struct call {
     struct permits *owner;
     unsigned attempts;              /* permits granted */
     unsigned open_permits;          /* granted, not yet reported */
+    unsigned quota_waits;           /* attempts waiting for the fleet's
+                                       quota check: the call stays */
     bool rate_limited;
     bool success;
     /* What its span says (llmguardd(8), "Traces"). */
@@ -157,6 +162,7 @@ conn_permits(struct permits *p, struct conn *c)
 
     if (cp == NULL && (cp = calloc(1, sizeof(*cp))) != NULL) {
         TAILQ_INIT(&cp->permits);
+        TAILQ_INIT(&cp->quota_waits);
         cp->owner = p;
         *slot = cp;
     }
@@ -445,7 +451,7 @@ unreserve(struct permits *p, struct permit *pm)
 static void
 call_refused(struct call *call)
 {
-    if (call->open_permits == 0)
+    if (call->open_permits == 0 && call->quota_waits == 0)
         call_end(call);
 }
 
@@ -742,22 +748,31 @@ recording(const struct permits *p)
     return decisions_capacity(p->d.decisions) > 0;
 }
 
-/* The quota of each subject of pd into its draft, after the gate at now_s
- * (wall clock); refused: the gate said quota_exceeded. */
+/* The quota of each subject of pd into its draft, after the gate d at
+ * now_s (wall clock); refused: the gate said quota_exceeded.  The subject
+ * d names is as d found it (in multi-host mode, the fleet's usage and
+ * limit), the other one as this host holds it. */
 static void
-draft_quota(struct permits *p, struct pending *pd, bool refused, double now_s)
+draft_quota(struct permits *p, struct pending *pd,
+            const struct quota_decision *d, bool refused, double now_s)
 {
     const char *ids[2] = { pd->pm.workflow, pd->pm.tenant };
     struct decision_draft *dr = &pd->dr;
+    char subject[QUOTA_SUBJECT_MAX];
     struct quota_status st;
 
     if (!recording(p))
         return;
     for (int k = 0; k < 2; k++) {
+        enum quota_kind kind = k ? QUOTA_TENANT : QUOTA_WORKFLOW;
         if (ids[k][0] == '\0' ||
-            quota_status(p->d.quota, k ? QUOTA_TENANT : QUOTA_WORKFLOW,
-                         ids[k], now_s, &st) < 0)
+            quota_status(p->d.quota, kind, ids[k], now_s, &st) < 0)
             continue;
+        if (quota_subject(subject, sizeof(subject), kind, ids[k]) == 0 &&
+            strcmp(subject, d->subject) == 0) {
+            st.tokens_used = d->used;
+            st.tokens_limit = d->limit;
+        }
         struct decision_quota *q = &dr->quota[dr->nquota++];
         q->tenant = k == 1;
         q->used = st.tokens_used;
@@ -1179,8 +1194,19 @@ permit_args(struct permits *p, struct conn *c, const struct proto_permit_req *r,
     return 0;
 }
 
-/* The gate: multi-host mode's hard quotas keep to this host's share of
- * the headroom last seen (no Redis round trip for a permit). */
+/* Whether pd's quota stage is the fleet's reserve script: multi-host
+ * mode with the fleet's quotas, hard, and a subject to check. */
+static bool
+quota_by_fleet(const struct permits *p, const struct pending *pd)
+{
+    return gquota_active(p->d.gquota) && p->d.cfg->rate_limit_enabled &&
+           p->d.cfg->quota_enforcement == ENFORCE_HARD &&
+           (pd->pm.workflow[0] != '\0' || pd->pm.tenant[0] != '\0');
+}
+
+/* The gate here: multi-host mode's hard quotas, when the script could not
+ * be sent (Redis unreachable, or this host owes it usage), keep to this
+ * host's share of the headroom last seen, as quota_reserve does. */
 static int
 permit_quota_gate(struct permits *p, const struct permit *pm, double now_s,
                   struct quota_decision *d, struct proto_error *e)
@@ -1192,10 +1218,38 @@ permit_quota_gate(struct permits *p, const struct permit *pm, double now_s,
         return request_quota_gate(p->d.quota, p->d.telemetry, wf, tn,
                                   (int64_t)pm->estimate, now_s, d, e);
     if (gquota_reserve_share(p->d.gquota, wf, tn, (int64_t)pm->estimate,
-                             now_s, false, d) < 0)
+                             now_s, true, d) < 0)
         return proto_error_set(e, PROTO_E_INTERNAL, "quota_reserve failed");
     return request_quota_decided(p->d.telemetry, wf, tn,
                                  (int64_t)pm->estimate, d, e);
+}
+
+/* Step 1's outcome: the gate's decision d (rc < 0: refused, e filled)
+ * into pd, its call and its draft. */
+static int
+quota_outcome(struct permits *p, struct pending *pd,
+              const struct quota_decision *d, int rc, double now_s,
+              struct proto_error *e)
+{
+    struct permit *pm = &pd->pm;
+
+    if (rc < 0) {
+        if (e->code == PROTO_E_QUOTA_EXCEEDED) {
+            pm->call->quota_allowed = false;
+            pm->call->quota_remaining = (uint64_t)d->remaining;
+            draft_quota(p, pd, d, true, now_s);
+        }
+        return -1;
+    }
+    draft_quota(p, pd, d, false, now_s);
+    pm->call->quota_allowed = !d->over_quota;
+    pm->call->quota_remaining = (uint64_t)d->remaining;
+    pm->charged = true;
+    pm->reservation = d->slot_start_ms;
+    pd->quota_allowed = !d->over_quota;
+    pd->quota_remaining = (uint64_t)d->remaining;
+    pd->has_remaining = true;
+    return 0;
 }
 
 /* Step 1: reserve the estimate for the call's workflow and tenant. */
@@ -1208,23 +1262,8 @@ permit_quota(struct permits *p, struct pending *pd, struct proto_error *e)
 
     if (!p->d.cfg->rate_limit_enabled || (!pm->workflow[0] && !pm->tenant[0]))
         return 0;
-    if (permit_quota_gate(p, pm, now_s, &d, e) < 0) {
-        if (e->code == PROTO_E_QUOTA_EXCEEDED) {
-            pm->call->quota_allowed = false;
-            pm->call->quota_remaining = (uint64_t)d.remaining;
-            draft_quota(p, pd, true, now_s);
-        }
-        return -1;
-    }
-    draft_quota(p, pd, false, now_s);
-    pm->call->quota_allowed = !d.over_quota;
-    pm->call->quota_remaining = (uint64_t)d.remaining;
-    pm->charged = true;
-    pm->reservation = d.slot_start_ms;
-    pd->quota_allowed = !d.over_quota;
-    pd->quota_remaining = (uint64_t)d.remaining;
-    pd->has_remaining = true;
-    return 0;
+    return quota_outcome(p, pd, &d, permit_quota_gate(p, pm, now_s, &d, e),
+                         now_s, e);
 }
 
 /* Queue a copy of pd on bucket b for one request and llm LLM tokens
@@ -1787,6 +1826,124 @@ permit_route(struct permits *p, struct conn *c, uint64_t req_id,
     return permit_wait(p, c, req_id, pd, llm, timeout_ms, now, e);
 }
 
+/* ---- hard quotas shared by the fleet: a permit waits for Redis -------- */
+
+/*
+ * A permit whose quota the fleet's reserve script decides (one atomic
+ * check over workflow and tenant, so hosts never together overshoot a
+ * hard limit): kept, in its connection's list, until Redis answers.
+ * When the connection closes first, permits_drop_conn frees it and
+ * gquota, whose slot closes after the permits', gives the reservation
+ * back when the answer comes.
+ */
+struct quota_wait {
+    TAILQ_ENTRY(quota_wait) entry;      /* in conn_permits.quota_waits */
+    struct pending pd;
+    struct route_args ra;
+    uint64_t req_id;
+    double deadline_s;                  /* monotonic: its timeout's end */
+};
+
+/* Redis answered pd's reservation, or did not (then the share decides,
+ * as for quota_reserve); r->d is the fleet's decision. */
+static int
+quota_answered(struct permits *p, struct pending *pd, struct gquota_req *r,
+               struct proto_error *e)
+{
+    const char *wf = r->has_wf ? r->wf : NULL, *tn = r->has_tn ? r->tn : NULL;
+    double now_s = clock_wall();
+    int rc;
+
+    if (!r->answered &&
+        gquota_reserve_share(p->d.gquota, wf, tn, r->tokens, now_s, true,
+                             &r->d) < 0)
+        rc = proto_error_set(e, PROTO_E_INTERNAL, "quota_reserve failed");
+    else
+        rc = request_quota_decided(p->d.telemetry, wf, tn, r->tokens, &r->d,
+                                   e);
+    return quota_outcome(p, pd, &r->d, rc, now_s, e);
+}
+
+/* gquota's done for a permit: steps 2 to 4 go on as for any permit, with
+ * what is left of its timeout; or it is refused. c is live. */
+static void
+quota_done(struct conn *c, struct gquota_req *r, void *arg)
+{
+    struct quota_wait *qw = arg;
+    struct pending *pd = &qw->pd;
+    struct permits *p = pd->owner;
+    struct proto_error e;
+    double now = clock_mono();
+    int rc;
+
+    TAILQ_REMOVE(&pd->pm.cp->quota_waits, qw, entry);
+    pd->pm.call->quota_waits--;
+    if ((rc = quota_answered(p, pd, r, &e)) == 0) {
+        pd->pm.started_s = now;
+        rc = permit_route(p, c, qw->req_id,
+                          fmax(0, (qw->deadline_s - now) * 1e3), pd, &qw->ra,
+                          &e);
+        if (rc < 0)
+            unreserve(p, &pd->pm);
+    }
+    if (rc < 0) {
+        decide(p, pd, &e);
+        conn_error(c, qw->req_id, &e);
+        call_refused(pd->pm.call);
+    }
+    conn_flush(c);
+    free(qw);
+}
+
+/* Send pd's reservation to the fleet's script, pd kept until it answers;
+ * false when it was not sent (Redis unreachable, this host owes it usage,
+ * out of memory): this host decides now, on its share. */
+static bool
+quota_send(struct permits *p, struct conn *c, uint64_t req_id,
+           double timeout_ms, const struct pending *pd,
+           const struct route_args *ra)
+{
+    struct gquota_req r = { .op = GQ_RESERVE, .id = req_id,
+                            .tokens = (int64_t)pd->pm.estimate,
+                            .done = quota_done };
+    struct quota_wait *qw = malloc(sizeof(*qw));
+
+    if (qw == NULL)
+        return false;
+    r.has_wf = pd->pm.workflow[0] != '\0';
+    r.has_tn = pd->pm.tenant[0] != '\0';
+    memcpy(r.wf, pd->pm.workflow, sizeof(r.wf));
+    memcpy(r.tn, pd->pm.tenant, sizeof(r.tn));
+    r.done_arg = qw;
+    qw->pd = *pd;
+    qw->ra = *ra;
+    qw->req_id = req_id;
+    qw->deadline_s = pd->pm.started_s + timeout_ms / 1e3;
+    if (gquota_submit(p->d.gquota, c, &r) < 0) {
+        free(qw);
+        return false;
+    }
+    TAILQ_INSERT_TAIL(&pd->pm.cp->quota_waits, qw, entry);
+    pd->pm.call->quota_waits++;
+    return true;
+}
+
+/* The connection closed while Redis had qw's reservation: nothing was
+ * granted (gquota gives the reservation back). */
+static void
+quota_wait_lost(struct permits *p, struct quota_wait *qw)
+{
+    struct call *call = qw->pd.pm.call;
+
+    TAILQ_REMOVE(&qw->pd.pm.cp->quota_waits, qw, entry);
+    call->quota_waits--;
+    decisions_report(p->d.decisions, decide(p, &qw->pd, NULL),
+                     DECISION_UNREPORTED, -1, -1, 0);
+    if (call->id[0] == '\0')
+        call_end(call);
+    free(qw);
+}
+
 /* permit: 0. the request, 1. quota, 2. route, 3. token, 4. wait. */
 int
 permits_permit(struct permits *p, struct conn *c, struct proto_req *req,
@@ -1805,6 +1962,9 @@ permits_permit(struct permits *p, struct conn *c, struct proto_req *req,
         return -1;
     }
     pd.dr.tokens_estimate = pd.pm.estimate;
+    if (quota_by_fleet(p, &pd) &&
+        quota_send(p, c, req->id, req->u.permit.timeout_ms, &pd, &ra))
+        return 0;               /* quota_done goes on */
     if (permit_quota(p, &pd, e) < 0) {
         decide(p, &pd, e);
         call_refused(pd.pm.call);
@@ -2091,7 +2251,8 @@ permits_report(struct permits *p, struct conn *c, struct proto_req *req,
     call->rate_limited |= outcome == ROUTER_OUTCOME_RATE_LIMITED;
     call->success = outcome == ROUTER_OUTCOME_OK;
     permit_free(p, pm);
-    if ((r->final || call->id[0] == '\0') && call->open_permits == 0)
+    if ((r->final || call->id[0] == '\0') && call->open_permits == 0 &&
+        call->quota_waits == 0)
         call_end(call);
 
     if (idx >= 0)
@@ -2109,8 +2270,12 @@ void
 permits_drop_conn(void *state)
 {
     struct conn_permits *cp = state;
+    struct quota_wait *qw;
     struct permit *pm;
     struct call *call, *tmp;
+
+    while ((qw = TAILQ_FIRST(&cp->quota_waits)) != NULL)
+        quota_wait_lost(cp->owner, qw);
 
     /* Unreported permits stay charged at their estimate. */
     while ((pm = TAILQ_FIRST(&cp->permits)) != NULL) {

@@ -7,6 +7,9 @@
 # counted twice); a daemon SIGKILLed loses at most a flush interval;
 # SCRIPT FLUSH and CLIENT PAUSE count nothing twice; admin ops are seen by
 # the other hosts within about a second and refused while Redis is down.
+# Permits too: their hard quota is the fleet's script (never overshot,
+# the refusal and explain say the fleet's usage), and a client gone while
+# the script is in flight is granted nothing and charged nothing.
 . "${top_srcdir:-.}/tests/integration/lib.sh"
 timing_test
 PY=${PYTHON:-/usr/bin/python3}
@@ -62,6 +65,50 @@ while time.monotonic() < end:
 print(acked, granted, refused, errors, int(slowest * 1000))
 EOF
 qload() { PYTHONPATH="$top_srcdir/python" "$PY" "$TMP/qload.py" "$@"; }
+
+# A client process making permits: WORKFLOW, SECONDS, ESTIMATE, REPORT
+# ("est": each reported with tokens_used = the estimate, "none": without
+# tokens_used).  Prints the same columns as qload.py.
+cat > "$TMP/pload.py" <<'EOF'
+import sys, time
+from llmguard.client import Client
+from llmguard.errors import LlmguardError, QuotaExceededError, DaemonUnavailable
+sock, wf, secs, est, how = sys.argv[1:6]
+est, secs = int(est), float(secs)
+c = Client(sock, timeout_ms=5000)
+acked = granted = refused = errors = 0
+slowest = 0.0
+end = time.monotonic() + secs
+while time.monotonic() < end:
+    t0 = time.monotonic()
+    try:
+        p = c.call("permit", {"workflow_id": wf, "tokens_estimate": est,
+                              "timeout_ms": 1000}, wait_s=1.0)
+    except QuotaExceededError:
+        refused += 1
+        time.sleep(0.002)
+        continue
+    except DaemonUnavailable:
+        break
+    except LlmguardError:
+        errors += 1
+        continue
+    slowest = max(slowest, time.monotonic() - t0)
+    granted += 1
+    acked += est
+    r = {"permit_id": p["permit_id"], "outcome": "ok", "final": True}
+    if how == "est":
+        r["tokens_used"] = est
+    try:
+        c.call("report", r)
+    except DaemonUnavailable:
+        break
+    except LlmguardError:
+        errors += 1
+print(acked, granted, refused, errors, int(slowest * 1000))
+EOF
+pload() { PYTHONPATH="$top_srcdir/python" "$PY" "$TMP/pload.py" "$@"; }
+pload_bg() { out=$1; shift; pload "$@" > "$out" & LOADS="$LOADS $!"; }
 # Clients run in the background are waited for by pid: a bare wait would
 # wait for the daemons and redis-server too.
 LOADS=""
@@ -136,9 +183,11 @@ restart_hosts() {
     done
     for n in 1 2 3; do wait_up $n; done
 }
-restart_hosts QUOTA_ENFORCEMENT=hard LLMGUARD_REDIS_TIMEOUT_MS=2000
+restart_hosts QUOTA_ENFORCEMENT=hard LLMGUARD_REDIS_TIMEOUT_MS=2000 \
+    PROVIDER_GROQ_RATE_PER_SEC=100000
 "$LLMGUARDCTL" -s "$TMP/d1.sock" quota set hard 3000 >/dev/null
-sleep 1.2       # every host has read the override (the admin log, 1 s)
+"$LLMGUARDCTL" -s "$TMP/d1.sock" quota set hardp 3000 >/dev/null
+sleep 1.2       # every host has read the overrides (the admin log, 1 s)
 for n in 1 2 3; do
     for k in 1 2 3 4; do load_bg "$TMP/h$n$k" "$TMP/d$n.sock" hard - 2 7 0; done
 done
@@ -152,6 +201,78 @@ expect_eq "hard: Redis holds exactly what was acknowledged" "$acked" "$(fleet wo
 for n in 1 2 3; do
     expect_eq "hard: read through daemon $n, exact" "$acked" "$(via $n hard)"
 done
+
+# ---- hard, permits: 3 daemons x 4 clients on one limit ---------------------
+# Each permit's quota is one reserve script: EVALSHA calls are counted.
+evalsha() { $RCLI info commandstats | sed -n 's/^cmdstat_evalsha:calls=\([0-9]*\),.*/\1/p'; }
+e0=$(evalsha)
+for n in 1 2 3; do
+    for k in 1 2 3 4; do
+        how=est; [ "$k" -gt 2 ] && how=none
+        pload_bg "$TMP/P$n$k" "$TMP/d$n.sock" hardp 2 7 $how
+    done
+done
+load_wait
+acked=$(sum "$TMP"/P??)
+tried=$(cat "$TMP"/P?? | awk '{ s += $2 + $3 } END { print s + 0 }')
+errs=$(cat "$TMP"/P?? | awk '{ s += $4 } END { print s + 0 }')
+calls=$(( $(evalsha) - e0 ))
+echo "# hard permits: $acked of 3000 acknowledged, $tried permits asked, $calls EVALSHA"
+check "hard permits: the fleet never overshoots ($acked <= 3000)" test "$acked" -le 3000
+check "hard permits: and grants most of it ($acked >= 2900)" test "$acked" -ge 2900
+expect_eq "hard permits: no permit failed" 0 "$errs"
+check "hard permits: each one's quota went through the script ($calls EVALSHA >= $tried)" \
+    test "$calls" -ge "$tried"
+settle
+expect_eq "hard permits: Redis holds exactly what was acknowledged" "$acked" "$(fleet workflow:hardp)"
+for n in 1 2 3; do
+    expect_eq "hard permits: read through daemon $n, exact" "$acked" "$(via $n hardp)"
+done
+# One more on daemon 2: refused with the fleet's usage, which its own
+# clients alone did not make.
+cat > "$TMP/refuse.py" <<'EOF'
+import sys
+from llmguard.client import Client
+from llmguard.errors import QuotaExceededError
+try:
+    Client(sys.argv[1]).call("permit", {"workflow_id": "hardp",
+                                        "call_id": "over-the-fleet",
+                                        "tokens_estimate": 100})
+    print("granted")
+except QuotaExceededError as e:
+    print(e.code, e.subject, e.tokens_used, e.tokens_limit)
+EOF
+expect_eq "hard permits: one over the limit is refused with the fleet's usage" \
+    "quota_exceeded workflow:hardp $acked 3000" \
+    "$(PYTHONPATH="$top_srcdir/python" "$PY" "$TMP/refuse.py" "$TMP/d2.sock")"
+expect_match "hard permits: explain says the same" \
+    "^  quota     workflow:hardp: $acked of 3000 tokens used, 100 more asked: refused \(hard quota\)$" \
+    "$("$LLMGUARDCTL" -s "$TMP/d2.sock" explain over-the-fleet)"
+
+# A client that leaves while its permit's script is in flight (Redis
+# paused): nothing granted, the reservation given back, here and in Redis.
+cat > "$TMP/leave.py" <<'EOF'
+import sys
+from llmguard.client import Client
+from llmguard.errors import DaemonUnavailable
+try:
+    Client(sys.argv[1], timeout_ms=150).call(
+        "permit", {"workflow_id": "left", "tokens_estimate": 40})
+    print("answered")
+except DaemonUnavailable:
+    print("left")
+EOF
+$RCLI client pause 800 all >/dev/null
+expect_eq "client gone: it left before Redis answered" left \
+    "$(PYTHONPATH="$top_srcdir/python" "$PY" "$TMP/leave.py" "$TMP/d1.sock")"
+sleep 1         # Redis answers; the give-back is written (flush 200 ms)
+settle
+expect_eq "client gone: nothing charged here" 0 "$(via 1 left)"
+expect_eq "client gone: nothing in Redis" 0 "$(fleet workflow:left)"
+check "client gone: the daemon still serves" "$LLMGUARDCTL" -s "$TMP/d1.sock" ping
+stop_host 1     # (under the sanitizers: nothing freed twice, nothing leaked)
+expect_eq "client gone: the daemon stops cleanly" 0 "$STOP_STATUS"
+start_host 1
 
 # ---- Redis SIGKILLed and restarted empty under load ------------------------
 restart_hosts QUOTA_ENFORCEMENT=hard LLMGUARD_REDIS_TIMEOUT_MS=250
