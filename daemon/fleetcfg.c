@@ -66,6 +66,9 @@ fleetcfg_of(struct fleetcfg *f, const struct config *cfg)
 }
 
 /* Append to buf (of len, holding *at bytes); what does not fit is cut. */
+static void append(char *buf, size_t len, size_t *at, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 static void
 append(char *buf, size_t len, size_t *at, const char *fmt, ...)
 {
