@@ -55,12 +55,13 @@ check "burst 1: every queue served at >= its share of the rate (run $run of at m
     test -z "$low"
 
 # 1 ms waits (1000/s, burst 1), 50 one after the other: each reads 1 ms
-# less the round trip since the grant before.  Coarse timers read about
-# 4 ms (the next tick of a 250 Hz clock).
+# less the round trip since the grant before (up to 0.7 ms of it in the
+# sanitizer build: hence 0.2).  Coarse timers read about 4 ms (the next
+# tick of a 250 Hz clock).
 out=$("$ACQ" waits "$SOCK" w1000 50)
 echo "# 1 ms waits: $out"
 expect_match "waits answered" "^waited min " "$out"
 median=$(echo "$out" | awk '{ print $5 }')
-check "waited_ms of a 1 ms wait reads about 1 ms (median $median in 0.5..2)" \
-    awk -v m="$median" 'BEGIN { exit !(m >= 0.5 && m <= 2) }'
+check "waited_ms of a 1 ms wait reads about 1 ms (median $median in 0.2..2)" \
+    awk -v m="$median" 'BEGIN { exit !(m >= 0.2 && m <= 2) }'
 finish
