@@ -1671,6 +1671,45 @@ static int permit_route(struct permits *p, struct conn *c, uint64_t req_id,
                         const struct route_args *ra, struct proto_error *e);
 
 /*
+ * A permit that waited (parked, or for the fleet's quota script) goes on
+ * with steps 2 to 4 at now_s (monotonic), with what is left of its
+ * timeout until deadline_s; its quota is given back when they fail.
+ */
+static int
+route_rest(struct permits *p, struct conn *c, uint64_t req_id,
+           double deadline_s, double now_s, struct pending *pd,
+           const struct route_args *ra, struct proto_error *e)
+{
+    pd->pm.started_s = now_s;
+    if (permit_route(p, c, req_id, fmax(0, (deadline_s - now_s) * 1e3), pd,
+                     ra, e) == 0)
+        return 0;
+    unreserve(p, &pd->pm);
+    return -1;
+}
+
+/* A permit that waited is refused with e. */
+static void
+refused_late(struct permits *p, struct conn *c, uint64_t req_id,
+             struct pending *pd, const struct proto_error *e)
+{
+    decide(p, pd, e);
+    conn_error(c, req_id, e);
+    call_refused(pd->pm.call);
+}
+
+/* A permit whose connection closed while it waited: nothing granted, its
+ * decision recorded as unreported, its call ended unless named. */
+static void
+waiter_lost(struct permits *p, struct pending *pd)
+{
+    decisions_report(p->d.decisions, decide(p, pd, NULL),
+                     DECISION_UNREPORTED, -1, -1, 0);
+    if (pd->pm.call->id[0] == '\0')
+        call_end(pd->pm.call);
+}
+
+/*
  * Woken: routed again, with what is left of its timeout; or its
  * connection closed while it was parked: it consumed nothing.
  */
@@ -1687,22 +1726,14 @@ park_done(struct parked *pkd, double now_s)
     if (c == NULL) {
         unreserve(p, &pd->pm);
         pd->dr.wait_ms = pd->dr.parked_ms = pd->parked_ms;
-        decisions_report(p->d.decisions, decide(p, pd, NULL),
-                         DECISION_UNREPORTED, -1, -1, 0);
-        if (pd->pm.call->id[0] == '\0')
-            call_end(pd->pm.call);
+        waiter_lost(p, pd);
         free(pk);
         return;
     }
-    pd->pm.started_s = now_s;
     pd->all_degraded = false;
-    if (permit_route(p, c, pk->req_id, fmax(0, (pk->deadline_s - now_s) *
-                                               1e3), pd, &pk->ra, &e) < 0) {
-        unreserve(p, &pd->pm);
-        decide(p, pd, &e);
-        conn_error(c, pk->req_id, &e);
-        call_refused(pd->pm.call);
-    }
+    if (route_rest(p, c, pk->req_id, pk->deadline_s, now_s, pd, &pk->ra,
+                   &e) < 0)
+        refused_late(p, c, pk->req_id, pd, &e);
     conn_flush(c);
     free(pk);
 }
@@ -1878,19 +1909,11 @@ quota_done(struct conn *c, struct gquota_req *r, void *arg)
 
     TAILQ_REMOVE(&pd->pm.cp->quota_waits, qw, entry);
     pd->pm.call->quota_waits--;
-    if ((rc = quota_answered(p, pd, r, &e)) == 0) {
-        pd->pm.started_s = now;
-        rc = permit_route(p, c, qw->req_id,
-                          fmax(0, (qw->deadline_s - now) * 1e3), pd, &qw->ra,
-                          &e);
-        if (rc < 0)
-            unreserve(p, &pd->pm);
-    }
-    if (rc < 0) {
-        decide(p, pd, &e);
-        conn_error(c, qw->req_id, &e);
-        call_refused(pd->pm.call);
-    }
+    if ((rc = quota_answered(p, pd, r, &e)) == 0)
+        rc = route_rest(p, c, qw->req_id, qw->deadline_s, now, pd, &qw->ra,
+                        &e);
+    if (rc < 0)
+        refused_late(p, c, qw->req_id, pd, &e);
     conn_flush(c);
     free(qw);
 }
@@ -1937,10 +1960,7 @@ quota_wait_lost(struct permits *p, struct quota_wait *qw)
 
     TAILQ_REMOVE(&qw->pd.pm.cp->quota_waits, qw, entry);
     call->quota_waits--;
-    decisions_report(p->d.decisions, decide(p, &qw->pd, NULL),
-                     DECISION_UNREPORTED, -1, -1, 0);
-    if (call->id[0] == '\0')
-        call_end(call);
+    waiter_lost(p, &qw->pd);
     free(qw);
 }
 
