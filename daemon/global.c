@@ -9,7 +9,6 @@
 #include <string.h>
 #include <time.h>
 
-#include <sqlite3.h>
 
 #include "clock.h"
 #include "fleetcfg.h"
@@ -18,6 +17,7 @@
 #include "log.h"
 #include "redis.h"
 #include "redisurl.h"
+#include "store.h"
 
 #define SCHEMA "1"
 #define HEARTBEAT_S 1.0
@@ -219,18 +219,9 @@ static void beat_now(struct global *g);
 static int64_t
 recall_hosts(const struct global *g)
 {
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
     int64_t n = 0;
 
-    if (sqlite3_open_v2(g->cfg->db_path, &db, SQLITE_OPEN_READONLY, NULL) ==
-        SQLITE_OK &&
-        sqlite3_prepare_v2(db, "SELECT hosts FROM redis_fleet WHERE id = 1",
-                           -1, &st, NULL) == SQLITE_OK &&
-        sqlite3_step(st) == SQLITE_ROW)
-        n = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    sqlite3_close(db);
+    store_value_get(g->cfg->db_path, "redis_fleet", "hosts", &n);
     return n;
 }
 
@@ -241,29 +232,17 @@ recall_hosts(const struct global *g)
 static void
 remember_hosts(struct global *g, int64_t n)
 {
-    sqlite3 *db = NULL;
-    char sql[160];
+    char err[256];
+    int rc = store_value_put(g->cfg->db_path, "redis_fleet", "hosts", n, err,
+                             sizeof(err));
 
-    snprintf(sql, sizeof(sql),
-             "CREATE TABLE IF NOT EXISTS redis_fleet (id INTEGER PRIMARY KEY, "
-             "hosts INTEGER NOT NULL); INSERT OR REPLACE INTO redis_fleet "
-             "VALUES (1, %lld)", (long long)n);
-    int rc = sqlite3_open_v2(g->cfg->db_path, &db, SQLITE_OPEN_READWRITE,
-                             NULL);
-
-    if (rc == SQLITE_OK && (rc = sqlite3_busy_timeout(db, 5)) == SQLITE_OK)
-        rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
-    if (rc != SQLITE_OK) {
-        if (rc != SQLITE_BUSY && !g->save_failed) {
-            log_warn("redis: cannot remember %lld live host(s) in %s: %s",
-                     (long long)n, g->cfg->db_path,
-                     db ? sqlite3_errmsg(db) : "out of memory");
-            g->save_failed = true;
-        }
-    } else {
+    if (rc == 0)
         g->saved_hosts = n;
+    else if (rc < 0 && !g->save_failed) {
+        log_warn("redis: cannot remember %lld live host(s) in %s: %s",
+                 (long long)n, g->cfg->db_path, err);
+        g->save_failed = true;
     }
-    sqlite3_close(db);
 }
 
 /* ---- modes ------------------------------------------------------------ */

@@ -24,7 +24,6 @@
 #include <sys/queue.h>
 
 #include <hiredis/hiredis.h>
-#include <sqlite3.h>
 
 #include "clock.h"
 #include "global.h"
@@ -33,6 +32,7 @@
 #include "persist.h"
 #include "redis.h"
 #include "server.h"
+#include "store.h"
 
 #define BATCH_SUBJECTS 100
 #define BATCH_ARGS 4000
@@ -437,19 +437,10 @@ refused(struct gquota *gq, const char *what, const redisReply *r)
 static void
 recall_cursor(struct gquota *gq)
 {
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
+    int64_t c = 0;
 
-    snprintf(gq->cursor, sizeof(gq->cursor), "0");
-    if (sqlite3_open_v2(gq->cfg->db_path, &db, SQLITE_OPEN_READONLY, NULL) ==
-        SQLITE_OK &&
-        sqlite3_prepare_v2(db, "SELECT cursor FROM redis_quota WHERE id = 1",
-                           -1, &st, NULL) == SQLITE_OK &&
-        sqlite3_step(st) == SQLITE_ROW)
-        snprintf(gq->cursor, sizeof(gq->cursor), "%lld",
-                 (long long)sqlite3_column_int64(st, 0));
-    sqlite3_finalize(st);
-    sqlite3_close(db);
+    store_value_get(gq->cfg->db_path, "redis_quota", "cursor", &c);
+    snprintf(gq->cursor, sizeof(gq->cursor), "%lld", (long long)c);
 }
 
 /* Keep the cursor (after an admin change applied, so rare): a table of
@@ -458,24 +449,15 @@ recall_cursor(struct gquota *gq)
 static void
 remember_cursor(struct gquota *gq)
 {
-    sqlite3 *db = NULL;
-    char sql[200];
+    char err[256];
+    int rc = store_value_put(gq->cfg->db_path, "redis_quota", "cursor",
+                             strtoll(gq->cursor, NULL, 10), err, sizeof(err));
 
-    snprintf(sql, sizeof(sql),
-             "CREATE TABLE IF NOT EXISTS redis_quota (id INTEGER PRIMARY KEY, "
-             "cursor INTEGER NOT NULL); INSERT OR REPLACE INTO redis_quota "
-             "VALUES (1, %lld)", strtoll(gq->cursor, NULL, 10));
-    int rc = sqlite3_open_v2(gq->cfg->db_path, &db, SQLITE_OPEN_READWRITE,
-                             NULL);
-
-    if (rc == SQLITE_OK && (rc = sqlite3_busy_timeout(db, 5)) == SQLITE_OK)
-        rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
-    if (rc == SQLITE_OK)
+    if (rc == 0)
         gq->cursor_dirty = false;
-    else if (rc != SQLITE_BUSY)
+    else if (rc < 0)
         log_warn("redis: cannot keep the quota admin cursor in %s: %s",
-                 gq->cfg->db_path, db ? sqlite3_errmsg(db) : "out of memory");
-    sqlite3_close(db);
+                 gq->cfg->db_path, err);
 }
 
 /* Redis may lack some of this host's usage (a write failed, a grant went

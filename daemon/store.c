@@ -750,3 +750,46 @@ store_set_max_pages(struct store *st, int64_t pages)
         return -1;
     return now_pages;
 }
+
+int
+store_value_get(const char *path, const char *table, const char *column,
+                int64_t *out)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    char sql[160];
+    int rc = -1;
+
+    snprintf(sql, sizeof(sql), "SELECT %s FROM %s WHERE id = 1", column,
+             table);
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) ==
+        SQLITE_OK &&
+        sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW) {
+        *out = sqlite3_column_int64(st, 0);
+        rc = 0;
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return rc;
+}
+
+int
+store_value_put(const char *path, const char *table, const char *column,
+                int64_t value, char *err, size_t errlen)
+{
+    sqlite3 *db = NULL;
+    char sql[256];
+    int rc;
+
+    snprintf(sql, sizeof(sql), "CREATE TABLE IF NOT EXISTS %s (id INTEGER "
+             "PRIMARY KEY, %s INTEGER NOT NULL); INSERT OR REPLACE INTO %s "
+             "VALUES (1, %" PRId64 ")", table, column, table, value);
+    rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL);
+    if (rc == SQLITE_OK && (rc = sqlite3_busy_timeout(db, 5)) == SQLITE_OK)
+        rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+        snprintf(err, errlen, "%s", db ? sqlite3_errmsg(db) : "out of memory");
+    sqlite3_close(db);
+    return rc == SQLITE_OK ? 0 : rc == SQLITE_BUSY ? 1 : -1;
+}

@@ -136,4 +136,19 @@ int store_integrity_check(struct store *st);
  */
 int64_t store_set_max_pages(struct store *st, int64_t pages);
 
+/*
+ * One number kept in a one-row table of its own (table, with one column)
+ * beside the quota tables, on a connection of its own opened and closed
+ * here: for what multi-host mode remembers across restarts (rare
+ * writes).  store_value_get: 0 and *out set, or -1 when the database,
+ * the table or the row is not there (never created here).
+ * store_value_put creates the table if needed and waits at most 5 ms for
+ * the writer's lock (so it may run on the loop): 0, 1 when the database
+ * was busy (try again later), or -1 with SQLite's message in err.
+ */
+int store_value_get(const char *path, const char *table, const char *column,
+                    int64_t *out);
+int store_value_put(const char *path, const char *table, const char *column,
+                    int64_t value, char *err, size_t errlen);
+
 #endif /* LLMGUARD_STORE_H */
