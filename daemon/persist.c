@@ -422,6 +422,38 @@ keep_batch(struct persist *p, struct writer_batch *b)
     p->spare = b;
 }
 
+/* A batch is back from the writer: done, or queued again for the retry. */
+static void
+batch_back(struct persist *p, struct writer_result *r)
+{
+    bool was_failing = p->failing;
+
+    p->batches_back++;
+    if (r->ok) {
+        if (was_failing) {
+            log_info("writing quotas to %s works again", p->cfg->db_path);
+            p->failing = false;
+        }
+        p->last_flush_s = clock_wall();
+        release_held(p, p->batches_back);
+    } else {
+        requeue(p, r->batch);
+        /* Once per transaction; the batches after it were not tried. */
+        if (r->first)
+            write_failed(p, r->err);
+        /* None is held until a write works again (persist_reply). */
+        release_held(p, UINT64_MAX);
+    }
+    keep_batch(p, r->batch);
+    /* The retry interval from the first failure on, the normal one from
+     * the first success; after a failure a retry is always coming. */
+    if (was_failing != p->failing)
+        evtimer_del(p->flush_ev);
+    if (p->failing || quota_flush_pending(p->quota) ||
+        daily_flush_pending(p->daily))
+        persist_changed(p);
+}
+
 /*
  * Hand what is pending to the writer.  Nothing pending: the held replies
  * whose changes needed no write go now.  While writes fail an empty batch
@@ -464,6 +496,16 @@ start_batch(struct persist *p)
         return;
     }
     p->batches++;
+    /* With flush 0 a reply waits for this commit: a small one is written
+     * here, sooner than the writer's thread would wake for it. */
+    if (p->cfg->quota_flush_ms == 0) {
+        struct writer_result r;
+
+        if (writer_write_now(p->writer, b, &r) == 1) {
+            batch_back(p, &r);
+            return;
+        }
+    }
     writer_submit(p->writer, b);
 }
 
@@ -471,38 +513,6 @@ static void
 flush_cb(evutil_socket_t fd, short what, void *arg)
 {
     start_batch(arg);
-}
-
-/* A batch is back from the writer: done, or queued again for the retry. */
-static void
-batch_back(struct persist *p, struct writer_result *r)
-{
-    bool was_failing = p->failing;
-
-    p->batches_back++;
-    if (r->ok) {
-        if (was_failing) {
-            log_info("writing quotas to %s works again", p->cfg->db_path);
-            p->failing = false;
-        }
-        p->last_flush_s = clock_wall();
-        release_held(p, p->batches_back);
-    } else {
-        requeue(p, r->batch);
-        /* Once per transaction; the batches after it were not tried. */
-        if (r->first)
-            write_failed(p, r->err);
-        /* None is held until a write works again (persist_reply). */
-        release_held(p, UINT64_MAX);
-    }
-    keep_batch(p, r->batch);
-    /* The retry interval from the first failure on, the normal one from
-     * the first success; after a failure a retry is always coming. */
-    if (was_failing != p->failing)
-        evtimer_del(p->flush_ev);
-    if (p->failing || quota_flush_pending(p->quota) ||
-        daily_flush_pending(p->daily))
-        persist_changed(p);
 }
 
 static void

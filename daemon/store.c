@@ -128,6 +128,9 @@ struct store {
     char *path;
     bool in_batch;          /* store_begin succeeded, not yet ended */
     bool batch_failed;      /* a call of the open batch failed */
+    int last_rc;            /* SQLite's code of the last failure */
+    int wal_pages;          /* the WAL's size after the last commit, with
+                             * store_manual_checkpoints() */
     char err[1024];
 };
 
@@ -153,6 +156,7 @@ set_db_err(struct store *st, const char *op, int rc)
     int prim = rc & 0xff;
     int sys = sqlite3_system_errno(st->db);
 
+    st->last_rc = rc;
     if ((prim == SQLITE_CANTOPEN || prim == SQLITE_IOERR) && sys != 0)
         set_err(st, "%s: %s (%s)", op, sqlite3_errmsg(st->db), strerror(sys));
     else
@@ -506,6 +510,19 @@ store_begin(struct store *st)
 }
 
 int
+store_try_begin(struct store *st)
+{
+    int rc;
+
+    sqlite3_busy_timeout(st->db, 0);
+    rc = store_begin(st);
+    sqlite3_busy_timeout(st->db, STORE_BUSY_TIMEOUT_MS);
+    if (rc == 0)
+        return 1;
+    return (st->last_rc & 0xff) == SQLITE_BUSY ? 0 : -1;
+}
+
+int
 store_commit(struct store *st)
 {
     int rc = 0;
@@ -524,6 +541,47 @@ store_commit(struct store *st)
     st->in_batch = false;
     st->batch_failed = false;
     return rc;
+}
+
+/* The WAL hook: SQLite calls it after each commit, with the WAL's size.
+ * Installing it turns the automatic checkpoint off. */
+static int
+count_wal(void *arg, sqlite3 *db, const char *name, int pages)
+{
+    struct store *st = arg;
+
+    (void)db;
+    (void)name;
+    st->wal_pages = pages;
+    return SQLITE_OK;
+}
+
+void
+store_manual_checkpoints(struct store *st)
+{
+    sqlite3_wal_hook(st->db, count_wal, st);
+}
+
+int
+store_wal_pages(const struct store *st)
+{
+    return st->wal_pages;
+}
+
+int
+store_checkpoint(struct store *st)
+{
+    int rc;
+
+    assert(!st->in_batch);
+    rc = sqlite3_wal_checkpoint_v2(st->db, NULL, SQLITE_CHECKPOINT_PASSIVE,
+                                   NULL, NULL);
+    st->wal_pages = 0;
+    if (rc != SQLITE_OK) {
+        set_db_err(st, "checkpoint", rc);
+        return -1;
+    }
+    return 0;
 }
 
 int

@@ -86,6 +86,10 @@ int store_load(struct store *st, int64_t since_ms,
  * usable: the caller keeps its dirty rows and may retry the same batch.
  */
 int store_begin(struct store *st);
+/* store_begin without waiting for another connection's write lock: 1 when
+ * the batch is open, 0 when that lock is held (no batch is open), -1 when
+ * it failed. */
+int store_try_begin(struct store *st);
 int store_commit(struct store *st);
 /* Discard the open batch; a no-op returning 0 when none is open. */
 int store_rollback(struct store *st);
@@ -125,6 +129,20 @@ int store_prune(struct store *st, int64_t before_ms, uint64_t *pruned);
  */
 int store_prune_step(struct store *st, int64_t before_ms, uint64_t max_rows,
                      uint64_t *pruned);
+
+/*
+ * Checkpoints on the caller's schedule.  A file store checkpoints its WAL
+ * by itself, inside the commit that takes the WAL past SQLite's threshold
+ * (1000 pages), and that checkpoint syncs the disk.  After
+ * store_manual_checkpoints() no commit checkpoints: store_wal_pages() says
+ * how large the WAL was after the last commit, and store_checkpoint(),
+ * outside a batch, copies what it can of the WAL into the database without
+ * waiting for other connections (SQLite's passive checkpoint).
+ */
+#define STORE_CHECKPOINT_PAGES 1000
+void store_manual_checkpoints(struct store *st);
+int store_wal_pages(const struct store *st);
+int store_checkpoint(struct store *st);
 
 /* Run PRAGMA integrity_check outside a batch: 0 when it says "ok". */
 int store_integrity_check(struct store *st);

@@ -9,11 +9,13 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/queue.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "store.h"
@@ -55,6 +57,7 @@ struct writer {
     bool thread_waiting;        /* on cv: a submit must wake it */
     bool loop_waiting;          /* on back_cv */
     bool prune_pending;
+    bool checkpoint_pending;    /* the WAL is past STORE_CHECKPOINT_PAGES */
     int64_t prune_before_ms;
     uint64_t pruned;            /* since the last report */
     char prune_err[WRITER_ERR_MAX];
@@ -193,23 +196,74 @@ write_change(struct store *st, const struct writer_batch *b, size_t i)
     return -1;
 }
 
-/* Write the batches of list as one transaction; 0, or -1 with the
- * reason in err. */
+/* The writer's store, opened again if it is closed; NULL, with the reason
+ * in err, when it cannot be.  It checkpoints only when told to
+ * (checkpoint_step), never inside a commit. */
+static struct store *
+own_store(struct writer *w, char *err)
+{
+    if (w->st == NULL &&
+        (w->st = store_open(w->path, err, WRITER_ERR_MAX)) != NULL)
+        store_manual_checkpoints(w->st);
+    return w->st;
+}
+
+static int64_t
+mono_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/*
+ * On the writer's thread, a long transaction gives way every
+ * WRITER_YIELD_US to the threads waiting for its CPU: the loop and the
+ * clients it answers would otherwise wait for the scheduler's next tick
+ * (4 ms at 250 Hz) while it inserts thousands of rows.  When nothing else
+ * waits for the CPU, sched_yield() returns at once.
+ */
+#define WRITER_YIELD_US 200
+
+static void
+give_way(int64_t *since_ns)
+{
+    int64_t now = mono_ns();
+
+    if (now - *since_ns >= (int64_t)WRITER_YIELD_US * 1000) {
+        sched_yield();
+        *since_ns = mono_ns();
+    }
+}
+
+/* Write the batches of list as one transaction; 0, or -1 with the reason
+ * in err.  now: on the loop's thread (writer_write_now): never give way,
+ * and when another connection holds the write lock, return 1 at once
+ * with nothing written. */
 static int
-write_batches(struct writer *w, const struct batch_list *list, char *err)
+write_batches(struct writer *w, const struct batch_list *list, bool now,
+              char *err)
 {
     const struct writer_batch *b;
+    int64_t since_ns = now ? 0 : mono_ns();
+    int rc;
 
-    if (w->st == NULL &&
-        (w->st = store_open(w->path, err, WRITER_ERR_MAX)) == NULL)
+    if (own_store(w, err) == NULL)
         return -1;
-    if (store_begin(w->st) < 0)
+    rc = now ? store_try_begin(w->st) : (store_begin(w->st) == 0);
+    if (rc == 0)
+        return 1;
+    if (rc < 0)
         goto fail;
     /* A failure poisons the batch: commit then rolls it back. */
     TAILQ_FOREACH(b, list, link)
-        for (size_t i = 0; i < b->n; i++)
+        for (size_t i = 0; i < b->n; i++) {
             if (write_change(w->st, b, i) < 0)
                 goto end;
+            if (!now && i % 32 == 31)
+                give_way(&since_ns);
+        }
 end:
     if (store_commit(w->st) < 0)
         goto fail;
@@ -217,6 +271,15 @@ end:
 fail:
     snprintf(err, WRITER_ERR_MAX, "%s", store_errmsg(w->st));
     return -1;
+}
+
+/* After a transaction, with mu held: a checkpoint is due once the WAL is
+ * past SQLite's usual threshold. */
+static void
+want_checkpoint(struct writer *w)
+{
+    if (w->st != NULL && store_wal_pages(w->st) >= STORE_CHECKPOINT_PAGES)
+        w->checkpoint_pending = true;
 }
 
 /* Wake the loop: batches are back (the counter only grows, and is read
@@ -259,8 +322,9 @@ take_batches(struct writer *w)
 
     TAILQ_CONCAT(&list, &w->todo, link);
     pthread_mutex_unlock(&w->mu);
-    rc = write_batches(w, &list, err);
+    rc = write_batches(w, &list, false, err);
     pthread_mutex_lock(&w->mu);
+    want_checkpoint(w);
     give_back(w, &list, rc == 0, true, err);
     if (rc < 0) {
         char after[WRITER_ERR_MAX];
@@ -289,6 +353,7 @@ prune_step(struct writer *w)
     if (rc < 0 && w->st != NULL)
         snprintf(err, sizeof(err), "%s", store_errmsg(w->st));
     pthread_mutex_lock(&w->mu);
+    want_checkpoint(w);
     w->pruned += n;
     if (err[0] != '\0')
         memcpy(w->prune_err, err, sizeof(w->prune_err));
@@ -299,6 +364,19 @@ prune_step(struct writer *w)
         w->prune_pending = false;
 }
 
+/* A checkpoint, which syncs the disk; called and returning with mu held.
+ * A failed one is tried again after the next commit, as SQLite's own
+ * would be. */
+static void
+checkpoint_step(struct writer *w)
+{
+    w->checkpoint_pending = false;
+    pthread_mutex_unlock(&w->mu);
+    if (w->st != NULL)
+        (void)store_checkpoint(w->st);
+    pthread_mutex_lock(&w->mu);
+}
+
 static void *
 writer_main(void *arg)
 {
@@ -306,12 +384,17 @@ writer_main(void *arg)
 
     pthread_mutex_lock(&w->mu);
     for (;;) {
-        while (TAILQ_EMPTY(&w->todo) && !w->stop && !w->prune_pending) {
+        while (TAILQ_EMPTY(&w->todo) && !w->stop && !w->prune_pending &&
+               !w->checkpoint_pending) {
             w->thread_waiting = true;
             pthread_cond_wait(&w->cv, &w->mu);
             w->thread_waiting = false;
         }
-        if (!TAILQ_EMPTY(&w->todo))
+        /* A checkpoint that is due goes first, or a steady stream of
+         * batches would let the WAL grow without end. */
+        if (w->checkpoint_pending)
+            checkpoint_step(w);
+        else if (!TAILQ_EMPTY(&w->todo))
             take_batches(w);
         else if (w->stop)
             break;
@@ -339,6 +422,8 @@ writer_start(const char *path, struct store *st, char *err, size_t errlen)
         goto fail;
     }
     w->st = st;
+    if (st != NULL)
+        store_manual_checkpoints(st);
     TAILQ_INIT(&w->todo);
     TAILQ_INIT(&w->done);
     pthread_mutex_init(&w->mu, NULL);
@@ -415,6 +500,36 @@ writer_submit(struct writer *w, struct writer_batch *b)
     if (w->thread_waiting)
         pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
+}
+
+int
+writer_write_now(struct writer *w, struct writer_batch *b,
+                 struct writer_result *r)
+{
+    struct batch_list list = TAILQ_HEAD_INITIALIZER(list);
+    int rc;
+
+    pthread_mutex_lock(&w->mu);
+    /* The thread waits with nothing in its hands, so the store is free
+     * and no earlier change is still to be written. */
+    if (w->pending != 0 || !w->thread_waiting || w->st == NULL ||
+        b->n > WRITER_NOW_MAX) {
+        pthread_mutex_unlock(&w->mu);
+        return 0;
+    }
+    TAILQ_INSERT_TAIL(&list, b, link);
+    r->err[0] = '\0';
+    rc = write_batches(w, &list, true, r->err);
+    want_checkpoint(w);
+    if (w->checkpoint_pending)
+        pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    if (rc == 1)
+        return 0;
+    r->batch = b;
+    r->ok = rc == 0;
+    r->first = true;
+    return 1;
 }
 
 /* Take the oldest batch back, if any; called with mu held. */

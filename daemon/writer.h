@@ -2,21 +2,24 @@
  * writer.h - the quota store's writes, on a thread of their own
  * (llmguardd(8), "Persistence").
  *
- * The event loop never waits on the disk.  It builds a batch, an immutable
- * list of changes (what quota_flush() tells its sink), and hands it to the
- * writer, which writes it on the store it owns (its own SQLite connection)
- * and hands it back with the outcome.  The loop may hand over more batches
- * while one is being written: the writer then writes all that are waiting
- * as one transaction (group commit), without waiting for the loop in
- * between, and hands them back in order.  When a transaction fails, the
+ * The event loop never waits for a sync of the disk.  It builds a batch,
+ * an immutable list of changes (what quota_flush() tells its sink), and
+ * hands it to the writer, which writes it on the store it owns (its own
+ * SQLite connection) and hands it back with the outcome.  The loop may
+ * hand over more batches while one is being written: the writer then
+ * writes all that are waiting as one transaction (group commit), without
+ * waiting for the loop in between, and hands them back in order.  When a transaction fails, the
  * batches waiting at that moment come back failed too, unwritten, so no
  * later change is written before an earlier one that failed.  Between
  * transactions the writer deletes expired rows, a bounded step at a time.
  * The writer announces batches that are back by making a descriptor
- * readable (writer_fd), for the loop to watch.
+ * readable (writer_fd), for the loop to watch.  It alone checkpoints the
+ * WAL (the only writes that sync the disk), between transactions.
  *
  * Threads: every function here is called from one thread, the loop's; the
- * writer's own thread touches only the store and the batch in its hands.
+ * writer's own thread touches only the store and the batch in its hands,
+ * except in writer_write_now(), where the loop writes a batch on the store
+ * while the thread waits with nothing in its hands.
  * A batch belongs to the loop until writer_submit() and again from the
  * writer_collect() that returns it.  Nothing here logs: failures come back
  * as messages.
@@ -97,6 +100,19 @@ int writer_fd(const struct writer *w);
 size_t writer_pending(struct writer *w);
 /* Hand b over to be written, after those handed over before. */
 void writer_submit(struct writer *w, struct writer_batch *b);
+/*
+ * Write b at once on the calling thread (the loop's), when the writer
+ * holds no batch, is not pruning or checkpointing, and b has at most
+ * WRITER_NOW_MAX changes: 1, with the outcome in r (r->batch is b, which
+ * is the loop's again).  0 otherwise, b untouched: submit it.  Also 0 when
+ * another connection holds the write lock: this never waits for a lock,
+ * nor syncs the disk (the checkpoint it may make due is the thread's).
+ * For flush 0, where a reply waits for its commit: a commit of a few rows
+ * costs less than the two thread hand-offs around it.
+ */
+#define WRITER_NOW_MAX 64
+int writer_write_now(struct writer *w, struct writer_batch *b,
+                     struct writer_result *r);
 /* The oldest batch back, in r: 1; 0 when none is back yet. */
 int writer_collect(struct writer *w, struct writer_result *r);
 /* The same, waiting for it: 1, or 0 when none is in the writer's hands

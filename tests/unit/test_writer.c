@@ -358,6 +358,141 @@ test_stop_finishes_the_batch(void **state)
     assert_int_equal(raw_int(path, "SELECT tokens FROM quota_usage"), 42);
 }
 
+/* writer_write_now until the thread is idle (it may still be starting, or
+ * checkpointing): the outcome in r. */
+static void
+now_ok(struct writer *w, struct writer_batch *b, struct writer_result *r)
+{
+    for (int i = 0; i < 10000; i++) {
+        if (writer_write_now(w, b, r) == 1)
+            return;
+        usleep(1000);
+    }
+    fail_msg("the writer was not idle in 10 s");
+}
+
+/*
+ * A small batch is written on the calling thread, at once: it is in the
+ * database before the call returns, and nothing comes back on the
+ * descriptor.  Not while a batch submitted earlier is in the writer's
+ * hands (it would be written before it), not for a batch of more than
+ * WRITER_NOW_MAX changes, and not while another connection holds the
+ * write lock: those return 0 and leave the batch to be submitted.
+ */
+static void
+test_write_now(void **state)
+{
+    char path[128], subject[32];
+    struct writer_batch *b = writer_batch_new(), *big = writer_batch_new();
+    struct writer_result r;
+    struct writer *w;
+    sqlite3 *db;
+
+    (void)state;
+    path_of("now.db", path, sizeof(path));
+    w = start_ok(path, open_ok(path));
+    add(b, WRITER_SLOT, "workflow:n", 0, 7, false);
+    now_ok(w, b, &r);
+    assert_ptr_equal(r.batch, b);
+    assert_true(r.ok);
+    assert_true(r.first);
+    assert_string_equal(r.err, "");
+    assert_int_equal(raw_int(path, "SELECT tokens FROM quota_usage"), 7);
+    assert_int_equal(writer_pending(w), 0);
+    assert_int_equal(writer_collect(w, &r), 0);
+
+    /* Behind a submitted batch: 0, and the order kept. */
+    writer_batch_clear(b);
+    add(b, WRITER_SLOT, "workflow:n", 0, 8, false);
+    writer_submit(w, b);
+    assert_non_null(big);
+    add(big, WRITER_SLOT, "workflow:n", 0, 9, false);
+    assert_int_equal(writer_write_now(w, big, &r), 0);
+    collect(w, &r);
+    assert_ptr_equal(r.batch, b);
+    now_ok(w, big, &r);
+    assert_int_equal(raw_int(path, "SELECT tokens FROM quota_usage"), 9);
+
+    /* Too large. */
+    writer_batch_clear(big);
+    for (int i = 0; i <= WRITER_NOW_MAX; i++) {
+        snprintf(subject, sizeof(subject), "workflow:big%d", i);
+        add(big, WRITER_SLOT, subject, 0, 1, false);
+    }
+    assert_int_equal(writer_write_now(w, big, &r), 0);
+    writer_submit(w, big);
+    collect(w, &r);
+    assert_true(r.ok);
+
+    /* Another connection writes: 0 without waiting for it, nothing
+     * written; then written once it is done. */
+    writer_batch_clear(b);
+    add(b, WRITER_SLOT, "workflow:n", 0, 10, false);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL),
+                     SQLITE_OK);
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(writer_write_now(w, b, &r), 0);
+    assert_int_equal(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(raw_int(path, "SELECT tokens FROM quota_usage WHERE "
+                             "subject = 'workflow:n'"), 9);
+    now_ok(w, b, &r);
+    assert_true(r.ok);
+    assert_int_equal(raw_int(path, "SELECT tokens FROM quota_usage WHERE "
+                             "subject = 'workflow:n'"), 10);
+    writer_stop(w);
+    writer_batch_free(b);
+    writer_batch_free(big);
+}
+
+/*
+ * The writer's store never checkpoints inside a commit; the thread does,
+ * once the WAL is past STORE_CHECKPOINT_PAGES, for commits made by
+ * writer_write_now as for its own.  So the WAL stays near that size while
+ * far more than it is written (without a checkpoint it would hold every
+ * page of every commit: several times the bound below).
+ */
+static void
+test_checkpoints(void **state)
+{
+    enum { ROUNDS = 600, ROWS = 60 };
+    char path[128], wal[160], subject[64];
+    struct writer_batch *b = writer_batch_new();
+    struct writer_result r;
+    struct writer *w;
+    struct stat sb;
+    uint64_t x = 88172645463325252ULL;
+
+    (void)state;
+    path_of("ckpt.db", path, sizeof(path));
+    snprintf(wal, sizeof(wal), "%s-wal", path);
+    w = start_ok(path, open_ok(path));
+    for (int round = 0; round < ROUNDS; round++) {
+        writer_batch_clear(b);
+        for (int k = 0; k < ROWS; k++) {
+            /* Scattered subjects: each commit dirties many pages. */
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            snprintf(subject, sizeof(subject), "workflow:%016llx",
+                     (unsigned long long)x);
+            add(b, WRITER_SLOT, subject, 0, 1, false);
+        }
+        if (round % 2 == 0) {
+            now_ok(w, b, &r);
+        } else {
+            writer_submit(w, b);
+            collect(w, &r);
+        }
+        assert_true(r.ok);
+    }
+    assert_int_equal(stat(wal, &sb), 0);
+    assert_true(sb.st_size < 3 * STORE_CHECKPOINT_PAGES * 4096 + 1);
+    assert_int_equal(raw_int(path, "SELECT count(*) FROM quota_usage"),
+                     ROUNDS * ROWS);
+    writer_stop(w);
+    writer_batch_free(b);
+}
+
 static int
 remove_entry(const char *path, const struct stat *sb, int type,
              struct FTW *ftw)
@@ -379,6 +514,8 @@ main(void)
         cmocka_unit_test(test_failed_batch_rolls_back),
         cmocka_unit_test(test_prune),
         cmocka_unit_test(test_stop_finishes_the_batch),
+        cmocka_unit_test(test_write_now),
+        cmocka_unit_test(test_checkpoints),
     };
     int rc;
 
