@@ -247,6 +247,7 @@ write_batches(struct writer *w, const struct batch_list *list, bool now,
 {
     const struct writer_batch *b;
     int64_t since_ns = now ? 0 : mono_ns();
+    size_t written = 0;
     int rc;
 
     if (own_store(w, err) == NULL)
@@ -261,7 +262,7 @@ write_batches(struct writer *w, const struct batch_list *list, bool now,
         for (size_t i = 0; i < b->n; i++) {
             if (write_change(w->st, b, i) < 0)
                 goto end;
-            if (!now && i % 32 == 31)
+            if (!now && ++written % 32 == 0)
                 give_way(&since_ns);
         }
 end:
