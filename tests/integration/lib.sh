@@ -24,6 +24,13 @@ FAILS=0
 unset LLMGUARD_SOCKET LLMGUARD_DB REDIS_URL XDG_RUNTIME_DIR
 for v in $(env | sed -n 's/^\(PROVIDER_[A-Z0-9_]*\)=.*/\1/p'); do unset "$v"; done
 
+# free_port: a TCP port of 127.0.0.1 that nothing listens on now, picked
+# by the kernel (a guess from the pid may be a port some connection on the
+# machine holds).
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
 # Tests that measure rates, shares or waits call timing_test first, and
 # the pytest suite takes the same lock: `make -j2 check` then never runs
 # two of them side by side, where on a 2-vCPU machine one would take the

@@ -67,7 +67,7 @@ expect_match "a waiter that died left the queue" "waiters 0$" "$("$ACQ" status "
 
 # A stuck HTTP scraper does not slow permits down.
 stop_daemon
-PORT=$((20000 + $$ % 20000))
+PORT=$(free_port)
 printf 'PROVIDER_FAST_RATE_PER_SEC=100000\nLLMGUARD_METRICS_LISTEN=127.0.0.1:%s\n' "$PORT" > "$TMP/h.env"
 ENVFILE="$TMP/h.env" start_daemon
 "$ACQ" tcp-idle 127.0.0.1 "$PORT" 200 3 > "$TMP/idle.out" &

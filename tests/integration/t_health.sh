@@ -15,7 +15,7 @@ chmod 0755 "$TMP"
 mkdir "$TMP/ro"
 chown 65534:65534 "$TMP/ro"
 SOCK="$TMP/ro/s.sock"
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 printf 'LLMGUARD_METRICS_LISTEN=127.0.0.1:%s\n' "$PORT" > "$TMP/h.env"
 chmod 0644 "$TMP/h.env"
 export DAEMON_WRAP="setpriv --reuid=65534 --regid=65534 --clear-groups"

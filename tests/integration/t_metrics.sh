@@ -8,7 +8,7 @@ ACQ="$top_builddir/tests/integration/acquirer"
 start_mock groq
 start_mock openai
 export LLMGUARD_DEMO_HTTP_TIMEOUT_MS=400
-PORT=$((20000 + $$ % 20000))
+PORT=$(free_port)
 cat > "$TMP/m.env" <<ENV
 PROVIDER_GROQ_RATE_PER_SEC=50
 PROVIDER_GROQ_PRIORITY=1

@@ -18,7 +18,7 @@ PROVIDER_COOLDOWN_SEC=5
 LLMGUARD_METRICS_LISTEN=127.0.0.1:0
 ENV
 # Port 0 is refused: take a free one.
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 sed -i "s/127.0.0.1:0/127.0.0.1:$PORT/" "$TMP/s.env"
 ENVFILE="$TMP/s.env" start_daemon
 
