@@ -111,18 +111,47 @@ def parked(path, tag, leave):
     return finish(s, replies(s, 2), "3", "5")
 
 
-def model(path, tag):
+def model(path, tag, leave):
     """The first attempt waits for deployment m1's token (one a minute)
-    and times out; the second is refused while it waits."""
+    and times out; the second is refused while it waits.  (Its one token
+    is taken first; once taken it stays gone for the leave case.)"""
     s = conn(path)
-    r = take_token(s, "m1")
-    ask(s, {"op": "report", "id": 2, "permit_id": r["permit_id"],
-            "outcome": "ok"})
+    if not leave:
+        r = take_token(s, "m1")
+        ask(s, {"op": "report", "id": 2, "permit_id": r["permit_id"],
+                "outcome": "ok"})
     send(s, {"op": "permit", "id": 3, "call_id": "c" + tag, "model": "m1",
              "traceparent": tp(tag), "timeout_ms": 1500})
     send(s, {"op": "permit", "id": 4, "call_id": "c" + tag, "model": "m1",
              "timeout_ms": 0})
+    if leave:
+        got = replies(s, 1)
+        s.close()
+        return got
     return replies(s, 2)
+
+
+def over(path, tag, tag2):
+    """A report marked final while another attempt of the call waits: the
+    call ends with that one's report, and a permit after it begins a new
+    call (its own trace context, tag2)."""
+    s = conn(path)
+    first = ask(s, {"op": "permit", "id": 1, "call_id": "c" + tag,
+                    "traceparent": tp(tag), "timeout_ms": 5000})
+    send(s, {"op": "permit", "id": 3, "call_id": "c" + tag,
+             "timeout_ms": 5000})
+    send(s, {"op": "report", "id": 2, "permit_id": first["permit_id"],
+             "outcome": "client_error", "final": True})
+    got = replies(s, 2)
+    got["1"] = first
+    got["4"] = ask(s, {"op": "report", "id": 4,
+                       "permit_id": got["3"]["permit_id"], "outcome": "ok"})
+    got["5"] = ask(s, {"op": "permit", "id": 5, "call_id": "c" + tag,
+                       "traceparent": tp(tag2), "timeout_ms": 5000})
+    got["6"] = ask(s, {"op": "report", "id": 6,
+                       "permit_id": got["5"]["permit_id"], "outcome": "ok",
+                       "final": True})
+    return got
 
 
 def quota(path, tag, leave, rcli):
@@ -185,7 +214,9 @@ def main():
     elif case == "parked":
         out = parked(path, args[0], args[1] == "leave")
     elif case == "model":
-        out = model(path, args[0])
+        out = model(path, args[0], args[1] == "leave")
+    elif case == "over":
+        out = over(path, args[0], args[1])
     elif case == "quota":
         out = quota(path, args[0], args[1] == "leave", args[2].split())
     elif case == "reload":

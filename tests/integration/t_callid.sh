@@ -85,11 +85,22 @@ expect_eq "bucket, left: the waiting attempt is charged nothing" 0 "$(used w03)"
 expect_eq "parked, left: the parked attempt is charged nothing" 0 "$(used w04)"
 
 # ---- a deployment's token that never comes ---------------------------------
-out=$($CALLS "$SOCK" model 05)
+out=$($CALLS "$SOCK" model 05 stay)
 expect_eq "model: the second attempt is refused" timeout "$(field "$out" '["4"]["err"]["code"]')"
 expect_match "model: the waiting one times out" "no token from m1 within the timeout" \
     "$(field "$out" '["3"]["err"]["msg"]')"
 alive model
+out=$($CALLS "$SOCK" model 06 leave)
+expect_eq "model, left: the second attempt is refused" timeout "$(field "$out" '["4"]["err"]["code"]')"
+sleep 0.3
+alive "model, left"
+
+# ---- a report marked final while another attempt waits ---------------------
+out=$($CALLS "$SOCK" over 07 08)
+expect_eq "final, then the waiting attempt: granted" True "$(field "$out" '["3"]["ok"]')"
+expect_eq "and reported" True "$(field "$out" '["4"]["ok"]')"
+expect_eq "a permit after it: granted" True "$(field "$out" '["5"]["ok"]')"
+alive final
 
 settle f1
 one_span 01 bucket true
@@ -108,6 +119,13 @@ one_span 03 "bucket, left" false
 one_span 04 "parked, left" false
 one_span 05 model false
 expect_eq "model: it met the rate limit" '{"boolValue":true}' "$(attr 05 llm.rate_limited)"
+one_span 06 "model, left" false
+one_span 07 final true
+expect_eq "final: the call ended with the waiting attempt, its second" \
+    '{"intValue":"1"}' "$(attr 07 llm.failover_attempts)"
+expect_eq "final: whose ok is the call's" '{"boolValue":true}' "$(attr 07 llm.success)"
+one_span 08 "final: the permit after it, a new call," true
+expect_eq "final: the new call has its one attempt" '{"intValue":"0"}' "$(attr 08 llm.failover_attempts)"
 stop_daemon
 expect_eq "the daemon stops cleanly (nothing freed twice, nothing leaked)" 0 "$STOP_STATUS"
 
@@ -139,16 +157,16 @@ ENV
         [ "$("$LLMGUARDCTL" -s "$SOCK" --json status | jq -r .redis.state)" = connected ] && break
         sleep 0.1
     done
-    out=$($CALLS "$SOCK" quota 06 stay "$RCLI")
+    out=$($CALLS "$SOCK" quota 0a stay "$RCLI")
     expect_eq "quota: the second attempt is refused" no_provider "$(field "$out" '["4"]["err"]["code"]')"
     expect_eq "quota: the one that waited for Redis is granted" True "$(field "$out" '["3"]["ok"]')"
-    out=$($CALLS "$SOCK" quota 07 leave "$RCLI")
+    out=$($CALLS "$SOCK" quota 0b leave "$RCLI")
     expect_eq "quota, left: the second attempt is refused" no_provider "$(field "$out" '["4"]["err"]["code"]')"
     sleep 1
     alive quota
     settle f2
-    one_span 06 quota true
-    one_span 07 "quota, left" false
+    one_span 0a quota true
+    one_span 0b "quota, left" false
     stop_daemon
     expect_eq "quota: the daemon stops cleanly" 0 "$STOP_STATUS"
 else
