@@ -70,9 +70,14 @@ struct call {
     struct conn_permits *cp;        /* its connection's */
     struct permits *owner;
     unsigned attempts;              /* permits granted */
-    unsigned open_permits;          /* granted, not yet reported */
-    unsigned quota_waits;           /* attempts waiting for the fleet's
-                                       quota check: the call stays */
+    /* Attempts live: from their permit request until their report, their
+     * refusal or their connection's end, waits included (for a token,
+     * parked, for the fleet's quota script).  The call ends only when
+     * none is, so a refused attempt never ends it under a waiting one. */
+    unsigned live;
+    bool started;                   /* call_start ran: its first permit */
+    bool over;                      /* a report said final: the call ends
+                                       with its last live attempt */
     bool rate_limited;
     bool success;
     /* What its span says (llmguardd(8), "Traces"). */
@@ -260,6 +265,7 @@ static void
 call_start(struct call *call, const char *workflow, const char *tenant,
            const struct proto_permit_req *r)
 {
+    call->started = true;
     memcpy(call->workflow, workflow, sizeof(call->workflow));
     memcpy(call->tenant, tenant, sizeof(call->tenant));
     call->tokens_estimate = r->tokens_estimate;
@@ -446,12 +452,25 @@ unreserve(struct permits *p, struct permit *pm)
     persist_changed(p->d.persist);
 }
 
-/* The call is refused or lost before its permit: end it unless another
- * attempt of it is still open. */
+/* An attempt of call is refused, or lost before its permit: the call
+ * ends unless another attempt of it is still live (waiting, or granted
+ * and not reported). */
 static void
 call_refused(struct call *call)
 {
-    if (call->open_permits == 0 && call->quota_waits == 0)
+    assert(call->live > 0);
+    if (--call->live == 0)
+        call_end(call);
+}
+
+/* An attempt of call whose connection closed: a call without call_id
+ * ends with it, a named one with its connection (permits_drop_conn). */
+static void
+call_lost(struct call *call)
+{
+    assert(call->live > 0);
+    call->live--;
+    if (call->id[0] == '\0')
         call_end(call);
 }
 
@@ -918,7 +937,6 @@ permit_add(struct permits *p, struct conn *c, struct pending *pd,
                            pm->provider_name);
     }
     call->attempts++;
-    call->open_permits++;
     call->rate_limited |= rate_limited;
     call->wait_ms += wait_ms;
     memcpy(call->routed_to, pm->provider_name, sizeof(call->routed_to));
@@ -990,7 +1008,7 @@ model_give_back(struct permits *p, struct pending *pd, double now_s)
     buckets_kick(mb);
 }
 
-/* A waiting permit lost its connection: a named call ends with it. */
+/* A waiting permit lost its connection: nothing granted (call_lost). */
 static void
 wait_lost(struct permits *p, struct pending *pd, double now_s)
 {
@@ -1002,8 +1020,7 @@ wait_lost(struct permits *p, struct pending *pd, double now_s)
     pd->dr.parked_ms = pd->parked_ms;
     decisions_report(p->d.decisions, decide(p, pd, NULL),
                      DECISION_UNREPORTED, -1, -1, 0);
-    if (call->id[0] == '\0')
-        call_end(call);
+    call_lost(call);
 }
 
 /* A waiting permit timed out on the bucket of what (provider: whose
@@ -1119,6 +1136,58 @@ struct route_args {
 
 static int model_resolve(struct permits *p, const struct proto_str *name,
                          struct route_args *ra, struct proto_error *e);
+static int model_deployments(struct permits *p, struct route_args *ra,
+                             struct proto_error *e);
+
+/*
+ * What a permit that waits to be routed (parked, or for the fleet's quota
+ * script) keeps of its route_args by name: the indices are the router's
+ * of the moment, and a reload may reorder the providers (they are in
+ * priority order), add or remove some, before it is routed again.
+ */
+struct route_names {
+    char pref[CONFIG_NAME_MAX];         /* "": none */
+    unsigned nexcluded;
+    char excluded[CONFIG_MAX_PROVIDERS][CONFIG_NAME_MAX];
+};
+
+/* ra's providers into rn, by name. */
+static void
+route_keep(struct permits *p, const struct route_args *ra,
+           struct route_names *rn)
+{
+    rn->pref[0] = '\0';
+    if (ra->pref >= 0)
+        snprintf(rn->pref, sizeof(rn->pref), "%s",
+                 router_name(p->router, ra->pref));
+    rn->nexcluded = 0;
+    for (size_t i = 0; i < router_count(p->router); i++)
+        if (ra->excluded[i])
+            snprintf(rn->excluded[rn->nexcluded++], sizeof(rn->excluded[0]),
+                     "%s", router_name(p->router, (int)i));
+}
+
+/*
+ * ra again for the router of now, from rn: a provider a reload removed
+ * is neither preferred nor excluded any more; a model's deployments are
+ * found again by its name.  -1 (e filled) when the model is gone.
+ */
+static int
+route_again(struct permits *p, const struct route_names *rn,
+            struct route_args *ra, struct proto_error *e)
+{
+    memset(ra->excluded, 0, sizeof(ra->excluded));
+    ra->pref = rn->pref[0] != '\0' ?
+               router_find(p->router, rn->pref, strlen(rn->pref)) : -1;
+    for (unsigned i = 0; i < rn->nexcluded; i++) {
+        int idx = router_find(p->router, rn->excluded[i],
+                              strlen(rn->excluded[i]));
+        if (idx >= 0)
+            ra->excluded[idx] = true;
+    }
+    return ra->has_model ? model_deployments(p, ra, e) : 0;
+}
+
 /*
  * Step 2: the provider for pd: the policy's choice among those not
  * excluded and not out of their daily limit (skip[] gets both).  -1 with
@@ -1187,9 +1256,10 @@ permit_args(struct permits *p, struct conn *c, const struct proto_permit_req *r,
         (pm->call = call_get(pm->cp, &r->call_id,
                              PROTO_HAS(r, PROTO_PERMIT_REQ_CALL_ID))) == NULL)
         return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
-    if (pm->call->attempts == 0 && pm->call->workflow[0] == '\0' &&
-        pm->call->tenant[0] == '\0')
+    /* Its first permit, not one that comes while another waits. */
+    if (!pm->call->started)
         call_start(pm->call, pm->workflow, pm->tenant, r);
+    pm->call->live++;           /* until its report, refusal or loss */
     pm->estimate = r->tokens_estimate;
     return 0;
 }
@@ -1342,22 +1412,16 @@ permits_model_router(const struct permits *p)
     return p->models;
 }
 
-/* The deployments a permit's model names into ra: those of the group of
- * that name, else those with that model id.  -1 (e filled) for none. */
+/* The deployments ra->model names into ra->in_model: those of the group
+ * of that name, else those with that model id.  -1 (e filled) for none. */
 static int
-model_resolve(struct permits *p, const struct proto_str *name,
-              struct route_args *ra, struct proto_error *e)
+model_deployments(struct permits *p, struct route_args *ra,
+                  struct proto_error *e)
 {
     const struct config *cfg = p->d.cfg;
     bool found = false;
 
-    if (request_text(name, "model", e) < 0)
-        return -1;
-    if (name->len == 0 || name->len >= sizeof(ra->model))
-        return proto_error_set(e, PROTO_E_BAD_REQUEST, "model must be 1 to "
-                               "%zu bytes", sizeof(ra->model) - 1);
-    memcpy(ra->model, name->ptr, name->len);
-    ra->model[name->len] = '\0';
+    memset(ra->in_model, 0, sizeof(ra->in_model));
     for (int by_id = 0; by_id < 2 && !found; by_id++)
         for (size_t i = 0; i < cfg->nmodels; i++) {
             const struct model_config *m = &cfg->models[i];
@@ -1370,6 +1434,21 @@ model_resolve(struct permits *p, const struct proto_str *name,
                                " (neither a model group nor a model id)",
                                ra->model);
     return 0;
+}
+
+/* A permit's model, checked, and its deployments into ra. */
+static int
+model_resolve(struct permits *p, const struct proto_str *name,
+              struct route_args *ra, struct proto_error *e)
+{
+    if (request_text(name, "model", e) < 0)
+        return -1;
+    if (name->len == 0 || name->len >= sizeof(ra->model))
+        return proto_error_set(e, PROTO_E_BAD_REQUEST, "model must be 1 to "
+                               "%zu bytes", sizeof(ra->model) - 1);
+    memcpy(ra->model, name->ptr, name->len);
+    ra->model[name->len] = '\0';
+    return model_deployments(p, ra, e);
 }
 
 /* The provider index of deployment i, -1 when it has none. */
@@ -1662,6 +1741,7 @@ struct park {
     struct parked pk;               /* first: parking gives it back */
     struct pending pd;
     struct route_args ra;
+    struct route_names rn;          /* ra's providers, by name */
     uint64_t req_id;
     double deadline_s;              /* monotonic: the end of its timeout */
 };
@@ -1673,15 +1753,18 @@ static int permit_route(struct permits *p, struct conn *c, uint64_t req_id,
 /*
  * A permit that waited (parked, or for the fleet's quota script) goes on
  * with steps 2 to 4 at now_s (monotonic), with what is left of its
- * timeout until deadline_s; its quota is given back when they fail.
+ * timeout until deadline_s, its providers (rn) as the router has them
+ * now; its quota is given back when they fail.
  */
 static int
 route_rest(struct permits *p, struct conn *c, uint64_t req_id,
            double deadline_s, double now_s, struct pending *pd,
-           const struct route_args *ra, struct proto_error *e)
+           struct route_args *ra, const struct route_names *rn,
+           struct proto_error *e)
 {
     pd->pm.started_s = now_s;
-    if (permit_route(p, c, req_id, fmax(0, (deadline_s - now_s) * 1e3), pd,
+    if (route_again(p, rn, ra, e) == 0 &&
+        permit_route(p, c, req_id, fmax(0, (deadline_s - now_s) * 1e3), pd,
                      ra, e) == 0)
         return 0;
     unreserve(p, &pd->pm);
@@ -1705,8 +1788,7 @@ waiter_lost(struct permits *p, struct pending *pd)
 {
     decisions_report(p->d.decisions, decide(p, pd, NULL),
                      DECISION_UNREPORTED, -1, -1, 0);
-    if (pd->pm.call->id[0] == '\0')
-        call_end(pd->pm.call);
+    call_lost(pd->pm.call);
 }
 
 /*
@@ -1732,7 +1814,7 @@ park_done(struct parked *pkd, double now_s)
     }
     pd->all_degraded = false;
     if (route_rest(p, c, pk->req_id, pk->deadline_s, now_s, pd, &pk->ra,
-                   &e) < 0)
+                   &pk->rn, &e) < 0)
         refused_late(p, c, pk->req_id, pd, &e);
     conn_flush(c);
     free(pk);
@@ -1759,6 +1841,7 @@ park(struct permits *p, struct conn *c, uint64_t req_id, double timeout_ms,
         return -1;
     pk->pd = *pd;
     pk->ra = *ra;
+    route_keep(p, ra, &pk->rn);
     pk->req_id = req_id;
     pk->deadline_s = now + timeout_ms / 1e3;
     pk->pk.conn = c;
@@ -1871,6 +1954,7 @@ struct quota_wait {
     TAILQ_ENTRY(quota_wait) entry;      /* in conn_permits.quota_waits */
     struct pending pd;
     struct route_args ra;
+    struct route_names rn;              /* ra's providers, by name */
     uint64_t req_id;
     double deadline_s;                  /* monotonic: its timeout's end */
 };
@@ -1908,10 +1992,9 @@ quota_done(struct conn *c, struct gquota_req *r, void *arg)
     int rc;
 
     TAILQ_REMOVE(&pd->pm.cp->quota_waits, qw, entry);
-    pd->pm.call->quota_waits--;
     if ((rc = quota_answered(p, pd, r, &e)) == 0)
         rc = route_rest(p, c, qw->req_id, qw->deadline_s, now, pd, &qw->ra,
-                        &e);
+                        &qw->rn, &e);
     if (rc < 0)
         refused_late(p, c, qw->req_id, pd, &e);
     conn_flush(c);
@@ -1940,6 +2023,7 @@ quota_send(struct permits *p, struct conn *c, uint64_t req_id,
     r.done_arg = qw;
     qw->pd = *pd;
     qw->ra = *ra;
+    route_keep(p, ra, &qw->rn);
     qw->req_id = req_id;
     qw->deadline_s = pd->pm.started_s + timeout_ms / 1e3;
     if (gquota_submit(p->d.gquota, c, &r) < 0) {
@@ -1947,7 +2031,6 @@ quota_send(struct permits *p, struct conn *c, uint64_t req_id,
         return false;
     }
     TAILQ_INSERT_TAIL(&pd->pm.cp->quota_waits, qw, entry);
-    pd->pm.call->quota_waits++;
     return true;
 }
 
@@ -1956,10 +2039,7 @@ quota_send(struct permits *p, struct conn *c, uint64_t req_id,
 static void
 quota_wait_lost(struct permits *p, struct quota_wait *qw)
 {
-    struct call *call = qw->pd.pm.call;
-
     TAILQ_REMOVE(&qw->pd.pm.cp->quota_waits, qw, entry);
-    call->quota_waits--;
     waiter_lost(p, &qw->pd);
     free(qw);
 }
@@ -2267,12 +2347,12 @@ permits_report(struct permits *p, struct conn *c, struct proto_req *req,
     reconciled = report_reconcile(p, pm, r);
     reconciled |= daily_report(p, pm, r);
     call = pm->call;
-    call->open_permits--;
     call->rate_limited |= outcome == ROUTER_OUTCOME_RATE_LIMITED;
     call->success = outcome == ROUTER_OUTCOME_OK;
+    call->over |= r->final || call->id[0] == '\0';
     permit_free(p, pm);
-    if ((r->final || call->id[0] == '\0') && call->open_permits == 0 &&
-        call->quota_waits == 0)
+    assert(call->live > 0);
+    if (--call->live == 0 && call->over)
         call_end(call);
 
     if (idx >= 0)
@@ -2302,10 +2382,8 @@ permits_drop_conn(void *state)
         struct call *owner = pm->call;
         decisions_report(cp->owner->d.decisions, pm->decision,
                          DECISION_UNREPORTED, -1, -1, 0);
-        owner->open_permits--;
         permit_free(cp->owner, pm);
-        if (owner->id[0] == '\0')     /* anonymous: its only permit */
-            call_end(owner);
+        call_lost(owner);
     }
     HASH_ITER(hh, cp->calls, call, tmp)
         call_end(call);

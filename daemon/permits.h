@@ -6,11 +6,12 @@
  * A permit reserves quota, routes and takes a token as one step; a report
  * feeds the outcome back to the router, reconciles the quota and closes the
  * attempt.  Attempts that share a call_id form one logical call, which ends
- * at a report marked final or when its connection closes.  This module
- * owns the router: provider i of the router is provider i of the buckets
- * (both in config order), and a second router of the model deployments,
- * whose health is their own: a fault reported for a permit that named a
- * model cools that deployment down, not its provider.
+ * when no attempt of it is live (waiting, or granted and unreported) after
+ * a report marked final or a refusal, or when its connection closes.
+ * This module owns the router: provider i of the router is provider i of
+ * the buckets (both in config order), and a second router of the model
+ * deployments, whose health is their own: a fault reported for a permit
+ * that named a model cools that deployment down, not its provider.
  */
 #ifndef LLMGUARD_PERMITS_H
 #define LLMGUARD_PERMITS_H
