@@ -407,6 +407,29 @@ daily_text(const struct proto_status_rep *st)
                iso8601(dl[i].frees_at, when, sizeof(when)) : "-");
 }
 
+/* The default quota limit in force and, in multi-host mode, the host
+ * whose configuration the quota settings are. */
+static void
+quota_settings_json(json_t *o, const struct proto_status_rep *st)
+{
+    if (PROTO_HAS(st, PROTO_STATUS_REP_DEFAULT_QUOTA_TOKENS))
+        json_object_set_new(o, "default_quota_tokens", json_integer(
+                                (json_int_t)st->default_quota_tokens));
+    if (PROTO_HAS(st, PROTO_STATUS_REP_QUOTA_FROM))
+        json_object_set_new(o, "quota_from", jstr(st->quota_from));
+}
+
+static void
+quota_settings_text(const struct proto_status_rep *st)
+{
+    if (PROTO_HAS(st, PROTO_STATUS_REP_DEFAULT_QUOTA_TOKENS))
+        printf("quota_limit  %llu by default\n",
+               (unsigned long long)st->default_quota_tokens);
+    if (PROTO_HAS(st, PROTO_STATUS_REP_QUOTA_FROM))
+        printf("quota_from   host %.*s's configuration\n",
+               (int)st->quota_from.len, st->quota_from.ptr);
+}
+
 static int
 status_json(struct ctx *ctx, const struct proto_status_rep *st)
 {
@@ -434,6 +457,7 @@ status_json(struct ctx *ctx, const struct proto_status_rep *st)
                     "policy", jstr(st->policy),
                     "enforcement", jstr(st->enforcement),
                     "window_days", st->window_days, "providers", provs);
+    quota_settings_json(doc, st);
     if (PROTO_HAS(st, PROTO_STATUS_REP_MODELS))
         json_object_set_new(doc, "models", models_json(st));
     daemon_json(doc, st);
@@ -612,6 +636,7 @@ cmd_status(struct ctx *ctx, int argc, char **argv)
     printf("enforcement  %.*s\n", (int)st->enforcement.len,
            st->enforcement.ptr);
     printf("window_days  %g\n", st->window_days);
+    quota_settings_text(st);
     daemon_text(st);
     if (st->providers.n == 0) {
         printf("\nno providers configured "

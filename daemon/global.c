@@ -207,6 +207,8 @@ struct global {
     bool config_inflight, config_owed;
     char config_logged[84];         /* fleet's and own hash, last logged */
     bool config_error_logged;
+    void (*on_config)(void *arg);   /* global_on_config's hook */
+    void *on_config_arg;
     uint64_t errors_taken;      /* given to the metrics */
 };
 
@@ -640,6 +642,14 @@ kick_all(struct global *g)
 
 /* ---- the fleet's configuration ---------------------------------------- */
 
+/* What global_fleet_quota() gives may have changed: tell the hook. */
+static void
+config_changed(struct global *g)
+{
+    if (g->on_config != NULL)
+        g->on_config(g->on_config_arg);
+}
+
 /* This host's part of the fleet's configuration, from its file; a new
  * load time when it changed (or at start).  Returns whether it changed. */
 static bool
@@ -742,6 +752,7 @@ take_fleet(struct global *g, const redisReply *r)
     g->have_fleet = true;
     g->config_error_logged = false;
     kick_all(g);    /* every bucket to the fleet's settings */
+    config_changed(g);  /* and the quotas */
 }
 
 static void publish_config(struct global *g);
@@ -811,6 +822,7 @@ set_connected(struct global *g)
              "buckets are global", g->url, g->cfg->host_id,
              (long long)g->hosts);
     kick_all(g);    /* into leased mode */
+    config_changed(g);
 }
 
 /* Redis is unreachable (or refuses us): logged once per change. */
@@ -830,6 +842,7 @@ set_unreachable(struct global *g, const char *why)
                  fallback_names[g->cfg->redis_fallback]);
     g->state = G_UNREACHABLE;
     kick_all(g);
+    config_changed(g);
 }
 
 /* A live instance holds our id. */
@@ -1063,16 +1076,50 @@ global_status(const struct global *g, struct global_status *st)
     snprintf(st->own_hash, sizeof(st->own_hash), "%s", g->own_hash);
 }
 
+/*
+ * This host's new load, another text than the fleet's last read, is
+ * newer than it (in the order the configuration script keeps: the later
+ * load, then the greater host id): the script takes it, as its reply
+ * will say, so the buckets and the quotas need not follow the old one
+ * for that exchange.  Not when another host's clock put its load later:
+ * the reply then says whose is the newest.
+ */
+static void
+own_is_newest(struct global *g)
+{
+    double at = floor(g->own_loaded_at * 1e3) / 1e3;
+
+    if (g->have_fleet && (strcmp(g->fleet_hash, g->own_hash) == 0 ||
+                          at < g->fleet_loaded_at ||
+                          (at == g->fleet_loaded_at &&
+                           strcmp(g->cfg->host_id, g->fleet_host) <= 0)))
+        return;
+    g->fleet = g->own;
+    snprintf(g->fleet_hash, sizeof(g->fleet_hash), "%s", g->own_hash);
+    snprintf(g->fleet_host, sizeof(g->fleet_host), "%s", g->cfg->host_id);
+    g->fleet_loaded_at = at;
+    g->have_fleet = true;
+}
+
 void
 global_reconfigure(struct global *g)
 {
     if (own_config(g)) {
         log_info("redis: this host's configuration changed (hash %.12s): "
                  "publishing it as the fleet's", g->own_hash);
+        own_is_newest(g);
         publish_config(g);
     }
     /* The buckets were reconfigured before cfg held the new file. */
     kick_all(g);
+    config_changed(g);
+}
+
+void
+global_on_config(struct global *g, void (*fn)(void *arg), void *arg)
+{
+    g->on_config = fn;
+    g->on_config_arg = arg;
 }
 
 void
@@ -1086,6 +1133,11 @@ global_fleet_quota(const struct global *g, struct global_quota *q)
                                   : g->cfg->default_quota_tokens;
     q->enforcement = f != NULL ? f->quota_enforcement
                                : g->cfg->quota_enforcement;
+    snprintf(q->host, sizeof(q->host), "%s",
+             f != NULL ? g->fleet_host : g->cfg->host_id);
+    q->loaded_at_ms = llround((f != NULL ? g->fleet_loaded_at
+                                         : floor(g->own_loaded_at * 1e3) /
+                                           1e3) * 1e3);
 }
 
 struct redis *

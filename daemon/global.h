@@ -78,14 +78,22 @@ void global_reconfigure(struct global *g);
 
 /* The fleet's quota settings (multi-host mode: g is not NULL): those of
  * the newest configuration this daemon knows of, as the buckets' (see
- * above), else this host's file's. */
+ * above), else this host's file's; and whose they are. */
 struct global_quota {
     double window_days;         /* QUOTA_WINDOW_DAYS */
     int64_t default_tokens;     /* DEFAULT_DAILY_QUOTA_TOKENS */
     int64_t enforcement;        /* QUOTA_ENFORCEMENT, enum
                                    config_enforcement */
+    char host[CONFIG_NAME_MAX]; /* the host that loaded them */
+    int64_t loaded_at_ms;       /* when, by its wall clock (the load time
+                                   the newest is chosen by) */
 };
 void global_fleet_quota(const struct global *g, struct global_quota *q);
+
+/* fn(arg) after each change that may have changed what
+ * global_fleet_quota() gives: a new configuration of the fleet's read, a
+ * reload, Redis reached or lost.  One hook; NULL removes it. */
+void global_on_config(struct global *g, void (*fn)(void *arg), void *arg);
 
 /* The connection, for health.c's scripts beside these. */
 struct redis *global_redis(struct global *g);

@@ -48,12 +48,24 @@
 #define REBUILD_MS "3000"
 
 /*
- * The batch write.  KEYS epoch, window, then used and by of each subject;
- * ARGV host, epoch known, candidate, slot_ms, horizon_ms, ttl_ms, seq,
- * then per subject its count of slots and the (slot, tokens) pairs.  The
- * by hash keeps the host's last seq (field seq@<host>): a write older
- * than it (sent on a connection since dropped, run late) changes nothing.
+ * The batch write.  KEYS epoch, slot size, then used and by of each
+ * subject; ARGV host, epoch known, candidate, slot_ms, horizon_ms,
+ * ttl_ms, seq, and the load time and host of the configuration the
+ * window is from, then per subject its count of slots, whether they are
+ * all of it (1: this host's fields of the subject are replaced, 0:
+ * patched), and the (slot, tokens) pairs.  The by hash keeps the host's
+ * last seq (field seq@<host>): a write older than it (sent on a
+ * connection since dropped, run late) changes nothing.
+ *
+ * The slot size key is "<slot_ms> <loaded_at_ms> <host> <changed_ms>":
+ * the window of the newest configuration written with, and when (Redis'
+ * clock) the size last changed.  For WINDOW_GUARD_MS after a change a
+ * host with another size from an older configuration is refused (it has
+ * not followed the newer one yet, and its horizon would trim the fleet's
+ * usage to its window); later it is the only one writing with that size
+ * and takes it over.
  */
+#define WINDOW_GUARD_MS "10000"
 static const char write_lua[] =
     "local status, ep = 'ok', redis.call('GET', KEYS[1])\n"
     "if not ep then\n"
@@ -61,19 +73,47 @@ static const char write_lua[] =
     "  redis.call('SET', KEYS[1], ep)\n"
     "  redis.call('SET', KEYS[1] .. ':rebuilding', '1', 'PX', " REBUILD_MS ")\n"
     "elseif ep ~= ARGV[2] then status = 'rebuild' end\n"
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
     "local w = redis.call('GET', KEYS[2])\n"
-    "if not w then redis.call('SET', KEYS[2], ARGV[4])\n"
-    "elseif w ~= ARGV[4] then return {'window', w} end\n"
+    "local ws, wat, wh, wch = string.match(w or '',\n"
+    "                                      '^(%d+) (%d+) (%S+) (%d+)$')\n"
+    "if not ws then ws, wat, wh, wch = w, '0', '', '0' end\n"
+    "local at, from = tonumber(ARGV[8]), ARGV[9]\n"
+    "local newer = not w or at > tonumber(wat) or\n"
+    "              (at == tonumber(wat) and from > wh)\n"
+    "if ws ~= ARGV[4] then\n"
+    "  if not newer and now - tonumber(wch) < " WINDOW_GUARD_MS " then\n"
+    "    return {'window', ws} end\n"
+    "  redis.call('SET', KEYS[2],\n"
+    "             ARGV[4] .. ' ' .. ARGV[8] .. ' ' .. from .. ' ' .. now)\n"
+    "elseif newer then\n"
+    "  redis.call('SET', KEYS[2],\n"
+    "             ARGV[4] .. ' ' .. ARGV[8] .. ' ' .. from .. ' ' .. wch)\n"
+    "end\n"
     "local host, horizon = ARGV[1], tonumber(ARGV[5])\n"
-    "local out, a, sf = {status, ep}, 8, 'seq@' .. ARGV[1]\n"
+    "local tail = '@' .. host\n"
+    "local out, a, sf = {status, ep}, 10, 'seq@' .. ARGV[1]\n"
     "for k = 3, #KEYS, 2 do\n"
     "  local used, by = KEYS[k], KEYS[k + 1]\n"
-    "  local n = tonumber(ARGV[a])\n"
+    "  local n, whole = tonumber(ARGV[a]), ARGV[a + 1] == '1'\n"
     "  local last = tonumber(redis.call('HGET', by, sf) or '0')\n"
-    "  if tonumber(ARGV[7]) < last then n = 0\n"
+    "  if tonumber(ARGV[7]) < last then n, whole = 0, false\n"
     "  else redis.call('HSET', by, sf, ARGV[7]) end\n"
+    "  if whole then\n"
+    "    local b = redis.call('HGETALL', by)\n"
+    "    for i = 1, #b, 2 do\n"
+    "      local slot = string.sub(b[i], 1, #b[i] - #tail)\n"
+    "      if string.sub(b[i], -#tail) == tail and\n"
+    "         string.match(slot, '^-?%d+$') then\n"
+    "        redis.call('HDEL', by, b[i])\n"
+    "        if redis.call('HINCRBY', used, slot, -tonumber(b[i + 1])) <= 0\n"
+    "        then redis.call('HDEL', used, slot) end\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
     "  for i = 1, n do\n"
-    "    local slot, v = ARGV[a + 2 * i - 1], tonumber(ARGV[a + 2 * i])\n"
+    "    local slot, v = ARGV[a + 2 * i], tonumber(ARGV[a + 1 + 2 * i])\n"
     "    local f = slot .. '@' .. host\n"
     "    local old = tonumber(redis.call('HGET', by, f) or '0')\n"
     "    if v ~= old then\n"
@@ -83,7 +123,7 @@ static const char write_lua[] =
     "        redis.call('HDEL', used, slot) end\n"
     "    end\n"
     "  end\n"
-    "  a = a + 1 + 2 * tonumber(ARGV[a])\n"
+    "  a = a + 2 + 2 * tonumber(ARGV[a])\n"
     "  local sum, old = 0, false\n"
     "  local all = redis.call('HGETALL', used)\n"
     "  for i = 1, #all, 2 do\n"
@@ -285,7 +325,12 @@ struct gquota {
     struct event *flush_ev, *poll_ev;
     struct event *held_ev;      /* the longest the held ones wait */
     struct batch *inflight;
-    bool polling, local_only, refused, was_up;
+    bool polling, refused, was_up;
+    bool window_refused;        /* logged: the fleet's slots are a newer
+                                   configuration's */
+    /* The quota settings in force: the fleet's newest configuration's
+     * (global_fleet_quota), applied to q as a reload would. */
+    struct global_quota in_force;
     bool behind;                /* usage Redis may lack: hard mode keeps
                                    to its share until it is written */
     uint64_t bseq;              /* times it fell behind */
@@ -371,11 +416,18 @@ slot_ms(const struct gquota *gq)
     return quota_slot_ms(gq->q);
 }
 
+/* The window in force, in ms. */
+static int64_t
+window_ms(const struct gquota *gq)
+{
+    return llround(quota_window_s(gq->q) * 1e3);
+}
+
 /* How long a usage key outlives its last write: the window and a slot. */
 static int64_t
 ttl_ms(const struct gquota *gq)
 {
-    return llround(gq->cfg->quota_window_days * 86400e3) + 2 * slot_ms(gq);
+    return window_ms(gq) + 2 * slot_ms(gq);
 }
 
 /* Whether Redis is reachable now. */
@@ -393,7 +445,7 @@ gquota_connected(const struct gquota *gq)
 bool
 gquota_active(const struct gquota *gq)
 {
-    return gq != NULL && !gq->local_only;
+    return gq != NULL;
 }
 
 /* An exchange answered or failed: false when gq is gone meanwhile. */
@@ -502,7 +554,7 @@ batch_close_subject(struct batch *b)
 }
 
 static int
-batch_subject(void *arg, const char *subject, int64_t own)
+batch_subject(void *arg, const char *subject, int64_t own, bool whole)
 {
     struct batch *b = arg;
     char key[KEY_MAX];
@@ -518,6 +570,7 @@ batch_subject(void *arg, const char *subject, int64_t own)
     b->count_at = b->args.n;
     b->count = 0;
     strv_addf(&b->args, "0");
+    strv_addf(&b->args, "%d", whole ? 1 : 0);
     snprintf(b->subject[b->nsub], QUOTA_SUBJECT_MAX, "%s", subject);
     b->own[b->nsub++] = own;
     return b->keys.oom || b->args.oom ? -1 : 0;
@@ -609,15 +662,25 @@ write_reply(const redisReply *r, const char *err, void *arg)
         return;
     }
     if (strcmp(r->element[0]->str, "window") == 0) {
-        log_error("redis: the fleet's quota slots are %s ms, this host's "
-                  "%lld ms (another window): quotas stay this host's own",
-                  r->element[1]->str, (long long)slot_ms(gq));
-        gq->local_only = true;
+        /* A newer configuration's window, written by a host that already
+         * follows it: this one follows it within a heartbeat, then
+         * writes all it holds in the new slots.  Meanwhile its usage is
+         * owed, and hard mode keeps to its share. */
+        if (!gq->window_refused)
+            log_info("redis: the fleet's quota slots are %s ms, a newer "
+                     "configuration's than this host's (%lld ms): writing "
+                     "once it follows it", r->element[1]->str,
+                     (long long)slot_ms(gq));
+        gq->window_refused = true;
+        fall_behind(gq);
+        batch_reowe(gq, b);
         batch_free(b);
         release_held(gq, false);
+        schedule(gq, RETRY_S);
         return;
     }
     gq->refused = false;
+    gq->window_refused = false;
     /* Redis holds all this host had when b was built, and nothing went
      * around it since. */
     bool more = !b->drained;
@@ -632,7 +695,7 @@ write_reply(const redisReply *r, const char *err, void *arg)
                      gq->cfg->quota_flush_ms / 1e3);
 }
 
-/* The header of a write: keys epoch, window; the fixed ARGV. */
+/* The header of a write: keys epoch, slot size; the fixed ARGV. */
 static void
 batch_header(struct gquota *gq, struct batch *b, double now)
 {
@@ -645,6 +708,8 @@ batch_header(struct gquota *gq, struct batch *b, double now)
     strv_addf(&b->args, "%lld", (long long)quota_horizon_ms(gq->q, now));
     strv_addf(&b->args, "%lld", (long long)ttl_ms(gq));
     strv_addf(&b->args, "%llu", (unsigned long long)++gq->wseq);
+    strv_addf(&b->args, "%lld", (long long)gq->in_force.loaded_at_ms);
+    strv_addf(&b->args, "%s", gq->in_force.host);
 }
 
 /* Send one batch of what is owed, if Redis is up and none is in flight. */
@@ -657,7 +722,7 @@ write_batch(struct gquota *gq)
     const char **argv;
     size_t n;
 
-    if (gq->inflight != NULL || gq->local_only || !quota_owed_pending(gq->q))
+    if (gq->inflight != NULL || !quota_owed_pending(gq->q))
         return;
     if (!gquota_connected(gq)) {
         /* Looked at again soon: written as soon as Redis is back. */
@@ -729,6 +794,113 @@ gquota_changed(void *arg)
 
     if (gq != NULL && gq->inflight == NULL && quota_owed_pending(gq->q))
         schedule(gq, gq->cfg->quota_flush_ms / 1e3);
+}
+
+/* ---- the quota settings: the fleet's ----------------------------------- */
+
+/* Append to buf (of len, holding *at bytes); what does not fit is cut. */
+static void append(char *buf, size_t len, size_t *at, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void
+append(char *buf, size_t len, size_t *at, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    if (*at >= len)
+        return;
+    va_start(ap, fmt);
+    n = vsnprintf(buf + *at, len - *at, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        *at = *at + (size_t)n < len ? *at + (size_t)n : len - 1;
+}
+
+/* The settings s as "QUOTA_WINDOW_DAYS 2 (here 1), ...": with here, only
+ * those that differ from this host's file, and "" when none does. */
+static void
+settings_text(const struct gquota *gq, const struct global_quota *s,
+              bool here, char *buf, size_t len)
+{
+    const struct config *c = gq->cfg;
+    size_t at = 0;
+
+    buf[0] = '\0';
+    if (!here || s->window_days != c->quota_window_days)
+        append(buf, len, &at, "QUOTA_WINDOW_DAYS %.15g", s->window_days);
+    if (here && s->window_days != c->quota_window_days)
+        append(buf, len, &at, " (here %.15g)", c->quota_window_days);
+    if (!here || s->default_tokens != c->default_quota_tokens)
+        append(buf, len, &at, "%sDEFAULT_DAILY_QUOTA_TOKENS %lld",
+               at > 0 ? ", " : "", (long long)s->default_tokens);
+    if (here && s->default_tokens != c->default_quota_tokens)
+        append(buf, len, &at, " (here %lld)",
+               (long long)c->default_quota_tokens);
+    if (!here || s->enforcement != c->quota_enforcement)
+        append(buf, len, &at, "%sQUOTA_ENFORCEMENT %s", at > 0 ? ", " : "",
+               config_enforcement_name(s->enforcement));
+    if (here && s->enforcement != c->quota_enforcement)
+        append(buf, len, &at, " (here %s)",
+               config_enforcement_name(c->quota_enforcement));
+}
+
+/* Say once per change whose quota settings apply now. */
+static void
+report_settings(const struct gquota *gq, const struct global_quota *s)
+{
+    char all[160], diff[256];
+
+    settings_text(gq, s, false, all, sizeof(all));
+    settings_text(gq, s, true, diff, sizeof(diff));
+    if (diff[0] != '\0')
+        log_warn("redis: quotas follow host %s's configuration: %s",
+                 s->host, diff);
+    else if (strcmp(s->host, gq->cfg->host_id) == 0)
+        log_info("redis: quotas by this host's configuration: %s", all);
+    else
+        log_info("redis: quotas by host %s's configuration, the same as "
+                 "this host's file: %s", s->host, all);
+}
+
+/*
+ * global.c's hook: the newest configuration may have changed.  Its quota
+ * window, default limit and enforcement are applied to the table as a
+ * reload applies a file's (reload.c: quota_reconfigure, then the store
+ * is told, as a new window moves the slots).  A new slot size owes every
+ * subject to the fleet as a whole, in the new slots; until that is
+ * written (and what soft mode had not written yet, when it turns hard)
+ * hard mode waits for it, or keeps to its share, as after a start.
+ */
+static void
+follow(void *arg)
+{
+    struct gquota *gq = arg;
+    struct global_quota s;
+    int64_t old_slot = slot_ms(gq);
+    bool was_hard = quota_hard(gq->q);
+
+    global_fleet_quota(gq->g, &s);
+    gq->in_force = s;
+    if (quota_window_s(gq->q) == s.window_days * 86400.0 &&
+        quota_default_limit(gq->q) == s.default_tokens &&
+        quota_hard(gq->q) == (s.enforcement == ENFORCE_HARD))
+        return;
+    if (quota_reconfigure(gq->q, s.window_days * 86400.0, s.default_tokens,
+                          s.enforcement == ENFORCE_HARD) < 0) {
+        log_error("redis: host %s's quota settings cannot apply "
+                  "(QUOTA_WINDOW_DAYS %g, DEFAULT_DAILY_QUOTA_TOKENS %lld): "
+                  "the ones in force stay", s.host, s.window_days,
+                  (long long)s.default_tokens);
+        return;
+    }
+    report_settings(gq, &s);
+    /* Hard mode's scripts check against Redis: first all this host has
+     * acknowledged, in the slots it has now. */
+    if (slot_ms(gq) != old_slot || (quota_hard(gq->q) && !was_hard))
+        fall_behind(gq);
+    persist_changed(gq->persist);
+    gquota_changed(gq);
 }
 
 /* ---- the admin log ------------------------------------------------------ */
@@ -828,7 +1000,7 @@ poll_cb(evutil_socket_t fd, short what, void *arg)
     if (up && !gq->was_up)
         write_batch(gq);
     gq->was_up = up;
-    if (!up || gq->local_only || gq->polling)
+    if (!up || gq->polling)
         return;
     if (redis_eval(gq->redis, gq->s_poll, 5, 8, argv, NULL, poll_reply,
                    gq) == 0) {
@@ -976,8 +1148,7 @@ send_admin(struct gquota *gq, struct gcall *k)
     key_of(gq, used, "used", k->r.subject);
     key_of(gq, by, "by", k->r.subject);
     snprintf(limit, sizeof(limit), "%lld", (long long)k->r.limit);
-    snprintf(window, sizeof(window), "%lld",
-             (long long)llround(gq->cfg->quota_window_days * 86400e3));
+    snprintf(window, sizeof(window), "%lld", (long long)window_ms(gq));
     const char *argv[] = { gq->key_limits, gq->key_log, gq->key_ops,
                            gq->key_seq, used, by, ops[k->r.op], k->r.subject,
                            limit, gq->cfg->host_id, gq->instance, window };
@@ -1353,6 +1524,9 @@ gquota_start(struct event_base *base, const struct config *cfg,
         (gq->poll_ev = event_new(base, -1, EV_PERSIST, poll_cb, gq)) == NULL ||
         event_add(gq->poll_ev, &tv) < 0)
         fatalx(1, "out of memory");
+    /* The fleet's quota settings from the start, and at each change. */
+    follow(gq);
+    global_on_config(g, follow, gq);
     schedule(gq, 0);
     return gq;
 }
@@ -1364,6 +1538,7 @@ gquota_free(struct gquota *gq)
 
     if (gq == NULL)
         return;
+    global_on_config(gq->g, NULL, NULL);
     /* Every connection closed first: nobody waits for these. */
     while ((k = TAILQ_FIRST(&gq->held)) != NULL) {
         TAILQ_REMOVE(&gq->held, k, held_link);

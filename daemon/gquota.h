@@ -18,6 +18,14 @@
  * share of the headroom last seen: (limit - usage at the last read) /
  * hosts.
  *
+ * The window, the default limit and the enforcement are the fleet's
+ * newest configuration's (global_fleet_quota), applied to the table as a
+ * reload applies a file's; a new window moves this host's slots, and it
+ * writes them all again, replacing its part in Redis.  For a few seconds
+ * after the window changed Redis refuses the writes of a host still on
+ * an older configuration's (their horizon would trim the fleet's usage):
+ * they are owed until it follows.
+ *
  * quota_set, quota_unset and quota_reset go through one script each
  * (refused with busy while Redis is unreachable); the other hosts read
  * the admin log every second and apply them.  quota_status reads the
@@ -88,8 +96,8 @@ void gquota_drop_conn(void *state);
 /* The quota table changed: a batch is due (persist's watch hook). */
 void gquota_changed(void *arg);
 
-/* Whether the fleet's quotas are in force (gq set, and the window agrees
- * with the fleet's); false: quotas are this host's own. */
+/* Whether the fleet's quotas are in force (multi-host mode: gq set);
+ * false: quotas are this host's own. */
 bool gquota_active(const struct gquota *gq);
 
 /*

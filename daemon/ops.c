@@ -615,6 +615,30 @@ redis_status(struct daemon *d, struct conn *c, struct proto_status_rep *rep)
     return 0;
 }
 
+/* The quota settings in force (multi-host mode: the fleet's newest
+ * configuration's, and the host whose it is). */
+static int
+quota_settings_status(struct daemon *d, struct conn *c,
+                      struct proto_status_rep *rep)
+{
+    rep->enforcement = request_str(config_enforcement_name(
+        quota_hard(d->quota) ? ENFORCE_HARD : ENFORCE_SOFT));
+    rep->window_days = quota_window_s(d->quota) / 86400.0;
+    rep->default_quota_tokens = (uint64_t)quota_default_limit(d->quota);
+    PROTO_SET(rep, PROTO_STATUS_REP_DEFAULT_QUOTA_TOKENS);
+    if (d->global != NULL) {
+        struct global_quota gq;
+        char *host;
+
+        global_fleet_quota(d->global, &gq);
+        if ((host = zone_strdup(c, gq.host)) == NULL)
+            return -1;
+        rep->quota_from = request_str(host);
+        PROTO_SET(rep, PROTO_STATUS_REP_QUOTA_FROM);
+    }
+    return 0;
+}
+
 static int
 op_status(struct daemon *d, struct conn *c, struct proto_req *req,
           struct proto_error *e)
@@ -626,9 +650,8 @@ op_status(struct daemon *d, struct conn *c, struct proto_req *req,
 
     rep.enabled = d->cfg.rate_limit_enabled;
     rep.policy = request_str(config_policy_name(d->cfg.routing_policy));
-    rep.enforcement =
-        request_str(config_enforcement_name(d->cfg.quota_enforcement));
-    rep.window_days = d->cfg.quota_window_days;
+    if (quota_settings_status(d, c, &rep) < 0)
+        return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
     if (n > 0 &&
         (ps = msgpack_zone_malloc(conn_zone(c), sizeof(*ps) * n)) == NULL)
         return proto_error_set(e, PROTO_E_INTERNAL, "out of memory");
@@ -709,8 +732,7 @@ op_quota_reserve(struct daemon *d, struct conn *c, struct proto_req *req,
         return -1;
     if (r->tokens > INT64_MAX)
         return proto_error_set(e, PROTO_E_BAD_REQUEST, "tokens too large");
-    if (enabled && gquota_active(d->gquota) &&
-        d->cfg.quota_enforcement == ENFORCE_HARD) {
+    if (enabled && gquota_active(d->gquota) && quota_hard(d->quota)) {
         if ((rc = reserve_fleet(d, c, req->id, &s, (int64_t)r->tokens, &qd,
                                 e)) != 0)
             return rc > 0 ? 0 : -1;
@@ -754,7 +776,7 @@ op_quota_commit(struct daemon *d, struct conn *c, struct proto_req *req,
     /* A reservation is the start of a slot that has been: never later
      * than the current slot (it would never leave the window). */
     if (r->reservation > (int64_t)(now * 1e3) ||
-        r->reservation % quota_slot_ms(d->quota) != 0)
+        !quota_reservation_ok(d->quota, r->reservation))
         return proto_error_set(e, PROTO_E_BAD_REQUEST, "reservation %lld is "
                                "not one quota_reserve gave",
                                (long long)r->reservation);

@@ -1270,7 +1270,7 @@ static bool
 quota_by_fleet(const struct permits *p, const struct pending *pd)
 {
     return gquota_active(p->d.gquota) && p->d.cfg->rate_limit_enabled &&
-           p->d.cfg->quota_enforcement == ENFORCE_HARD &&
+           quota_hard(p->d.quota) &&
            (pd->pm.workflow[0] != '\0' || pd->pm.tenant[0] != '\0');
 }
 
@@ -1283,8 +1283,7 @@ permit_quota_gate(struct permits *p, const struct permit *pm, double now_s,
 {
     const char *wf = or_null(pm->workflow), *tn = or_null(pm->tenant);
 
-    if (!gquota_active(p->d.gquota) ||
-        p->d.cfg->quota_enforcement != ENFORCE_HARD)
+    if (!gquota_active(p->d.gquota) || !quota_hard(p->d.quota))
         return request_quota_gate(p->d.quota, p->d.telemetry, wf, tn,
                                   (int64_t)pm->estimate, now_s, d, e);
     if (gquota_reserve_share(p->d.gquota, wf, tn, (int64_t)pm->estimate,

@@ -67,6 +67,8 @@ struct fleet {
     int64_t own_read;   /* this host's own usage at that read */
     bool read;          /* others was read at least once */
     bool owed_queued;   /* on quota.owed */
+    bool owed_whole;    /* owed all its slots: the fleet's copy of this
+                           host's part is to be replaced, not patched */
 };
 TAILQ_HEAD(fleet_queue, fleet);
 
@@ -79,6 +81,7 @@ struct htab {
 struct quota {
     double window_s;
     int64_t slot_ms;
+    int64_t prev_slot_ms;       /* before the last change of slot_ms */
     int64_t default_limit;
     bool hard;
     struct htab ht[2];          /* ht[1] only while rehashing into it */
@@ -431,6 +434,19 @@ subject_owe(struct quota *q, struct subject *s, struct slot *sl)
         TAILQ_INSERT_TAIL(&q->owed, f, owed_link);
         f->owed_queued = true;
     }
+}
+
+/* Owes the fleet every slot of s, as a whole (after a failed write, a
+ * rebuild, a new slot size): the write that carries them replaces all
+ * that the fleet holds of this host's part, so no slot it no longer has
+ * (one of another size) stays behind. */
+static void
+subject_owe_all(struct quota *q, struct subject *s)
+{
+    for (uint32_t i = 0; i < s->n_slots; i++)
+        subject_owe(q, s, &s->slots[i]);
+    if (s->fleet != NULL && s->fleet->owed_queued)
+        s->fleet->owed_whole = true;
 }
 
 /* The fleet's usage beside s's own (0 in single-host mode). */
@@ -1178,6 +1194,7 @@ subject_rebucket(struct quota *q, struct subject *s, int64_t old_slot_ms)
     }
     s->n_slots = w;
     subject_mark_rewrite(q, s);
+    subject_owe_all(q, s);      /* multi-host mode: the fleet's copy too */
 }
 
 /* An empty table for one configuration. */
@@ -1215,15 +1232,6 @@ quota_owed_pending(const struct quota *q)
     return !TAILQ_EMPTY(&q->owed);
 }
 
-/* Owes the fleet every counted slot of s (after a failed write, a
- * rebuild). */
-static void
-subject_owe_all(struct quota *q, struct subject *s)
-{
-    for (uint32_t i = 0; i < s->n_slots; i++)
-        subject_owe(q, s, &s->slots[i]);
-}
-
 int
 quota_owe_subject(struct quota *q, const char *subject)
 {
@@ -1258,7 +1266,8 @@ owed_subject(struct quota *q, struct subject *s, double now_s,
     slots_trim(q, s, now_s);
     subject_usage(q, s, now_s, &u);
     own = u.used - subject_others(s);
-    if (sink->on_subject(arg, s->key, own < 0 ? 0 : own) < 0)
+    if (sink->on_subject(arg, s->key, own < 0 ? 0 : own,
+                         s->fleet->owed_whole) < 0)
         return -1;
     for (uint32_t i = 0; i < s->n_slots; i++)
         if (s->slots[i].owed &&
@@ -1284,6 +1293,7 @@ quota_owed_take(struct quota *q, double now_s, size_t max_subjects,
             return n;
         TAILQ_REMOVE(&q->owed, f, owed_link);
         f->owed_queued = false;
+        f->owed_whole = false;
         for (uint32_t i = 0; i < s->n_slots; i++)
             s->slots[i].owed = false;
         subject_release(q, s);
@@ -1363,6 +1373,7 @@ quota_reconfigure(struct quota *q, double window_s, int64_t default_limit,
     q->default_limit = default_limit;
     q->hard = hard;
     if (q->slot_ms != old_slot_ms) {
+        q->prev_slot_ms = old_slot_ms;
         TAILQ_FOREACH(s, &q->all, all_link)
             subject_rebucket(q, s, old_slot_ms);
     }
@@ -1373,6 +1384,31 @@ int64_t
 quota_slot_ms(const struct quota *q)
 {
     return q->slot_ms;
+}
+
+bool
+quota_reservation_ok(const struct quota *q, int64_t slot_start_ms)
+{
+    return slot_start_ms % q->slot_ms == 0 ||
+           (q->prev_slot_ms > 0 && slot_start_ms % q->prev_slot_ms == 0);
+}
+
+double
+quota_window_s(const struct quota *q)
+{
+    return q->window_s;
+}
+
+int64_t
+quota_default_limit(const struct quota *q)
+{
+    return q->default_limit;
+}
+
+bool
+quota_hard(const struct quota *q)
+{
+    return q->hard;
 }
 
 /* Start of the oldest slot that counts at now_s. */

@@ -118,11 +118,20 @@ void quota_free(struct quota *q);
  * Changes the config and keeps all usage and overrides; -1 (and nothing
  * changed) for a bad config. When slot_ms changes, every slot moves to the
  * new slot holding its start (merging), and each subject with usage is queued
- * for a rewrite (on_reset then on_slot for all its slots).
+ * for a rewrite (on_reset then on_slot for all its slots) and, once
+ * quota_track_owed() was called, owed to the fleet as a whole.
  */
 int quota_reconfigure(struct quota *q, double window_s, int64_t default_limit,
                       bool hard);
 int64_t quota_slot_ms(const struct quota *q);
+/* The settings in force. */
+double quota_window_s(const struct quota *q);
+int64_t quota_default_limit(const struct quota *q);
+bool quota_hard(const struct quota *q);
+/* Whether slot_start_ms can be a reservation quota_reserve() gave: the
+ * start of a slot of the size in force, or of the size before the last
+ * change (quota_commit() takes it to the slot that now holds it). */
+bool quota_reservation_ok(const struct quota *q, int64_t slot_start_ms);
 
 /*
  * A slot (or stored row) with slot_start_ms >= the horizon counts at now_s,
@@ -262,9 +271,13 @@ bool quota_owed_pending(const struct quota *q);
 
 /* What quota_owed_take() hands over: a subject with this host's own usage
  * in the window, then each of its owed slots (absolute tokens, 0 too).
+ * whole: every slot of the subject follows, and they replace all the
+ * fleet holds of this host's part (after quota_owe_subject(),
+ * quota_owe_all() or a new slot size), else only the slots that changed.
  * on_subject returning -1 stops before that subject (a full batch). */
 struct quota_owed_sink {
-    int (*on_subject)(void *arg, const char *subject, int64_t own_used);
+    int (*on_subject)(void *arg, const char *subject, int64_t own_used,
+                      bool whole);
     int (*on_slot)(void *arg, int64_t slot_start_ms, int64_t tokens);
 };
 

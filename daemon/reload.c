@@ -38,6 +38,12 @@ apply(struct daemon *d, const struct config *next)
     /* Daily usage stays; only the limits follow the new file. */
     if (permits_set_daily(d->daily, next) < 0)
         return -1;
+    /* Multi-host mode: the quota settings are the fleet's newest
+     * configuration's, applied by gquota.c the same way once
+     * global_reconfigure() has published this one (the newest, unless
+     * the file changed nothing the fleet shares). */
+    if (d->gquota != NULL)
+        return 0;
     return quota_reconfigure(d->quota, next->quota_window_days * 86400.0,
                              next->default_quota_tokens,
                              next->quota_enforcement == ENFORCE_HARD);
@@ -77,6 +83,6 @@ reload_apply(struct daemon *d, char *err, size_t errlen)
              "enforcement %s", d->cfg.env_file[0] ? d->cfg.env_file : "the "
              "environment", d->cfg.nproviders,
              config_policy_name(d->cfg.routing_policy),
-             config_enforcement_name(d->cfg.quota_enforcement));
+             quota_hard(d->quota) ? "hard" : "soft");
     return 0;
 }

@@ -297,6 +297,8 @@ struct proto_msgdef {
     X(m, policy,       POLICY,       PF_STR,    PF_REQUIRED)                  \
     X(m, enforcement,  ENFORCEMENT,  PF_STR,    PF_REQUIRED)                  \
     X(m, window_days,  WINDOW_DAYS,  PF_DOUBLE, PF_REQUIRED)                  \
+    X(m, default_quota_tokens, DEFAULT_QUOTA_TOKENS, PF_UINT, 0)              \
+    X(m, quota_from,   QUOTA_FROM,   PF_STR,    0)                            \
     X(m, providers,    PROVIDERS,    PF_OBJARR(provider_status), PF_REQUIRED) \
     X(m, version,      VERSION,      PF_STR,    0)                            \
     X(m, env_file,     ENV_FILE,     PF_STR,    0)                            \

@@ -59,6 +59,8 @@ def _status_json(st: Dict[str, Any]) -> None:
     doc = {"enabled": st["enabled"], "policy": st["policy"],
            "enforcement": st["enforcement"],
            "window_days": float(st["window_days"]), "providers": provs}
+    doc.update((k, st[k]) for k in ("default_quota_tokens", "quota_from")
+               if k in st)
     if "models" in st:
         doc["models"] = [
             dict([(k, m[k]) for k in _MODEL_KEYS]
@@ -152,6 +154,10 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
     print(f"policy       {st['policy']}")
     print(f"enforcement  {st['enforcement']}")
     print(f"window_days  {st['window_days']:g}")
+    if "default_quota_tokens" in st:
+        print(f"quota_limit  {st['default_quota_tokens']} by default")
+    if "quota_from" in st:          # multi-host mode: whose settings
+        print(f"quota_from   host {st['quota_from']}'s configuration")
     _daemon_text(st)
     if not st["providers"]:
         print("\nno providers configured (set PROVIDER_<NAME>_RATE_PER_SEC)")

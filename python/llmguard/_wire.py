@@ -105,6 +105,7 @@ REPLIES: Dict[str, List[Row]] = {
     "status": [
         ("enabled", _is_bool, R), ("policy", _is_str, R),
         ("enforcement", _is_str, R), ("window_days", _is_double, R),
+        ("default_quota_tokens", _is_uint, O), ("quota_from", _is_str, O),
         ("providers", _PROVIDER_STATUS, R), ("version", _is_str, O),
         ("env_file", _is_str, O), ("database", _is_str, O),
         ("uptime_s", _is_double, O), ("connections", _is_uint, O),

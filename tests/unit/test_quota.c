@@ -909,7 +909,8 @@ struct owed_rec {
     int subjects;
 };
 
-static int owed_subject_cb(void *arg, const char *subject, int64_t own)
+static int owed_subject_cb(void *arg, const char *subject, int64_t own,
+                           bool whole)
 {
     struct owed_rec *r = arg;
 
@@ -917,8 +918,8 @@ static int owed_subject_cb(void *arg, const char *subject, int64_t own)
         return -1;
     r->subjects++;
     if (r->n < MAX_EVENTS)
-        snprintf(r->ev[r->n], sizeof(r->ev[0]), "%s own %lld", subject,
-                 (long long)own);
+        snprintf(r->ev[r->n], sizeof(r->ev[0]), "%s own %lld%s", subject,
+                 (long long)own, whole ? " whole" : "");
     r->n++;
     return 0;
 }
@@ -976,6 +977,7 @@ static void test_owed_slots(void **state)
     assert_int_equal(quota_owe_subject(q, "bogus"), -1);
     assert_int_equal(quota_owed_take(q, 117.0, 10, &owed_sink, &r), 1);
     assert_int_equal(r.n, 3);
+    assert_string_equal(r.ev[0], "workflow:w own 15 whole");
     memset(&r, 0, sizeof(r));
     quota_owe_all(q);
     r.max_subjects = 1;     /* a full batch stops before the second */
@@ -984,6 +986,52 @@ static void test_owed_slots(void **state)
     r.max_subjects = 0;
     assert_int_equal(quota_owed_take(q, 117.0, 10, &owed_sink, &r), 1);
     assert_false(quota_owed_pending(q));
+    quota_free(q);
+}
+
+/* A new slot size (the fleet's window, or a reload's) moves the slots and
+ * owes every subject as a whole: its write replaces what the fleet held
+ * of this host's part in the old slots.  A reservation of the old size
+ * still commits, into the slot that holds it now. */
+static void test_owed_reslot(void **state)
+{
+    struct quota *q = quota_new(W_S, 1000, false);
+    struct quota_decision d;
+    struct quota_status st;
+    struct owed_rec r = { 0 };
+
+    (void)state;
+    quota_track_owed(q);
+    assert_int_equal(quota_reserve(q, "w", NULL, 5, 100.0, &d), 0);
+    assert_int_equal(quota_reserve(q, "w", NULL, 7, 110.0, &d), 0);
+    assert_int_equal(d.slot_start_ms, 110000);
+    assert_int_equal(quota_owed_take(q, 111.0, 10, &owed_sink, &r), 1);
+    assert_string_equal(r.ev[0], "workflow:w own 12");
+    memset(&r, 0, sizeof(r));
+    /* The same slot size: nothing moves, nothing is owed. */
+    assert_int_equal(quota_reconfigure(q, W_S, 500, true), 0);
+    assert_false(quota_owed_pending(q));
+    assert_true(quota_hard(q));
+    assert_int_equal(quota_default_limit(q), 500);
+    /* Twice the window: slots of 20 s, both in the one at 100 s. */
+    assert_int_equal(quota_reconfigure(q, 2 * W_S, 500, false), 0);
+    assert_true(quota_window_s(q) == 2 * W_S);
+    assert_false(quota_hard(q));
+    assert_int_equal(quota_owed_take(q, 111.0, 10, &owed_sink, &r), 1);
+    assert_int_equal(r.n, 2);
+    assert_string_equal(r.ev[0], "workflow:w own 12 whole");
+    assert_string_equal(r.ev[1], "slot 100000 12");
+    /* The reservation of 10 s slots commits into the 20 s one. */
+    assert_true(quota_reservation_ok(q, 110000));
+    assert_true(quota_reservation_ok(q, 120000));
+    assert_false(quota_reservation_ok(q, 115000));
+    assert_int_equal(quota_commit(q, "w", NULL, 110000, 7, 9, 112.0), 0);
+    assert_int_equal(quota_status(q, QUOTA_WORKFLOW, "w", 112.0, &st), 0);
+    assert_int_equal(st.tokens_used, 14);
+    memset(&r, 0, sizeof(r));
+    assert_int_equal(quota_owed_take(q, 112.0, 10, &owed_sink, &r), 1);
+    assert_string_equal(r.ev[0], "workflow:w own 14");
+    assert_string_equal(r.ev[1], "slot 100000 14");
     quota_free(q);
 }
 
@@ -1115,6 +1163,7 @@ int main(void)
         cmocka_unit_test(test_prune_steps),
         cmocka_unit_test(test_hash_growth),
         cmocka_unit_test(test_owed_slots),
+        cmocka_unit_test(test_owed_reslot),
         cmocka_unit_test(test_others),
         cmocka_unit_test(test_owed_reset),
         cmocka_unit_test(test_share),
