@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/queue.h>
 
+#include <event2/buffer.h>
 #include <hiredis/hiredis.h>
 
 #include "clock.h"
@@ -798,69 +799,65 @@ gquota_changed(void *arg)
 
 /* ---- the quota settings: the fleet's ----------------------------------- */
 
-/* Append to buf (of len, holding *at bytes); what does not fit is cut. */
-static void append(char *buf, size_t len, size_t *at, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static void
-append(char *buf, size_t len, size_t *at, const char *fmt, ...)
-{
-    va_list ap;
-    int n;
-
-    if (*at >= len)
-        return;
-    va_start(ap, fmt);
-    n = vsnprintf(buf + *at, len - *at, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        *at = *at + (size_t)n < len ? *at + (size_t)n : len - 1;
-}
-
-/* The settings s as "QUOTA_WINDOW_DAYS 2 (here 1), ...": with here, only
- * those that differ from this host's file, and "" when none does. */
+/* The settings s as "QUOTA_WINDOW_DAYS 2 (here 1), ...", added to out:
+ * with here, only those that differ from this host's file, and nothing
+ * when none does. */
 static void
 settings_text(const struct gquota *gq, const struct global_quota *s,
-              bool here, char *buf, size_t len)
+              bool here, struct evbuffer *out)
 {
     const struct config *c = gq->cfg;
-    size_t at = 0;
 
-    buf[0] = '\0';
     if (!here || s->window_days != c->quota_window_days)
-        append(buf, len, &at, "QUOTA_WINDOW_DAYS %.15g", s->window_days);
+        evbuffer_add_printf(out, "QUOTA_WINDOW_DAYS %.15g", s->window_days);
     if (here && s->window_days != c->quota_window_days)
-        append(buf, len, &at, " (here %.15g)", c->quota_window_days);
+        evbuffer_add_printf(out, " (here %.15g)", c->quota_window_days);
     if (!here || s->default_tokens != c->default_quota_tokens)
-        append(buf, len, &at, "%sDEFAULT_DAILY_QUOTA_TOKENS %lld",
-               at > 0 ? ", " : "", (long long)s->default_tokens);
+        evbuffer_add_printf(out, "%sDEFAULT_DAILY_QUOTA_TOKENS %lld",
+                            evbuffer_get_length(out) > 0 ? ", " : "",
+                            (long long)s->default_tokens);
     if (here && s->default_tokens != c->default_quota_tokens)
-        append(buf, len, &at, " (here %lld)",
-               (long long)c->default_quota_tokens);
+        evbuffer_add_printf(out, " (here %lld)",
+                            (long long)c->default_quota_tokens);
     if (!here || s->enforcement != c->quota_enforcement)
-        append(buf, len, &at, "%sQUOTA_ENFORCEMENT %s", at > 0 ? ", " : "",
-               config_enforcement_name(s->enforcement));
+        evbuffer_add_printf(out, "%sQUOTA_ENFORCEMENT %s",
+                            evbuffer_get_length(out) > 0 ? ", " : "",
+                            config_enforcement_name(s->enforcement));
     if (here && s->enforcement != c->quota_enforcement)
-        append(buf, len, &at, " (here %s)",
-               config_enforcement_name(c->quota_enforcement));
+        evbuffer_add_printf(out, " (here %s)",
+                            config_enforcement_name(c->quota_enforcement));
 }
 
 /* Say once per change whose quota settings apply now. */
 static void
 report_settings(const struct gquota *gq, const struct global_quota *s)
 {
-    char all[160], diff[256];
+    struct evbuffer *all = evbuffer_new(), *diff = evbuffer_new();
 
-    settings_text(gq, s, false, all, sizeof(all));
-    settings_text(gq, s, true, diff, sizeof(diff));
-    if (diff[0] != '\0')
-        log_warn("redis: quotas follow host %s's configuration: %s",
-                 s->host, diff);
+    if (all == NULL || diff == NULL) {
+        log_error("%s: out of memory", __func__);
+        goto done;
+    }
+    settings_text(gq, s, false, all);
+    settings_text(gq, s, true, diff);
+    if (evbuffer_get_length(diff) > 0)
+        log_warn("redis: quotas follow host %s's configuration: %.*s",
+                 s->host, (int)evbuffer_get_length(diff),
+                 (const char *)evbuffer_pullup(diff, -1));
     else if (strcmp(s->host, gq->cfg->host_id) == 0)
-        log_info("redis: quotas by this host's configuration: %s", all);
+        log_info("redis: quotas by this host's configuration: %.*s",
+                 (int)evbuffer_get_length(all),
+                 (const char *)evbuffer_pullup(all, -1));
     else
         log_info("redis: quotas by host %s's configuration, the same as "
-                 "this host's file: %s", s->host, all);
+                 "this host's file: %.*s", s->host,
+                 (int)evbuffer_get_length(all),
+                 (const char *)evbuffer_pullup(all, -1));
+done:
+    if (all != NULL)
+        evbuffer_free(all);
+    if (diff != NULL)
+        evbuffer_free(diff);
 }
 
 /*
