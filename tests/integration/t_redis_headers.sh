@@ -6,7 +6,7 @@
 # margin), and they resume after the reset.  Then the three call a mock
 # provider that allows 2 requests a second and says so in its headers,
 # each host as fast as it is let: the mock answers nearly none of them 429.
-# Redis unreachable: the reporting host's own bucket is held, as on one
+# The LLM-token bucket alike (remaining-tokens).  Redis unreachable: the reporting host's own bucket is held, as on one
 # host.
 . "${top_srcdir:-.}/tests/integration/lib.sh"
 timing_test
@@ -124,6 +124,38 @@ check "the fleet got about what the mock allows ($served answered in 6 s: 6 + 2/
     test "$served" -ge 12 -a "$served" -le 22
 check "the mock answered at most 3 with a 429 ($limited)" test "$limited" -le 3
 
+# ---- the LLM-token bucket alike: "remaining-tokens 0, reset 2s" ---------
+# A provider with TOKENS_PER_MIN, added by a reload (groq excluded below,
+# so that nothing moves to it meanwhile).
+for h in a b c; do
+    printf 'PROVIDER_TOK_RATE_PER_SEC=50\nPROVIDER_TOK_TOKENS_PER_MIN=60000\n' \
+        >> "$TMP/$h.env"
+    "$LLMGUARDCTL" -s "$TMP/$h.sock" reload >/dev/null
+done
+sleep 1.1                   # every host leases with the fleet's settings
+res=$("$PY" - "$TMP/a.sock" "$TMP/b.sock" <<'PYEOF'
+import sys, time
+import llmguard
+a, b = llmguard.Client(sys.argv[1]), llmguard.Client(sys.argv[2])
+def permit(c, timeout_ms):
+    return c.call("permit", {"preferred": "tok", "exclude": ["groq"],
+                             "timeout_ms": timeout_ms, "tokens_estimate": 100},
+                  wait_s=timeout_ms / 1e3)
+a.call("report", {"permit_id": permit(a, 2000)["permit_id"], "outcome": "ok",
+                  "headers": {"x-ratelimit-remaining-tokens": "0",
+                              "x-ratelimit-reset-tokens": "2s"}})
+t0 = time.monotonic()
+rep = permit(b, 5000)
+print("waited %.0f" % ((time.monotonic() - t0) * 1e3))
+PYEOF
+)
+w=$(echo "$res" | sed -n 's/^waited \([0-9]*\)$/\1/p')
+check "tokens: b's next permit of 100 waited about 2 s for the fleet's LLM tokens ($w ms)" \
+    awk -v w="$w" 'BEGIN { exit !(w >= 1700 && w <= 3000) }'
+lhold=$($RCLI hget 'llmguard:{bucket:tok}:tokens' lhold)
+check "tokens: Redis held its LLM refill (lhold $lhold)" \
+    awk -v v="$lhold" 'BEGIN { exit !(v + 0 > 0) }'
+
 # ---- Redis unreachable: the reporting host's own bucket, as on one host ----
 kill_redis "$RPID"
 sleep 0.6                   # leases lapsed: each host in fallback share
@@ -132,7 +164,7 @@ import sys, time
 import llmguard
 a, b = llmguard.Client(sys.argv[1]), llmguard.Client(sys.argv[2])
 def permit(c, timeout_ms):
-    return c.call("permit", {"timeout_ms": timeout_ms,
+    return c.call("permit", {"timeout_ms": timeout_ms, "exclude": ["tok"],
                              "tokens_estimate": 1}, wait_s=timeout_ms / 1e3)
 def at_once(c):
     try:
