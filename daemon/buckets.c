@@ -382,14 +382,16 @@ buckets_new_models(struct event_base *base, const struct config *cfg,
     return buckets_create(base, cfg, conn_slot, true);
 }
 
-/* Take over old's bucket: fill, clock and queue (a TAILQ head cannot be
- * copied by assignment). */
+/* Take over old's bucket: fill, clock, queue (a TAILQ head cannot be
+ * copied by assignment) and the fleet's count its grants are marked with. */
 static void
 move_bucket(struct provider *to, struct provider *old)
 {
     struct limiter_waiter *lw;
 
     to->bucket = old->bucket;
+    to->fleet_leased = old->fleet_leased;
+    to->fleet_leased_llm = old->fleet_leased_llm;
     TAILQ_INIT(&to->bucket.waiters);
     TAILQ_CONCAT(&to->bucket.waiters, &old->bucket.waiters, entry);
     TAILQ_FOREACH(lw, &to->bucket.waiters, entry)
