@@ -21,6 +21,8 @@ struct buckets {
     bool models;                    /* the model deployments' buckets */
     buckets_hook_fn hook;           /* after every kick */
     void *hook_arg;
+    buckets_feedback_fn fb_hook;    /* after a clamp by headers */
+    void *fb_arg;
 };
 
 /* What one bucket is set up with: a provider's (pc, whose limits not
@@ -245,6 +247,39 @@ buckets_set_hook(struct buckets *b, buckets_hook_fn fn, void *arg)
     b->hook_arg = arg;
 }
 
+void
+buckets_set_feedback_hook(struct buckets *b, buckets_feedback_fn fn,
+                          void *arg)
+{
+    b->fb_hook = fn;
+    b->fb_arg = arg;
+}
+
+void
+buckets_mark(const struct provider *prov, struct feedback_mark *m)
+{
+    feedback_mark(&prov->bucket, m);
+    if (prov->bucket.cfg.leased) {
+        m->fleet = prov->fleet_leased;
+        m->fleet_llm = prov->fleet_leased_llm;
+    }
+}
+
+unsigned
+buckets_feedback(struct provider *prov, const struct ratehdr *h,
+                 const struct feedback_mark *m, double now_s)
+{
+    unsigned did = feedback_clamp(&prov->bucket, h, m, now_s);
+
+    if (did == 0)
+        return 0;
+    /* Before the kick: its next lease is asked after the fleet's cap. */
+    if (prov->owner->fb_hook != NULL)
+        prov->owner->fb_hook(prov, did, h, m, now_s, prov->owner->fb_arg);
+    buckets_kick(prov);
+    return did;
+}
+
 int
 buckets_wait(struct provider *prov, struct waiter *w, uint32_t n,
              uint64_t llm_tokens, double deadline_s)
@@ -347,14 +382,16 @@ buckets_new_models(struct event_base *base, const struct config *cfg,
     return buckets_create(base, cfg, conn_slot, true);
 }
 
-/* Take over old's bucket: fill, clock and queue (a TAILQ head cannot be
- * copied by assignment). */
+/* Take over old's bucket: fill, clock, queue (a TAILQ head cannot be
+ * copied by assignment) and the fleet's count its grants are marked with. */
 static void
 move_bucket(struct provider *to, struct provider *old)
 {
     struct limiter_waiter *lw;
 
     to->bucket = old->bucket;
+    to->fleet_leased = old->fleet_leased;
+    to->fleet_leased_llm = old->fleet_leased_llm;
     TAILQ_INIT(&to->bucket.waiters);
     TAILQ_CONCAT(&to->bucket.waiters, &old->bucket.waiters, entry);
     TAILQ_FOREACH(lw, &to->bucket.waiters, entry)
@@ -397,6 +434,7 @@ alloc_providers(struct buckets *b, size_t n)
                                   timer_cb, p)) != NULL &&
             event_add(p->timer, NULL) == 0) {
             p->armed_s = NAN;
+            p->fleet_leased = p->fleet_leased_llm = NAN;
             p->owner = b;
             continue;
         }

@@ -23,7 +23,9 @@
 #include <event2/event.h>
 
 #include "config.h"
+#include "feedback.h"
 #include "limiter.h"
+#include "ratehdr.h"
 
 struct buckets;
 struct conn;
@@ -49,6 +51,10 @@ struct provider {
     struct event *timer;        /* read event on timer_fd */
     double armed_s;             /* what timer_fd is armed for; NAN: not */
     bool closed;                /* multi-host fallback "closed": busy */
+    /* Multi-host mode, a leased bucket: the request and LLM tokens the
+     * fleet's bucket had leased as of this host's last lease (global.c
+     * keeps them; a grant's mark records them); NAN while unknown. */
+    double fleet_leased, fleet_leased_llm;
     struct buckets *owner;
 };
 
@@ -131,6 +137,28 @@ void buckets_kick(struct provider *prov);
  */
 typedef void (*buckets_hook_fn)(struct provider *prov, void *arg);
 void buckets_set_hook(struct buckets *b, buckets_hook_fn fn, void *arg);
+
+/* The mark of a grant just made from prov (feedback.h): with the fleet's
+ * count of leased tokens while prov is leased. */
+void buckets_mark(const struct provider *prov, struct feedback_mark *m);
+
+/*
+ * A provider's rate-limit headers h, of the permit granted at mark m,
+ * arrived at now_s: fit prov's bucket to them (feedback_clamp), tell the
+ * feedback hook what it capped (FEEDBACK_* bits; the multi-host layer
+ * caps the fleet's bucket in Redis too), and kick it.  Returns the bits.
+ */
+unsigned buckets_feedback(struct provider *prov, const struct ratehdr *h,
+                          const struct feedback_mark *m, double now_s);
+
+/* Called by buckets_feedback() when it capped prov's bucket, before the
+ * kick.  One hook; NULL to remove it. */
+typedef void (*buckets_feedback_fn)(struct provider *prov, unsigned capped,
+                                    const struct ratehdr *h,
+                                    const struct feedback_mark *m,
+                                    double now_s, void *arg);
+void buckets_set_feedback_hook(struct buckets *b, buckets_feedback_fn fn,
+                               void *arg);
 
 /* Close hook: every waiter of the connection leaves its queue, is
  * answered "not granted" with no connection, and is freed. */

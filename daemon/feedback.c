@@ -9,6 +9,7 @@ feedback_mark(const struct limiter_bucket *b, struct feedback_mark *m)
 {
     m->granted = b->granted;
     m->llm_granted = b->llm_granted;
+    m->fleet = m->fleet_llm = NAN;
 }
 
 bool

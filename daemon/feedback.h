@@ -30,6 +30,11 @@
  * A provider that refills as the bucket does so costs no hold at all; one
  * that refills slower, or says nothing remains until a reset, holds it.
  *
+ * Several hosts: a bucket leased from the fleet's (global.h) is capped
+ * here as any other; the fleet's bucket in Redis is capped the same way
+ * by global.c, with the fleet's leases since the mark (struct
+ * feedback_mark's fleet) for the grants since.
+ *
  * Learning: a limit that is not configured is taken from the `limit`
  * header of a per-minute limit: limit / 60 s a second, a burst of the limit
  * (unless a burst is configured).
@@ -47,8 +52,13 @@
 struct feedback_mark {
     uint64_t granted;           /* the bucket's request grants, its own in */
     uint64_t llm_granted;
+    /* Multi-host mode: the request and LLM tokens the fleet's bucket in
+     * Redis had leased, as of the last lease this host got before the
+     * grant (buckets_mark, global.c); NAN for a bucket not leased. */
+    double fleet, fleet_llm;
 };
 
+/* The mark of a grant from b, now; fleet and fleet_llm NAN. */
 void feedback_mark(const struct limiter_bucket *b, struct feedback_mark *m);
 
 /* Whether l speaks of a per-minute limit: a reset of 60 s or less, the

@@ -57,6 +57,43 @@ static const char beat_lua[] =
     "return {'ok', tostring(live)}\n";
 
 /*
+ * A bucket's state, shared by the take and cap scripts: load() reads it
+ * and refills it to now by Redis' clock, from ts but not before its
+ * holds (hold, lhold: what the provider's headers said, cap_lua); the
+ * fill may be a debt (below 0), refilled first.  n and nl count the
+ * request and LLM tokens leased from it since the key was made (the
+ * "since" of a cap).  save() writes it back; the key expires once the
+ * bucket would be full again, holds and debts included (a missing bucket
+ * is a full one).
+ */
+#define BUCKET_LUA \
+    "local function load(key, now, rate, burst, tpm)\n" \
+    "  local b = redis.call('HMGET', key, 'tokens', 'llm', 'ts', 'hold',\n" \
+    "                       'lhold', 'n', 'nl')\n" \
+    "  local s = {tokens = tonumber(b[1]) or burst,\n" \
+    "             llm = tonumber(b[2]) or tpm, hold = tonumber(b[4]) or 0,\n" \
+    "             lhold = tonumber(b[5]) or 0, n = tonumber(b[6]) or 0,\n" \
+    "             nl = tonumber(b[7]) or 0}\n" \
+    "  local ts = tonumber(b[3]) or now\n" \
+    "  local dt = math.max(0, now - math.max(ts, s.hold)) / 1000\n" \
+    "  s.tokens = math.min(burst, s.tokens + rate * dt)\n" \
+    "  if tpm > 0 then\n" \
+    "    dt = math.max(0, now - math.max(ts, s.lhold)) / 1000\n" \
+    "    s.llm = math.min(tpm, s.llm + tpm / 60 * dt)\n" \
+    "  else s.llm = 0 end\n" \
+    "  return s\n" \
+    "end\n" \
+    "local function save(key, s, now, rate, burst, tpm)\n" \
+    "  redis.call('HSET', key, 'tokens', s.tokens, 'llm', s.llm, 'ts', now,\n" \
+    "             'hold', s.hold, 'lhold', s.lhold, 'n', s.n, 'nl', s.nl)\n" \
+    "  local full = (burst - math.min(0, s.tokens)) / rate\n" \
+    "  if tpm > 0 then\n" \
+    "    full = math.max(full, (tpm - math.min(0, s.llm)) * 60 / tpm) end\n" \
+    "  full = full + math.max(0, s.hold - now, s.lhold - now) / 1000\n" \
+    "  redis.call('PEXPIRE', key, math.ceil(full * 1000) + 1000)\n" \
+    "end\n"
+
+/*
  * A lease: KEYS bucket, demand; ARGV rate, burst, tpm, host, want,
  * want_llm, fresh_ms, need, need_llm, weight.  Refills by Redis' clock,
  * notes this host's demand, and grants this host's share of what is there
@@ -69,9 +106,11 @@ static const char beat_lua[] =
  * grows by what it was granted over what it wanted, the lowest pass is
  * first, so hosts are served in proportion to their weights.  The
  * settings are the fleet's configuration's (the newest), so every host
- * asks with the same ones.
+ * asks with the same ones.  Returns the grants, the bucket's counts of
+ * leased tokens after them, and "held" while a hold (cap_lua) runs.
  */
 static const char take_lua[] =
+    BUCKET_LUA
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000\n"
     "local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
@@ -80,13 +119,8 @@ static const char take_lua[] =
     "local fresh = tonumber(ARGV[7])\n"
     "local need, needl = tonumber(ARGV[8]), tonumber(ARGV[9])\n"
     "local wt = tonumber(ARGV[10])\n"
-    "local b = redis.call('HMGET', KEYS[1], 'tokens', 'llm', 'ts')\n"
-    "local tokens = tonumber(b[1]) or burst\n"
-    "local llm = tonumber(b[2]) or tpm\n"
-    "local dt = math.max(0, now - (tonumber(b[3]) or now)) / 1000\n"
-    "tokens = math.max(0, math.min(burst, tokens + rate * dt))\n"
-    "if tpm > 0 then llm = math.max(0, math.min(tpm, llm + tpm / 60 * dt))\n"
-    "else llm = 0 end\n"
+    "local s = load(KEYS[1], now, rate, burst, tpm)\n"
+    "local tokens, llm = math.max(0, s.tokens), math.max(0, s.llm)\n"
     "local total, totalw, totall = want, wt, wantl\n"
     "local minpass, mypass = nil, nil\n"
     "local all = redis.call('HGETALL', KEYS[2])\n"
@@ -122,12 +156,60 @@ static const char take_lua[] =
     "redis.call('HSET', KEYS[2], me,\n"
     "           want .. ' ' .. wt .. ' ' .. wantl .. ' ' .. now .. ' ' ..\n"
     "           mypass)\n"
-    "redis.call('HSET', KEYS[1], 'tokens', tokens - g, 'llm', llm - gl,\n"
-    "           'ts', now)\n"
-    "local full = math.max(burst / rate, tpm > 0 and 60 or 0)\n"
-    "redis.call('PEXPIRE', KEYS[1], math.ceil(full * 1000) + 1000)\n"
+    "s.tokens, s.llm = s.tokens - g, s.llm - gl\n"
+    "s.n, s.nl = s.n + g, s.nl + gl\n"
+    "save(KEYS[1], s, now, rate, burst, tpm)\n"
     "redis.call('PEXPIRE', KEYS[2], math.ceil(fresh) + 1000)\n"
-    "return {tostring(g), tostring(gl)}\n";
+    "return {tostring(g), tostring(gl), string.format('%.17g', s.n),\n"
+    "        string.format('%.17g', s.nl),\n"
+    "        (now < s.hold or now < s.lhold) and 'held' or ''}\n";
+
+/*
+ * What a provider's rate-limit headers say, for the fleet's bucket
+ * (llmguardd(8), "Header feedback"): KEYS bucket; ARGV rate, burst, tpm,
+ * then for the request and the LLM-token bucket each: has (1: the
+ * headers spoke of it), remaining, limit (0: no header), reset_ms, mark
+ * (the bucket's n or nl as of the reporting host's last lease before the
+ * permit's grant; -1: unknown), held (what the reporting host still
+ * holds), age_ms (since the answer came).  The bucket holds at most
+ * remaining less what was leased since the mark and what that host
+ * holds; with less than one left its refill waits, as a host's own
+ * bucket's does (feedback.h), until the provider's next token, by Redis'
+ * clock.  Returns the fill and how long each refill is held (ms).
+ */
+static const char cap_lua[] =
+    BUCKET_LUA
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000\n"
+    "local function cap(fill, cnt, hold, a, rate)\n"
+    "  if ARGV[a] ~= '1' then return fill, hold end\n"
+    "  local rem, lim = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])\n"
+    "  local reset, mark = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])\n"
+    "  local held, at = tonumber(ARGV[a + 5]), now - tonumber(ARGV[a + 6])\n"
+    "  local since = 0\n"
+    "  if mark >= 0 and cnt >= mark * (1 - 1e-9) then\n"
+    "    since = math.max(0, cnt - mark)\n"
+    "  elseif mark >= 0 then since = cnt end\n"
+    "  local most = rem - since - held\n"
+    "  if most < 1 then\n"
+    "    local nxt = at + reset\n"
+    "    if lim > rem and reset > 0 then\n"
+    "      nxt = math.min(nxt, at + (1 - most) * reset / (lim - rem)) end\n"
+    "    local f = math.min(most, math.max(0, fill))\n"
+    "    local h = nxt - (1 - f) / rate * 1000\n"
+    "    if h > now then hold = math.max(hold, h) end\n"
+    "  end\n"
+    "  return math.min(fill, most), hold\n"
+    "end\n"
+    "local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
+    "local tpm = tonumber(ARGV[3])\n"
+    "local s = load(KEYS[1], now, rate, burst, tpm)\n"
+    "s.tokens, s.hold = cap(s.tokens, s.n, s.hold, 4, rate)\n"
+    "if tpm > 0 then\n"
+    "  s.llm, s.lhold = cap(s.llm, s.nl, s.lhold, 11, tpm / 60) end\n"
+    "save(KEYS[1], s, now, rate, burst, tpm)\n"
+    "return {tostring(s.tokens), tostring(math.max(0, s.hold - now)),\n"
+    "        tostring(math.max(0, s.lhold - now))}\n";
 
 /*
  * The fleet's configuration: KEYS config; ARGV hash, host, loaded_at_ms,
@@ -152,6 +234,15 @@ static const char config_lua[] =
     "return c\n";
 
 enum gstate { G_CLAIMING, G_CONNECTED, G_UNREACHABLE };
+
+/* A cap of one of a global bucket's two kinds, owed to Redis (cap_lua). */
+struct gcap {
+    bool has;
+    double remaining, limit;    /* limit 0: no header */
+    double reset_s;
+    double mark;                /* the fleet's leased count; NAN */
+    double at_s;                /* when the answer came */
+};
 enum mode { M_LEASED, M_SHARE, M_LOCAL, M_CLOSED };
 
 struct gprov {
@@ -169,6 +260,10 @@ struct gprov {
     double fb_seen;             /* the bucket's taken, last counted */
     double fb_taken;            /* fb_grants, last given to the metrics */
     bool closed;
+    double leased, leased_llm;  /* the fleet bucket's n, nl, last seen */
+    struct gcap cap[2];         /* owed: requests, LLM tokens */
+    bool cap_inflight;
+    bool cap_refused;           /* an error reply, logged */
     char key_bucket[KEY_MAX], key_demand[KEY_MAX];
 };
 
@@ -178,7 +273,7 @@ struct global {
     struct buckets *b;
     struct buckets *models;     /* the deployments' */
     struct redis *redis;
-    int s_take, s_beat, s_config;
+    int s_take, s_beat, s_config, s_cap;
     enum gstate state;
     double claim_since_s;       /* first told the id is taken; NAN */
     char nonce[33];
@@ -438,18 +533,34 @@ take_reply(const redisReply *r, const char *err, void *arg)
     double now = clock_mono(), got, got_llm, poll_s;
 
     gp->inflight = false;
-    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 5 ||
         r->element[0]->type != REDIS_REPLY_STRING ||
-        r->element[1]->type != REDIS_REPLY_STRING) {
+        r->element[1]->type != REDIS_REPLY_STRING ||
+        r->element[2]->type != REDIS_REPLY_STRING ||
+        r->element[3]->type != REDIS_REPLY_STRING ||
+        r->element[4]->type != REDIS_REPLY_STRING) {
         if (r != NULL && r->type == REDIS_REPLY_ERROR)
             snprintf(g->last_error, sizeof(g->last_error), "%.200s", r->str);
         return;
     }
     got = strtod(r->element[0]->str, NULL);
     got_llm = strtod(r->element[1]->str, NULL);
+    /* The grants from here on are marked with these (buckets_mark). */
+    gp->leased = strtod(r->element[2]->str, NULL);
+    gp->leased_llm = strtod(r->element[3]->str, NULL);
     prov = gprov_bucket(g, gp);
     if (prov == NULL || !prov->bucket.cfg.leased)
         return;     /* gone, or in fallback: these lapse unused */
+    prov->fleet_leased = gp->leased;
+    prov->fleet_leased_llm = gp->leased_llm;
+    /* The fleet's bucket is held (a provider said nothing remains): what
+     * this host holds of earlier leases is more than the provider allows,
+     * and lapses now rather than at its lease's end. */
+    if (strcmp(r->element[4]->str, "held") == 0) {
+        double t, l;
+        lease_expire(&gp->lease, INFINITY, &t, &l);
+        limiter_take_back(&prov->bucket, t, l, now);
+    }
     /* From when it was asked: it ends no later than lease ms after Redis
      * handed it out.  (A slot is free: none is asked for without one.) */
     if ((got > 0 || got_llm > 0) &&
@@ -582,6 +693,7 @@ gprov_add(struct global *g, bool model, const char *name)
     snprintf(gp->name, sizeof(gp->name), "%s", name);
     gp->model = model;
     gp->g = g;
+    gp->leased = gp->leased_llm = NAN;
     lease_init(&gp->lease, clock_mono());
     if ((gp->timer = evtimer_new(g->base, gprov_timer, gp)) == NULL)
         return NULL;
@@ -608,6 +720,9 @@ on_kick(struct provider *prov, void *arg)
 
     if (gp == NULL && (gp = gprov_add(g, model, prov->name)) == NULL)
         return;
+    /* A reload made prov anew: what its grants are marked with. */
+    prov->fleet_leased = gp->leased;
+    prov->fleet_leased_llm = gp->leased_llm;
     if (b->cfg.leased) {
         lease_sync(&gp->lease, limiter_available(b, now),
                    limiter_available_llm(b, now), (double)b->granted, b->missed,
@@ -638,6 +753,132 @@ kick_all(struct global *g)
         buckets_kick(buckets_at(g->b, i));
     for (size_t i = 0; i < buckets_count(g->models); i++)
         buckets_kick(buckets_at(g->models, i));
+}
+
+/* ---- header feedback: the fleet's bucket held (cap_lua) ---------------- */
+
+/* What the fleet leased since mark, as this host knows it (mark, count
+ * NAN: unknown, 0); a count below the mark is a bucket made anew since. */
+static double
+fleet_since(double mark, double count)
+{
+    if (isnan(mark) || isnan(count))
+        return 0;
+    return count >= mark * (1 - 1e-9) ? fmax(0, count - mark) : count;
+}
+
+/* Owe l's cap of one kind, at mark with the fleet's count as last seen:
+ * of two owed, the one that leaves less (the later on a tie). */
+static void
+owe_cap(struct gcap *c, const struct ratehdr_limit *l, double mark,
+        double count, double now)
+{
+    double most = l->remaining - fleet_since(mark, count);
+
+    if (c->has && c->remaining - fleet_since(c->mark, count) < most)
+        return;
+    c->has = true;
+    c->remaining = l->remaining;
+    c->limit = l->has_limit ? l->limit : 0;
+    c->reset_s = l->reset_s;
+    c->mark = mark;
+    c->at_s = now;
+}
+
+/* The seven arguments of one kind into a[0..6]: held is what this host's
+ * bucket still holds of it. */
+static void
+cap_args(const struct gcap *c, double held, double now, char a[][48])
+{
+    snprintf(a[0], sizeof(a[0]), "%d", c->has ? 1 : 0);
+    snprintf(a[1], sizeof(a[1]), "%.17g", c->has ? c->remaining : 0);
+    snprintf(a[2], sizeof(a[2]), "%.17g", c->has ? c->limit : 0);
+    snprintf(a[3], sizeof(a[3]), "%.17g", c->has ? c->reset_s * 1e3 : 0);
+    snprintf(a[4], sizeof(a[4]), "%.17g",
+             c->has && !isnan(c->mark) ? c->mark : -1);
+    snprintf(a[5], sizeof(a[5]), "%.17g", isinf(held) ? 0 : held);
+    snprintf(a[6], sizeof(a[6]), "%.17g",
+             c->has ? fmax(0, now - c->at_s) * 1e3 : 0);
+}
+
+static void send_cap(struct global *g, struct gprov *gp, double now);
+
+static void
+cap_reply(const redisReply *r, const char *err, void *arg)
+{
+    struct gprov *gp = arg;
+    struct global *g = gp->g;
+
+    gp->cap_inflight = false;
+    if (r != NULL && r->type == REDIS_REPLY_ERROR) {
+        snprintf(g->last_error, sizeof(g->last_error), "%.200s", r->str);
+        if (!gp->cap_refused)
+            log_warn("redis: cannot hold the fleet's bucket of %s%s by its "
+                     "headers: %s (held here only)", gp->model ? "model " : "",
+                     gp->name, r->str);
+        gp->cap_refused = true;
+    } else if (r != NULL && r->type == REDIS_REPLY_ARRAY &&
+               r->elements == 3 &&
+               r->element[0]->type == REDIS_REPLY_STRING &&
+               r->element[1]->type == REDIS_REPLY_STRING) {
+        gp->cap_refused = false;
+        log_debug("%s%s: the fleet's bucket holds %s, its refill held for "
+                  "%s ms, by the provider's headers", gp->model ? "model " :
+                  "", gp->name, r->element[0]->str, r->element[1]->str);
+    }
+    send_cap(g, gp, clock_mono());      /* what came meanwhile */
+}
+
+/* Send gp's owed caps, unless one is in flight.  Only while connected
+ * and the bucket is leased: else the host's own clamp is all there is. */
+static void
+send_cap(struct global *g, struct gprov *gp, double now)
+{
+    struct provider *prov = gprov_bucket(g, gp);
+    struct glimits gl;
+    char a[17][48];
+    const char *argv[18];
+
+    if (gp->cap_inflight || (!gp->cap[0].has && !gp->cap[1].has))
+        return;
+    if (prov == NULL || !prov->bucket.cfg.leased || g->state != G_CONNECTED ||
+        !redis_up(g->redis) || gprov_limits(g, gp, &gl) <= 0) {
+        memset(gp->cap, 0, sizeof(gp->cap));
+        return;
+    }
+    snprintf(a[0], sizeof(a[0]), "%.17g", gl.rate_per_sec);
+    snprintf(a[1], sizeof(a[1]), "%.17g", gl.burst);
+    snprintf(a[2], sizeof(a[2]), "%.17g", gl.tokens_per_min);
+    cap_args(&gp->cap[0], limiter_available(&prov->bucket, now), now, a + 3);
+    cap_args(&gp->cap[1], limiter_available_llm(&prov->bucket, now), now,
+             a + 10);
+    argv[0] = gp->key_bucket;
+    for (size_t i = 0; i < 17; i++)
+        argv[i + 1] = a[i];
+    memset(gp->cap, 0, sizeof(gp->cap));
+    if (redis_eval(g->redis, g->s_cap, 1, 18, argv, NULL, cap_reply,
+                   gp) == 0)
+        gp->cap_inflight = true;
+}
+
+/* The buckets' feedback hook: prov's bucket was fitted to a provider's
+ * headers; a leased bucket's cap is the fleet's too. */
+static void
+on_feedback(struct provider *prov, unsigned capped, const struct ratehdr *h,
+            const struct feedback_mark *m, double now, void *arg)
+{
+    struct global *g = arg;
+    struct gprov *gp = gprov_of(g, prov->owner == g->models, prov->name);
+
+    if (gp == NULL || !prov->bucket.cfg.leased || g->state != G_CONNECTED)
+        return;
+    if (capped & FEEDBACK_CAPPED)
+        owe_cap(&gp->cap[0], &h->kind[RATEHDR_REQUESTS], m->fleet,
+                gp->leased, now);
+    if (capped & FEEDBACK_LLM_CAPPED)
+        owe_cap(&gp->cap[1], &h->kind[RATEHDR_TOKENS], m->fleet_llm,
+                gp->leased_llm, now);
+    send_cap(g, gp, now);
 }
 
 /* ---- the fleet's configuration ---------------------------------------- */
@@ -978,7 +1219,8 @@ connect_redis(struct global *g)
         fatalx(CONFIG_EXIT, "REDIS_URL=%s: %s", g->url, err);
     if ((g->s_beat = redis_script(r, beat_lua)) < 0 ||
         (g->s_take = redis_script(r, take_lua)) < 0 ||
-        (g->s_config = redis_script(r, config_lua)) < 0)
+        (g->s_config = redis_script(r, config_lua)) < 0 ||
+        (g->s_cap = redis_script(r, cap_lua)) < 0)
         fatalx(1, "out of memory");
     return r;
 }
@@ -1022,6 +1264,8 @@ global_start(struct event_base *base, const struct config *cfg,
         event_base_loop(base, EVLOOP_ONCE);
     buckets_set_hook(b, on_kick, g);
     buckets_set_hook(models, on_kick, g);
+    buckets_set_feedback_hook(b, on_feedback, g);
+    buckets_set_feedback_hook(models, on_feedback, g);
     kick_all(g);
     return g;
 }
@@ -1041,6 +1285,8 @@ global_free(struct global *g)
         return;
     buckets_set_hook(g->b, NULL, NULL);
     buckets_set_hook(g->models, NULL, NULL);
+    buckets_set_feedback_hook(g->b, NULL, NULL);
+    buckets_set_feedback_hook(g->models, NULL, NULL);
     /* Leave the fleet, so that a restart need not wait for the entry to
      * lapse; bounded by the exchange timeout. */
     if (g->state == G_CONNECTED) {

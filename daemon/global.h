@@ -16,6 +16,13 @@
  * the hosts last seen alive), local (the configured rate) or closed
  * (nothing granted: acquire and permit answer busy).
  *
+ * Header feedback: when a provider's headers cap a leased bucket
+ * (buckets_feedback), its fleet's bucket is capped and held in Redis the
+ * same way (proto/REDIS.md, script "cap"): at most what the provider said
+ * remains, less what the fleet leased since this host's last lease before
+ * the permit and what this host holds; other hosts' leases lapse within
+ * LLMGUARD_LEASE_MS.  While Redis is unreachable the cap is this host's.
+ *
  * Configuration: the rates, bursts, tokens per minute, deployments' RPM
  * and TPM and the quota window, default limit and enforcement are the
  * fleet's.  Each daemon publishes its own (a canonical text, fleetcfg.h)

@@ -926,7 +926,7 @@ permit_add(struct permits *p, struct conn *c, struct pending *pd,
     memcpy(pm->provider_name, provider_name(p, pm->provider),
            sizeof(pm->provider_name));
     if ((fb = feedback_bucket(p, pm)) != NULL)
-        feedback_mark(&fb->bucket, &pm->mark);
+        buckets_mark(fb, &pm->mark);
     /* What its grant took from the LLM-token buckets (llm_tokens()). */
     pm->llm_taken = pm->estimate;
     if (call->routed_to[0] != '\0' &&
@@ -2197,8 +2197,7 @@ report_headers(struct permits *p, const struct permit *pm,
     if (prov != NULL) {     /* else a reload removed it */
         if (pm->model_alias[0] == '\0' && feedback_learned(&h, &rpm, &tpm) > 0)
             buckets_learn(prov, rpm, tpm);
-        if (feedback_clamp(&prov->bucket, &h, &pm->mark, now) != 0)
-            buckets_kick(prov);
+        buckets_feedback(prov, &h, &pm->mark, now);
     }
     /* A day at the most, as from the C library. */
     return h.has_retry_after ? fmin(h.retry_after_s, 86400) : 0;
