@@ -68,6 +68,7 @@ PROVIDER_OUT_RPD=300
 ENV
     SOCK="$TMP/d$n.sock" DB_OVERRIDE="$TMP/d$n.db" ENVFILE="$TMP/h$n.env" \
         start_daemon
+    eval "PID$n=\$DAEMON_PID"
 done
 wait_up() {
     for _ in $(seq 1 50); do
@@ -174,5 +175,9 @@ for n in 1 2 3; do
 done
 check "share: the rest was refused by the daily limit" \
     test "$(cat "$TMP"/u1 "$TMP"/u2 "$TMP"/u3 | awk '{ s += $2 } END { print s + 0 }')" -gt 0
+# (Under the sanitizers: nothing freed twice, nothing leaked.)
+eval "DAEMON_PID=\$PID3"
+stop_daemon
+expect_eq "a daemon stops cleanly with Redis away" 0 "$STOP_STATUS"
 
 finish
