@@ -4,8 +4,9 @@
 # daemons standing in for three hosts, clients on every one.  The fleet
 # grants at most the limit plus the staleness bound; Redis and every
 # daemon's status then say the same usage; Redis SIGKILLed and restarted
-# empty mid-run counts nothing twice; Redis unreachable, each host keeps
-# to its share of the headroom it last saw.
+# empty mid-run counts nothing twice, nor do SCRIPT FLUSH and CLIENT
+# PAUSE; Redis unreachable, each host keeps to its share of the headroom
+# it last saw.
 . "${top_srcdir:-.}/tests/integration/lib.sh"
 timing_test
 PY=${PYTHON:-/usr/bin/python3}
@@ -48,8 +49,9 @@ load_wait() { for p in $LOADS; do wait "$p"; done; LOADS=""; }
 # sum FILES...: the first column added up.
 sum() { cat "$@" | awk '{ s += $1 } END { print s + 0 }'; }
 
-# Four providers, each with its own limit: groq and oai for the run,
-# mis for the Redis outage, out for the share while it is unreachable.
+# Five providers, each with its own limit: groq and oai for the run,
+# mis for the Redis outage, pau for SCRIPT FLUSH and CLIENT PAUSE, out
+# for the share while it is unreachable.
 for n in 1 2 3; do
     cat > "$TMP/h$n.env" <<ENV
 REDIS_URL=unix://$TMP/r.sock
@@ -65,6 +67,8 @@ PROVIDER_MIS_RATE_PER_SEC=100000
 PROVIDER_MIS_RPD=300
 PROVIDER_OUT_RATE_PER_SEC=100000
 PROVIDER_OUT_RPD=300
+PROVIDER_PAU_RATE_PER_SEC=100000
+PROVIDER_PAU_RPD=100000
 ENV
     SOCK="$TMP/d$n.sock" DB_OVERRIDE="$TMP/d$n.db" ENVFILE="$TMP/h$n.env" \
         start_daemon
@@ -155,6 +159,23 @@ for n in 1 2 3; do
         "$(status $n provider/mis requests used)"
 done
 check "outage: the rebuild was logged" grep -q "daily counters are new" "$TMP/daemon.log"
+
+# ---- SCRIPT FLUSH and CLIENT PAUSE during traffic --------------------------
+# A write that timed out may still run later: the seq keeps it from
+# undoing a newer one, and absolute values from counting twice.
+for n in 1 2 3; do load_bg "$TMP/p$n" "$TMP/d$n.sock" pau 0 0.02 4 0; done
+sleep 1
+$RCLI script flush >/dev/null
+sleep 1
+$RCLI client pause 800 all >/dev/null
+load_wait
+sleep 3         # reconnected (backoff), written and read again
+got=$(sum "$TMP"/p?)
+check "SCRIPT FLUSH and CLIENT PAUSE: clients were granted some ($got)" test "$got" -gt 100
+expect_eq "SCRIPT FLUSH and CLIENT PAUSE: nothing counted twice, nothing lost" \
+    "$got" "$(fleet requests provider/pau)"
+expect_eq "SCRIPT FLUSH and CLIENT PAUSE: daemon 1 says the same" "$got" \
+    "$(status 1 provider/pau requests used)"
 
 # ---- Redis unreachable: each host keeps to its share -----------------------
 # Daemon 1 uses 60 of 300; once every daemon has read that, Redis goes
