@@ -49,9 +49,9 @@ load_wait() { for p in $LOADS; do wait "$p"; done; LOADS=""; }
 # sum FILES...: the first column added up.
 sum() { cat "$@" | awk '{ s += $1 } END { print s + 0 }'; }
 
-# Five providers, each with its own limit: groq and oai for the run,
+# Providers, each with its own limit: groq and oai for the run,
 # mis for the Redis outage, pau for SCRIPT FLUSH and CLIENT PAUSE, out
-# for the share while it is unreachable.
+# for the share while it is unreachable; and a deployment, mm on mod.
 for n in 1 2 3; do
     cat > "$TMP/h$n.env" <<ENV
 REDIS_URL=unix://$TMP/r.sock
@@ -69,6 +69,11 @@ PROVIDER_OUT_RATE_PER_SEC=100000
 PROVIDER_OUT_RPD=300
 PROVIDER_PAU_RATE_PER_SEC=100000
 PROVIDER_PAU_RPD=100000
+PROVIDER_MOD_RATE_PER_SEC=100000
+MODEL_MM_PROVIDER=mod
+MODEL_MM_NAME=mm-1
+MODEL_MM_GROUP=mm
+MODEL_MM_RPD=5
 ENV
     SOCK="$TMP/d$n.sock" DB_OVERRIDE="$TMP/d$n.db" ENVFILE="$TMP/h$n.env" \
         start_daemon
@@ -134,6 +139,20 @@ expect_eq "python -m llmguard status says the same" \
 expect_eq "host2's part in Redis is what its clients got" "$(sum "$TMP/g2")" \
     "$($RCLI hgetall 'llmguard:{daily}:by:requests:provider/groq' |
         awk 'NR % 2 == 1 { k = $1 } NR % 2 == 0 && k ~ /^[0-9]+@host2$/ { s += $1 } END { print s + 0 }')"
+
+# ---- a deployment's MODEL_<ALIAS>_RPD is the fleet's too --------------------
+# permits N K: K permits for model mm on daemon N; how many were granted.
+permits() {
+    for _ in $(seq 1 "$2"); do echo '{"op":"permit","model":"mm","timeout_ms":2000}'; done |
+        /usr/bin/python3 "$top_srcdir/tests/integration/wire.py" "$TMP/d$1.sock" |
+        grep -c '"ok": true'
+}
+expect_eq "model RPD 5: daemon 1 is granted 3 of 3" 3 "$(permits 1 3)"
+settle
+expect_eq "model RPD 5: daemon 2 then 2 of 4" 2 "$(permits 2 4)"
+settle
+expect_eq "model RPD 5: daemon 3 then none" 0 "$(permits 3 2)"
+expect_eq "model RPD 5: Redis holds the fleet's 5" 5 "$(fleet requests model/mm)"
 
 # ---- Redis SIGKILLed and restarted empty mid-run ---------------------------
 for n in 1 2 3; do load_bg "$TMP/m$n" "$TMP/d$n.sock" mis 0 0.1 16 0; done
