@@ -380,31 +380,44 @@ daily_json(json_t *o, const struct proto_status_rep *st)
     if (!PROTO_HAS(st, PROTO_STATUS_REP_DAILY_LIMITS))
         return;
     arr = json_array();
-    for (uint32_t i = 0; i < st->daily_limits.n; i++)
-        json_array_append_new(arr, json_pack(
+    for (uint32_t i = 0; i < st->daily_limits.n; i++) {
+        json_t *d = json_pack(
             "{s:o, s:o, s:I, s:I, s:I, s:o}", "name", jstr(dl[i].name),
             "unit", jstr(dl[i].unit), "limit", (json_int_t)dl[i].limit,
             "used", (json_int_t)dl[i].used,
             "remaining", (json_int_t)dl[i].remaining, "frees_at",
             PROTO_HAS(&dl[i], PROTO_DAILY_LIMIT_FREES_AT) ?
-                json_real(dl[i].frees_at) : json_null()));
+                json_real(dl[i].frees_at) : json_null());
+        /* Multi-host mode: used is the fleet's; this host's part. */
+        if (PROTO_HAS(&dl[i], PROTO_DAILY_LIMIT_OWN_USED))
+            json_object_set_new(d, "own_used",
+                                json_integer((json_int_t)dl[i].own_used));
+        json_array_append_new(arr, d);
+    }
     json_object_set_new(o, "daily_limits", arr);
 }
 
-/* Under the table: each daily limit, what it used and when it frees. */
+/* Under the table: each daily limit, what it used (multi-host mode: the
+ * fleet, and this host's part) and when it frees. */
 static void
 daily_text(const struct proto_status_rep *st)
 {
     const struct proto_daily_limit *dl = st->daily_limits.v;
-    char when[32];
+    char when[32], own[64];
 
-    for (uint32_t i = 0; i < st->daily_limits.n; i++)
-        printf("%.*s: %llu of %llu %.*s a day used, frees %s\n",
+    for (uint32_t i = 0; i < st->daily_limits.n; i++) {
+        own[0] = '\0';
+        if (PROTO_HAS(&dl[i], PROTO_DAILY_LIMIT_OWN_USED))
+            snprintf(own, sizeof(own), " by the fleet (this host %llu)",
+                     (unsigned long long)dl[i].own_used);
+        printf("%.*s: %llu of %llu %.*s a day used%s, frees %s\n",
                (int)dl[i].name.len, dl[i].name.ptr,
                (unsigned long long)dl[i].used,
                (unsigned long long)dl[i].limit, (int)dl[i].unit.len,
-               dl[i].unit.ptr, PROTO_HAS(&dl[i], PROTO_DAILY_LIMIT_FREES_AT) ?
+               dl[i].unit.ptr, own,
+               PROTO_HAS(&dl[i], PROTO_DAILY_LIMIT_FREES_AT) ?
                iso8601(dl[i].frees_at, when, sizeof(when)) : "-");
+    }
 }
 
 /* The default quota limit in force and, in multi-host mode, the host

@@ -16,6 +16,7 @@
  *   gquota.c                   multi-host mode: quotas shared (persist
  *                              tells it of changes; the quota ops wait
  *                              for its scripts)
+ *   gdaily.c                   multi-host mode: daily limits shared
  *   health.c                   multi-host mode: provider health shared
  *                              (permits report to it; it applies the
  *                              fleet's to the router)
@@ -60,6 +61,7 @@ struct daemon {
     struct global *global;          /* REDIS_URL; NULL: single-host */
     struct health *health;          /* REDIS_URL: provider health shared */
     struct gquota *gquota;          /* REDIS_URL: quotas shared */
+    struct gdaily *gdaily;          /* REDIS_URL: daily limits shared */
     struct quota *quota;            /* usage in memory: authoritative */
     struct daily *daily;            /* RPD/TPD counters, persisted too */
     struct parking *parking;        /* permits waiting out a cooldown */

@@ -21,12 +21,17 @@
 struct limit {
     UT_hash_handle hh;
     int64_t max[DAILY_UNITS];       /* 0: none */
+    /* Multi-host mode: the fleet's usage minus this host's, and this
+     * host's own, at the last read (read: there was one). */
+    int64_t others[DAILY_UNITS], own_read[DAILY_UNITS];
+    bool read[DAILY_UNITS];
     char name[];
 };
 
 struct daily {
     struct quota *q;
     struct limit *limits;           /* uthash by name */
+    int64_t share_hosts;            /* > 0: checks keep to a share */
 };
 
 static const enum quota_kind unit_kind[DAILY_UNITS] = {
@@ -110,10 +115,15 @@ daily_set_limit(struct daily *dl, const char *name, int64_t requests,
     return 0;
 }
 
+/* The entries stay, limits 0: what the fleet was last read to use must
+ * outlive a reload while Redis is unreachable. */
 void
 daily_clear_limits(struct daily *dl)
 {
-    clear(dl);
+    struct limit *l;
+
+    for (l = dl->limits; l != NULL; l = l->hh.next)
+        l->max[DAILY_REQUESTS] = l->max[DAILY_TOKENS] = 0;
 }
 
 bool
@@ -129,6 +139,37 @@ static bool
 time_ok(double t)
 {
     return isfinite(t) && fabs(t) < 1e12;
+}
+
+/* The fleet's usage of counter u of l, own being this host's. */
+static int64_t
+fleet_used(const struct limit *l, int u, int64_t own)
+{
+    return l->read[u] ? own + l->others[u] : own;
+}
+
+/*
+ * Whether n more fit in counter u of l, this host's own usage own: in the
+ * fleet's usage as last read, or (share_hosts > 0) in this host's share
+ * of the headroom last seen (daily.h).
+ */
+static bool
+fits(const struct daily *dl, const struct limit *l, int u, int64_t own,
+     int64_t n)
+{
+    int64_t used = fleet_used(l, u, own), limit = l->max[u], head;
+
+    if (dl->share_hosts > 0 && !l->read[u]) {
+        used = own;
+        limit /= dl->share_hosts;
+    } else if (dl->share_hosts > 0) {
+        head = limit - l->others[u] - l->own_read[u];
+        used = own - l->own_read[u];
+        used = used < 0 ? 0 : used;
+        limit = (head < 0 ? 0 : head) / dl->share_hosts;
+    }
+    /* Out when nothing is left, or when n does not fit. */
+    return used < limit && n <= limit - used;
 }
 
 int
@@ -150,12 +191,11 @@ daily_check(const struct daily *dl, const char *name, int64_t requests,
             continue;
         if (quota_status(dl->q, unit_kind[u], name, now_s, &st) < 0)
             return -1;
-        /* Out when nothing is left, or when n does not fit. */
-        if (st.tokens_used < l->max[u] && n[u] <= l->max[u] - st.tokens_used)
+        if (fits(dl, l, u, st.tokens_used, n[u]))
             continue;
         v->allowed = false;
         v->unit = (enum daily_unit)u;
-        v->used = st.tokens_used;
+        v->used = fleet_used(l, u, st.tokens_used);
         v->limit = l->max[u];
         v->has_frees_at = st.has_reset_at;
         v->frees_at_s = st.reset_at_s;
@@ -226,9 +266,10 @@ daily_list(struct daily *dl, double now_s, struct daily_status *out,
                 ds->name = l->name;
                 ds->unit = (enum daily_unit)u;
                 ds->limit = l->max[u];
-                ds->used = st.tokens_used;
-                ds->remaining = st.tokens_used < l->max[u] ?
-                                l->max[u] - st.tokens_used : 0;
+                ds->used = fleet_used(l, u, st.tokens_used);
+                ds->own = st.tokens_used;
+                ds->remaining = ds->used < l->max[u] ?
+                                l->max[u] - ds->used : 0;
                 ds->has_frees_at = st.has_reset_at;
                 ds->frees_at_s = st.reset_at_s;
             }
@@ -357,6 +398,98 @@ size_t
 daily_prune(struct daily *dl, double now_s)
 {
     return quota_prune(dl->q, now_s);
+}
+
+/* ---- multi-host mode ---------------------------------------------------- */
+
+void
+daily_track_owed(struct daily *dl)
+{
+    quota_track_owed(dl->q);
+    quota_owe_all(dl->q);
+}
+
+bool
+daily_owed_pending(const struct daily *dl)
+{
+    return quota_owed_pending(dl->q);
+}
+
+struct owed_relay {
+    const struct daily_owed_sink *sink;
+    void *arg;
+};
+
+/* whole is not passed on: a daily counter's slots are always 120 s, and
+ * every slot this host still holds is written absolute, so what Redis
+ * keeps of its older slots lapses with the day, as it would locally. */
+static int
+owed_counter(void *arg, const char *subj, int64_t own_used, bool whole)
+{
+    struct owed_relay *r = arg;
+    enum daily_unit unit;
+    const char *name;
+
+    (void)whole;
+    if (split(subj, &unit, &name) < 0)
+        return -1;
+    return r->sink->on_counter(r->arg, name, unit, own_used);
+}
+
+static int
+owed_slot(void *arg, int64_t slot_start_ms, int64_t count)
+{
+    struct owed_relay *r = arg;
+
+    return r->sink->on_slot(r->arg, slot_start_ms, count);
+}
+
+int
+daily_owed_take(struct daily *dl, double now_s, size_t max,
+                const struct daily_owed_sink *sink, void *arg)
+{
+    static const struct quota_owed_sink qs = { owed_counter, owed_slot };
+    struct owed_relay r = { sink, arg };
+
+    return quota_owed_take(dl->q, now_s, max, &qs, &r);
+}
+
+int
+daily_owe(struct daily *dl, const char *name, enum daily_unit unit)
+{
+    char s[QUOTA_SUBJECT_MAX];
+
+    if (subject(s, sizeof(s), unit, name) < 0)
+        return -1;
+    return quota_owe_subject(dl->q, s);
+}
+
+void
+daily_owe_all(struct daily *dl)
+{
+    quota_owe_all(dl->q);
+}
+
+int
+daily_set_others(struct daily *dl, const char *name, enum daily_unit unit,
+                 int64_t others, int64_t own_read)
+{
+    struct limit *l = (struct limit *)(uintptr_t)find(dl, name);
+
+    if ((unsigned)unit >= DAILY_UNITS || others < 0 || own_read < 0)
+        return -1;
+    if (l == NULL)          /* no limit: nothing to check it against */
+        return 0;
+    l->others[unit] = others;
+    l->own_read[unit] = own_read;
+    l->read[unit] = true;
+    return 0;
+}
+
+void
+daily_set_share(struct daily *dl, int64_t hosts)
+{
+    dl->share_hosts = hosts > 0 ? hosts : 0;
 }
 
 const char *

@@ -51,8 +51,8 @@ void daily_free(struct daily *dl);
 /*
  * Limits.  daily_set_limit() gives name its limits (each >= 0; 0: none
  * for that unit); usage is kept whatever the limits do.  A reload calls
- * daily_clear_limits() and then sets each configured limit again.  -1 for
- * a bad name or value, or out of memory.
+ * daily_clear_limits() (every limit 0) and then sets each configured
+ * limit again.  -1 for a bad name or value, or out of memory.
  */
 int daily_set_limit(struct daily *dl, const char *name, int64_t requests,
                     int64_t tokens);
@@ -103,6 +103,7 @@ struct daily_status {
     const char *name;       /* valid until dl's limits change */
     enum daily_unit unit;
     int64_t limit, used;
+    int64_t own;            /* this host's part of used (multi-host) */
     int64_t remaining;      /* max(0, limit - used) */
     bool has_frees_at;
     double frees_at_s;      /* when used next decreases; none: unused */
@@ -138,6 +139,45 @@ int daily_load_slot(struct daily *dl, const char *name, enum daily_unit unit,
 int64_t daily_horizon_ms(const struct daily *dl, double now_s);
 /* Drop the slots that left the window; how many. */
 size_t daily_prune(struct daily *dl, double now_s);
+
+/*
+ * Multi-host mode (gdaily.h): the counters hold this host's own usage;
+ * the rest of the fleet's as last read (daily_set_others()) is kept with
+ * the limits, and daily_check() and daily_list() add it.
+ * Once daily_track_owed() is called every slot a charge or a reconcile
+ * changes is owed to the fleet too, as quota_track_owed() does, and
+ * daily_owed_take() hands it over (absolute counts: handing one over
+ * twice is harmless).
+ *
+ * daily_set_share(dl, hosts) with hosts > 0 (Redis unreachable, or the
+ * fleet rebuilding its counters) makes daily_check() keep each counter to
+ * this host's share of the headroom last seen:
+ *     own - own_read + n <= (limit - others - own_read) / hosts
+ * (a counter never read: own + n <= limit / hosts), so hosts that each
+ * keep to theirs cannot together go over the limit; 0 goes back to the
+ * fleet's usage as last read.
+ */
+void daily_track_owed(struct daily *dl);
+bool daily_owed_pending(const struct daily *dl);
+struct daily_owed_sink {
+    int (*on_counter)(void *arg, const char *name, enum daily_unit unit,
+                      int64_t own_used);
+    int (*on_slot)(void *arg, int64_t slot_start_ms, int64_t count);
+};
+/* Up to max counters owed, oldest first (quota_owed_take()); how many,
+ * or -1 for a bad time. */
+int daily_owed_take(struct daily *dl, double now_s, size_t max,
+                    const struct daily_owed_sink *sink, void *arg);
+/* Owe one counter's slots again (its write failed), or every counter's
+ * (the fleet lost them).  -1 for a bad name. */
+int daily_owe(struct daily *dl, const char *name, enum daily_unit unit);
+void daily_owe_all(struct daily *dl);
+/* The fleet's usage of a counter minus this host's (>= 0), read when this
+ * host's own was own_read; kept with the name's limits (a name without
+ * any is not checked: nothing kept), across reloads too. */
+int daily_set_others(struct daily *dl, const char *name, enum daily_unit unit,
+                     int64_t others, int64_t own_read);
+void daily_set_share(struct daily *dl, int64_t hosts);
 
 /* "requests", "tokens"; and the exact parse: 0 and *unit, or -1. */
 const char *daily_unit_name(enum daily_unit unit);

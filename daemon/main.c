@@ -20,6 +20,7 @@
 #include "daily.h"
 #include "decisions.h"
 #include "global.h"
+#include "gdaily.h"
 #include "gquota.h"
 #include "health.h"
 #include "http.h"
@@ -250,6 +251,7 @@ start(struct daemon *d)
                              gquota_slot, ops_quota_done, d);
     if (d->gquota != NULL)
         persist_watch(d->persist, gquota_changed, d->gquota);
+    d->gdaily = gdaily_start(d->base, cfg, d->global, d->daily);
     struct permits_deps deps = { cfg, d->buckets, d->quota, d->persist,
                                  d->telemetry, d->decisions, d->models,
                                  d->daily, d->parking, d->health,
@@ -271,6 +273,7 @@ stop(struct daemon *d)
     server_free(d->server);
     persist_watch(d->persist, NULL, NULL);
     gquota_free(d->gquota);
+    gdaily_free(d->gdaily);
     health_free(d->health);
     permits_free(d->permits);
     d->permits = NULL;          /* health_router may be asked no more */

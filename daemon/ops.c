@@ -479,6 +479,11 @@ daily_status(struct daemon *d, msgpack_zone *z, struct proto_status_rep *rep)
         v[i].frees_at = ds[i].frees_at_s;
         if (ds[i].has_frees_at)
             PROTO_SET(&v[i], PROTO_DAILY_LIMIT_FREES_AT);
+        /* Multi-host mode: used is the fleet's, and this host's part. */
+        if (d->gdaily != NULL) {
+            v[i].own_used = (uint64_t)ds[i].own;
+            PROTO_SET(&v[i], PROTO_DAILY_LIMIT_OWN_USED);
+        }
     }
     rep->daily_limits.v = v;
     rep->daily_limits.n = (uint32_t)n;

@@ -265,14 +265,16 @@ struct proto_msgdef {
     X(m, cooldown_cause,       COOLDOWN_CAUSE,       PF_STR,    0)            \
     X(m, cooldown_since,       COOLDOWN_SINCE,       PF_DOUBLE, 0)            \
     X(m, retry_after_s,        RETRY_AFTER_S,        PF_DOUBLE, 0)
-/* A daily limit's counter (PROVIDER_<NAME>_RPD, _TPD). */
+/* A daily limit's counter (PROVIDER_<NAME>_RPD, _TPD); multi-host mode:
+ * used is the fleet's (as last read), own_used this host's part. */
 #define PROTO_DAILY_LIMIT_FIELDS(X, m)                                        \
     X(m, name,      NAME,      PF_STR,    PF_REQUIRED)                        \
     X(m, unit,      UNIT,      PF_STR,    PF_REQUIRED)                        \
     X(m, limit,     LIMIT,     PF_UINT,   PF_REQUIRED)                        \
     X(m, used,      USED,      PF_UINT,   PF_REQUIRED)                        \
     X(m, remaining, REMAINING, PF_UINT,   PF_REQUIRED)                        \
-    X(m, frees_at,  FREES_AT,  PF_DOUBLE, PF_NULLABLE)
+    X(m, frees_at,  FREES_AT,  PF_DOUBLE, PF_NULLABLE)                        \
+    X(m, own_used,  OWN_USED,  PF_UINT,   0)
 /* status, multi-host mode: the fleet's configuration last read (the
  * newest host's): its hash, host and load time (unix seconds), whether
  * this host's file differs, and this host's own hash. */

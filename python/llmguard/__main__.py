@@ -46,6 +46,7 @@ _MODEL_KEYS = ("alias", "model", "provider", "group", "rate_per_sec",
                "latency_ewma_ms")
 _MODEL_EXTRA = ("available_tokens", "max_tokens", "available_llm_tokens",
                 "cooldown_cause", "cooldown_since", "retry_after_s")
+_DAILY_KEYS = ("name", "unit", "limit", "used", "remaining", "frees_at")
 _DAEMON_KEYS = ("version", "env_file", "database", "uptime_s", "connections",
                 "open_permits", "last_flush", "store")
 
@@ -72,6 +73,11 @@ def _status_json(st: Dict[str, Any]) -> None:
             doc["store_error"] = st["store_error"]
         if "redis" in st:           # multi-host mode
             doc["redis"] = st["redis"]
+    if "daily_limits" in st:
+        doc["daily_limits"] = [
+            dict([(k, d[k]) for k in _DAILY_KEYS]
+                 + [(k, d[k]) for k in ("own_used",) if k in d])
+            for d in st["daily_limits"]]
     _print_json(doc)
 
 
@@ -145,6 +151,17 @@ def _model_table(st: Dict[str, Any]) -> None:
             m["state"], cool, m["waiters"], tpm))
 
 
+def _daily_text(st: Dict[str, Any]) -> None:
+    """Each daily limit, what it used (multi-host mode: the fleet, and
+    this host's part) and when it frees, as llmguardctl prints them."""
+    for d in st.get("daily_limits") or []:
+        own = (f" by the fleet (this host {d['own_used']})"
+               if "own_used" in d else "")
+        frees = "-" if d.get("frees_at") is None else _iso(d["frees_at"])
+        print(f"{d['name']}: {d['used']} of {d['limit']} {d['unit']} a day "
+              f"used{own}, frees {frees}")
+
+
 def cmd_status(client: Client, args: argparse.Namespace) -> int:
     st = client.call("status")
     if args.json:
@@ -180,6 +197,7 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
             p["max_tokens"], p["state"], cool, lat, p["waiters"], tpm))
     _provider_notes(st)
     _model_table(st)
+    _daily_text(st)
     return 0
 
 

@@ -268,6 +268,127 @@ test_flush_requeue_load(void **state)
     daily_free(back);
 }
 
+/* What daily_owed_take() handed over of the requests counters: how
+ * many, their own usage added up, their slots and the last slot's count. */
+struct taken {
+    bool requests;              /* the counter being handed over */
+    int counters, slots;
+    int64_t own, last_count;
+};
+
+static int
+take_counter(void *arg, const char *name, enum daily_unit unit, int64_t own)
+{
+    struct taken *t = arg;
+
+    (void)name;
+    t->requests = unit == DAILY_REQUESTS;
+    if (t->requests) {
+        t->counters++;
+        t->own += own;
+    }
+    return 0;
+}
+
+static int
+take_slot(void *arg, int64_t slot_start_ms, int64_t count)
+{
+    struct taken *t = arg;
+
+    (void)slot_start_ms;
+    if (t->requests) {
+        t->slots++;
+        t->last_count = count;
+    }
+    return 0;
+}
+
+/* Multi-host mode: the others' usage counts in checks and status; owed
+ * slots are handed over as absolute counts; the share caps a check. */
+static void
+test_fleet_others_owed_share(void **state)
+{
+    static const struct daily_owed_sink sink = { take_counter, take_slot };
+    struct daily *dl = fresh();
+    struct daily_status st[2];
+    struct daily_verdict v;
+    struct taken tk = { 0 };
+    double t = T0;
+
+    (void)state;
+    assert_int_equal(daily_set_limit(dl, "provider/groq", 300, 0), 0);
+    daily_track_owed(dl);
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(grant(dl, "provider/groq", 0, t, NULL), 1);
+    assert_true(daily_owed_pending(dl));
+    assert_true(daily_owed_take(dl, t, 10, &sink, &tk) >= 1);
+    assert_int_equal(tk.counters, 1);
+    assert_int_equal(tk.own, 10);
+    assert_int_equal(tk.slots, 1);
+    assert_int_equal(tk.last_count, 10);
+    assert_false(daily_owed_pending(dl));
+    /* The fleet has used 250: 240 by the others. */
+    assert_int_equal(daily_set_others(dl, "provider/groq", DAILY_REQUESTS,
+                                      240, 10), 0);
+    assert_int_equal(daily_list(dl, t, st, 2), 1);
+    assert_int_equal(st[0].used, 250);
+    assert_int_equal(st[0].own, 10);
+    assert_int_equal(st[0].remaining, 50);
+    /* Fleet view: 50 more fit. */
+    for (int i = 0; i < 50; i++)
+        assert_int_equal(grant(dl, "provider/groq", 0, t, NULL), 1);
+    assert_int_equal(grant(dl, "provider/groq", 0, t, NULL), 0);
+    assert_int_equal(daily_list(dl, t, st, 2), 1);
+    assert_int_equal(st[0].used, 300);
+    assert_int_equal(st[0].own, 60);
+    assert_int_equal(st[0].remaining, 0);
+    /* Read again at 300 used; the limit goes to 600 by a reload; Redis
+     * away with 3 hosts: this host may take (600 - 300) / 3 = 100. */
+    assert_int_equal(daily_set_others(dl, "provider/groq", DAILY_REQUESTS,
+                                      240, 60), 0);
+    assert_int_equal(daily_set_limit(dl, "provider/groq", 600, 0), 0);
+    daily_set_share(dl, 3);
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(grant(dl, "provider/groq", 0, t, NULL), 1);
+    assert_int_equal(daily_check(dl, "provider/groq", 1, 0, t, &v), 0);
+    assert_false(v.allowed);
+    assert_int_equal(v.used, 400);
+    assert_int_equal(v.limit, 600);
+    /* Back to the fleet's view: 200 more fit. */
+    daily_set_share(dl, 0);
+    for (int i = 0; i < 200; i++)
+        assert_int_equal(grant(dl, "provider/groq", 0, t, NULL), 1);
+    assert_int_equal(grant(dl, "provider/groq", 0, t, NULL), 0);
+    /* A counter never read: limit / hosts of its own. */
+    assert_int_equal(daily_set_limit(dl, "provider/new", 10, 0), 0);
+    daily_set_share(dl, 4);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(grant(dl, "provider/new", 0, t, NULL), 1);
+    assert_int_equal(grant(dl, "provider/new", 0, t, NULL), 0);
+    /* A reload keeps what was read; a name without limits keeps nothing. */
+    daily_clear_limits(dl);
+    assert_false(daily_limited(dl, "provider/groq"));
+    assert_int_equal(daily_set_limit(dl, "provider/groq", 600, 0), 0);
+    assert_int_equal(daily_list(dl, t, st, 2), 1);
+    assert_int_equal(st[0].used, 600);
+    assert_int_equal(daily_set_others(dl, "provider/none", DAILY_REQUESTS,
+                                      5, 0), 0);
+    assert_int_equal(daily_set_others(dl, "provider/groq", DAILY_TOKENS,
+                                      -1, 0), -1);
+    /* Owed again: every slot handed over once more, absolute. */
+    tk = (struct taken){ 0 };
+    assert_true(daily_owed_take(dl, t, 10, &sink, &tk) >= 2);
+    assert_int_equal(tk.counters, 2);
+    assert_int_equal(tk.own, 362);
+    assert_false(daily_owed_pending(dl));
+    daily_owe_all(dl);
+    tk = (struct taken){ 0 };
+    assert_true(daily_owed_take(dl, t, 10, &sink, &tk) >= 2);
+    assert_int_equal(tk.counters, 2);
+    assert_int_equal(tk.own, 362);
+    daily_free(dl);
+}
+
 int
 main(void)
 {
@@ -278,6 +399,7 @@ main(void)
         cmocka_unit_test(test_limits_change_usage_stays),
         cmocka_unit_test(test_bad_arguments),
         cmocka_unit_test(test_flush_requeue_load),
+        cmocka_unit_test(test_fleet_others_owed_share),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
