@@ -11,7 +11,6 @@
  * quota batches never do.  So one small script, once a second: write the
  * owed slots, read every limited counter.
  */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,14 +100,6 @@ static const char sync_lua[] =
     "end\n"
     "return out\n";
 
-/* The argument vector of the script being built. */
-struct strv {
-    char **v;
-    size_t *len;
-    size_t n, cap;
-    bool oom;
-};
-
 /* A counter in an exchange: this host's own usage when it was built. */
 struct counter {
     char name[QUOTA_ID_MAX + 1];
@@ -119,7 +110,7 @@ struct counter {
 
 struct batch {
     struct gdaily *gd;
-    struct strv keys, args;
+    struct redis_args keys, args;
     struct counter *c;
     size_t nc, cap;
     size_t count_at;            /* the open counter's count in args */
@@ -142,56 +133,6 @@ struct gdaily {
     char key_epoch[KEY_MAX], key_rebuilding[KEY_MAX];
 };
 
-/* ---- the argument vector ------------------------------------------------ */
-
-static int
-strv_addf(struct strv *sv, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static int
-strv_addf(struct strv *sv, const char *fmt, ...)
-{
-    va_list ap;
-    char *s;
-    int n;
-
-    if (sv->oom)
-        return -1;
-    if (sv->n == sv->cap) {
-        size_t cap = sv->cap ? 2 * sv->cap : 64;
-        char **v = realloc(sv->v, cap * sizeof(*v));
-        size_t *len = v ? realloc(sv->len, cap * sizeof(*len)) : NULL;
-
-        if (v != NULL)
-            sv->v = v;
-        if (len == NULL) {
-            sv->oom = true;
-            return -1;
-        }
-        sv->len = len;
-        sv->cap = cap;
-    }
-    va_start(ap, fmt);
-    n = vasprintf(&s, fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-        sv->oom = true;
-        return -1;
-    }
-    sv->v[sv->n] = s;
-    sv->len[sv->n++] = (size_t)n;
-    return 0;
-}
-
-static void
-strv_free(struct strv *sv)
-{
-    for (size_t i = 0; i < sv->n; i++)
-        free(sv->v[i]);
-    free(sv->v);
-    free(sv->len);
-}
-
 /* ---- the exchange -------------------------------------------------------- */
 
 static void
@@ -199,8 +140,8 @@ batch_free(struct batch *b)
 {
     if (b == NULL)
         return;
-    strv_free(&b->keys);
-    strv_free(&b->args);
+    redis_args_free(&b->keys);
+    redis_args_free(&b->args);
     free(b->c);
     free(b);
 }
@@ -247,11 +188,11 @@ add_counter(void *arg, const char *name, enum daily_unit unit, int64_t own)
         b->cap = cap;
     }
     close_counter(b);
-    strv_addf(&b->keys, "%s{daily}:used:%s:%s", p, u, name);
-    strv_addf(&b->keys, "%s{daily}:by:%s:%s", p, u, name);
+    redis_args_addf(&b->keys, "%s{daily}:used:%s:%s", p, u, name);
+    redis_args_addf(&b->keys, "%s{daily}:by:%s:%s", p, u, name);
     b->count_at = b->args.n;
     b->count = 0;
-    strv_addf(&b->args, "0");
+    redis_args_addf(&b->args, "0");
     struct counter *c = &b->c[b->nc++];
     snprintf(c->name, sizeof(c->name), "%s", name);
     c->unit = unit;
@@ -267,8 +208,8 @@ add_slot(void *arg, int64_t slot_start_ms, int64_t count)
 
     b->count++;
     b->c[b->nc - 1].owed = true;
-    strv_addf(&b->args, "%lld", (long long)slot_start_ms);
-    return strv_addf(&b->args, "%lld", (long long)count);
+    redis_args_addf(&b->args, "%lld", (long long)slot_start_ms);
+    return redis_args_addf(&b->args, "%lld", (long long)count);
 }
 
 /* Every limited counter not in b yet, to read the fleet's usage of. */
@@ -389,14 +330,14 @@ sync_reply(const redisReply *r, const char *err, void *arg)
 static void
 header(struct gdaily *gd, struct batch *b, double now)
 {
-    strv_addf(&b->keys, "%s", gd->key_epoch);
-    strv_addf(&b->keys, "%s", gd->key_rebuilding);
-    strv_addf(&b->args, "%s", gd->cfg->host_id);
-    strv_addf(&b->args, "%s", gd->epoch);
-    strv_addf(&b->args, "%s", gd->candidate);
-    strv_addf(&b->args, "%lld", (long long)daily_horizon_ms(gd->dl, now));
-    strv_addf(&b->args, "%lld", TTL_MS);
-    strv_addf(&b->args, "%llu", (unsigned long long)++gd->seq);
+    redis_args_addf(&b->keys, "%s", gd->key_epoch);
+    redis_args_addf(&b->keys, "%s", gd->key_rebuilding);
+    redis_args_addf(&b->args, "%s", gd->cfg->host_id);
+    redis_args_addf(&b->args, "%s", gd->epoch);
+    redis_args_addf(&b->args, "%s", gd->candidate);
+    redis_args_addf(&b->args, "%lld", (long long)daily_horizon_ms(gd->dl, now));
+    redis_args_addf(&b->args, "%lld", TTL_MS);
+    redis_args_addf(&b->args, "%llu", (unsigned long long)++gd->seq);
 }
 
 /* Send b; 0, or -1 (nothing sent). */

@@ -17,7 +17,6 @@
  */
 #include <inttypes.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -292,17 +291,9 @@ struct gconn {
     struct gcall_list calls;
 };
 
-/* The argument vector of a script being built. */
-struct strv {
-    char **v;
-    size_t *len;
-    size_t n, cap;
-    bool oom;
-};
-
 struct batch {
     struct gquota *gq;
-    struct strv keys, args;
+    struct redis_args keys, args;
     size_t nsub;
     size_t count_at;            /* the open subject's count in args */
     int64_t count;
@@ -354,54 +345,6 @@ struct gquota {
 };
 
 /* ---- small helpers ------------------------------------------------------ */
-
-static int
-strv_addf(struct strv *sv, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static int
-strv_addf(struct strv *sv, const char *fmt, ...)
-{
-    va_list ap;
-    char *s;
-    int n;
-
-    if (sv->oom)
-        return -1;
-    if (sv->n == sv->cap) {
-        size_t cap = sv->cap ? 2 * sv->cap : 64;
-        char **v = realloc(sv->v, cap * sizeof(*v));
-        size_t *len = v ? realloc(sv->len, cap * sizeof(*len)) : NULL;
-
-        if (v != NULL)
-            sv->v = v;
-        if (len == NULL) {
-            sv->oom = true;
-            return -1;
-        }
-        sv->len = len;
-        sv->cap = cap;
-    }
-    va_start(ap, fmt);
-    n = vasprintf(&s, fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-        sv->oom = true;
-        return -1;
-    }
-    sv->v[sv->n] = s;
-    sv->len[sv->n++] = (size_t)n;
-    return 0;
-}
-
-static void
-strv_free(struct strv *sv)
-{
-    for (size_t i = 0; i < sv->n; i++)
-        free(sv->v[i]);
-    free(sv->v);
-    free(sv->len);
-}
 
 static void
 key_of(const struct gquota *gq, char *buf, const char *what,
@@ -565,13 +508,13 @@ batch_subject(void *arg, const char *subject, int64_t own, bool whole)
         return -1;
     batch_close_subject(b);
     key_of(b->gq, key, "used", subject);
-    strv_addf(&b->keys, "%s", key);
+    redis_args_addf(&b->keys, "%s", key);
     key_of(b->gq, key, "by", subject);
-    strv_addf(&b->keys, "%s", key);
+    redis_args_addf(&b->keys, "%s", key);
     b->count_at = b->args.n;
     b->count = 0;
-    strv_addf(&b->args, "0");
-    strv_addf(&b->args, "%d", whole ? 1 : 0);
+    redis_args_addf(&b->args, "0");
+    redis_args_addf(&b->args, "%d", whole ? 1 : 0);
     snprintf(b->subject[b->nsub], QUOTA_SUBJECT_MAX, "%s", subject);
     b->own[b->nsub++] = own;
     return b->keys.oom || b->args.oom ? -1 : 0;
@@ -583,8 +526,8 @@ batch_slot(void *arg, int64_t start_ms, int64_t tokens)
     struct batch *b = arg;
 
     b->count++;
-    strv_addf(&b->args, "%lld", (long long)start_ms);
-    return strv_addf(&b->args, "%lld", (long long)tokens);
+    redis_args_addf(&b->args, "%lld", (long long)start_ms);
+    return redis_args_addf(&b->args, "%lld", (long long)tokens);
 }
 
 static void
@@ -592,8 +535,8 @@ batch_free(struct batch *b)
 {
     if (b == NULL)
         return;
-    strv_free(&b->keys);
-    strv_free(&b->args);
+    redis_args_free(&b->keys);
+    redis_args_free(&b->args);
     free(b);
 }
 
@@ -700,17 +643,17 @@ write_reply(const redisReply *r, const char *err, void *arg)
 static void
 batch_header(struct gquota *gq, struct batch *b, double now)
 {
-    strv_addf(&b->keys, "%s", gq->key_epoch);
-    strv_addf(&b->keys, "%s", gq->key_window);
-    strv_addf(&b->args, "%s", gq->cfg->host_id);
-    strv_addf(&b->args, "%s", gq->epoch);
-    strv_addf(&b->args, "%s", gq->candidate);
-    strv_addf(&b->args, "%lld", (long long)slot_ms(gq));
-    strv_addf(&b->args, "%lld", (long long)quota_horizon_ms(gq->q, now));
-    strv_addf(&b->args, "%lld", (long long)ttl_ms(gq));
-    strv_addf(&b->args, "%llu", (unsigned long long)++gq->wseq);
-    strv_addf(&b->args, "%lld", (long long)gq->in_force.loaded_at_ms);
-    strv_addf(&b->args, "%s", gq->in_force.host);
+    redis_args_addf(&b->keys, "%s", gq->key_epoch);
+    redis_args_addf(&b->keys, "%s", gq->key_window);
+    redis_args_addf(&b->args, "%s", gq->cfg->host_id);
+    redis_args_addf(&b->args, "%s", gq->epoch);
+    redis_args_addf(&b->args, "%s", gq->candidate);
+    redis_args_addf(&b->args, "%lld", (long long)slot_ms(gq));
+    redis_args_addf(&b->args, "%lld", (long long)quota_horizon_ms(gq->q, now));
+    redis_args_addf(&b->args, "%lld", (long long)ttl_ms(gq));
+    redis_args_addf(&b->args, "%llu", (unsigned long long)++gq->wseq);
+    redis_args_addf(&b->args, "%lld", (long long)gq->in_force.loaded_at_ms);
+    redis_args_addf(&b->args, "%s", gq->in_force.host);
 }
 
 /* Send one batch of what is owed, if Redis is up and none is in flight. */

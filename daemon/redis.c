@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -626,4 +627,50 @@ redis_random_hex(char *out, size_t nbytes)
         fatalx(1, "getrandom: cannot make a random instance id");
     for (size_t i = 0; i < nbytes; i++)
         snprintf(out + 2 * i, 3, "%02x", r[i]);
+}
+
+/* ---- argument vectors --------------------------------------------------- */
+
+int
+redis_args_addf(struct redis_args *sv, const char *fmt, ...)
+{
+    va_list ap;
+    char *s;
+    int n;
+
+    if (sv->oom)
+        return -1;
+    if (sv->n == sv->cap) {
+        size_t cap = sv->cap ? 2 * sv->cap : 64;
+        char **v = realloc(sv->v, cap * sizeof(*v));
+        size_t *len = v ? realloc(sv->len, cap * sizeof(*len)) : NULL;
+
+        if (v != NULL)
+            sv->v = v;
+        if (len == NULL) {
+            sv->oom = true;
+            return -1;
+        }
+        sv->len = len;
+        sv->cap = cap;
+    }
+    va_start(ap, fmt);
+    n = vasprintf(&s, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        sv->oom = true;
+        return -1;
+    }
+    sv->v[sv->n] = s;
+    sv->len[sv->n++] = (size_t)n;
+    return 0;
+}
+
+void
+redis_args_free(struct redis_args *sv)
+{
+    for (size_t i = 0; i < sv->n; i++)
+        free(sv->v[i]);
+    free(sv->v);
+    free(sv->len);
 }

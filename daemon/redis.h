@@ -80,6 +80,20 @@ int redis_eval(struct redis *r, int script, int nkeys, int argc,
                const char **argv, const size_t *lens, redis_reply_fn fn,
                void *arg);
 
+/* An argument vector for redis_command() and redis_eval(), built one
+ * formatted string at a time.  Zero it to start.  Once an add fails (out
+ * of memory) every later one fails too: check oom, or the last add, before
+ * sending it. */
+struct redis_args {
+    char **v;
+    size_t *len;
+    size_t n, cap;
+    bool oom;
+};
+int redis_args_addf(struct redis_args *a, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void redis_args_free(struct redis_args *a);
+
 bool redis_up(const struct redis *r);
 /* The last error seen ("" when none): a refused AUTH, a timeout... */
 const char *redis_last_error(const struct redis *r);
