@@ -150,17 +150,10 @@ batch_free(struct batch *b)
 static void
 close_counter(struct batch *b)
 {
-    char *s;
-
-    if (b->nc == 0 || b->args.oom)
+    if (b->nc == 0)
         return;
-    if (asprintf(&s, "%lld", (long long)b->count) < 0) {
-        b->args.oom = true;
-        return;
-    }
-    free(b->args.v[b->count_at]);
-    b->args.v[b->count_at] = s;
-    b->args.len[b->count_at] = strlen(s);
+    (void)redis_args_setf(&b->args, b->count_at, "%lld",
+                          (long long)b->count);
 }
 
 static bool

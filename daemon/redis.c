@@ -674,3 +674,25 @@ redis_args_free(struct redis_args *sv)
     free(sv->v);
     free(sv->len);
 }
+
+int
+redis_args_setf(struct redis_args *a, size_t i, const char *fmt, ...)
+{
+    va_list ap;
+    char *s;
+    int n;
+
+    if (a->oom)
+        return -1;
+    va_start(ap, fmt);
+    n = vasprintf(&s, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        a->oom = true;
+        return -1;
+    }
+    free(a->v[i]);
+    a->v[i] = s;
+    a->len[i] = (size_t)n;
+    return 0;
+}

@@ -92,6 +92,9 @@ struct redis_args {
 };
 int redis_args_addf(struct redis_args *a, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* Replace argument i (< n) by a formatted string, as redis_args_addf. */
+int redis_args_setf(struct redis_args *a, size_t i, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 void redis_args_free(struct redis_args *a);
 
 bool redis_up(const struct redis *r);
