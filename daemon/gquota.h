@@ -123,4 +123,55 @@ int gquota_reserve_share(struct gquota *gq, const char *workflow,
                          const char *tenant, int64_t tokens, double now_s,
                          bool fallback, struct quota_decision *d);
 
+/*
+ * Lua for the scripts that keep, per subject, the fleet's usage per slot
+ * (hash `used`) and each host's part of it (hash `by`, field
+ * "<slot>@<host>", an absolute value): this module's quota write and
+ * gdaily.c's daily sync (proto/REDIS.md, "Quotas: why absolute values").
+ * epoch(key, rebuilding, known, candidate, ms): the data's identity in
+ * key, made from candidate (and rebuilding set for ms) when missing;
+ * returns 'ok', or 'rebuild' when it is not known, and the epoch.
+ * set_part(used, by, host, slot, v): this host's part of slot becomes v,
+ * the slot's total moves by the difference (a total at 0 is deleted).
+ * live_sum(used, by, horizon): the total of the slots from horizon on;
+ * the older ones are deleted, totals and parts.
+ */
+#define GQUOTA_PARTS_LUA \
+    "local function epoch(key, rebuilding, known, candidate, ms)\n" \
+    "  local ep = redis.call('GET', key)\n" \
+    "  if not ep then\n" \
+    "    redis.call('SET', key, candidate)\n" \
+    "    redis.call('SET', rebuilding, '1', 'PX', ms)\n" \
+    "    return 'rebuild', candidate\n" \
+    "  end\n" \
+    "  if ep ~= known then return 'rebuild', ep end\n" \
+    "  return 'ok', ep\n" \
+    "end\n" \
+    "local function set_part(used, by, host, slot, v)\n" \
+    "  local f = slot .. '@' .. host\n" \
+    "  local old = tonumber(redis.call('HGET', by, f) or '0')\n" \
+    "  if v == old then return end\n" \
+    "  if v == 0 then redis.call('HDEL', by, f)\n" \
+    "  else redis.call('HSET', by, f, v) end\n" \
+    "  if redis.call('HINCRBY', used, slot, v - old) <= 0 then\n" \
+    "    redis.call('HDEL', used, slot) end\n" \
+    "end\n" \
+    "local function live_sum(used, by, horizon)\n" \
+    "  local sum, old = 0, false\n" \
+    "  local all = redis.call('HGETALL', used)\n" \
+    "  for i = 1, #all, 2 do\n" \
+    "    if tonumber(all[i]) < horizon then\n" \
+    "      redis.call('HDEL', used, all[i]); old = true\n" \
+    "    else sum = sum + tonumber(all[i + 1]) end\n" \
+    "  end\n" \
+    "  if old then\n" \
+    "    local b = redis.call('HGETALL', by)\n" \
+    "    for i = 1, #b, 2 do\n" \
+    "      local s = tonumber(string.match(b[i], '^(-?%d+)@'))\n" \
+    "      if s and s < horizon then redis.call('HDEL', by, b[i]) end\n" \
+    "    end\n" \
+    "  end\n" \
+    "  return sum\n" \
+    "end\n"
+
 #endif
